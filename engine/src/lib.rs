@@ -6,4 +6,4 @@ mod registry;
 mod stage;
 
 pub use registry::Registry;
-pub use stage::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+pub use stage::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};

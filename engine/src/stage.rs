@@ -101,6 +101,23 @@ pub trait Stage: Send + Sync {
     fn version(&self) -> u32;
     /// Validate params (and the number of deps/outs) before anything runs.
     fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError>;
+    /// Extra facts the result depends on beyond params and deps' bytes: a
+    /// git rev resolved to its commit id, a remote file's ETag or hash. The
+    /// value joins the stage key, so when it changes the stage re-runs.
+    /// Called on every plan, so it must be cheap or cached. Default: none.
+    fn fingerprint(&self, _ctx: &FingerprintContext<'_>) -> Result<Option<serde_json::Value>, StageFailure> {
+        Ok(None)
+    }
     /// Do the work: read `deps`, write every path in `outs`, return metrics.
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure>;
+}
+
+/// What [`Stage::fingerprint`] sees.
+pub struct FingerprintContext<'a> {
+    /// The folder the stage runs in.
+    pub cwd: &'a Path,
+    /// Absolute paths of the declared deps.
+    pub deps: &'a [PathBuf],
+    /// The params object.
+    pub params: &'a serde_json::Value,
 }
