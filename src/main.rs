@@ -1,1 +1,36 @@
-fn main() {}
+//! The `dvx` binary: parse the command line, call the library, map the
+//! outcome to an exit code (0 ok, 1 a stage failed, 2 a dvx error).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    init_tracing(args.verbose);
+    miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().terminal_links(false).unicode(true).context_lines(1).build())
+    }))
+    .ok();
+    match commands::dispatch(args) {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "dvx=info,dvx_engine=info,dvx_stages=info,dvx_cache=info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,1 +1,39 @@
-//! placeholder
+//! The dvx store: content-addressed objects (blake3), the run-cache (stage
+//! key → outputs), version records, per-key locks, verify and gc.
+//!
+//! Layout of a cache directory (every bucket carries a format version):
+//! ```text
+//! CACHEDIR.TAG
+//! objects-v1/ab/cdef…     file bytes, or a folder manifest (JSON), named by blake3
+//! runs-v1/ab/<key>.json   run-cache entries
+//! versions-v1/<hash>.json version records
+//! locks-v1/<key>.lock     one lock file per stage key (OS file locks)
+//! tmp/                    temp files, renamed into place when complete
+//! quarantine/             objects whose bytes did not match their name
+//! ```
+//! Every write goes to `tmp/` in the same filesystem, is fsynced and renamed,
+//! so a reader never sees a partial object and kill -9 at any instant leaves
+//! the cache consistent.
+
+mod atomic;
+mod error;
+mod gc;
+mod hash;
+mod lock;
+mod objects;
+mod runs;
+mod stat;
+mod store;
+mod verify;
+mod versions;
+
+pub use error::{CacheError, Result};
+pub use gc::{GcOptions, GcReport};
+pub use hash::{hash_file, Hash};
+pub use lock::KeyLock;
+pub use objects::{hash_path, remove_path, LinkMode, OutputKind, OutputRef, TreeEntry};
+pub use runs::RunEntry;
+pub use stat::StatCache;
+pub use store::{Cache, CacheOptions};
+pub use verify::VerifyReport;
+pub use versions::{canonical_json, VersionMeta, VersionRecord};

@@ -2,8 +2,27 @@
 //! and why) and the scheduler. It knows nothing about datasets: stage kinds
 //! come in through [`Registry`].
 
+mod error;
+mod exec;
+pub mod graph;
+mod key;
+pub mod ops;
 mod registry;
+mod run;
+pub mod spec;
 mod stage;
+mod state;
+mod why;
+mod workspace;
 
+pub use error::{EngineError, Result, SourceFile, Span, SpecError};
+pub use exec::{abs, execute, tail, Failure};
+pub use graph::Graph;
+pub use key::KeyInputs;
 pub use registry::Registry;
+pub use run::{check_sources, run, Action, RunOptions, RunReport, StageResult, Status};
+pub use spec::{load_pipeline, Pipeline, StageDef};
 pub use stage::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+pub use state::{StageState, WorkspaceState};
+pub use why::StaleReason;
+pub use workspace::{ProjectConfig, Workspace};

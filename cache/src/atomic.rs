@@ -1,0 +1,51 @@
+//! Atomic writes: temp file in the cache's own `tmp/`, fsync, rename.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{IoContext, Result};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh temp path in `tmp_dir`, unique across processes and threads.
+pub(crate) fn temp_path(tmp_dir: &Path) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    tmp_dir.join(format!("{}-{}-{}.tmp", std::process::id(), n, nanos))
+}
+
+/// Write `bytes` to `dest` atomically with `mode`.
+pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = temp_path(tmp_dir);
+    let result = (|| {
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        set_mode(&tmp, mode)?;
+        rename_into_place(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Rename a complete temp file into place, creating the parent folder.
+pub(crate) fn rename_into_place(tmp: &Path, dest: &Path) -> Result<()> {
+    if let Some(parent) = dest.parent() {
+        if !parent.exists() {
+            std::fs::create_dir_all(parent).at(parent)?;
+        }
+    }
+    std::fs::rename(tmp, dest).at(dest)
+}
+
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at(path)
+}

@@ -1,0 +1,63 @@
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, Result};
+
+/// A blake3 hash, as 64 lowercase hex characters.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Hash(String);
+
+impl Hash {
+    /// From a finished blake3 hasher.
+    pub fn from_blake3(h: blake3::Hash) -> Self {
+        Hash(h.to_hex().to_string())
+    }
+    /// Hash of some bytes.
+    pub fn of_bytes(bytes: &[u8]) -> Self {
+        Hash::from_blake3(blake3::hash(bytes))
+    }
+    /// Parse a full hex hash.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+            .then(|| Hash(s.to_string()))
+    }
+    /// The hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The first 12 characters, for display.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", self.short())
+    }
+}
+
+/// Hash a file's bytes, streaming.
+pub fn hash_file(path: &Path) -> Result<Hash> {
+    let mut file = std::fs::File::open(path).at(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Hash::from_blake3(hasher.finalize()))
+}

@@ -1,0 +1,108 @@
+use std::path::{Path, PathBuf};
+
+use crate::atomic;
+use crate::error::{IoContext, Result};
+use crate::hash::Hash;
+
+/// How a cache directory is opened.
+#[derive(Debug, Clone, Default)]
+pub struct CacheOptions {
+    /// Shared mode: folders setgid and group-writable, files group-readable,
+    /// so several users of one Unix group can read and write the cache.
+    pub shared_group: bool,
+}
+
+/// A cache directory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+    opts: CacheOptions,
+}
+
+const TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by dvx.\n";
+
+impl Cache {
+    /// Open (creating if needed) the cache at `root`.
+    pub fn open(root: &Path, opts: CacheOptions) -> Result<Cache> {
+        let cache = Cache { root: root.to_path_buf(), opts };
+        if cache.opts.shared_group {
+            // Group members must be able to write what we create.
+            unsafe { libc::umask(0o002) };
+        }
+        for sub in ["objects-v1", "runs-v1", "versions-v1", "locks-v1", "tmp"] {
+            cache.ensure_dir(&cache.root.join(sub))?;
+        }
+        let tag = cache.root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            atomic::write_atomic(&cache.tmp_dir(), &tag, TAG.as_bytes(), cache.file_mode(false))?;
+        }
+        Ok(cache)
+    }
+
+    /// The cache directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether the cache is in shared (group) mode.
+    pub fn is_shared(&self) -> bool {
+        self.opts.shared_group
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub(crate) fn objects_dir(&self) -> PathBuf {
+        self.root.join("objects-v1")
+    }
+
+    pub(crate) fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs-v1")
+    }
+
+    pub(crate) fn versions_dir(&self) -> PathBuf {
+        self.root.join("versions-v1")
+    }
+
+    pub(crate) fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks-v1")
+    }
+
+    /// Where the object named `hash` lives.
+    pub fn object_path(&self, hash: &Hash) -> PathBuf {
+        let h = hash.as_str();
+        self.objects_dir().join(&h[..2]).join(&h[2..])
+    }
+
+    /// Create a folder (and parents) with the cache's permissions.
+    pub(crate) fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).at(dir)?;
+        if self.opts.shared_group {
+            atomic::set_mode(dir, 0o2775)?;
+        }
+        Ok(())
+    }
+
+    /// Mode for files the cache writes. Objects are read-only so a file
+    /// restored by hard link cannot be edited in place by accident.
+    pub(crate) fn file_mode(&self, read_only: bool) -> u32 {
+        match (read_only, self.opts.shared_group) {
+            (true, true) => 0o444,
+            (true, false) => 0o444,
+            (false, true) => 0o664,
+            (false, false) => 0o644,
+        }
+    }
+
+    /// Write a small file of the cache (a record) atomically.
+    pub(crate) fn write_record(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        if let Some(parent) = dest.parent() {
+            self.ensure_dir(parent)?;
+        }
+        atomic::write_atomic(&self.tmp_dir(), dest, bytes, self.file_mode(false))
+    }
+}

@@ -1,0 +1,108 @@
+//! Stage keys.
+//!
+//! A key is blake3 over a canonical, length-prefixed encoding of:
+//! the key scheme version, the stage kind and its implementation version,
+//! the canonical params (keys sorted), the interpolated `cmd`, the declared
+//! env (sorted), the stage folder and out paths (relative to the root wdir),
+//! each dep's path, kind and content hash in declared order, and the stage's
+//! fingerprint (resolved git commits, remote ETags).
+//!
+//! Never in a key: timestamps, absolute paths of the workspace, map iteration
+//! order, the stage's name (two stages doing the same work share results).
+
+use dvx_cache::{canonical_json, Hash, OutputKind};
+
+/// Everything a key is made of.
+#[derive(Debug, Clone)]
+pub struct KeyInputs<'a> {
+    /// Stage kind.
+    pub kind: &'a str,
+    /// Implementation version.
+    pub version: u32,
+    /// Params object.
+    pub params: &'a serde_json::Value,
+    /// Interpolated command.
+    pub cmd: Option<&'a str>,
+    /// Declared env.
+    pub env: &'a std::collections::BTreeMap<String, String>,
+    /// Stage folder.
+    pub cwd: &'a str,
+    /// Out paths.
+    pub outs: &'a [String],
+    /// Deps: path, kind, hash.
+    pub deps: &'a [(String, OutputKind, Hash)],
+    /// Extra facts from the stage.
+    pub fingerprint: Option<&'a serde_json::Value>,
+}
+
+struct KeyHasher(blake3::Hasher);
+
+impl KeyHasher {
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.update(&(b.len() as u64).to_le_bytes());
+        self.0.update(b);
+    }
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+    fn opt(&mut self, s: Option<&[u8]>) {
+        match s {
+            None => {
+                self.0.update(&[0]);
+            }
+            Some(b) => {
+                self.0.update(&[1]);
+                self.bytes(b);
+            }
+        }
+    }
+}
+
+impl KeyInputs<'_> {
+    /// The stage key (64 hex characters).
+    pub fn key(&self) -> String {
+        let mut h = KeyHasher(blake3::Hasher::new());
+        h.str("dvx-stage-key-v1");
+        h.str(self.kind);
+        h.bytes(&self.version.to_le_bytes());
+        h.bytes(&canonical_json(self.params));
+        h.opt(self.cmd.map(str::as_bytes));
+        h.bytes(&(self.env.len() as u64).to_le_bytes());
+        for (k, v) in self.env {
+            h.str(k);
+            h.str(v);
+        }
+        h.str(self.cwd);
+        h.bytes(&(self.outs.len() as u64).to_le_bytes());
+        for o in self.outs {
+            h.str(o);
+        }
+        h.bytes(&(self.deps.len() as u64).to_le_bytes());
+        for (p, k, hash) in self.deps {
+            h.str(p);
+            h.str(match k {
+                OutputKind::File => "file",
+                OutputKind::Dir => "dir",
+            });
+            h.str(hash.as_str());
+        }
+        h.opt(self.fingerprint.map(canonical_json).as_deref());
+        h.0.finalize().to_hex().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ignores_param_order_but_not_values() {
+        let env = Default::default();
+        let p1 = serde_json::json!({"a": 1, "b": 2});
+        let p2: serde_json::Value = serde_json::from_str(r#"{"b": 2, "a": 1}"#).unwrap();
+        let p3 = serde_json::json!({"a": 1, "b": 3});
+        let k = |p| KeyInputs { kind: "cmd", version: 1, params: p, cmd: Some("x"), env: &env, cwd: "", outs: &[], deps: &[], fingerprint: None }.key();
+        assert_eq!(k(&p1), k(&p2));
+        assert_ne!(k(&p1), k(&p3));
+    }
+}

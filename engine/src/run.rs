@@ -1,0 +1,604 @@
+//! The scheduler: walks the graph on tokio, in parallel where stages are
+//! independent, deciding per stage whether it is up to date, can be restored
+//! from the run-cache, or must execute — and why.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use dvx_cache::{hash_path, Hash, KeyLock, OutputKind, OutputRef, StatCache, VersionMeta};
+use serde::Serialize;
+
+use crate::error::{EngineError, Result};
+use crate::exec::{self, abs, Failure};
+use crate::graph::Graph;
+use crate::key::KeyInputs;
+use crate::registry::Registry;
+use crate::spec::Pipeline;
+use crate::stage::{FingerprintContext, Metrics};
+use crate::state::{StageState, WorkspaceState};
+use crate::why::{why_stale, StaleReason};
+use crate::workspace::Workspace;
+
+/// What happened to a stage in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Executed.
+    Ran,
+    /// Up to date, or restored from the run-cache.
+    Cached,
+    /// An upstream stage re-ran but produced the same bytes, so this stage did not run.
+    Cutoff,
+    /// Failed.
+    Failed,
+    /// Not run because an upstream stage failed.
+    Skipped,
+}
+
+/// What a dry run (or `status`) would do with a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Nothing: the workspace holds its current outputs.
+    UpToDate,
+    /// Restore outputs from the run-cache.
+    Restore,
+    /// Execute.
+    Run,
+}
+
+/// One stage's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageResult {
+    /// Stage name.
+    pub name: String,
+    /// Status (for runs).
+    pub status: Status,
+    /// Planned action (for dry runs and status).
+    #[serde(skip)]
+    pub action: Action,
+    /// Its key, when known.
+    pub key: Option<String>,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// Why it ran / would run.
+    #[serde(skip)]
+    pub reasons: Vec<StaleReason>,
+    /// Failure message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Tail of the log when it failed.
+    #[serde(skip)]
+    pub log_tail: Option<String>,
+    /// Outputs.
+    #[serde(skip)]
+    pub outputs: Vec<OutputRef>,
+    /// Metrics.
+    #[serde(skip)]
+    pub metrics: Metrics,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only these stages (and what they need); empty = all.
+    pub targets: Vec<String>,
+    /// Execute these even when cached.
+    pub force: Vec<String>,
+    /// Execute everything.
+    pub force_all: bool,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Stages in flight at once.
+    pub jobs: usize,
+    /// Show a progress bar (when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    /// The version written (none for dry runs and failed runs).
+    pub version: Option<Hash>,
+    /// Stages in topological order.
+    pub stages: Vec<StageResult>,
+}
+
+impl RunReport {
+    /// Whether any stage failed.
+    pub fn failed(&self) -> bool {
+        self.stages.iter().any(|s| s.status == Status::Failed)
+    }
+}
+
+struct Shared {
+    p: Arc<Pipeline>,
+    graph: Graph,
+    registry: Registry,
+    ws: Workspace,
+    stat: Mutex<StatCache>,
+    state: Mutex<WorkspaceState>,
+    results: Mutex<Vec<Option<StageResult>>>,
+    forced: Vec<bool>,
+    dry_run: bool,
+    threads: usize,
+}
+
+impl Shared {
+    fn result(&self, si: usize) -> Option<StageResult> {
+        self.results.lock().expect("results lock")[si].clone()
+    }
+
+    fn hash_workspace(&self, rel: &str) -> std::result::Result<(OutputKind, Hash), String> {
+        let path = abs(&self.p.wdir, rel);
+        let mut stat = self.stat.lock().expect("stat lock");
+        hash_path(&path, &mut stat).map_err(|e| e.to_string())
+    }
+
+    /// Whether every output is in the workspace with the expected bytes;
+    /// otherwise the first that is missing or modified.
+    fn workspace_matches(&self, outputs: &[OutputRef]) -> Option<StaleReason> {
+        for o in outputs {
+            if std::fs::symlink_metadata(abs(&self.p.wdir, &o.path)).is_err() {
+                return Some(StaleReason::OutputMissing { path: o.path.clone() });
+            }
+            match self.hash_workspace(&o.path) {
+                Ok((k, h)) if k == o.kind && h == o.hash => {}
+                _ => return Some(StaleReason::OutputModified { path: o.path.clone() }),
+            }
+        }
+        None
+    }
+}
+
+/// Check that every dep that no stage produces exists, pointing at it if not.
+pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
+    for (si, s) in p.stages.iter().enumerate() {
+        for (di, d) in s.deps.iter().enumerate() {
+            if graph.producers[si][di].is_none() && std::fs::metadata(abs(&p.wdir, d)).is_err() {
+                let outs = p.stages.iter().flat_map(|s| s.outs.iter().map(String::as_str));
+                let mut err = p.error_at(
+                    &s.origin,
+                    s.origin.deps[di],
+                    format!("dep `{d}` of stage `{}` does not exist and no stage produces it", s.name),
+                    "not found",
+                );
+                if let Some(best) = crate::spec::did_you_mean(d, outs) {
+                    err = err.with_help(format!("did you mean `{best}`?"));
+                }
+                return Err(err.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run (or, with `dry_run`, plan) a pipeline.
+pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions) -> Result<RunReport> {
+    let graph = Graph::build(&p)?;
+    check_sources(&p, &graph)?;
+    let mut target_idx = Vec::new();
+    for t in &opts.targets {
+        match p.stages.iter().position(|s| &s.name == t) {
+            Some(i) => target_idx.push(i),
+            None => return Err(unknown_stage(&p, t)),
+        }
+    }
+    let mut forced = vec![opts.force_all; p.stages.len()];
+    for f in &opts.force {
+        match p.stages.iter().position(|s| &s.name == f) {
+            Some(i) => forced[i] = true,
+            None => return Err(unknown_stage(&p, f)),
+        }
+    }
+    let selected = if target_idx.is_empty() { graph.order.clone() } else { graph.closure(&target_idx) };
+    let n = p.stages.len();
+    let jobs = opts.jobs.max(1);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let sh = Arc::new(Shared {
+        stat: Mutex::new(StatCache::load(&ws.state_dir.join("stat-v1.json"))),
+        state: Mutex::new(WorkspaceState::load(&ws.state_dir)),
+        results: Mutex::new(vec![None; n]),
+        p: p.clone(),
+        graph,
+        registry,
+        ws,
+        forced,
+        dry_run: opts.dry_run,
+        threads,
+    });
+
+    let progress = if opts.progress && !opts.dry_run && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(selected.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
+                .expect("valid template"),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(bar)
+    } else {
+        None
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(jobs.max(2))
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Other(format!("cannot start the scheduler: {e}")))?;
+    rt.block_on(schedule(sh.clone(), &selected, jobs, progress.clone()));
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+
+    let results: Vec<StageResult> = {
+        let r = sh.results.lock().expect("results lock");
+        selected.iter().map(|&i| r[i].clone().expect("every selected stage has a result")).collect()
+    };
+    let mut version = None;
+    if !opts.dry_run {
+        let failed = results.iter().any(|r| r.status == Status::Failed);
+        if !failed {
+            version = Some(write_version(&sh, &selected, &results)?);
+        }
+        let cached = results.iter().filter(|r| matches!(r.status, Status::Cached | Status::Cutoff)).count();
+        let mut state = sh.state.lock().expect("state lock");
+        state.last_hit_rate = Some(if results.is_empty() { 1.0 } else { cached as f64 / results.len() as f64 });
+        if let Some(v) = &version {
+            state.last_version.insert(p.file.display().to_string(), v.clone());
+        }
+        state.save().map_err(|e| EngineError::Other(format!("cannot save workspace state: {e}")))?;
+        sh.stat.lock().expect("stat lock").save()?;
+    }
+    Ok(RunReport { version, stages: results })
+}
+
+fn unknown_stage(p: &Pipeline, name: &str) -> EngineError {
+    let best = crate::spec::did_you_mean(name, p.stages.iter().map(|s| s.name.as_str()));
+    EngineError::Other(match best {
+        Some(b) => format!("no stage `{name}` in {} (did you mean `{b}`?)", p.file.display()),
+        None => format!("no stage `{name}` in {}", p.file.display()),
+    })
+}
+
+async fn schedule(sh: Arc<Shared>, selected: &[usize], jobs: usize, progress: Option<indicatif::ProgressBar>) {
+    let in_sel: BTreeSet<usize> = selected.iter().copied().collect();
+    let mut waiting: Vec<usize> =
+        (0..sh.p.stages.len()).map(|i| sh.graph.upstream[i].iter().filter(|u| in_sel.contains(u)).count()).collect();
+    let mut ready: VecDeque<usize> = selected.iter().copied().filter(|&i| waiting[i] == 0).collect();
+    let mut set = tokio::task::JoinSet::new();
+    let running = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let mut done = 0;
+    while done < selected.len() {
+        while set.len() < jobs {
+            let Some(si) = ready.pop_front() else { break };
+            let sh2 = sh.clone();
+            let running2 = running.clone();
+            let bar = progress.clone();
+            running.lock().expect("running lock").insert(sh.p.stages[si].name.clone());
+            if let Some(b) = &progress {
+                b.set_message(running_message(&running));
+            }
+            set.spawn_blocking(move || {
+                let r = process_stage(&sh2, si);
+                running2.lock().expect("running lock").remove(&sh2.p.stages[si].name);
+                if let Some(b) = &bar {
+                    b.inc(1);
+                    b.set_message(running_message(&running2));
+                }
+                (si, r)
+            });
+        }
+        let Some(joined) = set.join_next().await else { break };
+        let (si, result) = match joined {
+            Ok(x) => x,
+            Err(e) => panic!("stage task panicked: {e}"),
+        };
+        sh.results.lock().expect("results lock")[si] = Some(result);
+        done += 1;
+        for &d in &sh.graph.downstream[si] {
+            if in_sel.contains(&d) {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    ready.push_back(d);
+                }
+            }
+        }
+    }
+}
+
+fn running_message(running: &Mutex<BTreeSet<String>>) -> String {
+    let r = running.lock().expect("running lock");
+    if r.is_empty() {
+        String::new()
+    } else {
+        format!("running: {}", r.iter().cloned().collect::<Vec<_>>().join(", "))
+    }
+}
+
+fn blank(name: &str, status: Status, action: Action) -> StageResult {
+    StageResult {
+        name: name.to_string(),
+        status,
+        action,
+        key: None,
+        seconds: 0.0,
+        reasons: Vec::new(),
+        error: None,
+        log_tail: None,
+        outputs: Vec::new(),
+        metrics: Metrics::new(),
+    }
+}
+
+/// Decide and do one stage. Runs on a blocking thread.
+fn process_stage(sh: &Shared, si: usize) -> StageResult {
+    let def = &sh.p.stages[si];
+    let stage = sh.registry.get(&def.kind).expect("kinds are checked at load").clone();
+    let ups: Vec<StageResult> = sh.graph.upstream[si].iter().filter_map(|&u| sh.result(u)).collect();
+    if let Some(bad) = ups.iter().find(|u| matches!(u.status, Status::Failed | Status::Skipped)) {
+        let mut r = blank(&def.name, Status::Skipped, Action::Run);
+        r.error = Some(format!("upstream {} {}", bad.name, if bad.status == Status::Failed { "failed" } else { "was skipped" }));
+        return r;
+    }
+    // Upstream stages that (would) produce new outputs in this run.
+    let upstream_changed: Vec<String> = ups
+        .iter()
+        .filter(|u| if sh.dry_run { u.action == Action::Run } else { u.status == Status::Ran })
+        .map(|u| u.name.clone())
+        .collect();
+    let prev = sh.state.lock().expect("state lock").stages.get(&def.name).cloned();
+
+    // Hash the deps: a produced dep takes its producer's output hash.
+    let mut deps: Vec<(String, OutputKind, Hash)> = Vec::with_capacity(def.deps.len());
+    let mut producer_names = Vec::with_capacity(def.deps.len());
+    let mut unknown_upstream = false;
+    for (di, d) in def.deps.iter().enumerate() {
+        let producer = sh.graph.producers[si][di];
+        producer_names.push(producer.map(|pr| sh.p.stages[pr.stage].name.clone()));
+        let known = match producer {
+            Some(pr) if pr.exact => {
+                let up = sh.result(pr.stage).expect("upstream done");
+                up.outputs.get(pr.out).map(|o| (o.kind, o.hash.clone()))
+            }
+            Some(pr) if sh.dry_run && sh.result(pr.stage).is_some_and(|u| u.action == Action::Run) => None,
+            _ => match sh.hash_workspace(d) {
+                Ok(x) => Some(x),
+                Err(e) if producer.is_none() => {
+                    let mut r = blank(&def.name, Status::Failed, Action::Run);
+                    r.error = Some(format!("cannot read dep `{d}`: {e}"));
+                    return r;
+                }
+                Err(_) => None,
+            },
+        };
+        match known {
+            Some((k, h)) => deps.push((d.clone(), k, h)),
+            None => {
+                // Only in dry runs: the upstream would run, so this hash is not known yet.
+                unknown_upstream = true;
+                let old = prev.as_ref().and_then(|p| p.deps.iter().find(|x| &x.0 == d).cloned());
+                deps.push(old.unwrap_or((d.clone(), OutputKind::File, Hash::of_bytes(b""))));
+            }
+        }
+    }
+
+    let cwd = abs(&sh.p.wdir, &def.cwd);
+    let dep_paths: Vec<PathBuf> = def.deps.iter().map(|d| abs(&sh.p.wdir, d)).collect();
+    let fingerprint = match stage.fingerprint(&FingerprintContext { cwd: &cwd, deps: &dep_paths, params: &def.params }) {
+        Ok(f) => f,
+        Err(e) => {
+            let mut r = blank(&def.name, Status::Failed, Action::Run);
+            r.error = Some(format!("cannot fingerprint: {}", e.message));
+            return r;
+        }
+    };
+    let inputs = KeyInputs {
+        kind: &def.kind,
+        version: stage.version(),
+        params: &def.params,
+        cmd: def.cmd.as_deref(),
+        env: &def.env,
+        cwd: &def.cwd,
+        outs: &def.outs,
+        deps: &deps,
+        fingerprint: fingerprint.as_ref(),
+    };
+    let key = inputs.key();
+    let mut reasons = why_stale(prev.as_ref(), &inputs, &upstream_changed, &producer_names);
+    let forced = sh.forced[si];
+    if forced {
+        reasons.insert(0, StaleReason::Forced);
+    }
+    let cutoff = !ups.is_empty() && ups.iter().any(|u| u.status == Status::Ran);
+    let hit_status = if cutoff { Status::Cutoff } else { Status::Cached };
+
+    let mut result = blank(&def.name, hit_status, Action::UpToDate);
+    result.key = (!unknown_upstream).then(|| key.clone());
+
+    if unknown_upstream {
+        result.action = Action::Run;
+        result.reasons = reasons;
+        return result;
+    }
+
+    if !forced {
+        // Fast path: the workspace already holds this key's outputs.
+        if let Some(prev) = prev.as_ref().filter(|p| p.key == key) {
+            if sh.workspace_matches(&prev.outputs).is_none() {
+                result.outputs = prev.outputs.clone();
+                if let Ok(Some(entry)) = sh.ws.cache.get_run(&key) {
+                    result.metrics = entry.metrics;
+                }
+                return result;
+            }
+        }
+        match sh.ws.cache.get_run(&key) {
+            Ok(Some(entry)) => {
+                let why_restore = sh.workspace_matches(&entry.outputs);
+                result.action = if why_restore.is_some() { Action::Restore } else { Action::UpToDate };
+                result.reasons = reasons.clone();
+                if let Some(w) = why_restore {
+                    if result.reasons.is_empty() {
+                        result.reasons.push(w);
+                    }
+                }
+                if sh.dry_run {
+                    result.outputs = entry.outputs;
+                    return result;
+                }
+                match restore(sh, &entry.outputs) {
+                    Ok(()) => {
+                        record_state(sh, si, &inputs, &key, &entry.outputs);
+                        result.outputs = entry.outputs;
+                        result.metrics = entry.metrics;
+                        return result;
+                    }
+                    Err(e) => {
+                        tracing::warn!(stage = %def.name, "cached outputs unusable ({e}); executing instead");
+                        let _ = sh.ws.cache.remove_run(&key);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(stage = %def.name, "unreadable run-cache entry ({e}); executing instead"),
+        }
+    }
+    result.action = Action::Run;
+    result.reasons = reasons;
+    if sh.dry_run {
+        return result;
+    }
+    tracing::info!(stage = %def.name, reasons = %result.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "), "running");
+
+    // At most one process executes a key; the others wait and then restore.
+    let _lock = match KeyLock::try_acquire(&sh.ws.cache, &key) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            tracing::info!(stage = %def.name, "another process is running this stage; waiting");
+            match KeyLock::acquire(&sh.ws.cache, &key) {
+                Ok(l) => l,
+                Err(e) => return failed(result, Failure { message: e.to_string(), log_tail: String::new() }),
+            }
+        }
+        Err(e) => return failed(result, Failure { message: e.to_string(), log_tail: String::new() }),
+    };
+    if !forced {
+        if let Ok(Some(entry)) = sh.ws.cache.get_run(&key) {
+            if restore(sh, &entry.outputs).is_ok() {
+                record_state(sh, si, &inputs, &key, &entry.outputs);
+                result.status = hit_status;
+                result.action = Action::Restore;
+                result.outputs = entry.outputs;
+                result.metrics = entry.metrics;
+                return result;
+            }
+        }
+    }
+    let executed = match exec::execute(def, stage.as_ref(), &sh.p.wdir, sh.threads) {
+        Ok(x) => x,
+        Err(f) => return failed(result, f),
+    };
+    let seconds = executed.seconds;
+    match exec::store(&sh.ws.cache, &sh.stat, def, &sh.p.wdir, &key, executed) {
+        Ok(entry) => {
+            record_state(sh, si, &inputs, &key, &entry.outputs);
+            result.status = Status::Ran;
+            result.seconds = seconds;
+            result.outputs = entry.outputs;
+            result.metrics = entry.metrics;
+            result
+        }
+        Err(f) => failed(result, f),
+    }
+}
+
+fn failed(mut r: StageResult, f: Failure) -> StageResult {
+    r.status = Status::Failed;
+    r.error = Some(f.message);
+    r.log_tail = (!f.log_tail.is_empty()).then_some(f.log_tail);
+    r
+}
+
+fn restore(sh: &Shared, outputs: &[OutputRef]) -> dvx_cache::Result<()> {
+    for o in outputs {
+        let dest = abs(&sh.p.wdir, &o.path);
+        let matches = std::fs::symlink_metadata(&dest).is_ok()
+            && sh.hash_workspace(&o.path).map(|(k, h)| k == o.kind && h == o.hash).unwrap_or(false);
+        if !matches {
+            sh.ws.cache.restore(o, &dest, sh.ws.link)?;
+        }
+    }
+    Ok(())
+}
+
+fn record_state(sh: &Shared, si: usize, inputs: &KeyInputs<'_>, key: &str, outputs: &[OutputRef]) {
+    let def = &sh.p.stages[si];
+    let st = StageState {
+        key: key.to_string(),
+        kind: def.kind.clone(),
+        version: inputs.version,
+        params: def.params.clone(),
+        cmd: def.cmd.clone(),
+        env: def.env.clone(),
+        deps: inputs.deps.to_vec(),
+        fingerprint: inputs.fingerprint.cloned(),
+        outputs: outputs.to_vec(),
+    };
+    sh.state.lock().expect("state lock").stages.insert(def.name.clone(), st);
+}
+
+/// Store the run's sources and write its version record.
+fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Result<Hash> {
+    let p = &sh.p;
+    let mut sources = Vec::new();
+    let mut seen = BTreeSet::new();
+    for &si in selected {
+        for (di, d) in p.stages[si].deps.iter().enumerate() {
+            if sh.graph.producers[si][di].is_some() || !seen.insert(d.clone()) {
+                continue;
+            }
+            let (kind, hash) = sh.hash_workspace(d).map_err(EngineError::Other)?;
+            let stored = sh.state.lock().expect("state lock").stored_sources.get(d) == Some(&hash);
+            if !stored || !sh.ws.cache.has_object(&hash) {
+                let mut stat = sh.stat.lock().expect("stat lock");
+                sh.ws.cache.put_path(&abs(&p.wdir, d), &mut stat)?;
+                drop(stat);
+                sh.state.lock().expect("state lock").stored_sources.insert(d.clone(), hash.clone());
+            }
+            sources.push(OutputRef { path: d.clone(), kind, hash });
+        }
+    }
+    let mut stages = Vec::new();
+    let mut meta = VersionMeta {
+        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        pipeline_file: p.file.display().to_string(),
+        ..Default::default()
+    };
+    for (&si, r) in selected.iter().zip(results) {
+        let s = &p.stages[si];
+        stages.push(serde_json::json!({
+            "name": s.name,
+            "kind": s.kind,
+            "key": r.key,
+            "cwd": s.cwd,
+            "deps": s.deps,
+            "outs": s.outs,
+            "params": s.params,
+            "cmd": s.cmd,
+            "env": s.env,
+            "outputs": r.outputs,
+        }));
+        meta.metrics.insert(s.name.clone(), serde_json::Value::Object(r.metrics.clone()));
+        meta.statuses.insert(s.name.clone(), serde_json::to_value(r.status).expect("status serialises"));
+    }
+    let body = serde_json::json!({
+        "dvx_version": 1,
+        "pipeline": p.name,
+        "stages": stages,
+        "sources": sources,
+    });
+    Ok(sh.ws.cache.put_version(body, meta)?)
+}

@@ -1,0 +1,364 @@
+//! Reading pipeline files (and their imports) into a [`Pipeline`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_saphyr::Spanned;
+
+use super::interp::interpolate;
+use super::paths::{escapes_through_symlink, normalize, relative_to};
+use super::raw::{RawPipeline, RawStage, PIPELINE_FIELDS, STAGE_FIELDS};
+use super::{Origin, Pipeline, StageDef};
+use crate::error::{EngineError, Result, SourceFile, Span, SpecError};
+use crate::registry::Registry;
+use crate::stage::StageShape;
+
+/// Load the pipeline at `path` with its imports, check every stage against
+/// `registry`, and resolve paths and interpolations.
+pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
+    let file = std::fs::canonicalize(path).map_err(|source| EngineError::Read { path: path.to_path_buf(), source })?;
+    let mut loader = Loader { sources: Vec::new(), files: Vec::new(), seen: BTreeSet::new() };
+    loader.load(&file, None)?;
+    let root = &loader.files[0];
+    let root_wdir = root.wdir.canonicalize().map_err(|source| EngineError::Read { path: root.wdir.clone(), source })?;
+    let name = root.raw.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| {
+        file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "pipeline".into())
+    });
+    let base = file.parent().expect("a file has a parent").to_path_buf();
+    let cache = root.raw.cache.as_ref().map(|c| normalize(&base.join(&c.value)));
+    let link = root.raw.link.as_ref().map(|l| l.value.clone());
+    if let Some(l) = &root.raw.link {
+        if dvx_cache::LinkMode::parse(&l.value).is_none() {
+            let src = &loader.sources[0];
+            return Err(src
+                .error(span_of(src, &l.referenced, l.value.len()), format!("unknown link mode `{}`", l.value), "here")
+                .with_help("one of: auto, reflink, hardlink, symlink, copy")
+                .into());
+        }
+    }
+    let executor = root.raw.executor.as_ref().map(|e| e.value.clone());
+
+    let mut stages = Vec::new();
+    let mut names: BTreeMap<String, (usize, Span)> = BTreeMap::new();
+    // Imported files were pushed after the file importing them; define their stages first.
+    let order: Vec<usize> = (0..loader.files.len()).rev().collect();
+    for fi in order {
+        let lf = &loader.files[fi];
+        let src = &loader.sources[lf.source];
+        for (name, raw) in &lf.raw.stages.0 {
+            let name_span = span_of(src, &name.referenced, name.value.len());
+            if let Some((other_file, other_span)) = names.get(&name.value) {
+                let mut err = src.error(name_span, format!("two stages are called `{}`", name.value), "second definition");
+                if *other_file == lf.source {
+                    err = err.with_other(*other_span, "first definition");
+                }
+                return Err(err.with_help("stage names must be unique across a pipeline and its imports").into());
+            }
+            names.insert(name.value.clone(), (lf.source, name_span));
+            let file_executor = lf.raw.executor.as_ref().map(|e| e.value.clone());
+            stages.push(resolve_stage(src, lf, &root_wdir, name, name_span, raw, registry, file_executor)?);
+        }
+    }
+    Ok(Pipeline { name, file, wdir: root_wdir, stages, sources: loader.sources, cache, link, executor })
+}
+
+struct LoadedFile {
+    source: usize,
+    wdir: PathBuf,
+    raw: RawPipeline,
+}
+
+struct Loader {
+    sources: Vec<SourceFile>,
+    files: Vec<LoadedFile>,
+    seen: BTreeSet<PathBuf>,
+}
+
+impl Loader {
+    fn load(&mut self, file: &Path, imported_at: Option<(usize, Span)>) -> Result<()> {
+        if !self.seen.insert(file.to_path_buf()) {
+            return Ok(()); // imported twice (diamond): same stages, load once
+        }
+        let text = std::fs::read_to_string(file).map_err(|source| match imported_at {
+            Some((src, span)) => EngineError::from(
+                self.sources[src].error(span, format!("cannot read import {}: {source}", file.display()), "imported here"),
+            ),
+            None => EngineError::Read { path: file.to_path_buf(), source },
+        })?;
+        let display = display_path(file);
+        let src = SourceFile { name: display, text: Arc::new(text) };
+        let raw: RawPipeline = parse_yaml(&src)?;
+        let dir = file.parent().expect("a file has a parent").to_path_buf();
+        let wdir = normalize(&dir.join(raw.wdir.as_ref().map(|w| w.value.as_str()).unwrap_or(".")));
+        let source = self.sources.len();
+        self.sources.push(src);
+        let imports: Vec<Spanned<String>> = raw.imports.clone();
+        self.files.push(LoadedFile { source, wdir, raw });
+        for imp in imports {
+            let span = span_of(&self.sources[source], &imp.referenced, imp.value.len());
+            let path = normalize(&dir.join(&imp.value));
+            let canon = std::fs::canonicalize(&path).map_err(|e| {
+                EngineError::from(self.sources[source].error(span, format!("cannot read import `{}`: {e}", imp.value), "imported here"))
+            })?;
+            self.load(&canon, Some((source, span)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A path as shown in errors: relative to the current folder when inside it.
+fn display_path(file: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+        .and_then(|cwd| file.strip_prefix(&cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| file.display().to_string())
+}
+
+/// The span of a value at `loc` with `len` bytes.
+pub(crate) fn span_of(src: &SourceFile, loc: &serde_saphyr::Location, len: usize) -> Span {
+    if loc.line() == 0 {
+        return Span { offset: 0, len: 0 };
+    }
+    let offset = src.offset(loc.line(), loc.column());
+    // Quoted scalars start at the quote; cover the quotes too.
+    let extra = match src.text.as_bytes().get(offset) {
+        Some(b'"') | Some(b'\'') => 2,
+        _ => 0,
+    };
+    Span { offset, len: (len + extra).min(src.text.len() - offset) }
+}
+
+fn parse_yaml(src: &SourceFile) -> Result<RawPipeline> {
+    let opts = serde_saphyr::options! { with_snippet: false };
+    serde_saphyr::from_str_with_options::<RawPipeline>(&src.text, opts).map_err(|e| {
+        let span = e
+            .location()
+            .map(|loc| Span { offset: src.offset(loc.line(), loc.column()), len: 1 })
+            .unwrap_or_default();
+        let message = clean_yaml_message(&e.to_string());
+        let mut err = src.error(span, message.clone(), "here");
+        if let Some(field) = between_backticks(&message, "unknown field `") {
+            // Widen the label to the whole key and suggest the closest field.
+            let len = field.len();
+            err = src.error(Span { offset: span.offset, len }, format!("unknown key `{field}`"), "not a known key");
+            // Top-level keys sit in column 1; anything deeper is a stage's.
+            let top_level = e.location().map(|l| l.column() <= 1).unwrap_or(true);
+            let candidates: &[&str] = if top_level { PIPELINE_FIELDS } else { STAGE_FIELDS };
+            if let Some(best) = did_you_mean(&field, candidates.iter().copied()) {
+                err = err.with_help(format!("did you mean `{best}`?"));
+            } else {
+                err = err.with_help(format!("expected one of: {}", candidates.join(", ")));
+            }
+        }
+        EngineError::from(err)
+    })
+}
+
+/// serde-saphyr appends the location to its message; we show it as a span.
+fn clean_yaml_message(m: &str) -> String {
+    let first = m.lines().next().unwrap_or(m).trim();
+    match first.find(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+fn between_backticks(m: &str, prefix: &str) -> Option<String> {
+    let start = m.find(prefix)? + prefix.len();
+    let len = m[start..].find('`')?;
+    Some(m[start..start + len].to_string())
+}
+
+/// The closest candidate to `word`, if close enough to be a likely typo.
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        // Close by either measure: jaro-winkler misses short transpositions (`cdm`).
+        .filter(|(score, c)| *score > 0.8 || strsim::damerau_levenshtein(word, c) <= (word.len() / 3).max(1))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_stage(
+    src: &SourceFile,
+    lf: &LoadedFile,
+    root_wdir: &Path,
+    name: &Spanned<String>,
+    name_span: Span,
+    raw: &RawStage,
+    registry: &Registry,
+    file_executor: Option<String>,
+) -> Result<StageDef, SpecError> {
+    let stage_name = &name.value;
+    // The stage folder, resolved through the canonical root so relative
+    // comparisons work even when the pipeline was reached via a symlink.
+    let wdir = canonical_prefix(&lf.wdir);
+    let kind = match (&raw.kind, &raw.cmd) {
+        (Some(k), _) => {
+            if registry.get(&k.value).is_none() {
+                let span = span_of(src, &k.referenced, k.value.len());
+                let mut err = src.error(span, format!("unknown stage kind `{}`", k.value), "unknown kind");
+                err = match did_you_mean(&k.value, registry.names()) {
+                    Some(best) => err.with_help(format!("did you mean `{best}`?")),
+                    None => err.with_help(format!("known kinds: {}", registry.names().collect::<Vec<_>>().join(", "))),
+                };
+                return Err(err);
+            }
+            k.value.clone()
+        }
+        (None, Some(_)) => "cmd".to_string(),
+        (None, None) => {
+            return Err(src
+                .error(name_span, format!("stage `{stage_name}` has no `kind`"), "this stage")
+                .with_help("add `kind: <kind>` (or a `cmd:` for a shell command)"))
+        }
+    };
+
+    let params = match &raw.params {
+        None => serde_json::Value::Object(Default::default()),
+        Some(p) => match &p.value {
+            serde_json::Value::Object(_) => p.value.clone(),
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            _ => {
+                let span = span_of(src, &p.referenced, 1);
+                return Err(src.error(span, "`params` must be a map", "not a map"));
+            }
+        },
+    };
+
+    let mut origin = Origin { file: lf.source, name: name_span, deps: Vec::new(), outs: Vec::new() };
+    let mut deps = Vec::new();
+    let mut deps_as_written = Vec::new();
+    for d in &raw.deps {
+        let span = span_of(src, &d.referenced, d.value.len());
+        origin.deps.push(span);
+        let abs = normalize(&wdir.join(&d.value));
+        deps.push(relative_to(&abs, root_wdir).unwrap_or_else(|| abs.display().to_string()));
+        deps_as_written.push(d.value.clone());
+    }
+    let mut outs = Vec::new();
+    let mut outs_as_written = Vec::new();
+    for o in &raw.outs {
+        let span = span_of(src, &o.referenced, o.value.len());
+        origin.outs.push(span);
+        let escape = |why: &str| {
+            src.error(span, format!("out `{}` escapes the pipeline's folder{why}", o.value), "outside the pipeline's folder")
+                .with_help(format!("outs must stay inside {}", wdir.display()))
+        };
+        if Path::new(&o.value).is_absolute() {
+            return Err(escape(" (absolute path)"));
+        }
+        let abs = normalize(&wdir.join(&o.value));
+        let inside_own = abs.starts_with(&wdir) && abs != wdir;
+        let Some(rel) = relative_to(&abs, root_wdir).filter(|r| !r.is_empty() && inside_own) else {
+            return Err(escape(""));
+        };
+        if escapes_through_symlink(&abs, &wdir) {
+            return Err(escape(" through a symlink"));
+        }
+        if rel == ".dvx" || rel.starts_with(".dvx/") {
+            return Err(src.error(span, "outs cannot be inside `.dvx/`", "dvx's own folder"));
+        }
+        outs.push(rel);
+        outs_as_written.push(o.value.clone());
+    }
+
+    let cmd = match &raw.cmd {
+        None => None,
+        Some(c) => match interpolate(&c.value, &params, &deps_as_written, &outs_as_written) {
+            Ok(s) => Some(s),
+            Err(unknown) => {
+                let needle = format!("${{{}}}", unknown.name);
+                let start = src.offset(c.referenced.line(), c.referenced.column());
+                let offset = src.text[start..].find(&needle).map(|i| start + i).unwrap_or(start);
+                let mut err = src.error(
+                    Span { offset, len: needle.len() },
+                    format!("unknown name `{}` in `cmd`", unknown.name),
+                    "not defined",
+                );
+                err = err.with_help(if unknown.name.starts_with("params.") {
+                    let known: Vec<String> = params.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+                    format!("params of `{stage_name}`: {}", if known.is_empty() { "none".into() } else { known.join(", ") })
+                } else {
+                    format!("use ${{params.NAME}}, ${{deps[0..{}]}} or ${{outs[0..{}]}}", deps.len(), outs.len())
+                });
+                return Err(err);
+            }
+        },
+    };
+
+    let stage = registry.get(&kind).expect("kind checked above");
+    let shape = StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: cmd.as_deref() };
+    if let Err(pe) = stage.check(&shape) {
+        let span = param_span(src, raw, pe.field.as_deref()).unwrap_or(name_span);
+        let what = match &pe.field {
+            Some(f) => format!("invalid `params.{f}` of stage `{stage_name}`: {}", pe.message),
+            None => format!("invalid stage `{stage_name}` ({kind}): {}", pe.message),
+        };
+        return Err(src.error(span, what, "here"));
+    }
+
+    let cwd = relative_to(&wdir, root_wdir).unwrap_or_else(|| wdir.display().to_string());
+    Ok(StageDef {
+        name: stage_name.clone(),
+        kind,
+        cwd,
+        deps,
+        outs,
+        params,
+        cmd,
+        env: raw.env.clone(),
+        executor: raw.executor.as_ref().map(|e| e.value.clone()).or(file_executor),
+        resources: raw.resources.clone(),
+        origin,
+    })
+}
+
+/// `path` with its longest existing prefix canonicalised.
+fn canonical_prefix(path: &Path) -> PathBuf {
+    if let Ok(c) = path.canonicalize() {
+        return c;
+    }
+    let mut head = path.to_path_buf();
+    let mut tail = Vec::new();
+    while let Some(name) = head.file_name().map(|n| n.to_os_string()) {
+        head.pop();
+        tail.push(name);
+        if let Ok(c) = head.canonicalize() {
+            let mut out = c;
+            for t in tail.iter().rev() {
+                out.push(t);
+            }
+            return out;
+        }
+    }
+    path.to_path_buf()
+}
+
+/// Where a field under `params` is written: the key of its last named part,
+/// searched from the start of the params block.
+fn param_span(src: &SourceFile, raw: &RawStage, field: Option<&str>) -> Option<Span> {
+    let p = raw.params.as_ref()?;
+    let start = src.offset(p.referenced.line(), p.referenced.column());
+    let Some(field) = field else { return Some(Span { offset: start, len: 1 }) };
+    let mut pos = start;
+    let mut found = None;
+    for part in field.split('.') {
+        if part.parse::<usize>().is_ok() {
+            continue;
+        }
+        let text = &src.text[pos..];
+        let hit = [format!("{part}:"), format!("\"{part}\":"), format!("'{part}':")]
+            .iter()
+            .filter_map(|n| text.find(n.as_str()))
+            .min();
+        if let Some(i) = hit {
+            pos += i;
+            found = Some(Span { offset: pos, len: part.len() });
+        }
+    }
+    found.or(Some(Span { offset: start, len: 1 }))
+}

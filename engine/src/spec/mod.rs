@@ -1,0 +1,90 @@
+//! Pipeline specs: YAML → typed stages with every path resolved, every
+//! `${…}` interpolated and every error pointing at its file, line and column.
+
+mod interp;
+mod load;
+pub(crate) use load::did_you_mean;
+mod paths;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use load::load_pipeline;
+
+
+use crate::error::{SourceFile, Span};
+
+/// A pipeline with its imports flattened: every stage of every file.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// `name:` of the root file (or its file stem).
+    pub name: String,
+    /// The root pipeline file (absolute).
+    pub file: PathBuf,
+    /// The root working folder (absolute, canonical): every workspace path
+    /// in keys, records and versions is relative to it.
+    pub wdir: PathBuf,
+    /// Stages in definition order (imported files first).
+    pub stages: Vec<StageDef>,
+    /// Every file read, for error reporting.
+    pub sources: Vec<SourceFile>,
+    /// `cache:` of the root file, resolved against its folder.
+    pub cache: Option<PathBuf>,
+    /// `link:` of the root file.
+    pub link: Option<String>,
+    /// `executor:` of the root file.
+    pub executor: Option<String>,
+}
+
+/// One stage, resolved.
+#[derive(Debug, Clone)]
+pub struct StageDef {
+    /// Unique name.
+    pub name: String,
+    /// Stage kind.
+    pub kind: String,
+    /// Folder the stage runs in, relative to the root wdir ("" for the root).
+    pub cwd: String,
+    /// Deps, relative to the root wdir (or absolute when outside it).
+    pub deps: Vec<String>,
+    /// Outs, relative to the root wdir.
+    pub outs: Vec<String>,
+    /// Params (always an object).
+    pub params: serde_json::Value,
+    /// `cmd` with every `${…}` filled in.
+    pub cmd: Option<String>,
+    /// Declared environment.
+    pub env: BTreeMap<String, String>,
+    /// `executor:` of the stage, or of its file.
+    pub executor: Option<String>,
+    /// Slurm resources, as written.
+    pub resources: Option<serde_json::Value>,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// Locations of a stage's parts, for errors found after loading.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// Index into [`Pipeline::sources`].
+    pub file: usize,
+    /// The stage name.
+    pub name: Span,
+    /// Each dep.
+    pub deps: Vec<Span>,
+    /// Each out.
+    pub outs: Vec<Span>,
+}
+
+impl Pipeline {
+    /// The stage called `name`.
+    pub fn stage(&self, name: &str) -> Option<&StageDef> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// An error located in a stage's file.
+    pub fn error_at(&self, origin: &Origin, span: Span, message: impl Into<String>, label: impl Into<String>) -> crate::error::SpecError {
+        self.sources[origin.file].error(span, message, label)
+    }
+}

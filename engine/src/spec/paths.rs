@@ -1,0 +1,44 @@
+//! Lexical path handling: workspace paths are normalised (no `.`/`..`) and
+//! stored relative to the root wdir with `/` separators.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Remove `.` and resolve `..` lexically.
+pub(crate) fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// `abs` relative to `root` with `/` separators, or None when outside it.
+pub(crate) fn relative_to(abs: &Path, root: &Path) -> Option<String> {
+    abs.strip_prefix(root).ok().map(|r| r.to_string_lossy().replace('\\', "/"))
+}
+
+/// Whether `abs` (inside `root` lexically) escapes `root` through a symlink
+/// on the way: the deepest existing ancestor must resolve inside `root`.
+pub(crate) fn escapes_through_symlink(abs: &Path, root: &Path) -> bool {
+    let Ok(croot) = root.canonicalize() else { return false };
+    let mut cur = abs.to_path_buf();
+    loop {
+        if std::fs::symlink_metadata(&cur).is_ok() {
+            return match cur.canonicalize() {
+                Ok(c) => !c.starts_with(&croot),
+                Err(_) => false,
+            };
+        }
+        if !cur.pop() {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Where a pipeline's cache and state live.
+
+use std::path::{Path, PathBuf};
+
+use dvx_cache::{Cache, CacheOptions, LinkMode};
+
+use crate::error::{EngineError, Result};
+use crate::spec::Pipeline;
+
+/// Settings from `dvx.toml` (searched upward from the pipeline's folder).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Cache directory, relative to the dvx.toml.
+    pub cache: Option<String>,
+    /// `group` for a cache shared by a Unix group.
+    pub shared: Option<String>,
+    /// Restore mode.
+    pub link: Option<String>,
+    /// Default executor.
+    pub executor: Option<String>,
+}
+
+/// The cache, state folder and restore mode a run uses.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// The store.
+    pub cache: Cache,
+    /// Where workspace state lives (`.dvx/` beside the pipeline).
+    pub state_dir: PathBuf,
+    /// How outputs are restored.
+    pub link: LinkMode,
+    /// Where the cache location came from (for `dvx cache dir`).
+    pub cache_origin: String,
+}
+
+fn find_config(start: &Path) -> Result<Option<(PathBuf, ProjectConfig)>> {
+    let mut dir = Some(start);
+    while let Some(d) = dir {
+        let f = d.join("dvx.toml");
+        if f.is_file() {
+            let text = std::fs::read_to_string(&f).map_err(|source| EngineError::Read { path: f.clone(), source })?;
+            let cfg: ProjectConfig =
+                toml::from_str(&text).map_err(|e| EngineError::Config { path: f.clone(), message: e.to_string() })?;
+            return Ok(Some((f, cfg)));
+        }
+        dir = d.parent();
+    }
+    Ok(None)
+}
+
+impl Workspace {
+    /// Resolve the cache for `pipeline`: `--cache`, then `DVX_CACHE_DIR`, then
+    /// `cache:` in the pipeline, then `dvx.toml` found upward, then
+    /// `.dvx/cache` beside the pipeline.
+    pub fn for_pipeline(pipeline: &Pipeline, cli_cache: Option<&Path>) -> Result<Workspace> {
+        let dir = pipeline.file.parent().expect("a file has a parent");
+        let config = find_config(dir)?;
+        let (root, origin) = if let Some(c) = cli_cache {
+            (c.to_path_buf(), "--cache".to_string())
+        } else if let Some(c) = std::env::var_os("DVX_CACHE_DIR").filter(|v| !v.is_empty()) {
+            (PathBuf::from(c), "DVX_CACHE_DIR".to_string())
+        } else if let Some(c) = &pipeline.cache {
+            (c.clone(), format!("`cache:` in {}", pipeline.file.display()))
+        } else if let Some((f, cfg)) = config.as_ref().filter(|(_, c)| c.cache.is_some()) {
+            let base = f.parent().expect("a file has a parent");
+            (base.join(cfg.cache.as_deref().expect("filtered")), f.display().to_string())
+        } else {
+            (dir.join(".dvx").join("cache"), "default (.dvx/cache beside the pipeline)".to_string())
+        };
+        let shared = config.as_ref().and_then(|(_, c)| c.shared.as_deref()) == Some("group");
+        let link_name = pipeline.link.clone().or_else(|| config.as_ref().and_then(|(_, c)| c.link.clone()));
+        let link = match link_name {
+            Some(l) => LinkMode::parse(&l)
+                .ok_or_else(|| EngineError::Other(format!("unknown link mode `{l}` (auto, reflink, hardlink, symlink, copy)")))?,
+            None => LinkMode::Auto,
+        };
+        let cache = Cache::open(&root, CacheOptions { shared_group: shared })?;
+        Ok(Workspace { cache, state_dir: dir.join(".dvx"), link, cache_origin: origin })
+    }
+}

@@ -1,0 +1,50 @@
+//! `dvx cache dir | verify | stats`.
+
+use std::process::ExitCode;
+
+use dvx_engine::WorkspaceState;
+use miette::Result;
+
+use super::Loaded;
+
+pub fn dir(l: Loaded) -> Result<ExitCode> {
+    println!("{}", l.ws.cache.root().display());
+    eprintln!("(from {})", l.ws.cache_origin);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(l: Loaded, repair: bool) -> Result<ExitCode> {
+    let r = l.ws.cache.verify(repair)?;
+    println!("checked {} objects", r.objects);
+    for (name, actual) in &r.corrupt {
+        println!("corrupt object {name} (bytes hash to {actual}){}", if repair { ": quarantined" } else { "" });
+    }
+    for key in &r.dangling_runs {
+        println!("run entry {} needs a missing object{}", &key[..12], if repair { ": removed" } else { "" });
+    }
+    if r.temp_leftovers > 0 {
+        println!("{} temp files left by interrupted writers (harmless; gc removes them)", r.temp_leftovers);
+    }
+    if r.is_clean() {
+        println!("cache is clean");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("cache has problems{}", if repair { " (repaired)" } else { ": run `dvx cache verify --repair`" });
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub fn stats(l: Loaded) -> Result<ExitCode> {
+    let (objects, bytes) = l.ws.cache.object_stats()?;
+    let versions = l.ws.cache.version_hashes()?.len();
+    let state = WorkspaceState::load(&l.ws.state_dir);
+    println!("cache:    {}", l.ws.cache.root().display());
+    println!("objects:  {objects}");
+    println!("bytes:    {bytes}");
+    println!("versions: {versions}");
+    match state.last_hit_rate {
+        Some(r) => println!("last run hit rate: {:.1}%", r * 100.0),
+        None => println!("last run hit rate: n/a"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

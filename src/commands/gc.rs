@@ -1,0 +1,49 @@
+//! `dvx gc`.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use dvx_cache::GcOptions;
+use dvx_engine::WorkspaceState;
+use miette::{miette, Result};
+
+use super::Loaded;
+
+pub fn gc(l: Loaded, keep_last: Option<usize>, keep: Vec<String>, keep_since: Option<String>, dry_run: bool) -> Result<ExitCode> {
+    let cache = &l.ws.cache;
+    let versions = cache.versions()?; // newest first
+    let mut kept = BTreeSet::new();
+    for k in &keep {
+        kept.insert(cache.resolve_version(k)?);
+    }
+    if let Some(n) = keep_last {
+        kept.extend(versions.iter().take(n).map(|v| v.hash.clone()));
+    }
+    if let Some(since) = &keep_since {
+        let t = humantime::parse_rfc3339_weak(since)
+            .or_else(|_| humantime::parse_rfc3339_weak(&format!("{since} 00:00:00")))
+            .map_err(|e| miette!("--keep-since `{since}`: {e} (use YYYY-MM-DD or RFC 3339)"))?;
+        let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        kept.extend(versions.iter().filter(|v| v.meta.created >= secs).map(|v| v.hash.clone()));
+    }
+    if keep.is_empty() && keep_last.is_none() && keep_since.is_none() {
+        // Default: everything the workspace's last versions reference.
+        let state = WorkspaceState::load(&l.ws.state_dir);
+        kept.extend(state.last_version.values().cloned());
+    }
+    let report = cache.gc(&GcOptions { keep: kept.clone(), dry_run })?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for v in &report.versions {
+        println!("{verb} version {v}");
+    }
+    println!(
+        "{verb} {} versions, {} run entries, {} objects ({} bytes), {} temp files; kept {} versions",
+        report.versions.len(),
+        report.runs,
+        report.objects,
+        report.bytes,
+        report.temps,
+        kept.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

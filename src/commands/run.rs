@@ -1,0 +1,53 @@
+//! `dvx run`.
+
+use std::process::ExitCode;
+
+use dvx_engine::{RunOptions, Status};
+use miette::Result;
+
+use super::{print_json, Loaded};
+
+pub fn run(
+    l: Loaded,
+    stages: Vec<String>,
+    force: Vec<String>,
+    force_all: bool,
+    dry_run: bool,
+    jobs: Option<usize>,
+    json: bool,
+) -> Result<ExitCode> {
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let opts = RunOptions { targets: stages, force, force_all, dry_run, jobs, progress: !json };
+    let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts)?;
+    if dry_run {
+        super::status::print_plan(&report.stages, json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if json {
+        print_json(&serde_json::to_value(&report).expect("report serialises"))?;
+    } else {
+        println!("{:<28} {:<8} {:>9}  key", "stage", "status", "seconds");
+        for s in &report.stages {
+            let status = match s.status {
+                Status::Ran => "ran",
+                Status::Cached => "cached",
+                Status::Cutoff => "cut off",
+                Status::Failed => "FAILED",
+                Status::Skipped => "skipped",
+            };
+            let key = s.key.as_deref().map(|k| &k[..12]).unwrap_or("-");
+            println!("{:<28} {:<8} {:>9.2}  {}", s.name, status, s.seconds, key);
+        }
+        for s in report.stages.iter().filter(|s| s.status == Status::Failed) {
+            eprintln!("\nstage `{}` failed: {}", s.name, s.error.as_deref().unwrap_or("unknown error"));
+            if let Some(tail) = &s.log_tail {
+                eprintln!("--- last lines of its log ---\n{tail}");
+            }
+        }
+        match &report.version {
+            Some(v) => println!("version: {v}"),
+            None => eprintln!("no version written: a stage failed (stages that succeeded stay cached)"),
+        }
+    }
+    Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,94 @@
+//! `dvx log`, `show`, `checkout`, `reproduce`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use dvx_engine::ops;
+use miette::{IntoDiagnostic, Result};
+
+use super::Loaded;
+
+fn when(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+}
+
+pub fn log(l: Loaded) -> Result<ExitCode> {
+    let versions = l.ws.cache.versions()?;
+    if versions.is_empty() {
+        println!("no versions yet");
+    }
+    for v in versions {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for s in v.meta.statuses.values() {
+            *counts.entry(s.as_str().unwrap_or("?").to_string()).or_default() += 1;
+        }
+        let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let name = v.body.get("pipeline").and_then(|p| p.as_str()).unwrap_or("?");
+        println!("{}  {}  {:<16} {}", v.hash, when(v.meta.created), name, counts.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(l: Loaded, prefix: &str) -> Result<ExitCode> {
+    let hash = l.ws.cache.resolve_version(prefix)?;
+    let rec = l.ws.cache.get_version(&hash)?;
+    let body = ops::body_of(&rec)?;
+    println!("version:  {hash}");
+    println!("pipeline: {} ({})", body.pipeline, rec.meta.pipeline_file);
+    println!("created:  {}", when(rec.meta.created));
+    if !body.sources.is_empty() {
+        println!("sources:");
+        for s in &body.sources {
+            println!("  {}  {}", &s.hash.as_str()[..12], s.path);
+        }
+    }
+    println!("stages:");
+    for s in &body.stages {
+        println!("  {} ({})  key {}", s.name, s.kind, s.key.as_deref().map(|k| &k[..12]).unwrap_or("-"));
+        for o in &s.outputs {
+            println!("    out {}  {}", &o.hash.as_str()[..12], o.path);
+        }
+        if let Some(serde_json::Value::Object(m)) = rec.meta.metrics.get(&s.name) {
+            for (k, v) in m {
+                let text = match v {
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => serde_json::to_string(v).into_diagnostic()?,
+                    other => other.to_string(),
+                };
+                println!("    {k}: {text}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn checkout(l: Loaded, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
+    let hash = l.ws.cache.resolve_version(prefix)?;
+    let (base, with_sources) = match to {
+        Some(dir) => (dir.to_path_buf(), true),
+        None => (l.pipeline.wdir.clone(), false),
+    };
+    let n = ops::checkout(&l.ws.cache, &hash, &base, l.ws.link, with_sources)?;
+    println!("restored {n} paths of version {} into {}", hash.short(), base.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reproduce(l: Loaded, prefix: &str) -> Result<ExitCode> {
+    let hash = l.ws.cache.resolve_version(prefix)?;
+    let report = ops::reproduce(&l.ws.cache, &l.registry, &hash)?;
+    let mut all_same = true;
+    for r in &report {
+        match (&r.error, r.differs.is_empty()) {
+            (Some(e), _) => {
+                all_same = false;
+                println!("{:<28} failed: {e}", r.name);
+            }
+            (None, true) => println!("{:<28} identical", r.name),
+            (None, false) => {
+                all_same = false;
+                println!("{:<28} differs ({})", r.name, r.differs.join(", "));
+            }
+        }
+    }
+    println!("{}", if all_same { "reproduced: every stage identical" } else { "not reproduced: some stages differ" });
+    Ok(if all_same { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
