@@ -32,20 +32,23 @@ pub struct SourceFile {
     pub name: String,
     /// The file's text.
     pub text: Arc<String>,
+    /// Byte offset where each line starts.
+    line_starts: Vec<usize>,
 }
 
 impl SourceFile {
+    /// A file's name and text.
+    pub fn new(name: String, text: String) -> SourceFile {
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        SourceFile { name, text: Arc::new(text), line_starts }
+    }
+
     /// Byte offset of a 1-based line and column.
     pub fn offset(&self, line: u64, column: u64) -> usize {
-        let mut off = 0;
-        for (i, l) in self.text.split_inclusive('\n').enumerate() {
-            if i as u64 + 1 == line {
-                let col = l.char_indices().nth(column.saturating_sub(1) as usize).map(|(b, _)| b).unwrap_or(l.len());
-                return off + col;
-            }
-            off += l.len();
-        }
-        self.text.len()
+        let Some(&start) = self.line_starts.get(line.saturating_sub(1) as usize) else { return self.text.len() };
+        let end = self.line_starts.get(line as usize).copied().unwrap_or(self.text.len());
+        let l = &self.text[start..end];
+        start + l.char_indices().nth(column.saturating_sub(1) as usize).map(|(b, _)| b).unwrap_or(l.len())
     }
 
     /// 1-based line of a byte offset.

@@ -87,14 +87,14 @@ pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -
 /// Store the outputs and log of an execution and record the run-cache entry.
 pub fn store(cache: &Cache, stat: &std::sync::Mutex<StatCache>, def: &StageDef, wdir: &Path, key: &str, done: Executed) -> Result<RunEntry, Failure> {
     let fail = |message: String| Failure { message, log_tail: tail(&done.log, 20) };
-    let mut outputs = Vec::new();
-    for rel in &def.outs {
-        let (kind, hash) = {
-            let mut stat = stat.lock().expect("stat cache lock");
-            cache.put_path(&abs(wdir, rel), &mut stat).map_err(|e| fail(format!("cannot store output `{rel}`: {e}")))?
-        };
-        outputs.push(OutputRef { path: rel.clone(), kind, hash });
-    }
+    let paths: Vec<PathBuf> = def.outs.iter().map(|rel| abs(wdir, rel)).collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let stored = {
+        let mut stat = stat.lock().expect("stat cache lock");
+        cache.put_paths(&refs, &mut stat).map_err(|e| fail(format!("cannot store outputs: {e}")))?
+    };
+    let outputs: Vec<OutputRef> =
+        def.outs.iter().zip(stored).map(|(rel, (kind, hash))| OutputRef { path: rel.clone(), kind, hash }).collect();
     let log = if done.log.is_empty() { None } else { Some(cache.put_bytes(&done.log).map_err(|e| fail(e.to_string()))?) };
     let entry = RunEntry {
         key: key.to_string(),

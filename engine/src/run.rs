@@ -122,6 +122,8 @@ struct Shared {
     state: Mutex<WorkspaceState>,
     results: Mutex<Vec<Option<StageResult>>>,
     forced: Vec<bool>,
+    /// Source hashes computed in this run (sources do not change during a run).
+    sources: Mutex<std::collections::HashMap<String, (OutputKind, Hash)>>,
     dry_run: bool,
     threads: usize,
 }
@@ -129,6 +131,15 @@ struct Shared {
 impl Shared {
     fn result(&self, si: usize) -> Option<StageResult> {
         self.results.lock().expect("results lock")[si].clone()
+    }
+
+    fn hash_source(&self, rel: &str) -> std::result::Result<(OutputKind, Hash), String> {
+        if let Some(h) = self.sources.lock().expect("sources lock").get(rel) {
+            return Ok(h.clone());
+        }
+        let h = self.hash_workspace(rel)?;
+        self.sources.lock().expect("sources lock").insert(rel.to_string(), h.clone());
+        Ok(h)
     }
 
     fn hash_workspace(&self, rel: &str) -> std::result::Result<(OutputKind, Hash), String> {
@@ -177,8 +188,10 @@ pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
 
 /// Run (or, with `dry_run`, plan) a pipeline.
 pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions) -> Result<RunReport> {
+    let t0 = std::time::Instant::now();
     let graph = Graph::build(&p)?;
     check_sources(&p, &graph)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "graph built");
     let mut target_idx = Vec::new();
     for t in &opts.targets {
         match p.stages.iter().position(|s| &s.name == t) {
@@ -206,6 +219,7 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         registry,
         ws,
         forced,
+        sources: Mutex::new(Default::default()),
         dry_run: opts.dry_run,
         threads,
     });
@@ -228,7 +242,9 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         .enable_all()
         .build()
         .map_err(|e| EngineError::Other(format!("cannot start the scheduler: {e}")))?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "state loaded");
     rt.block_on(schedule(sh.clone(), &selected, jobs, progress.clone()));
+    tracing::debug!(elapsed = ?t0.elapsed(), "stages done");
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -242,6 +258,7 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         let failed = results.iter().any(|r| r.status == Status::Failed);
         if !failed {
             version = Some(write_version(&sh, &selected, &results)?);
+            tracing::debug!(elapsed = ?t0.elapsed(), "version written");
         }
         let cached = results.iter().filter(|r| matches!(r.status, Status::Cached | Status::Cutoff)).count();
         let mut state = sh.state.lock().expect("state lock");
@@ -251,6 +268,7 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         }
         state.save().map_err(|e| EngineError::Other(format!("cannot save workspace state: {e}")))?;
         sh.stat.lock().expect("stat lock").save()?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "state saved");
     }
     Ok(RunReport { version, stages: results })
 }
@@ -364,6 +382,14 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
                 up.outputs.get(pr.out).map(|o| (o.kind, o.hash.clone()))
             }
             Some(pr) if sh.dry_run && sh.result(pr.stage).is_some_and(|u| u.action == Action::Run) => None,
+            None => match sh.hash_source(d) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    let mut r = blank(&def.name, Status::Failed, Action::Run);
+                    r.error = Some(format!("cannot read dep `{d}`: {e}"));
+                    return r;
+                }
+            },
             _ => match sh.hash_workspace(d) {
                 Ok(x) => Some(x),
                 Err(e) if producer.is_none() => {
@@ -429,9 +455,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
         if let Some(prev) = prev.as_ref().filter(|p| p.key == key) {
             if sh.workspace_matches(&prev.outputs).is_none() {
                 result.outputs = prev.outputs.clone();
-                if let Ok(Some(entry)) = sh.ws.cache.get_run(&key) {
-                    result.metrics = entry.metrics;
-                }
+                result.metrics = prev.metrics.clone();
                 return result;
             }
         }
@@ -451,7 +475,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
                 }
                 match restore(sh, &entry.outputs) {
                     Ok(()) => {
-                        record_state(sh, si, &inputs, &key, &entry.outputs);
+                        record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
                         result.outputs = entry.outputs;
                         result.metrics = entry.metrics;
                         return result;
@@ -488,7 +512,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
     if !forced {
         if let Ok(Some(entry)) = sh.ws.cache.get_run(&key) {
             if restore(sh, &entry.outputs).is_ok() {
-                record_state(sh, si, &inputs, &key, &entry.outputs);
+                record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
                 result.status = hit_status;
                 result.action = Action::Restore;
                 result.outputs = entry.outputs;
@@ -504,7 +528,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
     let seconds = executed.seconds;
     match exec::store(&sh.ws.cache, &sh.stat, def, &sh.p.wdir, &key, executed) {
         Ok(entry) => {
-            record_state(sh, si, &inputs, &key, &entry.outputs);
+            record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
             result.status = Status::Ran;
             result.seconds = seconds;
             result.outputs = entry.outputs;
@@ -534,7 +558,7 @@ fn restore(sh: &Shared, outputs: &[OutputRef]) -> dvx_cache::Result<()> {
     Ok(())
 }
 
-fn record_state(sh: &Shared, si: usize, inputs: &KeyInputs<'_>, key: &str, outputs: &[OutputRef]) {
+fn record_state(sh: &Shared, si: usize, inputs: &KeyInputs<'_>, key: &str, outputs: &[OutputRef], metrics: &Metrics) {
     let def = &sh.p.stages[si];
     let st = StageState {
         key: key.to_string(),
@@ -546,6 +570,7 @@ fn record_state(sh: &Shared, si: usize, inputs: &KeyInputs<'_>, key: &str, outpu
         deps: inputs.deps.to_vec(),
         fingerprint: inputs.fingerprint.cloned(),
         outputs: outputs.to_vec(),
+        metrics: metrics.clone(),
     };
     sh.state.lock().expect("state lock").stages.insert(def.name.clone(), st);
 }
@@ -555,20 +580,28 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
     let p = &sh.p;
     let mut sources = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut to_store: Vec<PathBuf> = Vec::new();
     for &si in selected {
         for (di, d) in p.stages[si].deps.iter().enumerate() {
             if sh.graph.producers[si][di].is_some() || !seen.insert(d.clone()) {
                 continue;
             }
-            let (kind, hash) = sh.hash_workspace(d).map_err(EngineError::Other)?;
+            let (kind, hash) = sh.hash_source(d).map_err(EngineError::Other)?;
             let stored = sh.state.lock().expect("state lock").stored_sources.get(d) == Some(&hash);
             if !stored || !sh.ws.cache.has_object(&hash) {
-                let mut stat = sh.stat.lock().expect("stat lock");
-                sh.ws.cache.put_path(&abs(&p.wdir, d), &mut stat)?;
-                drop(stat);
-                sh.state.lock().expect("state lock").stored_sources.insert(d.clone(), hash.clone());
+                to_store.push(abs(&p.wdir, d));
             }
             sources.push(OutputRef { path: d.clone(), kind, hash });
+        }
+    }
+    if !to_store.is_empty() {
+        let refs: Vec<&std::path::Path> = to_store.iter().map(PathBuf::as_path).collect();
+        let mut stat = sh.stat.lock().expect("stat lock");
+        sh.ws.cache.put_paths(&refs, &mut stat)?;
+        drop(stat);
+        let mut state = sh.state.lock().expect("state lock");
+        for s in &sources {
+            state.stored_sources.insert(s.path.clone(), s.hash.clone());
         }
     }
     let mut stages = Vec::new();

@@ -31,6 +31,9 @@ pub struct StageState {
     pub fingerprint: Option<serde_json::Value>,
     /// Outputs.
     pub outputs: Vec<OutputRef>,
+    /// Metrics of the run that produced them (saves reading the run-cache on no-op runs).
+    #[serde(default)]
+    pub metrics: serde_json::Map<String, serde_json::Value>,
 }
 
 /// All of a workspace's state.

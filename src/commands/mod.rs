@@ -24,8 +24,10 @@ pub struct Loaded {
 }
 
 fn load(path: &Path, cache: Option<&Path>) -> Result<Loaded> {
+    let t0 = std::time::Instant::now();
     let registry = dvx_stages::builtin_registry();
     let pipeline = load_pipeline(path, &registry)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), stages = pipeline.stages.len(), "pipeline loaded");
     let ws = Workspace::for_pipeline(&pipeline, cache)?;
     Ok(Loaded { pipeline: Arc::new(pipeline), registry, ws })
 }

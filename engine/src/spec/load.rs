@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
@@ -87,7 +86,7 @@ impl Loader {
             None => EngineError::Read { path: file.to_path_buf(), source },
         })?;
         let display = display_path(file);
-        let src = SourceFile { name: display, text: Arc::new(text) };
+        let src = SourceFile::new(display, text);
         let raw: RawPipeline = parse_yaml(&src)?;
         let dir = file.parent().expect("a file has a parent").to_path_buf();
         let wdir = normalize(&dir.join(raw.wdir.as_ref().map(|w| w.value.as_str()).unwrap_or(".")));
