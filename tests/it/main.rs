@@ -4,4 +4,5 @@ mod support;
 
 mod core_run;
 mod errors;
+mod team_cache;
 mod versions;
