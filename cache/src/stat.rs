@@ -96,7 +96,11 @@ impl StatCache {
         let dir = file.parent().expect("stat cache file has a parent");
         std::fs::create_dir_all(dir).at(dir)?;
         let bytes = serde_json::to_vec(&self.entries).expect("entries serialise");
-        atomic::write_atomic(dir, file, &bytes, 0o644)?;
+        // A cache of hashes: losing it on power failure only costs re-hashing,
+        // so no fsync; the rename still keeps it whole.
+        let tmp = atomic::temp_path(dir);
+        std::fs::write(&tmp, &bytes).at(&tmp)?;
+        std::fs::rename(&tmp, file).at(file)?;
         self.dirty = false;
         Ok(())
     }

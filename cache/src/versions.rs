@@ -60,9 +60,14 @@ impl Cache {
     /// Store a version; returns its hash.
     pub fn put_version(&self, body: serde_json::Value, meta: VersionMeta) -> Result<Hash> {
         let hash = Hash::of_bytes(&canonical_json(&body));
+        let path = self.versions_dir().join(format!("{hash}.json"));
+        if path.exists() {
+            // Same data as an earlier run: the record (and its first creation time) stands.
+            return Ok(hash);
+        }
         let rec = VersionRecord { hash: hash.clone(), body, meta };
         let bytes = serde_json::to_vec_pretty(&rec).expect("version serialises");
-        self.write_record(&self.versions_dir().join(format!("{hash}.json")), &bytes)?;
+        self.write_record(&path, &bytes)?;
         Ok(hash)
     }
 
