@@ -6,11 +6,16 @@ use std::sync::Arc;
 use dvx_engine::Registry;
 
 mod cmd;
+mod filter;
 pub mod records;
+mod support;
+#[cfg(test)]
+mod testkit;
 
 /// A registry with every built-in stage kind.
 pub fn builtin_registry() -> Registry {
     let mut r = Registry::new();
     r.register(Arc::new(cmd::Cmd));
+    r.register(Arc::new(filter::Filter));
     r
 }
