@@ -7,6 +7,7 @@ use dvx_engine::Registry;
 
 mod cmd;
 mod filter;
+mod score;
 pub mod records;
 mod support;
 #[cfg(test)]
@@ -17,5 +18,6 @@ pub fn builtin_registry() -> Registry {
     let mut r = Registry::new();
     r.register(Arc::new(cmd::Cmd));
     r.register(Arc::new(filter::Filter));
+    r.register(Arc::new(score::Score));
     r
 }

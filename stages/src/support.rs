@@ -23,13 +23,24 @@ pub(crate) const NO_CATEGORY: &str = "(none)";
 
 /// Parse a stage's params into `T`, naming the offending field on error.
 pub(crate) fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
+    use serde_path_to_error::Segment;
     serde_path_to_error::deserialize(params.clone()).map_err(|e| {
-        let path = e.path().to_string();
+        // Dotted, list indexes included (`features.0.pattern`), as ParamError wants.
+        let path: Vec<String> = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                Segment::Seq { index } => index.to_string(),
+                Segment::Map { key } => key.clone(),
+                Segment::Enum { variant } => variant.clone(),
+                Segment::Unknown => "?".into(),
+            })
+            .collect();
         let message = e.inner().to_string();
-        if path.is_empty() || path == "." {
+        if path.is_empty() {
             ParamError::whole(message)
         } else {
-            ParamError::field(path, message)
+            ParamError::field(path.join("."), message)
         }
     })
 }
@@ -337,6 +348,8 @@ mod tests {
     fn param_errors_name_the_field() {
         let e = parse_params::<P>(&json!({"inner": {"n": "x"}})).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("inner.n"));
+        let e = parse_params::<Vec<P>>(&json!([{}, {"inner": {}}])).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("1.inner"));
         let e = parse_params::<P>(&json!({"bogus": 1})).unwrap_err();
         assert!(e.message.contains("unknown field `bogus`"), "{e:?}");
     }
