@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use dvx_engine::Registry;
 
+mod balance;
 mod cmd;
 mod filter;
+mod merge;
 mod score;
 pub mod records;
 mod support;
@@ -17,7 +19,9 @@ mod testkit;
 pub fn builtin_registry() -> Registry {
     let mut r = Registry::new();
     r.register(Arc::new(cmd::Cmd));
+    r.register(Arc::new(balance::Balance));
     r.register(Arc::new(filter::Filter));
     r.register(Arc::new(score::Score));
+    r.register(Arc::new(merge::Merge));
     r
 }
