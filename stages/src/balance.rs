@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use crate::records::{RecordReader, RecordWriter};
 use crate::support::{
     apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk,
-    Categories, OnError,
+    round4, Categories, OnError,
 };
 
 /// The `balance` stage kind.
@@ -79,7 +79,7 @@ fn parse(raw: &Value) -> Result<Params, ParamError> {
             }
             let sum: f64 = props.values().sum();
             if (sum - 1.0).abs() > 1e-3 {
-                return Err(ParamError::field("proportions", format!("fractions add up to {sum}, not 1")));
+                return Err(ParamError::field("proportions", format!("fractions add up to {}, not 1", round4(sum))));
             }
         }
         None => {

@@ -10,6 +10,7 @@ mod cmd;
 mod filter;
 mod merge;
 mod score;
+mod split;
 pub mod records;
 mod support;
 #[cfg(test)]
@@ -23,5 +24,6 @@ pub fn builtin_registry() -> Registry {
     r.register(Arc::new(filter::Filter));
     r.register(Arc::new(score::Score));
     r.register(Arc::new(merge::Merge));
+    r.register(Arc::new(split::Split));
     r
 }
