@@ -11,6 +11,7 @@ mod filter;
 mod merge;
 mod score;
 mod split;
+mod validate;
 pub mod records;
 mod support;
 #[cfg(test)]
@@ -25,5 +26,6 @@ pub fn builtin_registry() -> Registry {
     r.register(Arc::new(score::Score));
     r.register(Arc::new(merge::Merge));
     r.register(Arc::new(split::Split));
+    r.register(Arc::new(validate::Validate));
     r
 }

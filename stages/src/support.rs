@@ -120,14 +120,20 @@ pub(crate) fn read_chunk(
     Ok(chunk)
 }
 
-/// A malformed line as a record for a rejects file.
+/// A malformed line as a record for a rejects file. Only the file's name is
+/// kept: an absolute path would make the output differ between machines.
 pub(crate) fn bad_line_record(b: &BadLine, reason_field: &str) -> Record {
     let mut r = Map::new();
     r.insert(reason_field.into(), json!(b.reason));
-    r.insert("_file".into(), json!(b.path.display().to_string()));
+    r.insert("_file".into(), json!(file_name(&b.path)));
     r.insert("_line".into(), json!(b.line));
     r.insert("_raw".into(), json!(b.text));
     r
+}
+
+/// The last component of a path, for messages and outputs.
+pub(crate) fn file_name(path: &std::path::Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// A thread pool of `threads` workers (at least one).
@@ -174,11 +180,6 @@ impl Categories {
         self.ids.insert(name.clone(), id);
         self.names.push(name);
         id
-    }
-
-    /// The name of an id.
-    pub(crate) fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
     }
 
     /// How many categories there are.
@@ -257,23 +258,6 @@ pub(crate) fn digest(text: &str) -> [u8; 16] {
 /// trimmed: what "exact duplicate" compares.
 pub(crate) fn normalize_text(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
-}
-
-/// SplitMix64: a tiny seeded generator, enough for sampling.
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// `x` rounded to 4 decimals, so metrics print and compare cleanly.
