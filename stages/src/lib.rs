@@ -15,6 +15,8 @@ mod validate;
 pub mod records;
 mod support;
 #[cfg(test)]
+mod pipeline_tests;
+#[cfg(test)]
 mod testkit;
 
 /// A registry with every built-in stage kind.
