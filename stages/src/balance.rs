@@ -35,8 +35,8 @@ use serde_json::{json, Value};
 
 use crate::records::{RecordReader, RecordWriter};
 use crate::support::{
-    apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk,
-    round4, Categories, OnError,
+    apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk, round4,
+    Categories, OnError,
 };
 
 /// The `balance` stage kind.
@@ -243,7 +243,8 @@ fn wanted_totals(p: &Params, cats: &Categories, before: &[usize]) -> Vec<usize> 
 /// Markdown: category, count before and after, share of the result.
 fn distribution_table(cats: &Categories, before: &[usize], after: &[usize]) -> String {
     let total: usize = after.iter().sum();
-    let mut s = String::from("| Category | Before | After | % of Total |\n|----------|--------|-------|------------|\n");
+    let mut s =
+        String::from("| Category | Before | After | % of Total |\n|----------|--------|-------|------------|\n");
     for (name, id) in cats.sorted() {
         let (b, a) = (before[id as usize], after[id as usize]);
         let pct = if total == 0 { 0.0 } else { 100.0 * a as f64 / total as f64 };
@@ -325,7 +326,9 @@ mod tests {
         let r = run(&Balance, &[&text], &["o"], json!({"proportions": props}), 1).unwrap();
         assert_eq!(r.metric("after"), &json!({"a": 10, "b": 30, "x": 0}));
         // Asking for more than there is: a is short.
-        let r = run(&Balance, &[&text], &["o"], json!({"proportions": {"a": 0.5, "b": 0.25, "z": 0.25}, "total": 40}), 1).unwrap();
+        let r =
+            run(&Balance, &[&text], &["o"], json!({"proportions": {"a": 0.5, "b": 0.25, "z": 0.25}, "total": 40}), 1)
+                .unwrap();
         assert_eq!(r.metric("after"), &json!({"a": 10, "b": 10, "x": 0}));
         assert_eq!(r.metric("shortfall"), &json!({"a": 10, "z": 10}));
         assert!(r.log.ends_with("a: 10 short of its target\nz: 10 short of its target\n"));

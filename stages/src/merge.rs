@@ -233,10 +233,13 @@ mod tests {
         // Default names are the file stems.
         let r = run(&Merge, &[&a, &b], &["o"], json!({"source_field": null}), 1).unwrap();
         assert_eq!(r.records(0)[2], json!({"instruction": "b1", "output": "z", "_source": "old"}));
-        assert_eq!(r.metric("inputs"), &json!({
-            "in0": {"records": 2, "kept": 2, "duplicates": 0, "malformed": 0},
-            "in1": {"records": 1, "kept": 1, "duplicates": 0, "malformed": 0},
-        }));
+        assert_eq!(
+            r.metric("inputs"),
+            &json!({
+                "in0": {"records": 2, "kept": 2, "duplicates": 0, "malformed": 0},
+                "in1": {"records": 1, "kept": 1, "duplicates": 0, "malformed": 0},
+            })
+        );
     }
 
     #[test]

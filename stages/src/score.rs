@@ -167,10 +167,7 @@ fn compile(raw: &Value) -> Result<Compiled, ParamError> {
         allowed(f.feature == Kind::RegexCount || f.pattern.is_none(), "pattern")?;
         allowed(f.feature == Kind::Field || f.default.is_none(), "default")?;
         allowed(f.feature != Kind::Field || f.role.is_none(), "role")?;
-        allowed(
-            matches!(f.feature, Kind::KeywordHits | Kind::RegexCount) || !f.case_insensitive,
-            "case_insensitive",
-        )?;
+        allowed(matches!(f.feature, Kind::KeywordHits | Kind::RegexCount) || !f.case_insensitive, "case_insensitive")?;
         let regex = match (&f.feature, &f.pattern) {
             (Kind::RegexCount, Some(p)) => Some(
                 RegexBuilder::new(p)
@@ -229,7 +226,8 @@ impl Compiled {
                 owned = field(rec, path).map(value_text).unwrap_or_default();
                 &owned
             } else if let Some(role) = &s.role {
-                owned = turns(rec).into_iter().filter(|(r, _)| r == role).map(|(_, t)| t).collect::<Vec<_>>().join("\n");
+                owned =
+                    turns(rec).into_iter().filter(|(r, _)| r == role).map(|(_, t)| t).collect::<Vec<_>>().join("\n");
                 &owned
             } else {
                 text.get_or_insert_with(|| record_text(rec, &self.params.text_fields))
@@ -345,7 +343,11 @@ impl Stage for Score {
             }
             let (keep, cut) = select_top(&scored, p.top_k.unwrap_or(0), p.min_score, p.per_category);
             threshold = if p.per_category {
-                Value::Object(cats.sorted().map(|(name, id)| (name.to_string(), cut[id as usize].map_or(Value::Null, |x| json!(x)))).collect())
+                Value::Object(
+                    cats.sorted()
+                        .map(|(name, id)| (name.to_string(), cut[id as usize].map_or(Value::Null, |x| json!(x))))
+                        .collect(),
+                )
             } else {
                 cut.first().copied().flatten().map_or(Value::Null, |x| json!(x))
             };
@@ -494,11 +496,8 @@ features:
     }
 
     fn scored(scores: &[(f64, &str)]) -> String {
-        let recs: Vec<Value> = scores
-            .iter()
-            .enumerate()
-            .map(|(i, (s, c))| json!({"id": i, "q": s, "category": c}))
-            .collect();
+        let recs: Vec<Value> =
+            scores.iter().enumerate().map(|(i, (s, c))| json!({"id": i, "q": s, "category": c})).collect();
         jsonl(&recs)
     }
 
@@ -527,9 +526,16 @@ features:
     #[test]
     fn min_score_streams() {
         let input = scored(&[(1.0, "a"), (3.0, "b"), (2.0, "a")]);
-        let params = json!({"features": [{"feature": "field", "field": "q", "weight": 2}], "min_score": 4, "score_field": "s"});
+        let params =
+            json!({"features": [{"feature": "field", "field": "q", "weight": 2}], "min_score": 4, "score_field": "s"});
         let r = run(&Score, &[&input], &["o"], params, 1).unwrap();
-        assert_eq!(r.records(0), vec![json!({"id": 1, "q": 3.0, "category": "b", "s": 6.0}), json!({"id": 2, "q": 2.0, "category": "a", "s": 4.0})]);
+        assert_eq!(
+            r.records(0),
+            vec![
+                json!({"id": 1, "q": 3.0, "category": "b", "s": 6.0}),
+                json!({"id": 2, "q": 2.0, "category": "a", "s": 4.0})
+            ]
+        );
         assert_eq!(r.metric("threshold"), &json!(4.0));
     }
 
@@ -550,20 +556,40 @@ features:
     #[test]
     fn errors() {
         let bad = |params: Value| run(&Score, &["{}\n"], &["o"], params, 1).unwrap_err();
-        assert!(bad(json!({"features": [{"feature": "regex_count", "pattern": "("}]})).starts_with("features.0.pattern: invalid regex"));
-        assert!(bad(json!({"features": [{"feature": "size"}]})).starts_with("features.0.feature: unknown variant `size`"));
-        assert_eq!(bad(json!({"features": [{"feature": "chars", "scale": 0}]})), "features.0.scale: must be a non-zero number");
-        assert_eq!(bad(json!({"features": [{"feature": "keyword_hits"}]})), "features.0.feature: `keyword_hits` needs `keywords`");
+        assert!(bad(json!({"features": [{"feature": "regex_count", "pattern": "("}]}))
+            .starts_with("features.0.pattern: invalid regex"));
+        assert!(
+            bad(json!({"features": [{"feature": "size"}]})).starts_with("features.0.feature: unknown variant `size`")
+        );
+        assert_eq!(
+            bad(json!({"features": [{"feature": "chars", "scale": 0}]})),
+            "features.0.scale: must be a non-zero number"
+        );
+        assert_eq!(
+            bad(json!({"features": [{"feature": "keyword_hits"}]})),
+            "features.0.feature: `keyword_hits` needs `keywords`"
+        );
         assert_eq!(bad(json!({"features": []})), "features: at least one feature is needed");
-        assert_eq!(bad(json!({"features": [{"feature": "chars"}], "per_category": true})), "per_category: `per_category` goes with `top_k`");
+        assert_eq!(
+            bad(json!({"features": [{"feature": "chars"}], "per_category": true})),
+            "per_category: `per_category` goes with `top_k`"
+        );
         assert!(bad(json!({})).contains("missing field `features`"));
-        let e = run(&Score, &["{\"a\":1}\n{\"n\":1}\n"], &["o"], json!({"features": [{"feature": "field", "field": "n"}]}), 1).unwrap_err();
+        let e = run(
+            &Score,
+            &["{\"a\":1}\n{\"n\":1}\n"],
+            &["o"],
+            json!({"features": [{"feature": "field", "field": "n"}]}),
+            1,
+        )
+        .unwrap_err();
         assert!(e.ends_with("in0.jsonl:1: field `n` is missing or not a number"), "{e}");
     }
 
     #[test]
     fn deterministic_across_threads() {
-        let recs: Vec<Value> = (0..4500).map(|i| json!({"output": "?".repeat(i % 7), "category": format!("c{}", i % 3)})).collect();
+        let recs: Vec<Value> =
+            (0..4500).map(|i| json!({"output": "?".repeat(i % 7), "category": format!("c{}", i % 3)})).collect();
         let input = jsonl(&recs);
         let params = json!({"features": [{"feature": "questions"}], "top_k": 100, "per_category": true});
         let a = run(&Score, &[&input], &["o"], params.clone(), 1).unwrap();

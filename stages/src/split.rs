@@ -34,8 +34,8 @@ use serde_json::{json, Value};
 
 use crate::records::{RecordReader, RecordWriter};
 use crate::support::{
-    apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk,
-    round4, Categories, OnError,
+    apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk, round4,
+    Categories, OnError,
 };
 
 /// The `split` stage kind.
@@ -124,7 +124,8 @@ impl Stage for Split {
         let p = parse(ctx.params, ctx.outs.len()).map_err(param_failure)?;
         let pool = pool(ctx.threads)?;
         let dep = &ctx.deps[0];
-        let mut writers: Vec<RecordWriter> = ctx.outs.iter().map(|o| RecordWriter::create(o)).collect::<Result<_, _>>()?;
+        let mut writers: Vec<RecordWriter> =
+            ctx.outs.iter().map(|o| RecordWriter::create(o)).collect::<Result<_, _>>()?;
         let mut bad = Vec::new();
         let mut malformed = 0;
         let mut cats = Categories::default();
@@ -341,7 +342,14 @@ mod tests {
         let b = run(&Split, &[&text], &["t", "v"], params, 4).unwrap();
         assert_eq!(a.text(0), b.text(0));
         assert_eq!(a.text(1), b.text(1));
-        let c = run(&Split, &[&text], &["t", "v"], json!({"counts": {"valid": 500}, "seed": 6, "stratify_by": "category"}), 1).unwrap();
+        let c = run(
+            &Split,
+            &[&text],
+            &["t", "v"],
+            json!({"counts": {"valid": 500}, "seed": 6, "stratify_by": "category"}),
+            1,
+        )
+        .unwrap();
         assert_ne!(a.text(1), c.text(1));
     }
 

@@ -71,16 +71,10 @@ pub(crate) fn check_counts(
         }
     };
     if deps < dep_range.0 || deps > dep_range.1 {
-        return Err(ParamError::whole(format!(
-            "a `{kind}` stage takes {} deps, got {deps}",
-            describe(dep_range)
-        )));
+        return Err(ParamError::whole(format!("a `{kind}` stage takes {} deps, got {deps}", describe(dep_range))));
     }
     if outs < out_range.0 || outs > out_range.1 {
-        return Err(ParamError::whole(format!(
-            "a `{kind}` stage takes {} outs, got {outs}",
-            describe(out_range)
-        )));
+        return Err(ParamError::whole(format!("a `{kind}` stage takes {} outs, got {outs}", describe(out_range))));
     }
     Ok(())
 }

@@ -43,7 +43,13 @@ pub(crate) fn jsonl(records: &[Value]) -> String {
 
 /// Check then execute `stage` with `inputs` as dep files and `outs` as out
 /// names. A check error or a failure comes back as its message.
-pub(crate) fn run(stage: &dyn Stage, inputs: &[&str], outs: &[&str], params: Value, threads: usize) -> Result<Run, String> {
+pub(crate) fn run(
+    stage: &dyn Stage,
+    inputs: &[&str],
+    outs: &[&str],
+    params: Value,
+    threads: usize,
+) -> Result<Run, String> {
     let dir = tempfile::tempdir().unwrap();
     let deps: Vec<PathBuf> = inputs
         .iter()

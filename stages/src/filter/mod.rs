@@ -29,8 +29,7 @@ use serde_json::{json, Map, Value};
 
 use crate::records::{RecordReader, RecordWriter};
 use crate::support::{
-    bad_line_record, category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4,
-    OnError,
+    bad_line_record, category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4, OnError,
 };
 use rule::{parse_rules, Rule, Subject};
 
@@ -169,10 +168,9 @@ impl Stage for Filter {
         if let Some(w) = rejected {
             w.finish()?;
         }
-        let total = tallies.values().fold(Tally::default(), |a, t| Tally {
-            total: a.total + t.total,
-            passed: a.passed + t.passed,
-        });
+        let total = tallies
+            .values()
+            .fold(Tally::default(), |a, t| Tally { total: a.total + t.total, passed: a.passed + t.passed });
         writeln!(ctx.log, "{}", pass_rate_table(&tallies, total))?;
         if malformed > 0 {
             writeln!(ctx.log, "skipped {malformed} malformed line(s)")?;
@@ -181,10 +179,7 @@ impl Stage for Filter {
         let Value::Object(totals) = total.to_json() else { unreachable!() };
         m.extend(totals);
         m.insert("malformed".into(), json!(malformed));
-        m.insert(
-            "categories".into(),
-            Value::Object(tallies.iter().map(|(k, t)| (k.clone(), t.to_json())).collect()),
-        );
+        m.insert("categories".into(), Value::Object(tallies.iter().map(|(k, t)| (k.clone(), t.to_json())).collect()));
         m.insert("rejected_by".into(), Value::Object(reasons.into_iter().map(|(k, n)| (k, json!(n))).collect()));
         Ok(m)
     }

@@ -76,8 +76,22 @@ enum Cmp {
 }
 
 const OPERATORS: &[&str] = &[
-    "contains", "contains_any", "regex", "min_len", "max_len", "eq", "ne", "gt", "ge", "lt", "le",
-    "exists", "all", "any", "at_least", "not",
+    "contains",
+    "contains_any",
+    "regex",
+    "min_len",
+    "max_len",
+    "eq",
+    "ne",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "exists",
+    "all",
+    "any",
+    "at_least",
+    "not",
 ];
 const MODIFIERS: &[&str] = &["field", "case_insensitive", "and_not", "name", "of"];
 
@@ -157,10 +171,7 @@ impl Rule {
             [op] => *op,
             [] => return Err(ParamError::field(path, format!("a rule needs one of {}", OPERATORS.join(", ")))),
             many => {
-                return Err(ParamError::field(
-                    path,
-                    format!("a rule has one operator, found {}", many.join(" and ")),
-                ))
+                return Err(ParamError::field(path, format!("a rule has one operator, found {}", many.join(" and "))))
             }
         };
         if map.contains_key("of") && op != "at_least" {
@@ -200,16 +211,18 @@ impl Rule {
                 let shown = if needles.len() == 1 {
                     quote(&needles[0])
                 } else {
-                    format!("{} of [{}]", if any { "any" } else { "all" }, needles.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "{} of [{}]",
+                        if any { "any" } else { "all" },
+                        needles.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ")
+                    )
                 };
                 let needles = if ci { needles.iter().map(|n| n.to_lowercase()).collect() } else { needles };
                 let label = format!("{}contains {shown}{ci_note}", prefix(&field_path));
                 (Node::Contains { needles, any, ci }, label)
             }
             "regex" => {
-                let pat = arg
-                    .as_str()
-                    .ok_or_else(|| ParamError::field(&arg_path, "expected a pattern string"))?;
+                let pat = arg.as_str().ok_or_else(|| ParamError::field(&arg_path, "expected a pattern string"))?;
                 let re = RegexBuilder::new(pat)
                     .case_insensitive(ci)
                     .build()
@@ -217,9 +230,7 @@ impl Rule {
                 (Node::Regex(re), format!("{}matches /{pat}/{ci_note}", prefix(&field_path)))
             }
             "min_len" | "max_len" => {
-                let n = arg
-                    .as_u64()
-                    .ok_or_else(|| ParamError::field(&arg_path, "expected a non-negative integer"))?
+                let n = arg.as_u64().ok_or_else(|| ParamError::field(&arg_path, "expected a non-negative integer"))?
                     as usize;
                 let min = op == "min_len";
                 (Node::Len { min, n }, format!("len({subject}) {} {n}", if min { ">=" } else { "<=" }))
@@ -251,13 +262,9 @@ impl Rule {
                 (if op == "all" { Node::All(kids) } else { Node::Any(kids) }, label)
             }
             "at_least" => {
-                let k = arg
-                    .as_u64()
-                    .ok_or_else(|| ParamError::field(&arg_path, "expected a non-negative integer"))?
+                let k = arg.as_u64().ok_or_else(|| ParamError::field(&arg_path, "expected a non-negative integer"))?
                     as usize;
-                let of = map
-                    .get("of")
-                    .ok_or_else(|| ParamError::field(path, "`at_least` needs `of: [rules]`"))?;
+                let of = map.get("of").ok_or_else(|| ParamError::field(path, "`at_least` needs `of: [rules]`"))?;
                 let kids = list(of, &join(path, "of"))?;
                 if k > kids.len() {
                     return Err(ParamError::field(
@@ -279,10 +286,8 @@ impl Rule {
             Some(v) => Some(Box::new(Rule::parse(v, &join(path, "and_not"))?)),
         };
         if let Some(name) = map.get("name") {
-            label = name
-                .as_str()
-                .ok_or_else(|| ParamError::field(join(path, "name"), "expected a string"))?
-                .to_string();
+            label =
+                name.as_str().ok_or_else(|| ParamError::field(join(path, "name"), "expected a string"))?.to_string();
         }
         let mut full = label.clone();
         if let Some(an) = &and_not {
@@ -442,10 +447,7 @@ fn list(v: &Value, path: &str) -> Result<Vec<Rule>, ParamError> {
 
 /// Parse every rule of a `rules:` mapping (category → rule).
 pub(crate) fn parse_rules(rules: &Map<String, Value>) -> Result<Vec<(String, Rule)>, ParamError> {
-    rules
-        .iter()
-        .map(|(cat, v)| Ok((cat.clone(), Rule::parse(v, &format!("rules.{cat}"))?)))
-        .collect()
+    rules.iter().map(|(cat, v)| Ok((cat.clone(), Rule::parse(v, &format!("rules.{cat}"))?))).collect()
 }
 
 #[cfg(test)]
@@ -477,7 +479,8 @@ mod tests {
         assert_eq!(run(&rule, &out("db.add(x); db.commit()")), Ok(()));
         assert_eq!(
             run(&rule, &out("db.add(x)")),
-            Err(r#"rules.X: at least 2 of [contains "db.add", contains "db.commit", contains "Session"] (1 matched)"#.into())
+            Err(r#"rules.X: at least 2 of [contains "db.add", contains "db.commit", contains "Session"] (1 matched)"#
+                .into())
         );
         assert_eq!(
             run(&rule, &out("db.add(x); db.commit() # In-Memory store")),

@@ -31,9 +31,18 @@ fn seed_cases() -> Vec<(Value, bool)> {
         (rec("Pagination", "def list(skip: int = 0):"), false),
         (rec("WebSockets", "async def ws(websocket: WebSocket):\n    await websocket.accept()"), true),
         (rec("WebSockets", "def ws(websocket: WebSocket):\n    websocket.accept()"), false),
-        (rec("Error Handling", "@app.exception_handler(E)\nasync def h(r, e):\n    return JSONResponse(status_code=418)"), true),
+        (
+            rec(
+                "Error Handling",
+                "@app.exception_handler(E)\nasync def h(r, e):\n    return JSONResponse(status_code=418)",
+            ),
+            true,
+        ),
         (rec("Error Handling", "raise HTTPException(status_code=404)"), false),
-        (rec("Background Tasks", "def send(to):\n    ...\ndef ep(bg: BackgroundTasks):\n    bg.add_task(send, 'a')"), true),
+        (
+            rec("Background Tasks", "def send(to):\n    ...\ndef ep(bg: BackgroundTasks):\n    bg.add_task(send, 'a')"),
+            true,
+        ),
         (rec("Background Tasks", "def ep(bg: BackgroundTasks):\n    bg.add_task(print, 'a')"), true),
         (rec("Background Tasks", "bg: BackgroundTasks = None\nbg.add_task(print)"), false),
         (rec("Other", "anything"), true),
@@ -171,9 +180,8 @@ fn bad_params_name_the_field() {
 #[test]
 fn same_bytes_whatever_the_thread_count() {
     // More than one chunk, so chunk boundaries are crossed.
-    let input: Vec<Value> = (0..5000)
-        .map(|i| rec("Query Optimization", if i % 3 == 0 { "joinedload" } else { "plain" }))
-        .collect();
+    let input: Vec<Value> =
+        (0..5000).map(|i| rec("Query Optimization", if i % 3 == 0 { "joinedload" } else { "plain" })).collect();
     let input = jsonl(&input);
     let params = pipeline_params("v5_8_curated.yaml", "filter");
     let a = run(&Filter, &[&input], &["k", "r"], params.clone(), 1).unwrap();

@@ -32,19 +32,23 @@ pub(super) fn svg(t: &Totals, report: &Value) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH:.0}" height="{height:.0}" viewBox="0 0 {WIDTH:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="10" y="24" font-size="15" font-weight="bold">Records per category ({} in all)</text>"#, t.records);
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="24" font-size="15" font-weight="bold">Records per category ({} in all)</text>"#,
+        t.records
+    );
     let most = cats.iter().map(|(_, n)| **n).max().unwrap_or(0).max(1) as f64;
     for (i, (name, n)) in cats.iter().enumerate() {
         let y = bars_top + ROW * i as f64;
         let w = BAR_MAX * **n as f64 / most;
+        let _ =
+            writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LABEL_W - 8.0, y + 15.0, esc(name));
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            LABEL_W - 8.0,
-            y + 15.0,
-            esc(name)
+            r##"<rect x="{LABEL_W:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="#4e79a7"/>"##,
+            y + 3.0,
+            ROW - 6.0
         );
-        let _ = writeln!(s, r##"<rect x="{LABEL_W:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="#4e79a7"/>"##, y + 3.0, ROW - 6.0);
         let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}">{n}</text>"#, LABEL_W + w + 6.0, y + 15.0);
     }
 
@@ -73,13 +77,21 @@ pub(super) fn svg(t: &Totals, report: &Value) -> String {
         );
     }
     // Axes and their end labels.
-    let _ = writeln!(s, r#"<line x1="{left:.1}" y1="{base:.1}" x2="{:.1}" y2="{base:.1}" stroke="black"/>"#, left + plot_w);
+    let _ =
+        writeln!(s, r#"<line x1="{left:.1}" y1="{base:.1}" x2="{:.1}" y2="{base:.1}" stroke="black"/>"#, left + plot_w);
     let _ = writeln!(s, r#"<line x1="{left:.1}" y1="{hist_top:.1}" x2="{left:.1}" y2="{base:.1}" stroke="black"/>"#);
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{tallest:.0}</text>"#, left - 6.0, hist_top + 10.0);
+    let _ =
+        writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{tallest:.0}</text>"#, left - 6.0, hist_top + 10.0);
     let _ = writeln!(s, r#"<text x="{:.1}" y="{base:.1}" text-anchor="end">0</text>"#, left - 6.0);
     if let (Some(first), Some(last)) = (bins.first(), bins.last()) {
         let _ = writeln!(s, r#"<text x="{left:.1}" y="{:.1}">{}</text>"#, base + 16.0, first["from"]);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, left + plot_w, base + 16.0, last["to"]);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left + plot_w,
+            base + 16.0,
+            last["to"]
+        );
     }
     s.push_str("</svg>\n");
     s

@@ -244,7 +244,8 @@ impl Stage for Validate {
         }
         ctx.log.write_all(markdown.as_bytes())?;
         if !failed.is_empty() {
-            let why: Vec<String> = failed.iter().map(|c| format!("{} (limit {}, got {})", c.rule, c.limit, c.actual)).collect();
+            let why: Vec<String> =
+                failed.iter().map(|c| format!("{} (limit {}, got {})", c.rule, c.limit, c.actual)).collect();
             let mut msg = format!("validation failed: {}", why.join("; "));
             if t.invalid > p.max_invalid {
                 let rules: Vec<String> = t.violations.iter().map(|(r, v)| format!("{r} ×{}", v.count)).collect();

@@ -64,11 +64,8 @@ pub(super) fn json(t: &Totals, checks: &[Check], bins: usize) -> Value {
         s["histogram"] = histogram(&t.scores, 10);
         s
     };
-    let violations: Map<String, Value> = t
-        .violations
-        .iter()
-        .map(|(r, v)| (r.clone(), json!({"count": v.count, "examples": v.examples})))
-        .collect();
+    let violations: Map<String, Value> =
+        t.violations.iter().map(|(r, v)| (r.clone(), json!({"count": v.count, "examples": v.examples}))).collect();
     let failed = checks.iter().any(|c| !c.ok);
     json!({
         "status": if failed { "failed" } else { "passed" },
@@ -97,12 +94,8 @@ pub(super) fn metrics(report: &Value) -> Metrics {
         s.remove("histogram");
     }
     m.insert("score".into(), score);
-    let violations: Map<String, Value> = report["violations"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(r, v)| (r.clone(), v["count"].clone()))
-        .collect();
+    let violations: Map<String, Value> =
+        report["violations"].as_object().into_iter().flatten().map(|(r, v)| (r.clone(), v["count"].clone())).collect();
     m.insert("violations".into(), Value::Object(violations));
     let failed: Vec<Value> = report["checks"]
         .as_array()
@@ -165,16 +158,13 @@ pub(super) fn markdown(t: &Totals, checks: &[Check], report: &Value) -> String {
 
     let score = &report["score"];
     if !score.is_null() {
-        s.push_str("\n## Scores\n\n| Count | Min | Mean | P50 | P95 | Max |\n|-------|-----|------|-----|-----|-----|\n");
+        s.push_str(
+            "\n## Scores\n\n| Count | Min | Mean | P50 | P95 | Max |\n|-------|-----|------|-----|-----|-----|\n",
+        );
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} |",
-            score["count"],
-            score["min"],
-            score["mean"],
-            score["p50"],
-            score["p95"],
-            score["max"]
+            score["count"], score["min"], score["mean"], score["p50"], score["p95"], score["max"]
         );
         s.push_str("\n| Score range | Records |\n|-------------|---------|\n");
         for bin in score["histogram"].as_array().into_iter().flatten() {

@@ -22,8 +22,14 @@ fn stats_report() {
     assert_eq!(report["inputs"], json!({"in0.jsonl": 3}));
     assert_eq!(report["categories"], json!({"x": 2, "y": 1}));
     assert_eq!(report["duplicates"], json!({"count": 1, "rate": 0.3333}));
-    assert_eq!(report["lengths"]["chars"]["total"], json!({"min": 15.0, "mean": 28.6667, "p50": 35.0, "p95": 36.0, "max": 36.0}));
-    assert_eq!(report["lengths"]["tokens"]["response"], json!({"min": 2.0, "mean": 5.3333, "p50": 7.0, "p95": 7.0, "max": 7.0}));
+    assert_eq!(
+        report["lengths"]["chars"]["total"],
+        json!({"min": 15.0, "mean": 28.6667, "p50": 35.0, "p95": 36.0, "max": 36.0})
+    );
+    assert_eq!(
+        report["lengths"]["tokens"]["response"],
+        json!({"min": 2.0, "mean": 5.3333, "p50": 7.0, "p95": 7.0, "max": 7.0})
+    );
     assert_eq!(report["lengths"]["chars"]["prompt"]["max"], json!(8.0));
     assert_eq!(report["score"]["count"], json!(2));
     assert_eq!(report["score"]["p95"], json!(3.0));
@@ -115,7 +121,12 @@ fn several_inputs_and_malformed_lines() {
     assert_eq!(report["inputs"], json!({"in0.jsonl": 3, "in1.jsonl": 1}));
     assert_eq!(report["malformed"], json!(1));
     assert_eq!(report["categories"]["(none)"], json!(1));
-    assert_eq!(r.records(3), vec![json!({"_error": "malformed JSON: expected value at line 1 column 1", "_file": "in1.jsonl", "_line": 2, "_raw": "broken"})]);
+    assert_eq!(
+        r.records(3),
+        vec![
+            json!({"_error": "malformed JSON: expected value at line 1 column 1", "_file": "in1.jsonl", "_line": 2, "_raw": "broken"})
+        ]
+    );
     let err = run(&Validate, &[&a, b], &OUTS[..1], json!({"on_error": "skip", "max_malformed": 0}), 1).unwrap_err();
     assert_eq!(err, "validation failed: max_malformed (limit <= 0, got 1)");
 }
