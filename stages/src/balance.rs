@@ -33,10 +33,10 @@ use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageSh
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::records::{RecordReader, RecordWriter};
+use crate::records::RecordWriter;
 use crate::support::{
     apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk, round4,
-    Categories, OnError,
+    Categories, ChunkReader, OnError,
 };
 
 /// The `balance` stage kind.
@@ -118,9 +118,9 @@ impl Stage for Balance {
         let mut keys: Vec<(u32, u64)> = Vec::new();
         let mut bad = Vec::new();
         let mut malformed = 0;
-        let mut reader = RecordReader::open(dep)?;
+        let mut reader = ChunkReader::open(dep)?;
         loop {
-            let chunk = read_chunk(&mut reader, p.on_error, &mut bad)?;
+            let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
             malformed += bad.drain(..).count();
             if chunk.is_empty() {
                 break;
@@ -151,10 +151,10 @@ impl Stage for Balance {
 
         // Pass 2: copy the kept records.
         let mut writer = RecordWriter::create(&ctx.outs[0])?;
-        let mut reader = RecordReader::open(dep)?;
+        let mut reader = ChunkReader::open(dep)?;
         let mut i = 0;
         loop {
-            let chunk = read_chunk(&mut reader, OnError::Skip, &mut bad)?;
+            let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad)?;
             bad.clear();
             if chunk.is_empty() {
                 break;

@@ -24,10 +24,10 @@ use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageSh
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::records::{field, record_text, Record, RecordReader, RecordWriter};
+use crate::records::{field, record_text, Record, RecordWriter};
 use crate::support::{
     bad_line_record, canonical_json, check_counts, digest, normalize_text, par_map, param_failure, parse_params, pool,
-    read_chunk, OnError,
+    read_chunk, ChunkReader, OnError,
 };
 
 /// The `merge` stage kind.
@@ -136,9 +136,9 @@ impl Stage for Merge {
         let mut bad = Vec::new();
         for (src, dep) in ctx.deps.iter().enumerate() {
             let mut c = Count::default();
-            let mut reader = RecordReader::open(dep)?;
+            let mut reader = ChunkReader::open(dep)?;
             loop {
-                let chunk = read_chunk(&mut reader, p.on_error, &mut bad)?;
+                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
                 for b in bad.drain(..) {
                     c.malformed += 1;
                     if let Some(w) = dropped.as_mut() {

@@ -40,9 +40,10 @@ use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::records::{field, record_text, turns, value_text, Record, RecordReader, RecordWriter};
+use crate::records::{field, record_text, turns, value_text, Record, RecordWriter};
 use crate::support::{
-    category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4, Categories, OnError,
+    category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4, Categories, ChunkReader,
+    OnError,
 };
 
 /// The `score` stage kind.
@@ -149,11 +150,10 @@ fn compile(raw: &Value) -> Result<Compiled, ParamError> {
         if f.scale == 0.0 || !f.scale.is_finite() {
             return Err(ParamError::field(at("scale"), "must be a non-zero number"));
         }
-        let text_feature = !matches!(f.feature, Kind::Field | Kind::Turns);
         if f.role.is_some() && f.field.is_some() {
             return Err(ParamError::field(at("role"), "give `role` or `field`, not both"));
         }
-        if f.field.is_some() && !text_feature && f.feature != Kind::Field {
+        if f.field.is_some() && f.feature == Kind::Turns {
             return Err(ParamError::field(at("field"), "`turns` counts turns; `field` does not apply"));
         }
         let allowed = |ok: bool, key: &str| {
@@ -303,9 +303,9 @@ impl Stage for Score {
         let threshold;
         if p.top_k.is_none() {
             // One streaming pass: score, keep, write.
-            let mut reader = RecordReader::open(dep)?;
+            let mut reader = ChunkReader::open(dep)?;
             loop {
-                let chunk = read_chunk(&mut reader, p.on_error, &mut bad)?;
+                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
                 malformed += bad.drain(..).count();
                 if chunk.is_empty() {
                     break;
@@ -326,9 +326,9 @@ impl Stage for Score {
             // Pass 1: one (score, category) per record.
             let mut cats = Categories::default();
             let mut scored: Vec<(f64, u32)> = Vec::new();
-            let mut reader = RecordReader::open(dep)?;
+            let mut reader = ChunkReader::open(dep)?;
             loop {
-                let chunk = read_chunk(&mut reader, p.on_error, &mut bad)?;
+                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
                 malformed += bad.drain(..).count();
                 if chunk.is_empty() {
                     break;
@@ -352,10 +352,10 @@ impl Stage for Score {
                 cut.first().copied().flatten().map_or(Value::Null, |x| json!(x))
             };
             // Pass 2: write the chosen records, in input order.
-            let mut reader = RecordReader::open(dep)?;
+            let mut reader = ChunkReader::open(dep)?;
             let mut i = 0;
             loop {
-                let chunk = read_chunk(&mut reader, OnError::Skip, &mut bad)?;
+                let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad)?;
                 bad.clear();
                 if chunk.is_empty() {
                     break;

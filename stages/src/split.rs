@@ -32,10 +32,10 @@ use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageSh
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::records::{RecordReader, RecordWriter};
+use crate::records::RecordWriter;
 use crate::support::{
     apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk, round4,
-    Categories, OnError,
+    Categories, ChunkReader, OnError,
 };
 
 /// The `split` stage kind.
@@ -146,9 +146,9 @@ impl Stage for Split {
         // Streaming: place each record as it comes. Otherwise remember
         // (category, hash) and place records once all are known.
         let mut keys: Vec<(u32, u64)> = Vec::new();
-        let mut reader = RecordReader::open(dep)?;
+        let mut reader = ChunkReader::open(dep)?;
         loop {
-            let chunk = read_chunk(&mut reader, p.on_error, &mut bad)?;
+            let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
             malformed += bad.drain(..).count();
             if chunk.is_empty() {
                 break;
@@ -175,10 +175,10 @@ impl Stage for Split {
             for (i, side) in sides.iter().enumerate() {
                 per_cat[keys[i].0 as usize][*side as usize] += 1;
             }
-            let mut reader = RecordReader::open(dep)?;
+            let mut reader = ChunkReader::open(dep)?;
             let mut i = 0;
             loop {
-                let chunk = read_chunk(&mut reader, OnError::Skip, &mut bad)?;
+                let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad)?;
                 bad.clear();
                 if chunk.is_empty() {
                     break;

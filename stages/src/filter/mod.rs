@@ -27,9 +27,10 @@ use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageSh
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::records::{RecordReader, RecordWriter};
+use crate::records::RecordWriter;
 use crate::support::{
-    bad_line_record, category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4, OnError,
+    bad_line_record, category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4,
+    ChunkReader, OnError,
 };
 use rule::{parse_rules, Rule, Subject};
 
@@ -119,7 +120,7 @@ impl Stage for Filter {
         let c = compile(ctx.params).map_err(param_failure)?;
         let p = &c.params;
         let pool = pool(ctx.threads)?;
-        let mut reader = RecordReader::open(&ctx.deps[0])?;
+        let mut reader = ChunkReader::open(&ctx.deps[0])?;
         let mut kept = RecordWriter::create(&ctx.outs[0])?;
         let mut rejected = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
         let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
@@ -127,7 +128,7 @@ impl Stage for Filter {
         let mut malformed = 0usize;
         let mut bad = Vec::new();
         loop {
-            let chunk = read_chunk(&mut reader, p.on_error, &mut bad)?;
+            let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
             for b in bad.drain(..) {
                 malformed += 1;
                 if let Some(w) = rejected.as_mut() {

@@ -40,9 +40,10 @@ use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageSh
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::records::{RecordReader, RecordWriter};
+use crate::records::RecordWriter;
 use crate::support::{
-    bad_line_record, check_counts, file_name, par_map, param_failure, parse_params, pool, read_chunk, OnError,
+    bad_line_record, check_counts, file_name, par_map, param_failure, parse_params, pool, read_chunk, ChunkReader,
+    OnError,
 };
 use collect::{facts, Totals};
 use report::Check;
@@ -209,9 +210,9 @@ impl Stage for Validate {
         for dep in ctx.deps {
             let name = file_name(dep);
             let before = t.records;
-            let mut reader = RecordReader::open(dep)?;
+            let mut reader = ChunkReader::open(dep)?;
             loop {
-                let chunk = read_chunk(&mut reader, p.on_error, &mut bad)?;
+                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
                 for b in bad.drain(..) {
                     t.malformed += 1;
                     if let Some(w) = rejects.as_mut() {
