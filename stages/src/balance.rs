@@ -1,0 +1,351 @@
+//! `kind: balance` — even out categories by capping them or by sampling
+//! them to given proportions.
+//!
+//! ```yaml
+//! params:
+//!   category_field: category
+//!   cap: 180                     # at most this many per category
+//!   caps: {CRUD: 150}            # per-category overrides of `cap`
+//!   # or
+//!   proportions: {CRUD: 0.5, Pagination: 0.5}   # fractions adding up to 1
+//!   total: 1000                  # default: the largest total every share can fill
+//!   seed: 0
+//!   on_error: fail               # or `skip` malformed lines
+//! ```
+//! Which records a category keeps is decided by a seeded hash of each
+//! record's canonical content (smallest first, input order breaking ties),
+//! so the choice does not depend on where a record sits or what else is in
+//! the file. Kept records stay in input order. Under `proportions`,
+//! categories not listed are dropped, and a category with fewer records
+//! than its share gives what it has (the shortfall is reported, not
+//! redistributed). Records without the category field count as `(none)`.
+//!
+//! deps: one JSONL file. outs[0]: the kept records. Memory: one hash and one
+//! category id per record; the input is read twice.
+//! Metrics: `records_in`, `records_out`, `dropped`, `malformed`, `before` and
+//! `after` ({category: count}), `targets` ({category: wanted}), `shortfall`
+//! ({category: missing}, only categories short of their target).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::records::RecordWriter;
+use crate::support::{
+    apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk, round4,
+    Categories, ChunkReader, OnError,
+};
+
+/// The `balance` stage kind.
+pub struct Balance;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default = "default_category_field")]
+    category_field: String,
+    #[serde(default)]
+    cap: Option<usize>,
+    #[serde(default)]
+    caps: BTreeMap<String, usize>,
+    #[serde(default)]
+    proportions: Option<BTreeMap<String, f64>>,
+    #[serde(default)]
+    total: Option<usize>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    on_error: OnError,
+}
+
+fn default_category_field() -> String {
+    "category".into()
+}
+
+fn parse(raw: &Value) -> Result<Params, ParamError> {
+    let p: Params = parse_params(raw)?;
+    match &p.proportions {
+        Some(props) => {
+            if p.cap.is_some() || !p.caps.is_empty() {
+                return Err(ParamError::field("proportions", "give `cap`/`caps` or `proportions`, not both"));
+            }
+            for (cat, f) in props {
+                if !f.is_finite() || *f < 0.0 {
+                    return Err(ParamError::field(format!("proportions.{cat}"), "expected a fraction >= 0"));
+                }
+            }
+            let sum: f64 = props.values().sum();
+            if (sum - 1.0).abs() > 1e-3 {
+                return Err(ParamError::field("proportions", format!("fractions add up to {}, not 1", round4(sum))));
+            }
+        }
+        None => {
+            if p.total.is_some() {
+                return Err(ParamError::field("total", "`total` goes with `proportions`"));
+            }
+            if p.cap.is_none() && p.caps.is_empty() {
+                return Err(ParamError::whole("give `cap` (or `caps`), or `proportions`"));
+            }
+        }
+    }
+    Ok(p)
+}
+
+impl Stage for Balance {
+    fn kind(&self) -> &'static str {
+        "balance"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
+        check_counts("balance", shape.deps, (1, 1), shape.outs, (1, 1))?;
+        parse(shape.params).map(|_| ())
+    }
+
+    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let p = parse(ctx.params).map_err(param_failure)?;
+        let pool = pool(ctx.threads)?;
+        let dep = &ctx.deps[0];
+
+        // Pass 1: a (category, key) per record.
+        let mut cats = Categories::default();
+        let mut keys: Vec<(u32, u64)> = Vec::new();
+        let mut bad = Vec::new();
+        let mut malformed = 0;
+        let mut reader = ChunkReader::open(dep)?;
+        loop {
+            let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
+            malformed += bad.drain(..).count();
+            if chunk.is_empty() {
+                break;
+            }
+            let found = par_map(&pool, &chunk, |(_, rec)| {
+                (category_of(rec, &p.category_field), content_hash(rec, p.seed, &[]))
+            });
+            keys.extend(found.into_iter().map(|(cat, h)| (cats.id(cat), h)));
+        }
+        let mut before = vec![0usize; cats.len()];
+        for (c, _) in &keys {
+            before[*c as usize] += 1;
+        }
+        let targets = targets(&p, &cats, &before);
+
+        // Within each category, the smallest keys win.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|&i| (keys[i].0, keys[i].1, i));
+        let mut keep = vec![false; keys.len()];
+        let mut after = vec![0usize; cats.len()];
+        for i in order {
+            let c = keys[i].0 as usize;
+            if after[c] < targets[c] {
+                after[c] += 1;
+                keep[i] = true;
+            }
+        }
+
+        // Pass 2: copy the kept records.
+        let mut writer = RecordWriter::create(&ctx.outs[0])?;
+        let mut reader = ChunkReader::open(dep)?;
+        let mut i = 0;
+        loop {
+            let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad)?;
+            bad.clear();
+            if chunk.is_empty() {
+                break;
+            }
+            for (_, rec) in chunk {
+                if keep[i] {
+                    writer.write(&rec)?;
+                }
+                i += 1;
+            }
+        }
+        let written = writer.finish()?;
+
+        let by_name = |v: &[usize]| -> Value {
+            Value::Object(cats.sorted().map(|(n, id)| (n.to_string(), json!(v[id as usize]))).collect())
+        };
+        // Only proportions promise a count; a cap is a ceiling.
+        let mut shortfall = serde_json::Map::new();
+        if let Some(props) = &p.proportions {
+            let wanted = wanted_totals(&p, &cats, &before);
+            for (cat, want) in props.keys().zip(wanted) {
+                let have = cats.sorted().find(|(n, _)| n == cat).map_or(0, |(_, id)| before[id as usize]);
+                if have < want {
+                    shortfall.insert(cat.clone(), json!(want - have));
+                }
+            }
+        }
+        writeln!(ctx.log, "{}", distribution_table(&cats, &before, &after))?;
+        for (cat, n) in &shortfall {
+            writeln!(ctx.log, "{cat}: {n} short of its target")?;
+        }
+        let mut m = Metrics::new();
+        m.insert("records_in".into(), json!(keys.len()));
+        m.insert("records_out".into(), json!(written));
+        m.insert("dropped".into(), json!(keys.len() - written));
+        m.insert("malformed".into(), json!(malformed));
+        m.insert("before".into(), by_name(&before));
+        m.insert("after".into(), by_name(&after));
+        m.insert("targets".into(), by_name(&targets));
+        m.insert("shortfall".into(), Value::Object(shortfall));
+        Ok(m)
+    }
+}
+
+/// How many records each present category may keep (by category id).
+fn targets(p: &Params, cats: &Categories, before: &[usize]) -> Vec<usize> {
+    let mut out = vec![0usize; cats.len()];
+    match &p.proportions {
+        None => {
+            for (name, id) in cats.sorted() {
+                let cap = p.caps.get(name).copied().or(p.cap).unwrap_or(usize::MAX);
+                out[id as usize] = cap;
+            }
+        }
+        Some(props) => {
+            let wanted = wanted_totals(p, cats, before);
+            for ((cat, _), want) in props.iter().zip(wanted) {
+                if let Some((_, id)) = cats.sorted().find(|(n, _)| n == cat) {
+                    out[id as usize] = want;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Each listed category's share of the total, in `proportions` order.
+fn wanted_totals(p: &Params, cats: &Categories, before: &[usize]) -> Vec<usize> {
+    let props = p.proportions.as_ref().expect("proportions");
+    let fractions: Vec<f64> = props.values().copied().collect();
+    let total = p.total.unwrap_or_else(|| {
+        // The largest total whose every share fits what the input has.
+        props
+            .iter()
+            .filter(|(_, f)| **f > 0.0)
+            .map(|(cat, f)| {
+                let have = cats.sorted().find(|(n, _)| n == cat).map_or(0, |(_, id)| before[id as usize]);
+                (have as f64 / f).floor() as usize
+            })
+            .min()
+            .unwrap_or(0)
+    });
+    apportion(total, &fractions)
+}
+
+/// Markdown: category, count before and after, share of the result.
+fn distribution_table(cats: &Categories, before: &[usize], after: &[usize]) -> String {
+    let total: usize = after.iter().sum();
+    let mut s =
+        String::from("| Category | Before | After | % of Total |\n|----------|--------|-------|------------|\n");
+    for (name, id) in cats.sorted() {
+        let (b, a) = (before[id as usize], after[id as usize]);
+        let pct = if total == 0 { 0.0 } else { 100.0 * a as f64 / total as f64 };
+        let _ = writeln!(s, "| {name} | {b} | {a} | {pct:.1}% |");
+    }
+    let _ = write!(s, "| **Total** | **{}** | **{total}** | **100%** |", before.iter().sum::<usize>());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{jsonl, run, Run};
+
+    fn input(counts: &[(&str, usize)]) -> String {
+        let mut recs = Vec::new();
+        for (cat, n) in counts {
+            for i in 0..*n {
+                recs.push(json!({"id": format!("{cat}{i}"), "category": cat}));
+            }
+        }
+        jsonl(&recs)
+    }
+
+    fn per_cat(r: &Run) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for c in r.column(0, "category") {
+            *m.entry(c).or_default() += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn cap_per_category() {
+        let text = input(&[("a", 10), ("b", 3), ("c", 6)]);
+        let r = run(&Balance, &[&text], &["o"], json!({"cap": 5, "caps": {"c": 2}, "seed": 1}), 2).unwrap();
+        assert_eq!(r.metric("before"), &json!({"a": 10, "b": 3, "c": 6}));
+        assert_eq!(r.metric("after"), &json!({"a": 5, "b": 3, "c": 2}));
+        assert_eq!(r.metric("dropped"), &json!(9));
+        assert_eq!(r.metric("shortfall"), &json!({}));
+        // Kept records stay in input order.
+        let ids = r.column(0, "id");
+        let pos: Vec<usize> = ids.iter().map(|id| text.find(&format!("\"{id}\"")).unwrap()).collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            r.log,
+            "| Category | Before | After | % of Total |\n|----------|--------|-------|------------|\n\
+             | a | 10 | 5 | 50.0% |\n| b | 3 | 3 | 30.0% |\n| c | 6 | 2 | 20.0% |\n\
+             | **Total** | **19** | **10** | **100%** |\n"
+        );
+    }
+
+    #[test]
+    fn choice_depends_on_content_and_seed_not_position() {
+        let text = input(&[("a", 50)]);
+        let r1 = run(&Balance, &[&text], &["o"], json!({"cap": 10, "seed": 7}), 1).unwrap();
+        // Reversed input: the same ten records are chosen.
+        let rev: String = text.lines().rev().map(|l| format!("{l}\n")).collect();
+        let r2 = run(&Balance, &[&rev], &["o"], json!({"cap": 10, "seed": 7}), 3).unwrap();
+        let mut a = r1.column(0, "id");
+        let mut b = r2.column(0, "id");
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        let r3 = run(&Balance, &[&text], &["o"], json!({"cap": 10, "seed": 8}), 1).unwrap();
+        assert_ne!(r1.text(0), r3.text(0));
+        let again = run(&Balance, &[&text], &["o"], json!({"cap": 10, "seed": 7}), 4).unwrap();
+        assert_eq!(r1.text(0), again.text(0));
+    }
+
+    #[test]
+    fn proportions_with_and_without_total() {
+        let text = input(&[("a", 10), ("b", 30), ("x", 5)]);
+        let props = json!({"a": 0.25, "b": 0.75});
+        let r = run(&Balance, &[&text], &["o"], json!({"proportions": props, "total": 20}), 1).unwrap();
+        assert_eq!(per_cat(&r), BTreeMap::from([("a".into(), 5), ("b".into(), 15)]));
+        assert_eq!(r.metric("targets"), &json!({"a": 5, "b": 15, "x": 0}));
+        // Without a total: a's 10 records allow 40 in all.
+        let r = run(&Balance, &[&text], &["o"], json!({"proportions": props}), 1).unwrap();
+        assert_eq!(r.metric("after"), &json!({"a": 10, "b": 30, "x": 0}));
+        // Asking for more than there is: a is short.
+        let r =
+            run(&Balance, &[&text], &["o"], json!({"proportions": {"a": 0.5, "b": 0.25, "z": 0.25}, "total": 40}), 1)
+                .unwrap();
+        assert_eq!(r.metric("after"), &json!({"a": 10, "b": 10, "x": 0}));
+        assert_eq!(r.metric("shortfall"), &json!({"a": 10, "z": 10}));
+        assert!(r.log.ends_with("a: 10 short of its target\nz: 10 short of its target\n"));
+    }
+
+    #[test]
+    fn errors() {
+        let bad = |params: Value| run(&Balance, &["{}\n"], &["o"], params, 1).unwrap_err();
+        assert_eq!(bad(json!({})), ": give `cap` (or `caps`), or `proportions`");
+        assert_eq!(bad(json!({"proportions": {"a": 0.5}})), "proportions: fractions add up to 0.5, not 1");
+        assert_eq!(bad(json!({"proportions": {"a": -1, "b": 2}})), "proportions.a: expected a fraction >= 0");
+        assert_eq!(bad(json!({"cap": 1, "total": 3})), "total: `total` goes with `proportions`");
+        assert!(bad(json!({"cap": -1})).starts_with("cap: invalid value"));
+        let e = run(&Balance, &["{}\n{x\n"], &["o"], json!({"cap": 1}), 1).unwrap_err();
+        assert!(e.contains("in0.jsonl:2: malformed JSON"), "{e}");
+        let r = run(&Balance, &["{}\n{x\n{}\n"], &["o"], json!({"cap": 1, "on_error": "skip"}), 1).unwrap();
+        assert_eq!(r.metric("malformed"), &json!(1));
+        assert_eq!(r.metric("after"), &json!({"(none)": 1}));
+    }
+}

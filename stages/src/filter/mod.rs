@@ -1,0 +1,228 @@
+//! `kind: filter` — keep the records that pass their category's rule.
+//!
+//! ```yaml
+//! params:
+//!   category_field: category     # default `category`
+//!   text_fields: []              # text the rules search; [] = the record's turns
+//!   rules:                       # category -> rule (grammar in `rule.rs`)
+//!     CRUD: {at_least: 2, of: [db.add, db.commit, Session], and_not: {contains: fake_db}}
+//!   default: null                # rule for categories not under `rules`; none = pass
+//!   on_error: fail               # or `skip`: malformed lines are counted and rejected
+//!   reason_field: _rejected_by
+//! ```
+//! deps: one JSONL file. outs[0]: kept records, unchanged, in input order.
+//! outs[1] (optional): rejected records with `_rejected_by` naming the
+//! deciding rule; malformed lines (under `on_error: skip`) appear there as
+//! `{_rejected_by, _file, _line, _raw}`.
+//! Metrics: `total`, `passed`, `failed`, `rate`, `malformed`, `categories`
+//! ({category: {total, passed, failed, rate}}) and `rejected_by` ({rule path:
+//! count}). The log gets a Markdown pass-rate table.
+
+mod rule;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::records::RecordWriter;
+use crate::support::{
+    bad_line_record, category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4,
+    ChunkReader, OnError,
+};
+use rule::{parse_rules, Rule, Subject};
+
+/// The `filter` stage kind.
+pub struct Filter;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default = "default_category_field")]
+    category_field: String,
+    #[serde(default)]
+    text_fields: Vec<String>,
+    #[serde(default)]
+    rules: Map<String, Value>,
+    #[serde(default)]
+    default: Option<Value>,
+    #[serde(default)]
+    on_error: OnError,
+    #[serde(default = "default_reason_field")]
+    reason_field: String,
+}
+
+fn default_category_field() -> String {
+    "category".into()
+}
+
+fn default_reason_field() -> String {
+    "_rejected_by".into()
+}
+
+/// Params with every rule compiled.
+struct Compiled {
+    params: Params,
+    rules: BTreeMap<String, Rule>,
+    default: Option<Rule>,
+}
+
+fn compile(params: &Value) -> Result<Compiled, ParamError> {
+    let params: Params = parse_params(params)?;
+    let rules = parse_rules(&params.rules)?.into_iter().collect();
+    let default = params.default.as_ref().map(|d| Rule::parse(d, "default")).transpose()?;
+    Ok(Compiled { params, rules, default })
+}
+
+/// Pass counts of one category.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    total: usize,
+    passed: usize,
+}
+
+impl Tally {
+    fn rate(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.passed as f64 / self.total as f64
+        }
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "total": self.total,
+            "passed": self.passed,
+            "failed": self.total - self.passed,
+            "rate": round4(self.rate()),
+        })
+    }
+}
+
+impl Stage for Filter {
+    fn kind(&self) -> &'static str {
+        "filter"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
+        check_counts("filter", shape.deps, (1, 1), shape.outs, (1, 2))?;
+        compile(shape.params).map(|_| ())
+    }
+
+    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let c = compile(ctx.params).map_err(param_failure)?;
+        let p = &c.params;
+        let pool = pool(ctx.threads)?;
+        let mut reader = ChunkReader::open(&ctx.deps[0])?;
+        let mut kept = RecordWriter::create(&ctx.outs[0])?;
+        let mut rejected = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
+        let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut malformed = 0usize;
+        let mut bad = Vec::new();
+        loop {
+            let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
+            for b in bad.drain(..) {
+                malformed += 1;
+                if let Some(w) = rejected.as_mut() {
+                    w.write(&bad_line_record(&b, &p.reason_field))?;
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            // (category, None = pass | Some((rule path, description)))
+            let verdicts = par_map(&pool, &chunk, |(_, rec)| {
+                let cat = category_of(rec, &p.category_field);
+                let rule = c.rules.get(&cat).or(c.default.as_ref());
+                let miss = rule.and_then(|r| {
+                    r.test(&Subject::new(rec, &p.text_fields)).err().map(|m| (m.path().to_string(), m.describe()))
+                });
+                (cat, miss)
+            });
+            for ((_, mut rec), (cat, miss)) in chunk.into_iter().zip(verdicts) {
+                let t = tallies.entry(cat).or_default();
+                t.total += 1;
+                match miss {
+                    None => {
+                        t.passed += 1;
+                        kept.write(&rec)?;
+                    }
+                    Some((path, why)) => {
+                        *reasons.entry(path).or_default() += 1;
+                        if let Some(w) = rejected.as_mut() {
+                            rec.insert(p.reason_field.clone(), Value::String(why));
+                            w.write(&rec)?;
+                        }
+                    }
+                }
+            }
+        }
+        kept.finish()?;
+        if let Some(w) = rejected {
+            w.finish()?;
+        }
+        let total = tallies
+            .values()
+            .fold(Tally::default(), |a, t| Tally { total: a.total + t.total, passed: a.passed + t.passed });
+        writeln!(ctx.log, "{}", pass_rate_table(&tallies, total))?;
+        if malformed > 0 {
+            writeln!(ctx.log, "skipped {malformed} malformed line(s)")?;
+        }
+        let mut m = Metrics::new();
+        let Value::Object(totals) = total.to_json() else { unreachable!() };
+        m.extend(totals);
+        m.insert("malformed".into(), json!(malformed));
+        m.insert("categories".into(), Value::Object(tallies.iter().map(|(k, t)| (k.clone(), t.to_json())).collect()));
+        m.insert("rejected_by".into(), Value::Object(reasons.into_iter().map(|(k, n)| (k, json!(n))).collect()));
+        Ok(m)
+    }
+}
+
+/// The pass-rate table: categories by pass rate (highest first, then name),
+/// then a total row.
+fn pass_rate_table(tallies: &BTreeMap<String, Tally>, total: Tally) -> String {
+    let mut rows: Vec<(&String, &Tally)> = tallies.iter().collect();
+    rows.sort_by(|a, b| b.1.rate().total_cmp(&a.1.rate()).then(a.0.cmp(b.0)));
+    let mut s = String::from("| Category | Total | Passed | Failed | Pass Rate | Status |\n");
+    s.push_str("|----------|-------|--------|--------|-----------|--------|\n");
+    for (name, t) in rows {
+        let _ = writeln!(
+            s,
+            "| **{name}** | {} | {} | {} | {:.1}% | {} |",
+            t.total,
+            t.passed,
+            t.total - t.passed,
+            100.0 * t.rate(),
+            status(t.rate())
+        );
+    }
+    let _ = write!(
+        s,
+        "| **TOTAL** | **{}** | **{}** | **{}** | **{:.1}%** | |",
+        total.total,
+        total.passed,
+        total.total - total.passed,
+        100.0 * total.rate()
+    );
+    s
+}
+
+fn status(rate: f64) -> &'static str {
+    match rate {
+        r if r >= 1.0 => "perfect",
+        r if r >= 0.9 => "excellent",
+        r if r >= 0.6 => "good",
+        _ => "poor",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,601 @@
+//! `kind: score` — score each record as a weighted sum of features, write
+//! the score into the record, and keep the best.
+//!
+//! ```yaml
+//! params:
+//!   features:                    # score = Σ weight × value / scale
+//!     - {feature: turns, weight: 2.0}
+//!     - {feature: chars, weight: 1.0, scale: 100}
+//!     - {feature: keyword_hits, weight: 3.0, keywords: [João, Softtor, Molting]}
+//!     - {feature: questions, weight: 0.5}
+//!     - {feature: regex_count, weight: -10, pattern: "I'll start by|Let me analyze"}
+//!   top_k: 100                   # keep the k best (ties: earlier record wins)
+//!   min_score: null              # keep records scoring at least this
+//!   per_category: false          # top_k per category instead of overall
+//!   category_field: category
+//!   score_field: score           # where the score is written
+//!   decimals: 4                  # the score is rounded to this many decimals
+//!   text_fields: []              # record text; [] = the record's turns
+//!   on_error: fail               # or `skip` malformed lines
+//! ```
+//! Features: `turns` (number of turns), `chars`, `words` (whitespace
+//! tokens), `questions` (count of `?`), `keyword_hits` (occurrences of
+//! `keywords`), `regex_count` (matches of `pattern`), `field` (the number at
+//! `field`; `default` when missing, else an error). Text features read the
+//! record text, or only the turns of `role`, or the text at `field`;
+//! `keyword_hits` and `regex_count` take `case_insensitive`.
+//!
+//! deps: one JSONL file. outs[0]: the kept records, in input order, with the
+//! score. Without `top_k` the stage streams; with it, it keeps one score per
+//! record in memory and reads the input twice.
+//! Metrics: `records_in`, `records_out`, `malformed`, `score` and
+//! `kept_score` ({min, mean, max}), `threshold` (the `min_score`, or the
+//! lowest kept score under `top_k`; per category when `per_category`),
+//! `feature_means` ({feature: mean weighted contribution}).
+
+use std::collections::BTreeMap;
+
+use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::records::{field, record_text, turns, value_text, Record, RecordWriter};
+use crate::support::{
+    category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4, Categories, ChunkReader,
+    OnError,
+};
+
+/// The `score` stage kind.
+pub struct Score;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    features: Vec<FeatureSpec>,
+    #[serde(default)]
+    top_k: Option<usize>,
+    #[serde(default)]
+    min_score: Option<f64>,
+    #[serde(default)]
+    per_category: bool,
+    #[serde(default = "default_category_field")]
+    category_field: String,
+    #[serde(default = "default_score_field")]
+    score_field: String,
+    #[serde(default = "default_decimals")]
+    decimals: u32,
+    #[serde(default)]
+    text_fields: Vec<String>,
+    #[serde(default)]
+    on_error: OnError,
+}
+
+fn default_category_field() -> String {
+    "category".into()
+}
+fn default_score_field() -> String {
+    "score".into()
+}
+fn default_decimals() -> u32 {
+    4
+}
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Turns,
+    Chars,
+    Words,
+    Questions,
+    KeywordHits,
+    RegexCount,
+    Field,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeatureSpec {
+    feature: Kind,
+    #[serde(default = "one")]
+    weight: f64,
+    #[serde(default = "one")]
+    scale: f64,
+    #[serde(default)]
+    keywords: Vec<String>,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default)]
+    field: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    case_insensitive: bool,
+    #[serde(default)]
+    default: Option<f64>,
+}
+
+/// A feature ready to evaluate.
+struct Feature {
+    spec: FeatureSpec,
+    label: String,
+    regex: Option<Regex>,
+    /// Keywords, lowercased when case-insensitive.
+    keywords: Vec<String>,
+}
+
+struct Compiled {
+    params: Params,
+    features: Vec<Feature>,
+}
+
+fn compile(raw: &Value) -> Result<Compiled, ParamError> {
+    let params: Params = parse_params(raw)?;
+    if params.features.is_empty() {
+        return Err(ParamError::field("features", "at least one feature is needed"));
+    }
+    if params.per_category && params.top_k.is_none() {
+        return Err(ParamError::field("per_category", "`per_category` goes with `top_k`"));
+    }
+    if params.decimals > 12 {
+        return Err(ParamError::field("decimals", "at most 12 decimals"));
+    }
+    let mut features = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, f) in params.features.iter().enumerate() {
+        let at = |k: &str| format!("features.{i}.{k}");
+        if f.scale == 0.0 || !f.scale.is_finite() {
+            return Err(ParamError::field(at("scale"), "must be a non-zero number"));
+        }
+        if f.role.is_some() && f.field.is_some() {
+            return Err(ParamError::field(at("role"), "give `role` or `field`, not both"));
+        }
+        if f.field.is_some() && f.feature == Kind::Turns {
+            return Err(ParamError::field(at("field"), "`turns` counts turns; `field` does not apply"));
+        }
+        let allowed = |ok: bool, key: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ParamError::field(at(key), "does not apply to this feature".to_string()))
+            }
+        };
+        allowed(f.feature == Kind::KeywordHits || f.keywords.is_empty(), "keywords")?;
+        allowed(f.feature == Kind::RegexCount || f.pattern.is_none(), "pattern")?;
+        allowed(f.feature == Kind::Field || f.default.is_none(), "default")?;
+        allowed(f.feature != Kind::Field || f.role.is_none(), "role")?;
+        allowed(matches!(f.feature, Kind::KeywordHits | Kind::RegexCount) || !f.case_insensitive, "case_insensitive")?;
+        let regex = match (&f.feature, &f.pattern) {
+            (Kind::RegexCount, Some(p)) => Some(
+                RegexBuilder::new(p)
+                    .case_insensitive(f.case_insensitive)
+                    .build()
+                    .map_err(|e| ParamError::field(at("pattern"), format!("invalid regex: {e}")))?,
+            ),
+            (Kind::RegexCount, None) => return Err(ParamError::field(at("feature"), "`regex_count` needs `pattern`")),
+            _ => None,
+        };
+        if f.feature == Kind::KeywordHits && f.keywords.is_empty() {
+            return Err(ParamError::field(at("feature"), "`keyword_hits` needs `keywords`"));
+        }
+        if f.feature == Kind::KeywordHits && f.keywords.iter().any(String::is_empty) {
+            return Err(ParamError::field(at("keywords"), "keywords must not be empty"));
+        }
+        if f.feature == Kind::Field && f.field.is_none() {
+            return Err(ParamError::field(at("feature"), "`field` needs `field: <path>`"));
+        }
+        let keywords =
+            if f.case_insensitive { f.keywords.iter().map(|k| k.to_lowercase()).collect() } else { f.keywords.clone() };
+        // Labels name features in metrics; repeats get `#2`, `#3`.
+        let base = match f.feature {
+            Kind::Turns => "turns",
+            Kind::Chars => "chars",
+            Kind::Words => "words",
+            Kind::Questions => "questions",
+            Kind::KeywordHits => "keyword_hits",
+            Kind::RegexCount => "regex_count",
+            Kind::Field => "field",
+        };
+        let base = match (&f.field, &f.role) {
+            (Some(fl), _) => format!("{base}({fl})"),
+            (None, Some(r)) => format!("{base}[{r}]"),
+            _ => base.to_string(),
+        };
+        let n = seen.entry(base.clone()).or_default();
+        *n += 1;
+        let label = if *n == 1 { base } else { format!("{base}#{n}") };
+        features.push(Feature { label, regex, keywords, spec: f.clone() });
+    }
+    Ok(Compiled { params, features })
+}
+
+impl Compiled {
+    /// The score of one record and each feature's weighted contribution.
+    fn score(&self, rec: &Record) -> Result<(f64, Vec<f64>), String> {
+        let mut text: Option<String> = None;
+        let mut parts = Vec::with_capacity(self.features.len());
+        for f in &self.features {
+            let s = &f.spec;
+            let owned;
+            let subject: &str = if matches!(s.feature, Kind::Turns | Kind::Field) {
+                ""
+            } else if let Some(path) = &s.field {
+                owned = field(rec, path).map(value_text).unwrap_or_default();
+                &owned
+            } else if let Some(role) = &s.role {
+                owned =
+                    turns(rec).into_iter().filter(|(r, _)| r == role).map(|(_, t)| t).collect::<Vec<_>>().join("\n");
+                &owned
+            } else {
+                text.get_or_insert_with(|| record_text(rec, &self.params.text_fields))
+            };
+            let raw = match s.feature {
+                Kind::Turns => match &s.role {
+                    Some(role) => turns(rec).iter().filter(|(r, _)| r == role).count() as f64,
+                    None => turns(rec).len() as f64,
+                },
+                Kind::Chars => subject.chars().count() as f64,
+                Kind::Words => subject.split_whitespace().count() as f64,
+                Kind::Questions => subject.matches('?').count() as f64,
+                Kind::KeywordHits => {
+                    let lowered;
+                    let hay = if s.case_insensitive {
+                        lowered = subject.to_lowercase();
+                        lowered.as_str()
+                    } else {
+                        subject
+                    };
+                    f.keywords.iter().map(|k| hay.matches(k.as_str()).count()).sum::<usize>() as f64
+                }
+                Kind::RegexCount => f.regex.as_ref().map_or(0, |re| re.find_iter(subject).count()) as f64,
+                Kind::Field => {
+                    let path = s.field.as_deref().unwrap_or_default();
+                    match (field(rec, path).and_then(Value::as_f64), s.default) {
+                        (Some(x), _) => x,
+                        (None, Some(d)) => d,
+                        (None, None) => return Err(format!("field `{path}` is missing or not a number")),
+                    }
+                }
+            };
+            parts.push(s.weight * raw / s.scale);
+        }
+        let total: f64 = parts.iter().sum();
+        let p = 10f64.powi(self.params.decimals as i32);
+        Ok(((total * p).round() / p, parts))
+    }
+}
+
+impl Stage for Score {
+    fn kind(&self) -> &'static str {
+        "score"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
+        check_counts("score", shape.deps, (1, 1), shape.outs, (1, 1))?;
+        compile(shape.params).map(|_| ())
+    }
+
+    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let c = compile(ctx.params).map_err(param_failure)?;
+        let p = &c.params;
+        let pool = pool(ctx.threads)?;
+        let dep = &ctx.deps[0];
+        let mut bad = Vec::new();
+        let mut malformed = 0;
+        let mut all = Stats::default();
+        let mut kept = Stats::default();
+        let mut sums = vec![0.0; c.features.len()];
+        let mut writer = RecordWriter::create(&ctx.outs[0])?;
+        let score_chunk = |chunk: &[(usize, Record)]| -> Result<Vec<(f64, Vec<f64>)>, StageFailure> {
+            par_map(&pool, chunk, |(line, rec)| {
+                c.score(rec).map_err(|e| StageFailure::new(format!("{}:{line}: {e}", dep.display())))
+            })
+            .into_iter()
+            .collect()
+        };
+        let threshold;
+        if p.top_k.is_none() {
+            // One streaming pass: score, keep, write.
+            let mut reader = ChunkReader::open(dep)?;
+            loop {
+                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
+                malformed += bad.drain(..).count();
+                if chunk.is_empty() {
+                    break;
+                }
+                let scores = score_chunk(&chunk)?;
+                for ((_, mut rec), (score, parts)) in chunk.into_iter().zip(scores) {
+                    all.add(score);
+                    sums.iter_mut().zip(&parts).for_each(|(s, x)| *s += x);
+                    if p.min_score.is_none_or(|m| score >= m) {
+                        kept.add(score);
+                        rec.insert(p.score_field.clone(), json!(score));
+                        writer.write(&rec)?;
+                    }
+                }
+            }
+            threshold = p.min_score.map_or(Value::Null, |m| json!(m));
+        } else {
+            // Pass 1: one (score, category) per record.
+            let mut cats = Categories::default();
+            let mut scored: Vec<(f64, u32)> = Vec::new();
+            let mut reader = ChunkReader::open(dep)?;
+            loop {
+                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
+                malformed += bad.drain(..).count();
+                if chunk.is_empty() {
+                    break;
+                }
+                let scores = score_chunk(&chunk)?;
+                for ((_, rec), (score, parts)) in chunk.iter().zip(scores) {
+                    all.add(score);
+                    sums.iter_mut().zip(&parts).for_each(|(s, x)| *s += x);
+                    let cat = if p.per_category { cats.id(category_of(rec, &p.category_field)) } else { 0 };
+                    scored.push((score, cat));
+                }
+            }
+            let (keep, cut) = select_top(&scored, p.top_k.unwrap_or(0), p.min_score, p.per_category);
+            threshold = if p.per_category {
+                Value::Object(
+                    cats.sorted()
+                        .map(|(name, id)| (name.to_string(), cut[id as usize].map_or(Value::Null, |x| json!(x))))
+                        .collect(),
+                )
+            } else {
+                cut.first().copied().flatten().map_or(Value::Null, |x| json!(x))
+            };
+            // Pass 2: write the chosen records, in input order.
+            let mut reader = ChunkReader::open(dep)?;
+            let mut i = 0;
+            loop {
+                let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad)?;
+                bad.clear();
+                if chunk.is_empty() {
+                    break;
+                }
+                for (_, mut rec) in chunk {
+                    if keep[i] {
+                        let score = scored[i].0;
+                        kept.add(score);
+                        rec.insert(p.score_field.clone(), json!(score));
+                        writer.write(&rec)?;
+                    }
+                    i += 1;
+                }
+            }
+        }
+        writer.finish()?;
+        writeln!(
+            ctx.log,
+            "scored {} record(s), kept {}; score min {} mean {} max {}",
+            all.n,
+            kept.n,
+            all.min,
+            round4(all.mean()),
+            all.max
+        )?;
+        let mut m = Metrics::new();
+        m.insert("records_in".into(), json!(all.n));
+        m.insert("records_out".into(), json!(kept.n));
+        m.insert("malformed".into(), json!(malformed));
+        m.insert("score".into(), all.to_json());
+        m.insert("kept_score".into(), kept.to_json());
+        m.insert("threshold".into(), threshold);
+        let n = all.n.max(1) as f64;
+        m.insert(
+            "feature_means".into(),
+            Value::Object(c.features.iter().zip(&sums).map(|(f, s)| (f.label.clone(), json!(round4(s / n)))).collect()),
+        );
+        Ok(m)
+    }
+}
+
+/// Which records `top_k` keeps, and the lowest kept score per group
+/// (group 0 when not per category). Highest score first; equal scores go to
+/// the earlier record.
+fn select_top(scored: &[(f64, u32)], k: usize, min: Option<f64>, per_category: bool) -> (Vec<bool>, Vec<Option<f64>>) {
+    let groups = if per_category { scored.iter().map(|s| s.1 as usize + 1).max().unwrap_or(0) } else { 1 };
+    let mut order: Vec<usize> = (0..scored.len()).filter(|&i| min.is_none_or(|m| scored[i].0 >= m)).collect();
+    order.sort_by(|&a, &b| scored[b].0.total_cmp(&scored[a].0).then(a.cmp(&b)));
+    let mut taken = vec![0usize; groups];
+    let mut cut = vec![None; groups];
+    let mut keep = vec![false; scored.len()];
+    for i in order {
+        let g = if per_category { scored[i].1 as usize } else { 0 };
+        if taken[g] < k {
+            taken[g] += 1;
+            keep[i] = true;
+            cut[g] = Some(scored[i].0);
+        }
+    }
+    (keep, cut)
+}
+
+/// Running min / mean / max.
+#[derive(Default)]
+struct Stats {
+    n: usize,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Stats {
+    fn add(&mut self, x: f64) {
+        if self.n == 0 {
+            self.min = x;
+            self.max = x;
+        }
+        self.n += 1;
+        self.sum += x;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+    }
+
+    fn mean(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum / self.n as f64
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        if self.n == 0 {
+            return Value::Null;
+        }
+        json!({"min": round4(self.min), "mean": round4(self.mean()), "max": round4(self.max)})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{jsonl, run};
+
+    /// Seed 003's formula as one YAML block.
+    fn seed_003() -> Value {
+        let yaml = r#"
+features:
+  - {feature: turns, weight: 2.0}
+  - {feature: chars, weight: 1.0, scale: 100}
+  - {feature: keyword_hits, weight: 3.0, keywords: [João, Softtor, Molting]}
+  - {feature: questions, weight: 0.5}
+  - {feature: regex_count, weight: -10, pattern: "I'll start by|Let me analyze|I need to"}
+"#;
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn chat(user: &str, assistant: &str) -> Value {
+        json!({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]})
+    }
+
+    #[test]
+    fn seed_003_formula() {
+        // 2 turns, "Who is João?" (12 chars) + "\n" + 87 chars = 100 chars,
+        // 3 keyword hits, 1 question, 1 agent pattern.
+        let answer = format!("João works at Softtor. Let me analyze{}", ".".repeat(87 - 37));
+        let input = [chat("Who is João?", &answer), chat("hi", "hello")];
+        let r = run(&Score, &[&jsonl(&input)], &["o.jsonl"], seed_003(), 1).unwrap();
+        let scores: Vec<Value> = r.records(0).iter().map(|x| x["score"].clone()).collect();
+        // 2×2 + 100/100 + 3×3 + 0.5 − 10 = 4.5 ; 2×2 + 8/100 = 4.08
+        assert_eq!(scores, vec![json!(4.5), json!(4.08)]);
+        assert_eq!(r.metric("score"), &json!({"min": 4.08, "mean": 4.29, "max": 4.5}));
+        assert_eq!(
+            r.metric("feature_means"),
+            &json!({"turns": 4.0, "chars": 0.54, "keyword_hits": 4.5, "questions": 0.25, "regex_count": -5.0})
+        );
+        assert_eq!(r.metric("threshold"), &Value::Null);
+    }
+
+    fn scored(scores: &[(f64, &str)]) -> String {
+        let recs: Vec<Value> =
+            scores.iter().enumerate().map(|(i, (s, c))| json!({"id": i, "q": s, "category": c})).collect();
+        jsonl(&recs)
+    }
+
+    fn ids(r: &crate::testkit::Run) -> Vec<i64> {
+        r.records(0).iter().map(|x| x["id"].as_i64().unwrap()).collect()
+    }
+
+    #[test]
+    fn top_k_ties_go_to_the_earlier_record() {
+        let input = scored(&[(1.0, "a"), (3.0, "b"), (2.0, "a"), (3.0, "a"), (2.0, "b"), (0.5, "b")]);
+        let params = json!({"features": [{"feature": "field", "field": "q"}], "top_k": 3});
+        let r = run(&Score, &[&input], &["o"], params, 2).unwrap();
+        assert_eq!(ids(&r), vec![1, 2, 3]);
+        assert_eq!(r.metric("threshold"), &json!(2.0));
+        assert_eq!(r.metric("records_out"), &json!(3));
+        assert_eq!(r.metric("kept_score"), &json!({"min": 2.0, "mean": 2.6667, "max": 3.0}));
+        let params = json!({"features": [{"feature": "field", "field": "q"}], "top_k": 1, "per_category": true});
+        let r = run(&Score, &[&input], &["o"], params, 2).unwrap();
+        assert_eq!(ids(&r), vec![1, 3]);
+        assert_eq!(r.metric("threshold"), &json!({"a": 3.0, "b": 3.0}));
+        let params = json!({"features": [{"feature": "field", "field": "q"}], "top_k": 5, "min_score": 2.0});
+        let r = run(&Score, &[&input], &["o"], params, 2).unwrap();
+        assert_eq!(ids(&r), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn min_score_streams() {
+        let input = scored(&[(1.0, "a"), (3.0, "b"), (2.0, "a")]);
+        let params =
+            json!({"features": [{"feature": "field", "field": "q", "weight": 2}], "min_score": 4, "score_field": "s"});
+        let r = run(&Score, &[&input], &["o"], params, 1).unwrap();
+        assert_eq!(
+            r.records(0),
+            vec![
+                json!({"id": 1, "q": 3.0, "category": "b", "s": 6.0}),
+                json!({"id": 2, "q": 2.0, "category": "a", "s": 4.0})
+            ]
+        );
+        assert_eq!(r.metric("threshold"), &json!(4.0));
+    }
+
+    #[test]
+    fn text_features_by_role_and_field() {
+        let input = [json!({"instruction": "Why? How?", "output": "one two three", "n": "x"})];
+        let params = json!({"features": [
+            {"feature": "questions", "role": "user"},
+            {"feature": "words", "field": "output", "weight": 10},
+            {"feature": "turns", "role": "assistant", "weight": 100},
+            {"feature": "keyword_hits", "keywords": ["WHY"], "case_insensitive": true, "weight": 1000},
+            {"feature": "field", "field": "n", "default": 0.25},
+        ]});
+        let r = run(&Score, &[&jsonl(&input)], &["o"], params, 1).unwrap();
+        assert_eq!(r.records(0)[0]["score"], json!(1132.25));
+    }
+
+    #[test]
+    fn errors() {
+        let bad = |params: Value| run(&Score, &["{}\n"], &["o"], params, 1).unwrap_err();
+        assert!(bad(json!({"features": [{"feature": "regex_count", "pattern": "("}]}))
+            .starts_with("features.0.pattern: invalid regex"));
+        assert!(
+            bad(json!({"features": [{"feature": "size"}]})).starts_with("features.0.feature: unknown variant `size`")
+        );
+        assert_eq!(
+            bad(json!({"features": [{"feature": "chars", "scale": 0}]})),
+            "features.0.scale: must be a non-zero number"
+        );
+        assert_eq!(
+            bad(json!({"features": [{"feature": "keyword_hits"}]})),
+            "features.0.feature: `keyword_hits` needs `keywords`"
+        );
+        assert_eq!(bad(json!({"features": []})), "features: at least one feature is needed");
+        assert_eq!(
+            bad(json!({"features": [{"feature": "chars"}], "per_category": true})),
+            "per_category: `per_category` goes with `top_k`"
+        );
+        assert!(bad(json!({})).contains("missing field `features`"));
+        let e = run(
+            &Score,
+            &["{\"a\":1}\n{\"n\":1}\n"],
+            &["o"],
+            json!({"features": [{"feature": "field", "field": "n"}]}),
+            1,
+        )
+        .unwrap_err();
+        assert!(e.ends_with("in0.jsonl:1: field `n` is missing or not a number"), "{e}");
+    }
+
+    #[test]
+    fn deterministic_across_threads() {
+        let recs: Vec<Value> =
+            (0..4500).map(|i| json!({"output": "?".repeat(i % 7), "category": format!("c{}", i % 3)})).collect();
+        let input = jsonl(&recs);
+        let params = json!({"features": [{"feature": "questions"}], "top_k": 100, "per_category": true});
+        let a = run(&Score, &[&input], &["o"], params.clone(), 1).unwrap();
+        let b = run(&Score, &[&input], &["o"], params, 3).unwrap();
+        assert_eq!(a.text(0), b.text(0));
+        assert_eq!(a.metrics, b.metrics);
+        assert_eq!(a.records(0).len(), 300);
+    }
+}

@@ -1,0 +1,371 @@
+//! `kind: split` — train / valid (/ test) splits decided by each record's
+//! own content.
+//!
+//! ```yaml
+//! params:
+//!   ratio: [0.9, 0.1]            # one fraction per out, adding up to 1
+//!   # or
+//!   counts: {valid: 80}          # exact sizes of valid (and test); train gets the rest
+//!   seed: 0
+//!   stratify_by: null            # a category field: each category split alike
+//!   hash_fields: []              # fields hashed; [] = the whole record
+//!   on_error: fail               # or `skip` malformed lines
+//! ```
+//! Every record gets a seeded hash of its canonical content (key order does
+//! not matter). With `ratio` and no `stratify_by`, the hash alone places the
+//! record (valid below `ratio[1]`, then test, then train), so the stage
+//! streams and appending records never moves the others. With `counts`, the
+//! smallest hashes go to valid, the next to test, the rest to train. With
+//! `stratify_by`, each category gets its share (`ratio` of its size, or
+//! `counts` spread in proportion to category sizes, largest remainder)
+//! chosen the same way inside the category. Identical records hash alike,
+//! so exact duplicates land on the same side.
+//!
+//! deps: one JSONL file. outs: [train, valid] or [train, valid, test],
+//! records in input order.
+//! Metrics: `records`, `train`, `valid`, `test` (3 outs), `malformed`, and
+//! `categories` ({category: {train, valid[, test]}}) when stratified.
+
+use std::collections::BTreeMap;
+
+use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::records::RecordWriter;
+use crate::support::{
+    apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk, round4,
+    Categories, ChunkReader, OnError,
+};
+
+/// The `split` stage kind.
+pub struct Split;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default)]
+    ratio: Option<Vec<f64>>,
+    #[serde(default)]
+    counts: Option<Counts>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    stratify_by: Option<String>,
+    #[serde(default)]
+    hash_fields: Vec<String>,
+    #[serde(default)]
+    on_error: OnError,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Counts {
+    #[serde(default)]
+    valid: usize,
+    #[serde(default)]
+    test: usize,
+}
+
+const TRAIN: u8 = 0;
+const VALID: u8 = 1;
+const TEST: u8 = 2;
+const SIDES: [&str; 3] = ["train", "valid", "test"];
+
+fn parse(raw: &Value, outs: usize) -> Result<Params, ParamError> {
+    let p: Params = parse_params(raw)?;
+    match (&p.ratio, &p.counts) {
+        (Some(_), Some(_)) => return Err(ParamError::field("counts", "give `ratio` or `counts`, not both")),
+        (None, None) => return Err(ParamError::whole("give `ratio` or `counts`")),
+        (Some(r), None) => {
+            if r.len() != outs {
+                return Err(ParamError::field("ratio", format!("{} fractions for {outs} outs", r.len())));
+            }
+            if let Some(i) = r.iter().position(|f| !f.is_finite() || *f < 0.0) {
+                return Err(ParamError::field(format!("ratio.{i}"), "expected a fraction >= 0"));
+            }
+            let sum: f64 = r.iter().sum();
+            if (sum - 1.0).abs() > 1e-6 {
+                return Err(ParamError::field("ratio", format!("fractions add up to {}, not 1", round4(sum))));
+            }
+        }
+        (None, Some(c)) => {
+            if c.test > 0 && outs < 3 {
+                return Err(ParamError::field("counts.test", "a test count needs a third out"));
+            }
+        }
+    }
+    Ok(p)
+}
+
+impl Params {
+    /// Fractions as [train, valid, test].
+    fn fractions(&self) -> [f64; 3] {
+        let r = self.ratio.as_deref().unwrap_or(&[]);
+        [r.first().copied().unwrap_or(0.0), r.get(1).copied().unwrap_or(0.0), r.get(2).copied().unwrap_or(0.0)]
+    }
+}
+
+impl Stage for Split {
+    fn kind(&self) -> &'static str {
+        "split"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
+        check_counts("split", shape.deps, (1, 1), shape.outs, (2, 3))?;
+        parse(shape.params, shape.outs).map(|_| ())
+    }
+
+    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let p = parse(ctx.params, ctx.outs.len()).map_err(param_failure)?;
+        let pool = pool(ctx.threads)?;
+        let dep = &ctx.deps[0];
+        let mut writers: Vec<RecordWriter> =
+            ctx.outs.iter().map(|o| RecordWriter::create(o)).collect::<Result<_, _>>()?;
+        let mut bad = Vec::new();
+        let mut malformed = 0;
+        let mut cats = Categories::default();
+        let streaming = p.ratio.is_some() && p.stratify_by.is_none();
+        let [_, fv, ft] = p.fractions();
+        let by_hash = |h: u64| {
+            // The hash as a point in [0, 1).
+            let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+            if u < fv {
+                VALID
+            } else if u < fv + ft {
+                TEST
+            } else {
+                TRAIN
+            }
+        };
+
+        // Streaming: place each record as it comes. Otherwise remember
+        // (category, hash) and place records once all are known.
+        let mut keys: Vec<(u32, u64)> = Vec::new();
+        let mut reader = ChunkReader::open(dep)?;
+        loop {
+            let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
+            malformed += bad.drain(..).count();
+            if chunk.is_empty() {
+                break;
+            }
+            let hashes = par_map(&pool, &chunk, |(_, rec)| content_hash(rec, p.seed, &p.hash_fields));
+            if streaming {
+                for ((_, rec), h) in chunk.iter().zip(hashes) {
+                    writers[by_hash(h) as usize].write(rec)?;
+                }
+            } else {
+                for ((_, rec), h) in chunk.iter().zip(hashes) {
+                    let cat = match &p.stratify_by {
+                        Some(f) => cats.id(category_of(rec, f)),
+                        None => cats.id(String::new()),
+                    };
+                    keys.push((cat, h));
+                }
+            }
+        }
+
+        let mut per_cat = vec![[0usize; 3]; cats.len()];
+        if !streaming {
+            let sides = self.place(&p, &keys, &cats)?;
+            for (i, side) in sides.iter().enumerate() {
+                per_cat[keys[i].0 as usize][*side as usize] += 1;
+            }
+            let mut reader = ChunkReader::open(dep)?;
+            let mut i = 0;
+            loop {
+                let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad)?;
+                bad.clear();
+                if chunk.is_empty() {
+                    break;
+                }
+                for (_, rec) in chunk {
+                    writers[sides[i] as usize].write(&rec)?;
+                    i += 1;
+                }
+            }
+        }
+        let sizes: Vec<usize> = writers.into_iter().map(|w| w.finish()).collect::<Result<_, _>>()?;
+        let mut m = Metrics::new();
+        m.insert("records".into(), json!(sizes.iter().sum::<usize>()));
+        for (name, n) in SIDES.iter().zip(&sizes) {
+            m.insert((*name).into(), json!(n));
+        }
+        m.insert("malformed".into(), json!(malformed));
+        let line: Vec<String> = SIDES.iter().zip(&sizes).map(|(s, n)| format!("{s} {n}")).collect();
+        writeln!(ctx.log, "{}", line.join(", "))?;
+        if p.stratify_by.is_some() {
+            let table: BTreeMap<&str, Value> = cats
+                .sorted()
+                .map(|(name, id)| {
+                    let c = per_cat[id as usize];
+                    let row: serde_json::Map<String, Value> =
+                        SIDES.iter().zip(c).take(sizes.len()).map(|(s, n)| ((*s).to_string(), json!(n))).collect();
+                    (name, Value::Object(row))
+                })
+                .collect();
+            m.insert("categories".into(), json!(table));
+        }
+        Ok(m)
+    }
+}
+
+impl Split {
+    /// The side of every record when all hashes are known: per group
+    /// (category, or everything), the smallest hashes fill valid, then test.
+    fn place(&self, p: &Params, keys: &[(u32, u64)], cats: &Categories) -> Result<Vec<u8>, StageFailure> {
+        let mut sizes = vec![0usize; cats.len()];
+        for (c, _) in keys {
+            sizes[*c as usize] += 1;
+        }
+        // (valid, test) wanted per group.
+        let wanted: Vec<(usize, usize)> = match (&p.counts, p.fractions()) {
+            (Some(c), _) => {
+                if c.valid + c.test > keys.len() {
+                    return Err(StageFailure::new(format!(
+                        "asked for {} valid and {} test records but the input has {}",
+                        c.valid,
+                        c.test,
+                        keys.len()
+                    )));
+                }
+                let weights: Vec<f64> = sizes.iter().map(|&n| n as f64).collect();
+                let v = apportion(c.valid, &weights);
+                let t = apportion(c.test, &weights);
+                sizes.iter().zip(v.into_iter().zip(t)).map(|(&n, (v, t))| (v.min(n), t.min(n - v.min(n)))).collect()
+            }
+            (None, f) => sizes
+                .iter()
+                .map(|&n| {
+                    let parts = apportion(n, &f);
+                    (parts[1], parts[2])
+                })
+                .collect(),
+        };
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|&i| (keys[i].0, keys[i].1, i));
+        let mut sides = vec![TRAIN; keys.len()];
+        let mut taken = vec![0usize; cats.len()];
+        for i in order {
+            let c = keys[i].0 as usize;
+            let (v, t) = wanted[c];
+            sides[i] = if taken[c] < v {
+                VALID
+            } else if taken[c] < v + t {
+                TEST
+            } else {
+                TRAIN
+            };
+            taken[c] += 1;
+        }
+        Ok(sides)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{jsonl, run};
+
+    fn records(n: usize, cats: usize) -> String {
+        let recs: Vec<Value> = (0..n).map(|i| json!({"id": i, "category": format!("c{}", i % cats)})).collect();
+        jsonl(&recs)
+    }
+
+    #[test]
+    fn seed_004_counts_794_to_714_80() {
+        let text = records(794, 1);
+        let r = run(&Split, &[&text], &["train", "valid"], json!({"counts": {"valid": 80}, "seed": 42}), 2).unwrap();
+        assert_eq!((r.metric("train"), r.metric("valid")), (&json!(714), &json!(80)));
+        assert_eq!(r.records(0).len(), 714);
+        // Appending records never pulls an old train record into valid:
+        // valid is the 80 smallest hashes, and new records only lower the bar.
+        let more = records(824, 1);
+        let r2 = run(&Split, &[&more], &["train", "valid"], json!({"counts": {"valid": 80}, "seed": 42}), 1).unwrap();
+        let v1: Vec<Value> = r.records(1);
+        assert!(r2.records(1).iter().all(|x| v1.contains(x) || x["id"].as_i64().unwrap() >= 794));
+    }
+
+    #[test]
+    fn ratio_streams_and_is_stable_under_appending() {
+        let text = records(1000, 1);
+        let params = json!({"ratio": [0.8, 0.1, 0.1], "seed": 1});
+        let r = run(&Split, &[&text], &["a", "b", "c"], params.clone(), 1).unwrap();
+        let (tr, va, te) = (r.records(0).len(), r.records(1).len(), r.records(2).len());
+        assert_eq!(tr + va + te, 1000);
+        assert!((750..850).contains(&tr) && (70..130).contains(&va) && (70..130).contains(&te), "{tr} {va} {te}");
+        let more = records(1200, 1);
+        let r2 = run(&Split, &[&more], &["a", "b", "c"], params, 3).unwrap();
+        // Every old record kept its side.
+        for side in 0..3 {
+            let new: Vec<Value> = r2.records(side);
+            assert!(r.records(side).iter().all(|x| new.contains(x)));
+        }
+    }
+
+    #[test]
+    fn stratified_ratio_is_exact_per_category() {
+        let text = records(100, 3); // c0: 34, c1: 33, c2: 33
+        let params = json!({"ratio": [0.9, 0.1], "seed": 3, "stratify_by": "category"});
+        let r = run(&Split, &[&text], &["t", "v"], params, 2).unwrap();
+        assert_eq!(
+            r.metric("categories"),
+            &json!({"c0": {"train": 31, "valid": 3}, "c1": {"train": 30, "valid": 3}, "c2": {"train": 30, "valid": 3}})
+        );
+        assert_eq!(r.metric("valid"), &json!(9));
+        let params = json!({"counts": {"valid": 10, "test": 5}, "seed": 3, "stratify_by": "category"});
+        let r = run(&Split, &[&text], &["t", "v", "x"], params, 2).unwrap();
+        assert_eq!(r.metric("categories")["c0"], json!({"train": 28, "valid": 4, "test": 2}));
+        assert_eq!((r.metric("valid"), r.metric("test")), (&json!(10), &json!(5)));
+        // Records keep input order on each side.
+        let ids: Vec<i64> = r.records(0).iter().map(|x| x["id"].as_i64().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn key_order_and_duplicates_do_not_matter() {
+        let a = "{\"a\":1,\"b\":2}\n".repeat(5) + "{\"b\":2,\"a\":1}\n";
+        let r = run(&Split, &[&a], &["t", "v"], json!({"ratio": [0.5, 0.5], "seed": 9}), 1).unwrap();
+        let sizes = (r.records(0).len(), r.records(1).len());
+        assert!(sizes == (6, 0) || sizes == (0, 6), "{sizes:?}");
+    }
+
+    #[test]
+    fn deterministic() {
+        let text = records(5000, 4);
+        let params = json!({"counts": {"valid": 500}, "seed": 5, "stratify_by": "category"});
+        let a = run(&Split, &[&text], &["t", "v"], params.clone(), 1).unwrap();
+        let b = run(&Split, &[&text], &["t", "v"], params, 4).unwrap();
+        assert_eq!(a.text(0), b.text(0));
+        assert_eq!(a.text(1), b.text(1));
+        let c = run(
+            &Split,
+            &[&text],
+            &["t", "v"],
+            json!({"counts": {"valid": 500}, "seed": 6, "stratify_by": "category"}),
+            1,
+        )
+        .unwrap();
+        assert_ne!(a.text(1), c.text(1));
+    }
+
+    #[test]
+    fn errors() {
+        let bad = |outs: &[&str], params: Value| run(&Split, &["{}\n"], outs, params, 1).unwrap_err();
+        assert_eq!(bad(&["t", "v"], json!({"ratio": [0.9, 0.1, 0.0]})), "ratio: 3 fractions for 2 outs");
+        assert_eq!(bad(&["t", "v"], json!({"ratio": [0.9, 0.2]})), "ratio: fractions add up to 1.1, not 1");
+        assert_eq!(bad(&["t", "v"], json!({"ratio": [1.5, -0.5]})), "ratio.1: expected a fraction >= 0");
+        assert_eq!(bad(&["t", "v"], json!({})), ": give `ratio` or `counts`");
+        assert_eq!(bad(&["t", "v"], json!({"counts": {"test": 3}})), "counts.test: a test count needs a third out");
+        assert!(bad(&["t", "v"], json!({"counts": {"train": 3}})).starts_with("counts.train: unknown field"));
+        assert_eq!(bad(&["t"], json!({"ratio": [1.0]})), ": a `split` stage takes 2 to 3 outs, got 1");
+        assert_eq!(
+            bad(&["t", "v"], json!({"counts": {"valid": 2}})),
+            "asked for 2 valid and 0 test records but the input has 1"
+        );
+    }
+}

@@ -1,0 +1,440 @@
+//! Helpers shared by the dataset stages (`filter`, `score`, `balance`,
+//! `merge`, `split`, `validate`): typed params with field-pointing errors,
+//! chunked parallel processing that keeps input order, categories, canonical
+//! content hashes, a seeded RNG and small statistics.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use dvx_engine::{ParamError, StageFailure};
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::records::{field, BadLine, Record};
+
+/// Records handed to the thread pool at once: big enough to keep every
+/// thread busy, small enough that a stage's memory stays flat.
+pub(crate) const CHUNK: usize = 2048;
+
+/// The category given to records whose category field is missing or null.
+pub(crate) const NO_CATEGORY: &str = "(none)";
+
+/// Parse a stage's params into `T`, naming the offending field on error.
+pub(crate) fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
+    use serde_path_to_error::Segment;
+    serde_path_to_error::deserialize(params.clone()).map_err(|e| {
+        // Dotted, list indexes included (`features.0.pattern`), as ParamError wants.
+        let path: Vec<String> = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                Segment::Seq { index } => index.to_string(),
+                Segment::Map { key } => key.clone(),
+                Segment::Enum { variant } => variant.clone(),
+                Segment::Unknown => "?".into(),
+            })
+            .collect();
+        let message = e.inner().to_string();
+        if path.is_empty() {
+            ParamError::whole(message)
+        } else {
+            ParamError::field(path.join("."), message)
+        }
+    })
+}
+
+/// A param problem discovered while executing, as a stage failure.
+pub(crate) fn param_failure(e: ParamError) -> StageFailure {
+    match e.field {
+        Some(f) => StageFailure::new(format!("params.{f}: {}", e.message)),
+        None => StageFailure::new(format!("params: {}", e.message)),
+    }
+}
+
+/// Check the number of declared deps and outs.
+pub(crate) fn check_counts(
+    kind: &str,
+    deps: usize,
+    dep_range: (usize, usize),
+    outs: usize,
+    out_range: (usize, usize),
+) -> Result<(), ParamError> {
+    let describe = |(lo, hi): (usize, usize)| {
+        if lo == hi {
+            format!("exactly {lo}")
+        } else if hi == usize::MAX {
+            format!("at least {lo}")
+        } else {
+            format!("{lo} to {hi}")
+        }
+    };
+    if deps < dep_range.0 || deps > dep_range.1 {
+        return Err(ParamError::whole(format!("a `{kind}` stage takes {} deps, got {deps}", describe(dep_range))));
+    }
+    if outs < out_range.0 || outs > out_range.1 {
+        return Err(ParamError::whole(format!("a `{kind}` stage takes {} outs, got {outs}", describe(out_range))));
+    }
+    Ok(())
+}
+
+/// What to do with a line that is not a JSON object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OnError {
+    /// Stop the stage, naming the file and line.
+    #[default]
+    Fail,
+    /// Count the line, hand it to the rejects output if any, and go on.
+    Skip,
+}
+
+/// Reads a JSONL file a chunk at a time; lines are split here and parsed
+/// on the thread pool, since parsing is most of the cost of a stage.
+/// Blank lines are skipped; messages match [`crate::records::RecordReader`].
+pub(crate) struct ChunkReader {
+    path: PathBuf,
+    lines: std::io::Lines<BufReader<File>>,
+    line_no: usize,
+}
+
+impl ChunkReader {
+    /// Open `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self, StageFailure> {
+        let file = File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
+        Ok(ChunkReader { path: path.to_path_buf(), lines: BufReader::with_capacity(1 << 20, file).lines(), line_no: 0 })
+    }
+
+    /// Up to [`CHUNK`] raw lines: `(line number, text or read error)`.
+    fn raw(&mut self) -> Vec<(usize, Result<String, String>)> {
+        let mut out = Vec::with_capacity(CHUNK);
+        for line in self.lines.by_ref() {
+            self.line_no += 1;
+            match line {
+                Ok(l) if l.trim().is_empty() => continue,
+                Ok(l) => out.push((self.line_no, Ok(l))),
+                Err(e) => out.push((self.line_no, Err(format!("cannot read line: {e}")))),
+            }
+            if out.len() == CHUNK {
+                break;
+            }
+        }
+        out
+    }
+}
+
+fn parse_line(path: &Path, line: usize, text: Result<String, String>) -> Result<(usize, Record), BadLine> {
+    let bad = |text: String, reason: String| BadLine { path: path.to_path_buf(), line, text, reason };
+    let text = text.map_err(|reason| bad(String::new(), reason))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok((line, map)),
+        Ok(_) => Err(bad(text, "not a JSON object".into())),
+        Err(e) => Err(bad(text, format!("malformed JSON: {e}"))),
+    }
+}
+
+/// The next good records (parsed in parallel, in file order). Bad lines go
+/// to `bad` under [`OnError::Skip`] and end the stage under
+/// [`OnError::Fail`]. An empty result means the file is done.
+pub(crate) fn read_chunk(
+    reader: &mut ChunkReader,
+    pool: &rayon::ThreadPool,
+    on_error: OnError,
+    bad: &mut Vec<BadLine>,
+) -> Result<Vec<(usize, Record)>, StageFailure> {
+    loop {
+        let raw = reader.raw();
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = &reader.path;
+        let parsed: Vec<_> = pool.install(|| raw.into_par_iter().map(|(n, t)| parse_line(path, n, t)).collect());
+        let mut chunk = Vec::with_capacity(parsed.len());
+        for item in parsed {
+            match item {
+                Ok(rec) => chunk.push(rec),
+                Err(b) if on_error == OnError::Skip => bad.push(b),
+                Err(b) => return Err(b.into()),
+            }
+        }
+        // A chunk of nothing but bad lines is not the end of the file.
+        if !chunk.is_empty() {
+            return Ok(chunk);
+        }
+    }
+}
+
+/// A malformed line as a record for a rejects file. Only the file's name is
+/// kept: an absolute path would make the output differ between machines.
+pub(crate) fn bad_line_record(b: &BadLine, reason_field: &str) -> Record {
+    let mut r = Map::new();
+    r.insert(reason_field.into(), json!(b.reason));
+    r.insert("_file".into(), json!(file_name(&b.path)));
+    r.insert("_line".into(), json!(b.line));
+    r.insert("_raw".into(), json!(b.text));
+    r
+}
+
+/// The last component of a path, for messages and outputs.
+pub(crate) fn file_name(path: &std::path::Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// A thread pool of `threads` workers (at least one).
+pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool, StageFailure> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| StageFailure::new(format!("cannot start worker threads: {e}")))
+}
+
+/// `f` over `items` on `pool`; results come back in input order.
+pub(crate) fn par_map<T: Sync, R: Send>(
+    pool: &rayon::ThreadPool,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
+    pool.install(|| items.par_iter().map(f).collect())
+}
+
+/// The category of a record: the value at `field` as text, or [`NO_CATEGORY`].
+pub(crate) fn category_of(record: &Record, path: &str) -> String {
+    match field(record, path) {
+        None | Some(Value::Null) => NO_CATEGORY.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Interns category names so per-record data can hold a small id; ids are
+/// handed out in first-seen order, names are reported sorted.
+#[derive(Default)]
+pub(crate) struct Categories {
+    ids: BTreeMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Categories {
+    /// The id of `name`, adding it when new.
+    pub(crate) fn id(&mut self, name: String) -> u32 {
+        if let Some(&id) = self.ids.get(&name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.ids.insert(name.clone(), id);
+        self.names.push(name);
+        id
+    }
+
+    /// How many categories there are.
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// `(name, id)` sorted by name.
+    pub(crate) fn sorted(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.ids.iter().map(|(n, &id)| (n.as_str(), id))
+    }
+}
+
+/// Canonical JSON: object keys sorted, no whitespace. Two records with the
+/// same content give the same bytes whatever their key order.
+pub(crate) fn canonical_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical_json(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+/// A 64-bit hash of a record's canonical content (or of the named fields
+/// only) mixed with `seed`: the same record gets the same value wherever it
+/// sits in the file.
+pub(crate) fn content_hash(record: &Record, seed: u64, fields: &[String]) -> u64 {
+    let mut text = String::new();
+    if fields.is_empty() {
+        canonical_json(&Value::Object(record.clone()), &mut text);
+    } else {
+        for f in fields {
+            // Length-prefixed so field boundaries cannot shift.
+            let mut part = String::new();
+            canonical_json(field(record, f).unwrap_or(&Value::Null), &mut part);
+            let _ = write!(text, "{}:{part}", part.len());
+        }
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.update(text.as_bytes());
+    let bytes = h.finalize();
+    u64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// A 128-bit digest of some text, for exact-duplicate sets.
+pub(crate) fn digest(text: &str) -> [u8; 16] {
+    blake3::hash(text.as_bytes()).as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+/// Lowercase with runs of whitespace folded to one space and the ends
+/// trimmed: what "exact duplicate" compares.
+pub(crate) fn normalize_text(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+/// `x` rounded to 4 decimals, so metrics print and compare cleanly.
+pub(crate) fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// Split `total` into parts proportional to `weights`, summing to exactly
+/// `total` (largest remainder; ties go to the earlier part).
+pub(crate) fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
+    let sum: f64 = weights.iter().sum();
+    if sum <= 0.0 || weights.is_empty() {
+        return vec![0; weights.len()];
+    }
+    let exact: Vec<f64> = weights.iter().map(|w| total as f64 * w / sum).collect();
+    let mut parts: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let mut left = total - parts.iter().sum::<usize>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ra = exact[a] - exact[a].floor();
+        let rb = exact[b] - exact[b].floor();
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        parts[i] += 1;
+        left -= 1;
+    }
+    parts
+}
+
+/// min / mean / p50 / p95 / max of some values (nearest-rank percentiles),
+/// or `null` when there are none.
+pub(crate) fn summary(values: &mut [f64]) -> Value {
+    if values.is_empty() {
+        return Value::Null;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let rank = |p: f64| values[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+    let mean = values.iter().sum::<f64>() / n as f64;
+    json!({
+        "min": round4(values[0]),
+        "mean": round4(mean),
+        "p50": round4(rank(0.50)),
+        "p95": round4(rank(0.95)),
+        "max": round4(values[n - 1]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct P {
+        #[serde(default)]
+        inner: Option<Inner>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[test]
+    fn param_errors_name_the_field() {
+        let e = parse_params::<P>(&json!({"inner": {"n": "x"}})).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("inner.n"));
+        let e = parse_params::<Vec<P>>(&json!([{}, {"inner": {}}])).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("1.inner"));
+        let e = parse_params::<P>(&json!({"bogus": 1})).unwrap_err();
+        assert!(e.message.contains("unknown field `bogus`"), "{e:?}");
+    }
+
+    #[test]
+    fn canonical_ignores_key_order() {
+        let a: Record = serde_json::from_str(r#"{"b":1,"a":{"y":[1,"x"],"x":null}}"#).unwrap();
+        let b: Record = serde_json::from_str(r#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#).unwrap();
+        let mut s = String::new();
+        canonical_json(&Value::Object(a.clone()), &mut s);
+        assert_eq!(s, r#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#);
+        assert_eq!(content_hash(&a, 7, &[]), content_hash(&b, 7, &[]));
+        assert_ne!(content_hash(&a, 7, &[]), content_hash(&a, 8, &[]));
+    }
+
+    #[test]
+    fn apportion_sums_exactly() {
+        assert_eq!(apportion(10, &[1.0, 1.0, 1.0]), vec![4, 3, 3]);
+        assert_eq!(apportion(80, &[0.5, 0.25, 0.25]), vec![40, 20, 20]);
+        assert_eq!(apportion(5, &[0.0, 0.0]), vec![0, 0]);
+    }
+
+    #[test]
+    fn summary_percentiles() {
+        let mut v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(summary(&mut v), json!({"min": 1.0, "mean": 10.5, "p50": 10.0, "p95": 19.0, "max": 20.0}));
+        assert_eq!(summary(&mut []), Value::Null);
+    }
+
+    #[test]
+    fn chunks_skip_bad_lines_without_ending_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.jsonl");
+        // More bad lines than one chunk holds, then an invalid UTF-8 line, then a record.
+        let mut bytes = "oops\n".repeat(CHUNK + 5).into_bytes();
+        bytes.extend_from_slice(b"\xff\n\n{\"a\":1}\n");
+        std::fs::write(&p, bytes).unwrap();
+        let pool = pool(2).unwrap();
+        let mut reader = ChunkReader::open(&p).unwrap();
+        let mut bad = Vec::new();
+        let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad).unwrap();
+        assert_eq!(chunk, vec![(CHUNK + 8, json!({"a": 1}).as_object().unwrap().clone())]);
+        assert_eq!(bad.len(), CHUNK + 6);
+        assert_eq!((bad[0].line, bad[0].text.as_str()), (1, "oops"));
+        assert!(bad[CHUNK + 5].reason.starts_with("cannot read line"), "{}", bad[CHUNK + 5].reason);
+        assert!(read_chunk(&mut reader, &pool, OnError::Skip, &mut bad).unwrap().is_empty());
+        let mut reader = ChunkReader::open(&p).unwrap();
+        let err = read_chunk(&mut reader, &pool, OnError::Fail, &mut bad).unwrap_err();
+        assert!(err.message.ends_with("x.jsonl:1: malformed JSON: expected value at line 1 column 1"), "{}", err.message);
+    }
+
+    #[test]
+    fn normalize_folds_case_and_space() {
+        assert_eq!(normalize_text("  Hello\n\tWorld  "), "hello world");
+    }
+}

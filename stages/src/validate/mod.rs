@@ -1,0 +1,262 @@
+//! `kind: validate` — schema checks and a statistics report; the stage
+//! fails when a configured rule is broken.
+//!
+//! ```yaml
+//! params:
+//!   required_fields: []          # present and not null
+//!   non_empty: []                # not blank / empty (missing counts as empty)
+//!   types: {}                    # field: string|number|integer|boolean|array|object|null
+//!   check_turns: true            # chat records: [system] user, assistant, user, ... assistant; no empty turn
+//!   category_field: category
+//!   score_field: score           # scores summarised when present
+//!   text_fields: []              # the text measured and compared; [] = the record's turns
+//!   min_records: null
+//!   max_records: null
+//!   min_per_category: null
+//!   max_duplicate_rate: null     # e.g. 0.01: exact duplicates (case/whitespace folded) over records
+//!   max_invalid: 0               # records breaking a schema rule that are tolerated
+//!   max_malformed: null          # malformed lines tolerated under on_error: skip
+//!   histogram_bins: 20
+//!   examples: 5                  # locations listed per broken rule
+//!   on_error: fail               # or `skip`: malformed lines are counted (and go to outs[3])
+//! ```
+//! deps: one or more JSONL files, reported together (with counts per file).
+//! outs[0]: report JSON. outs[1] (optional): the report in Markdown.
+//! outs[2] (optional): SVG chart (records per category, length histogram).
+//! outs[3] (optional): the malformed lines, as JSONL.
+//! Outputs are written before the stage fails, so a failed report can be read.
+//! Metrics: `status`, `records`, `malformed`, `invalid`, `duplicates`
+//! ({count, rate}), `categories`, `lengths` ({chars, tokens} × {prompt,
+//! response, total} × {min, mean, p50, p95, max}), `score`, `violations`
+//! ({rule: count}), `failed_checks`.
+
+mod chart;
+mod collect;
+mod report;
+
+use std::collections::BTreeMap;
+
+use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::records::RecordWriter;
+use crate::support::{
+    bad_line_record, check_counts, file_name, par_map, param_failure, parse_params, pool, read_chunk, ChunkReader,
+    OnError,
+};
+use collect::{facts, Totals};
+use report::Check;
+
+/// The `validate` stage kind.
+pub struct Validate;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default)]
+    required_fields: Vec<String>,
+    #[serde(default)]
+    non_empty: Vec<String>,
+    #[serde(default)]
+    types: BTreeMap<String, JsonType>,
+    #[serde(default = "yes")]
+    check_turns: bool,
+    #[serde(default = "default_category_field")]
+    category_field: String,
+    #[serde(default = "default_score_field")]
+    score_field: String,
+    #[serde(default)]
+    text_fields: Vec<String>,
+    #[serde(default)]
+    min_records: Option<usize>,
+    #[serde(default)]
+    max_records: Option<usize>,
+    #[serde(default)]
+    min_per_category: Option<usize>,
+    #[serde(default)]
+    max_duplicate_rate: Option<f64>,
+    #[serde(default)]
+    max_invalid: usize,
+    #[serde(default)]
+    max_malformed: Option<usize>,
+    #[serde(default = "default_bins")]
+    histogram_bins: usize,
+    #[serde(default = "default_examples")]
+    examples: usize,
+    #[serde(default)]
+    on_error: OnError,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_category_field() -> String {
+    "category".into()
+}
+fn default_score_field() -> String {
+    "score".into()
+}
+fn default_bins() -> usize {
+    20
+}
+fn default_examples() -> usize {
+    5
+}
+
+/// A JSON type a field may be required to have.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum JsonType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+    Array,
+    Object,
+    Null,
+}
+
+impl JsonType {
+    fn matches(self, v: &Value) -> bool {
+        match self {
+            JsonType::String => v.is_string(),
+            JsonType::Number => v.is_number(),
+            JsonType::Integer => v.is_i64() || v.is_u64(),
+            JsonType::Boolean => v.is_boolean(),
+            JsonType::Array => v.is_array(),
+            JsonType::Object => v.is_object(),
+            JsonType::Null => v.is_null(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            JsonType::String => "string",
+            JsonType::Number => "number",
+            JsonType::Integer => "integer",
+            JsonType::Boolean => "boolean",
+            JsonType::Array => "array",
+            JsonType::Object => "object",
+            JsonType::Null => "null",
+        }
+    }
+}
+
+fn parse(raw: &Value) -> Result<Params, ParamError> {
+    let p: Params = parse_params(raw)?;
+    if let Some(r) = p.max_duplicate_rate {
+        if !(0.0..=1.0).contains(&r) {
+            return Err(ParamError::field("max_duplicate_rate", "expected a fraction between 0 and 1"));
+        }
+    }
+    if let (Some(lo), Some(hi)) = (p.min_records, p.max_records) {
+        if lo > hi {
+            return Err(ParamError::field("min_records", format!("{lo} is above max_records {hi}")));
+        }
+    }
+    if p.histogram_bins == 0 || p.histogram_bins > 1000 {
+        return Err(ParamError::field("histogram_bins", "expected 1 to 1000"));
+    }
+    Ok(p)
+}
+
+/// The configured rules against what was found.
+fn checks(p: &Params, t: &Totals) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut add = |rule: String, limit: String, actual: String, ok: bool| out.push(Check { rule, limit, actual, ok });
+    if let Some(n) = p.min_records {
+        add("min_records".into(), format!(">= {n}"), t.records.to_string(), t.records >= n);
+    }
+    if let Some(n) = p.max_records {
+        add("max_records".into(), format!("<= {n}"), t.records.to_string(), t.records <= n);
+    }
+    if let Some(n) = p.min_per_category {
+        for (cat, &c) in &t.categories {
+            add(format!("min_per_category: {cat}"), format!(">= {n}"), c.to_string(), c >= n);
+        }
+    }
+    if let Some(r) = p.max_duplicate_rate {
+        let rate = t.duplicate_rate();
+        add("max_duplicate_rate".into(), format!("<= {r}"), format!("{:.4}", rate), rate <= r);
+    }
+    add("max_invalid".into(), format!("<= {}", p.max_invalid), t.invalid.to_string(), t.invalid <= p.max_invalid);
+    if let Some(n) = p.max_malformed {
+        add("max_malformed".into(), format!("<= {n}"), t.malformed.to_string(), t.malformed <= n);
+    }
+    out
+}
+
+impl Stage for Validate {
+    fn kind(&self) -> &'static str {
+        "validate"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
+        check_counts("validate", shape.deps, (1, usize::MAX), shape.outs, (1, 4))?;
+        parse(shape.params).map(|_| ())
+    }
+
+    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let p = parse(ctx.params).map_err(param_failure)?;
+        let pool = pool(ctx.threads)?;
+        let mut rejects = ctx.outs.get(3).map(|o| RecordWriter::create(o)).transpose()?;
+        let mut t = Totals::default();
+        let mut bad = Vec::new();
+        for dep in ctx.deps {
+            let name = file_name(dep);
+            let before = t.records;
+            let mut reader = ChunkReader::open(dep)?;
+            loop {
+                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
+                for b in bad.drain(..) {
+                    t.malformed += 1;
+                    if let Some(w) = rejects.as_mut() {
+                        w.write(&bad_line_record(&b, "_error"))?;
+                    }
+                }
+                if chunk.is_empty() {
+                    break;
+                }
+                let found = par_map(&pool, &chunk, |(_, rec)| facts(&p, rec));
+                for ((line, _), f) in chunk.iter().zip(found) {
+                    t.add(f, || format!("{name}:{line}"), p.examples);
+                }
+            }
+            t.inputs.push((name, t.records - before));
+        }
+        if let Some(w) = rejects {
+            w.finish()?;
+        }
+        let checks = checks(&p, &t);
+        let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+        let report = report::json(&t, &checks, p.histogram_bins);
+        std::fs::write(&ctx.outs[0], serde_json::to_string_pretty(&report).expect("json") + "\n")?;
+        let markdown = report::markdown(&t, &checks, &report);
+        if let Some(out) = ctx.outs.get(1) {
+            std::fs::write(out, &markdown)?;
+        }
+        if let Some(out) = ctx.outs.get(2) {
+            std::fs::write(out, chart::svg(&t, &report))?;
+        }
+        ctx.log.write_all(markdown.as_bytes())?;
+        if !failed.is_empty() {
+            let why: Vec<String> =
+                failed.iter().map(|c| format!("{} (limit {}, got {})", c.rule, c.limit, c.actual)).collect();
+            let mut msg = format!("validation failed: {}", why.join("; "));
+            if t.invalid > p.max_invalid {
+                let rules: Vec<String> = t.violations.iter().map(|(r, v)| format!("{r} ×{}", v.count)).collect();
+                msg.push_str(&format!("; broken schema rules: {}", rules.join(", ")));
+            }
+            return Err(StageFailure::new(msg));
+        }
+        Ok(report::metrics(&report))
+    }
+}
+
+#[cfg(test)]
+mod tests;
