@@ -3,7 +3,9 @@
 //!
 //! A file modified within the same timestamp tick as it was hashed could look
 //! unchanged; entries whose mtime is that close to the moment of hashing are
-//! "racy" and re-hashed next time (as git does with its index).
+//! "racy" and re-hashed next time (as git does with its index). The window is
+//! 100 ms on filesystems with sub-second timestamps (the kernel's clock tick
+//! is a few ms) and 2 s where timestamps are whole seconds.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -44,7 +46,8 @@ fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
-const RACY_NS: i128 = 2_000_000_000;
+const COARSE_RACY_NS: i128 = 2_000_000_000;
+const FINE_RACY_NS: i128 = 100_000_000;
 
 impl StatCache {
     /// Load from `file` (missing or unreadable → empty).
@@ -78,7 +81,8 @@ impl StatCache {
         }
         let hash = hash_file(path)?;
         self.files_hashed += 1;
-        if now_ns() - mtime > RACY_NS {
+        let racy_ns = if meta.mtime_nsec() == 0 { COARSE_RACY_NS } else { FINE_RACY_NS };
+        if now_ns() - mtime > racy_ns {
             self.entries.insert(key.into_owned(), Entry { size, mtime_ns: mtime, ino, hash: hash.clone() });
             self.dirty = true;
         } else if self.entries.remove(key.as_ref()).is_some() {

@@ -267,7 +267,9 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
             state.last_version.insert(p.file.display().to_string(), v.clone());
         }
         state.save().map_err(|e| EngineError::Other(format!("cannot save workspace state: {e}")))?;
-        sh.stat.lock().expect("stat lock").save()?;
+        let mut stat = sh.stat.lock().expect("stat lock");
+        tracing::debug!(files = stat.files_hashed, "file contents read for hashing");
+        stat.save()?;
         tracing::debug!(elapsed = ?t0.elapsed(), "state saved");
     }
     Ok(RunReport { version, stages: results })
