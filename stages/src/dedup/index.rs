@@ -37,7 +37,7 @@ impl Stage for MinhashIndex {
         let (deps, out, cwd) = (ctx.deps, &ctx.outs[0], ctx.cwd);
         let sources = deps.iter().map(|d| source_name(cwd, d)).collect();
         let header = Header { spec: p.spec(), sources };
-        let sk = Sketcher::new(header.spec.clone(), None);
+        let sk = Sketcher::new(header.spec.clone(), p.num_perm, None);
         let mut writer = sigfile::Writer::create(out, &header)?;
         let mut seen = HashSet::new();
         let mut records = 0usize;

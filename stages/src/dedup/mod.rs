@@ -139,8 +139,8 @@ fn run(
         _ => p.bands_rows().map_err(param_failure)?,
     };
     let spec = p.spec();
-    let input_sketcher = Sketcher::new(spec.clone(), Some(p.score_field.clone()));
-    let ref_sketcher = Sketcher::new(spec.clone(), None);
+    let input_sketcher = Sketcher::new(spec.clone(), bands * rows, Some(p.score_field.clone()));
+    let ref_sketcher = Sketcher::new(spec.clone(), bands * rows, None);
     let n_inputs = deps.len() - p.reference;
     let mut corpus = Corpus::new(bands, rows);
     for dep in &deps[..n_inputs] {

@@ -24,10 +24,13 @@ pub fn normalize(text: &str, opts: &Normalize) -> String {
             out.push(' ');
             pending_space = false;
         }
-        if opts.lowercase {
-            out.extend(c.to_lowercase());
-        } else {
+        if !opts.lowercase {
             out.push(c);
+        } else if c.is_ascii() {
+            // Most text is ASCII; skip the Unicode case tables for it.
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.extend(c.to_lowercase());
         }
     }
     out

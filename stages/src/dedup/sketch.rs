@@ -42,14 +42,16 @@ pub struct Sketch {
 pub struct Sketcher {
     spec: SketchSpec,
     perms: Permutations,
+    sig_len: usize,
     score_field: Option<String>,
 }
 
 impl Sketcher {
-    /// A sketcher for `spec`; `score_field` is read from records when given.
-    pub fn new(spec: SketchSpec, score_field: Option<String>) -> Self {
+    /// A sketcher for `spec` computing the first `sig_len` signature
+    /// entries; `score_field` is read from records when given.
+    pub fn new(spec: SketchSpec, sig_len: usize, score_field: Option<String>) -> Self {
         let perms = Permutations::new(spec.num_perm, spec.seed);
-        Sketcher { spec, perms, score_field }
+        Sketcher { spec, perms, sig_len, score_field }
     }
 
     /// Parse one line of `path`.
@@ -82,7 +84,7 @@ impl Sketcher {
     /// Shingles and signature of a normalised text.
     pub fn sketch(&self, norm: &str) -> Sketch {
         let shingles = shingle::shingles(norm, &self.spec.shingle);
-        let sig = self.perms.signature(&shingles);
+        let sig = self.perms.signature(&shingles, self.sig_len);
         Sketch { shingles, sig }
     }
 
