@@ -17,7 +17,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import datasketch' 2>
     "$venv/bin/pip" install -q datasketch
 fi
 py="$venv/bin/python"
-pin() { if command -v taskset >/dev/null; then taskset -c 0 "$@"; else "$@"; fi; }
+pin=(); if command -v taskset >/dev/null; then pin=(taskset -c 0); fi  # one core
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 (cd "$root" && cargo build --release -q -p dvx-stages --example dedup_bench)
@@ -27,9 +27,9 @@ echo "== corpus: $N documents (40-200 words)"
 "$py" "$here/gen.py" --n "$N" --seed 1 --out "$work/corpus.jsonl" --truth "$work/truth.json"
 timed() { local out=$1; shift; /usr/bin/time -f "%e %U %S %M" -o "$out.time" "$@"; }
 echo "== datasketch (1 core)"
-timed "$work/ds" pin "$py" "$here/ds_runner.py" "$work/corpus.jsonl" "$work/ds.json"
+timed "$work/ds" ${pin[@]+"${pin[@]}"} "$py" "$here/ds_runner.py" "$work/corpus.jsonl" "$work/ds.json"
 echo "== dvx dedup, 1 thread"
-timed "$work/dvx1" pin "$bench" "$work/corpus.jsonl" --threads 1 --out "$work/dvx1" > "$work/dvx1.json"
+timed "$work/dvx1" ${pin[@]+"${pin[@]}"} "$bench" "$work/corpus.jsonl" --threads 1 --out "$work/dvx1" > "$work/dvx1.json"
 echo "== dvx dedup, $cores threads"
 timed "$work/dvxN" "$bench" "$work/corpus.jsonl" --threads "$cores" --out "$work/dvxN" > "$work/dvxN.json"
 echo

@@ -32,6 +32,9 @@ pub struct Corpus {
     pub rep: Vec<u32>,
     /// Number of input (non-reference) records.
     pub n_input: usize,
+    /// Input records whose normalised text is empty.
+    pub empty_inputs: usize,
+    inputs_done: bool,
     /// Per record: its slot when it is a sketched representative, else `NONE`.
     slot: Vec<u32>,
     /// Per slot: the record.
@@ -57,6 +60,8 @@ impl Corpus {
             exact: Vec::new(),
             rep: Vec::new(),
             n_input: 0,
+            empty_inputs: 0,
+            inputs_done: false,
             slot: Vec::new(),
             sketched: Vec::new(),
             shingle_end: Vec::new(),
@@ -122,6 +127,9 @@ impl Corpus {
             drop(chunk);
             let mut fresh = Vec::new();
             for p in &parsed {
+                if p.norm.is_empty() && !self.inputs_done {
+                    self.empty_inputs += 1;
+                }
                 let (id, new) = self.push(source, p.line, p.score, p.exact);
                 if new && self.bands > 0 {
                     fresh.push((id, p.norm.as_str()));
@@ -155,5 +163,6 @@ impl Corpus {
     /// Mark the records read so far as the inputs.
     pub fn end_inputs(&mut self) {
         self.n_input = self.len();
+        self.inputs_done = true;
     }
 }

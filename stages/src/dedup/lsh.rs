@@ -52,7 +52,7 @@ mod tests {
         let (b, r) = choose_bands(0.8, 128).unwrap();
         assert_eq!((b, r), (13, 8));
         let p = candidate_probability(0.8, b, r);
-        assert!(p >= 0.9 && p < 0.92, "{p}");
+        assert!((0.9..0.92).contains(&p), "{p}");
         // One more row cannot reach 0.9 even with every permutation used.
         assert!(candidate_probability(0.8, 128 / 9, 9) < 0.9);
         // Nor can one band fewer.

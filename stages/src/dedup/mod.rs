@@ -2,11 +2,11 @@
 //! every candidate confirmed by exact Jaccard), and `kind: minhash-index` —
 //! sketch reference records once into a signature file dedup can reuse.
 //!
-//! Pipeline: each record's text (`fields`, default the record's text) is
+//! How it works: each record's text (`fields`, default the record's text) is
 //! normalised; its exact key is a 128-bit hash of that text. Each distinct
-//! text is cut into shingles (hashed with XXH64), signed with `num_perm`
-//! MinHash permutations, and bucketed per LSH band. Pairs sharing a bucket
-//! whose shingle sets reach `threshold` Jaccard are linked; clusters are the
+//! text is cut into shingles (hashed with XXH64), signed with MinHash
+//! permutations, and bucketed per LSH band. Pairs sharing a bucket whose
+//! shingle sets reach `threshold` Jaccard are linked; clusters are the
 //! connected components; each keeps its highest-`score_field` record (first
 //! in input order on ties), or none when it holds a reference record.
 //!
@@ -14,6 +14,55 @@
 //! 32-bit signature entries, shingling) is fixed by [`SCHEME_VERSION`]: it
 //! is part of `version()` and of every signature file, and must be bumped
 //! whenever a signature could change.
+//!
+//! # `dedup`
+//!
+//! deps: one or more JSONL inputs (deduplicated together, in order), then
+//! `reference` reference deps (JSONL or `minhash-index` signature files).
+//! outs: `[0]` kept records (input lines copied byte for byte, input order);
+//! optional `[1]` clusters JSONL, one line per cluster that dropped something:
+//! `{"kept": i, "dropped": [j, ...], "jaccard": [..]}` with 0-based input
+//! indices (`"kept": null, "reference": {"source", "line"}` when a reference
+//! covers it); optional `[2]` lineage JSONL, one line per dropped record:
+//! `{"index", "source", "line", "match": "exact"|"near", "jaccard",
+//! "duplicate_of": {"source", "line", "index" | "reference": true}}`.
+//! The Jaccard shown is to the kept record; a record linked through another
+//! cluster member may show less than the threshold.
+//!
+//! params (defaults):
+//! - `mode: both` — `exact` (same normalised text), `near` (MinHash-LSH;
+//!   identical texts are found as Jaccard 1 and labelled near) or `both`.
+//! - `fields: []` — dotted field paths joined by newlines; empty: the
+//!   record's text (`records::record_text`).
+//! - `normalize: {lowercase: true, collapse_whitespace: true, strip_punctuation: false}`
+//! - `shingle: {unit: words, size: 5}` — `words` or `chars`; a text shorter
+//!   than one shingle is one shingle (all empty texts are equal).
+//! - `num_perm: 128`, `seed: 42` — MinHash permutations.
+//! - `threshold: 0.8` — Jaccard at or above which records are duplicates.
+//! - `bands`, `rows` — LSH shape (both or neither, `bands × rows ≤
+//!   num_perm`); by default the largest `rows`, then fewest `bands`, that
+//!   make a pair at `threshold` a candidate with probability ≥ 0.9
+//!   (13 × 8 for 0.8 and 128: p = 0.908; datasketch picks 9 × 13: p = 0.40).
+//! - `score_field: score` — dotted path; the highest value is kept (numbers
+//!   or numeric strings; records without it rank last).
+//! - `reference: 0` — how many of the last deps are references.
+//!
+//! metrics: `input`, `reference` (records read from references; a signature
+//! file holds each distinct text once), `exact_dups`, `near_dups`
+//! (`exact_dups + near_dups = input − kept`), `reference_dups` (of those,
+//! dropped for a reference), `empty_texts`, `kept`, `clusters`,
+//! `candidate_pairs` (distinct pairs whose Jaccard was computed; pairs
+//! already in one cluster are not re-checked), `confirmed_pairs`, `bands`,
+//! `rows` (0 in exact mode).
+//!
+//! # `minhash-index`
+//!
+//! deps: JSONL files; outs: `[0]` a signature file (format in `sigfile.rs`,
+//! magic `DVXMHSIG`, header with scheme version, `num_perm`, `seed`,
+//! `fields`, `normalize`, `shingle`). params: `fields`, `normalize`,
+//! `shingle`, `num_perm`, `seed` as in `dedup`, which must match the dedup
+//! that reads it (it refuses the file otherwise; in exact mode only the text
+//! settings must match). metrics: `records`, `distinct`, `bytes`.
 
 mod cluster;
 mod corpus;
@@ -192,6 +241,13 @@ fn run(
         corpus.len() - corpus.n_input,
         corpus.sketched.len()
     )?;
+    if corpus.empty_inputs > 0 {
+        writeln!(
+            log,
+            "warning: {} input records have an empty text (check `fields`); they all count as one text",
+            corpus.empty_inputs
+        )?;
+    }
     if bands > 0 {
         writeln!(
             log,
@@ -219,6 +275,7 @@ fn run(
     m.insert("exact_dups".into(), json!(exact_dups));
     m.insert("near_dups".into(), json!(near_dups));
     m.insert("reference_dups".into(), json!(reference_dups));
+    m.insert("empty_texts".into(), json!(corpus.empty_inputs));
     m.insert("kept".into(), json!(kept));
     m.insert("clusters".into(), json!(clusters.len()));
     m.insert("candidate_pairs".into(), json!(pairs.candidates));

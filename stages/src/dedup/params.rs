@@ -216,7 +216,10 @@ impl DedupParams {
         if self.score_field.is_empty() {
             return Err(ParamError::field("score_field", "must not be empty"));
         }
-        if self.reference >= deps.max(1) {
+        if deps == 0 {
+            return Err(ParamError::whole("`dedup` needs at least one JSONL dep"));
+        }
+        if self.reference >= deps {
             return Err(ParamError::field(
                 "reference",
                 format!("{} reference deps leave no input among {deps} deps", self.reference),

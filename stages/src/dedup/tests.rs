@@ -95,7 +95,7 @@ fn exact_mode_keeps_first_of_each_text() {
     );
     assert_eq!(
         r.metrics,
-        json!({"input": 4, "reference": 0, "exact_dups": 2, "near_dups": 0, "reference_dups": 0, "kept": 2,
+        json!({"input": 4, "reference": 0, "exact_dups": 2, "near_dups": 0, "reference_dups": 0, "empty_texts": 0, "kept": 2,
                "clusters": 1, "candidate_pairs": 0, "confirmed_pairs": 0, "bands": 0, "rows": 0})
         .as_object()
         .unwrap()
@@ -159,7 +159,8 @@ fn short_and_empty_records_are_compared_too() {
     let r = dedup(dir.path(), &["in.jsonl"], &["out.jsonl", "clusters.jsonl"], json!({"mode": "near"}));
     // "Hi" duplicates "hi"; the record without text has the same (empty) text as "".
     assert_eq!(r.outs[1], "{\"kept\":0,\"dropped\":[2],\"jaccard\":[1.0]}\n{\"kept\":1,\"dropped\":[5],\"jaccard\":[1.0]}\n");
-    assert_eq!((metric(&r, "near_dups"), metric(&r, "kept")), (2, 4));
+    assert_eq!((metric(&r, "near_dups"), metric(&r, "kept"), metric(&r, "empty_texts")), (2, 4, 2));
+    assert!(r.log.contains("warning: 2 input records have an empty text"), "{}", r.log);
 }
 
 #[test]
@@ -261,7 +262,7 @@ fn planted(n: usize) -> Vec<Value> {
     let mut rng = SplitMix64::new(9);
     let mut docs: Vec<String> = Vec::new();
     for i in 0..n {
-        let copy = i > 10 && rng.next_u64() % 3 == 0;
+        let copy = i > 10 && rng.next_u64().is_multiple_of(3);
         let text = if copy {
             let mut words: Vec<String> =
                 docs[(rng.next_u64() % docs.len() as u64) as usize].split(' ').map(str::to_string).collect();
@@ -308,6 +309,7 @@ fn bad_params_name_the_field() {
     assert_eq!(field(json!({"shingle": {"unit": "lines"}})), Some("shingle".into()));
     assert_eq!(field(json!({"reference": 1})), Some("reference".into()));
     assert_eq!(check_err(json!({}), 1, 4).field, None);
+    assert_eq!(check_err(json!({}), 0, 1).field, None);
     let shape = StageShape { params: &json!({"reference": 1}), deps: 2, outs: 3, cmd: None };
     assert_eq!(Dedup.check(&shape), Ok(()));
     let shape = StageShape { params: &json!({}), deps: 1, outs: 2, cmd: None };
