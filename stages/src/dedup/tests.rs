@@ -294,6 +294,16 @@ fn same_bytes_with_one_or_four_threads() {
 }
 
 #[test]
+fn a_bucket_of_mutual_duplicates_needs_one_check_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs: Vec<Value> = (0..400).map(|i| json!({"text": format!("{} u{i}", words60(&[]))})).collect();
+    write(dir.path(), "in.jsonl", &docs);
+    let r = dedup(dir.path(), &["in.jsonl"], &["out.jsonl"], json!({"mode": "near"}));
+    assert_eq!((metric(&r, "kept"), metric(&r, "clusters")), (1, 1));
+    assert_eq!((metric(&r, "candidate_pairs"), metric(&r, "confirmed_pairs")), (399, 399));
+}
+
+#[test]
 fn bad_params_name_the_field() {
     let field = |p: Value| check_err(p, 1, 1).field;
     assert_eq!(field(json!({"tresh": 0.8})), Some("tresh".into()));
