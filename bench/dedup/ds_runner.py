@@ -3,6 +3,7 @@
 the same word 5-gram shingles as dvx, the usual way: MinHash per record,
 insert all, query each, union-find over the candidates, keep the first of
 each cluster. No exact Jaccard confirmation (that is datasketch's model).
+usage: ds_runner.py INPUT OUT [BANDS ROWS]  (default: datasketch's own choice)
 Writes {"seconds", "docs", "docs_per_s", "dropped": [...]} to OUT."""
 
 import json
@@ -24,7 +25,8 @@ def main():
     t0 = time.perf_counter()
     with open(path) as f:
         texts = [json.loads(line)["text"] for line in f if line.strip()]
-    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    params = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else None
+    lsh = MinHashLSH(threshold=0.8, num_perm=128, params=params)
     sigs = []
     for i, t in enumerate(texts):
         m = MinHash(num_perm=128)

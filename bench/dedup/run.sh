@@ -28,6 +28,8 @@ echo "== corpus: $N documents (40-200 words)"
 timed() { local out=$1; shift; /usr/bin/time -f "%e %U %S %M" -o "$out.time" "$@"; }
 echo "== datasketch (1 core)"
 timed "$work/ds" ${pin[@]+"${pin[@]}"} "$py" "$here/ds_runner.py" "$work/corpus.jsonl" "$work/ds.json"
+echo "== datasketch (1 core) with dvx's bands x rows (13 x 8)"
+timed "$work/ds13x8" ${pin[@]+"${pin[@]}"} "$py" "$here/ds_runner.py" "$work/corpus.jsonl" "$work/ds13x8.json" 13 8
 echo "== dvx dedup, 1 thread"
 timed "$work/dvx1" ${pin[@]+"${pin[@]}"} "$bench" "$work/corpus.jsonl" --threads 1 --out "$work/dvx1" > "$work/dvx1.json"
 echo "== dvx dedup, $cores threads"
@@ -35,6 +37,7 @@ timed "$work/dvxN" "$bench" "$work/corpus.jsonl" --threads "$cores" --out "$work
 echo
 "$py" "$here/eval.py" "$work/truth.json" \
     "datasketch (1 core)=$work/ds" \
+    "datasketch 13x8 (1 core)=$work/ds13x8" \
     "dvx dedup (1 thread)=$work/dvx1" \
     "dvx dedup ($cores threads)=$work/dvxN"
 cmp -s "$work/dvx1/kept.jsonl" "$work/dvxN/kept.jsonl" && cmp -s "$work/dvx1/lineage.jsonl" "$work/dvxN/lineage.jsonl" \
