@@ -12,6 +12,7 @@ mod merge;
 mod score;
 mod split;
 mod validate;
+mod dedup;
 pub mod records;
 mod support;
 #[cfg(test)]
@@ -29,5 +30,7 @@ pub fn builtin_registry() -> Registry {
     r.register(Arc::new(merge::Merge));
     r.register(Arc::new(split::Split));
     r.register(Arc::new(validate::Validate));
+    r.register(Arc::new(dedup::Dedup));
+    r.register(Arc::new(dedup::MinhashIndex));
     r
 }

@@ -1,0 +1,77 @@
+//! `kind: minhash-index` — sketch JSONL records into a signature file (see
+//! [`super::sigfile`]) that `dedup` accepts as a reference dep, so a large
+//! reference set is sketched once and cached like any output. Each distinct
+//! normalised text is stored once (its first record), which is all a dedup
+//! reference needs.
+
+use std::collections::HashSet;
+
+use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use serde_json::json;
+
+use super::params::{self, IndexParams};
+use super::sigfile::{self, Entry, Header};
+use super::sketch::{read_chunks, Sketcher};
+use super::{param_failure, source_name, thread_pool, SCHEME_VERSION};
+
+/// The `minhash-index` stage kind.
+pub struct MinhashIndex;
+
+impl Stage for MinhashIndex {
+    fn kind(&self) -> &'static str {
+        "minhash-index"
+    }
+
+    fn version(&self) -> u32 {
+        SCHEME_VERSION * 1000 + sigfile::FORMAT
+    }
+
+    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
+        params::parse::<IndexParams>(shape.params)?.validate(shape.deps, shape.outs)
+    }
+
+    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let p: IndexParams = params::parse(ctx.params).map_err(param_failure)?;
+        p.validate(ctx.deps.len(), ctx.outs.len()).map_err(param_failure)?;
+        let pool = thread_pool(ctx.threads)?;
+        let (deps, out, cwd) = (ctx.deps, &ctx.outs[0], ctx.cwd);
+        let sources = deps.iter().map(|d| source_name(cwd, d)).collect();
+        let header = Header { spec: p.spec(), sources };
+        let sk = Sketcher::new(header.spec.clone(), p.num_perm, None);
+        let mut writer = sigfile::Writer::create(out, &header)?;
+        let mut seen = HashSet::new();
+        let mut records = 0usize;
+        pool.install(|| {
+            for (source, dep) in deps.iter().enumerate() {
+                if sigfile::is_signature_file(dep) {
+                    return Err(StageFailure::new(format!("{} is already a signature file", dep.display())));
+                }
+                read_chunks(dep, |chunk| {
+                    let parsed = sk.parse_chunk(dep, &chunk)?;
+                    records += parsed.len();
+                    let fresh: Vec<_> = parsed.iter().filter(|p| seen.insert(p.exact)).collect();
+                    let norms: Vec<&str> = fresh.iter().map(|p| p.norm.as_str()).collect();
+                    for (p, s) in fresh.iter().zip(sk.sketch_all(&norms)) {
+                        writer.write(&Entry {
+                            source: source as u32,
+                            line: p.line,
+                            exact: p.exact,
+                            sig: s.sig,
+                            shingles: s.shingles,
+                        })?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
+        let distinct = writer.finish()?;
+        let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+        writeln!(ctx.log, "minhash-index: {records} records, {distinct} distinct texts, {bytes} bytes")?;
+        let mut m = Metrics::new();
+        m.insert("records".into(), json!(records));
+        m.insert("distinct".into(), json!(distinct));
+        m.insert("bytes".into(), json!(bytes));
+        Ok(m)
+    }
+}

@@ -1,0 +1,286 @@
+//! `kind: dedup` — drop exact and near-duplicate records (MinHash-LSH with
+//! every candidate confirmed by exact Jaccard), and `kind: minhash-index` —
+//! sketch reference records once into a signature file dedup can reuse.
+//!
+//! How it works: each record's text (`fields`, default the record's text) is
+//! normalised; its exact key is a 128-bit hash of that text. Each distinct
+//! text is cut into shingles (hashed with XXH64), signed with MinHash
+//! permutations, and bucketed per LSH band. Pairs sharing a bucket whose
+//! shingle sets reach `threshold` Jaccard are linked; clusters are the
+//! connected components; each keeps its highest-`score_field` record (first
+//! in input order on ties), or none when it holds a reference record.
+//!
+//! The hash scheme (XXH64, splitmix64-derived permutations mod 2^61 − 1,
+//! 32-bit signature entries, shingling) is fixed by [`SCHEME_VERSION`]: it
+//! is part of `version()` and of every signature file, and must be bumped
+//! whenever a signature could change.
+//!
+//! # `dedup`
+//!
+//! deps: one or more JSONL inputs (deduplicated together, in order), then
+//! `reference` reference deps (JSONL or `minhash-index` signature files).
+//! outs: `[0]` kept records (input lines copied byte for byte, input order);
+//! optional `[1]` clusters JSONL, one line per cluster that dropped something:
+//! `{"kept": i, "dropped": [j, ...], "jaccard": [..]}` with 0-based input
+//! indices (`"kept": null, "reference": {"source", "line"}` when a reference
+//! covers it); optional `[2]` lineage JSONL, one line per dropped record:
+//! `{"index", "source", "line", "match": "exact"|"near", "jaccard",
+//! "duplicate_of": {"source", "line", "index" | "reference": true}}`.
+//! The Jaccard shown is to the kept record; a record linked through another
+//! cluster member may show less than the threshold.
+//!
+//! params (defaults):
+//! - `mode: both` — `exact` (same normalised text), `near` (MinHash-LSH;
+//!   identical texts are found as Jaccard 1 and labelled near) or `both`.
+//! - `fields: []` — dotted field paths joined by newlines; empty: the
+//!   record's text (`records::record_text`).
+//! - `normalize: {lowercase: true, collapse_whitespace: true, strip_punctuation: false}`
+//! - `shingle: {unit: words, size: 5}` — `words` or `chars`; a text shorter
+//!   than one shingle is one shingle (all empty texts are equal).
+//! - `num_perm: 128`, `seed: 42` — MinHash permutations.
+//! - `threshold: 0.8` — Jaccard at or above which records are duplicates.
+//! - `bands`, `rows` — LSH shape (both or neither, `bands × rows ≤
+//!   num_perm`); by default the largest `rows`, then fewest `bands`, that
+//!   make a pair at `threshold` a candidate with probability ≥ 0.9
+//!   (13 × 8 for 0.8 and 128: p = 0.908; datasketch picks 9 × 13: p = 0.40).
+//! - `score_field: score` — dotted path; the highest value is kept (numbers
+//!   or numeric strings; records without it rank last).
+//! - `reference: 0` — how many of the last deps are references.
+//!
+//! metrics: `input`, `reference` (records read from references; a signature
+//! file holds each distinct text once), `exact_dups`, `near_dups`
+//! (`exact_dups + near_dups = input − kept`), `reference_dups` (of those,
+//! dropped for a reference), `empty_texts`, `kept`, `clusters`,
+//! `candidate_pairs` (distinct pairs whose Jaccard was computed; pairs
+//! already in one cluster are not re-checked), `confirmed_pairs`, `bands`,
+//! `rows` (0 in exact mode).
+//!
+//! # `minhash-index`
+//!
+//! deps: JSONL files; outs: `[0]` a signature file (format in `sigfile.rs`,
+//! magic `DVXMHSIG`, header with scheme version, `num_perm`, `seed`,
+//! `fields`, `normalize`, `shingle`). params: `fields`, `normalize`,
+//! `shingle`, `num_perm`, `seed` as in `dedup`, which must match the dedup
+//! that reads it (it refuses the file otherwise; in exact mode only the text
+//! settings must match). metrics: `records`, `distinct`, `bytes`.
+
+mod cluster;
+mod corpus;
+mod hash;
+mod index;
+mod lsh;
+mod minhash;
+mod output;
+mod params;
+mod shingle;
+mod sigfile;
+mod sketch;
+#[cfg(test)]
+mod tests;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use serde_json::json;
+
+use cluster::UnionFind;
+use corpus::Corpus;
+use params::{DedupParams, Mode, SketchSpec};
+use sketch::Sketcher;
+
+pub use index::MinhashIndex;
+
+/// Version of the hash scheme; signature files carry it.
+pub const SCHEME_VERSION: u32 = 1;
+/// Version of dedup's outputs beyond the hashes (formats, keeper rules).
+const OUTPUT_REVISION: u32 = 1;
+
+/// The `dedup` stage kind.
+pub struct Dedup;
+
+impl Stage for Dedup {
+    fn kind(&self) -> &'static str {
+        "dedup"
+    }
+
+    fn version(&self) -> u32 {
+        SCHEME_VERSION * 1000 + OUTPUT_REVISION
+    }
+
+    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
+        params::parse::<DedupParams>(shape.params)?.validate(shape.deps, shape.outs)
+    }
+
+    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let p: DedupParams = params::parse(ctx.params).map_err(param_failure)?;
+        p.validate(ctx.deps.len(), ctx.outs.len()).map_err(param_failure)?;
+        let pool = thread_pool(ctx.threads)?;
+        let (deps, outs, cwd) = (ctx.deps, ctx.outs, ctx.cwd);
+        // The stage log is not `Send`; collect the lines and copy them after.
+        let mut log = Vec::new();
+        let result = pool.install(|| run(&p, deps, outs, cwd, &mut log));
+        ctx.log.write_all(&log)?;
+        result
+    }
+}
+
+/// A param problem found at run time, as a stage failure.
+fn param_failure(e: ParamError) -> StageFailure {
+    match e.field {
+        Some(f) => StageFailure::new(format!("params.{f}: {}", e.message)),
+        None => StageFailure::new(e.message),
+    }
+}
+
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, StageFailure> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| StageFailure::new(format!("cannot start threads: {e}")))
+}
+
+/// A dep's name in outputs: relative to the pipeline folder, so outputs do
+/// not depend on where the workspace lives.
+fn source_name(cwd: &Path, dep: &Path) -> String {
+    let rel = dep.strip_prefix(cwd).unwrap_or(dep);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+/// Refuse a signature file built with other settings than this stage's.
+fn check_compatible(path: &Path, theirs: &SketchSpec, ours: &SketchSpec, mode: Mode) -> Result<(), StageFailure> {
+    let mut diffs = Vec::new();
+    let mut cmp = |name: &str, a: String, b: String| {
+        if a != b {
+            diffs.push(format!("{name} = {a} (this stage: {b})"));
+        }
+    };
+    cmp("scheme version", theirs.scheme.to_string(), ours.scheme.to_string());
+    cmp("fields", json!(theirs.fields).to_string(), json!(ours.fields).to_string());
+    cmp("normalize", json!(theirs.normalize).to_string(), json!(ours.normalize).to_string());
+    // Exact keys depend on the text only; signatures on everything.
+    if mode != Mode::Exact {
+        cmp("num_perm", theirs.num_perm.to_string(), ours.num_perm.to_string());
+        cmp("seed", theirs.seed.to_string(), ours.seed.to_string());
+        cmp("shingle", json!(theirs.shingle).to_string(), json!(ours.shingle).to_string());
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(StageFailure::new(format!(
+        "reference {} was built with other settings: {}; rebuild it with the same params as this dedup",
+        path.display(),
+        diffs.join(", ")
+    )))
+}
+
+fn run(
+    p: &DedupParams,
+    deps: &[PathBuf],
+    outs: &[PathBuf],
+    cwd: &Path,
+    log: &mut Vec<u8>,
+) -> Result<Metrics, StageFailure> {
+    let started = Instant::now();
+    let (bands, rows) = match p.mode {
+        Mode::Exact => (0, 0),
+        _ => p.bands_rows().map_err(param_failure)?,
+    };
+    let spec = p.spec();
+    let input_sketcher = Sketcher::new(spec.clone(), bands * rows, Some(p.score_field.clone()));
+    let ref_sketcher = Sketcher::new(spec.clone(), bands * rows, None);
+    let n_inputs = deps.len() - p.reference;
+    let mut corpus = Corpus::new(bands, rows);
+    for dep in &deps[..n_inputs] {
+        if sigfile::is_signature_file(dep) {
+            return Err(StageFailure::new(format!(
+                "{} is a signature file; only reference deps (the last `reference` deps) may be",
+                dep.display()
+            )));
+        }
+        corpus.add_jsonl(&input_sketcher, dep, source_name(cwd, dep))?;
+    }
+    corpus.end_inputs();
+    for dep in &deps[n_inputs..] {
+        if sigfile::is_signature_file(dep) {
+            let reader = sigfile::Reader::open(dep)?;
+            check_compatible(dep, &reader.header.spec, &spec, p.mode)?;
+            corpus.add_signatures(reader)?;
+        } else {
+            corpus.add_jsonl(&ref_sketcher, dep, source_name(cwd, dep))?;
+        }
+    }
+    let sketched_at = started.elapsed();
+
+    let mut uf = UnionFind::new(corpus.len());
+    cluster::link_exact(&corpus, &mut uf);
+    let pairs = match p.mode {
+        Mode::Exact => cluster::PairStats::default(),
+        _ => cluster::link_near(&corpus, &mut uf, p.threshold),
+    };
+    let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near);
+    let linked_at = started.elapsed();
+
+    let kept = output::write_kept(&deps[..n_inputs], &drops, &outs[0])?;
+    if let Some(path) = outs.get(1) {
+        output::write_clusters(&corpus, &clusters, &drops, path)?;
+    }
+    if let Some(path) = outs.get(2) {
+        output::write_lineage(&corpus, &drops, path)?;
+    }
+
+    let exact_dups = drops.iter().flatten().filter(|d| d.exact).count();
+    let near_dups = drops.iter().flatten().filter(|d| !d.exact).count();
+    let reference_dups = drops.iter().flatten().filter(|d| corpus.is_ref(d.keeper)).count();
+    let recall = if bands > 0 { lsh::candidate_probability(p.threshold, bands, rows) } else { 1.0 };
+    writeln!(
+        log,
+        "dedup: {} input records, {} reference records, {} distinct texts sketched",
+        corpus.n_input,
+        corpus.len() - corpus.n_input,
+        corpus.sketched.len()
+    )?;
+    if corpus.empty_inputs > 0 {
+        writeln!(
+            log,
+            "warning: {} input records have an empty text (check `fields`); they all count as one text",
+            corpus.empty_inputs
+        )?;
+    }
+    if bands > 0 {
+        writeln!(
+            log,
+            "lsh: {bands} bands × {rows} rows of {} permutations; a pair at Jaccard {} is a candidate with p = {recall:.3}",
+            p.num_perm, p.threshold
+        )?;
+    }
+    writeln!(
+        log,
+        "kept {kept}, dropped {exact_dups} exact + {near_dups} near ({reference_dups} matched a reference); \
+         {} candidate pairs, {} confirmed",
+        pairs.candidates, pairs.confirmed
+    )?;
+    writeln!(
+        log,
+        "time: read+sketch {:.2}s, link {:.2}s, write {:.2}s",
+        sketched_at.as_secs_f64(),
+        (linked_at - sketched_at).as_secs_f64(),
+        (started.elapsed() - linked_at).as_secs_f64()
+    )?;
+
+    let mut m = Metrics::new();
+    m.insert("input".into(), json!(corpus.n_input));
+    m.insert("reference".into(), json!(corpus.len() - corpus.n_input));
+    m.insert("exact_dups".into(), json!(exact_dups));
+    m.insert("near_dups".into(), json!(near_dups));
+    m.insert("reference_dups".into(), json!(reference_dups));
+    m.insert("empty_texts".into(), json!(corpus.empty_inputs));
+    m.insert("kept".into(), json!(kept));
+    m.insert("clusters".into(), json!(clusters.len()));
+    m.insert("candidate_pairs".into(), json!(pairs.candidates));
+    m.insert("confirmed_pairs".into(), json!(pairs.confirmed));
+    m.insert("bands".into(), json!(bands));
+    m.insert("rows".into(), json!(rows));
+    Ok(m)
+}

@@ -1,0 +1,132 @@
+//! Writing dedup's outs: kept records (verbatim lines), clusters, lineage.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use dvx_engine::StageFailure;
+use serde_json::{json, Value};
+
+use super::cluster::{Cluster, Dropped};
+use super::corpus::Corpus;
+use super::sketch::for_each_line;
+
+/// Similarities are reported to four decimals.
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+struct Out {
+    path: PathBuf,
+    w: BufWriter<File>,
+}
+
+impl Out {
+    fn create(path: &Path) -> Result<Self, StageFailure> {
+        let file =
+            File::create(path).map_err(|e| StageFailure::new(format!("cannot create {}: {e}", path.display())))?;
+        Ok(Out { path: path.to_path_buf(), w: BufWriter::with_capacity(1 << 20, file) })
+    }
+
+    fn line(&mut self, bytes: &[u8]) -> Result<(), StageFailure> {
+        self.w
+            .write_all(bytes)
+            .and_then(|_| self.w.write_all(b"\n"))
+            .map_err(|e| StageFailure::new(format!("cannot write {}: {e}", self.path.display())))
+    }
+
+    fn json(&mut self, v: &Value) -> Result<(), StageFailure> {
+        self.line(v.to_string().as_bytes())
+    }
+
+    fn finish(mut self) -> Result<(), StageFailure> {
+        self.w.flush().map_err(|e| StageFailure::new(format!("cannot write {}: {e}", self.path.display())))
+    }
+}
+
+/// Copy the kept input lines, byte for byte, in input order.
+pub fn write_kept(inputs: &[PathBuf], drops: &[Option<Dropped>], path: &Path) -> Result<usize, StageFailure> {
+    let mut out = Out::create(path)?;
+    let mut index = 0usize;
+    let mut kept = 0usize;
+    for input in inputs {
+        for_each_line(input, |_, text| {
+            let dropped = drops.get(index).ok_or_else(|| {
+                StageFailure::new(format!("{} changed while dedup was running", input.display()))
+            })?;
+            if dropped.is_none() {
+                out.line(text.as_bytes())?;
+                kept += 1;
+            }
+            index += 1;
+            Ok(())
+        })?;
+    }
+    if index != drops.len() {
+        return Err(StageFailure::new("an input changed while dedup was running"));
+    }
+    out.finish()?;
+    Ok(kept)
+}
+
+/// Where a record is, as lineage and clusters show it.
+fn place(corpus: &Corpus, id: u32) -> Value {
+    let i = id as usize;
+    let mut v = json!({
+        "source": corpus.sources[corpus.source[i] as usize],
+        "line": corpus.line[i],
+    });
+    if corpus.is_ref(id) {
+        v["reference"] = json!(true);
+    } else {
+        v["index"] = json!(i);
+    }
+    v
+}
+
+/// One line per cluster: `{"kept", "dropped", "jaccard"}` with 0-based input
+/// indices; a cluster kept by a reference has `"kept": null` and `"reference"`.
+pub fn write_clusters(
+    corpus: &Corpus,
+    clusters: &[Cluster],
+    drops: &[Option<Dropped>],
+    path: &Path,
+) -> Result<(), StageFailure> {
+    let mut out = Out::create(path)?;
+    for c in clusters {
+        let jaccard: Vec<f64> =
+            c.dropped.iter().map(|&d| round4(drops[d as usize].map_or(0.0, |x| x.jaccard))).collect();
+        let mut v = json!({});
+        if corpus.is_ref(c.keeper) {
+            v["kept"] = Value::Null;
+            let k = c.keeper as usize;
+            v["reference"] =
+                json!({"source": corpus.sources[corpus.source[k] as usize], "line": corpus.line[k]});
+        } else {
+            v["kept"] = json!(c.keeper);
+        }
+        v["dropped"] = json!(c.dropped);
+        v["jaccard"] = json!(jaccard);
+        out.json(&v)?;
+    }
+    out.finish()
+}
+
+/// One line per dropped record, in input order: where it is, how it matched
+/// and the record kept in its place.
+pub fn write_lineage(corpus: &Corpus, drops: &[Option<Dropped>], path: &Path) -> Result<(), StageFailure> {
+    let mut out = Out::create(path)?;
+    for (i, d) in drops.iter().enumerate() {
+        let Some(d) = d else { continue };
+        let v = json!({
+            "index": i,
+            "source": corpus.sources[corpus.source[i] as usize],
+            "line": corpus.line[i],
+            "match": if d.exact { "exact" } else { "near" },
+            "jaccard": round4(d.jaccard),
+            "duplicate_of": place(corpus, d.keeper),
+        });
+        out.json(&v)?;
+    }
+    out.finish()
+}

@@ -1,0 +1,300 @@
+//! Params of `dedup` and `minhash-index`, with their defaults and checks.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use dvx_engine::ParamError;
+
+use super::lsh;
+
+/// Largest `num_perm` accepted: far beyond any useful setting, small enough
+/// that a signature stays a few KiB.
+pub const MAX_NUM_PERM: usize = 4096;
+
+/// Which duplicates to look for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Same normalised text only.
+    Exact,
+    /// MinHash-LSH near-duplicates (identical texts are found too, as Jaccard 1).
+    Near,
+    /// Both, with identical texts labelled `exact`.
+    Both,
+}
+
+/// How text is normalised before hashing and shingling.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Normalize {
+    /// Lowercase every character.
+    pub lowercase: bool,
+    /// Turn each run of whitespace into one space and trim both ends.
+    pub collapse_whitespace: bool,
+    /// Drop punctuation characters (ASCII and common Unicode punctuation).
+    pub strip_punctuation: bool,
+}
+
+impl Default for Normalize {
+    fn default() -> Self {
+        Normalize { lowercase: true, collapse_whitespace: true, strip_punctuation: false }
+    }
+}
+
+/// What a shingle is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Whitespace-separated words.
+    Words,
+    /// Unicode scalar values.
+    Chars,
+}
+
+/// Shingles are runs of `size` consecutive `unit`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shingle {
+    /// Words or chars.
+    pub unit: Unit,
+    /// How many units per shingle.
+    pub size: usize,
+}
+
+impl Default for Shingle {
+    /// Word 5-grams: the usual choice for near-duplicate removal in LLM
+    /// training data; at Jaccard 0.8 a document may differ in about one word
+    /// out of every 25 and still count as a duplicate.
+    fn default() -> Self {
+        Shingle { unit: Unit::Words, size: 5 }
+    }
+}
+
+/// `dedup` params.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupParams {
+    /// `exact`, `near` or `both`.
+    pub mode: Mode,
+    /// Dotted field paths making up the text; empty: the record's text.
+    pub fields: Vec<String>,
+    /// Text normalisation.
+    pub normalize: Normalize,
+    /// Shingle unit and size.
+    pub shingle: Shingle,
+    /// MinHash permutations per signature.
+    pub num_perm: usize,
+    /// Jaccard similarity at or above which two records are duplicates.
+    pub threshold: f64,
+    /// LSH bands; given together with `rows`, else chosen from `threshold`.
+    pub bands: Option<usize>,
+    /// Rows (permutations) per band.
+    pub rows: Option<usize>,
+    /// Seed of the permutations.
+    pub seed: u64,
+    /// Field whose highest value decides which copy is kept.
+    pub score_field: String,
+    /// The last `reference` deps are references: never output, only matched.
+    pub reference: usize,
+}
+
+impl Default for DedupParams {
+    fn default() -> Self {
+        DedupParams {
+            mode: Mode::Both,
+            fields: Vec::new(),
+            normalize: Normalize::default(),
+            shingle: Shingle::default(),
+            num_perm: 128,
+            threshold: 0.8,
+            bands: None,
+            rows: None,
+            seed: 42,
+            score_field: "score".into(),
+            reference: 0,
+        }
+    }
+}
+
+/// `minhash-index` params: the part of `dedup`'s that decides a signature.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexParams {
+    /// As in `dedup`.
+    pub fields: Vec<String>,
+    /// As in `dedup`.
+    pub normalize: Normalize,
+    /// As in `dedup`.
+    pub shingle: Shingle,
+    /// As in `dedup`.
+    pub num_perm: usize,
+    /// As in `dedup`.
+    pub seed: u64,
+}
+
+impl Default for IndexParams {
+    fn default() -> Self {
+        let d = DedupParams::default();
+        IndexParams { fields: d.fields, normalize: d.normalize, shingle: d.shingle, num_perm: d.num_perm, seed: d.seed }
+    }
+}
+
+/// Everything that decides a record's signature; a signature file records it
+/// and a dedup refuses a file whose settings differ from its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SketchSpec {
+    /// The hash scheme version (`SCHEME_VERSION`).
+    pub scheme: u32,
+    /// Permutations per signature.
+    pub num_perm: usize,
+    /// Seed of the permutations.
+    pub seed: u64,
+    /// Text fields.
+    pub fields: Vec<String>,
+    /// Normalisation.
+    pub normalize: Normalize,
+    /// Shingles.
+    pub shingle: Shingle,
+}
+
+impl DedupParams {
+    /// The signature settings.
+    pub fn spec(&self) -> SketchSpec {
+        SketchSpec {
+            scheme: super::SCHEME_VERSION,
+            num_perm: self.num_perm,
+            seed: self.seed,
+            fields: self.fields.clone(),
+            normalize: self.normalize.clone(),
+            shingle: self.shingle,
+        }
+    }
+
+    /// LSH `(bands, rows)`: the given pair, else the choice for `threshold`.
+    pub fn bands_rows(&self) -> Result<(usize, usize), ParamError> {
+        match (self.bands, self.rows) {
+            (Some(b), Some(r)) => Ok((b, r)),
+            (None, None) => lsh::choose_bands(self.threshold, self.num_perm).ok_or_else(|| {
+                ParamError::field(
+                    "num_perm",
+                    format!(
+                        "{} permutations cannot find pairs at Jaccard {} with probability {}; \
+                         raise `num_perm` or give `bands` and `rows`",
+                        self.num_perm,
+                        self.threshold,
+                        lsh::MIN_RECALL
+                    ),
+                )
+            }),
+            (Some(_), None) => Err(ParamError::field("rows", "`bands` needs `rows` too")),
+            (None, Some(_)) => Err(ParamError::field("bands", "`rows` needs `bands` too")),
+        }
+    }
+
+    /// Check values and the number of deps and outs.
+    pub fn validate(&self, deps: usize, outs: usize) -> Result<(), ParamError> {
+        check_sketch(self.num_perm, &self.shingle)?;
+        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+            return Err(ParamError::field("threshold", "must be in (0, 1]"));
+        }
+        if self.mode != Mode::Exact {
+            let (b, r) = self.bands_rows()?;
+            if b == 0 {
+                return Err(ParamError::field("bands", "must be at least 1"));
+            }
+            if r == 0 {
+                return Err(ParamError::field("rows", "must be at least 1"));
+            }
+            if b.saturating_mul(r) > self.num_perm {
+                return Err(ParamError::field(
+                    "bands",
+                    format!("bands × rows = {} exceeds num_perm = {}", b * r, self.num_perm),
+                ));
+            }
+        }
+        if self.score_field.is_empty() {
+            return Err(ParamError::field("score_field", "must not be empty"));
+        }
+        if deps == 0 {
+            return Err(ParamError::whole("`dedup` needs at least one JSONL dep"));
+        }
+        if self.reference >= deps {
+            return Err(ParamError::field(
+                "reference",
+                format!("{} reference deps leave no input among {deps} deps", self.reference),
+            ));
+        }
+        if !(1..=3).contains(&outs) {
+            return Err(ParamError::whole(format!(
+                "`dedup` takes 1 to 3 outs (kept records, clusters, lineage), got {outs}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl IndexParams {
+    /// The signature settings.
+    pub fn spec(&self) -> SketchSpec {
+        SketchSpec {
+            scheme: super::SCHEME_VERSION,
+            num_perm: self.num_perm,
+            seed: self.seed,
+            fields: self.fields.clone(),
+            normalize: self.normalize.clone(),
+            shingle: self.shingle,
+        }
+    }
+
+    /// Check values and the number of deps and outs.
+    pub fn validate(&self, deps: usize, outs: usize) -> Result<(), ParamError> {
+        check_sketch(self.num_perm, &self.shingle)?;
+        if deps == 0 {
+            return Err(ParamError::whole("`minhash-index` needs at least one JSONL dep"));
+        }
+        if outs != 1 {
+            return Err(ParamError::whole(format!(
+                "`minhash-index` takes exactly 1 out (the signature file), got {outs}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_sketch(num_perm: usize, shingle: &Shingle) -> Result<(), ParamError> {
+    if num_perm == 0 || num_perm > MAX_NUM_PERM {
+        return Err(ParamError::field("num_perm", format!("must be in 1..={MAX_NUM_PERM}")));
+    }
+    if shingle.size == 0 {
+        return Err(ParamError::field("shingle.size", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Deserialise params, pointing a failure at the top-level field that causes
+/// it (serde_json's messages do not say which field a type error is in).
+pub fn parse<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
+    let err = match serde_json::from_value::<T>(params.clone()) {
+        Ok(p) => return Ok(p),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    if let Value::Object(map) = params {
+        // Every field has a default, so a one-field object fails only when
+        // that field is the culprit.
+        for (key, value) in map {
+            let one = Value::Object([(key.clone(), value.clone())].into_iter().collect());
+            if let Err(e) = serde_json::from_value::<T>(one) {
+                let text = e.to_string();
+                let unknown = text.strip_prefix("unknown field `").and_then(|s| s.split('`').next());
+                let field = match unknown {
+                    Some(name) if name != key => format!("{key}.{name}"),
+                    _ => key.clone(),
+                };
+                return Err(ParamError::field(field, text));
+            }
+        }
+    }
+    Err(ParamError::whole(msg))
+}

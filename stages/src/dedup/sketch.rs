@@ -1,0 +1,153 @@
+//! Turning JSONL lines into what dedup compares: the normalised text's
+//! exact key, the shingle set and the MinHash signature. Lines are read in
+//! chunks and each chunk is processed in parallel, keeping input order.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use dvx_engine::StageFailure;
+use rayon::prelude::*;
+use serde_json::Value;
+
+use super::minhash::Permutations;
+use super::params::SketchSpec;
+use super::shingle;
+use crate::records::{self, BadLine, Record};
+
+/// Lines handed to the thread pool at once.
+const CHUNK_LINES: usize = 16_384;
+
+/// One parsed record: where it is, its score and its normalised text.
+pub struct Parsed {
+    /// 1-based line number.
+    pub line: u64,
+    /// The score field's value; `-inf` when the record has none.
+    pub score: f64,
+    /// Normalised text.
+    pub norm: String,
+    /// Exact-match key of `norm`.
+    pub exact: u128,
+}
+
+/// The near-duplicate view of one text.
+pub struct Sketch {
+    /// Sorted distinct shingle hashes.
+    pub shingles: Vec<u64>,
+    /// MinHash signature.
+    pub sig: Vec<u32>,
+}
+
+/// Parses and sketches records for one set of settings.
+pub struct Sketcher {
+    spec: SketchSpec,
+    perms: Permutations,
+    sig_len: usize,
+    score_field: Option<String>,
+}
+
+impl Sketcher {
+    /// A sketcher for `spec` computing the first `sig_len` signature
+    /// entries; `score_field` is read from records when given.
+    pub fn new(spec: SketchSpec, sig_len: usize, score_field: Option<String>) -> Self {
+        let perms = Permutations::new(spec.num_perm, spec.seed);
+        Sketcher { spec, perms, sig_len, score_field }
+    }
+
+    /// Parse one line of `path`.
+    pub fn parse(&self, path: &Path, line: u64, text: &str) -> Result<Parsed, StageFailure> {
+        let bad = |reason: String| {
+            StageFailure::from(BadLine { path: path.to_path_buf(), line: line as usize, text: text.into(), reason })
+        };
+        let record: Record = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(bad("not a JSON object".into())),
+            Err(e) => return Err(bad(format!("malformed JSON: {e}"))),
+        };
+        let score = match &self.score_field {
+            None => f64::NEG_INFINITY,
+            Some(f) => match records::field(&record, f) {
+                None | Some(Value::Null) => f64::NEG_INFINITY,
+                Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NEG_INFINITY),
+                Some(Value::String(s)) => match s.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() => v,
+                    _ => return Err(bad(format!("score field `{f}` is not a number: {s:?}"))),
+                },
+                Some(other) => return Err(bad(format!("score field `{f}` is not a number: {other}"))),
+            },
+        };
+        let norm = shingle::normalize(&records::record_text(&record, &self.spec.fields), &self.spec.normalize);
+        let exact = shingle::exact_key(&norm);
+        Ok(Parsed { line, score, norm, exact })
+    }
+
+    /// Shingles and signature of a normalised text.
+    pub fn sketch(&self, norm: &str) -> Sketch {
+        let shingles = shingle::shingles(norm, &self.spec.shingle);
+        let sig = self.perms.signature(&shingles, self.sig_len);
+        Sketch { shingles, sig }
+    }
+
+    /// Parse a chunk of `(line, text)` in parallel; the first bad line in
+    /// input order is the error, whatever the thread count.
+    pub fn parse_chunk(&self, path: &Path, chunk: &[(u64, String)]) -> Result<Vec<Parsed>, StageFailure> {
+        let results: Vec<_> = chunk.par_iter().map(|(line, text)| self.parse(path, *line, text)).collect();
+        results.into_iter().collect()
+    }
+
+    /// Sketch many texts in parallel, in order.
+    pub fn sketch_all(&self, norms: &[&str]) -> Vec<Sketch> {
+        norms.par_iter().map(|n| self.sketch(n)).collect()
+    }
+}
+
+/// Calls `f` with successive chunks of the non-blank lines of `path` as
+/// `(1-based line number, text)`.
+pub fn read_chunks(
+    path: &Path,
+    mut f: impl FnMut(Vec<(u64, String)>) -> Result<(), StageFailure>,
+) -> Result<(), StageFailure> {
+    let mut chunk = Vec::with_capacity(CHUNK_LINES);
+    for_each_line(path, |line, text| {
+        chunk.push((line, text.to_string()));
+        if chunk.len() == CHUNK_LINES {
+            f(std::mem::take(&mut chunk))?;
+        }
+        Ok(())
+    })?;
+    if !chunk.is_empty() {
+        f(chunk)?;
+    }
+    Ok(())
+}
+
+/// Calls `f` with each non-blank line of `path` (without its line ending).
+pub fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(u64, &str) -> Result<(), StageFailure>,
+) -> Result<(), StageFailure> {
+    let file = File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut buf = String::new();
+    let mut line = 0u64;
+    loop {
+        buf.clear();
+        line += 1;
+        let n = reader.read_line(&mut buf).map_err(|e| {
+            StageFailure::from(BadLine {
+                path: path.to_path_buf(),
+                line: line as usize,
+                text: String::new(),
+                reason: format!("cannot read line: {e}"),
+            })
+        })?;
+        if n == 0 {
+            return Ok(());
+        }
+        let text = buf.strip_suffix('\n').unwrap_or(&buf);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if !text.trim().is_empty() {
+            f(line, text)?;
+        }
+    }
+}
