@@ -208,7 +208,7 @@ pub fn diff_versions(cache: &Cache, a: &Hash, b: &Hash, opts: &DiffOptions) -> R
     if let Some(s) = &opts.stage {
         let names = || body_a.stages.iter().chain(&body_b.stages).map(|s| s.name.as_str());
         if !names().any(|n| n == s) {
-            let mut msg = format!("no stage `{s}` in version {} or {}", a.short(), b.short());
+            let mut msg = format!("no stage `{s}` in either version");
             if let Some(best) = crate::spec::did_you_mean(s, names()) {
                 msg.push_str(&format!(" (did you mean `{best}`?)"));
             }
@@ -227,13 +227,11 @@ pub fn diff_versions(cache: &Cache, a: &Hash, b: &Hash, opts: &DiffOptions) -> R
     let mut files_only_in_b = Vec::new();
     for (path, (stage_a, hash_a)) in &files_a {
         match files_b.get(path) {
-            Some((stage_b, hash_b)) => {
-                if wanted(stage_a) || wanted(stage_b) {
-                    files.push(diff_file(cache, stage_b, path, hash_a, hash_b, opts.category_field.as_deref())?);
-                }
+            Some((stage_b, hash_b)) if wanted(stage_a) || wanted(stage_b) => {
+                files.push(diff_file(cache, stage_b, path, hash_a, hash_b, opts.category_field.as_deref())?);
             }
             None if wanted(stage_a) => files_only_in_a.push(path.clone()),
-            None => {}
+            _ => {}
         }
     }
     for (path, (stage_b, _)) in &files_b {
@@ -640,9 +638,8 @@ pub const LOWER_IS_BETTER: &[&str] =
     &["loss", "losses", "perplexity", "ppl", "error", "errors", "err", "wer", "cer", "fail", "failure"];
 
 /// Words that say higher is better.
-pub const HIGHER_IS_BETTER: &[&str] = &[
-    "accuracy", "acc", "rate", "score", "f1", "precision", "recall", "auc", "bleu", "rouge", "exact",
-];
+pub const HIGHER_IS_BETTER: &[&str] =
+    &["accuracy", "acc", "rate", "score", "f1", "precision", "recall", "auc", "bleu", "rouge", "exact"];
 
 /// Which way a metric should move, from its name: the last dotted segment
 /// that contains one of the [`LOWER_IS_BETTER`] or [`HIGHER_IS_BETTER`] words
@@ -702,7 +699,8 @@ mod tests {
     #[test]
     fn score_drop_is_a_regression() {
         let a = map(json!({"score": 8.2, "examples": 153, "final_loss": 1.95, "epochs": 5, "mix": "curated"}));
-        let b = map(json!({"score": 4.5, "examples": 148, "final_loss": 2.2643, "epochs": 6, "mix": "curated+synthetic"}));
+        let b =
+            map(json!({"score": 4.5, "examples": 148, "final_loss": 2.2643, "epochs": 6, "mix": "curated+synthetic"}));
         let rows = diff_metrics(&a, &b);
         assert_eq!(
             rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
