@@ -86,6 +86,25 @@ pub enum Command {
         #[arg(long, default_value = "dvx.yaml")]
         pipeline: PathBuf,
     },
+    /// Compare two versions: stages, JSONL records per category, metrics.
+    Diff {
+        /// Version A (a unique prefix is enough).
+        a: String,
+        /// Version B (a unique prefix is enough).
+        b: String,
+        /// Only this stage's outputs and metrics.
+        stage: Option<String>,
+        /// Record field holding the category (dotted path); default: the first of
+        /// `category`, `meta.category`, `pattern`, `_source` that records have.
+        #[arg(long, value_name = "FIELD")]
+        category_field: Option<String>,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Pipeline file (locates the cache).
+        #[arg(long, default_value = "dvx.yaml")]
+        pipeline: PathBuf,
+    },
     /// Restore every output of a version.
     Checkout {
         /// Version hash (a unique prefix is enough).

@@ -4,6 +4,7 @@
 
 mod error;
 mod exec;
+pub mod diff;
 pub mod graph;
 mod key;
 pub mod ops;

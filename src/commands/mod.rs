@@ -11,6 +11,7 @@ use crate::cli::{CacheCommand, Cli, Command};
 
 mod cache;
 mod dag;
+mod diff;
 mod gc;
 mod run;
 mod status;
@@ -42,6 +43,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Dag { pipeline, format } => dag::dag(load(&pipeline, cache)?, format),
         Command::Log { pipeline } => versions::log(load(&pipeline, cache)?),
         Command::Show { hash, pipeline } => versions::show(load(&pipeline, cache)?, &hash),
+        Command::Diff { a, b, stage, category_field, json, pipeline } => {
+            diff::diff(load(&pipeline, cache)?, &a, &b, stage, category_field, json)
+        }
         Command::Checkout { hash, to, pipeline } => versions::checkout(load(&pipeline, cache)?, &hash, to.as_deref()),
         Command::Reproduce { hash, pipeline } => versions::reproduce(load(&pipeline, cache)?, &hash),
         Command::Gc { keep_last, keep, keep_since, dry_run, pipeline } => {

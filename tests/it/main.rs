@@ -3,6 +3,7 @@
 mod support;
 
 mod core_run;
+mod diff;
 mod errors;
 mod team_cache;
 mod versions;
