@@ -9,6 +9,8 @@ mod cli;
 mod commands;
 
 fn main() -> ExitCode {
+    // `dvx log | head` should end quietly, as other Unix tools do, not panic on EPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = cli::Cli::parse();
     init_tracing(args.verbose);
     miette::set_hook(Box::new(|_| {

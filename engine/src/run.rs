@@ -78,6 +78,12 @@ pub struct StageResult {
     /// Metrics.
     #[serde(skip)]
     pub metrics: Metrics,
+    /// The kind.
+    #[serde(skip)]
+    pub kind: String,
+    /// The stage's log object, when known (stages that ran or were restored).
+    #[serde(skip)]
+    pub log: Option<Hash>,
 }
 
 /// How to run.
@@ -350,6 +356,8 @@ fn blank(name: &str, status: Status, action: Action) -> StageResult {
         log_tail: None,
         outputs: Vec::new(),
         metrics: Metrics::new(),
+        kind: String::new(),
+        log: None,
     }
 }
 
@@ -444,6 +452,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
     let hit_status = if cutoff { Status::Cutoff } else { Status::Cached };
 
     let mut result = blank(&def.name, hit_status, Action::UpToDate);
+    result.kind = def.kind.clone();
     result.key = (!unknown_upstream).then(|| key.clone());
 
     if unknown_upstream {
@@ -479,6 +488,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
                     Ok(()) => {
                         record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
                         result.outputs = entry.outputs;
+                        result.log = entry.log.clone();
                         result.metrics = entry.metrics;
                         return result;
                     }
@@ -518,7 +528,8 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
                 result.status = hit_status;
                 result.action = Action::Restore;
                 result.outputs = entry.outputs;
-                result.metrics = entry.metrics;
+                result.log = entry.log.clone();
+                        result.metrics = entry.metrics;
                 return result;
             }
         }
@@ -534,7 +545,8 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
             result.status = Status::Ran;
             result.seconds = seconds;
             result.outputs = entry.outputs;
-            result.metrics = entry.metrics;
+            result.log = entry.log.clone();
+                        result.metrics = entry.metrics;
             result
         }
         Err(f) => failed(result, f),

@@ -18,6 +18,7 @@ pub fn run(
 ) -> Result<ExitCode> {
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let opts = RunOptions { targets: stages, force, force_all, dry_run, jobs, progress: !json };
+    let cache = l.ws.cache.clone();
     let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts)?;
     if dry_run {
         super::status::print_plan(&report.stages, json)?;
@@ -37,6 +38,15 @@ pub fn run(
             };
             let key = s.key.as_deref().map(|k| &k[..12]).unwrap_or("-");
             println!("{:<28} {:<8} {:>9.2}  {}", s.name, status, s.seconds, key);
+        }
+        // Built-in kinds write a short report (pass-rate tables, distributions) to their log.
+        for s in report.stages.iter().filter(|s| s.status == Status::Ran && s.kind != "cmd") {
+            if let Some(text) = s.log.as_ref().and_then(|h| cache.read_object(h).ok()) {
+                let text = String::from_utf8_lossy(&text);
+                if !text.trim().is_empty() {
+                    println!("\n── {} ({}) ──\n{}", s.name, s.kind, text.trim_end());
+                }
+            }
         }
         for s in report.stages.iter().filter(|s| s.status == Status::Failed) {
             eprintln!("\nstage `{}` failed: {}", s.name, s.error.as_deref().unwrap_or("unknown error"));

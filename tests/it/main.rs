@@ -5,5 +5,6 @@ mod support;
 mod core_run;
 mod diff;
 mod errors;
+mod pipelines;
 mod team_cache;
 mod versions;
