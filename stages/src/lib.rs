@@ -5,12 +5,18 @@ use std::sync::Arc;
 
 use dvx_engine::Registry;
 
+pub mod ast_extract;
 mod cmd;
+mod example_record;
+mod grep_sim;
+mod seeded;
+mod source_files;
 pub mod records;
 
 /// A registry with every built-in stage kind.
 pub fn builtin_registry() -> Registry {
     let mut r = Registry::new();
     r.register(Arc::new(cmd::Cmd));
+    r.register(Arc::new(ast_extract::AstExtract));
     r
 }
