@@ -6,11 +6,13 @@ use std::sync::Arc;
 use dvx_engine::Registry;
 
 pub mod ast_extract;
+mod clone;
 mod cmd;
 mod example_record;
 mod grep_sim;
 mod seeded;
 mod source_files;
+mod stage_params;
 pub mod records;
 
 /// A registry with every built-in stage kind.
@@ -18,5 +20,6 @@ pub fn builtin_registry() -> Registry {
     let mut r = Registry::new();
     r.register(Arc::new(cmd::Cmd));
     r.register(Arc::new(ast_extract::AstExtract));
+    r.register(Arc::new(clone::CloneRepos));
     r
 }

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+
 pub use defs::{cleandoc, extract, Def, DefKind, FileFacts, Import};
 use examples::{direct_examples, grep_examples, read_examples, GenOptions, ParsedFile};
 
@@ -24,6 +25,7 @@ use crate::example_record::{count_metrics, to_record, Format};
 use crate::grep_sim::{GrepIndex, IndexedFile};
 use crate::records::{Record, RecordWriter};
 use crate::source_files::list_files;
+use crate::stage_params;
 
 /// How many examples of each pattern to generate.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,29 +79,6 @@ impl Default for Params {
     }
 }
 
-/// Turn a serde error on params into a [`ParamError`] naming the field when
-/// serde says which one.
-pub(crate) fn param_error(e: serde_json::Error) -> ParamError {
-    let msg = e.to_string();
-    // serde names unknown fields as "unknown field `x`"; point at it.
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        if let Some(name) = rest.split('`').next() {
-            return ParamError::field(name, msg.clone());
-        }
-    }
-    if let Some(rest) = msg.strip_prefix("missing field `") {
-        if let Some(name) = rest.split('`').next() {
-            return ParamError::field(name, msg.clone());
-        }
-    }
-    ParamError::whole(msg)
-}
-
-/// Parse params of any stage with a `Deserialize` params struct.
-pub(crate) fn parse_params<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ParamError> {
-    serde_json::from_value(v.clone()).map_err(param_error)
-}
-
 /// The `ast-extract` kind.
 pub struct AstExtract;
 
@@ -113,7 +92,7 @@ impl Stage for AstExtract {
     }
 
     fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        let p: Params = parse_params(shape.params)?;
+        let p: Params = stage_params::parse(shape.params)?;
         if p.max_read_lines == 0 {
             return Err(ParamError::field("max_read_lines", "must be at least 1"));
         }
@@ -127,7 +106,7 @@ impl Stage for AstExtract {
     }
 
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p: Params = parse_params(ctx.params).map_err(|e| StageFailure::new(e.message))?;
+        let p: Params = stage_params::parse_in_run(ctx.params)?;
         let files = list_files(ctx.deps, &[".py"])?;
         writeln!(ctx.log, "ast-extract: {} Python file(s)", files.len())?;
 
