@@ -10,6 +10,7 @@ mod clone;
 mod cmd;
 mod example_record;
 mod grep_sim;
+mod multiply;
 mod seeded;
 mod source_files;
 mod stage_params;
@@ -21,5 +22,6 @@ pub fn builtin_registry() -> Registry {
     r.register(Arc::new(cmd::Cmd));
     r.register(Arc::new(ast_extract::AstExtract));
     r.register(Arc::new(clone::CloneRepos));
+    r.register(Arc::new(multiply::Multiply));
     r
 }
