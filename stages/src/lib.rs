@@ -9,6 +9,7 @@ pub mod ast_extract;
 mod clone;
 mod cmd;
 mod example_record;
+mod fetch;
 mod grep_sim;
 mod multiply;
 mod seeded;
@@ -23,5 +24,6 @@ pub fn builtin_registry() -> Registry {
     r.register(Arc::new(ast_extract::AstExtract));
     r.register(Arc::new(clone::CloneRepos));
     r.register(Arc::new(multiply::Multiply));
+    r.register(Arc::new(fetch::Fetch));
     r
 }
