@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::records::Record;
+use crate::seeded::SplitMix64;
 
 /// Output record shape.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -75,4 +76,19 @@ pub fn count_metrics(requested: &[(&str, usize)], produced: &[(&str, usize)], ca
         m.insert((*name).to_string(), Value::Object(e));
     }
     Value::Object(m)
+}
+
+/// One of `options`, drawn from `seed` and `key` (the example's identity), so
+/// the wording of an example does not depend on which others were sampled.
+pub fn pick<'a>(seed: u64, key: &str, options: &[&'a str]) -> &'a str {
+    options[SplitMix64::with_label(seed, key).below(options.len() as u64) as usize]
+}
+
+/// Replace `{name}` in `template` with its value from `vars`.
+pub fn fill(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut s = template.to_string();
+    for (k, v) in vars {
+        s = s.replace(&format!("{{{k}}}"), v);
+    }
+    s
 }

@@ -11,6 +11,7 @@ mod cmd;
 mod example_record;
 mod fetch;
 mod grep_sim;
+mod html_extract;
 mod multiply;
 mod seeded;
 mod source_files;
@@ -25,5 +26,6 @@ pub fn builtin_registry() -> Registry {
     r.register(Arc::new(clone::CloneRepos));
     r.register(Arc::new(multiply::Multiply));
     r.register(Arc::new(fetch::Fetch));
+    r.register(Arc::new(html_extract::HtmlExtract));
     r
 }

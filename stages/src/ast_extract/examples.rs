@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::defs::{Def, DefKind, FileFacts};
-use crate::example_record::Example;
+use crate::example_record::{fill, pick, Example};
 use crate::grep_sim::{self, GrepHit, GrepIndex};
 use crate::seeded::{sample_indices, SplitMix64};
 
@@ -41,18 +41,6 @@ pub struct GenOptions {
     pub max_read_lines: usize,
     /// Leave out `_private` names (dunder methods stay out too).
     pub skip_private: bool,
-}
-
-fn pick<'a>(seed: u64, key: &str, options: &[&'a str]) -> &'a str {
-    options[SplitMix64::with_label(seed, key).below(options.len() as u64) as usize]
-}
-
-fn fill(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut s = template.to_string();
-    for (k, v) in vars {
-        s = s.replace(&format!("{{{k}}}"), v);
-    }
-    s
 }
 
 fn private(name: &str) -> bool {
