@@ -14,6 +14,8 @@ mod grep_sim;
 mod html_extract;
 mod multiply;
 mod seeded;
+#[cfg(test)]
+mod shipped_pipelines;
 mod source_files;
 mod stage_params;
 pub mod records;

@@ -246,9 +246,9 @@ fn grep_examples(pages: &[Page], index: &[GrepIndex], want: usize, p: &Params) -
         let key = format!("html-grep:{}:{}", page.rel, c.pattern);
         let vars = [("x", c.subject.as_str()), ("repo", page.repo.as_str())];
         let q = if c.is_tag {
-            pick(p.seed, &key, &["Which HTML pages in {repo} use a `{x}` element?", "Find every `{x}` in the {repo} pages.", "Where do the {repo} pages use `{x}`?"])
+            pick(p.seed, &key, &["Which HTML pages in {repo} use a `{x}` element?", "Find every `{x}` in the pages of {repo}.", "Where do the pages of {repo} use `{x}`?"])
         } else {
-            pick(p.seed, &key, &["Find the elements with `{x}` in the {repo} pages.", "Which page in {repo} has `{x}`?", "Search the {repo} HTML for `{x}`."])
+            pick(p.seed, &key, &["Find the elements with `{x}` in the pages of {repo}.", "Which page in {repo} has `{x}`?", "Search the HTML of {repo} for `{x}`."])
         };
         let files: BTreeSet<&str> = hits.iter().map(|h| h.path.as_str()).collect();
         let results: Vec<String> = hits.iter().map(GrepHit::render).collect();
@@ -410,10 +410,8 @@ impl Stage for HtmlExtract {
                 Ok(elems) => {
                     let (repo, search_dir) = match f.rel.split_once('/') {
                         Some((top, _)) => (top.to_string(), top.to_string()),
-                        None => {
-                            let name = f.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| ".".into());
-                            (name, if f.file_dep { String::new() } else { ".".to_string() })
-                        }
+                        // Pages at the top of a dep: the dep is the site.
+                        None => ("this site".to_string(), if f.file_dep { String::new() } else { ".".to_string() }),
                     };
                     pages.push(Page { rel: f.rel.clone(), repo, search_dir, root_id: f.dep, text, elems });
                 }

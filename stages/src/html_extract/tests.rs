@@ -103,3 +103,20 @@ fn defaults_and_determinism() {
     assert_eq!(m["patterns"]["direct"]["requested"], json!(16));
     assert_eq!(go("b.jsonl").1, a);
 }
+
+/// The shipped pages give seed 004's 9 grep / 5 read / 16 direct examples.
+#[test]
+fn shipped_pages_give_the_phase7_counts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("html.jsonl");
+    let (m, _) = run(&HtmlExtract, root, &[root.join("examples/html")], &[out.clone()], json!({"seed": 7}));
+    let m = m.unwrap();
+    assert_eq!(m["parse_failed"], json!(0));
+    for (p, n) in [("grep", 9), ("read", 5), ("direct", 16)] {
+        assert_eq!(m["patterns"][p]["produced"], json!(n), "{p}: {}", m["patterns"]);
+    }
+    if let Ok(keep) = std::env::var("DVX_KEEP_EXAMPLES") {
+        std::fs::copy(&out, keep).unwrap();
+    }
+}
