@@ -124,7 +124,14 @@ fn resolve(repo: &Repo, cwd: &Path) -> Result<(String, Option<String>), StageFai
     }
 }
 
-fn fetch_into(repo: &Repo, commit: &str, refname: Option<&str>, dest: &Path, cwd: &Path, log: &mut dyn std::io::Write) -> Result<(), StageFailure> {
+fn fetch_into(
+    repo: &Repo,
+    commit: &str,
+    refname: Option<&str>,
+    dest: &Path,
+    cwd: &Path,
+    log: &mut dyn std::io::Write,
+) -> Result<(), StageFailure> {
     let fail = |msg: String| StageFailure::new(format!("repo `{}`: {msg}", repo.name));
     let url = match source(&repo.url, cwd) {
         // `file://` makes git honour --depth for a local repository.
@@ -135,7 +142,8 @@ fn fetch_into(repo: &Repo, commit: &str, refname: Option<&str>, dest: &Path, cwd
     git(&["init", "-q"], Some(dest)).map_err(fail)?;
     // Cheapest first: the exact commit, shallow; then the ref that named it;
     // then everything.
-    let mut attempts: Vec<Vec<String>> = vec![vec!["fetch".into(), "-q".into(), "--depth".into(), "1".into(), url.clone(), commit.into()]];
+    let mut attempts: Vec<Vec<String>> =
+        vec![vec!["fetch".into(), "-q".into(), "--depth".into(), "1".into(), url.clone(), commit.into()]];
     if let Some(r) = refname {
         attempts.push(vec!["fetch".into(), "-q".into(), url.clone(), r.into()]);
     }
@@ -186,7 +194,10 @@ fn check_params(p: &Params) -> Result<(), ParamError> {
     for (i, r) in p.repos.iter().enumerate() {
         let bad_name = r.name.is_empty() || r.name == "." || r.name == ".." || r.name.contains(['/', '\\']);
         if bad_name {
-            return Err(ParamError::field(format!("repos.{i}.name"), format!("`{}` is not a plain folder name", r.name)));
+            return Err(ParamError::field(
+                format!("repos.{i}.name"),
+                format!("`{}` is not a plain folder name", r.name),
+            ));
         }
         if !seen.insert(r.name.as_str()) {
             return Err(ParamError::field(format!("repos.{i}.name"), format!("`{}` is used twice", r.name)));
@@ -294,7 +305,10 @@ mod tests {
         let pinned = json!({"repos": [{"name": "r", "url": "src", "rev": first}]});
         assert_eq!(fp(branch.clone(), dir.path()), json!({"commits": [{"name": "r", "commit": first}]}));
         let before_pinned = fp(pinned.clone(), dir.path());
-        let second = sh(&dir.path().join("src"), "printf 'y = 2\\n' > pkg/b.py && git add -A && git commit -qm two && git rev-parse HEAD");
+        let second = sh(
+            &dir.path().join("src"),
+            "printf 'y = 2\\n' > pkg/b.py && git add -A && git commit -qm two && git rev-parse HEAD",
+        );
         assert_ne!(first, second);
         assert_eq!(fp(branch.clone(), dir.path()), json!({"commits": [{"name": "r", "commit": second}]}));
         assert_eq!(fp(pinned.clone(), dir.path()), before_pinned);
@@ -304,7 +318,7 @@ mod tests {
 
         // The pinned commit's checkout has the first commit's files, no .git.
         let out = dir.path().join("out");
-        let (m, _) = run(&CloneRepos, dir.path(), &[], &[out.clone()], pinned);
+        let (m, _) = run(&CloneRepos, dir.path(), &[], std::slice::from_ref(&out), pinned);
         let m = m.unwrap();
         assert_eq!(m["repos"]["r"], json!({"commit": first, "files": 2, "python_files": 1, "html_files": 1}));
         assert!(out.join("r/pkg/a.py").is_file());
@@ -321,9 +335,12 @@ mod tests {
             {"name": "b", "url": "r.bundle", "rev": "v1.0"},
             {"name": "f", "url": format!("file://{}", dir.path().join("src").display()), "rev": "v1.0"},
         ]});
-        assert_eq!(fp(params.clone(), dir.path()), json!({"commits": [{"name": "b", "commit": first}, {"name": "f", "commit": first}]}));
+        assert_eq!(
+            fp(params.clone(), dir.path()),
+            json!({"commits": [{"name": "b", "commit": first}, {"name": "f", "commit": first}]})
+        );
         let out = dir.path().join("out");
-        let (m, log) = run(&CloneRepos, dir.path(), &[], &[out.clone()], params);
+        let (m, log) = run(&CloneRepos, dir.path(), &[], std::slice::from_ref(&out), params);
         let m = m.unwrap_or_else(|e| panic!("{}\n{log}", e.message));
         assert_eq!(m["files"], json!(4));
         assert!(out.join("b/pkg/a.py").is_file() && !out.join("b/c.py").exists() && !out.join("b/.git").exists());
@@ -336,9 +353,11 @@ mod tests {
         make_repo(dir.path());
         let params = json!({"repos": [{"name": "r", "url": "src", "rev": "nope"}]});
         let deps: Vec<PathBuf> = Vec::new();
-        let e = CloneRepos.fingerprint(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params }).unwrap_err();
+        let e =
+            CloneRepos.fingerprint(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params }).unwrap_err();
         assert!(e.message.starts_with("repo `r`: rev `nope` not found in"), "{}", e.message);
-        let check = |params: Value| CloneRepos.check(&StageShape { params: &params, deps: 0, outs: 1, cmd: None }).unwrap_err();
+        let check =
+            |params: Value| CloneRepos.check(&StageShape { params: &params, deps: 0, outs: 1, cmd: None }).unwrap_err();
         let e = check(json!({"repos": [{"name": "a", "url": "x"}, {"name": "a", "url": "y"}]}));
         assert_eq!(e.field.as_deref(), Some("repos.1.name"));
         let e = check(json!({"repos": [{"name": "../up", "url": "x"}]}));

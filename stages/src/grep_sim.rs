@@ -124,7 +124,11 @@ mod tests {
     use super::*;
 
     fn file(rel: &str, text: &str) -> IndexedFile {
-        IndexedFile { rel: rel.into(), bytes: Arc::new(text.as_bytes().to_vec()), binary: GrepIndex::is_binary(text.as_bytes()) }
+        IndexedFile {
+            rel: rel.into(),
+            bytes: Arc::new(text.as_bytes().to_vec()),
+            binary: GrepIndex::is_binary(text.as_bytes()),
+        }
     }
 
     #[test]

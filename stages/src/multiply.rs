@@ -120,7 +120,9 @@ fn compile(t: &str) -> Result<Vec<Piece>, String> {
                     match chars.next() {
                         Some('}') => break,
                         Some(c) if c.is_alphanumeric() || c == '_' || c == '.' || c == '-' => name.push(c),
-                        Some(c) => return Err(format!("`{c}` cannot appear in a placeholder (`{{{name}{c}`); write `{{{{` for a literal brace")),
+                        Some(c) => return Err(format!(
+                            "`{c}` cannot appear in a placeholder (`{{{name}{c}`); write `{{{{` for a literal brace"
+                        )),
                         None => return Err(format!("unclosed placeholder `{{{name}`")),
                     }
                 }
@@ -149,11 +151,16 @@ struct Compiled {
     answer: Vec<Piece>,
 }
 
-fn compile_all(p: &Params) -> Result<(Vec<Compiled>, BTreeMap<String, Vec<Compiled>>), ParamError> {
+/// Base templates, and the extra templates of each type.
+type TemplateSets = (Vec<Compiled>, BTreeMap<String, Vec<Compiled>>);
+
+fn compile_all(p: &Params) -> Result<TemplateSets, ParamError> {
     let answer = compile(&p.answer).map_err(|e| ParamError::field("answer", e))?;
     let one = |t: &Template, id: String, at: String| -> Result<Compiled, ParamError> {
         match t {
-            Template::Prompt(s) => Ok(Compiled { id, prompt: compile(s).map_err(|e| ParamError::field(at, e))?, answer: answer.clone() }),
+            Template::Prompt(s) => {
+                Ok(Compiled { id, prompt: compile(s).map_err(|e| ParamError::field(at, e))?, answer: answer.clone() })
+            }
             Template::Full { prompt, answer } => Ok(Compiled {
                 id,
                 prompt: compile(prompt).map_err(|e| ParamError::field(format!("{at}.prompt"), e))?,
@@ -265,7 +272,10 @@ impl Stage for Multiply {
                     let mut out = Record::new();
                     match p.format {
                         Format::Chat => {
-                            out.insert("messages".into(), json!([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]));
+                            out.insert(
+                                "messages".into(),
+                                json!([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]),
+                            );
                         }
                         Format::Alpaca => {
                             out.insert("instruction".into(), json!(prompt));
@@ -319,10 +329,8 @@ impl Stage for Multiply {
                 writeln!(ctx.log, "multiply: {written} examples, below the target of {t}")?;
             }
         }
-        let table: serde_json::Map<String, Value> = per_type
-            .into_iter()
-            .map(|(k, (r, e))| (k, json!({"records": r, "examples": e})))
-            .collect();
+        let table: serde_json::Map<String, Value> =
+            per_type.into_iter().map(|(k, (r, e))| (k, json!({"records": r, "examples": e}))).collect();
         m.insert("per_type".into(), Value::Object(table));
         Ok(m)
     }
@@ -375,7 +383,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inp = input(dir.path());
         let out = dir.path().join("out.jsonl");
-        let (m, _) = run(&Multiply, dir.path(), &[inp], &[out.clone()], params());
+        let (m, _) = run(&Multiply, dir.path(), &[inp], std::slice::from_ref(&out), params());
         let m = m.unwrap();
         assert_eq!(
             m["per_type"],
@@ -387,7 +395,10 @@ mod tests {
         );
         assert_eq!(m["written"], json!(23));
         let recs = read_all(&out).unwrap();
-        assert_eq!(recs[2]["messages"][0]["content"], json!("Create a angular-component component similar to user.component.ts"));
+        assert_eq!(
+            recs[2]["messages"][0]["content"],
+            json!("Create a angular-component component similar to user.component.ts")
+        );
         assert_eq!(recs[5]["messages"][1]["content"], json!("```\n@Component({})\n```"));
         assert_eq!(recs[7]["variation"], json!("angular-component.1"));
         assert_eq!(recs[7]["source"], json!("in.jsonl:1"));
@@ -402,16 +413,19 @@ mod tests {
         let out = dir.path().join("out.jsonl");
         let mut p = params();
         p["min"] = json!(30);
-        let (r, _) = run(&Multiply, dir.path(), &[inp.clone()], &[out.clone()], p);
+        let (r, _) = run(&Multiply, dir.path(), std::slice::from_ref(&inp), std::slice::from_ref(&out), p);
         assert_eq!(r.unwrap_err().message, "multiply produced 23 examples from 3 records, fewer than min 30");
 
         let mut p = params();
         p["max"] = json!(10);
         p["target"] = json!(10);
         p["seed"] = json!(4);
-        let (m, _) = run(&Multiply, dir.path(), &[inp.clone()], &[out.clone()], p.clone());
+        let (m, _) = run(&Multiply, dir.path(), std::slice::from_ref(&inp), std::slice::from_ref(&out), p.clone());
         let m = m.unwrap();
-        assert_eq!((m["written"].clone(), m["dropped_by_max"].clone(), m["reached_target"].clone()), (json!(10), json!(13), json!(true)));
+        assert_eq!(
+            (m["written"].clone(), m["dropped_by_max"].clone(), m["reached_target"].clone()),
+            (json!(10), json!(13), json!(true))
+        );
         let first = std::fs::read(&out).unwrap();
         let recs = read_all(&out).unwrap();
         let order: Vec<(String, String)> = recs
@@ -419,9 +433,9 @@ mod tests {
             .map(|r| (r["source"].as_str().unwrap().to_string(), r["variation"].as_str().unwrap().to_string()))
             .collect();
         let mut sorted = order.clone();
-        sorted.sort_by_key(|(s, v)| (s.clone(), v.starts_with("base").then_some(0).unwrap_or(1), v.clone()));
+        sorted.sort_by_key(|(s, v)| (s.clone(), if v.starts_with("base") { 0 } else { 1 }, v.clone()));
         assert_eq!(order, sorted, "input order kept");
-        run(&Multiply, dir.path(), &[inp], &[out.clone()], p).0.unwrap();
+        run(&Multiply, dir.path(), &[inp], std::slice::from_ref(&out), p).0.unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), first);
     }
 
@@ -432,7 +446,10 @@ mod tests {
         let out = dir.path().join("out.jsonl");
         let p = json!({"base": ["ok {component}"], "by_type": {"sets": {"typescript": ["Port {framework} code"]}}});
         let (r, _) = run(&Multiply, dir.path(), &[inp], &[out], p);
-        assert_eq!(r.unwrap_err().message, "in.jsonl:3: template `typescript.0` uses `{framework}`, which this record does not have");
+        assert_eq!(
+            r.unwrap_err().message,
+            "in.jsonl:3: template `typescript.0` uses `{framework}`, which this record does not have"
+        );
     }
 
     #[test]
@@ -446,6 +463,8 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("base"));
         let e = check(json!({"base": ["x"], "min": 5, "max": 2}));
         assert_eq!(e.field.as_deref(), Some("max"));
-        assert!(compile("{{literal}} {a.b}").unwrap() == vec![Piece::Text("{literal} ".into()), Piece::Field("a.b".into())]);
+        assert!(
+            compile("{{literal}} {a.b}").unwrap() == vec![Piece::Text("{literal} ".into()), Piece::Field("a.b".into())]
+        );
     }
 }

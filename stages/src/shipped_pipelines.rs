@@ -37,11 +37,20 @@ fn shipped_pipelines_check() {
         for name in &order {
             let stage = &stages[name].1;
             let list = |k: &str| -> Vec<String> {
-                stage.get(k).and_then(Value::as_array).into_iter().flatten().map(|v| v.as_str().unwrap().to_string()).collect()
+                stage
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect()
             };
             let (deps, outs) = (list("deps"), list("outs"));
             for d in &deps {
-                assert!(produced.contains(d) || root.join(d).exists(), "{file}: stage `{name}`: dep {d} is neither an earlier out nor a file");
+                assert!(
+                    produced.contains(d) || root.join(d).exists(),
+                    "{file}: stage `{name}`: dep {d} is neither an earlier out nor a file"
+                );
             }
             produced.extend(outs.iter().cloned());
             let kind = stage["kind"].as_str().unwrap();

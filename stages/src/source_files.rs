@@ -49,7 +49,13 @@ pub fn list_files(deps: &[PathBuf], exts: &[&str]) -> Result<Vec<SourceFile>, St
                 continue;
             }
             let rel = rel_slash(entry.path(), dep);
-            found.push(SourceFile { abs: entry.path().to_path_buf(), root: dep.clone(), rel, dep: dep_index, file_dep: false });
+            found.push(SourceFile {
+                abs: entry.path().to_path_buf(),
+                root: dep.clone(),
+                rel,
+                dep: dep_index,
+                file_dep: false,
+            });
         }
         // walkdir sorts siblings, but a byte-wise sort of the full relative
         // path is what readers (and tests) expect.
@@ -66,10 +72,7 @@ fn matches_ext(name: &str, exts: &[&str]) -> bool {
 /// `path` relative to `root`, `/`-separated.
 pub fn rel_slash(path: &Path, root: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path);
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
+    rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
 }
 
 /// Byte offsets of the start of every line of `text` (the first is 0).
@@ -126,7 +129,13 @@ pub mod testing {
     use serde_json::Value;
 
     /// Check then execute `stage` in `cwd`; the log is returned too.
-    pub fn run(stage: &dyn Stage, cwd: &Path, deps: &[PathBuf], outs: &[PathBuf], params: Value) -> (Result<Metrics, StageFailure>, String) {
+    pub fn run(
+        stage: &dyn Stage,
+        cwd: &Path,
+        deps: &[PathBuf],
+        outs: &[PathBuf],
+        params: Value,
+    ) -> (Result<Metrics, StageFailure>, String) {
         let shape = StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: None };
         if let Err(e) = stage.check(&shape) {
             return (Err(StageFailure::new(format!("check: {:?}: {}", e.field, e.message))), String::new());

@@ -92,7 +92,8 @@ pub fn extract(source: &str) -> Result<FileFacts, String> {
         format!("line {}: {}", line_of(&starts, usize::from(e.location.start())), e.error)
     })?;
     let module = parsed.syntax();
-    let mut walker = Walker { src: source, starts: line_starts(source), facts: FileFacts::default(), scope: Vec::new() };
+    let mut walker =
+        Walker { src: source, starts: line_starts(source), facts: FileFacts::default(), scope: Vec::new() };
     walker.facts.module_doc = docstring(&module.body);
     walker.suite(&module.body);
     let mut facts = walker.facts;

@@ -86,7 +86,17 @@ fn grep_candidates(files: &[ParsedFile], opts: &GenOptions) -> Vec<GrepCand> {
             push(GrepCand { file: fi, line: d.line, topic, pattern, subject: d.name.clone(), min_hits: 1 }, &f.repo);
             if d.kind == DefKind::Function {
                 let call = format!("{}(", d.name);
-                push(GrepCand { file: fi, line: d.line, topic: "usage", pattern: call, subject: d.name.clone(), min_hits: 2 }, &f.repo);
+                push(
+                    GrepCand {
+                        file: fi,
+                        line: d.line,
+                        topic: "usage",
+                        pattern: call,
+                        subject: d.name.clone(),
+                        min_hits: 2,
+                    },
+                    &f.repo,
+                );
             }
             for dec in &d.decorators {
                 let callee = dec.split('(').next().unwrap_or(dec).trim();
@@ -94,7 +104,17 @@ fn grep_candidates(files: &[ParsedFile], opts: &GenOptions) -> Vec<GrepCand> {
                     continue;
                 }
                 let pattern = format!("@{callee}");
-                push(GrepCand { file: fi, line: d.start_line, topic: "decorator", pattern, subject: callee.to_string(), min_hits: 1 }, &f.repo);
+                push(
+                    GrepCand {
+                        file: fi,
+                        line: d.start_line,
+                        topic: "decorator",
+                        pattern,
+                        subject: callee.to_string(),
+                        min_hits: 1,
+                    },
+                    &f.repo,
+                );
             }
         }
         for imp in &f.facts.imports {
@@ -103,7 +123,10 @@ fn grep_candidates(files: &[ParsedFile], opts: &GenOptions) -> Vec<GrepCand> {
                     continue;
                 }
                 let pattern = format!("from {m} import");
-                push(GrepCand { file: fi, line: imp.line, topic: "import", pattern, subject: m.clone(), min_hits: 1 }, &f.repo);
+                push(
+                    GrepCand { file: fi, line: imp.line, topic: "import", pattern, subject: m.clone(), min_hits: 1 },
+                    &f.repo,
+                );
             }
         }
     }
@@ -121,7 +144,13 @@ fn def_at(files: &[ParsedFile]) -> HashMap<(&str, usize), &Def> {
     m
 }
 
-fn grep_example(c: &GrepCand, f: &ParsedFile, hits: &[GrepHit], defs: &HashMap<(&str, usize), &Def>, seed: u64) -> Option<Example> {
+fn grep_example(
+    c: &GrepCand,
+    f: &ParsedFile,
+    hits: &[GrepHit],
+    defs: &HashMap<(&str, usize), &Def>,
+    seed: u64,
+) -> Option<Example> {
     let cmd = grep_sim::command(".py", &c.pattern, &f.search_dir)?;
     let source = format!("{}:{}", f.rel, c.line);
     let key = format!("grep:{source}:{}", c.pattern);
@@ -132,17 +161,25 @@ fn grep_example(c: &GrepCand, f: &ParsedFile, hits: &[GrepHit], defs: &HashMap<(
         "class" | "function" => {
             let t = target?;
             let q = if c.topic == "class" {
-                pick(seed, &key, &[
-                    "Where is the `{name}` class defined in {repo}?",
-                    "Find the definition of class `{name}` in the {repo} codebase.",
-                    "Which file in {repo} defines the `{name}` class?",
-                ])
+                pick(
+                    seed,
+                    &key,
+                    &[
+                        "Where is the `{name}` class defined in {repo}?",
+                        "Find the definition of class `{name}` in the {repo} codebase.",
+                        "Which file in {repo} defines the `{name}` class?",
+                    ],
+                )
             } else {
-                pick(seed, &key, &[
-                    "Where is the function `{name}` defined in {repo}?",
-                    "Find where `{name}()` is implemented in {repo}.",
-                    "In {repo}, which module contains the `{name}` function?",
-                ])
+                pick(
+                    seed,
+                    &key,
+                    &[
+                        "Where is the function `{name}` defined in {repo}?",
+                        "Find where `{name}()` is implemented in {repo}.",
+                        "In {repo}, which module contains the `{name}` function?",
+                    ],
+                )
             };
             let mut s = format!("`{}` is defined in `{}` at line {}.", c.subject, t.path, t.line);
             if hits.len() > 1 {
@@ -151,11 +188,15 @@ fn grep_example(c: &GrepCand, f: &ParsedFile, hits: &[GrepHit], defs: &HashMap<(
             (fill(q, &vars), s)
         }
         "method" => {
-            let q = pick(seed, &key, &[
-                "Which classes in {repo} define a `{name}` method?",
-                "Find every `{name}` method in {repo}.",
-                "Where is `{name}` implemented as a method in {repo}?",
-            ]);
+            let q = pick(
+                seed,
+                &key,
+                &[
+                    "Which classes in {repo} define a `{name}` method?",
+                    "Find every `{name}` method in {repo}.",
+                    "Where is `{name}` implemented as a method in {repo}?",
+                ],
+            );
             let owners: Vec<String> = hits
                 .iter()
                 .map(|h| match defs.get(&(h.rel.as_str(), h.line)) {
@@ -166,31 +207,51 @@ fn grep_example(c: &GrepCand, f: &ParsedFile, hits: &[GrepHit], defs: &HashMap<(
             (fill(q, &vars), format!("{} definition(s): {}.", hits.len(), owners.join(", ")))
         }
         "usage" => {
-            let q = pick(seed, &key, &[
-                "Where is `{name}` called in {repo}?",
-                "Find the call sites of `{name}()` in {repo}.",
-                "Which code in {repo} uses the `{name}` function?",
-            ]);
+            let q = pick(
+                seed,
+                &key,
+                &[
+                    "Where is `{name}` called in {repo}?",
+                    "Find the call sites of `{name}()` in {repo}.",
+                    "Which code in {repo} uses the `{name}` function?",
+                ],
+            );
             let t = target?;
-            (fill(q, &vars), format!(
-                "{} line(s) mention `{}(`: the definition at {}:{} and {} other use(s) in {} file(s).",
-                hits.len(), c.subject, t.path, t.line, hits.len() - 1, files_hit.len()
-            ))
+            (
+                fill(q, &vars),
+                format!(
+                    "{} line(s) mention `{}(`: the definition at {}:{} and {} other use(s) in {} file(s).",
+                    hits.len(),
+                    c.subject,
+                    t.path,
+                    t.line,
+                    hits.len() - 1,
+                    files_hit.len()
+                ),
+            )
         }
         "decorator" => {
-            let q = pick(seed, &key, &[
-                "Find every place in {repo} that uses the `@{name}` decorator.",
-                "Which functions in {repo} are decorated with `@{name}`?",
-                "Show me the uses of `@{name}` in {repo}.",
-            ]);
+            let q = pick(
+                seed,
+                &key,
+                &[
+                    "Find every place in {repo} that uses the `@{name}` decorator.",
+                    "Which functions in {repo} are decorated with `@{name}`?",
+                    "Show me the uses of `@{name}` in {repo}.",
+                ],
+            );
             (fill(q, &vars), format!("`@{}` appears {} time(s) in {} file(s).", c.subject, hits.len(), files_hit.len()))
         }
         _ => {
-            let q = pick(seed, &key, &[
-                "Which modules in {repo} import from `{name}`?",
-                "Find the files in {repo} that import from `{name}`.",
-                "Where does {repo} import `{name}`?",
-            ]);
+            let q = pick(
+                seed,
+                &key,
+                &[
+                    "Which modules in {repo} import from `{name}`?",
+                    "Find the files in {repo} that import from `{name}`.",
+                    "Where does {repo} import `{name}`?",
+                ],
+            );
             let names: Vec<&str> = files_hit.iter().copied().collect();
             (fill(q, &vars), format!("{} file(s) import from `{}`: {}.", names.len(), c.subject, names.join(", ")))
         }
@@ -205,7 +266,12 @@ fn grep_example(c: &GrepCand, f: &ParsedFile, hits: &[GrepHit], defs: &HashMap<(
 
 /// `grep` examples: a seeded walk over the candidates, keeping each whose
 /// real search has between `min_hits` and `max_grep_results` lines.
-pub fn grep_examples(files: &[ParsedFile], index: &[GrepIndex], want: usize, opts: &GenOptions) -> (Vec<Example>, usize) {
+pub fn grep_examples(
+    files: &[ParsedFile],
+    index: &[GrepIndex],
+    want: usize,
+    opts: &GenOptions,
+) -> (Vec<Example>, usize) {
     let cands = grep_candidates(files, opts);
     let defs = def_at(files);
     let mut rng = SplitMix64::with_label(opts.seed, "grep");
@@ -282,29 +348,52 @@ pub fn read_examples(files: &[ParsedFile], want: usize, opts: &GenOptions) -> (V
             let (question, intro, topic) = match c.def {
                 Some(d) => {
                     let kind = d.kind.as_str();
-                    let vars = [("name", d.qualname.as_str()), ("repo", f.repo.as_str()), ("kind", kind), ("file", path.as_str())];
-                    let q = pick(opts.seed, &key, &[
-                        "Show me how `{name}` is implemented in {repo}.",
-                        "I want to read the code of the `{name}` {kind} in `{file}`.",
-                        "Open the source of `{name}` so I can see what it does.",
-                    ]);
-                    let intro = format!("`{}` is in `{path}`, lines {}–{}. I'll read that range:", d.qualname, c.start, c.end);
+                    let vars = [
+                        ("name", d.qualname.as_str()),
+                        ("repo", f.repo.as_str()),
+                        ("kind", kind),
+                        ("file", path.as_str()),
+                    ];
+                    let q = pick(
+                        opts.seed,
+                        &key,
+                        &[
+                            "Show me how `{name}` is implemented in {repo}.",
+                            "I want to read the code of the `{name}` {kind} in `{file}`.",
+                            "Open the source of `{name}` so I can see what it does.",
+                        ],
+                    );
+                    let intro =
+                        format!("`{}` is in `{path}`, lines {}–{}. I'll read that range:", d.qualname, c.start, c.end);
                     (fill(q, &vars), intro, kind.to_string())
                 }
                 None => {
                     let vars = [("repo", f.repo.as_str()), ("file", path.as_str())];
-                    let q = pick(opts.seed, &key, &[
-                        "Give me an overview of `{file}`: what is it for and what does it import?",
-                        "What does the module `{file}` depend on?",
-                        "Open the top of `{file}` in {repo}.",
-                    ]);
-                    let intro = format!("The module docstring and imports of `{path}` are in lines {}–{}:", c.start, c.end);
+                    let q = pick(
+                        opts.seed,
+                        &key,
+                        &[
+                            "Give me an overview of `{file}`: what is it for and what does it import?",
+                            "What does the module `{file}` depend on?",
+                            "Open the top of `{file}` in {repo}.",
+                        ],
+                    );
+                    let intro =
+                        format!("The module docstring and imports of `{path}` are in lines {}–{}:", c.start, c.end);
                     (fill(q, &vars), intro, "module".to_string())
                 }
             };
-            let mut answer = format!("{intro}\n\n```bash\nsed -n '{},{}p' {path}\n```\n\n```python\n{body}\n```", c.start, shown_end);
+            let mut answer = format!(
+                "{intro}\n\n```bash\nsed -n '{},{}p' {path}\n```\n\n```python\n{body}\n```",
+                c.start, shown_end
+            );
             if shown_end < c.end {
-                answer.push_str(&format!("\n\nIt continues to line {}: `sed -n '{},{}p' {path}` shows the rest.", c.end, shown_end + 1, c.end));
+                answer.push_str(&format!(
+                    "\n\nIt continues to line {}: `sed -n '{},{}p' {path}` shows the rest.",
+                    c.end,
+                    shown_end + 1,
+                    c.end
+                ));
             }
             Example { pattern: "read", question, answer, source, topic }
         })
@@ -362,23 +451,34 @@ pub fn direct_examples(files: &[ParsedFile], want: usize, opts: &GenOptions) -> 
             let kind = d.kind.as_str();
             let vars = [("name", d.qualname.as_str()), ("repo", f.repo.as_str()), ("kind", kind)];
             let q = match d.kind {
-                DefKind::Class => pick(opts.seed, &key, &[
-                    "What is the `{name}` class in {repo} for?",
-                    "Explain what `{name}` represents in {repo}.",
-                    "In {repo}, what does the `{name}` class do?",
-                ]),
-                _ => pick(opts.seed, &key, &[
-                    "What does `{name}` do in {repo}?",
-                    "Explain the `{name}` {kind} of {repo} and its parameters.",
-                    "How do I use `{name}` from {repo}?",
-                ]),
+                DefKind::Class => pick(
+                    opts.seed,
+                    &key,
+                    &[
+                        "What is the `{name}` class in {repo} for?",
+                        "Explain what `{name}` represents in {repo}.",
+                        "In {repo}, what does the `{name}` class do?",
+                    ],
+                ),
+                _ => pick(
+                    opts.seed,
+                    &key,
+                    &[
+                        "What does `{name}` do in {repo}?",
+                        "Explain the `{name}` {kind} of {repo} and its parameters.",
+                        "How do I use `{name}` from {repo}?",
+                    ],
+                ),
             };
             let doc = doc_excerpt(d.docstring.as_deref().unwrap_or(""), 1200);
             let mut answer = match d.kind {
                 DefKind::Class => {
                     let mut a = format!("`{}` is a class defined in `{}` (line {}).", d.qualname, f.rel, d.line);
                     if !d.bases.is_empty() {
-                        a.push_str(&format!(" It subclasses {}.", d.bases.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")));
+                        a.push_str(&format!(
+                            " It subclasses {}.",
+                            d.bases.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+                        ));
                     }
                     a
                 }
@@ -390,7 +490,10 @@ pub fn direct_examples(files: &[ParsedFile], want: usize, opts: &GenOptions) -> 
                 }
             };
             if !d.decorators.is_empty() {
-                answer.push_str(&format!(" It is decorated with {}.", d.decorators.iter().map(|x| format!("`@{x}`")).collect::<Vec<_>>().join(", ")));
+                answer.push_str(&format!(
+                    " It is decorated with {}.",
+                    d.decorators.iter().map(|x| format!("`@{x}`")).collect::<Vec<_>>().join(", ")
+                ));
             }
             answer.push_str("\n\n");
             answer.push_str(&doc);
@@ -400,7 +503,9 @@ pub fn direct_examples(files: &[ParsedFile], want: usize, opts: &GenOptions) -> 
                     .facts
                     .defs
                     .iter()
-                    .filter(|m| m.kind == DefKind::Method && m.qualname.strip_prefix(&prefix).is_some_and(|r| !r.contains('.')))
+                    .filter(|m| {
+                        m.kind == DefKind::Method && m.qualname.strip_prefix(&prefix).is_some_and(|r| !r.contains('.'))
+                    })
                     .filter(|m| !private(&m.name) || m.name == "__init__")
                     .map(|m| format!("`{}{}`", m.name, m.signature))
                     .collect();

@@ -17,7 +17,6 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-
 pub use defs::{cleandoc, extract, Def, DefKind, FileFacts, Import};
 use examples::{direct_examples, grep_examples, read_examples, GenOptions, ParsedFile};
 
@@ -79,6 +78,9 @@ impl Default for Params {
     }
 }
 
+/// A file after reading and parsing: its dep, text and facts (or why not), raw bytes.
+type ReadFile = (usize, Result<(String, FileFacts), String>, Arc<Vec<u8>>);
+
 /// The `ast-extract` kind.
 pub struct AstExtract;
 
@@ -100,7 +102,9 @@ impl Stage for AstExtract {
             return Err(ParamError::whole("`ast-extract` needs at least one dep (a folder of Python files)"));
         }
         if !(1..=2).contains(&shape.outs) {
-            return Err(ParamError::whole("`ast-extract` takes 1 or 2 outs: examples JSONL, then optionally definitions JSONL"));
+            return Err(ParamError::whole(
+                "`ast-extract` takes 1 or 2 outs: examples JSONL, then optionally definitions JSONL",
+            ));
         }
         Ok(())
     }
@@ -110,7 +114,7 @@ impl Stage for AstExtract {
         let files = list_files(ctx.deps, &[".py"])?;
         writeln!(ctx.log, "ast-extract: {} Python file(s)", files.len())?;
 
-        let read: Vec<(usize, Result<(String, FileFacts), String>, Arc<Vec<u8>>)> = files
+        let read: Vec<ReadFile> = files
             .par_iter()
             .map(|f| {
                 let root_id = f.dep;

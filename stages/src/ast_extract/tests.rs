@@ -76,11 +76,18 @@ fn extracts_exact_definitions() {
     assert_eq!(dispatch.signature, "(self, request, /, *args, timeout: float = 1.0, **kw) -> Optional[str]");
     assert_eq!(dispatch.docstring.as_deref(), Some("Send `request` to its handler."));
     assert_eq!(facts.defs[3].docstring, None);
-    let imports: Vec<(usize, Option<&str>, Vec<&str>)> =
-        facts.imports.iter().map(|i| (i.line, i.from.as_deref(), i.names.iter().map(String::as_str).collect())).collect();
+    let imports: Vec<(usize, Option<&str>, Vec<&str>)> = facts
+        .imports
+        .iter()
+        .map(|i| (i.line, i.from.as_deref(), i.names.iter().map(String::as_str).collect()))
+        .collect();
     assert_eq!(
         imports,
-        vec![(2, None, vec!["os"]), (3, Some("typing"), vec!["Callable", "Optional"]), (5, Some(".base"), vec!["Handler"])]
+        vec![
+            (2, None, vec!["os"]),
+            (3, Some("typing"), vec!["Callable", "Optional"]),
+            (5, Some(".base"), vec!["Handler"])
+        ]
     );
 }
 
@@ -119,7 +126,13 @@ fn stage_writes_examples_whose_grep_commands_are_real() {
     let dir = tempfile::tempdir().unwrap();
     let repo = corpus(dir.path());
     let outs = [dir.path().join("out/examples.jsonl"), dir.path().join("out/defs.jsonl")];
-    let (metrics, log) = run(&AstExtract, dir.path(), &[repo.clone()], &outs, json!({"counts": {"grep": 50, "read": 50, "direct": 50}, "seed": 3}));
+    let (metrics, log) = run(
+        &AstExtract,
+        dir.path(),
+        std::slice::from_ref(&repo),
+        &outs,
+        json!({"counts": {"grep": 50, "read": 50, "direct": 50}, "seed": 3}),
+    );
     let metrics = metrics.unwrap();
     assert!(log.contains("parse failed: webkit/webkit/bad.py: line 1:"), "{log}");
     assert_eq!(metrics["files"], json!(3));
@@ -141,7 +154,8 @@ fn stage_writes_examples_whose_grep_commands_are_real() {
     for r in recs.iter().filter(|r| r["pattern"] == json!("grep")) {
         let answer = text_of(&Value::Object(r.clone()), 1);
         let cmd = answer.split("```bash\n").nth(1).unwrap().split('\n').next().unwrap();
-        let shown: Vec<&str> = answer.split("Result:\n```\n").nth(1).unwrap().split("\n```").next().unwrap().lines().collect();
+        let shown: Vec<&str> =
+            answer.split("Result:\n```\n").nth(1).unwrap().split("\n```").next().unwrap().lines().collect();
         let out = Command::new("sh").arg("-c").arg(cmd).current_dir(&repo).env("LC_ALL", "C").output().unwrap();
         let mut real: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
         real.sort();
@@ -162,14 +176,22 @@ fn stage_writes_examples_whose_grep_commands_are_real() {
         .expect("a read example for route");
     let answer = text_of(&Value::Object(route_read.clone()), 1);
     assert!(answer.contains("sed -n '8,16p' webkit/webkit/routing.py"), "{answer}");
-    assert!(answer.contains("def route(path: str, *, methods=(\"GET\",)) -> Callable:\n    \"\"\"Register"), "{answer}");
+    assert!(
+        answer.contains("def route(path: str, *, methods=(\"GET\",)) -> Callable:\n    \"\"\"Register"),
+        "{answer}"
+    );
 
     let direct = recs
         .iter()
         .find(|r| r["pattern"] == json!("direct") && r["source"] == json!("webkit/webkit/routing.py:26"))
         .expect("a direct example for dispatch");
     let answer = text_of(&Value::Object(direct.clone()), 1);
-    assert!(answer.starts_with("`dispatch(self, request, /, *args, timeout: float = 1.0, **kw) -> Optional[str]` is an async method"), "{answer}");
+    assert!(
+        answer.starts_with(
+            "`dispatch(self, request, /, *args, timeout: float = 1.0, **kw) -> Optional[str]` is an async method"
+        ),
+        "{answer}"
+    );
 
     let defs = read_all(&outs[1]).unwrap();
     assert_eq!(defs.iter().filter(|d| d["kind"] != json!("import")).count(), 9);
@@ -183,7 +205,15 @@ fn same_seed_same_bytes_and_seed_changes_the_sample() {
     let repo = corpus(dir.path());
     let go = |name: &str, seed: u64| {
         let out = dir.path().join(name);
-        run(&AstExtract, dir.path(), &[repo.clone()], &[out.clone()], json!({"counts": {"grep": 3, "read": 2, "direct": 2}, "seed": seed})).0.unwrap();
+        run(
+            &AstExtract,
+            dir.path(),
+            std::slice::from_ref(&repo),
+            std::slice::from_ref(&out),
+            json!({"counts": {"grep": 3, "read": 2, "direct": 2}, "seed": seed}),
+        )
+        .0
+        .unwrap();
         std::fs::read(out).unwrap()
     };
     assert_eq!(go("a.jsonl", 1), go("b.jsonl", 1));
@@ -196,7 +226,15 @@ fn alpaca_shape_and_param_errors() {
     let dir = tempfile::tempdir().unwrap();
     let repo = corpus(dir.path());
     let out = dir.path().join("a.jsonl");
-    run(&AstExtract, dir.path(), &[repo.clone()], &[out.clone()], json!({"counts": {"grep": 1, "read": 0, "direct": 0}, "format": "alpaca", "system": "s"})).0.unwrap();
+    run(
+        &AstExtract,
+        dir.path(),
+        std::slice::from_ref(&repo),
+        std::slice::from_ref(&out),
+        json!({"counts": {"grep": 1, "read": 0, "direct": 0}, "format": "alpaca", "system": "s"}),
+    )
+    .0
+    .unwrap();
     let recs = read_all(&out).unwrap();
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].keys().collect::<Vec<_>>(), ["instruction", "input", "output", "pattern", "source", "topic"]);
@@ -223,10 +261,10 @@ fn example_bundles_give_the_phase6_counts() {
         .map(|n| json!({"name": n, "url": format!("examples/repos/{n}.bundle"), "rev": "v1.0"}))
         .collect();
     let cloned = dir.path().join("repos");
-    let (m, log) = run(&crate::clone::CloneRepos, repo_root, &[], &[cloned.clone()], json!({ "repos": repos }));
+    let (m, log) = run(&crate::clone::CloneRepos, repo_root, &[], std::slice::from_ref(&cloned), json!({ "repos": repos }));
     m.unwrap_or_else(|e| panic!("{}\n{log}", e.message));
     let out = dir.path().join("examples.jsonl");
-    let (m, _) = run(&AstExtract, repo_root, &[cloned], &[out.clone()], json!({"seed": 6}));
+    let (m, _) = run(&AstExtract, repo_root, &[cloned], std::slice::from_ref(&out), json!({"seed": 6}));
     let m = m.unwrap();
     if let Ok(keep) = std::env::var("DVX_KEEP_EXAMPLES") {
         std::fs::copy(&out, keep).unwrap();

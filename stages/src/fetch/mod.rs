@@ -86,7 +86,8 @@ struct Digests {
 }
 
 fn digest_file(path: &Path) -> Result<Digests, StageFailure> {
-    let mut f = std::fs::File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
+    let mut f =
+        std::fs::File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
     let mut sha = sha2::Sha256::new();
     let mut b3 = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -123,7 +124,9 @@ fn remote_identity(url: &str, timeout: u64) -> Result<Value, StageFailure> {
             .send()
             .and_then(|r| r.error_for_status())
             .map_err(|e| StageFailure::new(format!("HEAD {url}: {e}")))?;
-        let header = |name: reqwest::header::HeaderName| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: reqwest::header::HeaderName| {
+            resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        };
         let etag = header(reqwest::header::ETAG);
         let modified = header(reqwest::header::LAST_MODIFIED);
         let length = header(reqwest::header::CONTENT_LENGTH);
@@ -173,7 +176,10 @@ fn check_params(p: &Params) -> Result<(), ParamError> {
         let path = Path::new(&f.path);
         let plain = !f.path.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
         if !plain {
-            return Err(ParamError::field(format!("files.{i}.path"), format!("`{}` must be a relative path without `..`", f.path)));
+            return Err(ParamError::field(
+                format!("files.{i}.path"),
+                format!("`{}` must be a relative path without `..`", f.path),
+            ));
         }
         if !seen.insert(f.path.as_str()) {
             return Err(ParamError::field(format!("files.{i}.path"), format!("`{}` is used twice", f.path)));
@@ -271,7 +277,8 @@ impl Stage for Fetch {
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::copy(&src, &dest).map_err(|e| StageFailure::new(format!("cannot copy {} to {}: {e}", src.display(), dest.display())))?;
+            std::fs::copy(&src, &dest)
+                .map_err(|e| StageFailure::new(format!("cannot copy {} to {}: {e}", src.display(), dest.display())))?;
             writeln!(ctx.log, "fetch {} <- {} ({} bytes)", f.path, f.url, d.bytes)?;
             total += d.bytes;
             files.insert(f.path.clone(), json!({"bytes": d.bytes, "sha256": d.sha256, "blake3": d.blake3}));

@@ -106,7 +106,7 @@ fn caches_and_notices_a_changed_remote_file() {
 
     let first = fp(&params, dir.path()).unwrap();
     assert!(first["files"][0]["id"]["etag"].is_string(), "{first}");
-    let (m, _) = run(&Fetch, dir.path(), &[], &[out.clone()], params.clone());
+    let (m, _) = run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params.clone());
     let m = m.unwrap();
     assert_eq!(std::fs::read(out.join("raw/data.txt")).unwrap(), b"version one\n");
     assert_eq!(m["files"]["raw/data.txt"]["bytes"], json!(12));
@@ -116,14 +116,14 @@ fn caches_and_notices_a_changed_remote_file() {
     // Unchanged: same key, and a re-run is served from the download cache.
     assert_eq!(fp(&params, dir.path()).unwrap(), first);
     std::fs::remove_dir_all(&out).unwrap();
-    run(&Fetch, dir.path(), &[], &[out.clone()], params.clone()).0.unwrap();
+    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params.clone()).0.unwrap();
     assert_eq!(server.gets.load(Ordering::SeqCst), 1, "served from cache");
 
     server.set(b"version two\n");
     let second = fp(&params, dir.path()).unwrap();
     assert_ne!(second, first);
     std::fs::remove_dir_all(&out).unwrap();
-    run(&Fetch, dir.path(), &[], &[out.clone()], params).0.unwrap();
+    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params).0.unwrap();
     assert_eq!(std::fs::read(out.join("raw/data.txt")).unwrap(), b"version two\n");
 }
 
@@ -135,12 +135,12 @@ fn a_server_without_validators_is_hashed() {
     let first = fp(&params, dir.path()).unwrap();
     assert_eq!(first["files"][0]["id"], json!({"content_blake3": blake3::hash(b"aaaa").to_hex().to_string()}));
     let out = dir.path().join("out");
-    run(&Fetch, dir.path(), &[], &[out.clone()], params.clone()).0.unwrap();
+    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params.clone()).0.unwrap();
     // Same length, new bytes: still noticed, and not served stale.
     server.set(b"bbbb");
     assert_ne!(fp(&params, dir.path()).unwrap(), first);
     std::fs::remove_dir_all(&out).unwrap();
-    run(&Fetch, dir.path(), &[], &[out.clone()], params).0.unwrap();
+    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params).0.unwrap();
     assert_eq!(std::fs::read(out.join("d.txt")).unwrap(), b"bbbb");
 }
 
@@ -165,7 +165,11 @@ fn expected_hash_is_the_key_and_a_mismatch_fails() {
 
     let missing = json!({"files": [{"url": format!("http://{}/missing", server.addr), "path": "x"}]});
     let e = fp(&missing, dir.path()).unwrap_err();
-    assert!(e.message.starts_with(&format!("HEAD http://{}/missing: HTTP status client error (404", server.addr)), "{}", e.message);
+    assert!(
+        e.message.starts_with(&format!("HEAD http://{}/missing: HTTP status client error (404", server.addr)),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -177,7 +181,7 @@ fn local_files_are_hashed_and_copied() {
     std::fs::write(dir.path().join("src.txt"), "two").unwrap();
     assert_ne!(fp(&params, dir.path()).unwrap(), first);
     let out = dir.path().join("out");
-    run(&Fetch, dir.path(), &[], &[out.clone()], params).0.unwrap();
+    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params).0.unwrap();
     assert_eq!(std::fs::read_to_string(out.join("a/b.txt")).unwrap(), "two");
 }
 
@@ -185,7 +189,13 @@ fn local_files_are_hashed_and_copied() {
 fn param_errors_name_the_field() {
     let check = |p: Value| Fetch.check(&StageShape { params: &p, deps: 0, outs: 1, cmd: None }).unwrap_err();
     assert_eq!(check(json!({"files": [{"url": "u", "path": "../x"}]})).field.as_deref(), Some("files.0.path"));
-    assert_eq!(check(json!({"files": [{"url": "u", "path": "x", "sha256": "abc"}]})).field.as_deref(), Some("files.0.sha256"));
-    assert_eq!(check(json!({"files": [{"url": "u", "path": "x"}, {"url": "v", "path": "x"}]})).field.as_deref(), Some("files.1.path"));
+    assert_eq!(
+        check(json!({"files": [{"url": "u", "path": "x", "sha256": "abc"}]})).field.as_deref(),
+        Some("files.0.sha256")
+    );
+    assert_eq!(
+        check(json!({"files": [{"url": "u", "path": "x"}, {"url": "v", "path": "x"}]})).field.as_deref(),
+        Some("files.1.path")
+    );
     assert_eq!(check(json!({"files": [{"path": "x"}]})).field.as_deref(), Some("files.0.url"));
 }

@@ -66,7 +66,14 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { counts: Counts::default(), seed: 0, format: Format::Chat, system: None, max_grep_results: 10, max_read_lines: 40 }
+        Params {
+            counts: Counts::default(),
+            seed: 0,
+            format: Format::Chat,
+            system: None,
+            max_grep_results: 10,
+            max_read_lines: 40,
+        }
     }
 }
 
@@ -173,8 +180,13 @@ fn category_of(tag: &str) -> &'static str {
 }
 
 /// Element names worth a search or a read, with the category they belong to.
-const GREP_TAGS: &[&str] = &["header", "nav", "main", "article", "section", "aside", "footer", "figure", "form", "fieldset", "label", "select", "textarea", "table", "caption", "th", "time", "button"];
-const READ_TAGS: &[&str] = &["header", "nav", "main", "article", "section", "aside", "footer", "figure", "form", "fieldset", "table", "ol", "ul"];
+const GREP_TAGS: &[&str] = &[
+    "header", "nav", "main", "article", "section", "aside", "footer", "figure", "form", "fieldset", "label", "select",
+    "textarea", "table", "caption", "th", "time", "button",
+];
+const READ_TAGS: &[&str] = &[
+    "header", "nav", "main", "article", "section", "aside", "footer", "figure", "form", "fieldset", "table", "ol", "ul",
+];
 /// Attributes whose `name="value"` is worth a search.
 const GREP_ATTRS: &[(&str, &str)] = &[
     ("aria-label", "accessibility"),
@@ -207,7 +219,13 @@ fn grep_examples(pages: &[Page], index: &[GrepIndex], want: usize, p: &Params) -
             if GREP_TAGS.contains(&e.name.as_str()) {
                 let pattern = format!("<{}", e.name);
                 if seen.insert((page.root_id, page.search_dir.clone(), pattern.clone())) {
-                    cands.push(GrepCand { page: pi, pattern, subject: format!("<{}>", e.name), category: category_of(&e.name), is_tag: true });
+                    cands.push(GrepCand {
+                        page: pi,
+                        pattern,
+                        subject: format!("<{}>", e.name),
+                        category: category_of(&e.name),
+                        is_tag: true,
+                    });
                 }
             }
             for (k, v) in &e.attrs {
@@ -217,7 +235,13 @@ fn grep_examples(pages: &[Page], index: &[GrepIndex], want: usize, p: &Params) -
                 }
                 let pattern = format!("{k}=\"{v}\"");
                 if seen.insert((page.root_id, page.search_dir.clone(), pattern.clone())) {
-                    cands.push(GrepCand { page: pi, pattern: pattern.clone(), subject: pattern, category: cat, is_tag: false });
+                    cands.push(GrepCand {
+                        page: pi,
+                        pattern: pattern.clone(),
+                        subject: pattern,
+                        category: cat,
+                        is_tag: false,
+                    });
                 }
             }
         }
@@ -246,9 +270,25 @@ fn grep_examples(pages: &[Page], index: &[GrepIndex], want: usize, p: &Params) -
         let key = format!("html-grep:{}:{}", page.rel, c.pattern);
         let vars = [("x", c.subject.as_str()), ("repo", page.repo.as_str())];
         let q = if c.is_tag {
-            pick(p.seed, &key, &["Which HTML pages in {repo} use a `{x}` element?", "Find every `{x}` in the pages of {repo}.", "Where do the pages of {repo} use `{x}`?"])
+            pick(
+                p.seed,
+                &key,
+                &[
+                    "Which HTML pages in {repo} use a `{x}` element?",
+                    "Find every `{x}` in the pages of {repo}.",
+                    "Where do the pages of {repo} use `{x}`?",
+                ],
+            )
         } else {
-            pick(p.seed, &key, &["Find the elements with `{x}` in the pages of {repo}.", "Which page in {repo} has `{x}`?", "Search the HTML of {repo} for `{x}`."])
+            pick(
+                p.seed,
+                &key,
+                &[
+                    "Find the elements with `{x}` in the pages of {repo}.",
+                    "Which page in {repo} has `{x}`?",
+                    "Search the HTML of {repo} for `{x}`.",
+                ],
+            )
         };
         let files: BTreeSet<&str> = hits.iter().map(|h| h.path.as_str()).collect();
         let results: Vec<String> = hits.iter().map(GrepHit::render).collect();
@@ -259,7 +299,10 @@ fn grep_examples(pages: &[Page], index: &[GrepIndex], want: usize, p: &Params) -
             if files.len() == 1 { "1 file".to_string() } else { format!("{} files", files.len()) },
             files.iter().copied().collect::<Vec<_>>().join(", ")
         );
-        chosen.push((i, Example { pattern: "grep", question: fill(q, &vars), answer, source, topic: c.category.to_string() }));
+        chosen.push((
+            i,
+            Example { pattern: "grep", question: fill(q, &vars), answer, source, topic: c.category.to_string() },
+        ));
     }
     chosen.sort_by_key(|(i, _)| *i);
     (chosen.into_iter().map(|(_, e)| e).collect(), cands.len())
@@ -322,7 +365,8 @@ fn direct_examples(pages: &[Page], want: usize, p: &Params) -> (Vec<Example>, us
     let mut cands = Vec::new();
     for (pi, page) in pages.iter().enumerate() {
         for (ci, c) in CONCEPTS.iter().enumerate() {
-            let found = page.elems.iter().position(|e| if c.attribute { e.attr(c.key).is_some() } else { e.name == c.key });
+            let found =
+                page.elems.iter().position(|e| if c.attribute { e.attr(c.key).is_some() } else { e.name == c.key });
             if let Some(ei) = found {
                 cands.push((pi, ci, ei));
             }
@@ -339,17 +383,25 @@ fn direct_examples(pages: &[Page], want: usize, p: &Params) -> (Vec<Example>, us
             let tag = format!("<{}>", e.name);
             let vars = [("key", c.key), ("tag", tag.as_str()), ("file", page.rel.as_str())];
             let q = if c.attribute {
-                pick(p.seed, &key, &[
-                    "What does the `{key}` attribute do on the `{tag}` in `{file}`?",
-                    "Why does `{file}` put `{key}` on its `{tag}`?",
-                    "Explain `{key}` as used in `{file}`.",
-                ])
+                pick(
+                    p.seed,
+                    &key,
+                    &[
+                        "What does the `{key}` attribute do on the `{tag}` in `{file}`?",
+                        "Why does `{file}` put `{key}` on its `{tag}`?",
+                        "Explain `{key}` as used in `{file}`.",
+                    ],
+                )
             } else {
-                pick(p.seed, &key, &[
-                    "What is the `<{key}>` element for in `{file}`?",
-                    "Why does `{file}` use `<{key}>`?",
-                    "Explain the `<{key}>` element as used in `{file}`.",
-                ])
+                pick(
+                    p.seed,
+                    &key,
+                    &[
+                        "What is the `<{key}>` element for in `{file}`?",
+                        "Why does `{file}` use `<{key}>`?",
+                        "Explain the `<{key}>` element as used in `{file}`.",
+                    ],
+                )
             };
             let mut answer = c.note.to_string();
             answer.push_str(&format!("\n\nIn `{}` (line {}) it is `{}`", page.rel, e.line, e.opening()));
@@ -396,8 +448,15 @@ impl Stage for HtmlExtract {
         let mut pages = Vec::new();
         let mut failed = Vec::new();
         for f in &files {
-            let bytes = Arc::new(std::fs::read(&f.abs).map_err(|e| StageFailure::new(format!("cannot read {}: {e}", f.abs.display())))?);
-            roots[f.dep].push(IndexedFile { rel: f.rel.clone(), binary: GrepIndex::is_binary(&bytes), bytes: bytes.clone() });
+            let bytes = Arc::new(
+                std::fs::read(&f.abs)
+                    .map_err(|e| StageFailure::new(format!("cannot read {}: {e}", f.abs.display())))?,
+            );
+            roots[f.dep].push(IndexedFile {
+                rel: f.rel.clone(),
+                binary: GrepIndex::is_binary(&bytes),
+                bytes: bytes.clone(),
+            });
             let text = match std::str::from_utf8(&bytes) {
                 Ok(t) => t.to_string(),
                 Err(e) => {

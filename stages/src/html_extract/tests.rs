@@ -43,7 +43,10 @@ fn elements_have_lines_and_attributes() {
         ]
     );
     let input = &els[9];
-    assert_eq!(input.attrs, vec![("id".into(), "email".into()), ("type".into(), "email".into()), ("required".into(), String::new())]);
+    assert_eq!(
+        input.attrs,
+        vec![("id".into(), "email".into()), ("type".into(), "email".into()), ("required".into(), String::new())]
+    );
     assert_eq!(input.opening(), "<input id=\"email\" type=\"email\" required>");
     assert_eq!(els[4].text, "Home");
 }
@@ -54,9 +57,19 @@ fn stage_examples_are_real_and_counted() {
     let html = dir.path().join("html");
     std::fs::create_dir_all(&html).unwrap();
     std::fs::write(html.join("signup.html"), PAGE).unwrap();
-    std::fs::write(html.join("table.html"), "<table>\n<caption>Prices</caption>\n<tr><th scope=\"col\">Item</th></tr>\n</table>\n").unwrap();
+    std::fs::write(
+        html.join("table.html"),
+        "<table>\n<caption>Prices</caption>\n<tr><th scope=\"col\">Item</th></tr>\n</table>\n",
+    )
+    .unwrap();
     let out = dir.path().join("out.jsonl");
-    let (m, _) = run(&HtmlExtract, dir.path(), &[html.clone()], &[out.clone()], json!({"counts": {"grep": 50, "read": 50, "direct": 50}}));
+    let (m, _) = run(
+        &HtmlExtract,
+        dir.path(),
+        std::slice::from_ref(&html),
+        std::slice::from_ref(&out),
+        json!({"counts": {"grep": 50, "read": 50, "direct": 50}}),
+    );
     let m = m.unwrap();
     // grep: <nav <main <form <label <table <caption <th, aria-label="Main",
     // aria-current="page", id="email", type="email", scope="col".
@@ -71,7 +84,8 @@ fn stage_examples_are_real_and_counted() {
     for r in recs.iter().filter(|r| r["pattern"] == json!("grep")) {
         let answer = Value::Object(r.clone())["messages"][1]["content"].as_str().unwrap().to_string();
         let cmd = answer.split("```bash\n").nth(1).unwrap().lines().next().unwrap().to_string();
-        let shown: Vec<&str> = answer.split("Result:\n```\n").nth(1).unwrap().split("\n```").next().unwrap().lines().collect();
+        let shown: Vec<&str> =
+            answer.split("Result:\n```\n").nth(1).unwrap().split("\n```").next().unwrap().lines().collect();
         let real = Command::new("sh").arg("-c").arg(&cmd).current_dir(&html).output().unwrap();
         let mut real: Vec<String> = String::from_utf8(real.stdout).unwrap().lines().map(String::from).collect();
         real.sort();
@@ -95,7 +109,7 @@ fn defaults_and_determinism() {
     std::fs::write(html.join("a.html"), PAGE).unwrap();
     let go = |n: &str| {
         let out = dir.path().join(n);
-        let m = run(&HtmlExtract, dir.path(), &[html.clone()], &[out.clone()], json!({"seed": 2})).0.unwrap();
+        let m = run(&HtmlExtract, dir.path(), std::slice::from_ref(&html), std::slice::from_ref(&out), json!({"seed": 2})).0.unwrap();
         (m, std::fs::read(out).unwrap())
     };
     let (m, a) = go("a.jsonl");
@@ -110,7 +124,7 @@ fn shipped_pages_give_the_phase7_counts() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("html.jsonl");
-    let (m, _) = run(&HtmlExtract, root, &[root.join("examples/html")], &[out.clone()], json!({"seed": 7}));
+    let (m, _) = run(&HtmlExtract, root, &[root.join("examples/html")], std::slice::from_ref(&out), json!({"seed": 7}));
     let m = m.unwrap();
     assert_eq!(m["parse_failed"], json!(0));
     for (p, n) in [("grep", 9), ("read", 5), ("direct", 16)] {
