@@ -13,6 +13,18 @@ mod score;
 mod split;
 mod validate;
 mod dedup;
+pub mod ast_extract;
+mod clone;
+mod example_record;
+mod fetch;
+mod grep_sim;
+mod html_extract;
+mod multiply;
+mod seeded;
+#[cfg(test)]
+mod shipped_pipelines;
+mod source_files;
+mod stage_params;
 pub mod records;
 mod support;
 #[cfg(test)]
@@ -32,5 +44,10 @@ pub fn builtin_registry() -> Registry {
     r.register(Arc::new(validate::Validate));
     r.register(Arc::new(dedup::Dedup));
     r.register(Arc::new(dedup::MinhashIndex));
+    r.register(Arc::new(ast_extract::AstExtract));
+    r.register(Arc::new(clone::CloneRepos));
+    r.register(Arc::new(multiply::Multiply));
+    r.register(Arc::new(fetch::Fetch));
+    r.register(Arc::new(html_extract::HtmlExtract));
     r
 }
