@@ -94,7 +94,7 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Stages in flight at once.
     pub jobs: usize,
-    /// Show a progress bar (when stderr is a terminal) and say when jobs are submitted.
+    /// Show a progress bar (when stderr is a terminal).
     pub progress: bool,
     /// `--executor`: where stages run unless a stage names its own.
     pub executor: Option<ExecutorKind>,
@@ -136,7 +136,7 @@ struct Shared {
     /// Stages in flight, each with a note (its Slurm job and state).
     running: Mutex<BTreeMap<String, String>>,
     progress: Option<indicatif::ProgressBar>,
-    /// Print one-line notices (jobs submitted).
+    /// Print one-line notices on stderr (jobs submitted).
     chatty: bool,
 }
 
@@ -282,7 +282,7 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         slurm,
         running: Mutex::new(BTreeMap::new()),
         progress: progress.clone(),
-        chatty: opts.progress && !opts.dry_run,
+        chatty: !opts.dry_run,
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -4,5 +4,6 @@ mod support;
 
 mod core_run;
 mod errors;
+mod slurm;
 mod team_cache;
 mod versions;

@@ -261,18 +261,21 @@ impl Slurm {
             return Err(fail("interrupted before the job was submitted".into()));
         }
         tracing::debug!(stage = %job.def.name, ?args, "sbatch");
-        let out = Command::new("sbatch").args(&args).output().map_err(|e| {
-            fail(format!("cannot run `sbatch`: {e} (is Slurm installed on this machine and on PATH?)"))
-        })?;
+        let out = match Command::new("sbatch").args(&args).output() {
+            Ok(o) => o,
+            Err(e) => {
+                files.remove_all();
+                return Err(fail(format!("cannot run `sbatch`: {e} (is Slurm installed on this machine and on PATH?)")));
+            }
+        };
         if !out.status.success() {
-            return Err(fail(format!(
-                "sbatch refused the job: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            files.remove_all();
+            return Err(fail(format!("sbatch refused the job: {}", String::from_utf8_lossy(&out.stderr).trim())));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let id = stdout.lines().next().and_then(|l| l.split(';').next()).map(str::trim).unwrap_or("");
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
+            // Submitted, perhaps, but not trackable: say what sbatch said.
             return Err(fail(format!("cannot read the job id from sbatch's output `{}`", stdout.trim())));
         }
         t.live.insert(id.to_string());
