@@ -326,7 +326,7 @@ fn resolve_stage(
         params,
         cmd,
         env: raw.env.clone(),
-        executor: executor_of(src, raw.executor.as_ref())?,
+        executor: executor_of(src, raw.executor.as_ref()).map_err(|e| *e)?,
         file_executor,
         resources,
         origin,
@@ -386,7 +386,7 @@ fn field_span(src: &SourceFile, start: usize, field: Option<&str>) -> Span {
 }
 
 /// A validated `executor:`.
-fn executor_of(src: &SourceFile, e: Option<&Spanned<String>>) -> Result<Option<ExecutorKind>, SpecError> {
+fn executor_of(src: &SourceFile, e: Option<&Spanned<String>>) -> Result<Option<ExecutorKind>, Box<SpecError>> {
     let Some(e) = e else { return Ok(None) };
     match ExecutorKind::parse(&e.value) {
         Some(k) => Ok(Some(k)),
@@ -397,7 +397,7 @@ fn executor_of(src: &SourceFile, e: Option<&Spanned<String>>) -> Result<Option<E
                 Some(best) => err.with_help(format!("did you mean `{best}`? (one of: local, slurm)")),
                 None => err.with_help("one of: local, slurm"),
             };
-            Err(err)
+            Err(Box::new(err))
         }
     }
 }
