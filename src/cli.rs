@@ -29,6 +29,15 @@ pub enum DagFormat {
     Mermaid,
 }
 
+/// Where stages run.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExecutorArg {
+    /// In the dvx process.
+    Local,
+    /// As Slurm jobs (`sbatch`), against a cache and workspace on a shared filesystem.
+    Slurm,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a pipeline: execute stale stages, restore cached ones, print the version.
@@ -53,6 +62,15 @@ pub enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Where stages run, unless a stage sets its own `executor:` (overrides the pipeline and dvx.toml).
+        #[arg(long, value_enum, value_name = "EXECUTOR")]
+        executor: Option<ExecutorArg>,
+    },
+    /// Execute one stage from a job spec and store it in the cache (what a Slurm job runs).
+    #[command(hide = true)]
+    ExecStage {
+        /// The job spec (`jobs-v1/<key>.json` in the cache).
+        spec: PathBuf,
     },
     /// Show every stage that would run, and why.
     Status {

@@ -8,6 +8,7 @@
 //! runs-v1/ab/<key>.json   run-cache entries
 //! versions-v1/<hash>.json version records
 //! locks-v1/<key>.lock     one lock file per stage key (OS file locks)
+//! jobs-v1/<key>.*         Slurm job spec, outcome and log of a stage key (kept while it runs or after it failed)
 //! tmp/                    temp files, renamed into place when complete
 //! quarantine/             objects whose bytes did not match their name
 //! ```

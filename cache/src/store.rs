@@ -69,6 +69,20 @@ impl Cache {
         self.root.join("locks-v1")
     }
 
+    /// The folder for cluster job files (`jobs-v1/`: job specs, outcomes and
+    /// logs of stages run as Slurm jobs), created on first use.
+    pub fn jobs_dir(&self) -> Result<PathBuf> {
+        let dir = self.root.join("jobs-v1");
+        self.ensure_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Write a small file inside the cache atomically, with the cache's
+    /// permissions (a job spec, a job outcome).
+    pub fn write_file(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_record(dest, bytes)
+    }
+
     /// Where the object named `hash` lives.
     pub fn object_path(&self, hash: &Hash) -> PathBuf {
         let h = hash.as_str();

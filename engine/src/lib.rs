@@ -5,6 +5,7 @@
 mod error;
 mod exec;
 pub mod diff;
+pub mod executor;
 pub mod graph;
 mod key;
 pub mod ops;
@@ -22,7 +23,8 @@ pub use graph::Graph;
 pub use key::KeyInputs;
 pub use registry::Registry;
 pub use run::{check_sources, run, Action, RunOptions, RunReport, StageResult, Status};
-pub use spec::{load_pipeline, Pipeline, StageDef};
+pub use executor::{exec_job, Executor, JobError};
+pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use stage::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
 pub use state::{StageState, WorkspaceState};
 pub use why::StaleReason;

@@ -118,6 +118,7 @@ pub fn reproduce(cache: &Cache, registry: &Registry, hash: &Hash) -> Result<Vec<
             cmd: s.cmd.clone(),
             env: s.env.clone(),
             executor: None,
+            file_executor: None,
             resources: None,
             origin: Origin::default(),
         };

@@ -2,7 +2,7 @@
 //! independent, deciding per stage whether it is up to date, can be restored
 //! from the run-cache, or must execute — and why.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -11,11 +11,12 @@ use dvx_cache::{hash_path, Hash, KeyLock, OutputKind, OutputRef, StatCache, Vers
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
-use crate::exec::{self, abs, Failure};
+use crate::exec::{abs, Failure};
+use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
 use crate::key::KeyInputs;
 use crate::registry::Registry;
-use crate::spec::Pipeline;
+use crate::spec::{ExecutorKind, Pipeline};
 use crate::stage::{FingerprintContext, Metrics};
 use crate::state::{StageState, WorkspaceState};
 use crate::why::{why_stale, StaleReason};
@@ -101,6 +102,8 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Show a progress bar (when stderr is a terminal).
     pub progress: bool,
+    /// `--executor`: where stages run unless a stage names its own.
+    pub executor: Option<ExecutorKind>,
 }
 
 /// The outcome of a run.
@@ -132,9 +135,37 @@ struct Shared {
     sources: Mutex<std::collections::HashMap<String, (OutputKind, Hash)>>,
     dry_run: bool,
     threads: usize,
+    /// Where each stage executes.
+    executors: Vec<ExecutorKind>,
+    /// The Slurm executor, when a selected stage uses it.
+    slurm: Option<executor::Slurm>,
+    /// Stages in flight, each with a note (its Slurm job and state).
+    running: Mutex<BTreeMap<String, String>>,
+    progress: Option<indicatif::ProgressBar>,
+    /// Print one-line notices on stderr (jobs submitted).
+    chatty: bool,
 }
 
 impl Shared {
+    fn set_note(&self, stage: &str, note: Option<&str>) {
+        let mut r = self.running.lock().expect("running lock");
+        match note {
+            Some(n) => r.insert(stage.to_string(), n.to_string()),
+            None => r.remove(stage),
+        };
+        if let Some(b) = &self.progress {
+            b.set_message(running_message(&r));
+        }
+    }
+
+    fn say(&self, line: &str) {
+        match &self.progress {
+            Some(b) => b.println(line),
+            None if self.chatty => eprintln!("{line}"),
+            None => {}
+        }
+    }
+
     fn result(&self, si: usize) -> Option<StageResult> {
         self.results.lock().expect("results lock")[si].clone()
     }
@@ -216,6 +247,31 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
     let n = p.stages.len();
     let jobs = opts.jobs.max(1);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let executors: Vec<ExecutorKind> =
+        p.stages.iter().map(|s| executor::resolve(s, opts.executor, ws.executor)).collect();
+    let on_slurm = selected.iter().filter(|&&i| executors[i] == ExecutorKind::Slurm).count();
+    let slurm = (on_slurm > 0 && !opts.dry_run).then(|| {
+        if !ws.cache.is_shared() {
+            tracing::warn!(
+                "{on_slurm} stage(s) may run as Slurm jobs but the cache {} is not in shared mode: jobs on compute \
+                 nodes need a cache on a shared filesystem that they can write (set `shared = \"group\"` and \
+                 `cache = \"/shared/path\"` in dvx.toml)",
+                ws.cache.root().display()
+            );
+        }
+        executor::Slurm::new()
+    });
+    let progress = if opts.progress && !opts.dry_run && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(selected.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
+                .expect("valid template"),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(bar)
+    } else {
+        None
+    };
     let sh = Arc::new(Shared {
         stat: Mutex::new(StatCache::load(&ws.state_dir.join("stat-v1.json"))),
         state: Mutex::new(WorkspaceState::load(&ws.state_dir)),
@@ -228,19 +284,12 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         sources: Mutex::new(Default::default()),
         dry_run: opts.dry_run,
         threads,
+        executors,
+        slurm,
+        running: Mutex::new(BTreeMap::new()),
+        progress: progress.clone(),
+        chatty: !opts.dry_run,
     });
-
-    let progress = if opts.progress && !opts.dry_run && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(selected.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
-                .expect("valid template"),
-        );
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Some(bar)
-    } else {
-        None
-    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -249,7 +298,7 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         .build()
         .map_err(|e| EngineError::Other(format!("cannot start the scheduler: {e}")))?;
     tracing::debug!(elapsed = ?t0.elapsed(), "state loaded");
-    rt.block_on(schedule(sh.clone(), &selected, jobs, progress.clone()));
+    rt.block_on(schedule(sh.clone(), &selected, jobs));
     tracing::debug!(elapsed = ?t0.elapsed(), "stages done");
     if let Some(bar) = &progress {
         bar.finish_and_clear();
@@ -289,30 +338,23 @@ fn unknown_stage(p: &Pipeline, name: &str) -> EngineError {
     })
 }
 
-async fn schedule(sh: Arc<Shared>, selected: &[usize], jobs: usize, progress: Option<indicatif::ProgressBar>) {
+async fn schedule(sh: Arc<Shared>, selected: &[usize], jobs: usize) {
     let in_sel: BTreeSet<usize> = selected.iter().copied().collect();
     let mut waiting: Vec<usize> =
         (0..sh.p.stages.len()).map(|i| sh.graph.upstream[i].iter().filter(|u| in_sel.contains(u)).count()).collect();
     let mut ready: VecDeque<usize> = selected.iter().copied().filter(|&i| waiting[i] == 0).collect();
     let mut set = tokio::task::JoinSet::new();
-    let running = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     let mut done = 0;
     while done < selected.len() {
         while set.len() < jobs {
             let Some(si) = ready.pop_front() else { break };
             let sh2 = sh.clone();
-            let running2 = running.clone();
-            let bar = progress.clone();
-            running.lock().expect("running lock").insert(sh.p.stages[si].name.clone());
-            if let Some(b) = &progress {
-                b.set_message(running_message(&running));
-            }
+            sh.set_note(&sh.p.stages[si].name, Some(""));
             set.spawn_blocking(move || {
                 let r = process_stage(&sh2, si);
-                running2.lock().expect("running lock").remove(&sh2.p.stages[si].name);
-                if let Some(b) = &bar {
+                sh2.set_note(&sh2.p.stages[si].name, None);
+                if let Some(b) = &sh2.progress {
                     b.inc(1);
-                    b.set_message(running_message(&running2));
                 }
                 (si, r)
             });
@@ -335,13 +377,13 @@ async fn schedule(sh: Arc<Shared>, selected: &[usize], jobs: usize, progress: Op
     }
 }
 
-fn running_message(running: &Mutex<BTreeSet<String>>) -> String {
-    let r = running.lock().expect("running lock");
+fn running_message(r: &BTreeMap<String, String>) -> String {
     if r.is_empty() {
-        String::new()
-    } else {
-        format!("running: {}", r.iter().cloned().collect::<Vec<_>>().join(", "))
+        return String::new();
     }
+    let each: Vec<String> =
+        r.iter().map(|(name, note)| if note.is_empty() { name.clone() } else { format!("{name} ({note})") }).collect();
+    format!("running: {}", each.join(", "))
 }
 
 fn blank(name: &str, status: Status, action: Action) -> StageResult {
@@ -534,16 +576,33 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
             }
         }
     }
-    let executed = match exec::execute(def, stage.as_ref(), &sh.p.wdir, sh.threads) {
-        Ok(x) => x,
-        Err(f) => return failed(result, f),
+    let kind = sh.executors[si];
+    let job = Job {
+        pipeline: &sh.p,
+        def,
+        stage: stage.as_ref(),
+        key: &key,
+        deps: &deps,
+        cache: &sh.ws.cache,
+        stat: &sh.stat,
+        threads: sh.threads,
+        note: &|n: &str| sh.set_note(&def.name, Some(n)),
+        say: &|l: &str| sh.say(l),
     };
-    let seconds = executed.seconds;
-    match exec::store(&sh.ws.cache, &sh.stat, def, &sh.p.wdir, &key, executed) {
+    let ran = match (kind, &sh.slurm) {
+        (ExecutorKind::Slurm, Some(slurm)) => slurm.run(&job).and_then(|entry| {
+            // The job wrote the workspace on the shared filesystem; check (and repair) it as for a hit.
+            restore(sh, &entry.outputs)
+                .map(|()| entry)
+                .map_err(|e| Failure { message: format!("cannot restore the job's outputs: {e}"), log_tail: String::new() })
+        }),
+        _ => executor::Local.run(&job),
+    };
+    match ran {
         Ok(entry) => {
             record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
             result.status = Status::Ran;
-            result.seconds = seconds;
+            result.seconds = entry.seconds;
             result.outputs = entry.outputs;
             result.log = entry.log.clone();
                         result.metrics = entry.metrics;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use dvx_cache::{Cache, CacheOptions, LinkMode};
 
 use crate::error::{EngineError, Result};
-use crate::spec::Pipeline;
+use crate::spec::{ExecutorKind, Pipeline};
 
 /// Settings from `dvx.toml` (searched upward from the pipeline's folder).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -32,6 +32,9 @@ pub struct Workspace {
     pub link: LinkMode,
     /// Where the cache location came from (for `dvx cache dir`).
     pub cache_origin: String,
+    /// `executor` of dvx.toml: the default where neither the stage, the
+    /// command line nor the pipeline names one.
+    pub executor: Option<ExecutorKind>,
 }
 
 fn find_config(start: &Path) -> Result<Option<(PathBuf, ProjectConfig)>> {
@@ -75,7 +78,14 @@ impl Workspace {
                 .ok_or_else(|| EngineError::Other(format!("unknown link mode `{l}` (auto, reflink, hardlink, symlink, copy)")))?,
             None => LinkMode::Auto,
         };
+        let executor = match config.as_ref().and_then(|(f, c)| c.executor.as_deref().map(|e| (f, e))) {
+            None => None,
+            Some((f, e)) => Some(ExecutorKind::parse(e).ok_or_else(|| EngineError::Config {
+                path: f.clone(),
+                message: format!("unknown executor `{e}` (local, slurm)"),
+            })?),
+        };
         let cache = Cache::open(&root, CacheOptions { shared_group: shared })?;
-        Ok(Workspace { cache, state_dir: dir.join(".dvx"), link, cache_origin: origin })
+        Ok(Workspace { cache, state_dir: dir.join(".dvx"), link, cache_origin: origin, executor })
     }
 }

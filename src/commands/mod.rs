@@ -4,14 +4,15 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use dvx_engine::{load_pipeline, Pipeline, Registry, Workspace};
+use dvx_engine::{load_pipeline, ExecutorKind, Pipeline, Registry, Workspace};
 use miette::{IntoDiagnostic, Result};
 
-use crate::cli::{CacheCommand, Cli, Command};
+use crate::cli::{CacheCommand, Cli, Command, ExecutorArg};
 
 mod cache;
 mod dag;
 mod diff;
+mod exec_stage;
 mod gc;
 mod run;
 mod status;
@@ -36,9 +37,14 @@ fn load(path: &Path, cache: Option<&Path>) -> Result<Loaded> {
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let cache = cli.cache.as_deref();
     match cli.command {
-        Command::Run { pipeline, stages, force, force_all, dry_run, jobs, json } => {
-            run::run(load(&pipeline, cache)?, stages, force, force_all, dry_run, jobs, json)
+        Command::Run { pipeline, stages, force, force_all, dry_run, jobs, json, executor } => {
+            let executor = executor.map(|e| match e {
+                ExecutorArg::Local => ExecutorKind::Local,
+                ExecutorArg::Slurm => ExecutorKind::Slurm,
+            });
+            run::run(load(&pipeline, cache)?, stages, force, force_all, dry_run, jobs, json, executor)
         }
+        Command::ExecStage { spec } => Ok(exec_stage::exec_stage(&spec)),
         Command::Status { pipeline, json } => status::status(load(&pipeline, cache)?, json),
         Command::Dag { pipeline, format } => dag::dag(load(&pipeline, cache)?, format),
         Command::Log { pipeline } => versions::log(load(&pipeline, cache)?),

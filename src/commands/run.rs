@@ -2,11 +2,12 @@
 
 use std::process::ExitCode;
 
-use dvx_engine::{RunOptions, Status};
+use dvx_engine::{ExecutorKind, RunOptions, Status};
 use miette::Result;
 
 use super::{print_json, Loaded};
 
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     l: Loaded,
     stages: Vec<String>,
@@ -15,9 +16,10 @@ pub fn run(
     dry_run: bool,
     jobs: Option<usize>,
     json: bool,
+    executor: Option<ExecutorKind>,
 ) -> Result<ExitCode> {
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let opts = RunOptions { targets: stages, force, force_all, dry_run, jobs, progress: !json };
+    let opts = RunOptions { targets: stages, force, force_all, dry_run, jobs, progress: !json, executor };
     let cache = l.ws.cache.clone();
     let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts)?;
     if dry_run {

@@ -6,5 +6,6 @@ mod core_run;
 mod diff;
 mod errors;
 mod pipelines;
+mod slurm;
 mod team_cache;
 mod versions;

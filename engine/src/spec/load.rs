@@ -8,7 +8,7 @@ use serde_saphyr::Spanned;
 use super::interp::interpolate;
 use super::paths::{escapes_through_symlink, normalize, relative_to};
 use super::raw::{RawPipeline, RawStage, PIPELINE_FIELDS, STAGE_FIELDS};
-use super::{Origin, Pipeline, StageDef};
+use super::{ExecutorKind, Origin, Pipeline, Resources, StageDef};
 use crate::error::{EngineError, Result, SourceFile, Span, SpecError};
 use crate::registry::Registry;
 use crate::stage::StageShape;
@@ -36,7 +36,7 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
                 .into());
         }
     }
-    let executor = root.raw.executor.as_ref().map(|e| e.value.clone());
+    let executor = executor_of(&loader.sources[0], root.raw.executor.as_ref())?;
 
     let mut stages = Vec::new();
     let mut names: BTreeMap<String, (usize, Span)> = BTreeMap::new();
@@ -55,7 +55,7 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
                 return Err(err.with_help("stage names must be unique across a pipeline and its imports").into());
             }
             names.insert(name.value.clone(), (lf.source, name_span));
-            let file_executor = lf.raw.executor.as_ref().map(|e| e.value.clone());
+            let file_executor = executor_of(src, lf.raw.executor.as_ref())?.or(executor);
             stages.push(resolve_stage(src, lf, &root_wdir, name, name_span, raw, registry, file_executor)?);
         }
     }
@@ -189,7 +189,7 @@ fn resolve_stage(
     name_span: Span,
     raw: &RawStage,
     registry: &Registry,
-    file_executor: Option<String>,
+    file_executor: Option<ExecutorKind>,
 ) -> Result<StageDef, SpecError> {
     let stage_name = &name.value;
     // The stage folder, resolved through the canonical root so relative
@@ -300,6 +300,22 @@ fn resolve_stage(
         return Err(src.error(span, what, "here"));
     }
 
+    let resources = match &raw.resources {
+        None => None,
+        Some(r) => match Resources::from_value(&r.value) {
+            Ok(res) => Some(res),
+            Err(re) => {
+                let start = src.offset(r.referenced.line(), r.referenced.column());
+                let span = field_span(src, start, re.field.as_deref());
+                let what = match &re.field {
+                    Some(f) if !re.unknown => format!("invalid `resources.{f}` of stage `{stage_name}`: {}", re.message),
+                    _ => format!("invalid `resources` of stage `{stage_name}`: {}", re.message),
+                };
+                return Err(src.error(span, what, "here"));
+            }
+        },
+    };
+
     let cwd = relative_to(&wdir, root_wdir).unwrap_or_else(|| wdir.display().to_string());
     Ok(StageDef {
         name: stage_name.clone(),
@@ -310,8 +326,9 @@ fn resolve_stage(
         params,
         cmd,
         env: raw.env.clone(),
-        executor: raw.executor.as_ref().map(|e| e.value.clone()).or(file_executor),
-        resources: raw.resources.clone(),
+        executor: executor_of(src, raw.executor.as_ref()).map_err(|e| *e)?,
+        file_executor,
+        resources,
         origin,
     })
 }
@@ -342,7 +359,13 @@ fn canonical_prefix(path: &Path) -> PathBuf {
 fn param_span(src: &SourceFile, raw: &RawStage, field: Option<&str>) -> Option<Span> {
     let p = raw.params.as_ref()?;
     let start = src.offset(p.referenced.line(), p.referenced.column());
-    let Some(field) = field else { return Some(Span { offset: start, len: 1 }) };
+    Some(field_span(src, start, field))
+}
+
+/// Where `field` (dotted) of a block starting at byte `start` is written,
+/// else the block's start.
+fn field_span(src: &SourceFile, start: usize, field: Option<&str>) -> Span {
+    let Some(field) = field else { return Span { offset: start, len: 1 } };
     let mut pos = start;
     let mut found = None;
     for part in field.split('.') {
@@ -359,5 +382,22 @@ fn param_span(src: &SourceFile, raw: &RawStage, field: Option<&str>) -> Option<S
             found = Some(Span { offset: pos, len: part.len() });
         }
     }
-    found.or(Some(Span { offset: start, len: 1 }))
+    found.unwrap_or(Span { offset: start, len: 1 })
+}
+
+/// A validated `executor:`.
+fn executor_of(src: &SourceFile, e: Option<&Spanned<String>>) -> Result<Option<ExecutorKind>, Box<SpecError>> {
+    let Some(e) = e else { return Ok(None) };
+    match ExecutorKind::parse(&e.value) {
+        Some(k) => Ok(Some(k)),
+        None => {
+            let span = span_of(src, &e.referenced, e.value.len());
+            let mut err = src.error(span, format!("unknown executor `{}`", e.value), "here");
+            err = match did_you_mean(&e.value, ExecutorKind::ALL.iter().copied()) {
+                Some(best) => err.with_help(format!("did you mean `{best}`? (one of: local, slurm)")),
+                None => err.with_help("one of: local, slurm"),
+            };
+            Err(Box::new(err))
+        }
+    }
 }

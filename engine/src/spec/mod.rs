@@ -6,11 +6,13 @@ mod load;
 pub(crate) use load::did_you_mean;
 mod paths;
 mod raw;
+mod resources;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use load::load_pipeline;
+pub use resources::{ExecutorKind, ResourceError, Resources, RESOURCE_FIELDS};
 
 
 use crate::error::{SourceFile, Span};
@@ -34,7 +36,7 @@ pub struct Pipeline {
     /// `link:` of the root file.
     pub link: Option<String>,
     /// `executor:` of the root file.
-    pub executor: Option<String>,
+    pub executor: Option<ExecutorKind>,
 }
 
 /// One stage, resolved.
@@ -56,10 +58,12 @@ pub struct StageDef {
     pub cmd: Option<String>,
     /// Declared environment.
     pub env: BTreeMap<String, String>,
-    /// `executor:` of the stage, or of its file.
-    pub executor: Option<String>,
-    /// Slurm resources, as written.
-    pub resources: Option<serde_json::Value>,
+    /// `executor:` written on the stage itself (wins over `--executor`).
+    pub executor: Option<ExecutorKind>,
+    /// `executor:` of the stage's file, else of the root file (`--executor` wins over it).
+    pub file_executor: Option<ExecutorKind>,
+    /// `resources:` of the stage, validated (used by the Slurm executor).
+    pub resources: Option<Resources>,
     /// Where it was written.
     pub origin: Origin,
 }

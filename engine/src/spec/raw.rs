@@ -40,7 +40,7 @@ pub(crate) struct RawStage {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub executor: Option<Spanned<String>>,
-    pub resources: Option<serde_json::Value>,
+    pub resources: Option<Spanned<serde_json::Value>>,
     /// Free text for humans; accepted so pipelines can document stages.
     #[serde(default)]
     #[allow(dead_code)]

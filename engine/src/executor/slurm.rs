@@ -1,0 +1,413 @@
+//! The Slurm executor: one `sbatch` job per stage key, running the hidden
+//! `dvx exec-stage <spec>` against the shared cache and workspace.
+//!
+//! Files of a key `K` in the cache's `jobs-v1/` (on the shared filesystem):
+//! `K.json` the job spec, `K.jobid` the Slurm job id (so a dvx restarted after
+//! a crash waits for a job still running instead of submitting it again),
+//! `K.log` the job's stdout and stderr, `K.outcome.json` what the job did.
+//! They are removed when the job succeeds and kept when it fails.
+//!
+//! Jobs are followed with `scontrol show job -o` (works without accounting,
+//! unlike `sacct`; finished jobs stay visible for Slurm's `MinJobAge`). SIGINT
+//! or SIGTERM to dvx cancels every job it has in flight (`scancel`) before it
+//! exits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use dvx_cache::RunEntry;
+
+use super::job::{hostname, outcome_path, JobOutcome, JobSpec};
+use super::{Executor, Job};
+use crate::exec::{tail, Failure};
+
+/// Submits stages as Slurm jobs and waits for them.
+#[derive(Debug)]
+pub struct Slurm {
+    exe: PathBuf,
+    poll: Duration,
+    tracker: &'static Tracker,
+}
+
+/// Jobs in flight, shared with the signal handler.
+#[derive(Debug, Default)]
+struct Tracker {
+    state: Mutex<Tracked>,
+}
+
+#[derive(Debug, Default)]
+struct Tracked {
+    live: BTreeSet<String>,
+    /// Set by the signal handler: submit nothing more.
+    cancelled: bool,
+}
+
+static TRACKER: OnceLock<Tracker> = OnceLock::new();
+
+impl Slurm {
+    /// A Slurm executor. The job runs this same `dvx` binary (or
+    /// `$DVX_SLURM_EXE`), which must be at the same path on the nodes.
+    /// Installs the SIGINT/SIGTERM handler that cancels in-flight jobs.
+    pub fn new() -> Slurm {
+        let tracker = TRACKER.get_or_init(|| {
+            install_signal_handler();
+            Tracker::default()
+        });
+        let exe = std::env::var_os("DVX_SLURM_EXE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("dvx"));
+        let poll = std::env::var("DVX_SLURM_POLL_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(2));
+        Slurm { exe, poll, tracker }
+    }
+}
+
+impl Default for Slurm {
+    fn default() -> Self {
+        Slurm::new()
+    }
+}
+
+/// On SIGINT/SIGTERM: cancel the jobs in flight, then exit (130/143).
+fn install_signal_handler() {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("dvx-signals".into()).spawn(move || {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(_) => return,
+        };
+        let which = rt.block_on(async move {
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                let _ = ready_tx.send(());
+                return None;
+            };
+            let _ = ready_tx.send(());
+            tokio::select! {
+                _ = int.recv() => Some(("SIGINT", 130)),
+                _ = term.recv() => Some(("SIGTERM", 143)),
+            }
+        });
+        let Some((name, code)) = which else { return };
+        let ids: Vec<String> = {
+            let tracker = TRACKER.get().expect("set before the handler runs");
+            let mut t = tracker.state.lock().unwrap_or_else(|p| p.into_inner());
+            t.cancelled = true;
+            t.live.iter().cloned().collect()
+        };
+        if ids.is_empty() {
+            eprintln!("\ndvx: {name}: stopping");
+        } else {
+            let out = Command::new("scancel").args(&ids).output();
+            match out {
+                Ok(o) if o.status.success() => eprintln!("\ndvx: {name}: cancelled Slurm job(s) {}", ids.join(", ")),
+                Ok(o) => eprintln!(
+                    "\ndvx: {name}: `scancel {}` failed: {}",
+                    ids.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                Err(e) => eprintln!("\ndvx: {name}: cannot run scancel: {e}; cancel job(s) {} by hand", ids.join(", ")),
+            }
+        }
+        std::process::exit(code);
+    });
+    if spawned.is_ok() {
+        let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    }
+}
+
+/// One job as `scontrol show job -o` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct JobInfo {
+    pub state: String,
+    pub reason: String,
+    pub exit_code: String,
+    pub name: String,
+    pub nodes: String,
+}
+
+/// Parse one line of `scontrol show job -o`.
+pub(crate) fn parse_show_job(line: &str) -> JobInfo {
+    let fields: BTreeMap<&str, &str> = line.split_whitespace().filter_map(|t| t.split_once('=')).collect();
+    let get = |k: &str| fields.get(k).copied().unwrap_or("").to_string();
+    JobInfo {
+        // "CANCELLED by 0" is one word in this format, but be safe.
+        state: get("JobState").split_whitespace().next().unwrap_or("").to_string(),
+        reason: get("Reason"),
+        exit_code: get("ExitCode"),
+        name: get("JobName"),
+        nodes: get("NodeList"),
+    }
+}
+
+/// States after which a job never runs again.
+const TERMINAL: &[&str] =
+    &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"];
+
+fn is_terminal(state: &str) -> bool {
+    TERMINAL.contains(&state)
+}
+
+/// `Ok(None)` when Slurm no longer knows the job.
+fn query(id: &str) -> Result<Option<JobInfo>, String> {
+    let out = Command::new("scontrol")
+        .args(["show", "job", "-o", id])
+        .output()
+        .map_err(|e| format!("cannot run scontrol: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        if stderr.contains("Invalid job id") {
+            return Ok(None);
+        }
+        return Err(format!("scontrol show job {id}: {}", stderr.trim()));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(stdout.lines().find(|l| l.contains("JobId=")).map(parse_show_job))
+}
+
+/// Quote for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn job_name(stage: &str, key: &str) -> String {
+    format!("dvx:{stage}:{}", &key[..12.min(key.len())])
+}
+
+struct Files {
+    spec: PathBuf,
+    jobid: PathBuf,
+    log: PathBuf,
+    outcome: PathBuf,
+}
+
+impl Files {
+    fn new(dir: &Path, key: &str) -> Files {
+        let spec = dir.join(format!("{key}.json"));
+        Files {
+            jobid: dir.join(format!("{key}.jobid")),
+            log: dir.join(format!("{key}.log")),
+            outcome: outcome_path(&spec),
+            spec,
+        }
+    }
+    fn remove_results(&self) {
+        for p in [&self.jobid, &self.log, &self.outcome] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    fn remove_all(&self) {
+        self.remove_results();
+        let _ = std::fs::remove_file(&self.spec);
+    }
+}
+
+fn fail(message: String) -> Failure {
+    Failure { message, log_tail: String::new() }
+}
+
+impl Slurm {
+    /// A job for this key still in flight from an earlier dvx (crashed or killed).
+    fn adoptable(&self, files: &Files, name: &str) -> Option<String> {
+        let id = std::fs::read_to_string(&files.jobid).ok()?.trim().to_string();
+        let info = query(&id).ok()??;
+        (info.name == name && !is_terminal(&info.state)).then_some(id)
+    }
+
+    fn submit(&self, job: &Job<'_>, files: &Files, name: &str) -> Result<String, Failure> {
+        let spec = JobSpec {
+            format: 1,
+            pipeline: job.pipeline.file.clone(),
+            wdir: job.pipeline.wdir.clone(),
+            stage: job.def.name.clone(),
+            key: job.key.to_string(),
+            deps: job.deps.to_vec(),
+            cache: job.cache.root().to_path_buf(),
+            shared: job.cache.is_shared(),
+            submit_host: hostname(),
+        };
+        files.remove_results();
+        let bytes = serde_json::to_vec_pretty(&spec).expect("job spec serialises");
+        job.cache.write_file(&files.spec, &bytes).map_err(|e| fail(format!("cannot write the job spec: {e}")))?;
+        let mut args = vec![
+            "--parsable".to_string(),
+            format!("--job-name={name}"),
+            format!("--output={}", files.log.display()),
+            format!("--chdir={}", job.pipeline.wdir.display()),
+            "--export=ALL".to_string(),
+        ];
+        if let Some(r) = &job.def.resources {
+            args.extend(r.sbatch_args());
+        }
+        let wrap = format!(
+            "exec {} exec-stage {}",
+            sh_quote(&self.exe.to_string_lossy()),
+            sh_quote(&files.spec.to_string_lossy())
+        );
+        args.push(format!("--wrap={wrap}"));
+
+        // Submitting under the tracker lock: the signal handler either runs
+        // before (and nothing is submitted) or after (and sees the job).
+        let mut t = self.tracker.state.lock().unwrap_or_else(|p| p.into_inner());
+        if t.cancelled {
+            return Err(fail("interrupted before the job was submitted".into()));
+        }
+        tracing::debug!(stage = %job.def.name, ?args, "sbatch");
+        let out = match Command::new("sbatch").args(&args).output() {
+            Ok(o) => o,
+            Err(e) => {
+                files.remove_all();
+                return Err(fail(format!("cannot run `sbatch`: {e} (is Slurm installed on this machine and on PATH?)")));
+            }
+        };
+        if !out.status.success() {
+            files.remove_all();
+            return Err(fail(format!("sbatch refused the job: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let id = stdout.lines().next().and_then(|l| l.split(';').next()).map(str::trim).unwrap_or("");
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
+            // Submitted, perhaps, but not trackable: say what sbatch said.
+            return Err(fail(format!("cannot read the job id from sbatch's output `{}`", stdout.trim())));
+        }
+        t.live.insert(id.to_string());
+        drop(t);
+        let _ = job.cache.write_file(&files.jobid, id.as_bytes());
+        Ok(id.to_string())
+    }
+
+    /// Wait until the job is over; its last state, or none if Slurm forgot it.
+    fn wait(&self, job: &Job<'_>, id: &str) -> Result<Option<JobInfo>, Failure> {
+        let mut last = String::new();
+        let mut delay = Duration::from_millis(100);
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(self.poll);
+            match query(id) {
+                Ok(Some(info)) => {
+                    failing_since = None;
+                    if info.state != last {
+                        tracing::info!(stage = %job.def.name, job = id, state = %info.state, "slurm job");
+                        (job.note)(&format!("job {id} {}", info.state));
+                        last = info.state.clone();
+                    }
+                    if is_terminal(&info.state) {
+                        return Ok(Some(info));
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    tracing::warn!(stage = %job.def.name, job = id, "cannot ask Slurm about the job: {e}");
+                    if since.elapsed() > Duration::from_secs(600) {
+                        return Err(fail(format!("lost track of slurm job {id}: {e}")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Executor for Slurm {
+    fn run(&self, job: &Job<'_>) -> Result<RunEntry, Failure> {
+        let dir = job.cache.jobs_dir().map_err(|e| fail(format!("cannot create the jobs folder: {e}")))?;
+        let files = Files::new(&dir, job.key);
+        let name = job_name(&job.def.name, job.key);
+        let id = match self.adoptable(&files, &name) {
+            Some(id) => {
+                (job.say)(&format!("slurm: stage `{}` is still running as job {id} from an earlier dvx; waiting for it", job.def.name));
+                self.tracker.state.lock().unwrap_or_else(|p| p.into_inner()).live.insert(id.clone());
+                id
+            }
+            None => {
+                let id = self.submit(job, &files, &name)?;
+                (job.say)(&format!("slurm: stage `{}` submitted as job {id}", job.def.name));
+                id
+            }
+        };
+        (job.note)(&format!("job {id} submitted"));
+        let waited = self.wait(job, &id);
+        self.tracker.state.lock().unwrap_or_else(|p| p.into_inner()).live.remove(&id);
+        let info = waited?;
+        let outcome: Option<JobOutcome> =
+            std::fs::read(&files.outcome).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let state = info.as_ref().map(|i| i.state.as_str()).unwrap_or("");
+        if let (Some(entry), "COMPLETED" | "") = (outcome.as_ref().and_then(|o| o.entry.clone()), state) {
+            if entry.key == job.key {
+                files.remove_all();
+                return Ok(entry);
+            }
+        }
+        let mut message = match &info {
+            Some(i) => {
+                let mut m = format!("slurm job {id} {}", i.state);
+                if !i.exit_code.is_empty() {
+                    m.push_str(&format!(" (exit code {}", i.exit_code));
+                    if !i.reason.is_empty() && i.reason != "None" {
+                        m.push_str(&format!(", reason {}", i.reason));
+                    }
+                    m.push(')');
+                }
+                if !i.nodes.is_empty() && i.nodes != "(null)" {
+                    m.push_str(&format!(" on {}", i.nodes));
+                }
+                m
+            }
+            None => format!("slurm job {id} is no longer known to Slurm"),
+        };
+        match outcome.as_ref().and_then(|o| o.error.as_deref()) {
+            Some(e) => message.push_str(&format!(": {e}")),
+            None if state == "COMPLETED" => message.push_str(": the job left no outcome (did it run `dvx exec-stage`?)"),
+            None => {}
+        }
+        message.push_str(&format!("; job log: {}", files.log.display()));
+        let log_tail = match std::fs::read(&files.log) {
+            Ok(bytes) => tail(&bytes, 20),
+            Err(e) => format!(
+                "(no job log at {}: {e}; is the cache folder visible from the compute node?)",
+                files.log.display()
+            ),
+        };
+        Err(Failure { message, log_tail })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_scontrol_show_job_lines() {
+        let line = "JobId=12 JobName=dvx:train:0123456789ab UserId=root(0) GroupId=root(0) MCS_label=N/A \
+                    Priority=1 Nice=0 Account=(null) QOS=(null) JobState=FAILED Reason=NonZeroExitCode \
+                    Dependency=(null) Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=1:0 RunTime=00:00:01 \
+                    NodeList=node7 BatchHost=node7 WorkDir=/shared/ws";
+        let i = parse_show_job(line);
+        assert_eq!(
+            i,
+            JobInfo {
+                state: "FAILED".into(),
+                reason: "NonZeroExitCode".into(),
+                exit_code: "1:0".into(),
+                name: "dvx:train:0123456789ab".into(),
+                nodes: "node7".into(),
+            }
+        );
+        assert!(is_terminal(&i.state));
+        assert!(!is_terminal("COMPLETING"));
+    }
+
+    #[test]
+    fn quotes_for_the_shell() {
+        assert_eq!(sh_quote("/a b/it's"), r"'/a b/it'\''s'");
+    }
+}
