@@ -26,7 +26,7 @@ mod threads;
 mod tokenizer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub(crate) use data::{encode_record, Example};
 pub(crate) use folder::load as load_model;

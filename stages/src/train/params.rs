@@ -11,8 +11,8 @@ use super::template::TemplateParam;
 use super::tokenizer::EosSpec;
 
 /// Parse a params object, naming the offending field on error: serde_json
-/// reports no path, so the top-level key whose removal makes the error go
-/// away is the one to blame.
+/// reports no path, so the top-level key whose removal changes the error is
+/// the one to blame.
 pub fn parse<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T, ParamError> {
     let err = match serde_json::from_value::<T>(params.clone()) {
         Ok(t) => return Ok(t),
@@ -26,7 +26,13 @@ pub fn parse<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T, Param
         for key in obj.keys() {
             let mut without = obj.clone();
             without.remove(key);
-            if serde_json::from_value::<T>(serde_json::Value::Object(without)).is_ok() {
+            // Without the culprit the error goes away (or, for a required
+            // field, becomes "missing field"); without any other key it stays.
+            let changed = match serde_json::from_value::<T>(serde_json::Value::Object(without)) {
+                Ok(_) => true,
+                Err(e) => e.to_string() != err,
+            };
+            if changed {
                 // An unknown field one level down: point at it.
                 let field = match unknown {
                     Some(n) if obj[key].get(n).is_some() => format!("{key}.{n}"),
