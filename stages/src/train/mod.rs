@@ -9,8 +9,29 @@
 //!
 //! outs: `[model folder, metrics.json, (loss.svg)]`.
 //!
-//! Outputs are byte-identical for the same inputs, params and seed on the CPU
-//! (timings go to the log and the returned metrics' `timing` only).
+//! outs[0] holds `config.json` (Hugging Face fields + a `dvx` section with the
+//! tokenizer, template and, for adapters, the LoRA settings and the base's
+//! weights hash), `model.safetensors` or `adapter.safetensors`, and
+//! `tokenizer.json` when one is used. outs[1] `metrics.json`: params, steps,
+//! initial/final valid loss, train loss per step, valid loss per eval, data
+//! counts. outs[2] a loss-curve SVG.
+//!
+//! Params (defaults): `model: {layers: 2, width: 128, heads: 4, kv_heads:
+//! heads, context: 256, mlp: 4·width, positions: rotary|learned, tied: true,
+//! rope_theta: 10000}` (from scratch only); `lora: {rank: 16, alpha: 32,
+//! dropout: 0.05, targets: [q, v], merge: false}` (needs a base);
+//! `template: auto` (alpaca, chat, chatml, plain, a `{user}…{assistant}`
+//! string, or `{system, system_end, user, user_end, assistant,
+//! assistant_end}`; default the base's); `eos_token`; `epochs: 1` or `steps`;
+//! `batch_size: 8`; `grad_accum: 1`; `lr: 1e-3`; `warmup_steps: 0`;
+//! `schedule: cosine|linear|constant`; `min_lr_ratio: 0.1`; `weight_decay:
+//! 0.01`; `max_grad_norm: 1.0`; `max_length: context`; `seed: 0`;
+//! `eval_every: 50`; `log_every: 10`; `device: cpu|cuda`.
+//!
+//! Outputs are byte-identical for the same inputs, params and seed on the CPU,
+//! whatever the thread count (timings go to the log and the returned
+//! metrics' `timing` only). candle sizes its CPU pool once per process from
+//! `CANDLE_NUM_THREADS` (else `RAYON_NUM_THREADS`, else the physical cores).
 
 mod data;
 mod folder;

@@ -88,13 +88,13 @@ impl ArchConfig {
     /// Why this architecture cannot be built, if it cannot.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let h = self.num_attention_heads;
-        if h == 0 || self.kv_heads() == 0 || h % self.kv_heads() != 0 {
+        if h == 0 || self.kv_heads() == 0 || !h.is_multiple_of(self.kv_heads()) {
             return Err(format!("{h} attention heads are not a multiple of {} key/value heads", self.kv_heads()));
         }
-        if self.head_dim.is_none() && self.hidden_size % h != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(h) {
             return Err(format!("width {} is not a multiple of {h} heads", self.hidden_size));
         }
-        if self.head_dim() % 2 != 0 && !self.learned_positions {
+        if !self.head_dim().is_multiple_of(2) && !self.learned_positions {
             return Err(format!("head width {} must be even for rotary positions", self.head_dim()));
         }
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
