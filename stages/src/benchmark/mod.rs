@@ -9,6 +9,14 @@
 //! With `deterministic: true` (the default) the outputs leave out timings, so
 //! they are byte-identical run to run; the log and the metrics' `timing`
 //! always have them.
+//!
+//! Params (defaults): `models: [name | {name, base}]` (one per model dep;
+//! `base` names the entry holding an adapter's base); `baseline: <first>`;
+//! `prompts: 16` (eval records generated for; 0 = all); `max_new_tokens: 64`;
+//! `task: tool_choice|none`; `label_field: pattern` (dotted path);
+//! `exact_match_field`; `tolerance: {accuracy_pts: 0, loss_pct: 2}`;
+//! `deterministic: true`; `template` (for folders without one: Hugging Face
+//! bases); `max_length: context`; `batch_size: 8`; `device: cpu|cuda`.
 
 mod classify;
 mod generate;

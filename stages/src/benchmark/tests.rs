@@ -50,6 +50,9 @@ fn params() -> Value {
 #[test]
 fn accuracy_sizes_and_marked_regressions() {
     let (json, md, log, metrics) = bench(&params(), "a");
+    if std::env::var_os("DVX_SHOW").is_some() {
+        eprintln!("{md}\n{log}");
+    }
     let rows = json["models"].as_array().unwrap();
     let acc = |i: usize| rows[i]["accuracy"].as_f64().unwrap();
     // Three patterns: chance is 1/3.
@@ -63,6 +66,8 @@ fn accuracy_sizes_and_marked_regressions() {
     // The untrained model is flagged: its loss is far above the baseline's.
     let regs = rows[2]["regressions"].as_array().unwrap();
     assert!(regs.iter().any(|r| r.as_str().unwrap().starts_with("valid loss +")), "{md}");
+    assert!(regs.iter().any(|r| r.as_str().unwrap().starts_with("accuracy -")), "{md}");
+    assert!(acc(2) < 0.5, "{md}");
     assert!(md.contains("| raw | model |"), "{md}");
     assert!(md.contains("**REGRESSION**"), "{md}");
     assert!(!md.contains("gen tok/s"), "{md}");
