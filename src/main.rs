@@ -11,6 +11,13 @@ mod commands;
 fn main() -> ExitCode {
     // `dvx log | head` should end quietly, as other Unix tools do, not panic on EPIPE.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // candle sizes its CPU worker pool once per process from CANDLE_NUM_THREADS
+    // (else all physical cores, spinning); pin it so training stages do not
+    // oversubscribe the machine when several run at once.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    }
     let args = cli::Cli::parse();
     init_tracing(args.verbose);
     miette::set_hook(Box::new(|_| {

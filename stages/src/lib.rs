@@ -25,6 +25,8 @@ mod seeded;
 mod shipped_pipelines;
 mod source_files;
 mod stage_params;
+mod benchmark;
+mod train;
 pub mod records;
 mod support;
 #[cfg(test)]
@@ -49,5 +51,7 @@ pub fn builtin_registry() -> Registry {
     r.register(Arc::new(multiply::Multiply));
     r.register(Arc::new(fetch::Fetch));
     r.register(Arc::new(html_extract::HtmlExtract));
+    r.register(Arc::new(train::Train));
+    r.register(Arc::new(benchmark::Benchmark));
     r
 }

@@ -1,0 +1,202 @@
+//! The `benchmark` stage's params.
+
+use std::collections::BTreeSet;
+
+use dvx_engine::ParamError;
+use serde::Deserialize;
+
+use crate::train::{parse_params, DeviceParam, TemplateParam};
+
+/// One model dep: its display name and, for a LoRA adapter, the name of the
+/// entry holding its base.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ModelEntry {
+    /// Just a name.
+    Name(String),
+    /// `{name, base}`.
+    Spec(ModelSpec),
+}
+
+/// A model entry written out.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Shown in the table.
+    pub name: String,
+    /// Another entry's name: the base this adapter was trained on.
+    #[serde(default)]
+    pub base: Option<String>,
+}
+
+impl ModelEntry {
+    /// Display name.
+    pub fn name(&self) -> &str {
+        match self {
+            ModelEntry::Name(n) => n,
+            ModelEntry::Spec(s) => &s.name,
+        }
+    }
+    /// Base entry, for adapters.
+    pub fn base(&self) -> Option<&str> {
+        match self {
+            ModelEntry::Name(_) => None,
+            ModelEntry::Spec(s) => s.base.as_deref(),
+        }
+    }
+}
+
+/// What accuracy measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Seed 004: does the answer grep, read a file, or answer directly?
+    /// Compared with the record's `label_field`.
+    #[default]
+    ToolChoice,
+    /// No labelled task: loss, speed and size only (and `exact_match_field`).
+    None,
+}
+
+/// How much worse than the baseline counts as a regression.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tolerance {
+    /// Accuracy drop allowed, in percentage points.
+    pub accuracy_pts: f64,
+    /// Valid-loss rise allowed, in percent of the baseline's loss.
+    pub loss_pct: f64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance { accuracy_pts: 0.0, loss_pct: 2.0 }
+    }
+}
+
+/// All of `benchmark`'s params.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchParams {
+    /// One entry per model dep, in order.
+    pub models: Vec<ModelEntry>,
+    /// Entry the others are compared with; default: the first.
+    pub baseline: Option<String>,
+    /// Eval records used for generation and accuracy (the first N that have
+    /// an assistant turn; 0 = all).
+    #[serde(default = "d_prompts")]
+    pub prompts: usize,
+    /// Greedy decoding stops after this many tokens (or at eos).
+    #[serde(default = "d_new")]
+    pub max_new_tokens: usize,
+    /// The labelled task.
+    #[serde(default)]
+    pub task: Task,
+    /// Field (dotted path) holding the expected label.
+    #[serde(default = "d_label")]
+    pub label_field: String,
+    /// Also count generations equal (trimmed) to this field's text.
+    pub exact_match_field: Option<String>,
+    /// Regression thresholds.
+    #[serde(default)]
+    pub tolerance: Tolerance,
+    /// Leave timing columns out of the table and JSON (they still go to the
+    /// log and the metrics' `timing`), so the outputs are reproducible.
+    #[serde(default = "d_true")]
+    pub deterministic: bool,
+    /// Template for models whose folder has none (Hugging Face folders).
+    pub template: Option<TemplateParam>,
+    /// Cut eval examples to this many tokens (default: each model's context).
+    pub max_length: Option<usize>,
+    /// Examples per batch for the loss.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// `cpu` or `cuda`.
+    #[serde(default)]
+    pub device: DeviceParam,
+}
+
+fn d_prompts() -> usize {
+    16
+}
+fn d_new() -> usize {
+    64
+}
+fn d_label() -> String {
+    "pattern".into()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_batch() -> usize {
+    8
+}
+
+impl BenchParams {
+    /// Parse and check against the number of deps.
+    pub fn parse(params: &serde_json::Value, deps: usize) -> Result<Self, ParamError> {
+        let p: BenchParams = parse_params(params)?;
+        if p.models.is_empty() {
+            return Err(ParamError::field("models", "name at least one model"));
+        }
+        if deps != p.models.len() + 1 {
+            return Err(ParamError::field(
+                "models",
+                format!("{} models named but {deps} deps: give one model folder per entry, then the eval JSONL", p.models.len()),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, m) in p.models.iter().enumerate() {
+            if !seen.insert(m.name()) {
+                return Err(ParamError::field(format!("models.{i}.name"), format!("`{}` is named twice", m.name())));
+            }
+        }
+        for (i, m) in p.models.iter().enumerate() {
+            if let Some(b) = m.base() {
+                if !seen.contains(b) || b == m.name() {
+                    return Err(ParamError::field(format!("models.{i}.base"), format!("no other model is named `{b}`")));
+                }
+            }
+        }
+        if let Some(b) = &p.baseline {
+            if !seen.contains(b.as_str()) {
+                return Err(ParamError::field("baseline", format!("no model is named `{b}`")));
+            }
+        }
+        if p.batch_size == 0 {
+            return Err(ParamError::field("batch_size", "must be at least 1"));
+        }
+        if let Some(t) = &p.template {
+            t.resolve().map_err(|e| ParamError::field("template", e))?;
+        }
+        p.device.check()?;
+        Ok(p)
+    }
+
+    /// The baseline's index.
+    pub fn baseline_index(&self) -> usize {
+        self.baseline.as_ref().and_then(|b| self.models.iter().position(|m| m.name() == b)).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn entries_and_errors() {
+        let p = BenchParams::parse(&json!({"models": ["base", {"name": "p5", "base": "base"}], "baseline": "p5"}), 3).unwrap();
+        assert_eq!(p.models[1].base(), Some("base"));
+        assert_eq!(p.baseline_index(), 1);
+        assert!(p.deterministic);
+        let field = |v, deps| BenchParams::parse(&v, deps).unwrap_err().field;
+        assert_eq!(field(json!({"models": ["a"]}), 3).as_deref(), Some("models"));
+        assert_eq!(field(json!({"models": ["a", "a"]}), 3).as_deref(), Some("models.1.name"));
+        assert_eq!(field(json!({"models": ["a", {"name": "b", "base": "c"}]}), 3).as_deref(), Some("models.1.base"));
+        assert_eq!(field(json!({"models": ["a"], "baseline": "z"}), 2).as_deref(), Some("baseline"));
+        assert_eq!(field(json!({"models": ["a"], "task": "qa"}), 2).as_deref(), Some("task"));
+        assert_eq!(field(json!({"models": ["a"], "tolerance": {"acc": 1}}), 2).as_deref(), Some("tolerance.acc"));
+        assert_eq!(field(json!({"models": [{"name": "a", "bse": "b"}]}), 2).as_deref(), Some("models"));
+    }
+}

@@ -1,0 +1,224 @@
+//! Training examples: records rendered through the template, tokenized, with
+//! a per-token loss mask; shuffled batches padded to their longest example.
+
+use std::path::Path;
+
+use dvx_engine::StageFailure;
+use serde::Serialize;
+
+use super::rng::Rng;
+use super::template::TemplateSet;
+use super::tokenizer::Tok;
+use crate::records::RecordReader;
+
+/// One tokenized record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Token ids, bos first when the tokenizer has one.
+    pub ids: Vec<u32>,
+    /// Whether the loss counts predicting `ids[i]`.
+    pub train: Vec<bool>,
+}
+
+/// What happened to a file's records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DataStats {
+    /// Records read.
+    pub records: usize,
+    /// Examples kept.
+    pub examples: usize,
+    /// Records with nothing to train on (no assistant turn, no `text`), or
+    /// whose trained part was cut away by `max_length`.
+    pub skipped: usize,
+    /// Examples cut to `max_length`.
+    pub truncated: usize,
+    /// Tokens in the kept examples.
+    pub tokens: usize,
+    /// Of which trained on.
+    pub trained_tokens: usize,
+}
+
+/// Tokenize one record; `None` when nothing in it is trained on.
+pub fn encode_record(
+    record: &crate::records::Record,
+    set: &TemplateSet,
+    tok: &Tok,
+    max_length: usize,
+) -> Result<Option<(Example, bool)>, String> {
+    let Some(segments) = set.render(record) else { return Ok(None) };
+    let mut ex = Example { ids: Vec::new(), train: Vec::new() };
+    if let Some(bos) = tok.info.bos_token_id {
+        ex.ids.push(bos);
+        ex.train.push(false);
+    }
+    for seg in &segments {
+        let ids = tok.encode(&seg.text)?;
+        ex.train.extend(std::iter::repeat_n(seg.train, ids.len()));
+        ex.ids.extend(ids);
+        if seg.train {
+            // The model learns to stop after each turn it speaks.
+            ex.ids.push(tok.info.eos_token_id);
+            ex.train.push(true);
+        }
+    }
+    let truncated = ex.ids.len() > max_length;
+    ex.ids.truncate(max_length);
+    ex.train.truncate(max_length);
+    // Position 0 is never predicted.
+    if ex.ids.len() < 2 || !ex.train[1..].iter().any(|&t| t) {
+        return Ok(None);
+    }
+    Ok(Some((ex, truncated)))
+}
+
+/// Read and tokenize every record of a JSONL file.
+pub fn load(path: &Path, set: &TemplateSet, tok: &Tok, max_length: usize) -> Result<(Vec<Example>, DataStats), StageFailure> {
+    let mut out = Vec::new();
+    let mut stats = DataStats::default();
+    for item in RecordReader::open(path)? {
+        let (line, record) = item?;
+        stats.records += 1;
+        match encode_record(&record, set, tok, max_length)
+            .map_err(|e| StageFailure::new(format!("{}:{line}: {e}", path.display())))?
+        {
+            Some((ex, truncated)) => {
+                stats.truncated += usize::from(truncated);
+                stats.tokens += ex.ids.len();
+                stats.trained_tokens += ex.train[1..].iter().filter(|&&t| t).count();
+                out.push(ex);
+            }
+            None => stats.skipped += 1,
+        }
+    }
+    stats.examples = out.len();
+    Ok((out, stats))
+}
+
+/// A padded batch, row-major `[rows, len]`: inputs, next-token targets and
+/// loss weights (1 for trained targets, 0 for context and padding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Input ids.
+    pub input: Vec<u32>,
+    /// Target ids (input shifted by one).
+    pub target: Vec<u32>,
+    /// Loss weight per target.
+    pub weight: Vec<f32>,
+    /// Number of rows.
+    pub rows: usize,
+    /// Length of each row.
+    pub len: usize,
+    /// Input tokens that are not padding.
+    pub tokens: usize,
+}
+
+/// Pad `examples` into one batch.
+pub fn batch(examples: &[&Example], pad: u32) -> Batch {
+    let len = examples.iter().map(|e| e.ids.len() - 1).max().unwrap_or(0);
+    let mut b = Batch {
+        input: Vec::with_capacity(len * examples.len()),
+        target: Vec::with_capacity(len * examples.len()),
+        weight: Vec::with_capacity(len * examples.len()),
+        rows: examples.len(),
+        len,
+        tokens: 0,
+    };
+    for e in examples {
+        let n = e.ids.len() - 1;
+        b.tokens += n;
+        b.input.extend_from_slice(&e.ids[..n]);
+        b.target.extend_from_slice(&e.ids[1..]);
+        b.weight.extend(e.train[1..].iter().map(|&t| if t { 1.0 } else { 0.0 }));
+        b.input.extend(std::iter::repeat_n(pad, len - n));
+        b.target.extend(std::iter::repeat_n(pad, len - n));
+        b.weight.extend(std::iter::repeat_n(0.0, len - n));
+    }
+    b
+}
+
+/// An endless stream of example indices, reshuffled every epoch.
+pub struct Sampler {
+    order: Vec<usize>,
+    pos: usize,
+    rng: Rng,
+    /// Epochs begun so far.
+    pub epoch: usize,
+}
+
+impl Sampler {
+    /// A sampler over `n` (> 0) examples.
+    pub fn new(n: usize, seed: u64) -> Self {
+        let mut s = Sampler { order: (0..n).collect(), pos: n, rng: Rng::for_name(seed, "shuffle"), epoch: 0 };
+        s.order.shrink_to_fit();
+        s
+    }
+
+    /// The next `k` indices; a batch may straddle two epochs.
+    pub fn take(&mut self, k: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(k);
+        while out.len() < k {
+            if self.pos == self.order.len() {
+                self.rng.shuffle(&mut self.order);
+                self.pos = 0;
+                self.epoch += 1;
+            }
+            out.push(self.order[self.pos]);
+            self.pos += 1;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::template::TemplateParam;
+
+    #[test]
+    fn encode_masks_and_eos() {
+        let set = TemplateParam::Text("{user}>{assistant}".into()).resolve().unwrap();
+        let tok = Tok::bytes();
+        let r = serde_json::json!({"instruction": "ab", "output": "c"});
+        let (ex, cut) = encode_record(r.as_object().unwrap(), &set, &tok, 64).unwrap().unwrap();
+        assert_eq!(ex.ids, vec![256, 97, 98, 62, 99, 257]);
+        assert_eq!(ex.train, vec![false, false, false, false, true, true]);
+        assert!(!cut);
+        // Cut before the answer: nothing left to train on.
+        assert!(encode_record(r.as_object().unwrap(), &set, &tok, 4).unwrap().is_none());
+        let (ex, cut) = encode_record(r.as_object().unwrap(), &set, &tok, 5).unwrap().unwrap();
+        assert_eq!(ex.ids.len(), 5);
+        assert!(cut);
+    }
+
+    #[test]
+    fn batch_pads_and_weights() {
+        let a = Example { ids: vec![1, 2, 3], train: vec![false, false, true] };
+        let b = Example { ids: vec![4, 5], train: vec![false, true] };
+        let bt = batch(&[&a, &b], 0);
+        assert_eq!((bt.rows, bt.len, bt.tokens), (2, 2, 3));
+        assert_eq!(bt.input, vec![1, 2, 4, 0]);
+        assert_eq!(bt.target, vec![2, 3, 5, 0]);
+        assert_eq!(bt.weight, vec![0.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn sampler_covers_each_epoch() {
+        let mut s = Sampler::new(5, 1);
+        let mut first: Vec<usize> = s.take(5);
+        first.sort();
+        assert_eq!(first, vec![0, 1, 2, 3, 4]);
+        assert_eq!(s.take(3).len(), 3);
+        assert_eq!(s.epoch, 2);
+        assert_eq!(Sampler::new(5, 1).take(7), Sampler::new(5, 1).take(7));
+    }
+
+    #[test]
+    fn load_names_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.jsonl");
+        std::fs::write(&p, "{\"instruction\":\"a\",\"output\":\"b\"}\n{\"id\":1}\nnot json\n").unwrap();
+        let set = TemplateParam::default().resolve().unwrap();
+        let err = load(&p, &set, &Tok::bytes(), 64).err().unwrap();
+        assert!(err.message.ends_with("t.jsonl:3: malformed JSON: expected ident at line 1 column 2"), "{}", err.message);
+    }
+}

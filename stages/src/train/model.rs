@@ -1,0 +1,461 @@
+//! A decoder-only transformer in the Llama layout: pre-norm RMSNorm,
+//! rotary (or learned) positions, grouped-query attention, SwiGLU MLP,
+//! optionally tied embeddings and q/k/v biases (Qwen2). Weight names and
+//! `config.json` fields follow Hugging Face's Llama, so the same code trains
+//! a small model from scratch and loads a Llama-family base.
+//!
+//! Every op here has a backward pass in candle (candle-nn's fused rms-norm
+//! and rope kernels do not), so the model trains through plain tensor ops.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Result, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use super::lora::Lora;
+use super::rng::Rng;
+
+/// Architecture, with Hugging Face `config.json` field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchConfig {
+    /// `["LlamaForCausalLM"]` for ours; kept as read for a base.
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// `llama`, `qwen2`, `mistral` (same layout) or `dvx` (learned positions).
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// Number of token ids.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// Number of blocks.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); `None` = as many as query heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width when it is not `hidden_size / heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// Longest sequence (the context).
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// Rotary base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// The output head reuses the token embedding.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Biases on q/k/v (Qwen2 always has them).
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Rotary scaling variants (Llama 3.1 and later) are not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Learned absolute positions instead of rotary (dvx models only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub learned_positions: bool,
+}
+
+fn default_model_type() -> String {
+    "llama".into()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+
+impl ArchConfig {
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.model_type == "qwen2"
+    }
+
+    /// Why this architecture cannot be built, if it cannot.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let h = self.num_attention_heads;
+        if h == 0 || self.kv_heads() == 0 || !h.is_multiple_of(self.kv_heads()) {
+            return Err(format!("{h} attention heads are not a multiple of {} key/value heads", self.kv_heads()));
+        }
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(h) {
+            return Err(format!("width {} is not a multiple of {h} heads", self.hidden_size));
+        }
+        if !self.head_dim().is_multiple_of(2) && !self.learned_positions {
+            return Err(format!("head width {} must be even for rotary positions", self.head_dim()));
+        }
+        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err("`rope_scaling` is not supported".into());
+        }
+        if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "mistral" | "dvx") {
+            return Err(format!("model_type `{}` is not supported (llama, qwen2, mistral)", self.model_type));
+        }
+        Ok(())
+    }
+
+    /// Every weight's name and shape, in name order.
+    pub fn weight_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (c, v, i) = (self.hidden_size, self.vocab_size, self.intermediate_size);
+        let (q, kv) = (self.num_attention_heads * self.head_dim(), self.kv_heads() * self.head_dim());
+        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, c])];
+        if self.learned_positions {
+            out.push(("model.embed_positions.weight".into(), vec![self.max_position_embeddings, c]));
+        }
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            out.push((format!("{p}.input_layernorm.weight"), vec![c]));
+            out.push((format!("{p}.self_attn.q_proj.weight"), vec![q, c]));
+            out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, c]));
+            out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, c]));
+            if self.qkv_bias() {
+                out.push((format!("{p}.self_attn.q_proj.bias"), vec![q]));
+                out.push((format!("{p}.self_attn.k_proj.bias"), vec![kv]));
+                out.push((format!("{p}.self_attn.v_proj.bias"), vec![kv]));
+            }
+            out.push((format!("{p}.self_attn.o_proj.weight"), vec![c, q]));
+            out.push((format!("{p}.post_attention_layernorm.weight"), vec![c]));
+            out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, c]));
+            out.push((format!("{p}.mlp.up_proj.weight"), vec![i, c]));
+            out.push((format!("{p}.mlp.down_proj.weight"), vec![c, i]));
+        }
+        out.push(("model.norm.weight".into(), vec![c]));
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".into(), vec![v, c]));
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Fresh weights: N(0, 0.02), residual outputs scaled down by depth, norms
+/// at one, biases at zero. Each tensor draws from its own named stream.
+pub fn init_weights(cfg: &ArchConfig, seed: u64, dev: &Device) -> Result<BTreeMap<String, Tensor>> {
+    let resid_std = 0.02 / (2.0 * cfg.num_hidden_layers as f64).sqrt();
+    let mut out = BTreeMap::new();
+    for (name, shape) in cfg.weight_shapes() {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = if name.ends_with("norm.weight") {
+            vec![1.0; n]
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            let std = if name.contains("o_proj") || name.contains("down_proj") { resid_std } else { 0.02 };
+            let mut rng = Rng::for_name(seed, &name);
+            (0..n).map(|_| (rng.normal() * std) as f32).collect()
+        };
+        out.insert(name, Tensor::from_vec(data, shape, dev)?);
+    }
+    Ok(out)
+}
+
+/// A linear map `x W^T + b`, optionally with a LoRA adapter beside it.
+pub struct Linear {
+    /// `[out, in]`.
+    pub w: Tensor,
+    /// `[out]`.
+    pub b: Option<Tensor>,
+    /// Trainable low-rank update.
+    pub lora: Option<Lora>,
+}
+
+impl Linear {
+    /// `x`: `[n, in]` → `[n, out]`. `rng` is set while training (LoRA dropout).
+    pub fn forward(&self, x: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
+        let mut y = x.matmul(&self.w.t()?)?;
+        if let Some(b) = &self.b {
+            y = y.broadcast_add(b)?;
+        }
+        if let Some(l) = &self.lora {
+            y = (y + l.forward(x, rng)?)?;
+        }
+        Ok(y)
+    }
+}
+
+struct Block {
+    ln1: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ln2: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// The model.
+pub struct Transformer {
+    /// Its architecture.
+    pub cfg: ArchConfig,
+    embed: Tensor,
+    pos_embed: Option<Tensor>,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    head: Tensor,
+    device: Device,
+}
+
+/// The Linear layers LoRA may target, by short name.
+pub const LORA_TARGETS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+
+/// Full weight-name prefix of a target module in layer `l`.
+pub fn module_path(l: usize, target: &str) -> String {
+    match target {
+        "gate" | "up" | "down" => format!("model.layers.{l}.mlp.{target}_proj"),
+        _ => format!("model.layers.{l}.self_attn.{target}_proj"),
+    }
+}
+
+impl Transformer {
+    /// Build from named weights (see [`ArchConfig::weight_shapes`]).
+    pub fn new(cfg: &ArchConfig, w: &BTreeMap<String, Tensor>, dev: &Device) -> Result<Self> {
+        let get = |name: &str| -> Result<Tensor> {
+            w.get(name).cloned().ok_or_else(|| candle_core::Error::Msg(format!("weight `{name}` is missing")))
+        };
+        let lin = |p: &str, bias: bool| -> Result<Linear> {
+            let b = if bias { Some(get(&format!("{p}.bias"))?) } else { None };
+            Ok(Linear { w: get(&format!("{p}.weight"))?, b, lora: None })
+        };
+        let mut blocks = Vec::new();
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let qb = cfg.qkv_bias();
+            blocks.push(Block {
+                ln1: get(&format!("{p}.input_layernorm.weight"))?,
+                q: lin(&module_path(l, "q"), qb)?,
+                k: lin(&module_path(l, "k"), qb)?,
+                v: lin(&module_path(l, "v"), qb)?,
+                o: lin(&module_path(l, "o"), false)?,
+                ln2: get(&format!("{p}.post_attention_layernorm.weight"))?,
+                gate: lin(&module_path(l, "gate"), false)?,
+                up: lin(&module_path(l, "up"), false)?,
+                down: lin(&module_path(l, "down"), false)?,
+            });
+        }
+        let embed = get("model.embed_tokens.weight")?;
+        let head = if cfg.tie_word_embeddings { embed.clone() } else { get("lm_head.weight")? };
+        Ok(Transformer {
+            cfg: cfg.clone(),
+            pos_embed: if cfg.learned_positions { Some(get("model.embed_positions.weight")?) } else { None },
+            embed,
+            blocks,
+            norm: get("model.norm.weight")?,
+            head,
+            device: dev.clone(),
+        })
+    }
+
+    /// The Linear layer named by `target` in layer `l`.
+    pub fn linear_mut(&mut self, l: usize, target: &str) -> Option<&mut Linear> {
+        let b = self.blocks.get_mut(l)?;
+        Some(match target {
+            "q" => &mut b.q,
+            "k" => &mut b.k,
+            "v" => &mut b.v,
+            "o" => &mut b.o,
+            "gate" => &mut b.gate,
+            "up" => &mut b.up,
+            "down" => &mut b.down,
+            _ => return None,
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Logits `[rows*len, vocab]` for input ids `[rows, len]` (u32).
+    pub fn forward(&self, ids: &Tensor, mut rng: Option<&mut Rng>) -> Result<Tensor> {
+        let (rows, len) = ids.dims2()?;
+        if len > self.cfg.max_position_embeddings {
+            candle_core::bail!("sequence of {len} tokens is longer than the context ({})", self.cfg.max_position_embeddings);
+        }
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?;
+        if let Some(pe) = &self.pos_embed {
+            let c = self.cfg.hidden_size;
+            x = x.reshape((rows, len, c))?.broadcast_add(&pe.narrow(0, 0, len)?)?.reshape((rows * len, c))?;
+        }
+        let rope = if self.pos_embed.is_none() { Some(self.rope_tables(len)?) } else { None };
+        let mask = causal_mask(len, &self.device)?;
+        let eps = self.cfg.rms_norm_eps;
+        for b in &self.blocks {
+            let h = rms_norm(&x, &b.ln1, eps)?;
+            let a = self.attention(b, &h, rows, len, rope.as_ref(), &mask, rng.as_deref_mut())?;
+            x = (x + a)?;
+            let h = rms_norm(&x, &b.ln2, eps)?;
+            let g = b.gate.forward(&h, rng.as_deref_mut())?.silu()?;
+            let u = b.up.forward(&h, rng.as_deref_mut())?;
+            x = (x + b.down.forward(&(g * u)?, rng.as_deref_mut())?)?;
+        }
+        let x = rms_norm(&x, &self.norm, eps)?;
+        x.matmul(&self.head.t()?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        b: &Block,
+        h: &Tensor,
+        rows: usize,
+        len: usize,
+        rope: Option<&(Tensor, Tensor)>,
+        mask: &Tensor,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
+        let split = |t: Tensor, n: usize| t.reshape((rows, len, n, hd))?.transpose(1, 2)?.contiguous();
+        let mut q = split(b.q.forward(h, rng.as_deref_mut())?, nh)?;
+        let mut k = split(b.k.forward(h, rng.as_deref_mut())?, nkv)?;
+        let mut v = split(b.v.forward(h, rng.as_deref_mut())?, nkv)?;
+        if let Some((cos, sin)) = rope {
+            q = apply_rope(&q, cos, sin)?;
+            k = apply_rope(&k, cos, sin)?;
+        }
+        if nkv != nh {
+            let rep = |t: Tensor| t.unsqueeze(2)?.expand((rows, nkv, nh / nkv, len, hd))?.reshape((rows, nh, len, hd));
+            k = rep(k)?;
+            v = rep(v)?;
+        }
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(mask)?;
+        let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((rows * len, nh * hd))?;
+        b.o.forward(&y, rng)
+    }
+
+    /// cos and sin, `[len, head_dim]`, in the rotate-half layout Llama uses.
+    fn rope_tables(&self, len: usize) -> Result<(Tensor, Tensor)> {
+        let hd = self.cfg.head_dim();
+        let theta = self.cfg.rope_theta;
+        let half = hd / 2;
+        let mut cos = Vec::with_capacity(len * hd);
+        let mut sin = Vec::with_capacity(len * hd);
+        for p in 0..len {
+            let row: Vec<f64> = (0..half).map(|i| p as f64 / theta.powf(2.0 * i as f64 / hd as f64)).collect();
+            for _ in 0..2 {
+                cos.extend(row.iter().map(|a| a.cos() as f32));
+                sin.extend(row.iter().map(|a| a.sin() as f32));
+            }
+        }
+        Ok((Tensor::from_vec(cos, (len, hd), &self.device)?, Tensor::from_vec(sin, (len, hd), &self.device)?))
+    }
+}
+
+fn causal_mask(len: usize, dev: &Device) -> Result<Tensor> {
+    let m: Vec<f32> =
+        (0..len * len).map(|i| if i % len > i / len { f32::NEG_INFINITY } else { 0.0 }).collect();
+    Tensor::from_vec(m, (len, len), dev)
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+}
+
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+}
+
+/// Sum of the negative log-likelihoods of `target` under `logits`, each
+/// weighted by `weight` (both `[n]`), as a scalar tensor.
+pub fn weighted_nll(logits: &Tensor, target: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let lsm = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = lsm.gather(&target.unsqueeze(1)?, 1)?.squeeze(1)?;
+    (picked * weight)?.sum_all()?.neg()
+}
+
+/// Tensors for one batch: ids `[rows, len]`, targets and weights `[rows*len]`.
+pub fn batch_tensors(b: &super::data::Batch, dev: &Device) -> Result<(Tensor, Tensor, Tensor)> {
+    Ok((
+        Tensor::from_slice(&b.input, (b.rows, b.len), dev)?,
+        Tensor::from_slice(&b.target, b.rows * b.len, dev)?,
+        Tensor::from_slice(&b.weight, b.rows * b.len, dev)?,
+    ))
+}
+
+/// Number of values in a set of tensors.
+pub fn count_params<'a>(ts: impl IntoIterator<Item = &'a Tensor>) -> usize {
+    ts.into_iter().map(Tensor::elem_count).sum()
+}
+
+/// Convert loaded weights to f32 (bases often ship bf16).
+pub fn to_f32(t: Tensor) -> Result<Tensor> {
+    if t.dtype() == DType::F32 {
+        Ok(t)
+    } else {
+        t.to_dtype(DType::F32)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn tiny(vocab: usize) -> ArchConfig {
+        ArchConfig {
+            architectures: vec!["LlamaForCausalLM".into()],
+            model_type: "llama".into(),
+            vocab_size: vocab,
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            head_dim: None,
+            max_position_embeddings: 32,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            rope_scaling: None,
+            learned_positions: false,
+        }
+    }
+
+    #[test]
+    fn causal_and_shapes() {
+        let dev = Device::Cpu;
+        let cfg = tiny(11);
+        let w = init_weights(&cfg, 1, &dev).unwrap();
+        assert!(!w.contains_key("lm_head.weight"));
+        let m = Transformer::new(&cfg, &w, &dev).unwrap();
+        let a = Tensor::from_slice(&[1u32, 2, 3, 4], (1, 4), &dev).unwrap();
+        let b = Tensor::from_slice(&[1u32, 2, 9, 9], (1, 4), &dev).unwrap();
+        let la = m.forward(&a, None).unwrap();
+        let lb = m.forward(&b, None).unwrap();
+        assert_eq!(la.dims(), &[4, 11]);
+        // Causal: the first two positions cannot see the changed tokens.
+        let first = |t: &Tensor| t.narrow(0, 0, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(first(&la), first(&lb));
+        let last = |t: &Tensor| t.narrow(0, 3, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_ne!(last(&la), last(&lb));
+    }
+
+    #[test]
+    fn config_errors() {
+        let mut cfg = tiny(11);
+        cfg.num_key_value_heads = Some(3);
+        assert!(cfg.validate().unwrap_err().contains("not a multiple of 3"));
+        let mut cfg = tiny(11);
+        cfg.model_type = "gpt2".into();
+        assert!(cfg.validate().unwrap_err().contains("`gpt2` is not supported"));
+    }
+}

@@ -1,0 +1,192 @@
+//! Tokenizers: a byte-level one (the default, nothing to download) or a
+//! Hugging Face `tokenizer.json`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Token ids of the byte tokenizer's specials, after the 256 byte values.
+const BYTE_BOS: u32 = 256;
+const BYTE_EOS: u32 = 257;
+const BYTE_PAD: u32 = 258;
+/// Vocabulary of the byte tokenizer: 256 bytes + bos, eos, pad.
+pub const BYTE_VOCAB: usize = 259;
+
+/// Which tokenizer a model uses and its special ids, as stored in the
+/// model's `config.json` under `dvx.tokenizer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerInfo {
+    /// `bytes` or `tokenizer.json` (a file of that name beside the weights).
+    pub kind: String,
+    /// Prepended to every sequence, when the tokenizer has one.
+    pub bos_token_id: Option<u32>,
+    /// Ends every assistant turn; generation stops on it.
+    pub eos_token_id: u32,
+    /// Fills batches; never trained on.
+    pub pad_token_id: u32,
+}
+
+/// A loaded tokenizer.
+pub enum Tokenizer {
+    /// Each UTF-8 byte is a token.
+    Bytes,
+    /// A `tokenizers` tokenizer read from `tokenizer.json`.
+    Hf(Box<tokenizers::Tokenizer>),
+}
+
+/// A tokenizer with its special ids.
+pub struct Tok {
+    /// The tokenizer itself.
+    pub tokenizer: Tokenizer,
+    /// Its specials and kind.
+    pub info: TokenizerInfo,
+}
+
+/// Names tried, in order, for the end-of-sequence token of a `tokenizer.json`
+/// when neither the params nor the base config name one.
+const EOS_CANDIDATES: [&str; 5] = ["<|endoftext|>", "</s>", "<|im_end|>", "<|eot_id|>", "<eos>"];
+
+impl Tok {
+    /// The byte-level tokenizer.
+    pub fn bytes() -> Tok {
+        Tok {
+            tokenizer: Tokenizer::Bytes,
+            info: TokenizerInfo {
+                kind: "bytes".into(),
+                bos_token_id: Some(BYTE_BOS),
+                eos_token_id: BYTE_EOS,
+                pad_token_id: BYTE_PAD,
+            },
+        }
+    }
+
+    /// A `tokenizer.json`. `eos` is a token text or id from the params or the
+    /// base model's config; without it a few common names are tried.
+    pub fn from_file(path: &Path, eos: Option<EosSpec>, bos: Option<u32>) -> Result<Tok, String> {
+        let tk = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| format!("cannot read tokenizer {}: {e}", path.display()))?;
+        let eos_id = match eos {
+            Some(EosSpec::Id(id)) => id,
+            Some(EosSpec::Text(t)) => tk
+                .token_to_id(&t)
+                .ok_or_else(|| format!("{}: no token `{t}` (eos_token)", path.display()))?,
+            None => EOS_CANDIDATES.iter().find_map(|t| tk.token_to_id(t)).ok_or_else(|| {
+                format!(
+                    "{}: no end-of-sequence token found (tried {}); set `eos_token`",
+                    path.display(),
+                    EOS_CANDIDATES.join(", ")
+                )
+            })?,
+        };
+        Ok(Tok {
+            tokenizer: Tokenizer::Hf(Box::new(tk)),
+            info: TokenizerInfo {
+                kind: "tokenizer.json".into(),
+                bos_token_id: bos,
+                eos_token_id: eos_id,
+                pad_token_id: eos_id,
+            },
+        })
+    }
+
+    /// Load the tokenizer a model folder's config describes.
+    pub fn from_info(info: &TokenizerInfo, folder: &Path) -> Result<Tok, String> {
+        match info.kind.as_str() {
+            "bytes" => Ok(Tok::bytes()),
+            "tokenizer.json" => {
+                let mut tok = Tok::from_file(
+                    &folder.join("tokenizer.json"),
+                    Some(EosSpec::Id(info.eos_token_id)),
+                    info.bos_token_id,
+                )?;
+                tok.info.pad_token_id = info.pad_token_id;
+                Ok(tok)
+            }
+            other => Err(format!("{}: unknown tokenizer kind `{other}`", folder.display())),
+        }
+    }
+
+    /// Number of token ids the model must embed.
+    pub fn vocab_size(&self) -> usize {
+        match &self.tokenizer {
+            Tokenizer::Bytes => BYTE_VOCAB,
+            Tokenizer::Hf(tk) => tk.get_vocab_size(true),
+        }
+    }
+
+    /// Token ids of `text`, without specials.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        match &self.tokenizer {
+            Tokenizer::Bytes => Ok(text.bytes().map(u32::from).collect()),
+            Tokenizer::Hf(tk) => tk
+                .encode(text, false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| format!("cannot tokenize: {e}")),
+        }
+    }
+
+    /// Text of `ids`, specials skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        match &self.tokenizer {
+            Tokenizer::Bytes => {
+                let bytes: Vec<u8> = ids.iter().filter(|&&i| i < 256).map(|&i| i as u8).collect();
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            Tokenizer::Hf(tk) => tk.decode(ids, true).map_err(|e| format!("cannot decode: {e}")),
+        }
+    }
+}
+
+/// The end-of-sequence token, by text or id.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum EosSpec {
+    /// A token id.
+    Id(u32),
+    /// A token's text, looked up in the vocabulary.
+    Text(String),
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A tiny word-level `tokenizer.json`, written by hand.
+    pub(crate) fn write_word_tokenizer(path: &Path) {
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "unk_token": "<unk>",
+                "vocab": {"<unk>": 0, "</s>": 1, "hello": 2, "world": 3, ":": 4}}
+        });
+        std::fs::write(path, serde_json::to_vec(&json).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        let t = Tok::bytes();
+        let ids = t.encode("hé").unwrap();
+        assert_eq!(ids, vec![104, 195, 169]);
+        assert_eq!(t.decode(&[256, 104, 195, 169, 257]).unwrap(), "hé");
+        assert_eq!(t.vocab_size(), 259);
+    }
+
+    #[test]
+    fn tokenizer_json_and_eos() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer.json");
+        write_word_tokenizer(&p);
+        let t = Tok::from_file(&p, None, None).unwrap();
+        assert_eq!(t.info.eos_token_id, 1);
+        assert_eq!(t.encode("hello world").unwrap(), vec![2, 3]);
+        assert_eq!(t.vocab_size(), 5);
+        let err = Tok::from_file(&p, Some(EosSpec::Text("<eot>".into())), None).err().unwrap();
+        assert!(err.contains("no token `<eot>`"), "{err}");
+        let err = Tok::from_file(&dir.path().join("nope.json"), None, None).err().unwrap();
+        assert!(err.starts_with("cannot read tokenizer"), "{err}");
+    }
+}
