@@ -38,3 +38,35 @@ fn v5_8_curated_runs_and_prints_the_pass_rate_table() {
     let valid = p.read("data/v5_8/valid.jsonl").lines().count();
     assert!(train + valid <= 8 * 180 && train > 8 * valid, "{train}/{valid}");
 }
+
+/// phase5 → phase6 → phase7 on the shipped corpus (training shortened so
+/// the test stays fast; CI also runs the real pipeline once, in release).
+#[test]
+fn phase_pipelines_build_on_each_other() {
+    let p = repo_copy();
+    for f in ["phase5", "phase6", "phase7"] {
+        let path = format!("pipelines/{f}.yaml");
+        let text = p.read(&path).replace("steps: 240", "steps: 6").replace("eval_every: 80", "eval_every: 3");
+        p.write(&path, &text);
+    }
+    let p6 = p.dvx(&["run", "pipelines/phase6.yaml", "--json"]).ok();
+    assert!(p6.statuses().iter().all(|(_, s)| s == "ran"), "{:?}", p6.statuses());
+    let p7 = p.dvx(&["run", "pipelines/phase7.yaml", "--json"]).ok();
+    for (name, status) in p7.statuses() {
+        let want = if name.starts_with("p7_") { "ran" } else { "cached" };
+        assert_eq!(status, want, "{name}");
+    }
+    // Seed 004's counts: 240 base + 550 AST examples, then + 30 HTML examples.
+    assert_eq!(p.read("data/phase6/merged.jsonl").lines().count(), 790);
+    assert_eq!(p.read("data/phase7/merged.jsonl").lines().count(), 820);
+    let bench = p.read("data/phase7/benchmark.md");
+    for model in ["| phase5 |", "| phase6 |", "| phase7 |"] {
+        assert!(bench.contains(model), "{bench}");
+    }
+    // Same data, same version: a second run changes nothing.
+    let again = p.dvx(&["run", "pipelines/phase7.yaml", "--json"]).ok();
+    assert!(again.statuses().iter().all(|(_, s)| s == "cached"));
+    let v1: serde_json::Value = serde_json::from_str(&p7.stdout()).unwrap();
+    let v2: serde_json::Value = serde_json::from_str(&again.stdout()).unwrap();
+    assert_eq!(v1["version"], v2["version"]);
+}
