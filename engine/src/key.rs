@@ -58,7 +58,27 @@ impl KeyHasher {
     }
 }
 
-impl KeyInputs<'_> {
+impl<'a> KeyInputs<'a> {
+    /// The key inputs of `def`, given its deps' hashes and its fingerprint.
+    pub fn for_stage(
+        def: &'a crate::spec::StageDef,
+        version: u32,
+        deps: &'a [(String, OutputKind, Hash)],
+        fingerprint: Option<&'a serde_json::Value>,
+    ) -> Self {
+        KeyInputs {
+            kind: &def.kind,
+            version,
+            params: &def.params,
+            cmd: def.cmd.as_deref(),
+            env: &def.env,
+            cwd: &def.cwd,
+            outs: &def.outs,
+            deps,
+            fingerprint,
+        }
+    }
+
     /// The stage key (64 hex characters).
     pub fn key(&self) -> String {
         let mut h = KeyHasher(blake3::Hasher::new());
@@ -105,4 +125,16 @@ mod tests {
         assert_eq!(k(&p1), k(&p2));
         assert_ne!(k(&p1), k(&p3));
     }
+}
+
+/// Ask a stage for its fingerprint (facts beyond params and deps), with its
+/// paths resolved against the workspace `wdir`.
+pub fn fingerprint(
+    wdir: &std::path::Path,
+    def: &crate::spec::StageDef,
+    stage: &dyn crate::stage::Stage,
+) -> Result<Option<serde_json::Value>, crate::stage::StageFailure> {
+    let cwd = crate::exec::abs(wdir, &def.cwd);
+    let deps: Vec<std::path::PathBuf> = def.deps.iter().map(|d| crate::exec::abs(wdir, d)).collect();
+    stage.fingerprint(&crate::stage::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params })
 }

@@ -17,7 +17,7 @@ use crate::graph::Graph;
 use crate::key::KeyInputs;
 use crate::registry::Registry;
 use crate::spec::{ExecutorKind, Pipeline};
-use crate::stage::{FingerprintContext, Metrics};
+use crate::stage::Metrics;
 use crate::state::{StageState, WorkspaceState};
 use crate::why::{why_stale, StaleReason};
 use crate::workspace::Workspace;
@@ -463,9 +463,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
         }
     }
 
-    let cwd = abs(&sh.p.wdir, &def.cwd);
-    let dep_paths: Vec<PathBuf> = def.deps.iter().map(|d| abs(&sh.p.wdir, d)).collect();
-    let fingerprint = match stage.fingerprint(&FingerprintContext { cwd: &cwd, deps: &dep_paths, params: &def.params }) {
+    let fingerprint = match crate::key::fingerprint(&sh.p.wdir, def, stage.as_ref()) {
         Ok(f) => f,
         Err(e) => {
             let mut r = blank(&def.name, Status::Failed, Action::Run);
@@ -473,17 +471,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
             return r;
         }
     };
-    let inputs = KeyInputs {
-        kind: &def.kind,
-        version: stage.version(),
-        params: &def.params,
-        cmd: def.cmd.as_deref(),
-        env: &def.env,
-        cwd: &def.cwd,
-        outs: &def.outs,
-        deps: &deps,
-        fingerprint: fingerprint.as_ref(),
-    };
+    let inputs = KeyInputs::for_stage(def, stage.version(), &deps, fingerprint.as_ref());
     let key = inputs.key();
     let mut reasons = why_stale(prev.as_ref(), &inputs, &upstream_changed, &producer_names);
     let forced = sh.forced[si];

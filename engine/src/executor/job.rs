@@ -16,7 +16,6 @@ use crate::exec::{self, abs};
 use crate::key::KeyInputs;
 use crate::registry::Registry;
 use crate::spec::load_pipeline;
-use crate::stage::FingerprintContext;
 
 /// What a job needs to execute one stage key; written by the scheduler to
 /// `jobs-v1/<key>.json` in the cache.
@@ -201,22 +200,9 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
         }
         deps.push((d.clone(), kind, hash));
     }
-    let cwd = abs(&pipeline.wdir, &def.cwd);
-    let dep_paths: Vec<PathBuf> = def.deps.iter().map(|d| abs(&pipeline.wdir, d)).collect();
-    let fingerprint = stage
-        .fingerprint(&FingerprintContext { cwd: &cwd, deps: &dep_paths, params: &def.params })
+    let fingerprint = crate::key::fingerprint(&pipeline.wdir, def, stage.as_ref())
         .map_err(|e| setup(format!("cannot fingerprint: {}", e.message)))?;
-    let inputs = KeyInputs {
-        kind: &def.kind,
-        version: stage.version(),
-        params: &def.params,
-        cmd: def.cmd.as_deref(),
-        env: &def.env,
-        cwd: &def.cwd,
-        outs: &def.outs,
-        deps: &deps,
-        fingerprint: fingerprint.as_ref(),
-    };
+    let inputs = KeyInputs::for_stage(def, stage.version(), &deps, fingerprint.as_ref());
     let key = inputs.key();
     if key != spec.key {
         return Err(setup(format!(

@@ -1,34 +1,29 @@
-//! A small seeded RNG (splitmix64) for weight init, data shuffling and
-//! dropout masks. Our own so that the same seed gives the same bytes on every
+//! Seeded draws for weight init, data shuffling and dropout masks, on the
+//! crate's own splitmix64, so that the same seed gives the same bytes on every
 //! platform and candle version (candle's CPU RNG cannot be seeded).
 
-/// splitmix64: tiny, fast, and good enough for init and shuffling.
+use crate::seeded::SplitMix64;
+
+/// The crate's splitmix64 with the float draws training needs.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     /// A generator for `seed`.
     #[cfg(test)]
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
 
     /// A generator for one named purpose (a tensor name, "shuffle"): the
     /// stream does not depend on the order in which purposes are drawn.
     pub fn for_name(seed: u64, name: &str) -> Self {
-        let h = blake3::hash(name.as_bytes());
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&h.as_bytes()[..8]);
-        Rng(seed ^ u64::from_le_bytes(bytes))
+        Rng(SplitMix64::with_label(seed, name))
     }
 
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
