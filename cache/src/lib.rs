@@ -32,7 +32,7 @@ pub use error::{CacheError, Result};
 pub use gc::{GcOptions, GcReport};
 pub use hash::{hash_file, Hash};
 pub use lock::KeyLock;
-pub use objects::{hash_path, remove_path, LinkMode, OutputKind, OutputRef, TreeEntry};
+pub use objects::{hash_path, hash_path_locked, remove_path, LinkMode, OutputKind, OutputRef, TreeEntry};
 pub use runs::RunEntry;
 pub use stat::StatCache;
 pub use store::{Cache, CacheOptions};

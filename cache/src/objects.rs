@@ -97,42 +97,75 @@ fn manifest_bytes(mut entries: Vec<TreeEntry>) -> Vec<u8> {
     serde_json::to_vec(&Manifest { dvx_tree: 1, entries }).expect("manifest serialises")
 }
 
-/// Files under `dir`, sorted, as (relative path, absolute path, metadata).
-/// Symlinks are followed; `.git` folders are skipped? No: everything is data.
+/// Files under `dir` as (relative path, absolute path, metadata), following
+/// symlinks. One `stat` per file: the entry type comes from the directory
+/// listing, so no-op runs over big trees stay cheap. Order is irrelevant:
+/// manifests are sorted.
 fn walk(dir: &Path) -> Result<Vec<(String, std::path::PathBuf, std::fs::Metadata)>> {
     let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).follow_links(true).sort_by_file_name() {
-        let entry = entry.map_err(|e| CacheError::Io {
-            path: e.path().unwrap_or(dir).to_path_buf(),
-            source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk error")),
-        })?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let rel = entry.path().strip_prefix(dir).expect("walk stays under dir");
-        let rel = rel.to_string_lossy().replace('\\', "/");
-        let meta = entry.metadata().map_err(|e| CacheError::Io {
-            path: entry.path().to_path_buf(),
-            source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("stat error")),
-        })?;
-        out.push((rel, entry.path().to_path_buf(), meta));
-    }
+    walk_into(dir, "", &mut out, 0)?;
     Ok(out)
+}
+
+fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<(String, std::path::PathBuf, std::fs::Metadata)>, depth: usize) -> Result<()> {
+    // Symlink loops would recurse forever; no real dataset is this deep.
+    if depth > 64 {
+        return Err(CacheError::Io { path: dir.to_path_buf(), source: std::io::Error::other("folder nesting too deep (symlink loop?)") });
+    }
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let ft = entry.file_type().at(&path)?;
+        if ft.is_dir() {
+            walk_into(&path, &rel, out, depth + 1)?;
+        } else if ft.is_file() || ft.is_symlink() {
+            let meta = std::fs::metadata(&path).at(&path)?;
+            if meta.is_dir() {
+                walk_into(&path, &rel, out, depth + 1)?;
+            } else if meta.is_file() {
+                out.push((rel, path, meta));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Hash a file or folder in the workspace without storing it. Folder hashes
 /// are the hash of their manifest, exactly as [`Cache::put_path`] stores it.
 pub fn hash_path(path: &Path, stat: &mut StatCache) -> Result<(OutputKind, Hash)> {
+    hash_path_with(path, &mut |abs, meta| stat.hash_with_meta(abs, meta))
+}
+
+/// [`hash_path`] for callers that share one stat cache between threads: the
+/// folder walk and any file reads happen without holding the lock, so
+/// several stages hash their deps in parallel.
+pub fn hash_path_locked(path: &Path, stat: &std::sync::Mutex<StatCache>) -> Result<(OutputKind, Hash)> {
+    hash_path_with(path, &mut |abs, meta| {
+        if let Some(h) = stat.lock().expect("stat cache lock").lookup(abs, meta) {
+            return Ok(h);
+        }
+        let h = crate::hash::hash_file(abs)?;
+        stat.lock().expect("stat cache lock").record(abs, meta, &h);
+        Ok(h)
+    })
+}
+
+fn hash_path_with(
+    path: &Path,
+    hash_one: &mut dyn FnMut(&Path, &std::fs::Metadata) -> Result<Hash>,
+) -> Result<(OutputKind, Hash)> {
     let meta = std::fs::metadata(path).at(path)?;
     if meta.is_dir() {
         let mut entries = Vec::new();
         for (rel, abs, meta) in walk(path)? {
-            let hash = stat.hash_with_meta(&abs, &meta)?;
+            let hash = hash_one(&abs, &meta)?;
             entries.push(TreeEntry { path: rel, exec: is_exec(&meta), hash });
         }
         Ok((OutputKind::Dir, Hash::of_bytes(&manifest_bytes(entries))))
     } else {
-        Ok((OutputKind::File, stat.hash_with_meta(path, &meta)?))
+        Ok((OutputKind::File, hash_one(path, &meta)?))
     }
 }
 

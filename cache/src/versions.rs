@@ -37,23 +37,58 @@ pub struct VersionMeta {
 }
 
 /// The canonical JSON bytes of a value: object keys sorted, no whitespace.
+/// Written directly (no sorted copy of the tree): keys and versions hash it
+/// on every run.
 pub fn canonical_json(v: &serde_json::Value) -> Vec<u8> {
-    fn sort(v: &serde_json::Value) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                let mut out = serde_json::Map::new();
-                for k in keys {
-                    out.insert(k.clone(), sort(&m[k]));
+    let mut out = Vec::with_capacity(256);
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
                 }
-                serde_json::Value::Object(out)
+                serde_json::to_writer(&mut *out, k).expect("a string serialises");
+                out.push(b':');
+                write_canonical(&m[k], out);
             }
-            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sort).collect()),
-            other => other.clone(),
+            out.push(b'}');
         }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serialises"),
     }
-    serde_json::to_vec(&sort(v)).expect("json serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_json;
+
+    #[test]
+    fn canonical_is_sorted_compact_json() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"b": [1, {"z": "é\n", "a": null}], "a": 1.5, "c": {"y": true, "x": -2}}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(canonical_json(&v)).unwrap(),
+            r#"{"a":1.5,"b":[1,{"a":null,"z":"é\n"}],"c":{"x":-2,"y":true}}"#
+        );
+    }
 }
 
 impl Cache {

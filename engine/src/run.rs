@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use dvx_cache::{hash_path, Hash, KeyLock, OutputKind, OutputRef, StatCache, VersionMeta};
+use dvx_cache::{hash_path_locked, Hash, KeyLock, OutputKind, OutputRef, StatCache, VersionMeta};
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
@@ -180,9 +180,7 @@ impl Shared {
     }
 
     fn hash_workspace(&self, rel: &str) -> std::result::Result<(OutputKind, Hash), String> {
-        let path = abs(&self.p.wdir, rel);
-        let mut stat = self.stat.lock().expect("stat lock");
-        hash_path(&path, &mut stat).map_err(|e| e.to_string())
+        hash_path_locked(&abs(&self.p.wdir, rel), &self.stat).map_err(|e| e.to_string())
     }
 
     /// Whether every output is in the workspace with the expected bytes;
@@ -273,7 +271,7 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         None
     };
     let sh = Arc::new(Shared {
-        stat: Mutex::new(StatCache::load(&ws.state_dir.join("stat-v1.json"))),
+        stat: Mutex::new(StatCache::load(&ws.state_dir.join("stat-v2.txt"))),
         state: Mutex::new(WorkspaceState::load(&ws.state_dir)),
         results: Mutex::new(vec![None; n]),
         p: p.clone(),

@@ -8,7 +8,8 @@ use miette::Result;
 use super::{print_json, Loaded};
 
 pub fn status(l: Loaded, json: bool) -> Result<ExitCode> {
-    let opts = RunOptions { dry_run: true, jobs: 1, ..Default::default() };
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let opts = RunOptions { dry_run: true, jobs, ..Default::default() };
     let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts)?;
     print_plan(&report.stages, json)?;
     Ok(ExitCode::SUCCESS)
