@@ -64,6 +64,21 @@ def main():
         noop = timed([dvx, "run"], work, repeat=7)
         status = timed([dvx, "status"], work, repeat=7)
         dag = timed([dvx, "dag"], work, repeat=7)
+        # The engine's own phases, from its debug log (median of 7 `dvx status`).
+        phases = {}
+        for _ in range(7):
+            r = subprocess.run([dvx, "status"], cwd=work, capture_output=True, text=True,
+                               env=dict(os.environ, RUST_LOG="dvx=debug,dvx_engine=debug", NO_COLOR="1"))
+            marks = {}
+            for line in r.stderr.splitlines():
+                if "elapsed=" in line:
+                    what = line.split("elapsed=")[0].split("DEBUG")[-1].strip()
+                    val = line.split("elapsed=")[1].split()[0]
+                    ms = float(val[:-2]) if val.endswith("ms") else float(val[:-2]) / 1000 if val.endswith("µs") else float(val[:-1]) * 1000
+                    marks[what] = ms
+            phases.setdefault("parse", []).append(marks.get("pipeline loaded", 0))
+            phases.setdefault("graph", []).append(marks.get("graph built", 0))
+            phases.setdefault("plan", []).append(marks.get("stages done", 0) - marks.get("state loaded", 0))
         n = args.stages
         print(f"| measure ({n} stages, {n * args.files_per_stage} source files) | value |")
         print("|---|---|")
@@ -73,6 +88,9 @@ def main():
         print(f"| no-op `dvx run`, median of 7 | {statistics.median(noop) * 1000:.1f} ms |")
         print(f"| `dvx status` (full plan), median of 7 | {statistics.median(status) * 1000:.1f} ms |")
         print(f"| `dvx dag` (parse + graph), median of 7 | {statistics.median(dag) * 1000:.1f} ms |")
+        print(f"| in-engine: YAML parse + resolve | {statistics.median(phases['parse']):.1f} ms |")
+        print(f"| in-engine: graph build + source check | {statistics.median(phases['graph']):.1f} ms |")
+        print(f"| in-engine: plan (keys, stat checks, why-stale) of all stages | {statistics.median(phases['plan']):.1f} ms |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -106,6 +106,11 @@ impl Cache {
         Ok(hash)
     }
 
+    /// Whether a version record exists.
+    pub fn has_version(&self, hash: &Hash) -> bool {
+        self.versions_dir().join(format!("{hash}.json")).exists()
+    }
+
     /// Read a version by full hash.
     pub fn get_version(&self, hash: &Hash) -> Result<VersionRecord> {
         let path = self.versions_dir().join(format!("{hash}.json"));

@@ -51,6 +51,11 @@ pub struct WorkspaceState {
     /// Hit rate of the last run (cached / total), for `dvx cache stats`.
     #[serde(default)]
     pub last_hit_rate: Option<f64>,
+    /// Pipeline file → (digest of the last run's stage keys, outputs and
+    /// sources, the version they made): lets a no-op run skip rebuilding
+    /// the version body.
+    #[serde(default)]
+    pub last_digest: BTreeMap<String, (String, Hash)>,
     #[serde(skip)]
     file: PathBuf,
 }
