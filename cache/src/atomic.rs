@@ -12,10 +12,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A fresh temp path in `tmp_dir`, unique across processes and threads.
 pub(crate) fn temp_path(tmp_dir: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     tmp_dir.join(format!("{}-{}-{}.tmp", std::process::id(), n, nanos))
 }
 

@@ -86,9 +86,8 @@ impl Cache {
                 }
             }
         }
-        let recent = |p: &std::path::Path| {
-            std::fs::metadata(p).and_then(|m| m.modified()).map(|t| t >= started).unwrap_or(true)
-        };
+        let recent =
+            |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).map(|t| t >= started).unwrap_or(true);
         for key in self.run_keys()? {
             if live_runs.contains(&key) {
                 continue;

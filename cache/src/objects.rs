@@ -107,10 +107,18 @@ fn walk(dir: &Path) -> Result<Vec<(String, std::path::PathBuf, std::fs::Metadata
     Ok(out)
 }
 
-fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<(String, std::path::PathBuf, std::fs::Metadata)>, depth: usize) -> Result<()> {
+fn walk_into(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<(String, std::path::PathBuf, std::fs::Metadata)>,
+    depth: usize,
+) -> Result<()> {
     // Symlink loops would recurse forever; no real dataset is this deep.
     if depth > 64 {
-        return Err(CacheError::Io { path: dir.to_path_buf(), source: std::io::Error::other("folder nesting too deep (symlink loop?)") });
+        return Err(CacheError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other("folder nesting too deep (symlink loop?)"),
+        });
     }
     for entry in std::fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
@@ -329,10 +337,8 @@ impl Cache {
     /// The entries of a folder manifest.
     pub fn read_tree(&self, hash: &Hash) -> Result<Vec<TreeEntry>> {
         let bytes = self.read_object(hash)?;
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| CacheError::BadRecord {
-            path: self.object_path(hash),
-            message: e.to_string(),
-        })?;
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| CacheError::BadRecord { path: self.object_path(hash), message: e.to_string() })?;
         Ok(m.entries)
     }
 

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-
 use crate::atomic;
 use crate::error::{IoContext, Result};
 use crate::hash::{hash_file, Hash};
@@ -39,10 +38,7 @@ fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
 }
 
 fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
 }
 
 const COARSE_RACY_NS: i128 = 2_000_000_000;
@@ -90,7 +86,10 @@ impl StatCache {
         let mtime = mtime_ns(meta);
         let racy_ns = if meta.mtime_nsec() == 0 { COARSE_RACY_NS } else { FINE_RACY_NS };
         if now_ns() - mtime > racy_ns {
-            self.entries.insert(key.to_string(), Entry { size: meta.len(), mtime_ns: mtime, ino: meta.ino(), hash: hash.clone() });
+            self.entries.insert(
+                key.to_string(),
+                Entry { size: meta.len(), mtime_ns: mtime, ino: meta.ino(), hash: hash.clone() },
+            );
             self.dirty = true;
         } else if self.entries.remove(key).is_some() {
             self.dirty = true;
@@ -138,10 +137,14 @@ fn parse(text: &str) -> HashMap<String, Entry> {
     let mut out = HashMap::with_capacity(body.len() / 100);
     for line in body.lines() {
         let mut f = line.splitn(5, '\t');
-        let (Some(size), Some(mtime), Some(ino), Some(hash), Some(path)) = (f.next(), f.next(), f.next(), f.next(), f.next()) else {
+        let (Some(size), Some(mtime), Some(ino), Some(hash), Some(path)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
             continue;
         };
-        let (Ok(size), Ok(mtime_ns), Ok(ino), Some(hash)) = (size.parse(), mtime.parse(), ino.parse(), Hash::parse(hash)) else {
+        let (Ok(size), Ok(mtime_ns), Ok(ino), Some(hash)) =
+            (size.parse(), mtime.parse(), ino.parse(), Hash::parse(hash))
+        else {
             continue;
         };
         out.insert(path.to_string(), Entry { size, mtime_ns, ino, hash });

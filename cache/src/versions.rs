@@ -83,7 +83,8 @@ mod tests {
     #[test]
     fn canonical_is_sorted_compact_json() {
         let v: serde_json::Value =
-            serde_json::from_str(r#"{"b": [1, {"z": "é\n", "a": null}], "a": 1.5, "c": {"y": true, "x": -2}}"#).unwrap();
+            serde_json::from_str(r#"{"b": [1, {"z": "é\n", "a": null}], "a": 1.5, "c": {"y": true, "x": -2}}"#)
+                .unwrap();
         assert_eq!(
             String::from_utf8(canonical_json(&v)).unwrap(),
             r#"{"a":1.5,"b":[1,{"a":null,"z":"é\n"}],"c":{"x":-2,"y":true}}"#
@@ -140,7 +141,9 @@ impl Cache {
     pub fn resolve_version(&self, prefix: &str) -> Result<Hash> {
         let prefix = prefix.to_ascii_lowercase();
         if prefix.len() < 4 {
-            return Err(CacheError::Resolve(format!("`{prefix}` is too short: give at least 4 characters of a version hash")));
+            return Err(CacheError::Resolve(format!(
+                "`{prefix}` is too short: give at least 4 characters of a version hash"
+            )));
         }
         let matches: Vec<Hash> =
             self.version_hashes()?.into_iter().filter(|h| h.as_str().starts_with(&prefix)).collect();

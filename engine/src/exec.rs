@@ -54,7 +54,8 @@ pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -
     for o in &outs {
         remove_path(o).map_err(|e| fail(format!("cannot remove old output: {e}"), &[]))?;
         if let Some(parent) = o.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| fail(format!("cannot create {}: {e}", parent.display()), &[]))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| fail(format!("cannot create {}: {e}", parent.display()), &[]))?;
         }
     }
     let env: Vec<(String, String)> = def.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -85,7 +86,14 @@ pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -
 }
 
 /// Store the outputs and log of an execution and record the run-cache entry.
-pub fn store(cache: &Cache, stat: &std::sync::Mutex<StatCache>, def: &StageDef, wdir: &Path, key: &str, done: Executed) -> Result<RunEntry, Failure> {
+pub fn store(
+    cache: &Cache,
+    stat: &std::sync::Mutex<StatCache>,
+    def: &StageDef,
+    wdir: &Path,
+    key: &str,
+    done: Executed,
+) -> Result<RunEntry, Failure> {
     let fail = |message: String| Failure { message, log_tail: tail(&done.log, 20) };
     let paths: Vec<PathBuf> = def.outs.iter().map(|rel| abs(wdir, rel)).collect();
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
@@ -95,7 +103,8 @@ pub fn store(cache: &Cache, stat: &std::sync::Mutex<StatCache>, def: &StageDef, 
     };
     let outputs: Vec<OutputRef> =
         def.outs.iter().zip(stored).map(|(rel, (kind, hash))| OutputRef { path: rel.clone(), kind, hash }).collect();
-    let log = if done.log.is_empty() { None } else { Some(cache.put_bytes(&done.log).map_err(|e| fail(e.to_string()))?) };
+    let log =
+        if done.log.is_empty() { None } else { Some(cache.put_bytes(&done.log).map_err(|e| fail(e.to_string()))?) };
     let entry = RunEntry {
         key: key.to_string(),
         kind: def.kind.clone(),

@@ -63,7 +63,12 @@ impl Graph {
                 let s = &p.stages[si];
                 let (os, _) = outs[w[0]];
                 return Err(p
-                    .error_at(&s.origin, s.origin.outs[oi], format!("`{}` lies inside `{}`, an out of `{}`", w[1], w[0], p.stages[os].name), "nested out")
+                    .error_at(
+                        &s.origin,
+                        s.origin.outs[oi],
+                        format!("`{}` lies inside `{}`, an out of `{}`", w[1], w[0], p.stages[os].name),
+                        "nested out",
+                    )
                     .into());
             }
         }
@@ -73,17 +78,18 @@ impl Graph {
         for (si, s) in p.stages.iter().enumerate() {
             let mut row = Vec::with_capacity(s.deps.len());
             for d in &s.deps {
-                let found = outs.get(d.as_str()).map(|&(stage, out)| Producer { stage, out, exact: true }).or_else(|| {
-                    // The nearest out folder that contains the dep.
-                    let mut cur = d.as_str();
-                    while let Some(i) = cur.rfind('/') {
-                        cur = &cur[..i];
-                        if let Some(&(stage, out)) = outs.get(cur) {
-                            return Some(Producer { stage, out, exact: false });
+                let found =
+                    outs.get(d.as_str()).map(|&(stage, out)| Producer { stage, out, exact: true }).or_else(|| {
+                        // The nearest out folder that contains the dep.
+                        let mut cur = d.as_str();
+                        while let Some(i) = cur.rfind('/') {
+                            cur = &cur[..i];
+                            if let Some(&(stage, out)) = outs.get(cur) {
+                                return Some(Producer { stage, out, exact: false });
+                            }
                         }
-                    }
-                    None
-                });
+                        None
+                    });
                 if let Some(pr) = found {
                     if !upstream[si].contains(&pr.stage) {
                         upstream[si].push(pr.stage);

@@ -121,7 +121,20 @@ mod tests {
         let p1 = serde_json::json!({"a": 1, "b": 2});
         let p2: serde_json::Value = serde_json::from_str(r#"{"b": 2, "a": 1}"#).unwrap();
         let p3 = serde_json::json!({"a": 1, "b": 3});
-        let k = |p| KeyInputs { kind: "cmd", version: 1, params: p, cmd: Some("x"), env: &env, cwd: "", outs: &[], deps: &[], fingerprint: None }.key();
+        let k = |p| {
+            KeyInputs {
+                kind: "cmd",
+                version: 1,
+                params: p,
+                cmd: Some("x"),
+                env: &env,
+                cwd: "",
+                outs: &[],
+                deps: &[],
+                fingerprint: None,
+            }
+            .key()
+        };
         assert_eq!(k(&p1), k(&p2));
         assert_ne!(k(&p1), k(&p3));
     }

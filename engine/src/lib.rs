@@ -2,9 +2,9 @@
 //! and why) and the scheduler. It knows nothing about datasets: stage kinds
 //! come in through [`Registry`].
 
+pub mod diff;
 mod error;
 mod exec;
-pub mod diff;
 pub mod executor;
 pub mod graph;
 mod key;
@@ -19,11 +19,11 @@ mod workspace;
 
 pub use error::{EngineError, Result, SourceFile, Span, SpecError};
 pub use exec::{abs, execute, tail, Failure};
+pub use executor::{exec_job, Executor, JobError};
 pub use graph::Graph;
 pub use key::KeyInputs;
 pub use registry::Registry;
 pub use run::{check_sources, run, Action, RunOptions, RunReport, StageResult, Status};
-pub use executor::{exec_job, Executor, JobError};
 pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use stage::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
 pub use state::{StageState, WorkspaceState};

@@ -105,7 +105,11 @@ pub fn reproduce(cache: &Cache, registry: &Registry, hash: &Hash) -> Result<Vec<
     let mut report = Vec::new();
     for s in &body.stages {
         let Some(stage) = registry.get(&s.kind) else {
-            report.push(Reproduced { name: s.name.clone(), differs: vec![], error: Some(format!("unknown kind `{}`", s.kind)) });
+            report.push(Reproduced {
+                name: s.name.clone(),
+                differs: vec![],
+                error: Some(format!("unknown kind `{}`", s.kind)),
+            });
             continue;
         };
         let def = StageDef {

@@ -408,7 +408,11 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
     let ups: Vec<StageResult> = sh.graph.upstream[si].iter().filter_map(|&u| sh.result(u)).collect();
     if let Some(bad) = ups.iter().find(|u| matches!(u.status, Status::Failed | Status::Skipped)) {
         let mut r = blank(&def.name, Status::Skipped, Action::Run);
-        r.error = Some(format!("upstream {} {}", bad.name, if bad.status == Status::Failed { "failed" } else { "was skipped" }));
+        r.error = Some(format!(
+            "upstream {} {}",
+            bad.name,
+            if bad.status == Status::Failed { "failed" } else { "was skipped" }
+        ));
         return r;
     }
     // Upstream stages that (would) produce new outputs in this run.
@@ -557,7 +561,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
                 result.action = Action::Restore;
                 result.outputs = entry.outputs;
                 result.log = entry.log.clone();
-                        result.metrics = entry.metrics;
+                result.metrics = entry.metrics;
                 return result;
             }
         }
@@ -578,9 +582,10 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
     let ran = match (kind, &sh.slurm) {
         (ExecutorKind::Slurm, Some(slurm)) => slurm.run(&job).and_then(|entry| {
             // The job wrote the workspace on the shared filesystem; check (and repair) it as for a hit.
-            restore(sh, &entry.outputs)
-                .map(|()| entry)
-                .map_err(|e| Failure { message: format!("cannot restore the job's outputs: {e}"), log_tail: String::new() })
+            restore(sh, &entry.outputs).map(|()| entry).map_err(|e| Failure {
+                message: format!("cannot restore the job's outputs: {e}"),
+                log_tail: String::new(),
+            })
         }),
         _ => executor::Local.run(&job),
     };
@@ -591,7 +596,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
             result.seconds = entry.seconds;
             result.outputs = entry.outputs;
             result.log = entry.log.clone();
-                        result.metrics = entry.metrics;
+            result.metrics = entry.metrics;
             result
         }
         Err(f) => failed(result, f),

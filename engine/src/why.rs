@@ -97,7 +97,12 @@ impl fmt::Display for StaleReason {
 }
 
 /// Params that differ, as dotted names, sorted.
-fn param_diffs(prefix: &str, old: Option<&serde_json::Value>, new: Option<&serde_json::Value>, out: &mut Vec<StaleReason>) {
+fn param_diffs(
+    prefix: &str,
+    old: Option<&serde_json::Value>,
+    new: Option<&serde_json::Value>,
+    out: &mut Vec<StaleReason>,
+) {
     use serde_json::Value;
     match (old, new) {
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
@@ -125,7 +130,12 @@ fn param_diffs(prefix: &str, old: Option<&serde_json::Value>, new: Option<&serde
 /// Causes, in a fixed order, for a stage whose current inputs are `now`
 /// (with `upstream_changed` naming upstream stages that produce new outputs)
 /// compared with its last state `prev`.
-pub fn why_stale(prev: Option<&StageState>, now: &KeyInputs<'_>, upstream_changed: &[String], dep_producers: &[Option<String>]) -> Vec<StaleReason> {
+pub fn why_stale(
+    prev: Option<&StageState>,
+    now: &KeyInputs<'_>,
+    upstream_changed: &[String],
+    dep_producers: &[Option<String>],
+) -> Vec<StaleReason> {
     let Some(prev) = prev else { return vec![StaleReason::NeverRun] };
     let mut out = Vec::new();
     if prev.kind != now.kind {

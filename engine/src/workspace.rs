@@ -74,8 +74,9 @@ impl Workspace {
         let shared = config.as_ref().and_then(|(_, c)| c.shared.as_deref()) == Some("group");
         let link_name = pipeline.link.clone().or_else(|| config.as_ref().and_then(|(_, c)| c.link.clone()));
         let link = match link_name {
-            Some(l) => LinkMode::parse(&l)
-                .ok_or_else(|| EngineError::Other(format!("unknown link mode `{l}` (auto, reflink, hardlink, symlink, copy)")))?,
+            Some(l) => LinkMode::parse(&l).ok_or_else(|| {
+                EngineError::Other(format!("unknown link mode `{l}` (auto, reflink, hardlink, symlink, copy)"))
+            })?,
             None => LinkMode::Auto,
         };
         let executor = match config.as_ref().and_then(|(f, c)| c.executor.as_deref().map(|e| (f, e))) {

@@ -9,7 +9,13 @@ use miette::{miette, Result};
 
 use super::Loaded;
 
-pub fn gc(l: Loaded, keep_last: Option<usize>, keep: Vec<String>, keep_since: Option<String>, dry_run: bool) -> Result<ExitCode> {
+pub fn gc(
+    l: Loaded,
+    keep_last: Option<usize>,
+    keep: Vec<String>,
+    keep_since: Option<String>,
+    dry_run: bool,
+) -> Result<ExitCode> {
     let cache = &l.ws.cache;
     let versions = cache.versions()?; // newest first
     let mut kept = BTreeSet::new();

@@ -51,7 +51,9 @@ pub fn show(l: Loaded, prefix: &str) -> Result<ExitCode> {
         if let Some(serde_json::Value::Object(m)) = rec.meta.metrics.get(&s.name) {
             for (k, v) in m {
                 let text = match v {
-                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => serde_json::to_string(v).into_diagnostic()?,
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+                        serde_json::to_string(v).into_diagnostic()?
+                    }
                     other => other.to_string(),
                 };
                 println!("    {k}: {text}");

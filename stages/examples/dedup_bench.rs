@@ -38,8 +38,9 @@ fn run() -> Result<(), String> {
             _ => return Err(format!("unexpected argument `{arg}`")),
         }
     }
-    let input = std::fs::canonicalize(input.ok_or("usage: dedup_bench INPUT [--threads N] [--out DIR] [--params JSON]")?)
-        .map_err(|e| e.to_string())?;
+    let input =
+        std::fs::canonicalize(input.ok_or("usage: dedup_bench INPUT [--threads N] [--out DIR] [--params JSON]")?)
+            .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let out = std::fs::canonicalize(out).map_err(|e| e.to_string())?;
     let outs: Vec<PathBuf> = ["kept.jsonl", "clusters.jsonl", "lineage.jsonl"].iter().map(|n| out.join(n)).collect();

@@ -37,11 +37,8 @@ impl Stage for Cmd {
         ctx.log.write_all(&output.stdout)?;
         ctx.log.write_all(&output.stderr)?;
         if !output.status.success() {
-            let code = output
-                .status
-                .code()
-                .map(|c| format!("exit code {c}"))
-                .unwrap_or_else(|| "killed by a signal".into());
+            let code =
+                output.status.code().map(|c| format!("exit code {c}")).unwrap_or_else(|| "killed by a signal".into());
             return Err(StageFailure::new(format!("command failed ({code})")));
         }
         Ok(Metrics::new())

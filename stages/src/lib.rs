@@ -5,34 +5,34 @@ use std::sync::Arc;
 
 use dvx_engine::Registry;
 
-mod balance;
-mod cmd;
-mod filter;
-mod merge;
-mod score;
-mod split;
-mod validate;
-mod dedup;
 pub mod ast_extract;
+mod balance;
+mod benchmark;
 mod clone;
+mod cmd;
+mod dedup;
 mod example_record;
 mod fetch;
+mod filter;
 mod grep_sim;
 mod html_extract;
+mod merge;
 mod multiply;
+#[cfg(test)]
+mod pipeline_tests;
+pub mod records;
+mod score;
 mod seeded;
 #[cfg(test)]
 mod shipped_pipelines;
 mod source_files;
+mod split;
 mod stage_params;
-mod benchmark;
-mod train;
-pub mod records;
 mod support;
 #[cfg(test)]
-mod pipeline_tests;
-#[cfg(test)]
 mod testkit;
+mod train;
+mod validate;
 
 /// A registry with every built-in stage kind.
 pub fn builtin_registry() -> Registry {

@@ -120,9 +120,11 @@ fn compile(t: &str) -> Result<Vec<Piece>, String> {
                     match chars.next() {
                         Some('}') => break,
                         Some(c) if c.is_alphanumeric() || c == '_' || c == '.' || c == '-' => name.push(c),
-                        Some(c) => return Err(format!(
+                        Some(c) => {
+                            return Err(format!(
                             "`{c}` cannot appear in a placeholder (`{{{name}{c}`); write `{{{{` for a literal brace"
-                        )),
+                        ))
+                        }
                         None => return Err(format!("unclosed placeholder `{{{name}`")),
                     }
                 }

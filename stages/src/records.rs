@@ -24,8 +24,7 @@ pub struct RecordReader {
 impl RecordReader {
     /// Open `path` for reading.
     pub fn open(path: &Path) -> Result<Self, StageFailure> {
-        let file = File::open(path)
-            .map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
+        let file = File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
         Ok(RecordReader {
             path: path.to_path_buf(),
             lines: BufReader::with_capacity(1 << 20, file).lines(),
@@ -117,8 +116,8 @@ impl RecordWriter {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = File::create(path)
-            .map_err(|e| StageFailure::new(format!("cannot create {}: {e}", path.display())))?;
+        let file =
+            File::create(path).map_err(|e| StageFailure::new(format!("cannot create {}: {e}", path.display())))?;
         Ok(RecordWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 20, file), count: 0 })
     }
 
@@ -244,11 +243,9 @@ pub fn value_text(v: &Value) -> String {
         Value::Array(items) => items
             .iter()
             .map(|i| match i {
-                Value::Object(m) => m
-                    .get("content")
-                    .or_else(|| m.get("value"))
-                    .map(value_text)
-                    .unwrap_or_else(|| i.to_string()),
+                Value::Object(m) => {
+                    m.get("content").or_else(|| m.get("value")).map(value_text).unwrap_or_else(|| i.to_string())
+                }
                 other => value_text(other),
             })
             .collect::<Vec<_>>()
@@ -262,19 +259,10 @@ pub fn value_text(v: &Value) -> String {
 /// shapes, in key order).
 pub fn record_text(record: &Record, fields: &[String]) -> String {
     if !fields.is_empty() {
-        return fields
-            .iter()
-            .filter_map(|f| field(record, f))
-            .map(value_text)
-            .collect::<Vec<_>>()
-            .join("\n");
+        return fields.iter().filter_map(|f| field(record, f)).map(value_text).collect::<Vec<_>>().join("\n");
     }
     match detect_shape(record) {
-        Shape::Other => record
-            .values()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Shape::Other => record.values().filter_map(Value::as_str).collect::<Vec<_>>().join("\n"),
         _ => turns(record).into_iter().map(|(_, t)| t).collect::<Vec<_>>().join("\n"),
     }
 }

@@ -430,7 +430,11 @@ mod tests {
         assert!(read_chunk(&mut reader, &pool, OnError::Skip, &mut bad).unwrap().is_empty());
         let mut reader = ChunkReader::open(&p).unwrap();
         let err = read_chunk(&mut reader, &pool, OnError::Fail, &mut bad).unwrap_err();
-        assert!(err.message.ends_with("x.jsonl:1: malformed JSON: expected value at line 1 column 1"), "{}", err.message);
+        assert!(
+            err.message.ends_with("x.jsonl:1: malformed JSON: expected value at line 1 column 1"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

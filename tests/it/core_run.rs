@@ -272,7 +272,9 @@ fn no_op_run_reads_no_source_file() {
             // Older than the stat cache's racy window.
             std::fs::File::options().write(true).open(p.path(&rel)).unwrap().set_modified(old).unwrap();
         }
-        yaml += &format!("  s{i}:\n    deps: [src/d{i}]\n    outs: [out/o{i}.txt]\n    cmd: cat src/d{i}/* > out/o{i}.txt\n");
+        yaml += &format!(
+            "  s{i}:\n    deps: [src/d{i}]\n    outs: [out/o{i}.txt]\n    cmd: cat src/d{i}/* > out/o{i}.txt\n"
+        );
     }
     p.write("dvx.yaml", &yaml);
     p.dvx(&["run"]).ok();
@@ -285,12 +287,13 @@ fn no_op_run_reads_no_source_file() {
             .output()
             .unwrap();
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        let line = log.lines().find(|l| l.contains("file contents read for hashing")).expect("hash count logged").to_string();
+        let line =
+            log.lines().find(|l| l.contains("file contents read for hashing")).expect("hash count logged").to_string();
         line.rsplit("files=").next().unwrap().trim().parse::<usize>().unwrap()
     };
     std::thread::sleep(std::time::Duration::from_millis(250)); // outputs leave the racy window
-    // The 100 sources were hashed once, by the first run; fresh outputs are
-    // checked once more (they were hashed within the racy window).
+                                                               // The 100 sources were hashed once, by the first run; fresh outputs are
+                                                               // checked once more (they were hashed within the racy window).
     assert!(files_read() <= 20);
     assert_eq!(files_read(), 0);
 }

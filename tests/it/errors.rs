@@ -97,7 +97,11 @@ fn missing_declared_out_after_success() {
     p.write("dvx.yaml", "stages:\n  a:\n    outs: [o.txt]\n    cmd: echo done\n");
     let r = p.dvx(&["run"]);
     assert_eq!(r.code(), 1);
-    assert!(r.stderr().contains("stage `a` failed: declared out `o.txt` was not created by the stage"), "{}", r.stderr());
+    assert!(
+        r.stderr().contains("stage `a` failed: declared out `o.txt` was not created by the stage"),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[test]
@@ -106,7 +110,9 @@ fn every_shipped_pipeline_parses() {
     let mut n = 0;
     for dir in ["pipelines", "examples"] {
         for entry in walk(&root.join(dir)) {
-            if entry.extension().is_some_and(|e| e == "yaml" || e == "yml") && entry.to_string_lossy().contains("pipelines") {
+            if entry.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                && entry.to_string_lossy().contains("pipelines")
+            {
                 let r = std::process::Command::new(env!("CARGO_BIN_EXE_dvx"))
                     .args(["dag", entry.to_str().unwrap()])
                     .output()

@@ -270,7 +270,8 @@ fn interrupt_cancels_jobs(c: &Cluster) {
 "#,
         true,
     );
-    let mut child = c.dvx(&p, &["run", "--executor", "slurm"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child =
+        c.dvx(&p, &["run", "--executor", "slurm"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     c.wait_for("the job to run", 60, || c.stage_states(&p).iter().any(|(_, s)| s == "RUNNING"));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let t0 = Instant::now();
@@ -284,7 +285,11 @@ fn interrupt_cancels_jobs(c: &Cluster) {
     c.wait_for("the job to be cancelled", 30, || c.stage_states(&p).iter().all(|(_, s)| s == "CANCELLED"));
     let squeue = Command::new("squeue").args(["-h", "-o", "%i %Z"]).env("SLURM_CONF", &c.conf).output().unwrap();
     let wdir = p.dir.path().canonicalize().unwrap();
-    assert!(!text(&squeue.stdout).contains(&*wdir.to_string_lossy()), "a job was left behind: {}", text(&squeue.stdout));
+    assert!(
+        !text(&squeue.stdout).contains(&*wdir.to_string_lossy()),
+        "a job was left behind: {}",
+        text(&squeue.stdout)
+    );
 }
 
 /// A dvx killed while jobs run does not redo, on restart, what its jobs finished,
@@ -303,7 +308,8 @@ fn restart_after_crash_reuses_jobs(c: &Cluster) {
 "#,
         true,
     );
-    let mut child = c.dvx(&p, &["run", "--executor", "slurm"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        c.dvx(&p, &["run", "--executor", "slurm"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     c.wait_for("the second job to run", 60, || c.stage_states(&p).iter().any(|(n, s)| n == "second" && s == "RUNNING"));
     child.kill().unwrap(); // SIGKILL: no chance to cancel anything
     child.wait().unwrap();
@@ -352,10 +358,7 @@ fn wrong_resources_point_at_the_field() {
 "#
     );
     let e = rendered_error("stages:\n  a:\n    outs: [o.txt]\n    resources: {time: 2h}\n    cmd: touch o.txt\n");
-    assert!(
-        e.contains("invalid `resources.time` of stage `a`: `2h` is not a Slurm time limit"),
-        "{e}"
-    );
+    assert!(e.contains("invalid `resources.time` of stage `a`: `2h` is not a Slurm time limit"), "{e}");
     assert!(e.contains("[dvx.yaml:4:17]"), "{e}");
 }
 
@@ -384,7 +387,8 @@ fn fake_sbatch(p: &Project) -> String {
     let bin = p.path("fakebin");
     std::fs::create_dir_all(&bin).unwrap();
     let sbatch = bin.join("sbatch");
-    std::fs::write(&sbatch, format!("#!/bin/sh\necho called >> {}\nexit 1\n", p.path("sbatch-called").display())).unwrap();
+    std::fs::write(&sbatch, format!("#!/bin/sh\necho called >> {}\nexit 1\n", p.path("sbatch-called").display()))
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&sbatch, std::fs::Permissions::from_mode(0o755)).unwrap();
     format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display())

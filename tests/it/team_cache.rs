@@ -53,7 +53,13 @@ fn four_processes_one_cache_each_stage_once() {
     let clones: Vec<Project> = (0..4).map(|_| workspace(cache.path())).collect();
     let children: Vec<_> = clones
         .iter()
-        .map(|p| dvx_cmd(p, counts.path(), &["run", "-j", "2"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|p| {
+            dvx_cmd(p, counts.path(), &["run", "-j", "2"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
     for o in &outs {
@@ -96,7 +102,8 @@ fn kill_9_at_random_instants_leaves_a_clean_cache() {
     for (i, delay) in delays(30).into_iter().enumerate() {
         // Vary the input so most iterations have real work to interrupt.
         p.write("in.txt", &format!("team cache {}\n", i % 4));
-        let mut child = dvx_cmd(&p, counts.path(), &["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child =
+            dvx_cmd(&p, counts.path(), &["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -187,7 +194,10 @@ fn cache_location_precedence() {
     p.write("dvx.yaml", "stages:\n  a:\n    deps: [in.txt]\n    outs: [o]\n    cmd: cp in.txt o\n");
     let dir = |r: crate::support::Run| r.ok().stdout().trim().to_string();
     let default = p.path(".dvx/cache").canonicalize().unwrap_or(p.path(".dvx/cache"));
-    assert_eq!(std::path::PathBuf::from(dir(p.dvx(&["cache", "dir"]))).canonicalize().unwrap(), default.canonicalize().unwrap());
+    assert_eq!(
+        std::path::PathBuf::from(dir(p.dvx(&["cache", "dir"]))).canonicalize().unwrap(),
+        default.canonicalize().unwrap()
+    );
     p.write("dvx.toml", "cache = \"team-cache\"\n");
     assert!(dir(p.dvx(&["cache", "dir"])).ends_with("team-cache"));
     p.write("dvx.yaml", "cache: from-yaml\nstages:\n  a:\n    deps: [in.txt]\n    outs: [o]\n    cmd: cp in.txt o\n");
@@ -206,7 +216,10 @@ fn cache_location_precedence() {
 fn edited_restored_output_is_detected() {
     let p = Project::new();
     p.write("in.txt", "x\n");
-    p.write("dvx.yaml", "link: copy\nstages:\n  a:\n    deps: [in.txt]\n    outs: [o]\n    cmd: cp in.txt o && echo a >> runs.log\n");
+    p.write(
+        "dvx.yaml",
+        "link: copy\nstages:\n  a:\n    deps: [in.txt]\n    outs: [o]\n    cmd: cp in.txt o && echo a >> runs.log\n",
+    );
     p.dvx(&["run"]).ok();
     std::fs::remove_file(p.path("o")).unwrap();
     p.dvx(&["run"]).ok(); // restored by copy
@@ -283,13 +296,24 @@ fn second_user_in_group_shares_the_cache() {
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let as_mate = |args: &str| {
         Command::new("runuser")
-            .args(["-u", "dvxmate", "--", "sh", "-c", &format!("cd {} && {} {args}", root.join("second").display(), bin.display())])
+            .args([
+                "-u",
+                "dvxmate",
+                "--",
+                "sh",
+                "-c",
+                &format!("cd {} && {} {args}", root.join("second").display(), bin.display()),
+            ])
             .output()
             .unwrap()
     };
     let second = as_mate("run --json");
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
-    assert!(String::from_utf8_lossy(&second.stdout).contains("\"cached\""), "{}", String::from_utf8_lossy(&second.stdout));
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("\"cached\""),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
     // The second user can also write new results into the shared cache.
     std::fs::write(root.join("second/dvx.yaml"), yaml.replace("n: 1", "n: 2")).unwrap();
     let third = as_mate("run --json");

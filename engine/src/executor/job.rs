@@ -150,7 +150,9 @@ pub fn exec_job(spec_path: &Path, registry: &Registry) -> Result<RunEntry, JobEr
         .map_err(|e| JobError::BadSpec { path: spec_path.to_path_buf(), message: e.to_string() })?;
     let result = run_spec(&spec, registry, &host);
     let outcome = match &result {
-        Ok(entry) => JobOutcome { host: host.clone(), entry: Some(entry.clone()), error: None, log_tail: String::new() },
+        Ok(entry) => {
+            JobOutcome { host: host.clone(), entry: Some(entry.clone()), error: None, log_tail: String::new() }
+        }
         Err(JobError::Stage { message, log_tail, .. }) => {
             JobOutcome { host: host.clone(), entry: None, error: Some(message.clone()), log_tail: log_tail.clone() }
         }
@@ -173,7 +175,8 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
         return Err(JobError::WorkspaceNotVisible { path: spec.wdir.clone(), host: host.to_string() });
     }
     let setup = |message: String| JobError::Setup { stage: spec.stage.clone(), host: host.to_string(), message };
-    let pipeline = load_pipeline(&spec.pipeline, registry).map_err(|e| setup(format!("cannot load the pipeline: {e}")))?;
+    let pipeline =
+        load_pipeline(&spec.pipeline, registry).map_err(|e| setup(format!("cannot load the pipeline: {e}")))?;
     if pipeline.wdir != spec.wdir {
         return Err(JobError::WorkspaceNotVisible { path: spec.wdir.clone(), host: host.to_string() });
     }

@@ -149,8 +149,17 @@ pub(crate) fn parse_show_job(line: &str) -> JobInfo {
 }
 
 /// States after which a job never runs again.
-const TERMINAL: &[&str] =
-    &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"];
+const TERMINAL: &[&str] = &[
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+];
 
 fn is_terminal(state: &str) -> bool {
     TERMINAL.contains(&state)
@@ -265,7 +274,9 @@ impl Slurm {
             Ok(o) => o,
             Err(e) => {
                 files.remove_all();
-                return Err(fail(format!("cannot run `sbatch`: {e} (is Slurm installed on this machine and on PATH?)")));
+                return Err(fail(format!(
+                    "cannot run `sbatch`: {e} (is Slurm installed on this machine and on PATH?)"
+                )));
             }
         };
         if !out.status.success() {
@@ -324,7 +335,10 @@ impl Executor for Slurm {
         let name = job_name(&job.def.name, job.key);
         let id = match self.adoptable(&files, &name) {
             Some(id) => {
-                (job.say)(&format!("slurm: stage `{}` is still running as job {id} from an earlier dvx; waiting for it", job.def.name));
+                (job.say)(&format!(
+                    "slurm: stage `{}` is still running as job {id} from an earlier dvx; waiting for it",
+                    job.def.name
+                ));
                 self.tracker.state.lock().unwrap_or_else(|p| p.into_inner()).live.insert(id.clone());
                 id
             }
@@ -366,7 +380,9 @@ impl Executor for Slurm {
         };
         match outcome.as_ref().and_then(|o| o.error.as_deref()) {
             Some(e) => message.push_str(&format!(": {e}")),
-            None if state == "COMPLETED" => message.push_str(": the job left no outcome (did it run `dvx exec-stage`?)"),
+            None if state == "COMPLETED" => {
+                message.push_str(": the job left no outcome (did it run `dvx exec-stage`?)")
+            }
             None => {}
         }
         message.push_str(&format!("; job log: {}", files.log.display()));

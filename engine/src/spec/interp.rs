@@ -59,9 +59,14 @@ mod tests {
         let p = serde_json::json!({"suffix": "!", "n": 3, "nested": {"a": "x"}});
         let deps = vec!["in.txt".to_string()];
         let outs = vec!["out.txt".to_string()];
-        let s = interpolate("cat ${deps[0]} > ${outs[0]}; echo ${params.suffix}${params.n}${params.nested.a}", &p, &deps, &outs)
-            .ok()
-            .unwrap();
+        let s = interpolate(
+            "cat ${deps[0]} > ${outs[0]}; echo ${params.suffix}${params.n}${params.nested.a}",
+            &p,
+            &deps,
+            &outs,
+        )
+        .ok()
+        .unwrap();
         assert_eq!(s, "cat in.txt > out.txt; echo !3x");
         let e = interpolate("echo ${params.nope}", &p, &deps, &outs).err().unwrap();
         assert_eq!(e.name, "params.nope");

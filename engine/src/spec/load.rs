@@ -48,7 +48,8 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
         for (name, raw) in &lf.raw.stages.0 {
             let name_span = span_of(src, &name.referenced, name.value.len());
             if let Some((other_file, other_span)) = names.get(&name.value) {
-                let mut err = src.error(name_span, format!("two stages are called `{}`", name.value), "second definition");
+                let mut err =
+                    src.error(name_span, format!("two stages are called `{}`", name.value), "second definition");
                 if *other_file == lf.source {
                     err = err.with_other(*other_span, "first definition");
                 }
@@ -80,9 +81,11 @@ impl Loader {
             return Ok(()); // imported twice (diamond): same stages, load once
         }
         let text = std::fs::read_to_string(file).map_err(|source| match imported_at {
-            Some((src, span)) => EngineError::from(
-                self.sources[src].error(span, format!("cannot read import {}: {source}", file.display()), "imported here"),
-            ),
+            Some((src, span)) => EngineError::from(self.sources[src].error(
+                span,
+                format!("cannot read import {}: {source}", file.display()),
+                "imported here",
+            )),
             None => EngineError::Read { path: file.to_path_buf(), source },
         })?;
         let display = display_path(file);
@@ -98,7 +101,11 @@ impl Loader {
             let span = span_of(&self.sources[source], &imp.referenced, imp.value.len());
             let path = normalize(&dir.join(&imp.value));
             let canon = std::fs::canonicalize(&path).map_err(|e| {
-                EngineError::from(self.sources[source].error(span, format!("cannot read import `{}`: {e}", imp.value), "imported here"))
+                EngineError::from(self.sources[source].error(
+                    span,
+                    format!("cannot read import `{}`: {e}", imp.value),
+                    "imported here",
+                ))
             })?;
             self.load(&canon, Some((source, span)))?;
         }
@@ -132,10 +139,8 @@ pub(crate) fn span_of(src: &SourceFile, loc: &serde_saphyr::Location, len: usize
 fn parse_yaml(src: &SourceFile) -> Result<RawPipeline> {
     let opts = serde_saphyr::options! { with_snippet: false };
     serde_saphyr::from_str_with_options::<RawPipeline>(&src.text, opts).map_err(|e| {
-        let span = e
-            .location()
-            .map(|loc| Span { offset: src.offset(loc.line(), loc.column()), len: 1 })
-            .unwrap_or_default();
+        let span =
+            e.location().map(|loc| Span { offset: src.offset(loc.line(), loc.column()), len: 1 }).unwrap_or_default();
         let message = clean_yaml_message(&e.to_string());
         let mut err = src.error(span, message.clone(), "here");
         if let Some(field) = between_backticks(&message, "unknown field `") {
@@ -244,8 +249,12 @@ fn resolve_stage(
         let span = span_of(src, &o.referenced, o.value.len());
         origin.outs.push(span);
         let escape = |why: &str| {
-            src.error(span, format!("out `{}` escapes the pipeline's folder{why}", o.value), "outside the pipeline's folder")
-                .with_help(format!("outs must stay inside {}", wdir.display()))
+            src.error(
+                span,
+                format!("out `{}` escapes the pipeline's folder{why}", o.value),
+                "outside the pipeline's folder",
+            )
+            .with_help(format!("outs must stay inside {}", wdir.display()))
         };
         if Path::new(&o.value).is_absolute() {
             return Err(escape(" (absolute path)"));
@@ -279,8 +288,12 @@ fn resolve_stage(
                     "not defined",
                 );
                 err = err.with_help(if unknown.name.starts_with("params.") {
-                    let known: Vec<String> = params.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-                    format!("params of `{stage_name}`: {}", if known.is_empty() { "none".into() } else { known.join(", ") })
+                    let known: Vec<String> =
+                        params.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+                    format!(
+                        "params of `{stage_name}`: {}",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    )
                 } else {
                     format!("use ${{params.NAME}}, ${{deps[0..{}]}} or ${{outs[0..{}]}}", deps.len(), outs.len())
                 });
@@ -308,7 +321,9 @@ fn resolve_stage(
                 let start = src.offset(r.referenced.line(), r.referenced.column());
                 let span = field_span(src, start, re.field.as_deref());
                 let what = match &re.field {
-                    Some(f) if !re.unknown => format!("invalid `resources.{f}` of stage `{stage_name}`: {}", re.message),
+                    Some(f) if !re.unknown => {
+                        format!("invalid `resources.{f}` of stage `{stage_name}`: {}", re.message)
+                    }
                     _ => format!("invalid `resources` of stage `{stage_name}`: {}", re.message),
                 };
                 return Err(src.error(span, what, "here"));

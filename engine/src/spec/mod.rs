@@ -14,7 +14,6 @@ use std::path::PathBuf;
 pub use load::load_pipeline;
 pub use resources::{ExecutorKind, ResourceError, Resources, RESOURCE_FIELDS};
 
-
 use crate::error::{SourceFile, Span};
 
 /// A pipeline with its imports flattened: every stage of every file.
@@ -88,7 +87,13 @@ impl Pipeline {
     }
 
     /// An error located in a stage's file.
-    pub fn error_at(&self, origin: &Origin, span: Span, message: impl Into<String>, label: impl Into<String>) -> crate::error::SpecError {
+    pub fn error_at(
+        &self,
+        origin: &Origin,
+        span: Span,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> crate::error::SpecError {
         self.sources[origin.file].error(span, message, label)
     }
 }

@@ -78,12 +78,14 @@ pub struct ResourceError {
 pub const RESOURCE_FIELDS: &[&str] = &["cpus", "mem", "gpus", "time", "partition", "account", "qos", "extra"];
 
 /// Flags dvx sets itself and `extra` may not.
-const RESERVED: &[&str] = &["--output", "-o", "--error", "-e", "--wrap", "--chdir", "-D", "--parsable", "--job-name", "-J"];
+const RESERVED: &[&str] =
+    &["--output", "-o", "--error", "-e", "--wrap", "--chdir", "-D", "--parsable", "--job-name", "-J"];
 
 impl Resources {
     /// Validate a `resources:` block as written.
     pub fn from_value(v: &Value) -> Result<Resources, ResourceError> {
-        let err = |field: &str, message: String| ResourceError { field: Some(field.to_string()), message, unknown: false };
+        let err =
+            |field: &str, message: String| ResourceError { field: Some(field.to_string()), message, unknown: false };
         let Value::Object(map) = v else {
             return Err(ResourceError {
                 field: None,
@@ -96,12 +98,22 @@ impl Resources {
             match k.as_str() {
                 "cpus" => match val.as_u64() {
                     Some(n) if n >= 1 && n <= u32::MAX as u64 => r.cpus = Some(n as u32),
-                    _ => return Err(err(k, format!("`{}` is not a number of CPUs (a whole number, at least 1)", show(val)))),
+                    _ => {
+                        return Err(err(
+                            k,
+                            format!("`{}` is not a number of CPUs (a whole number, at least 1)", show(val)),
+                        ))
+                    }
                 },
                 "mem" => {
                     let s = scalar(val).ok_or_else(|| err(k, "must be a size such as `512M` or `4G`".into()))?;
                     if !is_mem(&s) {
-                        return Err(err(k, format!("`{s}` is not a memory size (a number with an optional K, M, G or T: `512M`, `4G`)")));
+                        return Err(err(
+                            k,
+                            format!(
+                                "`{s}` is not a memory size (a number with an optional K, M, G or T: `512M`, `4G`)"
+                            ),
+                        ));
                     }
                     r.mem = Some(s);
                 }
@@ -113,7 +125,8 @@ impl Resources {
                     r.gpus = Some(s);
                 }
                 "time" => {
-                    let s = scalar(val).ok_or_else(|| err(k, "must be a time limit such as `30` or `1:30:00`".into()))?;
+                    let s =
+                        scalar(val).ok_or_else(|| err(k, "must be a time limit such as `30` or `1:30:00`".into()))?;
                     if !is_time(&s) {
                         return Err(err(
                             k,
@@ -147,7 +160,10 @@ impl Resources {
                         }
                         let name = f.split('=').next().unwrap_or(f);
                         if RESERVED.contains(&name) {
-                            return Err(err(k, format!("`{name}` is set by dvx itself and cannot be passed in `extra`")));
+                            return Err(err(
+                                k,
+                                format!("`{name}` is set by dvx itself and cannot be passed in `extra`"),
+                            ));
                         }
                     }
                     r.extra = flags;

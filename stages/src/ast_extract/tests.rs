@@ -261,7 +261,8 @@ fn example_bundles_give_the_phase6_counts() {
         .map(|n| json!({"name": n, "url": format!("examples/repos/{n}.bundle"), "rev": "v1.0"}))
         .collect();
     let cloned = dir.path().join("repos");
-    let (m, log) = run(&crate::clone::CloneRepos, repo_root, &[], std::slice::from_ref(&cloned), json!({ "repos": repos }));
+    let (m, log) =
+        run(&crate::clone::CloneRepos, repo_root, &[], std::slice::from_ref(&cloned), json!({ "repos": repos }));
     m.unwrap_or_else(|e| panic!("{}\n{log}", e.message));
     let out = dir.path().join("examples.jsonl");
     let (m, _) = run(&AstExtract, repo_root, &[cloned], std::slice::from_ref(&out), json!({"seed": 6}));

@@ -51,7 +51,9 @@ impl Stage for Benchmark {
 
     fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
         if !(2..=3).contains(&shape.outs) {
-            return Err(ParamError::whole("`benchmark` writes outs [table.md, results.json] and optionally a bar-chart SVG"));
+            return Err(ParamError::whole(
+                "`benchmark` writes outs [table.md, results.json] and optionally a bar-chart SVG",
+            ));
         }
         BenchParams::parse(shape.params, shape.deps).map(|_| ())
     }
@@ -64,7 +66,12 @@ impl Stage for Benchmark {
     }
 }
 
-fn execute(p: &BenchParams, deps: &[PathBuf], outs: &[PathBuf], log: &mut dyn std::io::Write) -> Result<Metrics, StageFailure> {
+fn execute(
+    p: &BenchParams,
+    deps: &[PathBuf],
+    outs: &[PathBuf],
+    log: &mut dyn std::io::Write,
+) -> Result<Metrics, StageFailure> {
     let fail = |m: String| StageFailure::new(m);
     let eval_path = &deps[deps.len() - 1];
     let records: Vec<(usize, Record)> = {

@@ -142,7 +142,10 @@ impl BenchParams {
         if deps != p.models.len() + 1 {
             return Err(ParamError::field(
                 "models",
-                format!("{} models named but {deps} deps: give one model folder per entry, then the eval JSONL", p.models.len()),
+                format!(
+                    "{} models named but {deps} deps: give one model folder per entry, then the eval JSONL",
+                    p.models.len()
+                ),
             ));
         }
         let mut seen = BTreeSet::new();
@@ -154,7 +157,10 @@ impl BenchParams {
         for (i, m) in p.models.iter().enumerate() {
             if let Some(b) = m.base() {
                 if !seen.contains(b) || b == m.name() {
-                    return Err(ParamError::field(format!("models.{i}.base"), format!("no other model is named `{b}`")));
+                    return Err(ParamError::field(
+                        format!("models.{i}.base"),
+                        format!("no other model is named `{b}`"),
+                    ));
                 }
             }
         }
@@ -186,7 +192,8 @@ mod tests {
 
     #[test]
     fn entries_and_errors() {
-        let p = BenchParams::parse(&json!({"models": ["base", {"name": "p5", "base": "base"}], "baseline": "p5"}), 3).unwrap();
+        let p = BenchParams::parse(&json!({"models": ["base", {"name": "p5", "base": "base"}], "baseline": "p5"}), 3)
+            .unwrap();
         assert_eq!(p.models[1].base(), Some("base"));
         assert_eq!(p.baseline_index(), 1);
         assert!(p.deterministic);

@@ -201,7 +201,12 @@ mod tests {
         assert!(regressions(&v23, &v21, &tol).is_empty());
         let md = markdown(&[v21.clone(), v23.clone()], 0, false);
         assert!(md.contains("| v2.1 | adapter | 130.00 MB | 1.8050 | 6.080 | 82.0% (82/100) | baseline |"), "{md}");
-        assert!(md.contains("| v2.3 | adapter | 130.00 MB | 2.2643 | 9.624 | 45.0% (45/100) | **REGRESSION**: accuracy -37.0 pts"), "{md}");
+        assert!(
+            md.contains(
+                "| v2.3 | adapter | 130.00 MB | 2.2643 | 9.624 | 45.0% (45/100) | **REGRESSION**: accuracy -37.0 pts"
+            ),
+            "{md}"
+        );
         assert!(md.contains("## Regressions\n\n- `v2.3`: accuracy -37.0 pts"), "{md}");
         assert!(!md.contains("gen tok/s"));
         let mut timed = v23;

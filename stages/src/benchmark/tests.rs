@@ -33,7 +33,11 @@ fn bench(params: &Value, tag: &str) -> (Value, String, String, Value) {
     let s = shared_base();
     let (_, adapter, raw) = models();
     let dir = tempfile::tempdir().unwrap();
-    let outs = [dir.path().join(format!("{tag}.md")), dir.path().join(format!("{tag}.json")), dir.path().join(format!("{tag}.svg"))];
+    let outs = [
+        dir.path().join(format!("{tag}.md")),
+        dir.path().join(format!("{tag}.json")),
+        dir.path().join(format!("{tag}.svg")),
+    ];
     let deps = [s.base.clone(), adapter.clone(), raw.clone(), s.valid.clone()];
     let (r, log) = run_stage(&Benchmark, params, &deps, &outs, 2);
     let metrics = r.unwrap_or_else(|e| panic!("{e}\n{log}"));

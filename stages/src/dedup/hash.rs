@@ -31,12 +31,7 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     let len = data.len() as u64;
     let mut rest = data;
     let mut h = if rest.len() >= 32 {
-        let mut v = [
-            seed.wrapping_add(P1).wrapping_add(P2),
-            seed.wrapping_add(P2),
-            seed,
-            seed.wrapping_sub(P1),
-        ];
+        let mut v = [seed.wrapping_add(P1).wrapping_add(P2), seed.wrapping_add(P2), seed, seed.wrapping_sub(P1)];
         while rest.len() >= 32 {
             for (i, lane) in v.iter_mut().enumerate() {
                 *lane = round(*lane, read_u64(&rest[i * 8..]));
@@ -61,10 +56,7 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
         rest = &rest[8..];
     }
     if rest.len() >= 4 {
-        h = (h ^ u64::from(read_u32(rest)).wrapping_mul(P1))
-            .rotate_left(23)
-            .wrapping_mul(P2)
-            .wrapping_add(P3);
+        h = (h ^ u64::from(read_u32(rest)).wrapping_mul(P1)).rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
         rest = &rest[4..];
     }
     for &byte in rest {

@@ -51,9 +51,9 @@ pub fn write_kept(inputs: &[PathBuf], drops: &[Option<Dropped>], path: &Path) ->
     let mut kept = 0usize;
     for input in inputs {
         for_each_line(input, |_, text| {
-            let dropped = drops.get(index).ok_or_else(|| {
-                StageFailure::new(format!("{} changed while dedup was running", input.display()))
-            })?;
+            let dropped = drops
+                .get(index)
+                .ok_or_else(|| StageFailure::new(format!("{} changed while dedup was running", input.display())))?;
             if dropped.is_none() {
                 out.line(text.as_bytes())?;
                 kept += 1;
@@ -100,8 +100,7 @@ pub fn write_clusters(
         if corpus.is_ref(c.keeper) {
             v["kept"] = Value::Null;
             let k = c.keeper as usize;
-            v["reference"] =
-                json!({"source": corpus.sources[corpus.source[k] as usize], "line": corpus.line[k]});
+            v["reference"] = json!({"source": corpus.sources[corpus.source[k] as usize], "line": corpus.line[k]});
         } else {
             v["kept"] = json!(c.keeper);
         }

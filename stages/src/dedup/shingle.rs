@@ -68,10 +68,8 @@ pub fn shingles(norm: &str, opts: &Shingle) -> Vec<u64> {
     if spans.len() < opts.size {
         return vec![xxh64(norm.as_bytes(), 0)];
     }
-    let mut out: Vec<u64> = spans
-        .windows(opts.size)
-        .map(|w| xxh64(&norm.as_bytes()[w[0].0..w[opts.size - 1].1], 0))
-        .collect();
+    let mut out: Vec<u64> =
+        spans.windows(opts.size).map(|w| xxh64(&norm.as_bytes()[w[0].0..w[opts.size - 1].1], 0)).collect();
     out.sort_unstable();
     out.dedup();
     out

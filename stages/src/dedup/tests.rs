@@ -85,7 +85,8 @@ fn exact_mode_keeps_first_of_each_text() {
             json!({"text": " HELLO WORLD\n"}),
         ],
     );
-    let r = dedup(dir.path(), &["in.jsonl"], &["out.jsonl", "clusters.jsonl", "lineage.jsonl"], json!({"mode": "exact"}));
+    let r =
+        dedup(dir.path(), &["in.jsonl"], &["out.jsonl", "clusters.jsonl", "lineage.jsonl"], json!({"mode": "exact"}));
     assert_eq!(r.outs[0], "{\"text\":\"Hello   World\"}\n{\"text\":\"something else entirely\"}\n");
     assert_eq!(r.outs[1], "{\"kept\":0,\"dropped\":[1,3],\"jaccard\":[1.0,1.0]}\n");
     assert_eq!(
@@ -111,10 +112,10 @@ fn near_duplicates_confirmed_by_exact_jaccard() {
         "in.jsonl",
         &[
             json!({"text": words60(&[])}),
-            json!({"text": words60(&[30])}),         // 51 of 61 shingles shared: J = 0.836
+            json!({"text": words60(&[30])}), // 51 of 61 shingles shared: J = 0.836
             json!({"text": words60(&[10, 30, 50])}), // J = 41/71 = 0.577
             json!({"text": "an unrelated record"}),
-            json!({"text": words60(&[])}),           // exact copy of the first
+            json!({"text": words60(&[])}), // exact copy of the first
         ],
     );
     let r = dedup(dir.path(), &["in.jsonl"], &["out.jsonl", "clusters.jsonl", "lineage.jsonl"], json!({}));
@@ -158,7 +159,10 @@ fn short_and_empty_records_are_compared_too() {
     );
     let r = dedup(dir.path(), &["in.jsonl"], &["out.jsonl", "clusters.jsonl"], json!({"mode": "near"}));
     // "Hi" duplicates "hi"; the record without text has the same (empty) text as "".
-    assert_eq!(r.outs[1], "{\"kept\":0,\"dropped\":[2],\"jaccard\":[1.0]}\n{\"kept\":1,\"dropped\":[5],\"jaccard\":[1.0]}\n");
+    assert_eq!(
+        r.outs[1],
+        "{\"kept\":0,\"dropped\":[2],\"jaccard\":[1.0]}\n{\"kept\":1,\"dropped\":[5],\"jaccard\":[1.0]}\n"
+    );
     assert_eq!((metric(&r, "near_dups"), metric(&r, "kept"), metric(&r, "empty_texts")), (2, 4, 2));
     assert!(r.log.contains("warning: 2 input records have an empty text"), "{}", r.log);
 }
@@ -196,7 +200,11 @@ fn reference_fixture(dir: &Path) {
             json!({"text": "new record two"}),
         ],
     );
-    write(dir, "ref.jsonl", &[json!({"text": "filler"}), json!({"text": words60(&[])}), json!({"text": "Seen before"})]);
+    write(
+        dir,
+        "ref.jsonl",
+        &[json!({"text": "filler"}), json!({"text": words60(&[])}), json!({"text": "Seen before"})],
+    );
 }
 
 #[test]
@@ -331,7 +339,11 @@ fn bad_input_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.jsonl"), "{\"text\":\"a\"}\n\n{oops\n").unwrap();
     let err = run_kind(&Dedup, dir.path(), &["in.jsonl"], &["o.jsonl"], json!({}), 1).err().unwrap();
-    assert!(err.message.ends_with("in.jsonl:3: malformed JSON: key must be a string at line 1 column 2"), "{}", err.message);
+    assert!(
+        err.message.ends_with("in.jsonl:3: malformed JSON: key must be a string at line 1 column 2"),
+        "{}",
+        err.message
+    );
     std::fs::write(dir.path().join("s.jsonl"), "{\"text\":\"a\",\"score\":[1]}\n").unwrap();
     let err = run_kind(&Dedup, dir.path(), &["s.jsonl"], &["o.jsonl"], json!({}), 1).err().unwrap();
     assert!(err.message.ends_with("s.jsonl:1: score field `score` is not a number: [1]"), "{}", err.message);

@@ -109,7 +109,10 @@ fn defaults_and_determinism() {
     std::fs::write(html.join("a.html"), PAGE).unwrap();
     let go = |n: &str| {
         let out = dir.path().join(n);
-        let m = run(&HtmlExtract, dir.path(), std::slice::from_ref(&html), std::slice::from_ref(&out), json!({"seed": 2})).0.unwrap();
+        let m =
+            run(&HtmlExtract, dir.path(), std::slice::from_ref(&html), std::slice::from_ref(&out), json!({"seed": 2}))
+                .0
+                .unwrap();
         (m, std::fs::read(out).unwrap())
     };
     let (m, a) = go("a.jsonl");

@@ -72,7 +72,12 @@ pub fn encode_record(
 }
 
 /// Read and tokenize every record of a JSONL file.
-pub fn load(path: &Path, set: &TemplateSet, tok: &Tok, max_length: usize) -> Result<(Vec<Example>, DataStats), StageFailure> {
+pub fn load(
+    path: &Path,
+    set: &TemplateSet,
+    tok: &Tok,
+    max_length: usize,
+) -> Result<(Vec<Example>, DataStats), StageFailure> {
     let mut out = Vec::new();
     let mut stats = DataStats::default();
     for item in RecordReader::open(path)? {
@@ -219,6 +224,10 @@ mod tests {
         std::fs::write(&p, "{\"instruction\":\"a\",\"output\":\"b\"}\n{\"id\":1}\nnot json\n").unwrap();
         let set = TemplateParam::default().resolve().unwrap();
         let err = load(&p, &set, &Tok::bytes(), 64).err().unwrap();
-        assert!(err.message.ends_with("t.jsonl:3: malformed JSON: expected ident at line 1 column 2"), "{}", err.message);
+        assert!(
+            err.message.ends_with("t.jsonl:3: malformed JSON: expected ident at line 1 column 2"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -47,7 +47,10 @@ impl LoraParams {
         }
         for (i, t) in self.targets.iter().enumerate() {
             if !LORA_TARGETS.contains(&t.as_str()) {
-                return Err((format!("lora.targets.{i}"), format!("unknown target `{t}` (q, k, v, o, gate, up, down)")));
+                return Err((
+                    format!("lora.targets.{i}"),
+                    format!("unknown target `{t}` (q, k, v, o, gate, up, down)"),
+                ));
             }
         }
         Ok(())
@@ -130,7 +133,8 @@ pub fn attach(model: &mut Transformer, p: &LoraParams, adapters: &BTreeMap<Strin
                     .cloned()
                     .ok_or_else(|| candle_core::Error::Msg(format!("adapter weight `{m}.{suffix}` is missing")))
             };
-            let lora = Lora { a: get("lora_a.weight")?, b: get("lora_b.weight")?, scale: p.scale(), dropout: p.dropout };
+            let lora =
+                Lora { a: get("lora_a.weight")?, b: get("lora_b.weight")?, scale: p.scale(), dropout: p.dropout };
             let lin = model
                 .linear_mut(l, t)
                 .ok_or_else(|| candle_core::Error::Msg(format!("no linear `{t}` in layer {l}")))?;

@@ -127,7 +127,9 @@ impl Stage for Train {
             ));
         }
         if !(2..=3).contains(&shape.outs) {
-            return Err(ParamError::whole("`train` writes outs [model folder, metrics.json] and optionally a loss-curve SVG"));
+            return Err(ParamError::whole(
+                "`train` writes outs [model folder, metrics.json] and optionally a loss-curve SVG",
+            ));
         }
         parse_params::<TrainParams>(shape.params)?.validate()
     }
@@ -140,7 +142,12 @@ impl Stage for Train {
     }
 }
 
-fn execute(p: &TrainParams, deps: &[PathBuf], outs: &[PathBuf], log: &mut dyn std::io::Write) -> Result<Metrics, StageFailure> {
+fn execute(
+    p: &TrainParams,
+    deps: &[PathBuf],
+    outs: &[PathBuf],
+    log: &mut dyn std::io::Write,
+) -> Result<Metrics, StageFailure> {
     let started = Instant::now();
     let fail = |m: String| StageFailure::new(m);
     let inputs = classify(deps)?;
@@ -150,12 +157,17 @@ fn execute(p: &TrainParams, deps: &[PathBuf], outs: &[PathBuf], log: &mut dyn st
     let (arch, tok, tok_file, base_template) = match &inputs.base {
         Some(base) => {
             if p.model.is_some() {
-                return Err(fail("`model` is for training from scratch; a base model brings its own architecture".into()));
+                return Err(fail(
+                    "`model` is for training from scratch; a base model brings its own architecture".into(),
+                ));
             }
             let cfg = folder::read_config(base).map_err(fail)?;
             let meta = cfg.dvx.clone();
             if meta.as_ref().is_some_and(|m| m.adapter.is_some()) {
-                return Err(fail(format!("{}: a LoRA adapter cannot be a base; train it with `lora.merge: true`", base.display())));
+                return Err(fail(format!(
+                    "{}: a LoRA adapter cannot be a base; train it with `lora.merge: true`",
+                    base.display()
+                )));
             }
             let own = folder::folder_tokenizer(base, &cfg, p.eos_token.clone()).map_err(fail)?;
             let (tok, file) = match (own, &inputs.tokenizer) {
@@ -167,9 +179,7 @@ fn execute(p: &TrainParams, deps: &[PathBuf], outs: &[PathBuf], log: &mut dyn st
                     (tok, file)
                 }
                 (None, Some(t)) => (Tok::from_file(t, p.eos_token.clone(), None).map_err(fail)?, Some(t.clone())),
-                (None, None) => {
-                    return Err(fail(format!("{}: no tokenizer.json; add one as a dep", base.display())))
-                }
+                (None, None) => return Err(fail(format!("{}: no tokenizer.json; add one as a dep", base.display()))),
             };
             if tok.vocab_size() > cfg.arch.vocab_size {
                 return Err(fail(format!(
@@ -290,7 +300,9 @@ fn execute(p: &TrainParams, deps: &[PathBuf], outs: &[PathBuf], log: &mut dyn st
             let info = AdapterInfo { lora: lp.clone(), base_weights: folder::fingerprint(files).map_err(fail)? };
             (trained, "adapter.safetensors", meta(Some(info)))
         }
-        (Some(lp), _) => (lora::merge(&arch, lp, &base_w, &trained).map_err(ce("merge"))?, "model.safetensors", meta(None)),
+        (Some(lp), _) => {
+            (lora::merge(&arch, lp, &base_w, &trained).map_err(ce("merge"))?, "model.safetensors", meta(None))
+        }
         (None, _) => (trained, "model.safetensors", meta(None)),
     };
     let fcfg = FolderConfig { arch: arch.clone(), bos_token_id: None, eos_token_id: None, dvx: Some(meta) };

@@ -283,7 +283,10 @@ impl Transformer {
     pub fn forward(&self, ids: &Tensor, mut rng: Option<&mut Rng>) -> Result<Tensor> {
         let (rows, len) = ids.dims2()?;
         if len > self.cfg.max_position_embeddings {
-            candle_core::bail!("sequence of {len} tokens is longer than the context ({})", self.cfg.max_position_embeddings);
+            candle_core::bail!(
+                "sequence of {len} tokens is longer than the context ({})",
+                self.cfg.max_position_embeddings
+            );
         }
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?;
         if let Some(pe) = &self.pos_embed {
@@ -356,8 +359,7 @@ impl Transformer {
 }
 
 fn causal_mask(len: usize, dev: &Device) -> Result<Tensor> {
-    let m: Vec<f32> =
-        (0..len * len).map(|i| if i % len > i / len { f32::NEG_INFINITY } else { 0.0 }).collect();
+    let m: Vec<f32> = (0..len * len).map(|i| if i % len > i / len { f32::NEG_INFINITY } else { 0.0 }).collect();
     Tensor::from_vec(m, (len, len), dev)
 }
 

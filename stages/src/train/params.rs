@@ -61,7 +61,9 @@ impl DeviceParam {
     pub fn open(self) -> Result<candle_core::Device, String> {
         match self {
             DeviceParam::Cpu => Ok(candle_core::Device::Cpu),
-            DeviceParam::Cuda => candle_core::Device::new_cuda(0).map_err(|e| format!("cannot open CUDA device 0: {e}")),
+            DeviceParam::Cuda => {
+                candle_core::Device::new_cuda(0).map_err(|e| format!("cannot open CUDA device 0: {e}"))
+            }
         }
     }
 
@@ -264,7 +266,12 @@ impl TrainParams {
             return Err(ParamError::field("weight_decay", "must not be negative"));
         }
         if let Some(m) = &self.model {
-            for (f, v) in [("model.layers", m.layers), ("model.width", m.width), ("model.heads", m.heads), ("model.context", m.context)] {
+            for (f, v) in [
+                ("model.layers", m.layers),
+                ("model.width", m.width),
+                ("model.heads", m.heads),
+                ("model.context", m.context),
+            ] {
                 positive(f, v)?;
             }
             m.arch(1).validate().map_err(|e| ParamError::field("model", e))?;

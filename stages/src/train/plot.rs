@@ -46,7 +46,13 @@ fn axes(out: &mut String, x_label: &str, y_label: &str, y_lo: f64, y_hi: f64) {
             t
         );
     }
-    let _ = writeln!(out, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>", (x0 + x1) / 2.0, H - 8.0, esc(x_label));
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+        (x0 + x1) / 2.0,
+        H - 8.0,
+        esc(x_label)
+    );
     let _ = writeln!(
         out,
         "<text x=\"14\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {})\">{}</text>",
@@ -77,7 +83,8 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[(&str, Vec<(f6
     axes(&mut out, x_label, y_label, y_lo, y_hi);
     for t in ticks(x_lo, x_hi, 4) {
         let x = LEFT + (t - x_lo) / (x_hi - x_lo) * (W - LEFT - RIGHT);
-        let _ = writeln!(out, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>", H - BOTTOM + 16.0, t.round());
+        let _ =
+            writeln!(out, "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>", H - BOTTOM + 16.0, t.round());
     }
     for (i, (name, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];

@@ -65,17 +65,8 @@ pub(crate) fn run_stage(
     }
     let mut log = Vec::new();
     let cwd = std::env::temp_dir();
-    let mut ctx = StageContext {
-        name: "t",
-        cwd: &cwd,
-        deps,
-        outs,
-        params,
-        cmd: None,
-        env: &[],
-        log: &mut log,
-        threads,
-    };
+    let mut ctx =
+        StageContext { name: "t", cwd: &cwd, deps, outs, params, cmd: None, env: &[], log: &mut log, threads };
     let r = stage.execute(&mut ctx);
     (r, String::from_utf8(log).unwrap())
 }
@@ -100,7 +91,8 @@ pub(crate) fn shared_base() -> &'static Shared {
     BASE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let (train, valid) = tool_task(dir.path());
-        let (base, metrics_json, svg) = (dir.path().join("base"), dir.path().join("m.json"), dir.path().join("loss.svg"));
+        let (base, metrics_json, svg) =
+            (dir.path().join("base"), dir.path().join("m.json"), dir.path().join("loss.svg"));
         let outs = [base.clone(), metrics_json.clone(), svg.clone()];
         let (r, log) = run_stage(&Train, &tiny_params(BASE_STEPS), &[train.clone(), valid.clone()], &outs, 2);
         let metrics = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
@@ -274,7 +266,10 @@ fn lora_on_a_hugging_face_qwen2_folder() {
     assert!(m["final_valid_loss"].as_f64().unwrap() < m["initial_valid_loss"].as_f64().unwrap());
     let cfg: Value = serde_json::from_slice(&bytes(&outs[0].join("config.json"))).unwrap();
     assert_eq!(cfg["model_type"], json!("qwen2"));
-    assert_eq!(cfg["dvx"]["tokenizer"], json!({"kind": "tokenizer.json", "bos_token_id": null, "eos_token_id": 1, "pad_token_id": 1}));
+    assert_eq!(
+        cfg["dvx"]["tokenizer"],
+        json!({"kind": "tokenizer.json", "bos_token_id": null, "eos_token_id": 1, "pad_token_id": 1})
+    );
     assert!(outs[0].join("tokenizer.json").is_file());
     folder::load(&outs[0], Some(&base), &Device::Cpu).unwrap();
 }

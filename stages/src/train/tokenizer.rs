@@ -68,9 +68,9 @@ impl Tok {
             .map_err(|e| format!("cannot read tokenizer {}: {e}", path.display()))?;
         let eos_id = match eos {
             Some(EosSpec::Id(id)) => id,
-            Some(EosSpec::Text(t)) => tk
-                .token_to_id(&t)
-                .ok_or_else(|| format!("{}: no token `{t}` (eos_token)", path.display()))?,
+            Some(EosSpec::Text(t)) => {
+                tk.token_to_id(&t).ok_or_else(|| format!("{}: no token `{t}` (eos_token)", path.display()))?
+            }
             None => EOS_CANDIDATES.iter().find_map(|t| tk.token_to_id(t)).ok_or_else(|| {
                 format!(
                     "{}: no end-of-sequence token found (tried {}); set `eos_token`",
@@ -119,10 +119,9 @@ impl Tok {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
         match &self.tokenizer {
             Tokenizer::Bytes => Ok(text.bytes().map(u32::from).collect()),
-            Tokenizer::Hf(tk) => tk
-                .encode(text, false)
-                .map(|e| e.get_ids().to_vec())
-                .map_err(|e| format!("cannot tokenize: {e}")),
+            Tokenizer::Hf(tk) => {
+                tk.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| format!("cannot tokenize: {e}"))
+            }
         }
     }
 
