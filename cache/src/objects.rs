@@ -150,14 +150,55 @@ pub fn hash_path(path: &Path, stat: &mut StatCache) -> Result<(OutputKind, Hash)
 /// folder walk and any file reads happen without holding the lock, so
 /// several stages hash their deps in parallel.
 pub fn hash_path_locked(path: &Path, stat: &std::sync::Mutex<StatCache>) -> Result<(OutputKind, Hash)> {
-    hash_path_with(path, &mut |abs, meta| {
-        if let Some(h) = stat.lock().expect("stat cache lock").lookup(abs, meta) {
-            return Ok(h);
-        }
-        let h = crate::hash::hash_file(abs)?;
-        stat.lock().expect("stat cache lock").record(abs, meta, &h);
-        Ok(h)
-    })
+    let meta = std::fs::metadata(path).at(path)?;
+    if !meta.is_dir() {
+        return Ok((OutputKind::File, hash_one_locked(path, &meta, stat)?));
+    }
+    let files = walk(path)?;
+    // A folder whose files all keep their identity keeps its manifest hash:
+    // no per-file lookups, no manifest to rebuild.
+    let identity = folder_identity(&files);
+    if let Some(h) = stat.lock().expect("stat cache lock").lookup_folder(path, &identity) {
+        return Ok((OutputKind::Dir, h));
+    }
+    let mut entries = Vec::with_capacity(files.len());
+    for (rel, abs, meta) in &files {
+        let hash = hash_one_locked(abs, meta, stat)?;
+        entries.push(TreeEntry { path: rel.clone(), exec: is_exec(meta), hash });
+    }
+    let hash = Hash::of_bytes(&manifest_bytes(entries));
+    let racy = files.iter().any(|(_, _, m)| StatCache::is_racy(m));
+    if !racy {
+        stat.lock().expect("stat cache lock").record_folder(path, identity, &hash);
+    }
+    Ok((OutputKind::Dir, hash))
+}
+
+fn hash_one_locked(abs: &Path, meta: &std::fs::Metadata, stat: &std::sync::Mutex<StatCache>) -> Result<Hash> {
+    if let Some(h) = stat.lock().expect("stat cache lock").lookup(abs, meta) {
+        return Ok(h);
+    }
+    let h = crate::hash::hash_file(abs)?;
+    stat.lock().expect("stat cache lock").record(abs, meta, &h);
+    Ok(h)
+}
+
+/// A digest of every file's path and identity (size, mtime, inode, exec bit).
+fn folder_identity(files: &[(String, std::path::PathBuf, std::fs::Metadata)]) -> Hash {
+    use std::os::unix::fs::MetadataExt;
+    let mut sorted: Vec<&(String, std::path::PathBuf, std::fs::Metadata)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = blake3::Hasher::new();
+    for (rel, _, m) in sorted {
+        h.update(&(rel.len() as u64).to_le_bytes());
+        h.update(rel.as_bytes());
+        h.update(&m.len().to_le_bytes());
+        h.update(&m.mtime().to_le_bytes());
+        h.update(&m.mtime_nsec().to_le_bytes());
+        h.update(&m.ino().to_le_bytes());
+        h.update(&[is_exec(m) as u8]);
+    }
+    Hash::from_blake3(h.finalize())
 }
 
 fn hash_path_with(

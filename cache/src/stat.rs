@@ -28,6 +28,8 @@ struct Entry {
 pub struct StatCache {
     file: Option<PathBuf>,
     entries: HashMap<String, Entry>,
+    /// Folder path → (identity digest of its files, manifest hash).
+    folders: HashMap<String, (Hash, Hash)>,
     dirty: bool,
     /// How many files were actually read and hashed (for tests and benches).
     pub files_hashed: usize,
@@ -47,8 +49,8 @@ const FINE_RACY_NS: i128 = 100_000_000;
 impl StatCache {
     /// Load from `file` (missing or unreadable → empty).
     pub fn load(file: &Path) -> StatCache {
-        let entries = std::fs::read_to_string(file).ok().map(|t| parse(&t)).unwrap_or_default();
-        StatCache { file: Some(file.to_path_buf()), entries, dirty: false, files_hashed: 0 }
+        let (entries, folders) = std::fs::read_to_string(file).ok().map(|t| parse(&t)).unwrap_or_default();
+        StatCache { file: Some(file.to_path_buf()), entries, folders, dirty: false, files_hashed: 0 }
     }
 
     /// An in-memory stat cache that is never saved.
@@ -78,6 +80,25 @@ impl StatCache {
         (e.size == meta.len() && e.mtime_ns == mtime_ns(meta) && e.ino == meta.ino()).then(|| e.hash.clone())
     }
 
+    /// Whether a file changed so recently that its identity cannot be trusted.
+    pub fn is_racy(meta: &std::fs::Metadata) -> bool {
+        let racy_ns = if meta.mtime_nsec() == 0 { COARSE_RACY_NS } else { FINE_RACY_NS };
+        now_ns() - mtime_ns(meta) <= racy_ns
+    }
+
+    /// The manifest hash of a folder whose files' identities digest to `identity`.
+    pub fn lookup_folder(&self, path: &Path, identity: &Hash) -> Option<Hash> {
+        let (id, h) = self.folders.get(path.to_str()?)?;
+        (id == identity).then(|| h.clone())
+    }
+
+    /// Remember a folder's manifest hash for the identities of its files.
+    pub fn record_folder(&mut self, path: &Path, identity: Hash, manifest: &Hash) {
+        let Some(key) = path.to_str().filter(|k| !k.contains(['\n', '\t'])) else { return };
+        self.folders.insert(key.to_string(), (identity, manifest.clone()));
+        self.dirty = true;
+    }
+
     /// Remember that `path` (as described by `meta`) hashed to `hash`; racy
     /// entries are dropped instead (see the module doc).
     pub fn record(&mut self, path: &Path, meta: &std::fs::Metadata, hash: &Hash) {
@@ -104,7 +125,7 @@ impl StatCache {
         }
         let dir = file.parent().expect("stat cache file has a parent");
         std::fs::create_dir_all(dir).at(dir)?;
-        let bytes = format(&self.entries);
+        let bytes = format(&self.entries, &self.folders);
         // A cache of hashes: losing it on power failure only costs re-hashing,
         // so no fsync; the rename still keeps it whole.
         let tmp = atomic::temp_path(dir);
@@ -120,7 +141,7 @@ const HEADER: &str = "dvx-stat-v2\n";
 /// One line per file: `size \t mtime_ns \t inode \t hash \t path`. A plain
 /// text format parses several times faster than JSON, which matters when a
 /// no-op run loads tens of thousands of entries.
-fn format(entries: &HashMap<String, Entry>) -> Vec<u8> {
+fn format(entries: &HashMap<String, Entry>, folders: &HashMap<String, (Hash, Hash)>) -> Vec<u8> {
     use std::fmt::Write;
     let mut s = String::with_capacity(HEADER.len() + entries.len() * 120);
     s.push_str(HEADER);
@@ -129,13 +150,29 @@ fn format(entries: &HashMap<String, Entry>) -> Vec<u8> {
     for (path, e) in sorted {
         let _ = writeln!(s, "{}\t{}\t{}\t{}\t{}", e.size, e.mtime_ns, e.ino, e.hash, path);
     }
+    let sorted: BTreeMap<&String, &(Hash, Hash)> = folders.iter().collect();
+    for (path, (id, h)) in sorted {
+        let _ = writeln!(s, "D\t{id}\t{h}\t{path}");
+    }
     s.into_bytes()
 }
 
-fn parse(text: &str) -> HashMap<String, Entry> {
-    let Some(body) = text.strip_prefix(HEADER) else { return HashMap::new() };
+type Folders = HashMap<String, (Hash, Hash)>;
+
+fn parse(text: &str) -> (HashMap<String, Entry>, Folders) {
+    let Some(body) = text.strip_prefix(HEADER) else { return Default::default() };
     let mut out = HashMap::with_capacity(body.len() / 100);
+    let mut folders = HashMap::new();
     for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("D\t") {
+            let mut f = rest.splitn(3, '\t');
+            if let (Some(id), Some(h), Some(path)) = (f.next(), f.next(), f.next()) {
+                if let (Some(id), Some(h)) = (Hash::parse(id), Hash::parse(h)) {
+                    folders.insert(path.to_string(), (id, h));
+                }
+            }
+            continue;
+        }
         let mut f = line.splitn(5, '\t');
         let (Some(size), Some(mtime), Some(ino), Some(hash), Some(path)) =
             (f.next(), f.next(), f.next(), f.next(), f.next())
@@ -149,7 +186,7 @@ fn parse(text: &str) -> HashMap<String, Entry> {
         };
         out.insert(path.to_string(), Entry { size, mtime_ns, ino, hash });
     }
-    out
+    (out, folders)
 }
 
 #[cfg(test)]
@@ -160,7 +197,9 @@ mod tests {
     fn format_round_trips() {
         let mut m = HashMap::new();
         m.insert("/a b/c.txt".to_string(), Entry { size: 3, mtime_ns: -5, ino: 7, hash: Hash::of_bytes(b"x") });
-        assert_eq!(parse(std::str::from_utf8(&format(&m)).unwrap()), m);
-        assert!(parse("garbage").is_empty());
+        let mut f = HashMap::new();
+        f.insert("/a b".to_string(), (Hash::of_bytes(b"id"), Hash::of_bytes(b"m")));
+        assert_eq!(parse(std::str::from_utf8(&format(&m, &f)).unwrap()), (m, f));
+        assert!(parse("garbage").0.is_empty());
     }
 }
