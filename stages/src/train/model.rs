@@ -7,11 +7,13 @@
 //! Every op here has a backward pass in candle (candle-nn's fused rms-norm
 //! and rope kernels do not), so the model trains through plain tensor ops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use super::fused;
 use super::lora::Lora;
 use super::rng::Rng;
 
@@ -207,6 +209,16 @@ pub struct Transformer {
     norm: Tensor,
     head: Tensor,
     device: Device,
+    /// Per (sequence length, fused kernels): rotary tables and mask.
+    tables: Mutex<HashMap<(usize, bool), Arc<Tables>>>,
+}
+
+/// What attention needs per sequence length.
+enum Tables {
+    /// For the fused CPU kernels (the mask is implicit).
+    Fused { rope: Option<fused::RopeTables> },
+    /// For plain tensor ops.
+    Plain { rope: Option<(Tensor, Tensor)>, mask: Tensor },
 }
 
 /// The Linear layers LoRA may target, by short name.
@@ -256,6 +268,7 @@ impl Transformer {
             norm: get("model.norm.weight")?,
             head,
             device: dev.clone(),
+            tables: Mutex::new(HashMap::new()),
         })
     }
 
@@ -293,20 +306,45 @@ impl Transformer {
             let c = self.cfg.hidden_size;
             x = x.reshape((rows, len, c))?.broadcast_add(&pe.narrow(0, 0, len)?)?.reshape((rows * len, c))?;
         }
-        let rope = if self.pos_embed.is_none() { Some(self.rope_tables(len)?) } else { None };
-        let mask = causal_mask(len, &self.device)?;
+        let fused = fused::usable(&x);
+        let tables = self.tables(len, fused)?;
         let eps = self.cfg.rms_norm_eps;
+        let norm = |x: &Tensor, w: &Tensor| if fused { fused::rms_norm(x, w, eps) } else { rms_norm(x, w, eps) };
         for b in &self.blocks {
-            let h = rms_norm(&x, &b.ln1, eps)?;
-            let a = self.attention(b, &h, rows, len, rope.as_ref(), &mask, rng.as_deref_mut())?;
+            let h = norm(&x, &b.ln1)?;
+            let a = self.attention(b, &h, rows, len, &tables, rng.as_deref_mut())?;
             x = (x + a)?;
-            let h = rms_norm(&x, &b.ln2, eps)?;
+            let h = norm(&x, &b.ln2)?;
             let g = b.gate.forward(&h, rng.as_deref_mut())?.silu()?;
             let u = b.up.forward(&h, rng.as_deref_mut())?;
             x = (x + b.down.forward(&(g * u)?, rng.as_deref_mut())?)?;
         }
-        let x = rms_norm(&x, &self.norm, eps)?;
+        let x = norm(&x, &self.norm)?;
         x.matmul(&self.head.t()?)
+    }
+
+    /// Rotary tables and mask for sequences of `len`, built once per length.
+    fn tables(&self, len: usize, fused: bool) -> Result<Arc<Tables>> {
+        let mut cache = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = cache.get(&(len, fused)) {
+            return Ok(t.clone());
+        }
+        let hd = self.cfg.head_dim();
+        let rope = if self.pos_embed.is_none() { Some(self.rope_values(len)) } else { None };
+        let t = Arc::new(if fused {
+            Tables::Fused { rope: rope.map(|(cos, sin)| fused::RopeTables::new(cos, sin, len, hd)) }
+        } else {
+            let rope = match rope {
+                Some((cos, sin)) => Some((
+                    Tensor::from_vec(cos, (len, hd), &self.device)?,
+                    Tensor::from_vec(sin, (len, hd), &self.device)?,
+                )),
+                None => None,
+            };
+            Tables::Plain { rope, mask: causal_mask(len, &self.device)? }
+        });
+        cache.insert((len, fused), t.clone());
+        Ok(t)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -316,8 +354,7 @@ impl Transformer {
         h: &Tensor,
         rows: usize,
         len: usize,
-        rope: Option<&(Tensor, Tensor)>,
-        mask: &Tensor,
+        tables: &Tables,
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
@@ -325,23 +362,36 @@ impl Transformer {
         let mut q = split(b.q.forward(h, rng.as_deref_mut())?, nh)?;
         let mut k = split(b.k.forward(h, rng.as_deref_mut())?, nkv)?;
         let mut v = split(b.v.forward(h, rng.as_deref_mut())?, nkv)?;
-        if let Some((cos, sin)) = rope {
-            q = apply_rope(&q, cos, sin)?;
-            k = apply_rope(&k, cos, sin)?;
+        match tables {
+            Tables::Fused { rope: Some(t) } => {
+                q = fused::rope(&q, t)?;
+                k = fused::rope(&k, t)?;
+            }
+            Tables::Plain { rope: Some((cos, sin)), .. } => {
+                q = apply_rope(&q, cos, sin)?;
+                k = apply_rope(&k, cos, sin)?;
+            }
+            _ => {}
         }
         if nkv != nh {
             let rep = |t: Tensor| t.unsqueeze(2)?.expand((rows, nkv, nh / nkv, len, hd))?.reshape((rows, nh, len, hd));
             k = rep(k)?;
             v = rep(v)?;
         }
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(mask)?;
-        let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = match tables {
+            Tables::Fused { .. } => fused::causal_softmax(&q.matmul(&k.t()?)?, scale)?,
+            Tables::Plain { mask, .. } => {
+                let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+                candle_nn::ops::softmax(&scores, D::Minus1)?
+            }
+        };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((rows * len, nh * hd))?;
         b.o.forward(&y, rng)
     }
 
-    /// cos and sin, `[len, head_dim]`, in the rotate-half layout Llama uses.
-    fn rope_tables(&self, len: usize) -> Result<(Tensor, Tensor)> {
+    /// cos and sin, `[len, head_dim]` row-major, in the rotate-half layout Llama uses.
+    fn rope_values(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
         let hd = self.cfg.head_dim();
         let theta = self.cfg.rope_theta;
         let half = hd / 2;
@@ -354,7 +404,7 @@ impl Transformer {
                 sin.extend(row.iter().map(|a| a.sin() as f32));
             }
         }
-        Ok((Tensor::from_vec(cos, (len, hd), &self.device)?, Tensor::from_vec(sin, (len, hd), &self.device)?))
+        (cos, sin)
     }
 }
 
@@ -379,6 +429,9 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// Sum of the negative log-likelihoods of `target` under `logits`, each
 /// weighted by `weight` (both `[n]`), as a scalar tensor.
 pub fn weighted_nll(logits: &Tensor, target: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    if fused::usable(logits) {
+        return fused::weighted_nll(logits, &target.to_vec1::<u32>()?, &weight.to_vec1::<f32>()?);
+    }
     let lsm = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = lsm.gather(&target.unsqueeze(1)?, 1)?.squeeze(1)?;
     (picked * weight)?.sum_all()?.neg()
