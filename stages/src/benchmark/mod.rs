@@ -46,7 +46,8 @@ impl Stage for Benchmark {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the model forward now uses the fused kernels.
+        2
     }
 
     fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {

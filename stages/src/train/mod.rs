@@ -118,7 +118,8 @@ impl Stage for Train {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: fused CPU kernels changed the trained weights.
+        2
     }
 
     fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
