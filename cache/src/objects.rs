@@ -251,14 +251,6 @@ impl Cache {
         Ok(bytes)
     }
 
-    /// Store one file whose hash may already be known (from the stat cache).
-    pub fn put_file(&self, path: &Path, known: Option<&Hash>) -> Result<Hash> {
-        let mut batch = Batch::default();
-        let hash = self.stage_file(path, known, &mut batch)?;
-        self.commit(batch)?;
-        Ok(hash)
-    }
-
     /// Store a file or folder from the workspace; returns its kind and hash.
     pub fn put_path(&self, path: &Path, stat: &mut StatCache) -> Result<(OutputKind, Hash)> {
         Ok(self.put_paths(&[path], stat)?.remove(0))

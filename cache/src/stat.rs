@@ -58,12 +58,6 @@ impl StatCache {
         StatCache::default()
     }
 
-    /// Hash of the file at `path`.
-    pub fn hash(&mut self, path: &Path) -> Result<Hash> {
-        let meta = std::fs::metadata(path).at(path)?;
-        self.hash_with_meta(path, &meta)
-    }
-
     /// Hash of the file at `path` whose metadata the caller already has.
     pub fn hash_with_meta(&mut self, path: &Path, meta: &std::fs::Metadata) -> Result<Hash> {
         if let Some(h) = self.lookup(path, meta) {
