@@ -108,6 +108,15 @@ pub trait Stage: Send + Sync {
     fn fingerprint(&self, _ctx: &FingerprintContext<'_>) -> Result<Option<serde_json::Value>, StageFailure> {
         Ok(None)
     }
+    /// Files or folders the stage reads that are not deps (the local
+    /// repository or bundle of a `clone`, a local file behind a `fetch`), as
+    /// absolute paths. Those inside the workspace become sources of the
+    /// version, so `checkout --to` and `reproduce` have them. Their effect on
+    /// the result must already be in the key (through `fingerprint`).
+    /// Default: none.
+    fn external_inputs(&self, _ctx: &FingerprintContext<'_>) -> Result<Vec<PathBuf>, StageFailure> {
+        Ok(Vec::new())
+    }
     /// Do the work: read `deps`, write every path in `outs`, return metrics.
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure>;
 }
