@@ -35,6 +35,15 @@ pub enum CacheError {
     Resolve(String),
 }
 
+impl CacheError {
+    /// Whether the error is about the cache's content (a missing or corrupt
+    /// object, a damaged record), as opposed to a local failure such as a
+    /// full workspace disk. Only the former justifies dropping a run entry.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, CacheError::MissingObject(_) | CacheError::Corrupt { .. } | CacheError::BadRecord { .. })
+    }
+}
+
 /// Result with [`CacheError`].
 pub type Result<T, E = CacheError> = std::result::Result<T, E>;
 

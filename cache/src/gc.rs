@@ -1,19 +1,18 @@
 //! `dvx gc`: remove objects and run-cache entries that no kept version needs.
 //!
-//! Safe while other runs write: anything modified after gc started (objects
-//! written or re-used by a concurrent run touch their mtime) is kept, and
-//! temp files are only removed once they are older than an hour.
+//! Safe while other runs write: gc takes `locks-v1/gc.lock` exclusively and
+//! keeps everything a live run's lease names (what it restored, stored or
+//! wrote) and anything modified after gc started; temp files are only
+//! removed once they are older than an hour.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
-
 use crate::error::Result;
 use crate::hash::Hash;
-use crate::objects::OutputRef;
 use crate::runs::read_dir_sorted;
 use crate::store::Cache;
+use crate::versions::Refs;
 
 /// Which versions to keep.
 #[derive(Debug, Default)]
@@ -39,61 +38,58 @@ pub struct GcReport {
     pub temps: usize,
 }
 
-/// The parts of a version body gc needs: the shape the engine writes.
-#[derive(Deserialize)]
-struct Refs {
-    #[serde(default)]
-    stages: Vec<StageRefs>,
-    #[serde(default)]
-    sources: Vec<OutputRef>,
-}
-
-#[derive(Deserialize)]
-struct StageRefs {
-    key: String,
-    #[serde(default)]
-    outputs: Vec<OutputRef>,
-}
-
 impl Cache {
-    /// Run gc.
+    /// Run gc. Holds `gc.lock` exclusively throughout, so no run pins,
+    /// stores or writes a version meanwhile; everything live leases name is
+    /// kept (see `lease.rs`), as is anything written after gc started.
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
+        let _gc = self.gc_exclusive()?;
         let started = SystemTime::now() - Duration::from_secs(2);
+        let recent =
+            |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).map(|t| t >= started).unwrap_or(true);
+        let leased = self.live_leases(opts.dry_run)?;
         let mut report = GcReport::default();
-        let mut live_objects = BTreeSet::new();
-        let mut live_runs = BTreeSet::new();
+        let mut live_objects = leased.objects;
+        let mut live_runs = leased.runs;
         for h in self.version_hashes()? {
-            if !opts.keep.contains(&h) {
+            let keep = opts.keep.contains(&h)
+                || leased.versions.contains(&h)
+                || recent(&self.versions_dir().join(format!("{h}.json")));
+            if !keep {
                 report.versions.push(h);
                 continue;
             }
-            let rec = self.get_version(&h)?;
-            let refs: Refs = serde_json::from_value(rec.body).unwrap_or(Refs { stages: vec![], sources: vec![] });
-            let mut outs = refs.sources;
-            for s in refs.stages {
-                if let Some(run) = self.get_run(&s.key)? {
-                    if let Some(log) = run.log {
-                        live_objects.insert(log);
-                    }
+            let rec = match self.get_version(&h) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    // Kept, and `verify --repair` deals with it; its objects are not protected.
+                    tracing::warn!("gc: skipping version {}: {e}", h.short());
+                    continue;
                 }
-                live_runs.insert(s.key);
-                outs.extend(s.outputs);
+            };
+            let refs = Refs::of(&rec.body).unwrap_or_default();
+            for s in &refs.stages {
+                if let Some(key) = &s.key {
+                    live_runs.insert(key.clone());
+                }
             }
-            for o in &outs {
+            for o in refs.outputs() {
                 live_objects.insert(o.hash.clone());
                 if let Ok(objs) = self.objects_of(o) {
                     live_objects.extend(objs);
                 }
             }
         }
-        let recent =
-            |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).map(|t| t >= started).unwrap_or(true);
-        for key in self.run_keys()? {
-            if live_runs.contains(&key) {
-                continue;
+        // Logs of the run entries that stay.
+        for key in &live_runs {
+            if let Ok(Some(run)) = self.get_run(key) {
+                live_objects.extend(run.log);
             }
-            let path = self.runs_dir().join(&key[..2]).join(format!("{key}.json"));
-            if recent(&path) {
+        }
+        for (key, path) in self.run_files()? {
+            // Files not named like an entry are verify's to report.
+            let Some(key) = key else { continue };
+            if live_runs.contains(&key) || recent(&path) {
                 continue;
             }
             report.runs += 1;

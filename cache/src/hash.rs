@@ -2,14 +2,26 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{IoContext, Result};
 
-/// A blake3 hash, as 64 lowercase hex characters.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A blake3 hash, as 64 lowercase hex characters. Deserializing checks the
+/// shape, so a record read from a shared cache cannot smuggle a short or
+/// path-like "hash" into an object path.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Hash(String);
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Hash::parse(&s).ok_or_else(|| {
+            let shown: String = s.chars().take(80).collect();
+            serde::de::Error::custom(format!("`{shown}` is not a blake3 hash (64 lowercase hex characters)"))
+        })
+    }
+}
 
 impl Hash {
     /// From a finished blake3 hasher.

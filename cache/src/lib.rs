@@ -8,6 +8,8 @@
 //! runs-v1/ab/<key>.json   run-cache entries
 //! versions-v1/<hash>.json version records
 //! locks-v1/<key>.lock     one lock file per stage key (OS file locks)
+//! locks-v1/gc.lock        held shared while a run pins, stores or writes a version; exclusively by gc
+//! leases-v1/*.lease       one per running process: what it uses, kept by gc while the process lives
 //! jobs-v1/<key>.*         Slurm job spec, outcome and log of a stage key (kept while it runs or after it failed)
 //! tmp/                    temp files, renamed into place when complete
 //! quarantine/             objects whose bytes did not match their name
@@ -20,8 +22,10 @@ mod atomic;
 mod error;
 mod gc;
 mod hash;
+mod lease;
 mod lock;
 mod objects;
+mod paths;
 mod runs;
 mod stat;
 mod store;
@@ -32,7 +36,10 @@ pub use error::{CacheError, Result};
 pub use gc::{GcOptions, GcReport};
 pub use hash::{hash_file, Hash};
 pub use lock::KeyLock;
-pub use objects::{hash_path, hash_path_locked, remove_path, LinkMode, OutputKind, OutputRef, TreeEntry};
+pub use objects::{
+    hash_path, hash_path_locked, remove_path, EscapingLinks, LinkMode, OutputKind, OutputRef, TreeEntry,
+};
+pub use paths::check_rel_path;
 pub use runs::RunEntry;
 pub use stat::StatCache;
 pub use store::{Cache, CacheOptions};

@@ -16,6 +16,8 @@ use crate::store::Cache;
 #[derive(Default)]
 struct Batch {
     pending: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Objects the batch refers to besides the outputs themselves (folder entries).
+    pinned: Vec<Hash>,
 }
 
 /// Whether an output is a file or a folder.
@@ -39,15 +41,19 @@ pub struct OutputRef {
     pub hash: Hash,
 }
 
-/// One file inside a folder manifest.
+/// One file (or symlink) inside a folder manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeEntry {
     /// Path relative to the folder, `/` separators.
     pub path: String,
     /// Executable bit.
     pub exec: bool,
-    /// Object of the file's bytes.
+    /// Object of the file's bytes (of the link's target text for a symlink).
     pub hash: Hash,
+    /// For a symlink that stays inside the folder: its target, as written.
+    /// Absent for files, so manifests without links keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -97,23 +103,42 @@ fn manifest_bytes(mut entries: Vec<TreeEntry>) -> Vec<u8> {
     serde_json::to_vec(&Manifest { dvx_tree: 1, entries }).expect("manifest serialises")
 }
 
-/// Files under `dir` as (relative path, absolute path, metadata), following
-/// symlinks. One `stat` per file: the entry type comes from the directory
-/// listing, so no-op runs over big trees stay cheap. Order is irrelevant:
-/// manifests are sorted.
-fn walk(dir: &Path) -> Result<Vec<(String, std::path::PathBuf, std::fs::Metadata)>> {
+/// What to do with a symlink inside a folder that points outside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapingLinks {
+    /// Hash (and store) what it points at: the user's own sources may link to data elsewhere.
+    Follow,
+    /// Refuse, naming it: a stage's output must not carry files from outside the workspace into a shared cache.
+    Refuse,
+}
+
+/// One thing found under a folder.
+pub(crate) enum Walked {
+    /// A regular file (or an escaping link followed to one).
+    File(std::path::PathBuf, std::fs::Metadata),
+    /// A symlink whose target stays inside the folder: kept as a link.
+    Link(String),
+}
+
+/// Everything under `dir` as (relative path, what), without following links
+/// that stay inside (they are kept as links, which also makes loops
+/// impossible). One `stat` per file: the entry type comes from the
+/// directory listing, so no-op runs over big trees stay cheap. Order is
+/// irrelevant: manifests are sorted.
+pub(crate) fn walk(dir: &Path, escaping: EscapingLinks) -> Result<Vec<(String, Walked)>> {
     let mut out = Vec::new();
-    walk_into(dir, "", &mut out, 0)?;
+    walk_into(dir, "", &mut out, 0, escaping)?;
     Ok(out)
 }
 
 fn walk_into(
     dir: &Path,
     prefix: &str,
-    out: &mut Vec<(String, std::path::PathBuf, std::fs::Metadata)>,
+    out: &mut Vec<(String, Walked)>,
     depth: usize,
+    escaping: EscapingLinks,
 ) -> Result<()> {
-    // Symlink loops would recurse forever; no real dataset is this deep.
+    // Escaping links to folders are followed, and could loop; no real dataset is this deep.
     if depth > 64 {
         return Err(CacheError::Io {
             path: dir.to_path_buf(),
@@ -127,23 +152,65 @@ fn walk_into(
         let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
         let ft = entry.file_type().at(&path)?;
         if ft.is_dir() {
-            walk_into(&path, &rel, out, depth + 1)?;
-        } else if ft.is_file() || ft.is_symlink() {
+            walk_into(&path, &rel, out, depth + 1, escaping)?;
+        } else if ft.is_file() {
+            let meta = std::fs::metadata(&path).at(&path)?;
+            out.push((rel, Walked::File(path, meta)));
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&path).at(&path)?;
+            let target_text = target.to_str().unwrap_or("");
+            if crate::paths::link_stays_inside(&rel, target_text) {
+                out.push((rel, Walked::Link(target_text.to_string())));
+                continue;
+            }
+            if escaping == EscapingLinks::Refuse {
+                return Err(CacheError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other(format!(
+                        "symlink to `{}` leaves its folder; an output may only link inside itself",
+                        target.display()
+                    )),
+                });
+            }
             let meta = std::fs::metadata(&path).at(&path)?;
             if meta.is_dir() {
-                walk_into(&path, &rel, out, depth + 1)?;
+                walk_into(&path, &rel, out, depth + 1, escaping)?;
             } else if meta.is_file() {
-                out.push((rel, path, meta));
+                out.push((rel, Walked::File(path, meta)));
             }
         }
     }
     Ok(())
 }
 
+/// A manifest entry for a walked symlink: its target text is its object.
+fn link_entry(rel: &str, target: &str) -> TreeEntry {
+    TreeEntry {
+        path: rel.to_string(),
+        exec: false,
+        hash: Hash::of_bytes(target.as_bytes()),
+        link: Some(target.to_string()),
+    }
+}
+
 /// Hash a file or folder in the workspace without storing it. Folder hashes
-/// are the hash of their manifest, exactly as [`Cache::put_path`] stores it.
+/// are the hash of their manifest, exactly as [`Cache::put_paths`] stores it.
 pub fn hash_path(path: &Path, stat: &mut StatCache) -> Result<(OutputKind, Hash)> {
-    hash_path_with(path, &mut |abs, meta| stat.hash_with_meta(abs, meta))
+    let meta = std::fs::metadata(path).at(path)?;
+    if !meta.is_dir() {
+        return Ok((OutputKind::File, stat.hash_with_meta(path, &meta)?));
+    }
+    let mut entries = Vec::new();
+    for (rel, w) in walk(path, EscapingLinks::Follow)? {
+        entries.push(match w {
+            Walked::File(abs, meta) => {
+                let hash = stat.hash_with_meta(&abs, &meta)?;
+                TreeEntry { path: rel, exec: is_exec(&meta), hash, link: None }
+            }
+            Walked::Link(target) => link_entry(&rel, &target),
+        });
+    }
+    Ok((OutputKind::Dir, Hash::of_bytes(&manifest_bytes(entries))))
 }
 
 /// [`hash_path`] for callers that share one stat cache between threads: the
@@ -154,7 +221,7 @@ pub fn hash_path_locked(path: &Path, stat: &std::sync::Mutex<StatCache>) -> Resu
     if !meta.is_dir() {
         return Ok((OutputKind::File, hash_one_locked(path, &meta, stat)?));
     }
-    let files = walk(path)?;
+    let files = walk(path, EscapingLinks::Follow)?;
     // A folder whose files all keep their identity keeps its manifest hash:
     // no per-file lookups, no manifest to rebuild.
     let identity = folder_identity(&files);
@@ -162,12 +229,18 @@ pub fn hash_path_locked(path: &Path, stat: &std::sync::Mutex<StatCache>) -> Resu
         return Ok((OutputKind::Dir, h));
     }
     let mut entries = Vec::with_capacity(files.len());
-    for (rel, abs, meta) in &files {
-        let hash = hash_one_locked(abs, meta, stat)?;
-        entries.push(TreeEntry { path: rel.clone(), exec: is_exec(meta), hash });
+    let mut racy = false;
+    for (rel, w) in &files {
+        entries.push(match w {
+            Walked::File(abs, meta) => {
+                racy |= StatCache::is_racy(meta);
+                let hash = hash_one_locked(abs, meta, stat)?;
+                TreeEntry { path: rel.clone(), exec: is_exec(meta), hash, link: None }
+            }
+            Walked::Link(target) => link_entry(rel, target),
+        });
     }
     let hash = Hash::of_bytes(&manifest_bytes(entries));
-    let racy = files.iter().any(|(_, _, m)| StatCache::is_racy(m));
     if !racy {
         stat.lock().expect("stat cache lock").record_folder(path, identity, &hash);
     }
@@ -183,39 +256,29 @@ fn hash_one_locked(abs: &Path, meta: &std::fs::Metadata, stat: &std::sync::Mutex
     Ok(h)
 }
 
-/// A digest of every file's path and identity (size, mtime, inode, exec bit).
-fn folder_identity(files: &[(String, std::path::PathBuf, std::fs::Metadata)]) -> Hash {
-    use std::os::unix::fs::MetadataExt;
-    let mut sorted: Vec<&(String, std::path::PathBuf, std::fs::Metadata)> = files.iter().collect();
+/// A digest of every entry's path and identity (for files: size, mtime,
+/// ctime, inode, device, exec bit; for links: the target).
+fn folder_identity(files: &[(String, Walked)]) -> Hash {
+    let mut sorted: Vec<&(String, Walked)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h = blake3::Hasher::new();
-    for (rel, _, m) in sorted {
+    for (rel, w) in sorted {
         h.update(&(rel.len() as u64).to_le_bytes());
         h.update(rel.as_bytes());
-        h.update(&m.len().to_le_bytes());
-        h.update(&m.mtime().to_le_bytes());
-        h.update(&m.mtime_nsec().to_le_bytes());
-        h.update(&m.ino().to_le_bytes());
-        h.update(&[is_exec(m) as u8]);
+        match w {
+            Walked::File(_, m) => {
+                h.update(&[0]);
+                h.update(&crate::stat::identity_bytes(m));
+                h.update(&[is_exec(m) as u8]);
+            }
+            Walked::Link(t) => {
+                h.update(&[1]);
+                h.update(&(t.len() as u64).to_le_bytes());
+                h.update(t.as_bytes());
+            }
+        }
     }
     Hash::from_blake3(h.finalize())
-}
-
-fn hash_path_with(
-    path: &Path,
-    hash_one: &mut dyn FnMut(&Path, &std::fs::Metadata) -> Result<Hash>,
-) -> Result<(OutputKind, Hash)> {
-    let meta = std::fs::metadata(path).at(path)?;
-    if meta.is_dir() {
-        let mut entries = Vec::new();
-        for (rel, abs, meta) in walk(path)? {
-            let hash = hash_one(&abs, &meta)?;
-            entries.push(TreeEntry { path: rel, exec: is_exec(&meta), hash });
-        }
-        Ok((OutputKind::Dir, Hash::of_bytes(&manifest_bytes(entries))))
-    } else {
-        Ok((OutputKind::File, hash_one(path, &meta)?))
-    }
 }
 
 impl Cache {
@@ -226,6 +289,7 @@ impl Cache {
 
     /// Store bytes; returns their hash.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Hash> {
+        let _gc = self.gc_shared()?;
         let hash = Hash::of_bytes(bytes);
         let dest = self.object_path(&hash);
         if dest.exists() {
@@ -234,6 +298,7 @@ impl Cache {
             self.ensure_dir(dest.parent().expect("object has a parent"))?;
             atomic::write_atomic(&self.tmp_dir(), &dest, bytes, self.file_mode(true))?;
         }
+        self.pin('o', [hash.as_str()])?;
         Ok(hash)
     }
 
@@ -246,21 +311,36 @@ impl Cache {
         })?;
         let actual = Hash::of_bytes(&bytes);
         if &actual != hash {
+            self.quarantine(hash);
             return Err(CacheError::Corrupt { hash: hash.to_string(), actual: actual.to_string() });
         }
         Ok(bytes)
     }
 
-    /// Store a file or folder from the workspace; returns its kind and hash.
-    pub fn put_path(&self, path: &Path, stat: &mut StatCache) -> Result<(OutputKind, Hash)> {
-        Ok(self.put_paths(&[path], stat)?.remove(0))
+    /// Move an object whose bytes do not match its name out of the way, so
+    /// the next run that produces those bytes stores them afresh.
+    pub(crate) fn quarantine(&self, hash: &Hash) {
+        let q = self.root().join("quarantine");
+        if self.ensure_dir(&q).is_ok() {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let _ = std::fs::rename(self.object_path(hash), q.join(format!("{hash}-{nanos}")));
+            tracing::warn!("object {} is corrupt; moved to {}", hash.short(), q.display());
+        }
     }
 
     /// Store several files or folders with a single flush to disk: every new
     /// object is written to `tmp/`, the filesystem is synced once, then each
     /// is renamed into place. Far cheaper than an fsync per file, and still
-    /// no object is ever visible before its bytes are durable.
-    pub fn put_paths(&self, paths: &[&Path], stat: &mut StatCache) -> Result<Vec<(OutputKind, Hash)>> {
+    /// no object is ever visible before its bytes are durable. Holds gc off
+    /// while it works and pins everything it stored or found.
+    pub fn put_paths(
+        &self,
+        paths: &[&Path],
+        stat: &mut StatCache,
+        escaping: EscapingLinks,
+    ) -> Result<Vec<(OutputKind, Hash)>> {
+        let _gc = self.gc_shared()?;
         let mut batch = Batch::default();
         let mut out = Vec::with_capacity(paths.len());
         let result = (|| {
@@ -268,11 +348,20 @@ impl Cache {
                 let meta = std::fs::metadata(path).at(path)?;
                 if meta.is_dir() {
                     let mut entries = Vec::new();
-                    for (rel, abs, meta) in walk(path)? {
-                        let known = stat.hash_with_meta(&abs, &meta)?;
-                        let hash = self.stage_file(&abs, Some(&known), &mut batch)?;
-                        entries.push(TreeEntry { path: rel, exec: is_exec(&meta), hash });
+                    for (rel, w) in walk(path, escaping)? {
+                        entries.push(match w {
+                            Walked::File(abs, meta) => {
+                                let known = stat.hash_with_meta(&abs, &meta)?;
+                                let hash = self.stage_file(&abs, Some(&known), &mut batch)?;
+                                TreeEntry { path: rel, exec: is_exec(&meta), hash, link: None }
+                            }
+                            Walked::Link(target) => {
+                                self.stage_bytes(target.as_bytes(), &mut batch)?;
+                                link_entry(&rel, &target)
+                            }
+                        });
                     }
+                    batch.pinned.extend(entries.iter().map(|e| e.hash.clone()));
                     let hash = self.stage_bytes(&manifest_bytes(entries), &mut batch)?;
                     out.push((OutputKind::Dir, hash));
                 } else {
@@ -284,7 +373,10 @@ impl Cache {
         })();
         match result {
             Ok(()) => {
+                let pinned: Vec<Hash> =
+                    batch.pinned.iter().cloned().chain(out.iter().map(|(_, h)| h.clone())).collect();
                 self.commit(batch)?;
+                self.pin('o', pinned.iter().map(Hash::as_str))?;
                 Ok(out)
             }
             Err(e) => {
@@ -301,7 +393,7 @@ impl Cache {
         let dest = self.object_path(&hash);
         if dest.exists() {
             touch(&dest);
-        } else {
+        } else if !batch.pending.iter().any(|(_, d)| d == &dest) {
             let tmp = atomic::temp_path(&self.tmp_dir());
             std::fs::write(&tmp, bytes).at(&tmp)?;
             atomic::set_mode(&tmp, self.file_mode(true))?;
@@ -367,11 +459,29 @@ impl Cache {
         Ok(())
     }
 
-    /// The entries of a folder manifest.
+    /// The entries of a folder manifest, checked: every path is a clean
+    /// relative path (no `..`, not absolute), none repeats or lies inside
+    /// another file, and every link stays inside the folder.
     pub fn read_tree(&self, hash: &Hash) -> Result<Vec<TreeEntry>> {
         let bytes = self.read_object(hash)?;
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| CacheError::BadRecord { path: self.object_path(hash), message: e.to_string() })?;
+        let bad = |message: String| CacheError::BadRecord { path: self.object_path(hash), message };
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let mut paths: Vec<&str> = Vec::with_capacity(m.entries.len());
+        for e in &m.entries {
+            crate::paths::check_rel_path(&e.path).map_err(|msg| bad(format!("folder manifest entry: {msg}")))?;
+            if let Some(t) = &e.link {
+                if !crate::paths::link_stays_inside(&e.path, t) {
+                    return Err(bad(format!("link `{}` → `{t}` leaves its folder", e.path)));
+                }
+            }
+            paths.push(&e.path);
+        }
+        paths.sort_unstable();
+        for pair in paths.windows(2) {
+            if pair[0] == pair[1] || pair[1].strip_prefix(pair[0]).is_some_and(|rest| rest.starts_with('/')) {
+                return Err(bad(format!("folder manifest entries `{}` and `{}` collide", pair[0], pair[1])));
+            }
+        }
         Ok(m.entries)
     }
 
@@ -384,37 +494,71 @@ impl Cache {
         Ok(v)
     }
 
-    /// Check that every object of an output is present and intact.
-    pub fn check_output(&self, out: &OutputRef) -> Result<()> {
-        for h in self.objects_of(out)? {
-            let actual = hash_file(&self.object_path(&h)).map_err(|e| match e {
+    /// Whether every object of these outputs is in the cache, pinning them
+    /// for this handle's lease. A damaged manifest counts as missing.
+    pub fn ensure_present(&self, outs: &[OutputRef]) -> Result<bool> {
+        let _gc = self.gc_shared()?;
+        let mut all = Vec::new();
+        for out in outs {
+            if !self.has_object(&out.hash) {
+                return Ok(false);
+            }
+            match self.objects_of(out) {
+                Ok(objs) => all.extend(objs),
+                Err(CacheError::Io { path, source }) => return Err(CacheError::Io { path, source }),
+                Err(_) => return Ok(false),
+            }
+        }
+        if all.iter().any(|h| !self.has_object(h)) {
+            return Ok(false);
+        }
+        self.pin('o', all.iter().map(Hash::as_str))?;
+        Ok(true)
+    }
+
+    /// Check that every object of an output is present and intact; a corrupt
+    /// one is moved to `quarantine/`. Returns the folder's entries.
+    fn check_output(&self, out: &OutputRef) -> Result<Vec<TreeEntry>> {
+        let entries = if out.kind == OutputKind::Dir { self.read_tree(&out.hash)? } else { Vec::new() };
+        let hashes = std::iter::once(&out.hash).chain(entries.iter().map(|e| &e.hash));
+        let hashes: Vec<&Hash> = hashes.collect();
+        self.pin('o', hashes.iter().map(|h| h.as_str()))?;
+        for h in hashes {
+            let actual = hash_file(&self.object_path(h)).map_err(|e| match e {
                 CacheError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                     CacheError::MissingObject(h.to_string())
                 }
                 other => other,
             })?;
-            if actual != h {
+            if &actual != h {
+                self.quarantine(h);
                 return Err(CacheError::Corrupt { hash: h.to_string(), actual: actual.to_string() });
             }
         }
-        Ok(())
+        Ok(entries)
     }
 
     /// Restore an output to `dest` (replacing what is there). Every object is
-    /// verified first, so corrupt bytes never reach the workspace.
+    /// verified first, so corrupt bytes never reach the workspace, and every
+    /// path from a manifest is checked before anything is written. The
+    /// caller answers for `dest` itself.
     pub fn restore(&self, out: &OutputRef, dest: &Path, mode: LinkMode) -> Result<()> {
-        self.check_output(out)?;
+        let _gc = self.gc_shared()?;
+        let entries = self.check_output(out)?;
         remove_path(dest)?;
         match out.kind {
             OutputKind::File => self.restore_file(&out.hash, false, dest, mode),
             OutputKind::Dir => {
                 std::fs::create_dir_all(dest).at(dest)?;
-                for e in self.read_tree(&out.hash)? {
+                for e in entries {
                     let target = dest.join(&e.path);
                     if let Some(parent) = target.parent() {
                         std::fs::create_dir_all(parent).at(parent)?;
                     }
-                    self.restore_file(&e.hash, e.exec, &target, mode)?;
+                    match &e.link {
+                        Some(t) => std::os::unix::fs::symlink(t, &target).at(&target)?,
+                        None => self.restore_file(&e.hash, e.exec, &target, mode)?,
+                    }
                 }
                 Ok(())
             }
@@ -426,14 +570,32 @@ impl Cache {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).at(parent)?;
         }
+        // A link shares the object's inode: only safe where its read-only
+        // mode is enforced (not for root) and it does not drop an exec bit.
+        let may_alias = !exec && !mode_is_unenforced();
         let linked = match mode {
-            LinkMode::Auto => reflink(&obj, dest) || std::fs::hard_link(&obj, dest).is_ok(),
+            LinkMode::Auto => reflink(&obj, dest) || (may_alias && std::fs::hard_link(&obj, dest).is_ok()),
             LinkMode::Reflink => reflink(&obj, dest),
-            LinkMode::Hardlink => std::fs::hard_link(&obj, dest).is_ok(),
-            LinkMode::Symlink => std::os::unix::fs::symlink(&obj, dest).is_ok(),
+            LinkMode::Hardlink => {
+                if may_alias {
+                    std::fs::hard_link(&obj, dest).is_ok()
+                } else {
+                    reflink(&obj, dest)
+                }
+            }
+            LinkMode::Symlink => {
+                if may_alias {
+                    std::os::unix::fs::symlink(&obj, dest).is_ok()
+                } else {
+                    reflink(&obj, dest)
+                }
+            }
             LinkMode::Copy => false,
         };
         if linked {
+            if exec {
+                atomic::set_mode(dest, 0o555)?;
+            }
             return Ok(());
         }
         // Copy through a temp file beside the destination so a killed restore
@@ -446,6 +608,20 @@ impl Cache {
         atomic::set_mode(&tmp, if exec { 0o755 } else { 0o644 })?;
         std::fs::rename(&tmp, dest).at(dest)
     }
+}
+
+/// Whether file modes do not stop this process from writing (root, or
+/// CAP_DAC_OVERRIDE): a read-only hard link would then not protect the
+/// object it shares bytes with.
+fn mode_is_unenforced() -> bool {
+    static UNENFORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNENFORCED.get_or_init(|| {
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            tracing::debug!("running as root: restores copy (or reflink) instead of hard-linking cache objects");
+        }
+        root
+    })
 }
 
 /// Copy-on-write clone (FICLONE); false where the filesystem cannot.

@@ -32,51 +32,93 @@ pub struct RunEntry {
 }
 
 impl Cache {
-    fn run_path(&self, key: &str) -> PathBuf {
-        self.runs_dir().join(&key[..2]).join(format!("{key}.json"))
+    pub(crate) fn run_path(&self, key: &Hash) -> PathBuf {
+        self.runs_dir().join(&key.as_str()[..2]).join(format!("{key}.json"))
     }
 
-    /// The entry for `key`, if any.
+    /// The entry for `key`, if any. An entry that is not what its name says
+    /// (unreadable, another key, an output path that is not a clean relative
+    /// path) is a [`CacheError::BadRecord`]: the caller re-executes.
     pub fn get_run(&self, key: &str) -> Result<Option<RunEntry>> {
-        let path = self.run_path(key);
+        let Some(key) = Hash::parse(key) else {
+            return Err(CacheError::BadRecord {
+                path: self.runs_dir().join(key),
+                message: "a stage key is 64 lowercase hex characters".into(),
+            });
+        };
+        let path = self.run_path(&key);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CacheError::BadRecord { path, message: e.to_string() }),
+            Ok(bytes) => {
+                parse_run(&bytes, key.as_str()).map(Some).map_err(|message| CacheError::BadRecord { path, message })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CacheError::Io { path, source: e }),
         }
     }
 
-    /// Record what `key` produced. Call only after every output object is stored.
+    /// Record what `key` produced. Call only after every output object is
+    /// stored; pins the entry for this handle's lease.
     pub fn put_run(&self, entry: &RunEntry) -> Result<()> {
+        let key = Hash::parse(&entry.key).ok_or_else(|| CacheError::BadRecord {
+            path: self.runs_dir(),
+            message: format!("`{}` is not a stage key", entry.key),
+        })?;
         let bytes = serde_json::to_vec_pretty(entry).expect("run entry serialises");
-        self.write_record(&self.run_path(&entry.key), &bytes)
+        let _gc = self.gc_shared()?;
+        self.write_record(&self.run_path(&key), &bytes)?;
+        self.pin('r', [key.as_str()])
     }
 
-    /// Forget `key` (its outputs turned out corrupt).
+    /// Forget `key` (its outputs turned out missing or corrupt).
     pub fn remove_run(&self, key: &str) -> Result<()> {
-        match std::fs::remove_file(self.run_path(key)) {
+        let Some(key) = Hash::parse(key) else { return Ok(()) };
+        let path = self.run_path(&key);
+        match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(CacheError::Io { path: self.run_path(key), source: e }),
+            Err(e) => Err(CacheError::Io { path, source: e }),
         }
     }
 
-    /// Every run-cache key.
+    /// Every well-named run-cache key (`runs-v1/ab/ab….json`).
     pub fn run_keys(&self) -> Result<Vec<String>> {
-        let mut keys = Vec::new();
+        Ok(self.run_files()?.into_iter().filter_map(|(k, _)| k).collect())
+    }
+
+    /// Every file under `runs-v1/`, with its key when the name is one.
+    pub(crate) fn run_files(&self) -> Result<Vec<(Option<String>, PathBuf)>> {
+        let mut out = Vec::new();
         for shard in read_dir_sorted(&self.runs_dir())? {
+            let shard_name = shard.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            if !shard.is_dir() {
+                out.push((None, shard));
+                continue;
+            }
             for f in read_dir_sorted(&shard)? {
-                if let Some(name) = f.file_name().and_then(|n| n.to_str()) {
-                    if let Some(k) = name.strip_suffix(".json") {
-                        keys.push(k.to_string());
-                    }
-                }
+                let key = f
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(Hash::parse)
+                    .filter(|k| k.as_str()[..2] == shard_name)
+                    .map(|k| k.as_str().to_string());
+                out.push((key, f));
             }
         }
-        Ok(keys)
+        Ok(out)
     }
+}
+
+/// Parse a run entry and check it against its name and the trust rules.
+fn parse_run(bytes: &[u8], key: &str) -> std::result::Result<RunEntry, String> {
+    let entry: RunEntry = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if entry.key != key {
+        return Err(format!("the entry is for key {}, not for the key it is filed under", entry.key));
+    }
+    for o in &entry.outputs {
+        crate::paths::check_rel_path(&o.path).map_err(|m| format!("output path: {m}"))?;
+    }
+    Ok(entry)
 }
 
 pub(crate) fn read_dir_sorted(dir: &std::path::Path) -> Result<Vec<PathBuf>> {

@@ -1,5 +1,9 @@
-//! The stat cache: (path, size, mtime, inode) → hash, so a no-op run over
-//! thousands of unchanged files reads none of them.
+//! The stat cache: (path, size, mtime, ctime, inode, device) → hash, so a
+//! no-op run over thousands of unchanged files reads none of them.
+//!
+//! ctime is in the identity as in git's index: `touch -d`, `cp -p`, `tar x`
+//! or rsync can put an edited file's size and mtime back, but any write or
+//! metadata change moves ctime, which no user call can set.
 //!
 //! A file modified within the same timestamp tick as it was hashed could look
 //! unchanged; entries whose mtime is that close to the moment of hashing are
@@ -19,8 +23,43 @@ use crate::hash::{hash_file, Hash};
 struct Entry {
     size: u64,
     mtime_ns: i128,
+    ctime_ns: i128,
     ino: u64,
+    dev: u64,
     hash: Hash,
+}
+
+impl Entry {
+    fn new(meta: &std::fs::Metadata, hash: Hash) -> Entry {
+        Entry {
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+            ctime_ns: ctime_ns(meta),
+            ino: meta.ino(),
+            dev: meta.dev(),
+            hash,
+        }
+    }
+
+    fn matches(&self, meta: &std::fs::Metadata) -> bool {
+        self.size == meta.len()
+            && self.mtime_ns == mtime_ns(meta)
+            && self.ctime_ns == ctime_ns(meta)
+            && self.ino == meta.ino()
+            && self.dev == meta.dev()
+    }
+}
+
+/// The identity of a file as bytes (size, mtime, ctime, inode, device), for
+/// digests of many files at once.
+pub(crate) fn identity_bytes(meta: &std::fs::Metadata) -> [u8; 72] {
+    let mut b = [0u8; 72];
+    b[..8].copy_from_slice(&meta.len().to_le_bytes());
+    b[8..24].copy_from_slice(&mtime_ns(meta).to_le_bytes());
+    b[24..40].copy_from_slice(&ctime_ns(meta).to_le_bytes());
+    b[40..48].copy_from_slice(&meta.ino().to_le_bytes());
+    b[48..56].copy_from_slice(&meta.dev().to_le_bytes());
+    b
 }
 
 /// A persistent map from file identity to content hash.
@@ -37,6 +76,10 @@ pub struct StatCache {
 
 fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
     meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+}
+
+fn ctime_ns(meta: &std::fs::Metadata) -> i128 {
+    meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128
 }
 
 fn now_ns() -> i128 {
@@ -68,16 +111,16 @@ impl StatCache {
         Ok(hash)
     }
 
-    /// The cached hash of `path`, if its identity (size, mtime, inode) is unchanged.
+    /// The cached hash of `path`, if its identity (size, mtime, ctime, inode, device) is unchanged.
     pub fn lookup(&self, path: &Path, meta: &std::fs::Metadata) -> Option<Hash> {
         let e = self.entries.get(path.to_str()?)?;
-        (e.size == meta.len() && e.mtime_ns == mtime_ns(meta) && e.ino == meta.ino()).then(|| e.hash.clone())
+        e.matches(meta).then(|| e.hash.clone())
     }
 
     /// Whether a file changed so recently that its identity cannot be trusted.
     pub fn is_racy(meta: &std::fs::Metadata) -> bool {
         let racy_ns = if meta.mtime_nsec() == 0 { COARSE_RACY_NS } else { FINE_RACY_NS };
-        now_ns() - mtime_ns(meta) <= racy_ns
+        now_ns() - mtime_ns(meta).max(ctime_ns(meta)) <= racy_ns
     }
 
     /// The manifest hash of a folder whose files' identities digest to `identity`.
@@ -98,13 +141,8 @@ impl StatCache {
     pub fn record(&mut self, path: &Path, meta: &std::fs::Metadata, hash: &Hash) {
         self.files_hashed += 1;
         let Some(key) = path.to_str().filter(|k| !k.contains(['\n', '\t'])) else { return };
-        let mtime = mtime_ns(meta);
-        let racy_ns = if meta.mtime_nsec() == 0 { COARSE_RACY_NS } else { FINE_RACY_NS };
-        if now_ns() - mtime > racy_ns {
-            self.entries.insert(
-                key.to_string(),
-                Entry { size: meta.len(), mtime_ns: mtime, ino: meta.ino(), hash: hash.clone() },
-            );
+        if !Self::is_racy(meta) {
+            self.entries.insert(key.to_string(), Entry::new(meta, hash.clone()));
             self.dirty = true;
         } else if self.entries.remove(key).is_some() {
             self.dirty = true;
@@ -130,9 +168,9 @@ impl StatCache {
     }
 }
 
-const HEADER: &str = "dvx-stat-v2\n";
+const HEADER: &str = "dvx-stat-v3\n";
 
-/// One line per file: `size \t mtime_ns \t inode \t hash \t path`. A plain
+/// One line per file: `size \t mtime_ns \t ctime_ns \t inode \t dev \t hash \t path`. A plain
 /// text format parses several times faster than JSON, which matters when a
 /// no-op run loads tens of thousands of entries.
 fn format(entries: &HashMap<String, Entry>, folders: &HashMap<String, (Hash, Hash)>) -> Vec<u8> {
@@ -142,7 +180,7 @@ fn format(entries: &HashMap<String, Entry>, folders: &HashMap<String, (Hash, Has
     // Sorted, so the file is stable for the same contents.
     let sorted: BTreeMap<&String, &Entry> = entries.iter().collect();
     for (path, e) in sorted {
-        let _ = writeln!(s, "{}\t{}\t{}\t{}\t{}", e.size, e.mtime_ns, e.ino, e.hash, path);
+        let _ = writeln!(s, "{}\t{}\t{}\t{}\t{}\t{}\t{}", e.size, e.mtime_ns, e.ctime_ns, e.ino, e.dev, e.hash, path);
     }
     let sorted: BTreeMap<&String, &(Hash, Hash)> = folders.iter().collect();
     for (path, (id, h)) in sorted {
@@ -167,18 +205,19 @@ fn parse(text: &str) -> (HashMap<String, Entry>, Folders) {
             }
             continue;
         }
-        let mut f = line.splitn(5, '\t');
-        let (Some(size), Some(mtime), Some(ino), Some(hash), Some(path)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
+        let mut f = line.splitn(7, '\t');
+        let mut next = || f.next();
+        let (Some(size), Some(mtime), Some(ctime), Some(ino), Some(dev), Some(hash), Some(path)) =
+            (next(), next(), next(), next(), next(), next(), next())
         else {
             continue;
         };
-        let (Ok(size), Ok(mtime_ns), Ok(ino), Some(hash)) =
-            (size.parse(), mtime.parse(), ino.parse(), Hash::parse(hash))
+        let (Ok(size), Ok(mtime_ns), Ok(ctime_ns), Ok(ino), Ok(dev), Some(hash)) =
+            (size.parse(), mtime.parse(), ctime.parse(), ino.parse(), dev.parse(), Hash::parse(hash))
         else {
             continue;
         };
-        out.insert(path.to_string(), Entry { size, mtime_ns, ino, hash });
+        out.insert(path.to_string(), Entry { size, mtime_ns, ctime_ns, ino, dev, hash });
     }
     (out, folders)
 }
@@ -190,7 +229,10 @@ mod tests {
     #[test]
     fn format_round_trips() {
         let mut m = HashMap::new();
-        m.insert("/a b/c.txt".to_string(), Entry { size: 3, mtime_ns: -5, ino: 7, hash: Hash::of_bytes(b"x") });
+        m.insert(
+            "/a b/c.txt".to_string(),
+            Entry { size: 3, mtime_ns: -5, ctime_ns: 9, ino: 7, dev: 2, hash: Hash::of_bytes(b"x") },
+        );
         let mut f = HashMap::new();
         f.insert("/a b".to_string(), (Hash::of_bytes(b"id"), Hash::of_bytes(b"m")));
         assert_eq!(parse(std::str::from_utf8(&format(&m, &f)).unwrap()), (m, f));

@@ -17,6 +17,8 @@ pub struct CacheOptions {
 pub struct Cache {
     root: PathBuf,
     opts: CacheOptions,
+    /// The run's lease, when this handle pins what it uses (see `lease.rs`).
+    pub(crate) lease: Option<std::sync::Arc<crate::lease::Lease>>,
 }
 
 const TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by dvx.\n";
@@ -24,7 +26,7 @@ const TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a
 impl Cache {
     /// Open (creating if needed) the cache at `root`.
     pub fn open(root: &Path, opts: CacheOptions) -> Result<Cache> {
-        let cache = Cache { root: root.to_path_buf(), opts };
+        let cache = Cache { root: root.to_path_buf(), opts, lease: None };
         if cache.opts.shared_group {
             // Group members must be able to write what we create.
             unsafe { libc::umask(0o002) };

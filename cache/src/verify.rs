@@ -1,36 +1,55 @@
-//! `dvx cache verify`: re-hash every object and report (or quarantine) those
-//! whose bytes do not match their name.
+//! `dvx cache verify`: re-hash every object, check every run entry and
+//! version record, and report (or, with `--repair`, remove) what cannot be
+//! used: corrupt objects go to `quarantine/`, records that are damaged or
+//! name missing or corrupt objects are deleted, stray files too.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use crate::error::{IoContext, Result};
 use crate::hash::{hash_file, Hash};
+use crate::objects::{OutputKind, OutputRef};
 use crate::runs::read_dir_sorted;
 use crate::store::Cache;
+use crate::versions::Refs;
 
 /// What verify found.
 #[derive(Debug, Default)]
 pub struct VerifyReport {
     /// Objects checked.
     pub objects: usize,
+    /// Run entries checked.
+    pub runs: usize,
+    /// Version records checked.
+    pub versions: usize,
     /// Objects whose bytes do not match their name: (name, actual hash).
     pub corrupt: Vec<(String, String)>,
     /// Leftover temp files (from killed writers); harmless, gc removes them.
     pub temp_leftovers: usize,
-    /// Run-cache entries that name an object not in the store.
+    /// Run-cache entries that name an object missing from the store or corrupt.
     pub dangling_runs: Vec<String>,
+    /// Versions that cannot be restored: (hash, why).
+    pub broken_versions: Vec<(Hash, String)>,
+    /// Files that are not valid records where records live: (file, why).
+    pub bad_records: Vec<(PathBuf, String)>,
 }
 
 impl VerifyReport {
     /// True when nothing is wrong (temp leftovers aside).
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty() && self.dangling_runs.is_empty()
+        self.corrupt.is_empty()
+            && self.dangling_runs.is_empty()
+            && self.broken_versions.is_empty()
+            && self.bad_records.is_empty()
     }
 }
 
 impl Cache {
-    /// Check every object; with `repair`, move corrupt ones to `quarantine/`
-    /// and drop the run-cache entries that need them, so they are rebuilt.
+    /// Check everything; with `repair`, quarantine corrupt objects and remove
+    /// the records that cannot be used, so what they describe is rebuilt.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
+        let mut corrupt = BTreeSet::new();
         for shard in read_dir_sorted(&self.objects_dir())? {
             for obj in read_dir_sorted(&shard)? {
                 let name = format!(
@@ -38,39 +57,92 @@ impl Cache {
                     shard.file_name().unwrap_or_default().to_string_lossy(),
                     obj.file_name().unwrap_or_default().to_string_lossy()
                 );
+                let Some(hash) = Hash::parse(&name).filter(|_| obj.is_file()) else {
+                    report.bad_records.push((obj, "not an object (its name is not a blake3 hash)".into()));
+                    continue;
+                };
                 report.objects += 1;
                 let actual = hash_file(&obj)?;
-                if actual.as_str() != name {
+                if actual != hash {
                     if repair {
                         let q = self.root().join("quarantine");
                         self.ensure_dir(&q)?;
                         std::fs::rename(&obj, q.join(&name)).at(&obj)?;
                     }
                     report.corrupt.push((name, actual.to_string()));
+                    corrupt.insert(hash);
                 }
             }
         }
         report.temp_leftovers = read_dir_sorted(&self.tmp_dir())?.len();
-        for key in self.run_keys()? {
-            let Some(entry) = self.get_run(&key)? else { continue };
-            let mut ok = true;
-            for out in &entry.outputs {
-                let objs = match self.objects_of(out) {
-                    Ok(o) => o,
-                    Err(_) => {
-                        ok = false;
-                        break;
+        // Whether every object of an output is present and intact (without
+        // reading a corrupt manifest, which would move it).
+        let usable = |out: &OutputRef| -> std::result::Result<(), String> {
+            let check = |h: &Hash| match () {
+                _ if corrupt.contains(h) => Err(format!("object {} is corrupt", h.short())),
+                _ if !self.has_object(h) => Err(format!("object {} is missing", h.short())),
+                _ => Ok(()),
+            };
+            check(&out.hash)?;
+            if out.kind == OutputKind::Dir {
+                let entries = self.read_tree(&out.hash).map_err(|e| e.to_string())?;
+                entries.iter().try_for_each(|e| check(&e.hash))?;
+            }
+            Ok(())
+        };
+        let mut remove = Vec::new();
+        for (key, path) in self.run_files()? {
+            let Some(key) = key else {
+                report.bad_records.push((path.clone(), "not a run entry (its name is not a stage key)".into()));
+                remove.push(path);
+                continue;
+            };
+            report.runs += 1;
+            match self.get_run(&key) {
+                Ok(Some(entry)) => {
+                    let log = entry.log.iter().map(|h| OutputRef {
+                        path: "log".into(),
+                        kind: OutputKind::File,
+                        hash: h.clone(),
+                    });
+                    if entry.outputs.iter().cloned().chain(log).any(|o| usable(&o).is_err()) {
+                        report.dangling_runs.push(key);
+                        remove.push(path);
                     }
-                };
-                if objs.iter().any(|h| !self.has_object(h)) {
-                    ok = false;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    report.bad_records.push((path.clone(), e.to_string()));
+                    remove.push(path);
                 }
             }
-            if !ok {
-                if repair {
-                    self.remove_run(&key)?;
+        }
+        for path in read_dir_sorted(&self.versions_dir())? {
+            let Some(hash) = path.file_name().and_then(|n| n.to_str()?.strip_suffix(".json")).and_then(Hash::parse)
+            else {
+                report.bad_records.push((path.clone(), "not a version record (its name is not a version hash)".into()));
+                remove.push(path);
+                continue;
+            };
+            report.versions += 1;
+            match self.get_version(&hash) {
+                Ok(rec) => {
+                    let refs = Refs::of(&rec.body).unwrap_or_default();
+                    let why = refs.outputs().find_map(|o| usable(o).err().map(|e| format!("`{}`: {e}", o.path)));
+                    if let Some(why) = why {
+                        report.broken_versions.push((hash, why));
+                        remove.push(path);
+                    }
                 }
-                report.dangling_runs.push(key);
+                Err(e) => {
+                    report.bad_records.push((path.clone(), e.to_string()));
+                    remove.push(path);
+                }
+            }
+        }
+        if repair {
+            for path in remove {
+                let _ = crate::objects::remove_path(&path);
             }
         }
         Ok(report)

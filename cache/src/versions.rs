@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CacheError, Result};
 use crate::hash::Hash;
+use crate::objects::OutputRef;
 use crate::runs::read_dir_sorted;
 use crate::store::Cache;
 
@@ -92,34 +93,116 @@ mod tests {
     }
 }
 
+/// The parts of a version body the cache reads: every object it names.
+/// (The body's full shape is the engine's.)
+#[derive(Deserialize, Default)]
+pub(crate) struct Refs {
+    #[serde(default)]
+    pub stages: Vec<StageRefs>,
+    #[serde(default)]
+    pub sources: Vec<OutputRef>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StageRefs {
+    pub key: Option<String>,
+    #[serde(default)]
+    pub outputs: Vec<OutputRef>,
+}
+
+impl Refs {
+    /// Read and check a body: hashes well formed, every path a clean relative path.
+    pub(crate) fn of(body: &serde_json::Value) -> std::result::Result<Refs, String> {
+        let refs = Refs::deserialize(body).map_err(|e| e.to_string())?;
+        for o in refs.outputs() {
+            crate::paths::check_rel_path(&o.path).map_err(|m| format!("path of `{}`: {m}", o.path))?;
+        }
+        for k in refs.stages.iter().filter_map(|s| s.key.as_deref()) {
+            if Hash::parse(k).is_none() {
+                return Err(format!("`{k}` is not a stage key"));
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Every output and source it names.
+    pub(crate) fn outputs(&self) -> impl Iterator<Item = &OutputRef> {
+        self.stages.iter().flat_map(|s| s.outputs.iter()).chain(self.sources.iter())
+    }
+}
+
 impl Cache {
-    /// Store a version; returns its hash.
+    fn version_path(&self, hash: &Hash) -> std::path::PathBuf {
+        self.versions_dir().join(format!("{hash}.json"))
+    }
+
+    /// Store a version; returns its hash. Refused unless every object it
+    /// names is in this cache, so a printed version can always be restored;
+    /// pins it (and them) for this handle's lease.
     pub fn put_version(&self, body: serde_json::Value, meta: VersionMeta) -> Result<Hash> {
         let hash = Hash::of_bytes(&canonical_json(&body));
-        let path = self.versions_dir().join(format!("{hash}.json"));
-        if path.exists() {
-            // Same data as an earlier run: the record (and its first creation time) stands.
-            return Ok(hash);
+        let path = self.version_path(&hash);
+        let refs = Refs::of(&body).map_err(|message| CacheError::BadRecord { path: path.clone(), message })?;
+        let _gc = self.gc_shared()?;
+        let mut objects = Vec::new();
+        for o in refs.outputs() {
+            if !self.has_object(&o.hash) {
+                return Err(CacheError::MissingObject(format!("{} (of `{}`)", o.hash, o.path)));
+            }
+            for h in self.objects_of(o)? {
+                if !self.has_object(&h) {
+                    return Err(CacheError::MissingObject(format!("{h} (in `{}`)", o.path)));
+                }
+                objects.push(h);
+            }
         }
-        let rec = VersionRecord { hash: hash.clone(), body, meta };
-        let bytes = serde_json::to_vec_pretty(&rec).expect("version serialises");
-        self.write_record(&path, &bytes)?;
+        // Same data as an earlier run: the record (and its first creation time) stands.
+        if self.get_version(&hash).is_err() {
+            let rec = VersionRecord { hash: hash.clone(), body, meta };
+            let bytes = serde_json::to_vec_pretty(&rec).expect("version serialises");
+            self.write_record(&path, &bytes)?;
+        }
+        self.pin('o', objects.iter().map(Hash::as_str))?;
+        self.pin('v', [hash.as_str()])?;
         Ok(hash)
+    }
+
+    /// Keep an existing version alive for this handle's lease (a run that
+    /// reached the same version as before); false if it is not there.
+    pub fn keep_version(&self, hash: &Hash) -> Result<bool> {
+        let _gc = self.gc_shared()?;
+        if !self.has_version(hash) {
+            return Ok(false);
+        }
+        self.pin('v', [hash.as_str()])?;
+        Ok(true)
     }
 
     /// Whether a version record exists.
     pub fn has_version(&self, hash: &Hash) -> bool {
-        self.versions_dir().join(format!("{hash}.json")).exists()
+        self.version_path(hash).exists()
     }
 
-    /// Read a version by full hash.
+    /// Read a version by full hash, checked: its body hashes to its name and
+    /// names only clean relative paths. Anything else is a
+    /// [`CacheError::BadRecord`] naming the file.
     pub fn get_version(&self, hash: &Hash) -> Result<VersionRecord> {
-        let path = self.versions_dir().join(format!("{hash}.json"));
+        let path = self.version_path(hash);
         let bytes = std::fs::read(&path).map_err(|e| CacheError::Io { path: path.clone(), source: e })?;
-        serde_json::from_slice(&bytes).map_err(|e| CacheError::BadRecord { path, message: e.to_string() })
+        let bad = |message: String| CacheError::BadRecord { path: path.clone(), message };
+        let rec: VersionRecord = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if &rec.hash != hash {
+            return Err(bad(format!("the record says it is version {}", rec.hash)));
+        }
+        let actual = Hash::of_bytes(&canonical_json(&rec.body));
+        if &actual != hash {
+            return Err(bad(format!("its body hashes to {}, not to its name: it was edited", actual.short())));
+        }
+        Refs::of(&rec.body).map_err(bad)?;
+        Ok(rec)
     }
 
-    /// Every version hash in the cache.
+    /// Every version hash in the cache (files not named like one are left out).
     pub fn version_hashes(&self) -> Result<Vec<Hash>> {
         Ok(read_dir_sorted(&self.versions_dir())?
             .iter()
@@ -127,11 +210,16 @@ impl Cache {
             .collect())
     }
 
-    /// Every version, newest first.
+    /// Every readable version, newest first. A damaged record is skipped with
+    /// a warning (`dvx cache verify` reports it): one bad file must not stop
+    /// the team.
     pub fn versions(&self) -> Result<Vec<VersionRecord>> {
         let mut v = Vec::new();
         for h in self.version_hashes()? {
-            v.push(self.get_version(&h)?);
+            match self.get_version(&h) {
+                Ok(rec) => v.push(rec),
+                Err(e) => tracing::warn!("skipping version {}: {e}", h.short()),
+            }
         }
         v.sort_by(|a, b| b.meta.created.cmp(&a.meta.created).then(a.hash.cmp(&b.hash)));
         Ok(v)
@@ -156,7 +244,11 @@ impl Cache {
 
     /// Remove a version record.
     pub(crate) fn remove_version(&self, hash: &Hash) -> Result<()> {
-        let path = self.versions_dir().join(format!("{hash}.json"));
-        std::fs::remove_file(&path).map_err(|e| CacheError::Io { path, source: e })
+        let path = self.version_path(hash);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::Io { path, source: e }),
+        }
     }
 }

@@ -99,7 +99,10 @@ pub fn store(
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     let stored = {
         let mut stat = stat.lock().expect("stat cache lock");
-        cache.put_paths(&refs, &mut stat).map_err(|e| fail(format!("cannot store outputs: {e}")))?
+        // Fresh outputs must not carry files from outside the workspace (through symlinks) into a shared cache.
+        cache
+            .put_paths(&refs, &mut stat, dvx_cache::EscapingLinks::Refuse)
+            .map_err(|e| fail(format!("cannot store outputs: {e}")))?
     };
     let outputs: Vec<OutputRef> =
         def.outs.iter().zip(stored).map(|(rel, (kind, hash))| OutputRef { path: rel.clone(), kind, hash }).collect();

@@ -26,6 +26,6 @@ pub use registry::Registry;
 pub use run::{check_sources, run, Action, RunOptions, RunReport, StageResult, Status};
 pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use stage::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
-pub use state::{StageState, WorkspaceState};
+pub use state::{OwnedOuts, StageState, WorkspaceState};
 pub use why::StaleReason;
 pub use workspace::{ProjectConfig, Workspace};

@@ -16,9 +16,9 @@ use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
 use crate::key::KeyInputs;
 use crate::registry::Registry;
-use crate::spec::{ExecutorKind, Pipeline};
+use crate::spec::{ExecutorKind, Pipeline, StageDef};
 use crate::stage::Metrics;
-use crate::state::{StageState, WorkspaceState};
+use crate::state::{OwnedOuts, StageState, WorkspaceState};
 use crate::why::{why_stale, StaleReason};
 use crate::workspace::Workspace;
 
@@ -129,6 +129,7 @@ struct Shared {
     ws: Workspace,
     stat: Mutex<StatCache>,
     state: Mutex<WorkspaceState>,
+    owned: OwnedOuts,
     results: Mutex<Vec<Option<StageResult>>>,
     forced: Vec<bool>,
     /// Source hashes computed in this run (sources do not change during a run).
@@ -196,6 +197,95 @@ impl Shared {
             }
         }
         None
+    }
+}
+
+impl Shared {
+    /// Make sure the active cache holds these outputs, which the workspace
+    /// has with the right bytes: a new or gc'd cache gets them from the
+    /// workspace (no need to re-run the stage), with a run entry for `key`.
+    /// False when that cannot be done (then the stage is restored or run).
+    fn keep_in_cache(&self, def: &StageDef, key: &str, outputs: &[OutputRef], metrics: &Metrics) -> bool {
+        match self.ws.cache.ensure_present(outputs) {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(stage = %def.name, "cannot check the cache ({e})");
+                return false;
+            }
+        }
+        tracing::info!(stage = %def.name, "outputs are not in the active cache; storing them from the workspace");
+        if let Err(e) = self.store_workspace(outputs) {
+            tracing::warn!(stage = %def.name, "cannot store outputs from the workspace ({e})");
+            return false;
+        }
+        if !matches!(self.ws.cache.get_run(key), Ok(Some(_))) {
+            let entry = dvx_cache::RunEntry {
+                key: key.to_string(),
+                kind: def.kind.clone(),
+                stage: def.name.clone(),
+                outputs: outputs.to_vec(),
+                metrics: metrics.clone(),
+                log: None,
+                seconds: 0.0,
+            };
+            if let Err(e) = self.ws.cache.put_run(&entry) {
+                tracing::warn!(stage = %def.name, "cannot record the run entry ({e})");
+            }
+        }
+        true
+    }
+
+    /// Store workspace outputs whose bytes are known to match `outputs`;
+    /// fails if they changed meanwhile.
+    fn store_workspace(&self, outputs: &[OutputRef]) -> dvx_cache::Result<()> {
+        let paths: Vec<PathBuf> = outputs.iter().map(|o| abs(&self.p.wdir, &o.path)).collect();
+        let refs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+        let stored = {
+            let mut stat = self.stat.lock().expect("stat lock");
+            self.ws.cache.put_paths(&refs, &mut stat, dvx_cache::EscapingLinks::Follow)?
+        };
+        for (o, (kind, hash)) in outputs.iter().zip(stored) {
+            if kind != o.kind || hash != o.hash {
+                return Err(dvx_cache::CacheError::BadRecord {
+                    path: abs(&self.p.wdir, &o.path),
+                    message: "changed while it was being stored".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A declared out that exists but that dvx did not write and cannot
+    /// restore: executing would delete it for good, so refuse, naming it.
+    /// Otherwise claim the outs as dvx's before anything writes them.
+    fn unknown_outs(&self, def: &StageDef, prev: Option<&StageState>) -> Option<Failure> {
+        for out in &def.outs {
+            if std::fs::symlink_metadata(abs(&self.p.wdir, out)).is_err() || self.owned.contains(out) {
+                continue;
+            }
+            if prev.is_some_and(|p| p.outputs.iter().any(|o| &o.path == out)) {
+                continue;
+            }
+            let in_cache = self.hash_workspace(out).ok().is_some_and(|(kind, hash)| {
+                let o = OutputRef { path: out.clone(), kind, hash };
+                self.ws.cache.ensure_present(&[o]).unwrap_or(false)
+            });
+            if !in_cache {
+                return Some(Failure {
+                    message: format!(
+                        "out `{out}` already exists and dvx did not write it (no copy is in the cache); running \
+                         `{}` would delete it. Move it away, or delete it yourself if it is not needed",
+                        def.name
+                    ),
+                    log_tail: String::new(),
+                });
+            }
+        }
+        self.owned.claim(&def.outs).err().map(|e| Failure {
+            message: format!("cannot record the outs of `{}` in {}: {e}", def.name, self.ws.state_dir.display()),
+            log_tail: String::new(),
+        })
     }
 }
 
@@ -270,9 +360,15 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
     } else {
         None
     };
+    let mut ws = ws;
+    if !opts.dry_run {
+        // Everything this run restores, stores or writes stays alive against a concurrent gc.
+        ws.cache = ws.cache.with_lease()?;
+    }
     let sh = Arc::new(Shared {
-        stat: Mutex::new(StatCache::load(&ws.state_dir.join("stat-v2.txt"))),
+        stat: Mutex::new(StatCache::load(&ws.state_dir.join("stat-v3.txt"))),
         state: Mutex::new(WorkspaceState::load(&ws.state_dir)),
+        owned: OwnedOuts::load(&ws.state_dir),
         results: Mutex::new(vec![None; n]),
         p: p.clone(),
         graph,
@@ -319,10 +415,16 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         if let Some(v) = &version {
             state.last_version.insert(p.file.display().to_string(), v.clone());
         }
-        state.save().map_err(|e| EngineError::Other(format!("cannot save workspace state: {e}")))?;
+        // A full workspace disk must not hide which stage failed and why:
+        // without the state the next run re-checks outputs, nothing worse.
+        if let Err(e) = state.save() {
+            tracing::warn!("cannot save workspace state in {}: {e}", sh.ws.state_dir.display());
+        }
         let mut stat = sh.stat.lock().expect("stat lock");
         tracing::debug!(files = stat.files_hashed, "file contents read for hashing");
-        stat.save()?;
+        if let Err(e) = stat.save() {
+            tracing::warn!("cannot save the stat cache: {e}");
+        }
         tracing::debug!(elapsed = ?t0.elapsed(), "state saved");
     }
     Ok(RunReport { version, stages: results })
@@ -494,15 +596,26 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
     }
 
     if !forced {
-        // Fast path: the workspace already holds this key's outputs.
+        // Fast path: the workspace already holds this key's outputs (and,
+        // for a real run, the active cache holds them too, or now does).
         if let Some(prev) = prev.as_ref().filter(|p| p.key == key) {
-            if sh.workspace_matches(&prev.outputs).is_none() {
+            if sh.workspace_matches(&prev.outputs).is_none()
+                && (sh.dry_run || sh.keep_in_cache(def, &key, &prev.outputs, &prev.metrics))
+            {
                 result.outputs = prev.outputs.clone();
                 result.metrics = prev.metrics.clone();
                 return result;
             }
         }
         match sh.ws.cache.get_run(&key) {
+            Ok(Some(entry)) if !outputs_are_outs(def, &entry.outputs) => {
+                tracing::warn!(
+                    stage = %def.name,
+                    "run-cache entry {} names paths that are not this stage's outs ({}); ignoring it",
+                    &key[..12],
+                    entry.outputs.iter().map(|o| o.path.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
             Ok(Some(entry)) => {
                 let why_restore = sh.workspace_matches(&entry.outputs);
                 result.action = if why_restore.is_some() { Action::Restore } else { Action::UpToDate };
@@ -516,6 +629,9 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
                     result.outputs = entry.outputs;
                     return result;
                 }
+                if let Some(f) = sh.unknown_outs(def, prev.as_ref()) {
+                    return failed(result, f);
+                }
                 match restore(sh, &entry.outputs) {
                     Ok(()) => {
                         record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
@@ -526,7 +642,11 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
                     }
                     Err(e) => {
                         tracing::warn!(stage = %def.name, "cached outputs unusable ({e}); executing instead");
-                        let _ = sh.ws.cache.remove_run(&key);
+                        // Only the cache's own damage condemns the entry; a
+                        // local failure (a full workspace disk) is not the team's problem.
+                        if e.is_damage() {
+                            let _ = sh.ws.cache.remove_run(&key);
+                        }
                     }
                 }
             }
@@ -555,7 +675,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
     };
     if !forced {
         if let Ok(Some(entry)) = sh.ws.cache.get_run(&key) {
-            if restore(sh, &entry.outputs).is_ok() {
+            if outputs_are_outs(def, &entry.outputs) && restore(sh, &entry.outputs).is_ok() {
                 record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
                 result.status = hit_status;
                 result.action = Action::Restore;
@@ -565,6 +685,9 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
                 return result;
             }
         }
+    }
+    if let Some(f) = sh.unknown_outs(def, prev.as_ref()) {
+        return failed(result, f);
     }
     let kind = sh.executors[si];
     let job = Job {
@@ -610,14 +733,29 @@ fn failed(mut r: StageResult, f: Failure) -> StageResult {
     r
 }
 
+/// Whether a run entry's outputs are exactly the stage's declared outs, in
+/// order: the only paths a restore may write (the entry is someone else's input).
+fn outputs_are_outs(def: &StageDef, outputs: &[OutputRef]) -> bool {
+    outputs.len() == def.outs.len() && outputs.iter().zip(&def.outs).all(|(o, d)| &o.path == d)
+}
+
+/// Put a run entry's outputs into the workspace: those already there with
+/// the right bytes stay (and are stored if the active cache lacks them),
+/// the others are restored.
 fn restore(sh: &Shared, outputs: &[OutputRef]) -> dvx_cache::Result<()> {
+    let mut present = Vec::new();
     for o in outputs {
         let dest = abs(&sh.p.wdir, &o.path);
         let matches = std::fs::symlink_metadata(&dest).is_ok()
             && sh.hash_workspace(&o.path).map(|(k, h)| k == o.kind && h == o.hash).unwrap_or(false);
-        if !matches {
+        if matches {
+            present.push(o.clone());
+        } else {
             sh.ws.cache.restore(o, &dest, sh.ws.link)?;
         }
+    }
+    if !present.is_empty() && !sh.ws.cache.ensure_present(&present)? {
+        sh.store_workspace(&present)?;
     }
     Ok(())
 }
@@ -651,22 +789,17 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
                 continue;
             }
             let (kind, hash) = sh.hash_source(d).map_err(EngineError::Other)?;
-            let stored = sh.state.lock().expect("state lock").stored_sources.get(d) == Some(&hash);
-            if !stored || !sh.ws.cache.has_object(&hash) {
+            let source = OutputRef { path: d.clone(), kind, hash };
+            if !sh.ws.cache.ensure_present(std::slice::from_ref(&source))? {
                 to_store.push(abs(&p.wdir, d));
             }
-            sources.push(OutputRef { path: d.clone(), kind, hash });
+            sources.push(source);
         }
     }
     if !to_store.is_empty() {
         let refs: Vec<&std::path::Path> = to_store.iter().map(PathBuf::as_path).collect();
         let mut stat = sh.stat.lock().expect("stat lock");
-        sh.ws.cache.put_paths(&refs, &mut stat)?;
-        drop(stat);
-        let mut state = sh.state.lock().expect("state lock");
-        for s in &sources {
-            state.stored_sources.insert(s.path.clone(), s.hash.clone());
-        }
+        sh.ws.cache.put_paths(&refs, &mut stat, dvx_cache::EscapingLinks::Follow)?;
     }
     // Everything the version body is made of, digested cheaply: when it is
     // what the last run here produced, that run's version stands.
@@ -689,7 +822,8 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
     let digest = digest.finalize().to_hex().to_string();
     let file_key = p.file.display().to_string();
     if let Some((d, v)) = sh.state.lock().expect("state lock").last_digest.get(&file_key) {
-        if d == &digest && sh.ws.cache.has_version(v) {
+        // Every object it names was checked or stored in this run.
+        if d == &digest && sh.ws.cache.keep_version(v)? {
             return Ok(v.clone());
         }
     }

@@ -42,9 +42,6 @@ pub struct WorkspaceState {
     /// Stage name → last result.
     #[serde(default)]
     pub stages: BTreeMap<String, StageState>,
-    /// Source path → hash already stored in the cache.
-    #[serde(default)]
-    pub stored_sources: BTreeMap<String, Hash>,
     /// Pipeline file → its last version.
     #[serde(default)]
     pub last_version: BTreeMap<String, Hash>,
@@ -77,5 +74,47 @@ impl WorkspaceState {
         let tmp = dir.join(format!(".state-{}.tmp", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec(self).expect("state serialises"))?;
         std::fs::rename(&tmp, &self.file)
+    }
+}
+
+/// The out paths runs in this workspace have written or restored
+/// (`.dvx/outs-v1.txt`, one per line): dvx may replace what is there.
+/// Anything else found at an out path is the user's, and is never deleted.
+/// Claimed before a stage writes, so a failed or killed stage's leftovers
+/// stay dvx's to clean up.
+#[derive(Debug)]
+pub struct OwnedOuts {
+    file: PathBuf,
+    paths: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl OwnedOuts {
+    /// Load from `dir/outs-v1.txt` (missing → none).
+    pub fn load(dir: &Path) -> OwnedOuts {
+        let file = dir.join("outs-v1.txt");
+        let paths = std::fs::read_to_string(&file).map(|t| t.lines().map(str::to_string).collect()).unwrap_or_default();
+        OwnedOuts { file, paths: std::sync::Mutex::new(paths) }
+    }
+
+    /// Whether dvx wrote `path` here before.
+    pub fn contains(&self, path: &str) -> bool {
+        self.paths.lock().expect("owned outs lock").contains(path)
+    }
+
+    /// Record that dvx is about to write these paths (appended before it does).
+    pub fn claim(&self, paths: &[String]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut set = self.paths.lock().expect("owned outs lock");
+        let new: Vec<&String> = paths.iter().filter(|p| !set.contains(*p) && !p.contains('\n')).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        if let Some(dir) = self.file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text: String = new.iter().map(|p| format!("{p}\n")).collect();
+        std::fs::OpenOptions::new().create(true).append(true).open(&self.file)?.write_all(text.as_bytes())?;
+        set.extend(new.into_iter().cloned());
+        Ok(())
     }
 }

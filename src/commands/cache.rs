@@ -15,12 +15,19 @@ pub fn dir(l: Loaded) -> Result<ExitCode> {
 
 pub fn verify(l: Loaded, repair: bool) -> Result<ExitCode> {
     let r = l.ws.cache.verify(repair)?;
-    println!("checked {} objects", r.objects);
+    let fixed = |what: &str| if repair { format!(": {what}") } else { String::new() };
+    println!("checked {} objects, {} run entries, {} versions", r.objects, r.runs, r.versions);
     for (name, actual) in &r.corrupt {
-        println!("corrupt object {name} (bytes hash to {actual}){}", if repair { ": quarantined" } else { "" });
+        println!("corrupt object {name} (bytes hash to {actual}){}", fixed("quarantined"));
     }
     for key in &r.dangling_runs {
-        println!("run entry {} needs a missing object{}", &key[..12], if repair { ": removed" } else { "" });
+        println!("run entry {key} needs a missing or corrupt object{}", fixed("removed"));
+    }
+    for (hash, why) in &r.broken_versions {
+        println!("version {hash} cannot be restored ({why}){}", fixed("removed"));
+    }
+    for (path, why) in &r.bad_records {
+        println!("bad record {}: {why}{}", path.display(), fixed("removed"));
     }
     if r.temp_leftovers > 0 {
         println!("{} temp files left by interrupted writers (harmless; gc removes them)", r.temp_leftovers);

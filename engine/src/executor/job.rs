@@ -185,6 +185,7 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
         .ok_or_else(|| setup(format!("no stage `{}` in {} any more", spec.stage, spec.pipeline.display())))?;
     let stage = registry.get(&def.kind).ok_or_else(|| setup(format!("unknown stage kind `{}`", def.kind)))?.clone();
     let cache = Cache::open(&spec.cache, CacheOptions { shared_group: spec.shared })
+        .and_then(|c| c.with_lease())
         .map_err(|e| setup(format!("cannot open the cache: {e}")))?;
 
     // The key, from what this node sees.
