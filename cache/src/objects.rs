@@ -464,11 +464,14 @@ impl Cache {
     /// another file, and every link stays inside the folder.
     pub fn read_tree(&self, hash: &Hash) -> Result<Vec<TreeEntry>> {
         let bytes = self.read_object(hash)?;
-        let bad = |message: String| CacheError::BadRecord { path: self.object_path(hash), message };
+        let bad = |message: String| CacheError::BadRecord {
+            path: self.object_path(hash),
+            message: format!("folder manifest {}: {message}", hash.short()),
+        };
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         let mut paths: Vec<&str> = Vec::with_capacity(m.entries.len());
         for e in &m.entries {
-            crate::paths::check_rel_path(&e.path).map_err(|msg| bad(format!("folder manifest entry: {msg}")))?;
+            crate::paths::check_rel_path(&e.path).map_err(|msg| bad(format!("entry {msg}")))?;
             if let Some(t) = &e.link {
                 if !crate::paths::link_stays_inside(&e.path, t) {
                     return Err(bad(format!("link `{}` → `{t}` leaves its folder", e.path)));
