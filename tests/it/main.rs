@@ -9,3 +9,4 @@ mod pipelines;
 mod slurm;
 mod team_cache;
 mod versions;
+mod workspace_safety;
