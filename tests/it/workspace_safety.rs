@@ -209,3 +209,35 @@ fn a_fifo_or_device_as_a_source_dep_is_refused() {
     assert!(e.contains("dep `/dev/zero` of stage `a` is a character device, not a file or folder"), "{e}");
     assert!(e.contains("[dvx.yaml:3:12]"), "{e}");
 }
+
+// 5. quoting of interpolated values
+
+#[test]
+fn interpolated_values_are_quoted_for_the_shell() {
+    let p = Project::new();
+    p.write("my data.jsonl", "{\"a\": 1}\n");
+    p.write(
+        "dvx.yaml",
+        r#"stages:
+  a:
+    deps: ["my data.jsonl"]
+    outs: ["out file.txt"]
+    params: {x: "hi; touch pwned", suffix: "!", q: "it's $HOME"}
+    cmd: cat ${deps[0]} > ${outs[0]}; echo ${params.x} >> ${outs[0]}; echo "${params.suffix} ${params.q}" >> ${outs[0]}; echo '${params.q}' >> ${outs[0]}
+"#,
+    );
+    p.dvx(&["run"]).ok();
+    assert!(!p.path("pwned").exists(), "a param ran as a command");
+    assert_eq!(p.read("out file.txt"), "{\"a\": 1}\nhi; touch pwned\n! it's $HOME\nit's $HOME\n");
+}
+
+#[test]
+fn raw_interpolation_splices_shell_code() {
+    let p = Project::new();
+    p.write(
+        "dvx.yaml",
+        "stages:\n  a:\n    outs: [o.txt]\n    params: {redirect: '> o.txt'}\n    cmd: echo hi ${raw:params.redirect}\n",
+    );
+    p.dvx(&["run"]).ok();
+    assert_eq!(p.read("o.txt"), "hi\n");
+}

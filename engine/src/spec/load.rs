@@ -363,7 +363,7 @@ fn resolve_stage(
                     format!("unknown name `{}` in `cmd`", unknown.name),
                     "not defined",
                 );
-                err = err.with_help(if unknown.name.starts_with("params.") {
+                err = err.with_help(if unknown.name.trim().trim_start_matches("raw:").trim().starts_with("params.") {
                     let known: Vec<String> =
                         params.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
                     format!(
