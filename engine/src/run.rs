@@ -289,11 +289,28 @@ impl Shared {
     }
 }
 
-/// Check that every dep that no stage produces exists, pointing at it if not.
+/// Check that every dep that no stage produces exists and is a file or a
+/// folder, pointing at it if not. This runs before any source is opened:
+/// reading a FIFO blocks and a device like `/dev/zero` never ends.
 pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
     for (si, s) in p.stages.iter().enumerate() {
         for (di, d) in s.deps.iter().enumerate() {
-            if graph.producers[si][di].is_none() && std::fs::metadata(abs(&p.wdir, d)).is_err() {
+            if graph.producers[si][di].is_some() {
+                continue;
+            }
+            let meta = std::fs::metadata(abs(&p.wdir, d));
+            if let Some(what) = meta.as_ref().ok().and_then(crate::spec::special_file) {
+                return Err(p
+                    .error_at(
+                        &s.origin,
+                        s.origin.deps[di],
+                        format!("dep `{d}` of stage `{}` is {what}, not a file or folder", s.name),
+                        what.trim_start_matches("a "),
+                    )
+                    .with_help("dvx hashes every source dep; reading this one would block or never end")
+                    .into());
+            }
+            if meta.is_err() {
                 let outs = p.stages.iter().flat_map(|s| s.outs.iter().map(String::as_str));
                 let mut err = p.error_at(
                     &s.origin,

@@ -12,3 +12,4 @@ mod slurm;
 mod team_cache;
 mod trust;
 mod versions;
+mod workspace_safety;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::Spanned;
 
 use super::interp::interpolate;
-use super::paths::{escapes_through_symlink, normalize, relative_to};
+use super::paths::{escapes_through_symlink, normalize, relative_to, special_file};
 use super::raw::{RawPipeline, RawStage, PIPELINE_FIELDS, STAGE_FIELDS};
 use super::{ExecutorKind, Origin, Pipeline, Resources, StageDef};
 use crate::error::{EngineError, Result, SourceFile, Span, SpecError};
@@ -37,6 +37,13 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
         }
     }
     let executor = executor_of(&loader.sources[0], root.raw.executor.as_ref())?;
+    // Files no out may overwrite: every pipeline file read, and dvx.toml.
+    let mut protected: Vec<(PathBuf, String)> =
+        loader.files.iter().map(|f| (f.path.clone(), loader.sources[f.source].name.clone())).collect();
+    if let Some(toml) = project_config(&base) {
+        let shown = display_path(&toml);
+        protected.push((toml, shown));
+    }
 
     let mut stages = Vec::new();
     let mut names: BTreeMap<String, (usize, Span)> = BTreeMap::new();
@@ -57,13 +64,15 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
             }
             names.insert(name.value.clone(), (lf.source, name_span));
             let file_executor = executor_of(src, lf.raw.executor.as_ref())?.or(executor);
-            stages.push(resolve_stage(src, lf, &root_wdir, name, name_span, raw, registry, file_executor)?);
+            stages.push(resolve_stage(src, lf, &root_wdir, &protected, name, name_span, raw, registry, file_executor)?);
         }
     }
     Ok(Pipeline { name, file, wdir: root_wdir, stages, sources: loader.sources, cache, link, executor })
 }
 
 struct LoadedFile {
+    /// The file, canonical.
+    path: PathBuf,
     source: usize,
     wdir: PathBuf,
     raw: RawPipeline,
@@ -80,6 +89,14 @@ impl Loader {
         if !self.seen.insert(file.to_path_buf()) {
             return Ok(()); // imported twice (diamond): same stages, load once
         }
+        if let Some(what) = std::fs::metadata(file).ok().as_ref().and_then(special_file) {
+            // Reading it could block forever (a FIFO) or never end (/dev/zero).
+            let message = format!("cannot read pipeline {}: it is {what}, not a file", display_path(file));
+            return Err(match imported_at {
+                Some((src, span)) => self.sources[src].error(span, message, "imported here").into(),
+                None => EngineError::Other(message),
+            });
+        }
         let text = std::fs::read_to_string(file).map_err(|source| match imported_at {
             Some((src, span)) => EngineError::from(self.sources[src].error(
                 span,
@@ -93,10 +110,13 @@ impl Loader {
         let raw: RawPipeline = parse_yaml(&src)?;
         let dir = file.parent().expect("a file has a parent").to_path_buf();
         let wdir = normalize(&dir.join(raw.wdir.as_ref().map(|w| w.value.as_str()).unwrap_or(".")));
+        if let Some(w) = &raw.wdir {
+            check_wdir(&src, w, &dir, &wdir)?;
+        }
         let source = self.sources.len();
         self.sources.push(src);
         let imports: Vec<Spanned<String>> = raw.imports.clone();
-        self.files.push(LoadedFile { source, wdir, raw });
+        self.files.push(LoadedFile { path: file.to_path_buf(), source, wdir, raw });
         for imp in imports {
             let span = span_of(&self.sources[source], &imp.referenced, imp.value.len());
             let path = normalize(&dir.join(&imp.value));
@@ -111,6 +131,35 @@ impl Loader {
         }
         Ok(())
     }
+}
+
+/// `wdir:` must be the file's folder, a folder inside it, or one of its
+/// ancestors (`wdir: ..` from `pipelines/`), also once symlinks are resolved:
+/// stages must not run, and write, in an unrelated place.
+fn check_wdir(src: &SourceFile, w: &Spanned<String>, dir: &Path, wdir: &Path) -> Result<(), Box<SpecError>> {
+    // The filesystem root as a workspace is never meant: its outs would be system folders.
+    let allowed = |p: &Path| (p.starts_with(dir) || dir.starts_with(p)) && p.parent().is_some();
+    let why = if !allowed(wdir) {
+        ""
+    } else if !allowed(&canonical_prefix(wdir)) {
+        " through a symlink"
+    } else {
+        return Ok(());
+    };
+    let span = span_of(src, &w.referenced, w.value.len());
+    Err(Box::new(
+        src.error(
+            span,
+            format!("wdir `{}` leads outside the pipeline's folder{why}", w.value),
+            "not this folder, inside it or above it",
+        )
+        .with_help(format!("`wdir:` must be {}, a folder inside it, or one of its ancestors", dir.display())),
+    ))
+}
+
+/// The `dvx.toml` that applies to a pipeline in `dir`: the nearest one upward.
+fn project_config(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors().map(|d| d.join("dvx.toml")).find(|f| f.is_file()).map(|f| canonical_prefix(&f))
 }
 
 /// A path as shown in errors: relative to the current folder when inside it.
@@ -190,6 +239,7 @@ fn resolve_stage(
     src: &SourceFile,
     lf: &LoadedFile,
     root_wdir: &Path,
+    protected: &[(PathBuf, String)],
     name: &Spanned<String>,
     name_span: Span,
     raw: &RawStage,
@@ -236,10 +286,12 @@ fn resolve_stage(
     let mut origin = Origin { file: lf.source, name: name_span, deps: Vec::new(), outs: Vec::new() };
     let mut deps = Vec::new();
     let mut deps_as_written = Vec::new();
+    let mut deps_abs = Vec::new();
     for d in &raw.deps {
         let span = span_of(src, &d.referenced, d.value.len());
         origin.deps.push(span);
         let abs = normalize(&wdir.join(&d.value));
+        deps_abs.push(abs.clone());
         deps.push(relative_to(&abs, root_wdir).unwrap_or_else(|| abs.display().to_string()));
         deps_as_written.push(d.value.clone());
     }
@@ -270,8 +322,33 @@ fn resolve_stage(
         if rel == ".dvx" || rel.starts_with(".dvx/") {
             return Err(src.error(span, "outs cannot be inside `.dvx/`", "dvx's own folder"));
         }
+        let resolved = canonical_prefix(&abs);
+        if let Some((file, shown)) = protected.iter().find(|(f, _)| f.starts_with(&abs) || f.starts_with(&resolved)) {
+            let what = if file.ends_with("dvx.toml") { "the project's config" } else { "a pipeline file" };
+            let verb = if *file == abs || *file == resolved { "is" } else { "contains" };
+            return Err(src
+                .error(span, format!("out `{}` {verb} {what} `{shown}`", o.value), "would be overwritten")
+                .with_help("dvx removes outs before a stage runs; write the out somewhere else"));
+        }
         outs.push(rel);
         outs_as_written.push(o.value.clone());
+    }
+
+    // A dep that is (or holds) the stage's own out changes every time the
+    // stage runs, so its key would never settle.
+    for (di, dep) in deps_abs.iter().enumerate() {
+        let own = raw.outs.iter().find(|o| normalize(&wdir.join(&o.value)).starts_with(dep));
+        if let Some(o) = own {
+            let d = &raw.deps[di].value;
+            let verb = if normalize(&wdir.join(&o.value)) == *dep { "is" } else { "contains" };
+            return Err(src
+                .error(
+                    origin.deps[di],
+                    format!("dep `{d}` of stage `{stage_name}` {verb} its own out `{}`", o.value),
+                    "the stage's own output",
+                )
+                .with_help("a stage cannot read what it writes; narrow the dep or move the out"));
+        }
     }
 
     let cmd = match &raw.cmd {
@@ -287,7 +364,7 @@ fn resolve_stage(
                     format!("unknown name `{}` in `cmd`", unknown.name),
                     "not defined",
                 );
-                err = err.with_help(if unknown.name.starts_with("params.") {
+                err = err.with_help(if unknown.name.trim().trim_start_matches("raw:").trim().starts_with("params.") {
                     let known: Vec<String> =
                         params.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
                     format!(

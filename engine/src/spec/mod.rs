@@ -5,6 +5,7 @@ mod interp;
 mod load;
 pub(crate) use load::did_you_mean;
 mod paths;
+pub(crate) use paths::special_file;
 mod raw;
 mod resources;
 

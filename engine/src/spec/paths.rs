@@ -42,3 +42,21 @@ pub(crate) fn escapes_through_symlink(abs: &Path, root: &Path) -> bool {
         }
     }
 }
+
+/// What `meta` is when it is neither a file, a folder nor a symlink: reading
+/// a FIFO, device or socket can block forever or never end.
+pub(crate) fn special_file(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    }
+}
