@@ -658,6 +658,21 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
             sources.push(OutputRef { path: d.clone(), kind, hash });
         }
     }
+    // What else the version needs to be rebuilt from its sources alone: the
+    // files stages read from outside the graph, the pipeline files, dvx.toml.
+    for rel in extra_sources(sh, selected)? {
+        if !seen.insert(rel.clone()) {
+            continue;
+        }
+        let (kind, hash) = sh.hash_source(&rel).map_err(EngineError::Other)?;
+        let stored = sh.state.lock().expect("state lock").stored_sources.get(&rel) == Some(&hash);
+        if !stored || !sh.ws.cache.has_object(&hash) {
+            to_store.push(abs(&p.wdir, &rel));
+        }
+        sources.push(OutputRef { path: rel, kind, hash });
+    }
+    // Sorted, so the version hash does not depend on stage or import order.
+    sources.sort_by(|a, b| a.path.cmp(&b.path));
     if !to_store.is_empty() {
         let refs: Vec<&std::path::Path> = to_store.iter().map(PathBuf::as_path).collect();
         let mut stat = sh.stat.lock().expect("stat lock");
@@ -726,4 +741,63 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
     let version = sh.ws.cache.put_version(body, meta)?;
     sh.state.lock().expect("state lock").last_digest.insert(file_key, (digest, version.clone()));
     Ok(version)
+}
+
+/// Sources of a version beyond the deps, relative to the root wdir: every
+/// external input of a selected stage, every pipeline file loaded and the
+/// `dvx.toml` in effect (unless `dvx checkout --to` wrote it). Paths outside
+/// the wdir cannot be restored and are skipped with a warning.
+fn extra_sources(sh: &Shared, selected: &[usize]) -> Result<BTreeSet<String>> {
+    let p = &sh.p;
+    let inside = |path: &std::path::Path, what: &str| -> Option<String> {
+        let mut norm = PathBuf::new();
+        for c in path.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    norm.pop();
+                }
+                c => norm.push(c.as_os_str()),
+            }
+        }
+        match norm.strip_prefix(&p.wdir) {
+            Ok(rel) if !rel.as_os_str().is_empty() => Some(rel.to_string_lossy().replace('\\', "/")),
+            _ => {
+                tracing::warn!(
+                    "{what} {} is not inside the workspace {}: the version cannot restore it",
+                    path.display(),
+                    p.wdir.display()
+                );
+                None
+            }
+        }
+    };
+    let mut out = BTreeSet::new();
+    for &si in selected {
+        let def = &p.stages[si];
+        let stage = sh.registry.get(&def.kind).expect("kinds are checked at load");
+        let cwd = abs(&p.wdir, &def.cwd);
+        let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(&p.wdir, d)).collect();
+        let ctx = crate::stage::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params };
+        let inputs = stage
+            .external_inputs(&ctx)
+            .map_err(|e| EngineError::Other(format!("stage `{}`: {}", def.name, e.message)))?;
+        let what = format!("input of stage `{}`", def.name);
+        out.extend(inputs.iter().filter_map(|i| inside(i, &what)));
+    }
+    out.extend(p.files.iter().filter_map(|f| inside(f, "pipeline file")));
+    let mut dir = p.file.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(&p.wdir)) {
+        let f = d.join("dvx.toml");
+        if f.is_file() {
+            let written_by_checkout =
+                std::fs::read_to_string(&f).is_ok_and(|t| t.starts_with(crate::ops::CHECKOUT_CONFIG_MARKER));
+            if !written_by_checkout {
+                out.extend(inside(&f, "config"));
+            }
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(out)
 }

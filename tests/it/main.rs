@@ -6,6 +6,7 @@ mod core_run;
 mod diff;
 mod errors;
 mod pipelines;
+mod self_contained;
 mod slurm;
 mod team_cache;
 mod versions;
