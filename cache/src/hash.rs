@@ -73,3 +73,30 @@ pub fn hash_file(path: &Path) -> Result<Hash> {
     }
     Ok(Hash::from_blake3(hasher.finalize()))
 }
+
+/// Open a file of the store for reading, refusing anything but a regular
+/// file: a cache writer could have put a symlink (to a victim's file) or a
+/// FIFO (which would block forever) where an object belongs.
+pub(crate) fn open_object(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+/// Hash a file of the store (see [`open_object`]), streaming.
+pub(crate) fn hash_object(path: &Path) -> Result<Hash> {
+    let mut file = open_object(path).at(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Hash::from_blake3(hasher.finalize()))
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::error::{IoContext, Result};
-use crate::hash::{hash_file, Hash};
+use crate::hash::{hash_object, Hash};
 use crate::objects::{OutputKind, OutputRef};
 use crate::runs::read_dir_sorted;
 use crate::store::Cache;
@@ -57,19 +57,26 @@ impl Cache {
                     shard.file_name().unwrap_or_default().to_string_lossy(),
                     obj.file_name().unwrap_or_default().to_string_lossy()
                 );
-                let Some(hash) = Hash::parse(&name).filter(|_| obj.is_file()) else {
+                let Some(hash) = Hash::parse(&name) else {
                     report.bad_records.push((obj, "not an object (its name is not a blake3 hash)".into()));
                     continue;
                 };
                 report.objects += 1;
-                let actual = hash_file(&obj)?;
-                if actual != hash {
+                // A symlink or special file where an object belongs is corrupt.
+                let actual = match hash_object(&obj) {
+                    Ok(h) => h.to_string(),
+                    Err(crate::CacheError::Io { source, .. }) if source.kind() != std::io::ErrorKind::NotFound => {
+                        "(not a regular file)".to_string()
+                    }
+                    Err(e) => return Err(e),
+                };
+                if actual != hash.as_str() {
                     if repair {
                         let q = self.root().join("quarantine");
                         self.ensure_dir(&q)?;
                         std::fs::rename(&obj, q.join(&name)).at(&obj)?;
                     }
-                    report.corrupt.push((name, actual.to_string()));
+                    report.corrupt.push((name, actual));
                     corrupt.insert(hash);
                 }
             }

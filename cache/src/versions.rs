@@ -114,8 +114,13 @@ impl Refs {
     /// Read and check a body: hashes well formed, every path a clean relative path.
     pub(crate) fn of(body: &serde_json::Value) -> std::result::Result<Refs, String> {
         let refs = Refs::deserialize(body).map_err(|e| e.to_string())?;
-        for o in refs.outputs() {
-            crate::paths::check_rel_path(&o.path).map_err(|m| format!("path of `{}`: {m}", o.path))?;
+        for o in refs.stages.iter().flat_map(|s| s.outputs.iter()) {
+            crate::paths::check_rel_path(&o.path).map_err(|m| format!("output path: {m}"))?;
+        }
+        // A dep outside the workspace is recorded by its absolute path: kept, never restored.
+        for o in &refs.sources {
+            crate::paths::check_rel_path(o.path.strip_prefix('/').unwrap_or(&o.path))
+                .map_err(|m| format!("source path: {m}"))?;
         }
         for k in refs.stages.iter().filter_map(|s| s.key.as_deref()) {
             if Hash::parse(k).is_none() {

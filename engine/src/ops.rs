@@ -1,6 +1,6 @@
 //! Operations on stored versions: checkout and reproduce.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dvx_cache::{hash_path, Cache, Hash, LinkMode, OutputRef, StatCache, VersionRecord};
 use serde::Deserialize;
@@ -61,19 +61,60 @@ pub fn body_of(rec: &VersionRecord) -> Result<VersionBody> {
 }
 
 /// Restore every output of a version under `base` (and its sources too when
-/// `with_sources`). Returns the number of paths restored.
+/// `with_sources`). Returns the number of paths restored. The record is
+/// someone else's input: every path was checked to be clean and relative
+/// when it was read; here, nothing lands in `.git` or `.dvx`, and an output
+/// must be one of its stage's declared outs. All of that is checked before
+/// anything is written.
 pub fn checkout(cache: &Cache, hash: &Hash, base: &Path, link: LinkMode, with_sources: bool) -> Result<usize> {
     let body = body_of(&cache.get_version(hash)?)?;
-    let mut n = 0;
-    let sources = if with_sources { body.sources.clone() } else { Vec::new() };
-    for o in body.stages.iter().flat_map(|s| s.outputs.iter()).chain(sources.iter()) {
-        if Path::new(&o.path).is_absolute() {
-            continue; // a source outside the workspace is not ours to write
+    let refuse = |path: &str, why: &str| {
+        EngineError::Other(format!("version {} is refused: `{path}` {why}; nothing was restored", hash.short()))
+    };
+    // A source outside the workspace (an absolute path) is not ours to write.
+    let sources: Vec<&OutputRef> = if with_sources {
+        body.sources.iter().filter(|s| !Path::new(&s.path).is_absolute()).collect()
+    } else {
+        Vec::new()
+    };
+    for s in &body.stages {
+        if let Some(o) = s.outputs.iter().find(|o| !s.outs.contains(&o.path)) {
+            return Err(refuse(&o.path, &format!("is not an out of its stage `{}`", s.name)));
         }
-        cache.restore(o, &base.join(&o.path), link)?;
-        n += 1;
     }
-    Ok(n)
+    let all: Vec<&OutputRef> = body.stages.iter().flat_map(|s| s.outputs.iter()).chain(sources).collect();
+    for o in &all {
+        if o.path.split('/').any(|c| c == ".git" || c == ".dvx") {
+            return Err(refuse(&o.path, "would write into a `.git` or `.dvx` folder"));
+        }
+    }
+    for o in &all {
+        cache.restore(o, &base.join(&o.path), link)?;
+    }
+    Ok(all.len())
+}
+
+/// After `checkout --to base`: when `base` has no `dvx.toml`, write one that
+/// names `cache` (absolutely), so that runs there use the same cache and find
+/// every stage cached. Returns the file written, if any.
+pub fn write_checkout_config(base: &Path, cache: &Cache) -> Result<Option<PathBuf>> {
+    let f = base.join("dvx.toml");
+    if f.exists() {
+        return Ok(None);
+    }
+    let root = cache
+        .root()
+        .canonicalize()
+        .map_err(|e| EngineError::Other(format!("cannot resolve the cache folder {}: {e}", cache.root().display())))?;
+    let root = root
+        .to_str()
+        .ok_or_else(|| EngineError::Other(format!("the cache folder {} is not valid UTF-8", root.display())))?;
+    let text = format!(
+        "# written by `dvx checkout --to`: the cache this version came from\ncache = {}\n",
+        toml::Value::String(root.to_string())
+    );
+    std::fs::write(&f, text).map_err(|e| EngineError::Other(format!("cannot write {}: {e}", f.display())))?;
+    Ok(Some(f))
 }
 
 /// Per stage of a reproduce: did re-executing give the recorded bytes?
@@ -85,11 +126,39 @@ pub struct Reproduced {
     pub differs: Vec<String>,
     /// The stage failed to run.
     pub error: Option<String>,
+    /// Not run: this upstream stage failed (directly or through others).
+    pub skipped: Option<String>,
+    /// Seconds it took (0 when skipped).
+    pub seconds: f64,
+}
+
+/// What [`reproduce`] reports as it goes.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A stage starts executing.
+    Started {
+        /// Stage name.
+        name: &'a str,
+    },
+    /// A stage is done (identical, differs, failed or skipped).
+    Finished(&'a Reproduced),
+}
+
+/// Whether dep `d` names out `o` or lies inside it (an edge, as in the graph).
+fn reads(d: &str, o: &str) -> bool {
+    d == o || (d.starts_with(o) && d.as_bytes().get(o.len()) == Some(&b'/'))
 }
 
 /// Re-execute every stage of a version in a scratch folder, ignoring the
-/// run-cache, and compare each output with the recorded one.
-pub fn reproduce(cache: &Cache, registry: &Registry, hash: &Hash) -> Result<Vec<Reproduced>> {
+/// run-cache, and compare each output with the recorded one. A stage whose
+/// dep is an out of a stage that failed (or was skipped) is skipped, as in a
+/// run. `progress` hears when each stage starts and finishes.
+pub fn reproduce(
+    cache: &Cache,
+    registry: &Registry,
+    hash: &Hash,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Vec<Reproduced>> {
     let body = body_of(&cache.get_version(hash)?)?;
     let scratch = tempfile::Builder::new()
         .prefix("dvx-reproduce-")
@@ -102,43 +171,66 @@ pub fn reproduce(cache: &Cache, registry: &Registry, hash: &Hash) -> Result<Vec<
         }
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut report = Vec::new();
-    for s in &body.stages {
-        let Some(stage) = registry.get(&s.kind) else {
-            report.push(Reproduced {
-                name: s.name.clone(),
-                differs: vec![],
-                error: Some(format!("unknown kind `{}`", s.kind)),
-            });
-            continue;
-        };
-        let def = StageDef {
-            name: s.name.clone(),
-            kind: s.kind.clone(),
-            cwd: s.cwd.clone(),
-            deps: s.deps.clone(),
-            outs: s.outs.clone(),
-            params: s.params.clone(),
-            cmd: s.cmd.clone(),
-            env: s.env.clone(),
-            executor: None,
-            file_executor: None,
-            resources: None,
-            origin: Origin::default(),
-        };
-        if let Err(f) = execute(&def, stage.as_ref(), root, threads) {
-            report.push(Reproduced { name: s.name.clone(), differs: vec![], error: Some(f.message) });
-            continue;
-        }
-        let mut stat = StatCache::in_memory();
-        let mut differs = Vec::new();
-        for o in &s.outputs {
-            match hash_path(&abs(root, &o.path), &mut stat) {
-                Ok((k, h)) if k == o.kind && h == o.hash => {}
-                _ => differs.push(o.path.clone()),
-            }
-        }
-        report.push(Reproduced { name: s.name.clone(), differs, error: None });
+    let mut report: Vec<Reproduced> = Vec::new();
+    for (i, s) in body.stages.iter().enumerate() {
+        let r = reproduce_stage(&body.stages[..i], &report, s, registry, root, threads, progress);
+        progress(Progress::Finished(&r));
+        report.push(r);
     }
     Ok(report)
+}
+
+/// One stage of [`reproduce`]; `before` and `done` are the stages before it.
+fn reproduce_stage(
+    before: &[RecordedStage],
+    done: &[Reproduced],
+    s: &RecordedStage,
+    registry: &Registry,
+    root: &Path,
+    threads: usize,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Reproduced {
+    let mut r = Reproduced { name: s.name.clone(), differs: vec![], error: None, skipped: None, seconds: 0.0 };
+    let bad_upstream = before.iter().zip(done).find(|(up, res)| {
+        (res.error.is_some() || res.skipped.is_some()) && s.deps.iter().any(|d| up.outs.iter().any(|o| reads(d, o)))
+    });
+    if let Some((up, res)) = bad_upstream {
+        // Name the stage that failed, not the one skipped because of it.
+        r.skipped = Some(res.skipped.clone().unwrap_or_else(|| up.name.clone()));
+        return r;
+    }
+    let Some(stage) = registry.get(&s.kind) else {
+        r.error = Some(format!("unknown kind `{}`", s.kind));
+        return r;
+    };
+    let def = StageDef {
+        name: s.name.clone(),
+        kind: s.kind.clone(),
+        cwd: s.cwd.clone(),
+        deps: s.deps.clone(),
+        outs: s.outs.clone(),
+        params: s.params.clone(),
+        cmd: s.cmd.clone(),
+        env: s.env.clone(),
+        executor: None,
+        file_executor: None,
+        resources: None,
+        origin: Origin::default(),
+    };
+    progress(Progress::Started { name: &s.name });
+    let t0 = std::time::Instant::now();
+    let executed = execute(&def, stage.as_ref(), root, threads);
+    r.seconds = t0.elapsed().as_secs_f64();
+    if let Err(f) = executed {
+        r.error = Some(f.message);
+        return r;
+    }
+    let mut stat = StatCache::in_memory();
+    for o in &s.outputs {
+        match hash_path(&abs(root, &o.path), &mut stat) {
+            Ok((k, h)) if k == o.kind && h == o.hash => {}
+            _ => r.differs.push(o.path.clone()),
+        }
+    }
+    r
 }

@@ -813,6 +813,21 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
             sources.push(source);
         }
     }
+    // What else the version needs to be rebuilt from its sources alone: the
+    // files stages read from outside the graph and the pipeline files.
+    for rel in extra_sources(sh, selected)? {
+        if !seen.insert(rel.clone()) {
+            continue;
+        }
+        let (kind, hash) = sh.hash_source(&rel).map_err(EngineError::Other)?;
+        let source = OutputRef { path: rel, kind, hash };
+        if !sh.ws.cache.ensure_present(std::slice::from_ref(&source))? {
+            to_store.push(abs(&p.wdir, &source.path));
+        }
+        sources.push(source);
+    }
+    // Sorted, so the version hash does not depend on stage or import order.
+    sources.sort_by(|a, b| a.path.cmp(&b.path));
     if !to_store.is_empty() {
         let refs: Vec<&std::path::Path> = to_store.iter().map(PathBuf::as_path).collect();
         let mut stat = sh.stat.lock().expect("stat lock");
@@ -877,4 +892,52 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
     let version = sh.ws.cache.put_version(body, meta)?;
     sh.state.lock().expect("state lock").last_digest.insert(file_key, (digest, version.clone()));
     Ok(version)
+}
+
+/// Sources of a version beyond the deps, relative to the root wdir: every
+/// external input of a selected stage and every pipeline file loaded (they
+/// are part of the version: a pipeline file holds the commands that ran).
+/// `dvx.toml` is not: it says where the cache is and how to restore, not
+/// what the data is. Paths outside the wdir cannot be restored and are
+/// skipped with a warning.
+fn extra_sources(sh: &Shared, selected: &[usize]) -> Result<BTreeSet<String>> {
+    let p = &sh.p;
+    let inside = |path: &std::path::Path, what: &str| -> Option<String> {
+        let mut norm = PathBuf::new();
+        for c in path.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    norm.pop();
+                }
+                c => norm.push(c.as_os_str()),
+            }
+        }
+        match norm.strip_prefix(&p.wdir) {
+            Ok(rel) if !rel.as_os_str().is_empty() => Some(rel.to_string_lossy().replace('\\', "/")),
+            _ => {
+                tracing::warn!(
+                    "{what} {} is not inside the workspace {}: the version cannot restore it",
+                    path.display(),
+                    p.wdir.display()
+                );
+                None
+            }
+        }
+    };
+    let mut out = BTreeSet::new();
+    for &si in selected {
+        let def = &p.stages[si];
+        let stage = sh.registry.get(&def.kind).expect("kinds are checked at load");
+        let cwd = abs(&p.wdir, &def.cwd);
+        let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(&p.wdir, d)).collect();
+        let ctx = crate::stage::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params };
+        let inputs = stage
+            .external_inputs(&ctx)
+            .map_err(|e| EngineError::Other(format!("stage `{}`: {}", def.name, e.message)))?;
+        let what = format!("input of stage `{}`", def.name);
+        out.extend(inputs.iter().filter_map(|i| inside(i, &what)));
+    }
+    out.extend(p.files.iter().filter_map(|f| inside(f, "pipeline file")));
+    Ok(out)
 }

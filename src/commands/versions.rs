@@ -71,26 +71,36 @@ pub fn checkout(l: Loaded, prefix: &str, to: Option<&Path>) -> Result<ExitCode> 
     };
     let n = ops::checkout(&l.ws.cache, &hash, &base, l.ws.link, with_sources)?;
     println!("restored {n} paths of version {} into {}", hash.short(), base.display());
+    if with_sources {
+        if let Some(f) = ops::write_checkout_config(&base, &l.ws.cache)? {
+            println!("wrote {} (cache = {})", f.display(), l.ws.cache.root().display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn reproduce(l: Loaded, prefix: &str) -> Result<ExitCode> {
     let hash = l.ws.cache.resolve_version(prefix)?;
-    let report = ops::reproduce(&l.ws.cache, &l.registry, &hash)?;
+    let mut progress = |p: ops::Progress<'_>| match p {
+        ops::Progress::Started { name } => eprintln!("reproduce {name}: running"),
+        ops::Progress::Finished(r) => eprintln!("reproduce {}: {} ({:.1}s)", r.name, outcome(r), r.seconds),
+    };
+    let report = ops::reproduce(&l.ws.cache, &l.registry, &hash, &mut progress)?;
     let mut all_same = true;
     for r in &report {
-        match (&r.error, r.differs.is_empty()) {
-            (Some(e), _) => {
-                all_same = false;
-                println!("{:<28} failed: {e}", r.name);
-            }
-            (None, true) => println!("{:<28} identical", r.name),
-            (None, false) => {
-                all_same = false;
-                println!("{:<28} differs ({})", r.name, r.differs.join(", "));
-            }
-        }
+        all_same &= r.error.is_none() && r.skipped.is_none() && r.differs.is_empty();
+        println!("{:<28} {}", r.name, outcome(r));
     }
     println!("{}", if all_same { "reproduced: every stage identical" } else { "not reproduced: some stages differ" });
     Ok(if all_same { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// One stage's result, as printed.
+fn outcome(r: &ops::Reproduced) -> String {
+    match (&r.error, &r.skipped) {
+        (Some(e), _) => format!("failed: {e}"),
+        (None, Some(up)) => format!("skipped (upstream {up} failed)"),
+        (None, None) if r.differs.is_empty() => "identical".to_string(),
+        (None, None) => format!("differs ({})", r.differs.join(", ")),
+    }
 }

@@ -9,6 +9,9 @@
 //!   local repository, `git ls-remote` otherwise; a full 40-hex id is taken as
 //!   it is, with no git call), so a moved branch re-runs and a pinned commit
 //!   never does.
+//! - external inputs: the local repository folder, bundle file or `file://`
+//!   path of each repo that exists (remote URLs are not files we can keep),
+//!   so a version carries them as sources.
 //! - metrics: `repos.<name>.{commit, files, python_files, html_files}`, `files`.
 
 use std::path::{Path, PathBuf};
@@ -71,6 +74,20 @@ fn source(url: &str, cwd: &Path) -> Source {
         // A bundle (or a path that does not exist: git will say so).
         Source::Remote(p.to_string_lossy().into_owned())
     }
+}
+
+/// The local file or folder `url` reads, when it is one that exists: a
+/// repository folder, a bundle file or a `file://` path, resolved against the
+/// stage folder as [`source`] does. `None` for remote URLs.
+fn local_input(url: &str, cwd: &Path) -> Option<PathBuf> {
+    let p = if let Some(rest) = url.strip_prefix("file://") {
+        cwd.join(rest)
+    } else if url.contains("://") || url.starts_with("git@") {
+        return None;
+    } else {
+        cwd.join(url)
+    };
+    p.exists().then_some(p)
 }
 
 fn git(args: &[&str], dir: Option<&Path>) -> Result<String, String> {
@@ -240,6 +257,11 @@ impl Stage for CloneRepos {
         Ok(Some(json!({ "commits": commits })))
     }
 
+    fn external_inputs(&self, ctx: &FingerprintContext<'_>) -> Result<Vec<PathBuf>, StageFailure> {
+        let p: Params = stage_params::parse_in_run(ctx.params)?;
+        Ok(p.repos.iter().filter_map(|r| local_input(&r.url, ctx.cwd)).collect())
+    }
+
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let p: Params = stage_params::parse_in_run(ctx.params)?;
         let root = &ctx.outs[0];
@@ -345,6 +367,26 @@ mod tests {
         assert_eq!(m["files"], json!(4));
         assert!(out.join("b/pkg/a.py").is_file() && !out.join("b/c.py").exists() && !out.join("b/.git").exists());
         assert!(out.join("f/index.html").is_file() && !out.join("f/.git").exists());
+    }
+
+    #[test]
+    fn external_inputs_are_the_local_repos_bundles_and_file_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        make_repo(dir.path());
+        sh(&dir.path().join("src"), "git tag v1.0 && git bundle create ../r.bundle --all 2>/dev/null");
+        let src = dir.path().join("src");
+        let params = json!({"repos": [
+            {"name": "a", "url": "src", "rev": "main"},
+            {"name": "b", "url": "r.bundle", "rev": "v1.0"},
+            {"name": "c", "url": format!("file://{}", src.display()), "rev": "v1.0"},
+            {"name": "d", "url": "https://invalid.invalid/x.git", "rev": "main"},
+            {"name": "e", "url": "git@invalid.invalid:x.git", "rev": "main"},
+            {"name": "f", "url": "missing.bundle", "rev": "main"},
+        ]});
+        let deps: Vec<PathBuf> = Vec::new();
+        let got =
+            CloneRepos.external_inputs(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params }).unwrap();
+        assert_eq!(got, vec![src.clone(), dir.path().join("r.bundle"), src]);
     }
 
     #[test]

@@ -100,24 +100,47 @@ pub(crate) struct ChunkReader {
     path: PathBuf,
     lines: std::io::Lines<BufReader<File>>,
     line_no: usize,
+    /// A read error that ends the file (not a line of bad UTF-8, which is
+    /// consumed and can be skipped): reading a folder, an I/O error. It would
+    /// repeat forever, so it ends the stage whatever `on_error` says.
+    stuck: Option<BadLine>,
 }
 
 impl ChunkReader {
     /// Open `path`.
     pub(crate) fn open(path: &Path) -> Result<Self, StageFailure> {
         let file = File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
-        Ok(ChunkReader { path: path.to_path_buf(), lines: BufReader::with_capacity(1 << 20, file).lines(), line_no: 0 })
+        Ok(ChunkReader {
+            path: path.to_path_buf(),
+            lines: BufReader::with_capacity(1 << 20, file).lines(),
+            line_no: 0,
+            stuck: None,
+        })
     }
 
     /// Up to [`CHUNK`] raw lines: `(line number, text or read error)`.
     fn raw(&mut self) -> Vec<(usize, Result<String, String>)> {
         let mut out = Vec::with_capacity(CHUNK);
+        if self.stuck.is_some() {
+            return out;
+        }
         for line in self.lines.by_ref() {
             self.line_no += 1;
             match line {
                 Ok(l) if l.trim().is_empty() => continue,
                 Ok(l) => out.push((self.line_no, Ok(l))),
-                Err(e) => out.push((self.line_no, Err(format!("cannot read line: {e}")))),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    out.push((self.line_no, Err(format!("cannot read line: {e}"))))
+                }
+                Err(e) => {
+                    self.stuck = Some(BadLine {
+                        path: self.path.clone(),
+                        line: self.line_no,
+                        text: String::new(),
+                        reason: format!("cannot read line: {e}"),
+                    });
+                    break;
+                }
             }
             if out.len() == CHUNK {
                 break;
@@ -139,7 +162,8 @@ fn parse_line(path: &Path, line: usize, text: Result<String, String>) -> Result<
 
 /// The next good records (parsed in parallel, in file order). Bad lines go
 /// to `bad` under [`OnError::Skip`] and end the stage under
-/// [`OnError::Fail`]. An empty result means the file is done.
+/// [`OnError::Fail`]; a read error that is not a bad line (the dep is a
+/// folder) ends the stage either way. An empty result means the file is done.
 pub(crate) fn read_chunk(
     reader: &mut ChunkReader,
     pool: &rayon::ThreadPool,
@@ -149,7 +173,10 @@ pub(crate) fn read_chunk(
     loop {
         let raw = reader.raw();
         if raw.is_empty() {
-            return Ok(Vec::new());
+            return match reader.stuck.take() {
+                Some(b) => Err(b.into()),
+                None => Ok(Vec::new()),
+            };
         }
         let path = &reader.path;
         let parsed: Vec<_> = pool.install(|| raw.into_par_iter().map(|(n, t)| parse_line(path, n, t)).collect());
@@ -435,6 +462,23 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_folder_dep_fails_cleanly_under_skip_as_under_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(2).unwrap();
+        let mut messages = Vec::new();
+        for on_error in [OnError::Fail, OnError::Skip] {
+            let mut reader = ChunkReader::open(dir.path()).unwrap();
+            let mut bad = Vec::new();
+            let err = read_chunk(&mut reader, &pool, on_error, &mut bad).unwrap_err();
+            assert!(bad.is_empty());
+            messages.push(err.message);
+        }
+        assert_eq!(messages[0], messages[1]);
+        assert!(messages[0].contains(": Is a directory"), "{}", messages[0]);
+        assert!(messages[0].starts_with(&format!("{}:1: cannot read line", dir.path().display())), "{}", messages[0]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod errors;
 mod fuzz;
 mod pipelines;
 mod restorable;
+mod self_contained;
 mod slurm;
 mod team_cache;
 mod trust;

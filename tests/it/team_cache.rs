@@ -92,13 +92,14 @@ fn delays(n: usize) -> Vec<u64> {
 #[test]
 fn kill_9_at_random_instants_leaves_a_clean_cache() {
     let counts = tempfile::tempdir().unwrap();
-    // The uninterrupted reference, on its own cache.
-    let ref_cache = tempfile::tempdir().unwrap();
-    let reference = workspace(ref_cache.path());
-    let expected = version_of(&dvx_cmd(&reference, counts.path(), &["run"]).output().unwrap());
-
     let cache = tempfile::tempdir().unwrap();
     let p = workspace(cache.path());
+    // The uninterrupted reference, on its own cache (`--cache` wins over the
+    // pipeline's `cache:`). Same workspace: the pipeline file, which names
+    // the cache, is a source of the version.
+    let ref_cache = tempfile::tempdir().unwrap();
+    let ref_arg = ref_cache.path().to_str().unwrap();
+    let expected = version_of(&dvx_cmd(&p, counts.path(), &["--cache", ref_arg, "run"]).output().unwrap());
     for (i, delay) in delays(30).into_iter().enumerate() {
         // Vary the input so most iterations have real work to interrupt.
         p.write("in.txt", &format!("team cache {}\n", i % 4));

@@ -67,7 +67,8 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
             stages.push(resolve_stage(src, lf, &root_wdir, &protected, name, name_span, raw, registry, file_executor)?);
         }
     }
-    Ok(Pipeline { name, file, wdir: root_wdir, stages, sources: loader.sources, cache, link, executor })
+    let files = loader.seen.into_iter().collect();
+    Ok(Pipeline { name, file, wdir: root_wdir, stages, sources: loader.sources, files, cache, link, executor })
 }
 
 struct LoadedFile {

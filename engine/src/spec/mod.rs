@@ -31,6 +31,9 @@ pub struct Pipeline {
     pub stages: Vec<StageDef>,
     /// Every file read, for error reporting.
     pub sources: Vec<SourceFile>,
+    /// Every pipeline file loaded (the root and its imports, canonical
+    /// paths, sorted): sources of the version.
+    pub files: Vec<PathBuf>,
     /// `cache:` of the root file, resolved against its folder.
     pub cache: Option<PathBuf>,
     /// `link:` of the root file.

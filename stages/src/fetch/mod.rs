@@ -9,6 +9,8 @@
 //!   Last-Modified and Content-Length; when the server sends neither ETag nor
 //!   Last-Modified the file is downloaded and hashed. Local files are hashed.
 //!   So a changed remote file changes the key.
+//! - external inputs: every local file (path or `file://` URL) that exists,
+//!   so a version carries it as a source.
 //! - A downloaded file whose hash differs from the expected one fails the
 //!   stage, naming both hashes.
 //! - metrics: `files.<path>.{bytes, sha256, blake3}`, `bytes`.
@@ -246,6 +248,16 @@ impl Stage for Fetch {
             .map(|f| identity(f, ctx.cwd, p.timeout_s).map(|id| json!({"path": f.path, "id": id})))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(json!({ "files": ids })))
+    }
+
+    fn external_inputs(&self, ctx: &FingerprintContext<'_>) -> Result<Vec<PathBuf>, StageFailure> {
+        let p: Params = stage_params::parse_in_run(ctx.params)?;
+        Ok(p.files
+            .iter()
+            .filter(|f| !is_http(&f.url))
+            .map(|f| local_path(&f.url, ctx.cwd))
+            .filter(|p| p.exists())
+            .collect())
     }
 
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {

@@ -186,6 +186,24 @@ fn local_files_are_hashed_and_copied() {
 }
 
 #[test]
+fn external_inputs_are_the_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("src.txt"), "one").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/other.txt"), "two").unwrap();
+    let other = dir.path().join("sub/other.txt");
+    let params = json!({"files": [
+        {"url": "src.txt", "path": "a"},
+        {"url": format!("file://{}", other.display()), "path": "b"},
+        {"url": "http://127.0.0.1:9/x.txt", "path": "c"},
+        {"url": "missing.txt", "path": "d", "sha256": "0".repeat(64)},
+    ]});
+    let deps: Vec<PathBuf> = Vec::new();
+    let got = Fetch.external_inputs(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params }).unwrap();
+    assert_eq!(got, vec![dir.path().join("src.txt"), other]);
+}
+
+#[test]
 fn param_errors_name_the_field() {
     let check = |p: Value| Fetch.check(&StageShape { params: &p, deps: 0, outs: 1, cmd: None }).unwrap_err();
     assert_eq!(check(json!({"files": [{"url": "u", "path": "../x"}]})).field.as_deref(), Some("files.0.path"));
