@@ -241,3 +241,50 @@ fn raw_interpolation_splices_shell_code() {
     p.dvx(&["run"]).ok();
     assert_eq!(p.read("o.txt"), "hi\n");
 }
+
+/// A full workspace disk: the run still prints its stage table, names the
+/// stage that failed and why, instead of only "cannot save workspace state".
+/// Needs a small filesystem of its own (a tmpfs mount, as root).
+#[test]
+fn a_full_workspace_disk_names_the_failing_stage() {
+    let base = tempfile::tempdir().unwrap();
+    let ws = base.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs", ws.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&ws);
+    std::fs::write(ws.join("in.txt"), "x\n").unwrap();
+    std::fs::write(
+        ws.join("dvx.yaml"),
+        "stages:\n  small:\n    deps: [in.txt]\n    outs: [small.txt]\n    cmd: cp in.txt small.txt\n  big:\n    deps: [small.txt]\n    outs: [big.bin]\n    cmd: head -c 4000000 /dev/zero > big.bin\n",
+    )
+    .unwrap();
+    let cache = base.path().join("cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_dvx"))
+        .args(["--cache", cache.to_str().unwrap(), "run"])
+        .current_dir(&ws)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a stage failed, so exit 1:\n{stdout}\n{stderr}");
+    let big_row = stdout.lines().find(|l| l.trim_start().starts_with("big")).unwrap_or_default();
+    assert!(big_row.contains("FAILED"), "no table row for the failed stage:\n{stdout}");
+    assert!(stdout.lines().any(|l| l.trim_start().starts_with("small")), "{stdout}");
+    let all = format!("{stdout}{stderr}");
+    assert!(all.contains("stage `big` failed") && all.contains("No space left on device"), "{all}");
+}
