@@ -61,7 +61,10 @@ impl fmt::Debug for Hash {
 
 /// Hash a file's bytes, streaming.
 pub fn hash_file(path: &Path) -> Result<Hash> {
-    let mut file = std::fs::File::open(path).at(path)?;
+    hash_reader(std::fs::File::open(path).at(path)?, path)
+}
+
+fn hash_reader(mut file: impl Read, path: &Path) -> Result<Hash> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -88,15 +91,5 @@ pub(crate) fn open_object(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Hash a file of the store (see [`open_object`]), streaming.
 pub(crate) fn hash_object(path: &Path) -> Result<Hash> {
-    let mut file = open_object(path).at(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Hash::from_blake3(hasher.finalize()))
+    hash_reader(open_object(path).at(path)?, path)
 }

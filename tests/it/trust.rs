@@ -122,41 +122,9 @@ fn make_writable(p: &Path) {
     }
 }
 
-/// Canonical JSON as dvx hashes version bodies: keys sorted, no whitespace.
-pub fn canonical_json(v: &serde_json::Value) -> Vec<u8> {
-    fn write(v: &serde_json::Value, out: &mut Vec<u8>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push(b'{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    serde_json::to_writer(&mut *out, k).unwrap();
-                    out.push(b':');
-                    write(&m[k], out);
-                }
-                out.push(b'}');
-            }
-            serde_json::Value::Array(a) => {
-                out.push(b'[');
-                for (i, item) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write(item, out);
-                }
-                out.push(b']');
-            }
-            scalar => serde_json::to_writer(&mut *out, scalar).unwrap(),
-        }
-    }
-    let mut out = Vec::new();
-    write(v, &mut out);
-    out
-}
+/// What a version's name is the blake3 of: forging a valid record takes the
+/// same function dvx uses.
+pub use dvx_cache::canonical_json;
 
 /// Every file and folder under `dir`: relative path → (bytes or `None` for
 /// a folder, mtime, mode).
