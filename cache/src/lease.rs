@@ -49,7 +49,7 @@ pub(crate) struct Leased {
 
 impl Cache {
     pub(crate) fn leases_dir(&self) -> PathBuf {
-        self.root().join("leases-v1")
+        self.dir(crate::bucket::Bucket::Leases)
     }
 
     /// This cache with a lease: everything restored, stored or written

@@ -330,7 +330,7 @@ impl Cache {
     /// Move an object whose bytes do not match its name out of the way, so
     /// the next run that produces those bytes stores them afresh.
     pub(crate) fn quarantine(&self, hash: &Hash) {
-        let q = self.root().join("quarantine");
+        let q = self.dir(crate::bucket::Bucket::Quarantine);
         if self.ensure_dir(&q).is_ok() {
             let nanos =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);

@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::atomic;
+use crate::bucket::Bucket;
 use crate::error::{IoContext, Result};
 use crate::hash::Hash;
 
@@ -31,8 +32,8 @@ impl Cache {
             // Group members must be able to write what we create.
             unsafe { libc::umask(0o002) };
         }
-        for sub in ["objects-v1", "runs-v1", "versions-v1", "locks-v1", "tmp"] {
-            cache.ensure_dir(&cache.root.join(sub))?;
+        for bucket in Bucket::ALL.into_iter().filter(|b| b.created_on_open()) {
+            cache.ensure_dir(&cache.dir(bucket))?;
         }
         let tag = cache.root.join("CACHEDIR.TAG");
         if !tag.exists() {
@@ -51,30 +52,35 @@ impl Cache {
         self.opts.shared_group
     }
 
+    /// Where a bucket lives (not created).
+    pub(crate) fn dir(&self, bucket: Bucket) -> PathBuf {
+        self.root.join(bucket.dir_name())
+    }
+
     pub(crate) fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.dir(Bucket::Tmp)
     }
 
     pub(crate) fn objects_dir(&self) -> PathBuf {
-        self.root.join("objects-v1")
+        self.dir(Bucket::Objects)
     }
 
     pub(crate) fn runs_dir(&self) -> PathBuf {
-        self.root.join("runs-v1")
+        self.dir(Bucket::Runs)
     }
 
     pub(crate) fn versions_dir(&self) -> PathBuf {
-        self.root.join("versions-v1")
+        self.dir(Bucket::Versions)
     }
 
     pub(crate) fn locks_dir(&self) -> PathBuf {
-        self.root.join("locks-v1")
+        self.dir(Bucket::Locks)
     }
 
     /// The folder for cluster job files (`jobs-v1/`: job specs, outcomes and
     /// logs of stages run as Slurm jobs), created on first use.
     pub fn jobs_dir(&self) -> Result<PathBuf> {
-        let dir = self.root.join("jobs-v1");
+        let dir = self.dir(Bucket::Jobs);
         self.ensure_dir(&dir)?;
         Ok(dir)
     }

@@ -72,7 +72,7 @@ impl Cache {
                 };
                 if actual != hash.as_str() {
                     if repair {
-                        let q = self.root().join("quarantine");
+                        let q = self.dir(crate::bucket::Bucket::Quarantine);
                         self.ensure_dir(&q)?;
                         std::fs::rename(&obj, q.join(&name)).at(&obj)?;
                     }
