@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use crate::atomic;
 use crate::bucket::Bucket;
-use crate::error::{IoContext, Result};
+use crate::error::{CacheError, IoContext, Result};
 use crate::hash::Hash;
 
 /// How a cache directory is opened.
@@ -77,18 +77,26 @@ impl Cache {
         self.dir(Bucket::Locks)
     }
 
-    /// The folder for cluster job files (`jobs-v1/`: job specs, outcomes and
-    /// logs of stages run as Slurm jobs), created on first use.
-    pub fn jobs_dir(&self) -> Result<PathBuf> {
-        let dir = self.dir(Bucket::Jobs);
+    /// A bucket's folder, created (with the cache's permissions) if needed.
+    /// For buckets whose files the caller owns ([`Bucket::Jobs`]); the
+    /// store's own are read and written only through `Cache`'s methods.
+    pub fn bucket_dir(&self, bucket: Bucket) -> Result<PathBuf> {
+        let dir = self.dir(bucket);
         self.ensure_dir(&dir)?;
         Ok(dir)
     }
 
-    /// Write a small file inside the cache atomically, with the cache's
-    /// permissions (a job spec, a job outcome).
-    pub fn write_file(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
-        self.write_record(dest, bytes)
+    /// Write the file `name` (a plain file name) of a bucket atomically,
+    /// with the cache's permissions; returns its path. For buckets whose
+    /// files the caller owns (a job spec, a job outcome in [`Bucket::Jobs`]).
+    pub fn write_in(&self, bucket: Bucket, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        let dest = self.dir(bucket).join(name);
+        if name.contains('/') || crate::paths::check_rel_path(name).is_err() {
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain file name");
+            return Err(CacheError::Io { path: dest, source });
+        }
+        self.write_record(&dest, bytes)?;
+        Ok(dest)
     }
 
     /// Where the object named `hash` lives.

@@ -18,9 +18,9 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use dvx_cache::RunEntry;
+use dvx_cache::{Bucket, RunEntry};
 
-use super::job::{hostname, outcome_path, JobOutcome, JobSpec};
+use super::job::{hostname, outcome_path, write_job_file, JobOutcome, JobSpec};
 use super::{Executor, Job};
 use crate::exec::{tail, Failure};
 
@@ -245,7 +245,7 @@ impl Slurm {
         };
         files.remove_results();
         let bytes = serde_json::to_vec_pretty(&spec).expect("job spec serialises");
-        job.cache.write_file(&files.spec, &bytes).map_err(|e| fail(format!("cannot write the job spec: {e}")))?;
+        write_job_file(job.cache, &files.spec, &bytes).map_err(|e| fail(format!("cannot write the job spec: {e}")))?;
         let mut args = vec![
             "--parsable".to_string(),
             format!("--job-name={name}"),
@@ -291,7 +291,7 @@ impl Slurm {
         }
         t.live.insert(id.to_string());
         drop(t);
-        let _ = job.cache.write_file(&files.jobid, id.as_bytes());
+        let _ = write_job_file(job.cache, &files.jobid, id.as_bytes());
         Ok(id.to_string())
     }
 
@@ -330,7 +330,8 @@ impl Slurm {
 
 impl Executor for Slurm {
     fn run(&self, job: &Job<'_>) -> Result<RunEntry, Failure> {
-        let dir = job.cache.jobs_dir().map_err(|e| fail(format!("cannot create the jobs folder: {e}")))?;
+        let dir =
+            job.cache.bucket_dir(Bucket::Jobs).map_err(|e| fail(format!("cannot create the jobs folder: {e}")))?;
         let files = Files::new(&dir, job.key);
         let name = job_name(&job.def.name, job.key);
         let id = match self.adoptable(&files, &name) {
