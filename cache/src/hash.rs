@@ -77,7 +77,7 @@ pub fn hash_file(path: &Path) -> Result<Hash> {
 /// Open a file of the store for reading, refusing anything but a regular
 /// file: a cache writer could have put a symlink (to a victim's file) or a
 /// FIFO (which would block forever) where an object belongs.
-pub(crate) fn open_object(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
     if !f.metadata()?.is_file() {
@@ -86,9 +86,9 @@ pub(crate) fn open_object(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Hash a file of the store (see [`open_object`]), streaming.
+/// Hash a file of the store (see [`open_regular`]), streaming.
 pub(crate) fn hash_object(path: &Path) -> Result<Hash> {
-    let mut file = open_object(path).at(path)?;
+    let mut file = open_regular(path).at(path)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

@@ -28,6 +28,7 @@ mod lease;
 mod lock;
 mod objects;
 mod paths;
+mod reader;
 mod runs;
 mod stat;
 mod store;
@@ -43,6 +44,7 @@ pub use objects::{
     hash_path, hash_path_locked, remove_path, EscapingLinks, LinkMode, OutputKind, OutputRef, TreeEntry,
 };
 pub use paths::check_rel_path;
+pub use reader::ObjectReader;
 pub use runs::RunEntry;
 pub use stat::StatCache;
 pub use store::{Cache, CacheOptions};

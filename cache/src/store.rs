@@ -100,7 +100,7 @@ impl Cache {
     }
 
     /// Where the object named `hash` lives.
-    pub fn object_path(&self, hash: &Hash) -> PathBuf {
+    pub(crate) fn object_path(&self, hash: &Hash) -> PathBuf {
         let h = hash.as_str();
         self.objects_dir().join(&h[..2]).join(&h[2..])
     }
