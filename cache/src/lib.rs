@@ -38,7 +38,7 @@ mod versions;
 pub use bucket::Bucket;
 pub use error::{CacheError, Result};
 pub use gc::{GcOptions, GcReport};
-pub use hash::{hash_file, Hash};
+pub use hash::{hash_file, Hash, StageKey};
 pub use lock::KeyLock;
 pub use objects::{
     hash_path, hash_path_locked, remove_path, EscapingLinks, LinkMode, OutputKind, OutputRef, TreeEntry,

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use dvx_cache::{hash_path, Bucket, Cache, CacheOptions, Hash, OutputKind, RunEntry, StatCache};
+use dvx_cache::{hash_path, Bucket, Cache, CacheOptions, Hash, OutputKind, RunEntry, StageKey, StatCache};
 use serde::{Deserialize, Serialize};
 
 use crate::exec::{self, abs};
@@ -30,7 +30,7 @@ pub struct JobSpec {
     /// The stage.
     pub stage: String,
     /// The key the job must compute and produce.
-    pub key: String,
+    pub key: StageKey,
     /// The deps that went into the key: path, kind, hash.
     pub deps: Vec<(String, OutputKind, Hash)>,
     /// The cache root.
