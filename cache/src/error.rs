@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 /// Errors of the store.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// An I/O error on a path.
     #[error("{path}: {source}")]

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{IoContext, Result};
-use crate::hash::Hash;
+use crate::hash::{Hash, StageKey};
 use crate::runs::read_dir_sorted;
 use crate::store::Cache;
 
@@ -43,13 +43,13 @@ pub(crate) struct GcLock {
 #[derive(Debug, Default)]
 pub(crate) struct Leased {
     pub objects: BTreeSet<Hash>,
-    pub runs: BTreeSet<String>,
+    pub runs: BTreeSet<StageKey>,
     pub versions: BTreeSet<Hash>,
 }
 
 impl Cache {
     pub(crate) fn leases_dir(&self) -> PathBuf {
-        self.root().join("leases-v1")
+        self.dir(crate::bucket::Bucket::Leases)
     }
 
     /// This cache with a lease: everything restored, stored or written
@@ -128,9 +128,7 @@ impl Cache {
                 match tag {
                     "o" => out.objects.extend(Hash::parse(name)),
                     "v" => out.versions.extend(Hash::parse(name)),
-                    "r" => {
-                        out.runs.insert(name.to_string());
-                    }
+                    "r" => out.runs.extend(StageKey::parse(name)),
                     _ => {}
                 }
             }
@@ -150,11 +148,12 @@ mod tests {
         let cache = Cache::open(dir.path(), CacheOptions::default()).unwrap();
         let leased = cache.with_lease().unwrap();
         let h = Hash::of_bytes(b"x");
+        let k = StageKey::from_blake3(blake3::hash(b"k"));
         leased.pin('o', [h.as_str()]).unwrap();
-        leased.pin('r', ["k1"]).unwrap();
+        leased.pin('r', [k.as_str()]).unwrap();
         let live = cache.live_leases(false).unwrap();
         assert!(live.objects.contains(&h));
-        assert!(live.runs.contains("k1"));
+        assert!(live.runs.contains(&k));
         drop(leased);
         // A lease file nobody holds (a killed run) is removed and ignored.
         let stale = cache.leases_dir().join("dead.lease");

@@ -1,7 +1,8 @@
 //! The dvx store: content-addressed objects (blake3), the run-cache (stage
 //! key → outputs), version records, per-key locks, verify and gc.
 //!
-//! Layout of a cache directory (every bucket carries a format version):
+//! Layout of a cache directory (every bucket carries a format version; the
+//! names live in one place, [`Bucket`]):
 //! ```text
 //! CACHEDIR.TAG
 //! objects-v1/ab/cdef…     file bytes, or a folder manifest (JSON), named by blake3
@@ -19,6 +20,7 @@
 //! the cache consistent.
 
 mod atomic;
+mod bucket;
 mod error;
 mod gc;
 mod hash;
@@ -26,20 +28,23 @@ mod lease;
 mod lock;
 mod objects;
 mod paths;
+mod reader;
 mod runs;
 mod stat;
 mod store;
 mod verify;
 mod versions;
 
+pub use bucket::Bucket;
 pub use error::{CacheError, Result};
 pub use gc::{GcOptions, GcReport};
-pub use hash::{hash_file, Hash};
+pub use hash::{hash_file, Hash, StageKey};
 pub use lock::KeyLock;
 pub use objects::{
     hash_path, hash_path_locked, remove_path, EscapingLinks, LinkMode, OutputKind, OutputRef, TreeEntry,
 };
 pub use paths::check_rel_path;
+pub use reader::ObjectReader;
 pub use runs::RunEntry;
 pub use stat::StatCache;
 pub use store::{Cache, CacheOptions};

@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 
 use crate::error::{IoContext, Result};
+use crate::hash::StageKey;
 use crate::store::Cache;
 
 /// A held lock on a stage key; released on drop.
@@ -14,29 +15,26 @@ pub struct KeyLock {
 }
 
 impl KeyLock {
-    fn open(cache: &Cache, key: &str) -> Result<File> {
+    fn open(cache: &Cache, key: &StageKey) -> Result<(File, std::path::PathBuf)> {
         let path = cache.locks_dir().join(format!("{key}.lock"));
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).at(&path)?;
-        Ok(file)
+        Ok((file, path))
     }
 
     /// Take the lock, waiting while another process holds it.
-    pub fn acquire(cache: &Cache, key: &str) -> Result<KeyLock> {
-        let file = Self::open(cache, key)?;
-        let path = cache.locks_dir().join(format!("{key}.lock"));
+    pub fn acquire(cache: &Cache, key: &StageKey) -> Result<KeyLock> {
+        let (file, path) = Self::open(cache, key)?;
         file.lock().at(&path)?;
         Ok(KeyLock { _file: file })
     }
 
     /// Take the lock if free.
-    pub fn try_acquire(cache: &Cache, key: &str) -> Result<Option<KeyLock>> {
-        let file = Self::open(cache, key)?;
+    pub fn try_acquire(cache: &Cache, key: &StageKey) -> Result<Option<KeyLock>> {
+        let (file, path) = Self::open(cache, key)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(KeyLock { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(crate::CacheError::Io { path: cache.locks_dir().join(format!("{key}.lock")), source: e })
-            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e).at(&path),
         }
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic;
 use crate::error::{CacheError, IoContext, Result};
-use crate::hash::{hash_object, open_object, Hash};
+use crate::hash::{open_regular, Hash};
 use crate::stat::StatCache;
 use crate::store::Cache;
 
@@ -302,35 +302,24 @@ impl Cache {
         Ok(hash)
     }
 
-    /// Read an object's bytes, checking them against its name.
+    /// Read an object's bytes, checking them against its name; a corrupt
+    /// one is moved to `quarantine/`.
     pub fn read_object(&self, hash: &Hash) -> Result<Vec<u8>> {
-        let path = self.object_path(hash);
-        let mut bytes = Vec::new();
-        let read = open_object(&path).and_then(|mut f| f.read_to_end(&mut bytes));
-        match read {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(CacheError::MissingObject(hash.to_string()))
-            }
-            // A symlink or special file where an object belongs.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == std::io::ErrorKind::Other => {
-                self.quarantine(hash);
-                return Err(CacheError::Corrupt { hash: hash.to_string(), actual: "(not a regular file)".into() });
-            }
-            Err(e) => return Err(CacheError::Io { path: path.clone(), source: e }),
-        }
-        let actual = Hash::of_bytes(&bytes);
-        if &actual != hash {
+        let read = self.open_object(hash).and_then(|mut r| {
+            let mut bytes = Vec::new();
+            r.read_to_end(&mut bytes).map_err(|e| r.error(e))?;
+            Ok(bytes)
+        });
+        if let Err(CacheError::Corrupt { .. }) = read {
             self.quarantine(hash);
-            return Err(CacheError::Corrupt { hash: hash.to_string(), actual: actual.to_string() });
         }
-        Ok(bytes)
+        read
     }
 
     /// Move an object whose bytes do not match its name out of the way, so
     /// the next run that produces those bytes stores them afresh.
     pub(crate) fn quarantine(&self, hash: &Hash) {
-        let q = self.root().join("quarantine");
+        let q = self.dir(crate::bucket::Bucket::Quarantine);
         if self.ensure_dir(&q).is_ok() {
             let nanos =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -537,22 +526,11 @@ impl Cache {
         let hashes: Vec<&Hash> = hashes.collect();
         self.pin('o', hashes.iter().map(|h| h.as_str()))?;
         for h in hashes {
-            let actual = match hash_object(&self.object_path(h)) {
-                Ok(a) => a.to_string(),
-                Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(CacheError::MissingObject(h.to_string()))
+            if let Err(e) = self.open_object(h).and_then(|r| r.check_to_end()) {
+                if let CacheError::Corrupt { .. } = e {
+                    self.quarantine(h);
                 }
-                // A symlink or special file where an object belongs.
-                Err(CacheError::Io { source, .. })
-                    if source.raw_os_error() == Some(libc::ELOOP) || source.kind() == std::io::ErrorKind::Other =>
-                {
-                    "(not a regular file)".to_string()
-                }
-                Err(other) => return Err(other),
-            };
-            if actual != h.as_str() {
-                self.quarantine(h);
-                return Err(CacheError::Corrupt { hash: h.to_string(), actual });
+                return Err(e);
             }
         }
         Ok(entries)
@@ -624,7 +602,7 @@ impl Cache {
             ".{}.dvx-tmp",
             dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
         ));
-        let copied = open_object(&obj).and_then(|mut src| std::io::copy(&mut src, &mut File::create(&tmp)?));
+        let copied = open_regular(&obj).and_then(|mut src| std::io::copy(&mut src, &mut File::create(&tmp)?));
         copied.at(&tmp)?;
         atomic::set_mode(&tmp, if exec { 0o755 } else { 0o644 })?;
         std::fs::rename(&tmp, dest).at(dest)
@@ -649,7 +627,7 @@ fn mode_is_unenforced() -> bool {
 fn reflink(src: &Path, dest: &Path) -> bool {
     use std::os::unix::io::AsRawFd;
     const FICLONE: libc::c_ulong = 0x4004_9409;
-    let Ok(s) = open_object(src) else { return false };
+    let Ok(s) = open_regular(src) else { return false };
     let Ok(d) = File::create(dest) else { return false };
     let ok = unsafe { libc::ioctl(d.as_raw_fd(), FICLONE as _, s.as_raw_fd()) } == 0;
     if !ok {
@@ -686,5 +664,5 @@ fn make_writable(dir: &Path) {
 
 /// Refresh an object's mtime: gc keeps objects touched after it started.
 fn touch(path: &Path) {
-    let _ = open_object(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    let _ = open_regular(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CacheError, Result};
-use crate::hash::Hash;
+use crate::hash::{Hash, StageKey};
 use crate::objects::OutputRef;
 use crate::store::Cache;
 
@@ -13,7 +13,7 @@ use crate::store::Cache;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunEntry {
     /// The stage key.
-    pub key: String,
+    pub key: StageKey,
     /// Stage kind.
     pub kind: String,
     /// Stage name when it ran (informational: the same key may have many names).
@@ -32,25 +32,17 @@ pub struct RunEntry {
 }
 
 impl Cache {
-    pub(crate) fn run_path(&self, key: &Hash) -> PathBuf {
+    pub(crate) fn run_path(&self, key: &StageKey) -> PathBuf {
         self.runs_dir().join(&key.as_str()[..2]).join(format!("{key}.json"))
     }
 
     /// The entry for `key`, if any. An entry that is not what its name says
     /// (unreadable, another key, an output path that is not a clean relative
     /// path) is a [`CacheError::BadRecord`]: the caller re-executes.
-    pub fn get_run(&self, key: &str) -> Result<Option<RunEntry>> {
-        let Some(key) = Hash::parse(key) else {
-            return Err(CacheError::BadRecord {
-                path: self.runs_dir().join(key),
-                message: "a stage key is 64 lowercase hex characters".into(),
-            });
-        };
-        let path = self.run_path(&key);
+    pub fn get_run(&self, key: &StageKey) -> Result<Option<RunEntry>> {
+        let path = self.run_path(key);
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                parse_run(&bytes, key.as_str()).map(Some).map_err(|message| CacheError::BadRecord { path, message })
-            }
+            Ok(bytes) => parse_run(&bytes, key).map(Some).map_err(|message| CacheError::BadRecord { path, message }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CacheError::Io { path, source: e }),
         }
@@ -59,20 +51,16 @@ impl Cache {
     /// Record what `key` produced. Call only after every output object is
     /// stored; pins the entry for this handle's lease.
     pub fn put_run(&self, entry: &RunEntry) -> Result<()> {
-        let key = Hash::parse(&entry.key).ok_or_else(|| CacheError::BadRecord {
-            path: self.runs_dir(),
-            message: format!("`{}` is not a stage key", entry.key),
-        })?;
+        let key = &entry.key;
         let bytes = serde_json::to_vec_pretty(entry).expect("run entry serialises");
         let _gc = self.gc_shared()?;
-        self.write_record(&self.run_path(&key), &bytes)?;
+        self.write_record(&self.run_path(key), &bytes)?;
         self.pin('r', [key.as_str()])
     }
 
     /// Forget `key` (its outputs turned out missing or corrupt).
-    pub fn remove_run(&self, key: &str) -> Result<()> {
-        let Some(key) = Hash::parse(key) else { return Ok(()) };
-        let path = self.run_path(&key);
+    pub fn remove_run(&self, key: &StageKey) -> Result<()> {
+        let path = self.run_path(key);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -81,12 +69,12 @@ impl Cache {
     }
 
     /// Every well-named run-cache key (`runs-v1/ab/ab….json`).
-    pub fn run_keys(&self) -> Result<Vec<String>> {
+    pub fn run_keys(&self) -> Result<Vec<StageKey>> {
         Ok(self.run_files()?.into_iter().filter_map(|(k, _)| k).collect())
     }
 
     /// Every file under `runs-v1/`, with its key when the name is one.
-    pub(crate) fn run_files(&self) -> Result<Vec<(Option<String>, PathBuf)>> {
+    pub(crate) fn run_files(&self) -> Result<Vec<(Option<StageKey>, PathBuf)>> {
         let mut out = Vec::new();
         for shard in read_dir_sorted(&self.runs_dir())? {
             let shard_name = shard.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
@@ -99,9 +87,8 @@ impl Cache {
                     .file_name()
                     .and_then(|n| n.to_str())
                     .and_then(|n| n.strip_suffix(".json"))
-                    .and_then(Hash::parse)
-                    .filter(|k| k.as_str()[..2] == shard_name)
-                    .map(|k| k.as_str().to_string());
+                    .and_then(StageKey::parse)
+                    .filter(|k| k.as_str()[..2] == shard_name);
                 out.push((key, f));
             }
         }
@@ -110,9 +97,9 @@ impl Cache {
 }
 
 /// Parse a run entry and check it against its name and the trust rules.
-fn parse_run(bytes: &[u8], key: &str) -> std::result::Result<RunEntry, String> {
+fn parse_run(bytes: &[u8], key: &StageKey) -> std::result::Result<RunEntry, String> {
     let entry: RunEntry = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if entry.key != key {
+    if &entry.key != key {
         return Err(format!("the entry is for key {}, not for the key it is filed under", entry.key));
     }
     for o in &entry.outputs {

@@ -1,7 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::atomic;
-use crate::error::{IoContext, Result};
+use crate::bucket::Bucket;
+use crate::error::{CacheError, IoContext, Result};
 use crate::hash::Hash;
 
 /// How a cache directory is opened.
@@ -31,8 +32,8 @@ impl Cache {
             // Group members must be able to write what we create.
             unsafe { libc::umask(0o002) };
         }
-        for sub in ["objects-v1", "runs-v1", "versions-v1", "locks-v1", "tmp"] {
-            cache.ensure_dir(&cache.root.join(sub))?;
+        for bucket in Bucket::ALL.into_iter().filter(|b| b.created_on_open()) {
+            cache.ensure_dir(&cache.dir(bucket))?;
         }
         let tag = cache.root.join("CACHEDIR.TAG");
         if !tag.exists() {
@@ -51,42 +52,55 @@ impl Cache {
         self.opts.shared_group
     }
 
+    /// Where a bucket lives (not created).
+    pub(crate) fn dir(&self, bucket: Bucket) -> PathBuf {
+        self.root.join(bucket.dir_name())
+    }
+
     pub(crate) fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.dir(Bucket::Tmp)
     }
 
     pub(crate) fn objects_dir(&self) -> PathBuf {
-        self.root.join("objects-v1")
+        self.dir(Bucket::Objects)
     }
 
     pub(crate) fn runs_dir(&self) -> PathBuf {
-        self.root.join("runs-v1")
+        self.dir(Bucket::Runs)
     }
 
     pub(crate) fn versions_dir(&self) -> PathBuf {
-        self.root.join("versions-v1")
+        self.dir(Bucket::Versions)
     }
 
     pub(crate) fn locks_dir(&self) -> PathBuf {
-        self.root.join("locks-v1")
+        self.dir(Bucket::Locks)
     }
 
-    /// The folder for cluster job files (`jobs-v1/`: job specs, outcomes and
-    /// logs of stages run as Slurm jobs), created on first use.
-    pub fn jobs_dir(&self) -> Result<PathBuf> {
-        let dir = self.root.join("jobs-v1");
+    /// A bucket's folder, created (with the cache's permissions) if needed.
+    /// For buckets whose files the caller owns ([`Bucket::Jobs`]); the
+    /// store's own are read and written only through `Cache`'s methods.
+    pub fn bucket_dir(&self, bucket: Bucket) -> Result<PathBuf> {
+        let dir = self.dir(bucket);
         self.ensure_dir(&dir)?;
         Ok(dir)
     }
 
-    /// Write a small file inside the cache atomically, with the cache's
-    /// permissions (a job spec, a job outcome).
-    pub fn write_file(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
-        self.write_record(dest, bytes)
+    /// Write the file `name` (a plain file name) of a bucket atomically,
+    /// with the cache's permissions; returns its path. For buckets whose
+    /// files the caller owns (a job spec, a job outcome in [`Bucket::Jobs`]).
+    pub fn write_in(&self, bucket: Bucket, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        let dest = self.dir(bucket).join(name);
+        if name.contains('/') || crate::paths::check_rel_path(name).is_err() {
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain file name");
+            return Err(CacheError::Io { path: dest, source });
+        }
+        self.write_record(&dest, bytes)?;
+        Ok(dest)
     }
 
     /// Where the object named `hash` lives.
-    pub fn object_path(&self, hash: &Hash) -> PathBuf {
+    pub(crate) fn object_path(&self, hash: &Hash) -> PathBuf {
         let h = hash.as_str();
         self.objects_dir().join(&h[..2]).join(&h[2..])
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::error::{IoContext, Result};
-use crate::hash::{hash_object, Hash};
+use crate::hash::{hash_object, Hash, StageKey};
 use crate::objects::{OutputKind, OutputRef};
 use crate::runs::read_dir_sorted;
 use crate::store::Cache;
@@ -27,7 +27,7 @@ pub struct VerifyReport {
     /// Leftover temp files (from killed writers); harmless, gc removes them.
     pub temp_leftovers: usize,
     /// Run-cache entries that name an object missing from the store or corrupt.
-    pub dangling_runs: Vec<String>,
+    pub dangling_runs: Vec<StageKey>,
     /// Versions that cannot be restored: (hash, why).
     pub broken_versions: Vec<(Hash, String)>,
     /// Files that are not valid records where records live: (file, why).
@@ -72,7 +72,7 @@ impl Cache {
                 };
                 if actual != hash.as_str() {
                     if repair {
-                        let q = self.root().join("quarantine");
+                        let q = self.dir(crate::bucket::Bucket::Quarantine);
                         self.ensure_dir(&q)?;
                         std::fs::rename(&obj, q.join(&name)).at(&obj)?;
                     }

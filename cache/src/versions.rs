@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CacheError, Result};
-use crate::hash::Hash;
+use crate::hash::{Hash, StageKey};
 use crate::objects::OutputRef;
 use crate::runs::read_dir_sorted;
 use crate::store::Cache;
@@ -105,7 +105,8 @@ pub(crate) struct Refs {
 
 #[derive(Deserialize)]
 pub(crate) struct StageRefs {
-    pub key: Option<String>,
+    /// Its shape is checked as the body is read.
+    pub key: Option<StageKey>,
     #[serde(default)]
     pub outputs: Vec<OutputRef>,
 }
@@ -121,11 +122,6 @@ impl Refs {
         for o in &refs.sources {
             crate::paths::check_rel_path(o.path.strip_prefix('/').unwrap_or(&o.path))
                 .map_err(|m| format!("source path: {m}"))?;
-        }
-        for k in refs.stages.iter().filter_map(|s| s.key.as_deref()) {
-            if Hash::parse(k).is_none() {
-                return Err(format!("`{k}` is not a stage key"));
-            }
         }
         Ok(refs)
     }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dvx_cache::{remove_path, Cache, OutputRef, RunEntry, StatCache};
+use dvx_cache::{remove_path, Cache, OutputRef, RunEntry, StageKey, StatCache};
 
 use crate::spec::StageDef;
 use crate::stage::{Metrics, Stage, StageContext};
@@ -91,7 +91,7 @@ pub fn store(
     stat: &std::sync::Mutex<StatCache>,
     def: &StageDef,
     wdir: &Path,
-    key: &str,
+    key: &StageKey,
     done: Executed,
 ) -> Result<RunEntry, Failure> {
     let fail = |message: String| Failure { message, log_tail: tail(&done.log, 20) };
@@ -109,7 +109,7 @@ pub fn store(
     let log =
         if done.log.is_empty() { None } else { Some(cache.put_bytes(&done.log).map_err(|e| fail(e.to_string()))?) };
     let entry = RunEntry {
-        key: key.to_string(),
+        key: key.clone(),
         kind: def.kind.clone(),
         stage: def.name.clone(),
         outputs,

@@ -10,7 +10,7 @@
 //! Never in a key: timestamps, absolute paths of the workspace, map iteration
 //! order, the stage's name (two stages doing the same work share results).
 
-use dvx_cache::{canonical_json, Hash, OutputKind};
+use dvx_cache::{canonical_json, Hash, OutputKind, StageKey};
 
 /// Everything a key is made of.
 #[derive(Debug, Clone)]
@@ -79,8 +79,8 @@ impl<'a> KeyInputs<'a> {
         }
     }
 
-    /// The stage key (64 hex characters).
-    pub fn key(&self) -> String {
+    /// The stage key.
+    pub fn key(&self) -> StageKey {
         let mut h = KeyHasher(blake3::Hasher::new());
         h.str("dvx-stage-key-v1");
         h.str(self.kind);
@@ -107,7 +107,7 @@ impl<'a> KeyInputs<'a> {
             h.str(hash.as_str());
         }
         h.opt(self.fingerprint.map(canonical_json).as_deref());
-        h.0.finalize().to_hex().to_string()
+        StageKey::from_blake3(h.0.finalize())
     }
 }
 

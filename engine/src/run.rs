@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use dvx_cache::{hash_path_locked, Hash, KeyLock, OutputKind, OutputRef, StatCache, VersionMeta};
+use dvx_cache::{hash_path_locked, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache, VersionMeta};
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
@@ -61,7 +61,7 @@ pub struct StageResult {
     #[serde(skip)]
     pub action: Action,
     /// Its key, when known.
-    pub key: Option<String>,
+    pub key: Option<StageKey>,
     /// Seconds spent.
     pub seconds: f64,
     /// Why it ran / would run.
@@ -205,7 +205,7 @@ impl Shared {
     /// has with the right bytes: a new or gc'd cache gets them from the
     /// workspace (no need to re-run the stage), with a run entry for `key`.
     /// False when that cannot be done (then the stage is restored or run).
-    fn keep_in_cache(&self, def: &StageDef, key: &str, outputs: &[OutputRef], metrics: &Metrics) -> bool {
+    fn keep_in_cache(&self, def: &StageDef, key: &StageKey, outputs: &[OutputRef], metrics: &Metrics) -> bool {
         match self.ws.cache.ensure_present(outputs) {
             Ok(true) => return true,
             Ok(false) => {}
@@ -221,7 +221,7 @@ impl Shared {
         }
         if !matches!(self.ws.cache.get_run(key), Ok(Some(_))) {
             let entry = dvx_cache::RunEntry {
-                key: key.to_string(),
+                key: key.clone(),
                 kind: def.kind.clone(),
                 stage: def.name.clone(),
                 outputs: outputs.to_vec(),
@@ -629,7 +629,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
                 tracing::warn!(
                     stage = %def.name,
                     "run-cache entry {} names paths that are not this stage's outs ({}); ignoring it",
-                    &key[..12],
+                    key.short(),
                     entry.outputs.iter().map(|o| o.path.as_str()).collect::<Vec<_>>().join(", ")
                 );
             }
@@ -777,10 +777,17 @@ fn restore(sh: &Shared, outputs: &[OutputRef]) -> dvx_cache::Result<()> {
     Ok(())
 }
 
-fn record_state(sh: &Shared, si: usize, inputs: &KeyInputs<'_>, key: &str, outputs: &[OutputRef], metrics: &Metrics) {
+fn record_state(
+    sh: &Shared,
+    si: usize,
+    inputs: &KeyInputs<'_>,
+    key: &StageKey,
+    outputs: &[OutputRef],
+    metrics: &Metrics,
+) {
     let def = &sh.p.stages[si];
     let st = StageState {
-        key: key.to_string(),
+        key: key.clone(),
         kind: def.kind.clone(),
         version: inputs.version,
         params: def.params.clone(),
@@ -840,7 +847,7 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
     for (&si, r) in selected.iter().zip(results) {
         digest.update(&[0]);
         digest.update(p.stages[si].name.as_bytes());
-        digest.update(r.key.as_deref().unwrap_or("").as_bytes());
+        digest.update(r.key.as_ref().map_or("", StageKey::as_str).as_bytes());
         for o in &r.outputs {
             digest.update(o.path.as_bytes());
             digest.update(o.hash.as_str().as_bytes());

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dvx_cache::{Hash, OutputKind, OutputRef};
+use dvx_cache::{Hash, OutputKind, OutputRef, StageKey};
 use serde::{Deserialize, Serialize};
 
 /// The last result of one stage in this workspace.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageState {
     /// Its key.
-    pub key: String,
+    pub key: StageKey,
     /// Kind and implementation version.
     pub kind: String,
     /// Implementation version.

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use dvx_engine::WorkspaceState;
+use dvx_engine::{EngineError, WorkspaceState};
 use miette::Result;
 
 use super::Loaded;
@@ -14,7 +14,7 @@ pub fn dir(l: Loaded) -> Result<ExitCode> {
 }
 
 pub fn verify(l: Loaded, repair: bool) -> Result<ExitCode> {
-    let r = l.ws.cache.verify(repair)?;
+    let r = l.ws.cache.verify(repair).map_err(EngineError::Cache)?;
     let fixed = |what: &str| if repair { format!(": {what}") } else { String::new() };
     println!("checked {} objects, {} run entries, {} versions", r.objects, r.runs, r.versions);
     for (name, actual) in &r.corrupt {
@@ -42,8 +42,8 @@ pub fn verify(l: Loaded, repair: bool) -> Result<ExitCode> {
 }
 
 pub fn stats(l: Loaded) -> Result<ExitCode> {
-    let (objects, bytes) = l.ws.cache.object_stats()?;
-    let versions = l.ws.cache.version_hashes()?.len();
+    let (objects, bytes) = l.ws.cache.object_stats().map_err(EngineError::Cache)?;
+    let versions = l.ws.cache.version_hashes().map_err(EngineError::Cache)?.len();
     let state = WorkspaceState::load(&l.ws.state_dir);
     println!("cache:    {}", l.ws.cache.root().display());
     println!("objects:  {objects}");

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use dvx_engine::diff::{self, DiffOptions, FileDiff, MetricChange, MetricRow, StageState, VersionDiff};
+use dvx_engine::EngineError;
 use miette::{IntoDiagnostic, Result};
 use serde_json::Value;
 
@@ -18,8 +19,8 @@ pub fn diff(
     category_field: Option<String>,
     json: bool,
 ) -> Result<ExitCode> {
-    let ha = l.ws.cache.resolve_version(a)?;
-    let hb = l.ws.cache.resolve_version(b)?;
+    let ha = l.ws.cache.resolve_version(a).map_err(EngineError::Cache)?;
+    let hb = l.ws.cache.resolve_version(b).map_err(EngineError::Cache)?;
     let d = diff::diff_versions(&l.ws.cache, &ha, &hb, &DiffOptions { stage, category_field })?;
     let text = if json {
         let mut s = serde_json::to_string_pretty(&d).into_diagnostic()?;

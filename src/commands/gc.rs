@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use dvx_cache::GcOptions;
-use dvx_engine::WorkspaceState;
+use dvx_engine::{EngineError, WorkspaceState};
 use miette::{miette, Result};
 
 use super::Loaded;
@@ -17,10 +17,10 @@ pub fn gc(
     dry_run: bool,
 ) -> Result<ExitCode> {
     let cache = &l.ws.cache;
-    let versions = cache.versions()?; // newest first
+    let versions = cache.versions().map_err(EngineError::Cache)?; // newest first
     let mut kept = BTreeSet::new();
     for k in &keep {
-        kept.insert(cache.resolve_version(k)?);
+        kept.insert(cache.resolve_version(k).map_err(EngineError::Cache)?);
     }
     if let Some(n) = keep_last {
         kept.extend(versions.iter().take(n).map(|v| v.hash.clone()));
@@ -37,7 +37,7 @@ pub fn gc(
         let state = WorkspaceState::load(&l.ws.state_dir);
         kept.extend(state.last_version.values().cloned());
     }
-    let report = cache.gc(&GcOptions { keep: kept.clone(), dry_run })?;
+    let report = cache.gc(&GcOptions { keep: kept.clone(), dry_run }).map_err(EngineError::Cache)?;
     let verb = if dry_run { "would remove" } else { "removed" };
     for v in &report.versions {
         println!("{verb} version {v}");

@@ -38,7 +38,7 @@ pub fn run(
                 Status::Failed => "FAILED",
                 Status::Skipped => "skipped",
             };
-            let key = s.key.as_deref().map(|k| &k[..12]).unwrap_or("-");
+            let key = s.key.as_ref().map_or("-", |k| k.short());
             println!("{:<28} {:<8} {:>9.2}  {}", s.name, status, s.seconds, key);
         }
         // Built-in kinds write a short report (pass-rate tables, distributions) to their log.

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use dvx_engine::ops;
+use dvx_engine::{ops, EngineError};
 use miette::{IntoDiagnostic, Result};
 
 use super::Loaded;
@@ -13,7 +13,7 @@ fn when(secs: u64) -> String {
 }
 
 pub fn log(l: Loaded) -> Result<ExitCode> {
-    let versions = l.ws.cache.versions()?;
+    let versions = l.ws.cache.versions().map_err(EngineError::Cache)?;
     if versions.is_empty() {
         println!("no versions yet");
     }
@@ -30,8 +30,8 @@ pub fn log(l: Loaded) -> Result<ExitCode> {
 }
 
 pub fn show(l: Loaded, prefix: &str) -> Result<ExitCode> {
-    let hash = l.ws.cache.resolve_version(prefix)?;
-    let rec = l.ws.cache.get_version(&hash)?;
+    let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
+    let rec = l.ws.cache.get_version(&hash).map_err(EngineError::Cache)?;
     let body = ops::body_of(&rec)?;
     println!("version:  {hash}");
     println!("pipeline: {} ({})", body.pipeline, rec.meta.pipeline_file);
@@ -64,7 +64,7 @@ pub fn show(l: Loaded, prefix: &str) -> Result<ExitCode> {
 }
 
 pub fn checkout(l: Loaded, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
-    let hash = l.ws.cache.resolve_version(prefix)?;
+    let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
     let (base, with_sources) = match to {
         Some(dir) => (dir.to_path_buf(), true),
         None => (l.pipeline.wdir.clone(), false),
@@ -80,7 +80,7 @@ pub fn checkout(l: Loaded, prefix: &str, to: Option<&Path>) -> Result<ExitCode> 
 }
 
 pub fn reproduce(l: Loaded, prefix: &str) -> Result<ExitCode> {
-    let hash = l.ws.cache.resolve_version(prefix)?;
+    let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
     let mut progress = |p: ops::Progress<'_>| match p {
         ops::Progress::Started { name } => eprintln!("reproduce {name}: running"),
         ops::Progress::Finished(r) => eprintln!("reproduce {}: {} ({:.1}s)", r.name, outcome(r), r.seconds),

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use dvx_cache::{hash_path, Cache, CacheOptions, Hash, OutputKind, RunEntry, StatCache};
+use dvx_cache::{hash_path, Bucket, Cache, CacheOptions, Hash, OutputKind, RunEntry, StageKey, StatCache};
 use serde::{Deserialize, Serialize};
 
 use crate::exec::{self, abs};
@@ -30,7 +30,7 @@ pub struct JobSpec {
     /// The stage.
     pub stage: String,
     /// The key the job must compute and produce.
-    pub key: String,
+    pub key: StageKey,
     /// The deps that went into the key: path, kind, hash.
     pub deps: Vec<(String, OutputKind, Hash)>,
     /// The cache root.
@@ -129,10 +129,17 @@ pub(crate) fn outcome_path(spec: &Path) -> PathBuf {
     spec.with_extension("outcome.json")
 }
 
+/// Write one of a job's files (`path` is in the cache's [`Bucket::Jobs`])
+/// atomically, with the cache's permissions.
+pub(crate) fn write_job_file(cache: &Cache, path: &Path, bytes: &[u8]) -> dvx_cache::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    cache.write_in(Bucket::Jobs, name, bytes).map(drop)
+}
+
 /// Execute the stage described by the job spec at `spec_path` into the
 /// shared workspace and store it in the shared cache, as `dvx exec-stage`.
-/// Writes the outcome next to the spec (where the cache is visible) and
-/// prints the stage's log to stdout (the job's log).
+/// Writes the outcome next to the spec, in the cache's `jobs-v1/` (where
+/// the cache is visible), and prints the stage's log to stdout (the job's log).
 pub fn exec_job(spec_path: &Path, registry: &Registry) -> Result<RunEntry, JobError> {
     let host = hostname();
     let text = match std::fs::read(spec_path) {
@@ -160,7 +167,7 @@ pub fn exec_job(spec_path: &Path, registry: &Registry) -> Result<RunEntry, JobEr
     };
     let bytes = serde_json::to_vec_pretty(&outcome).expect("outcome serialises");
     if let Ok(cache) = Cache::open(&spec.cache, CacheOptions { shared_group: spec.shared }) {
-        if let Err(e) = cache.write_file(&outcome_path(spec_path), &bytes) {
+        if let Err(e) = write_job_file(&cache, &outcome_path(spec_path), &bytes) {
             eprintln!("dvx exec-stage: cannot write the job outcome: {e}");
         }
     }

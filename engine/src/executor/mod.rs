@@ -18,7 +18,7 @@ mod slurm;
 
 use std::sync::Mutex;
 
-use dvx_cache::{Cache, Hash, OutputKind, RunEntry, StatCache};
+use dvx_cache::{Cache, Hash, OutputKind, RunEntry, StageKey, StatCache};
 
 use crate::exec::Failure;
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
@@ -37,7 +37,7 @@ pub struct Job<'a> {
     /// Its implementation.
     pub stage: &'a dyn Stage,
     /// The key it must produce.
-    pub key: &'a str,
+    pub key: &'a StageKey,
     /// Its deps' path, kind and hash, as they went into the key.
     pub deps: &'a [(String, OutputKind, Hash)],
     /// The store.

@@ -18,9 +18,9 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use dvx_cache::RunEntry;
+use dvx_cache::{Bucket, RunEntry, StageKey};
 
-use super::job::{hostname, outcome_path, JobOutcome, JobSpec};
+use super::job::{hostname, outcome_path, write_job_file, JobOutcome, JobSpec};
 use super::{Executor, Job};
 use crate::exec::{tail, Failure};
 
@@ -187,8 +187,8 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn job_name(stage: &str, key: &str) -> String {
-    format!("dvx:{stage}:{}", &key[..12.min(key.len())])
+fn job_name(stage: &str, key: &StageKey) -> String {
+    format!("dvx:{stage}:{}", key.short())
 }
 
 struct Files {
@@ -199,7 +199,7 @@ struct Files {
 }
 
 impl Files {
-    fn new(dir: &Path, key: &str) -> Files {
+    fn new(dir: &Path, key: &StageKey) -> Files {
         let spec = dir.join(format!("{key}.json"));
         Files {
             jobid: dir.join(format!("{key}.jobid")),
@@ -237,7 +237,7 @@ impl Slurm {
             pipeline: job.pipeline.file.clone(),
             wdir: job.pipeline.wdir.clone(),
             stage: job.def.name.clone(),
-            key: job.key.to_string(),
+            key: job.key.clone(),
             deps: job.deps.to_vec(),
             cache: job.cache.root().to_path_buf(),
             shared: job.cache.is_shared(),
@@ -245,7 +245,7 @@ impl Slurm {
         };
         files.remove_results();
         let bytes = serde_json::to_vec_pretty(&spec).expect("job spec serialises");
-        job.cache.write_file(&files.spec, &bytes).map_err(|e| fail(format!("cannot write the job spec: {e}")))?;
+        write_job_file(job.cache, &files.spec, &bytes).map_err(|e| fail(format!("cannot write the job spec: {e}")))?;
         let mut args = vec![
             "--parsable".to_string(),
             format!("--job-name={name}"),
@@ -291,7 +291,7 @@ impl Slurm {
         }
         t.live.insert(id.to_string());
         drop(t);
-        let _ = job.cache.write_file(&files.jobid, id.as_bytes());
+        let _ = write_job_file(job.cache, &files.jobid, id.as_bytes());
         Ok(id.to_string())
     }
 
@@ -330,7 +330,8 @@ impl Slurm {
 
 impl Executor for Slurm {
     fn run(&self, job: &Job<'_>) -> Result<RunEntry, Failure> {
-        let dir = job.cache.jobs_dir().map_err(|e| fail(format!("cannot create the jobs folder: {e}")))?;
+        let dir =
+            job.cache.bucket_dir(Bucket::Jobs).map_err(|e| fail(format!("cannot create the jobs folder: {e}")))?;
         let files = Files::new(&dir, job.key);
         let name = job_name(&job.def.name, job.key);
         let id = match self.adoptable(&files, &name) {
@@ -356,7 +357,7 @@ impl Executor for Slurm {
             std::fs::read(&files.outcome).ok().and_then(|b| serde_json::from_slice(&b).ok());
         let state = info.as_ref().map(|i| i.state.as_str()).unwrap_or("");
         if let (Some(entry), "COMPLETED" | "") = (outcome.as_ref().and_then(|o| o.entry.clone()), state) {
-            if entry.key == job.key {
+            if &entry.key == job.key {
                 files.remove_all();
                 return Ok(entry);
             }
