@@ -24,7 +24,7 @@ pub fn print_plan(stages: &[StageResult], json: bool) -> Result<()> {
                     "name": s.name,
                     "action": s.action,
                     "key": s.key,
-                    "reasons": s.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                    "reasons": s.reasons,
                 })
             })
             .collect();
