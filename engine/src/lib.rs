@@ -9,6 +9,7 @@ pub mod executor;
 pub mod graph;
 mod key;
 pub mod ops;
+mod plan;
 mod registry;
 mod run;
 pub mod spec;
