@@ -5,8 +5,7 @@
 //! that protect the workspace (outs dvx did not write, entries naming other
 //! paths, another process running the same key).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::IsTerminal;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +13,7 @@ use dvx_cache::{hash_path_locked, Hash, KeyLock, OutputKind, OutputRef, StatCach
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
+use crate::event::{Event, Observer};
 use crate::exec::{abs, Failure};
 use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
@@ -104,8 +104,6 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Stages in flight at once.
     pub jobs: usize,
-    /// Show a progress bar (when stderr is a terminal).
-    pub progress: bool,
     /// `--executor`: where stages run unless a stage names its own.
     pub executor: Option<ExecutorKind>,
 }
@@ -144,33 +142,11 @@ struct Shared {
     executors: Vec<ExecutorKind>,
     /// The Slurm executor, when a selected stage uses it.
     slurm: Option<executor::Slurm>,
-    /// Stages in flight, each with a note (its Slurm job and state).
-    running: Mutex<BTreeMap<String, String>>,
-    progress: Option<indicatif::ProgressBar>,
-    /// Print one-line notices on stderr (jobs submitted).
-    chatty: bool,
+    /// Hears what happens.
+    observer: Arc<dyn Observer>,
 }
 
 impl Shared {
-    fn set_note(&self, stage: &str, note: Option<&str>) {
-        let mut r = self.running.lock().expect("running lock");
-        match note {
-            Some(n) => r.insert(stage.to_string(), n.to_string()),
-            None => r.remove(stage),
-        };
-        if let Some(b) = &self.progress {
-            b.set_message(running_message(&r));
-        }
-    }
-
-    fn say(&self, line: &str) {
-        match &self.progress {
-            Some(b) => b.println(line),
-            None if self.chatty => eprintln!("{line}"),
-            None => {}
-        }
-    }
-
     fn result(&self, si: usize) -> Option<StageResult> {
         self.results.lock().expect("results lock")[si].clone()
     }
@@ -336,8 +312,14 @@ pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
     Ok(())
 }
 
-/// Run (or, with `dry_run`, plan) a pipeline.
-pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions) -> Result<RunReport> {
+/// Run (or, with `dry_run`, plan) a pipeline, telling `observer` what happens.
+pub fn run(
+    p: Arc<Pipeline>,
+    registry: Registry,
+    ws: Workspace,
+    opts: RunOptions,
+    observer: Arc<dyn Observer>,
+) -> Result<RunReport> {
     let t0 = std::time::Instant::now();
     let graph = Graph::build(&p)?;
     check_sources(&p, &graph)?;
@@ -374,17 +356,6 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         }
         executor::Slurm::new()
     });
-    let progress = if opts.progress && !opts.dry_run && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(selected.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
-                .expect("valid template"),
-        );
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Some(bar)
-    } else {
-        None
-    };
     let mut ws = ws;
     if !opts.dry_run {
         // Everything this run restores, stores or writes stays alive against a concurrent gc.
@@ -405,9 +376,7 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         threads,
         executors,
         slurm,
-        running: Mutex::new(BTreeMap::new()),
-        progress: progress.clone(),
-        chatty: !opts.dry_run,
+        observer: observer.clone(),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -417,11 +386,10 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         .build()
         .map_err(|e| EngineError::Other(format!("cannot start the scheduler: {e}")))?;
     tracing::debug!(elapsed = ?t0.elapsed(), "state loaded");
+    observer.event(Event::Started { stages: selected.len() });
     rt.block_on(schedule(sh.clone(), &selected, jobs));
     tracing::debug!(elapsed = ?t0.elapsed(), "stages done");
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
-    }
+    observer.event(Event::StagesDone);
 
     let results: Vec<StageResult> = {
         let r = sh.results.lock().expect("results lock");
@@ -474,13 +442,10 @@ async fn schedule(sh: Arc<Shared>, selected: &[usize], jobs: usize) {
         while set.len() < jobs {
             let Some(si) = ready.pop_front() else { break };
             let sh2 = sh.clone();
-            sh.set_note(&sh.p.stages[si].name, Some(""));
+            sh.observer.event(Event::StageStarted { stage: &sh.p.stages[si].name });
             set.spawn_blocking(move || {
                 let r = process_stage(&sh2, si);
-                sh2.set_note(&sh2.p.stages[si].name, None);
-                if let Some(b) = &sh2.progress {
-                    b.inc(1);
-                }
+                sh2.observer.event(Event::StageFinished { result: &r });
                 (si, r)
             });
         }
@@ -500,15 +465,6 @@ async fn schedule(sh: Arc<Shared>, selected: &[usize], jobs: usize) {
             }
         }
     }
-}
-
-fn running_message(r: &BTreeMap<String, String>) -> String {
-    if r.is_empty() {
-        return String::new();
-    }
-    let each: Vec<String> =
-        r.iter().map(|(name, note)| if note.is_empty() { name.clone() } else { format!("{name} ({note})") }).collect();
-    format!("running: {}", each.join(", "))
 }
 
 fn blank(name: &str, status: Status, action: Action) -> StageResult {
@@ -732,8 +688,8 @@ fn act(
         cache: &sh.ws.cache,
         stat: &sh.stat,
         threads: sh.threads,
-        note: &|n: &str| sh.set_note(&def.name, Some(n)),
-        say: &|l: &str| sh.say(l),
+        note: &|n: &str| sh.observer.event(Event::Note { stage: &def.name, note: n }),
+        say: &|l: &str| sh.observer.event(Event::Message { line: l }),
     };
     let ran = match (kind, &sh.slurm) {
         (ExecutorKind::Slurm, Some(slurm)) => slurm.run(&job).and_then(|entry| {
