@@ -4,11 +4,13 @@
 
 pub mod diff;
 mod error;
+mod event;
 mod exec;
 pub mod executor;
 pub mod graph;
 mod key;
 pub mod ops;
+mod plan;
 mod registry;
 mod run;
 pub mod spec;
@@ -18,6 +20,7 @@ mod why;
 mod workspace;
 
 pub use error::{EngineError, Result, SourceFile, Span, SpecError};
+pub use event::{Event, Observer, Silent};
 pub use exec::{abs, execute, tail, Failure};
 pub use executor::{exec_job, Executor, JobError};
 pub use graph::Graph;

@@ -1,9 +1,11 @@
 //! The scheduler: walks the graph on tokio, in parallel where stages are
-//! independent, deciding per stage whether it is up to date, can be restored
-//! from the run-cache, or must execute — and why.
+//! independent. Per stage it hashes the deps, plans (`crate::plan`: up to
+//! date, restore from the run-cache, or execute — and why) and, unless it is
+//! a dry run, acts on the plan: keeps, restores or executes, with the checks
+//! that protect the workspace (outs dvx did not write, entries naming other
+//! paths, another process running the same key).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::IsTerminal;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -11,15 +13,17 @@ use dvx_cache::{hash_path_locked, Hash, KeyLock, OutputKind, OutputRef, StageKey
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
+use crate::event::{Event, Observer};
 use crate::exec::{abs, Failure};
 use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
 use crate::key::KeyInputs;
+use crate::plan::{self, outputs_are_outs, Decision, Facts, Lookup, Plan};
 use crate::registry::Registry;
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
-use crate::stage::Metrics;
+use crate::stage::{Metrics, Stage};
 use crate::state::{OwnedOuts, StageState, WorkspaceState};
-use crate::why::{why_stale, StaleReason};
+use crate::why::StaleReason;
 use crate::workspace::Workspace;
 
 /// What happened to a stage in a run.
@@ -100,8 +104,6 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Stages in flight at once.
     pub jobs: usize,
-    /// Show a progress bar (when stderr is a terminal).
-    pub progress: bool,
     /// `--executor`: where stages run unless a stage names its own.
     pub executor: Option<ExecutorKind>,
 }
@@ -140,33 +142,11 @@ struct Shared {
     executors: Vec<ExecutorKind>,
     /// The Slurm executor, when a selected stage uses it.
     slurm: Option<executor::Slurm>,
-    /// Stages in flight, each with a note (its Slurm job and state).
-    running: Mutex<BTreeMap<String, String>>,
-    progress: Option<indicatif::ProgressBar>,
-    /// Print one-line notices on stderr (jobs submitted).
-    chatty: bool,
+    /// Hears what happens.
+    observer: Arc<dyn Observer>,
 }
 
 impl Shared {
-    fn set_note(&self, stage: &str, note: Option<&str>) {
-        let mut r = self.running.lock().expect("running lock");
-        match note {
-            Some(n) => r.insert(stage.to_string(), n.to_string()),
-            None => r.remove(stage),
-        };
-        if let Some(b) = &self.progress {
-            b.set_message(running_message(&r));
-        }
-    }
-
-    fn say(&self, line: &str) {
-        match &self.progress {
-            Some(b) => b.println(line),
-            None if self.chatty => eprintln!("{line}"),
-            None => {}
-        }
-    }
-
     fn result(&self, si: usize) -> Option<StageResult> {
         self.results.lock().expect("results lock")[si].clone()
     }
@@ -183,10 +163,10 @@ impl Shared {
     fn hash_workspace(&self, rel: &str) -> std::result::Result<(OutputKind, Hash), String> {
         hash_path_locked(&abs(&self.p.wdir, rel), &self.stat).map_err(|e| e.to_string())
     }
+}
 
-    /// Whether every output is in the workspace with the expected bytes;
-    /// otherwise the first that is missing or modified.
-    fn workspace_matches(&self, outputs: &[OutputRef]) -> Option<StaleReason> {
+impl Lookup for Shared {
+    fn workspace_mismatch(&self, outputs: &[OutputRef]) -> Option<StaleReason> {
         for o in outputs {
             if std::fs::symlink_metadata(abs(&self.p.wdir, &o.path)).is_err() {
                 return Some(StaleReason::OutputMissing { path: o.path.clone() });
@@ -197,6 +177,10 @@ impl Shared {
             }
         }
         None
+    }
+
+    fn run_entry(&self, key: &StageKey) -> dvx_cache::Result<Option<dvx_cache::RunEntry>> {
+        self.ws.cache.get_run(key)
     }
 }
 
@@ -328,8 +312,14 @@ pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
     Ok(())
 }
 
-/// Run (or, with `dry_run`, plan) a pipeline.
-pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions) -> Result<RunReport> {
+/// Run (or, with `dry_run`, plan) a pipeline, telling `observer` what happens.
+pub fn run(
+    p: Arc<Pipeline>,
+    registry: Registry,
+    ws: Workspace,
+    opts: RunOptions,
+    observer: Arc<dyn Observer>,
+) -> Result<RunReport> {
     let t0 = std::time::Instant::now();
     let graph = Graph::build(&p)?;
     check_sources(&p, &graph)?;
@@ -366,17 +356,6 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         }
         executor::Slurm::new()
     });
-    let progress = if opts.progress && !opts.dry_run && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(selected.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
-                .expect("valid template"),
-        );
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Some(bar)
-    } else {
-        None
-    };
     let mut ws = ws;
     if !opts.dry_run {
         // Everything this run restores, stores or writes stays alive against a concurrent gc.
@@ -397,9 +376,7 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         threads,
         executors,
         slurm,
-        running: Mutex::new(BTreeMap::new()),
-        progress: progress.clone(),
-        chatty: !opts.dry_run,
+        observer: observer.clone(),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -409,11 +386,10 @@ pub fn run(p: Arc<Pipeline>, registry: Registry, ws: Workspace, opts: RunOptions
         .build()
         .map_err(|e| EngineError::Other(format!("cannot start the scheduler: {e}")))?;
     tracing::debug!(elapsed = ?t0.elapsed(), "state loaded");
+    observer.event(Event::Started { stages: selected.len() });
     rt.block_on(schedule(sh.clone(), &selected, jobs));
     tracing::debug!(elapsed = ?t0.elapsed(), "stages done");
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
-    }
+    observer.event(Event::StagesDone);
 
     let results: Vec<StageResult> = {
         let r = sh.results.lock().expect("results lock");
@@ -466,13 +442,10 @@ async fn schedule(sh: Arc<Shared>, selected: &[usize], jobs: usize) {
         while set.len() < jobs {
             let Some(si) = ready.pop_front() else { break };
             let sh2 = sh.clone();
-            sh.set_note(&sh.p.stages[si].name, Some(""));
+            sh.observer.event(Event::StageStarted { stage: &sh.p.stages[si].name });
             set.spawn_blocking(move || {
                 let r = process_stage(&sh2, si);
-                sh2.set_note(&sh2.p.stages[si].name, None);
-                if let Some(b) = &sh2.progress {
-                    b.inc(1);
-                }
+                sh2.observer.event(Event::StageFinished { result: &r });
                 (si, r)
             });
         }
@@ -492,15 +465,6 @@ async fn schedule(sh: Arc<Shared>, selected: &[usize], jobs: usize) {
             }
         }
     }
-}
-
-fn running_message(r: &BTreeMap<String, String>) -> String {
-    if r.is_empty() {
-        return String::new();
-    }
-    let each: Vec<String> =
-        r.iter().map(|(name, note)| if note.is_empty() { name.clone() } else { format!("{name} ({note})") }).collect();
-    format!("running: {}", each.join(", "))
 }
 
 fn blank(name: &str, status: Status, action: Action) -> StageResult {
@@ -593,89 +557,97 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
         }
     };
     let inputs = KeyInputs::for_stage(def, stage.version(), &deps, fingerprint.as_ref());
-    let key = inputs.key();
-    let mut reasons = why_stale(prev.as_ref(), &inputs, &upstream_changed, &producer_names);
-    let forced = sh.forced[si];
-    if forced {
-        reasons.insert(0, StaleReason::Forced);
-    }
+    let facts = Facts {
+        def,
+        prev: prev.as_ref(),
+        inputs: &inputs,
+        upstream_changed: &upstream_changed,
+        producers: &producer_names,
+        forced: sh.forced[si],
+        key_known: !unknown_upstream,
+    };
+    let plan = plan::plan(sh, &facts);
     let cutoff = !ups.is_empty() && ups.iter().any(|u| u.status == Status::Ran);
     let hit_status = if cutoff { Status::Cutoff } else { Status::Cached };
+    // A real run has every dep hash unless a dep inside an upstream's
+    // folder out is missing; such a stage is reported, not run.
+    if sh.dry_run || !plan.key_known {
+        return planned(def, plan, hit_status);
+    }
+    act(sh, si, stage.as_ref(), &inputs, prev.as_ref(), plan, hit_status)
+}
 
+/// A stage's result as planned, for dry runs and `status`.
+fn planned(def: &StageDef, plan: Plan, hit_status: Status) -> StageResult {
+    let mut r = blank(&def.name, hit_status, plan.decision.action());
+    r.kind = def.kind.clone();
+    r.key = plan.key_known.then_some(plan.key);
+    r.reasons = plan.decision.shown_reasons(&plan.reasons);
+    match plan.decision {
+        Decision::UpToDate { outputs, metrics } => {
+            r.outputs = outputs;
+            r.metrics = metrics;
+        }
+        Decision::Restore { entry, .. } => r.outputs = entry.outputs,
+        Decision::Run => {}
+    }
+    r
+}
+
+/// Carry out a stage's plan: keep its outputs (storing them in the active
+/// cache if it lacks them), restore them, or execute it. A restore that
+/// cannot be done falls back to executing.
+fn act(
+    sh: &Shared,
+    si: usize,
+    stage: &dyn Stage,
+    inputs: &KeyInputs<'_>,
+    prev: Option<&StageState>,
+    plan: Plan,
+    hit_status: Status,
+) -> StageResult {
+    let def = &sh.p.stages[si];
+    let Plan { key, reasons, mut decision, .. } = plan;
     let mut result = blank(&def.name, hit_status, Action::UpToDate);
     result.kind = def.kind.clone();
-    result.key = (!unknown_upstream).then(|| key.clone());
+    result.key = Some(key.clone());
 
-    if unknown_upstream {
-        result.action = Action::Run;
-        result.reasons = reasons;
-        return result;
+    if let Decision::UpToDate { outputs, metrics } = &decision {
+        // The active cache must hold them too (a new or gc'd cache gets them
+        // from the workspace); if it cannot, restore or run as for a miss.
+        if sh.keep_in_cache(def, &key, outputs, metrics) {
+            result.outputs = outputs.clone();
+            result.metrics = metrics.clone();
+            return result;
+        }
+        decision = plan::from_run_cache(sh, def, &key);
     }
-
-    if !forced {
-        // Fast path: the workspace already holds this key's outputs (and,
-        // for a real run, the active cache holds them too, or now does).
-        if let Some(prev) = prev.as_ref().filter(|p| p.key == key) {
-            if sh.workspace_matches(&prev.outputs).is_none()
-                && (sh.dry_run || sh.keep_in_cache(def, &key, &prev.outputs, &prev.metrics))
-            {
-                result.outputs = prev.outputs.clone();
-                result.metrics = prev.metrics.clone();
+    if let Decision::Restore { entry, .. } = &decision {
+        result.action = decision.action();
+        result.reasons = decision.shown_reasons(&reasons);
+        if let Some(f) = sh.unknown_outs(def, prev) {
+            return failed(result, f);
+        }
+        match restore(sh, &entry.outputs) {
+            Ok(()) => {
+                record_state(sh, si, inputs, &key, &entry.outputs, &entry.metrics);
+                result.outputs = entry.outputs.clone();
+                result.log = entry.log.clone();
+                result.metrics = entry.metrics.clone();
                 return result;
             }
-        }
-        match sh.ws.cache.get_run(&key) {
-            Ok(Some(entry)) if !outputs_are_outs(def, &entry.outputs) => {
-                tracing::warn!(
-                    stage = %def.name,
-                    "run-cache entry {} names paths that are not this stage's outs ({}); ignoring it",
-                    key.short(),
-                    entry.outputs.iter().map(|o| o.path.as_str()).collect::<Vec<_>>().join(", ")
-                );
-            }
-            Ok(Some(entry)) => {
-                let why_restore = sh.workspace_matches(&entry.outputs);
-                result.action = if why_restore.is_some() { Action::Restore } else { Action::UpToDate };
-                result.reasons = reasons.clone();
-                if let Some(w) = why_restore {
-                    if result.reasons.is_empty() {
-                        result.reasons.push(w);
-                    }
-                }
-                if sh.dry_run {
-                    result.outputs = entry.outputs;
-                    return result;
-                }
-                if let Some(f) = sh.unknown_outs(def, prev.as_ref()) {
-                    return failed(result, f);
-                }
-                match restore(sh, &entry.outputs) {
-                    Ok(()) => {
-                        record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
-                        result.outputs = entry.outputs;
-                        result.log = entry.log.clone();
-                        result.metrics = entry.metrics;
-                        return result;
-                    }
-                    Err(e) => {
-                        tracing::warn!(stage = %def.name, "cached outputs unusable ({e}); executing instead");
-                        // Only the cache's own damage condemns the entry; a
-                        // local failure (a full workspace disk) is not the team's problem.
-                        if e.is_damage() {
-                            let _ = sh.ws.cache.remove_run(&key);
-                        }
-                    }
+            Err(e) => {
+                tracing::warn!(stage = %def.name, "cached outputs unusable ({e}); executing instead");
+                // Only the cache's own damage condemns the entry; a
+                // local failure (a full workspace disk) is not the team's problem.
+                if e.is_damage() {
+                    let _ = sh.ws.cache.remove_run(&key);
                 }
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(stage = %def.name, "unreadable run-cache entry ({e}); executing instead"),
         }
     }
     result.action = Action::Run;
     result.reasons = reasons;
-    if sh.dry_run {
-        return result;
-    }
     tracing::info!(stage = %def.name, reasons = %result.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "), "running");
 
     // At most one process executes a key; the others wait and then restore.
@@ -690,10 +662,10 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
         }
         Err(e) => return failed(result, Failure { message: e.to_string(), log_tail: String::new() }),
     };
-    if !forced {
+    if !sh.forced[si] {
         if let Ok(Some(entry)) = sh.ws.cache.get_run(&key) {
             if outputs_are_outs(def, &entry.outputs) && restore(sh, &entry.outputs).is_ok() {
-                record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
+                record_state(sh, si, inputs, &key, &entry.outputs, &entry.metrics);
                 result.status = hit_status;
                 result.action = Action::Restore;
                 result.outputs = entry.outputs;
@@ -703,21 +675,21 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
             }
         }
     }
-    if let Some(f) = sh.unknown_outs(def, prev.as_ref()) {
+    if let Some(f) = sh.unknown_outs(def, prev) {
         return failed(result, f);
     }
     let kind = sh.executors[si];
     let job = Job {
         pipeline: &sh.p,
         def,
-        stage: stage.as_ref(),
+        stage,
         key: &key,
-        deps: &deps,
+        deps: inputs.deps,
         cache: &sh.ws.cache,
         stat: &sh.stat,
         threads: sh.threads,
-        note: &|n: &str| sh.set_note(&def.name, Some(n)),
-        say: &|l: &str| sh.say(l),
+        note: &|n: &str| sh.observer.event(Event::Note { stage: &def.name, note: n }),
+        say: &|l: &str| sh.observer.event(Event::Message { line: l }),
     };
     let ran = match (kind, &sh.slurm) {
         (ExecutorKind::Slurm, Some(slurm)) => slurm.run(&job).and_then(|entry| {
@@ -731,7 +703,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
     };
     match ran {
         Ok(entry) => {
-            record_state(sh, si, &inputs, &key, &entry.outputs, &entry.metrics);
+            record_state(sh, si, inputs, &key, &entry.outputs, &entry.metrics);
             result.status = Status::Ran;
             result.seconds = entry.seconds;
             result.outputs = entry.outputs;
@@ -748,12 +720,6 @@ fn failed(mut r: StageResult, f: Failure) -> StageResult {
     r.error = Some(f.message);
     r.log_tail = (!f.log_tail.is_empty()).then_some(f.log_tail);
     r
-}
-
-/// Whether a run entry's outputs are exactly the stage's declared outs, in
-/// order: the only paths a restore may write (the entry is someone else's input).
-fn outputs_are_outs(def: &StageDef, outputs: &[OutputRef]) -> bool {
-    outputs.len() == def.outs.len() && outputs.iter().zip(&def.outs).all(|(o, d)| &o.path == d)
 }
 
 /// Put a run entry's outputs into the workspace: those already there with

@@ -1,8 +1,11 @@
 //! `dvx run`.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use dvx_engine::{ExecutorKind, RunOptions, Status};
+use dvx_engine::{Event, ExecutorKind, Observer, RunOptions, Status};
 use miette::Result;
 
 use super::{print_json, Loaded};
@@ -19,9 +22,16 @@ pub fn run(
     executor: Option<ExecutorKind>,
 ) -> Result<ExitCode> {
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let opts = RunOptions { targets: stages, force, force_all, dry_run, jobs, progress: !json, executor };
+    let opts = RunOptions { targets: stages, force, force_all, dry_run, jobs, executor };
     let cache = l.ws.cache.clone();
-    let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts)?;
+    let progress = Arc::new(Progress {
+        bar: (!json && !dry_run && std::io::stderr().is_terminal()).then(OnceLock::new),
+        running: Mutex::new(BTreeMap::new()),
+        chatty: !dry_run,
+    });
+    let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts, progress.clone());
+    progress.clear();
+    let report = report?;
     if dry_run {
         super::status::print_plan(&report.stages, json)?;
         return Ok(ExitCode::SUCCESS);
@@ -62,4 +72,83 @@ pub fn run(
         }
     }
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Renders a run's progress on stderr: a bar (when stderr is a terminal)
+/// naming the stages in flight, and the engine's one-line notices.
+struct Progress {
+    /// The bar, made when the run says how many stages it has; none when not shown.
+    bar: Option<OnceLock<indicatif::ProgressBar>>,
+    /// Stages in flight, each with a note (its Slurm job and state).
+    running: Mutex<BTreeMap<String, String>>,
+    /// Print notices (jobs submitted) even without a bar.
+    chatty: bool,
+}
+
+impl Progress {
+    fn bar(&self) -> Option<&indicatif::ProgressBar> {
+        self.bar.as_ref().and_then(OnceLock::get)
+    }
+
+    fn set_note(&self, stage: &str, note: Option<&str>) {
+        let mut r = self.running.lock().expect("running lock");
+        match note {
+            Some(n) => r.insert(stage.to_string(), n.to_string()),
+            None => r.remove(stage),
+        };
+        if let Some(b) = self.bar() {
+            b.set_message(running_message(&r));
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(b) = self.bar() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Started { stages } => {
+                if let Some(cell) = &self.bar {
+                    cell.get_or_init(|| {
+                        let bar = indicatif::ProgressBar::new(stages as u64);
+                        bar.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+                            )
+                            .expect("valid template"),
+                        );
+                        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                        bar
+                    });
+                }
+            }
+            Event::StageStarted { stage } => self.set_note(stage, Some("")),
+            Event::Note { stage, note } => self.set_note(stage, Some(note)),
+            Event::Message { line } => match self.bar() {
+                Some(b) => b.println(line),
+                None if self.chatty => eprintln!("{line}"),
+                None => {}
+            },
+            Event::StageFinished { result } => {
+                self.set_note(&result.name, None);
+                if let Some(b) = self.bar() {
+                    b.inc(1);
+                }
+            }
+            Event::StagesDone => self.clear(),
+        }
+    }
+}
+
+fn running_message(r: &BTreeMap<String, String>) -> String {
+    if r.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> =
+        r.iter().map(|(name, note)| if note.is_empty() { name.clone() } else { format!("{name} ({note})") }).collect();
+    format!("running: {}", each.join(", "))
 }

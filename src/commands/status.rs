@@ -1,8 +1,9 @@
 //! `dvx status`: what would run, and why.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use dvx_engine::{Action, RunOptions, StageResult};
+use dvx_engine::{Action, RunOptions, Silent, StageResult};
 use miette::Result;
 
 use super::{print_json, Loaded};
@@ -10,7 +11,7 @@ use super::{print_json, Loaded};
 pub fn status(l: Loaded, json: bool) -> Result<ExitCode> {
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let opts = RunOptions { dry_run: true, jobs, ..Default::default() };
-    let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts)?;
+    let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts, Arc::new(Silent))?;
     print_plan(&report.stages, json)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -24,7 +25,7 @@ pub fn print_plan(stages: &[StageResult], json: bool) -> Result<()> {
                     "name": s.name,
                     "action": s.action,
                     "key": s.key,
-                    "reasons": s.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                    "reasons": s.reasons,
                 })
             })
             .collect();

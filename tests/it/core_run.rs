@@ -180,7 +180,35 @@ fn status_json_and_dry_run_do_not_execute() {
     assert_eq!(p.count("runs.log"), 0);
     let j: serde_json::Value = serde_json::from_str(&p.dvx(&["status", "--json"]).ok().stdout()).unwrap();
     assert_eq!(j["stages"][0]["action"], "run");
-    assert_eq!(j["stages"][0]["reasons"][0], "never run");
+    assert_eq!(j["stages"][0]["reasons"][0], serde_json::json!({"reason": "never_run"}));
+}
+
+#[test]
+fn status_json_gives_reasons_as_data_with_old_and_new() {
+    let p = Project::new();
+    p.write("in.txt", "hello\n").write("other.txt", "x\n");
+    three_stages(&p, "!");
+    p.dvx(&["run"]).ok();
+    three_stages(&p, "?");
+    p.write("other.txt", "y\n");
+    let j: serde_json::Value = serde_json::from_str(&p.dvx(&["status", "--json"]).ok().stdout()).unwrap();
+    let stage = |name: &str| j["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone();
+    assert_eq!(stage("a")["action"], "run");
+    assert_eq!(
+        stage("a")["reasons"],
+        serde_json::json!([{"reason": "param_changed", "field": "suffix", "old": "!", "new": "?"}])
+    );
+    assert_eq!(stage("b")["reasons"], serde_json::json!([{"reason": "upstream_changed", "stage": "a"}]));
+    let c = stage("c")["reasons"].as_array().unwrap().clone();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0]["reason"], "dep_changed");
+    assert_eq!(c[0]["path"], "other.txt");
+    let (old, new) = (c[0]["old"].as_str().unwrap(), c[0]["new"].as_str().unwrap());
+    assert!(!old.is_empty() && !new.is_empty() && old != new, "{c:?}");
+    // The text form is unchanged.
+    let text = p.dvx(&["status"]).ok().stdout();
+    assert!(text.contains("a: would run: params.suffix changed (\"!\" → \"?\")"), "{text}");
+    assert!(text.contains("c: would run: deps other.txt changed"), "{text}");
 }
 
 #[test]

@@ -227,6 +227,8 @@ fn same_version_every_stage_a_job(c: &Cluster) {
     local.write("in.txt", "other text\n");
     let out = c.run(&remote, &["run", "--executor", "slurm"]);
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    // The command line prints the engine's notices (no terminal, so no bar).
+    assert!(text(&out.stderr).contains("slurm: stage `prep` submitted as job "), "{}", text(&out.stderr));
     assert_eq!(c.jobs_of(&remote).len(), 8);
     assert_eq!(remote.count("counts/prep"), 2);
 }

@@ -1,0 +1,53 @@
+//! What a run tells whoever watches it. The engine prints nothing: it sends
+//! [`Event`]s to an [`Observer`], and the command line renders them (a
+//! progress bar, a line per Slurm job submitted).
+
+use crate::run::StageResult;
+
+/// Something that happened in a run.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// The stages are about to be scheduled: this many are selected.
+    Started {
+        /// Selected stages.
+        stages: usize,
+    },
+    /// A stage is being planned and, unless it is a dry run, acted upon.
+    StageStarted {
+        /// Its name.
+        stage: &'a str,
+    },
+    /// A short note on a stage in flight ("job 12 RUNNING").
+    Note {
+        /// Its name.
+        stage: &'a str,
+        /// The note.
+        note: &'a str,
+    },
+    /// A line worth printing (a Slurm job submitted).
+    Message {
+        /// The line.
+        line: &'a str,
+    },
+    /// A stage is done.
+    StageFinished {
+        /// Its result.
+        result: &'a StageResult,
+    },
+    /// Every selected stage is done; the version is written next.
+    StagesDone,
+}
+
+/// Hears a run's events, from any of its threads.
+pub trait Observer: Send + Sync {
+    /// One event.
+    fn event(&self, event: Event<'_>);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&self, _: Event<'_>) {}
+}
