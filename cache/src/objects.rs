@@ -496,26 +496,30 @@ impl Cache {
         Ok(v)
     }
 
-    /// Whether every object of these outputs is in the cache, pinning them
-    /// for this handle's lease. A damaged manifest counts as missing.
-    pub fn ensure_present(&self, outs: &[OutputRef]) -> Result<bool> {
+    /// Which of these outputs are not wholly in the cache (indexes), with gc
+    /// held off; the present ones are pinned for this handle's lease, so they
+    /// stay. A damaged manifest counts as missing.
+    pub fn missing(&self, outs: &[OutputRef]) -> Result<Vec<usize>> {
         let _gc = self.gc_shared()?;
-        let mut all = Vec::new();
-        for out in outs {
-            if !self.has_object(&out.hash) {
-                return Ok(false);
-            }
-            match self.objects_of(out) {
-                Ok(objs) => all.extend(objs),
+        let mut missing = Vec::new();
+        let mut present = Vec::new();
+        for (i, out) in outs.iter().enumerate() {
+            let objs = match self.objects_of(out) {
+                Ok(objs) => objs,
                 Err(CacheError::Io { path, source }) => return Err(CacheError::Io { path, source }),
-                Err(_) => return Ok(false),
+                Err(_) => {
+                    missing.push(i);
+                    continue;
+                }
+            };
+            if objs.iter().all(|h| self.has_object(h)) {
+                present.extend(objs);
+            } else {
+                missing.push(i);
             }
         }
-        if all.iter().any(|h| !self.has_object(h)) {
-            return Ok(false);
-        }
-        self.pin('o', all.iter().map(Hash::as_str))?;
-        Ok(true)
+        self.pin('o', present.iter().map(Hash::as_str))?;
+        Ok(missing)
     }
 
     /// Check that every object of an output is present and intact; a corrupt

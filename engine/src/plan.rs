@@ -122,7 +122,7 @@ pub(crate) fn plan(look: &dyn Lookup, f: &Facts<'_>) -> Plan {
 /// What the run-cache offers for `key`: a restore when it has an entry
 /// whose outputs are exactly the stage's outs, else a run (an entry naming
 /// other paths, or one that cannot be read, is ignored with a warning).
-pub(crate) fn from_run_cache(look: &dyn Lookup, def: &StageDef, key: &StageKey) -> Decision {
+fn from_run_cache(look: &dyn Lookup, def: &StageDef, key: &StageKey) -> Decision {
     match look.run_entry(key) {
         Ok(Some(entry)) if !outputs_are_outs(def, &entry.outputs) => {
             tracing::warn!(

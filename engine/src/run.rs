@@ -185,39 +185,41 @@ impl Lookup for Shared {
 }
 
 impl Shared {
-    /// Make sure the active cache holds these outputs, which the workspace
-    /// has with the right bytes: a new or gc'd cache gets them from the
-    /// workspace (no need to re-run the stage), with a run entry for `key`.
-    /// False when that cannot be done (then the stage is restored or run).
-    fn keep_in_cache(&self, def: &StageDef, key: &StageKey, outputs: &[OutputRef], metrics: &Metrics) -> bool {
-        match self.ws.cache.ensure_present(outputs) {
-            Ok(true) => return true,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(stage = %def.name, "cannot check the cache ({e})");
-                return false;
+    /// Before a version names them: make the active cache hold every output
+    /// of the run, with gc held off. The workspace has each with the right
+    /// bytes (checked or restored in this run), so what a new or gc'd cache
+    /// lacks is stored from there, with a run entry for its stage's key — no
+    /// stage re-runs. Pinned by this run's lease from then on.
+    fn settle_outputs(&self, results: &[StageResult]) -> Result<()> {
+        let all: Vec<(usize, &OutputRef)> =
+            results.iter().enumerate().flat_map(|(ri, r)| r.outputs.iter().map(move |o| (ri, o))).collect();
+        let refs: Vec<OutputRef> = all.iter().map(|(_, o)| (*o).clone()).collect();
+        let missing = self.ws.cache.missing(&refs)?;
+        let mut stages: Vec<usize> = missing.iter().map(|&i| all[i].0).collect();
+        stages.dedup();
+        for ri in stages {
+            let r = &results[ri];
+            tracing::info!(stage = %r.name, "outputs are not in the active cache; storing them from the workspace");
+            self.store_workspace(&r.outputs).map_err(|e| {
+                EngineError::Other(format!("cannot store the outputs of `{}` in the cache: {e}", r.name))
+            })?;
+            let Some(key) = &r.key else { continue };
+            if !matches!(self.ws.cache.get_run(key), Ok(Some(_))) {
+                let entry = dvx_cache::RunEntry {
+                    key: key.clone(),
+                    kind: r.kind.clone(),
+                    stage: r.name.clone(),
+                    outputs: r.outputs.clone(),
+                    metrics: r.metrics.clone(),
+                    log: r.log.clone(),
+                    seconds: 0.0,
+                };
+                if let Err(e) = self.ws.cache.put_run(&entry) {
+                    tracing::warn!(stage = %r.name, "cannot record the run entry ({e})");
+                }
             }
         }
-        tracing::info!(stage = %def.name, "outputs are not in the active cache; storing them from the workspace");
-        if let Err(e) = self.store_workspace(outputs) {
-            tracing::warn!(stage = %def.name, "cannot store outputs from the workspace ({e})");
-            return false;
-        }
-        if !matches!(self.ws.cache.get_run(key), Ok(Some(_))) {
-            let entry = dvx_cache::RunEntry {
-                key: key.clone(),
-                kind: def.kind.clone(),
-                stage: def.name.clone(),
-                outputs: outputs.to_vec(),
-                metrics: metrics.clone(),
-                log: None,
-                seconds: 0.0,
-            };
-            if let Err(e) = self.ws.cache.put_run(&entry) {
-                tracing::warn!(stage = %def.name, "cannot record the run entry ({e})");
-            }
-        }
-        true
+        Ok(())
     }
 
     /// Store workspace outputs whose bytes are known to match `outputs`;
@@ -253,7 +255,7 @@ impl Shared {
             }
             let in_cache = self.hash_workspace(out).ok().is_some_and(|(kind, hash)| {
                 let o = OutputRef { path: out.clone(), kind, hash };
-                self.ws.cache.ensure_present(&[o]).unwrap_or(false)
+                self.ws.cache.missing(&[o]).is_ok_and(|m| m.is_empty())
             });
             if !in_cache {
                 return Some(Failure {
@@ -607,20 +609,17 @@ fn act(
     hit_status: Status,
 ) -> StageResult {
     let def = &sh.p.stages[si];
-    let Plan { key, reasons, mut decision, .. } = plan;
+    let Plan { key, reasons, decision, .. } = plan;
     let mut result = blank(&def.name, hit_status, Action::UpToDate);
     result.kind = def.kind.clone();
     result.key = Some(key.clone());
 
-    if let Decision::UpToDate { outputs, metrics } = &decision {
-        // The active cache must hold them too (a new or gc'd cache gets them
-        // from the workspace); if it cannot, restore or run as for a miss.
-        if sh.keep_in_cache(def, &key, outputs, metrics) {
-            result.outputs = outputs.clone();
-            result.metrics = metrics.clone();
-            return result;
-        }
-        decision = plan::from_run_cache(sh, def, &key);
+    if let Decision::UpToDate { outputs, metrics } = decision {
+        // Whether the active cache holds them too is settled once, for all
+        // stages, before the version is written (`Shared::settle_outputs`).
+        result.outputs = outputs;
+        result.metrics = metrics;
+        return result;
     }
     if let Decision::Restore { entry, .. } = &decision {
         result.action = decision.action();
@@ -723,22 +722,15 @@ fn failed(mut r: StageResult, f: Failure) -> StageResult {
 }
 
 /// Put a run entry's outputs into the workspace: those already there with
-/// the right bytes stay (and are stored if the active cache lacks them),
-/// the others are restored.
+/// the right bytes stay, the others are restored.
 fn restore(sh: &Shared, outputs: &[OutputRef]) -> dvx_cache::Result<()> {
-    let mut present = Vec::new();
     for o in outputs {
         let dest = abs(&sh.p.wdir, &o.path);
         let matches = std::fs::symlink_metadata(&dest).is_ok()
             && sh.hash_workspace(&o.path).map(|(k, h)| k == o.kind && h == o.hash).unwrap_or(false);
-        if matches {
-            present.push(o.clone());
-        } else {
+        if !matches {
             sh.ws.cache.restore(o, &dest, sh.ws.link)?;
         }
-    }
-    if !present.is_empty() && !sh.ws.cache.ensure_present(&present)? {
-        sh.store_workspace(&present)?;
     }
     Ok(())
 }
@@ -772,18 +764,13 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
     let p = &sh.p;
     let mut sources = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut to_store: Vec<PathBuf> = Vec::new();
     for &si in selected {
         for (di, d) in p.stages[si].deps.iter().enumerate() {
             if sh.graph.producers[si][di].is_some() || !seen.insert(d.clone()) {
                 continue;
             }
             let (kind, hash) = sh.hash_source(d).map_err(EngineError::Other)?;
-            let source = OutputRef { path: d.clone(), kind, hash };
-            if !sh.ws.cache.ensure_present(std::slice::from_ref(&source))? {
-                to_store.push(abs(&p.wdir, d));
-            }
-            sources.push(source);
+            sources.push(OutputRef { path: d.clone(), kind, hash });
         }
     }
     // What else the version needs to be rebuilt from its sources alone: the
@@ -793,19 +780,10 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
             continue;
         }
         let (kind, hash) = sh.hash_source(&rel).map_err(EngineError::Other)?;
-        let source = OutputRef { path: rel, kind, hash };
-        if !sh.ws.cache.ensure_present(std::slice::from_ref(&source))? {
-            to_store.push(abs(&p.wdir, &source.path));
-        }
-        sources.push(source);
+        sources.push(OutputRef { path: rel, kind, hash });
     }
     // Sorted, so the version hash does not depend on stage or import order.
     sources.sort_by(|a, b| a.path.cmp(&b.path));
-    if !to_store.is_empty() {
-        let refs: Vec<&std::path::Path> = to_store.iter().map(PathBuf::as_path).collect();
-        let mut stat = sh.stat.lock().expect("stat lock");
-        sh.ws.cache.put_paths(&refs, &mut stat, dvx_cache::EscapingLinks::Follow)?;
-    }
     // Everything the version body is made of, digested cheaply: when it is
     // what the last run here produced, that run's version stands.
     let mut digest = blake3::Hasher::new();
@@ -826,11 +804,22 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
     }
     let digest = digest.finalize().to_hex().to_string();
     let file_key = p.file.display().to_string();
-    if let Some((d, v)) = sh.state.lock().expect("state lock").last_digest.get(&file_key) {
-        // Every object it names was checked or stored in this run.
-        if d == &digest && sh.ws.cache.keep_version(v)? {
-            return Ok(v.clone());
+    let last = sh.state.lock().expect("state lock").last_digest.get(&file_key).cloned();
+    if let Some((d, v)) = last {
+        // The same version as last time, and it is still in this cache: gc
+        // keeps a version's objects with its record, so they are all there.
+        if d == digest && sh.ws.cache.keep_version(&v)? {
+            return Ok(v);
         }
+    }
+    // A version is written only over objects the cache holds.
+    sh.settle_outputs(results)?;
+    let missing = sh.ws.cache.missing(&sources)?;
+    if !missing.is_empty() {
+        let paths: Vec<PathBuf> = missing.iter().map(|&i| abs(&p.wdir, &sources[i].path)).collect();
+        let refs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+        let mut stat = sh.stat.lock().expect("stat lock");
+        sh.ws.cache.put_paths(&refs, &mut stat, dvx_cache::EscapingLinks::Follow)?;
     }
 
     let mut stages = Vec::new();
