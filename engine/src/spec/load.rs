@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::Spanned;
 
 use super::interp::interpolate;
-use super::paths::{escapes_through_symlink, normalize, relative_to, special_file};
+use super::paths::{normalize, relative_to, special_file};
 use super::raw::{RawPipeline, RawStage, PIPELINE_FIELDS, STAGE_FIELDS};
 use super::{ExecutorKind, Origin, Pipeline, Resources, StageDef};
 use crate::error::{EngineError, Result, SourceFile, Span, SpecError};
@@ -317,13 +317,15 @@ fn resolve_stage(
         let Some(rel) = relative_to(&abs, root_wdir).filter(|r| !r.is_empty() && inside_own) else {
             return Err(escape(""));
         };
-        if escapes_through_symlink(&abs, &wdir) {
+        // Resolved once (every symlink on the way): it must stay inside the
+        // (canonical) wdir, and is what the protected files are checked against.
+        let resolved = canonical_prefix(&abs);
+        if !resolved.starts_with(&wdir) {
             return Err(escape(" through a symlink"));
         }
         if rel == ".dvx" || rel.starts_with(".dvx/") {
             return Err(src.error(span, "outs cannot be inside `.dvx/`", "dvx's own folder"));
         }
-        let resolved = canonical_prefix(&abs);
         if let Some((file, shown)) = protected.iter().find(|(f, _)| f.starts_with(&abs) || f.starts_with(&resolved)) {
             let what = if file.ends_with("dvx.toml") { "the project's config" } else { "a pipeline file" };
             let verb = if *file == abs || *file == resolved { "is" } else { "contains" };

@@ -25,24 +25,6 @@ pub(crate) fn relative_to(abs: &Path, root: &Path) -> Option<String> {
     abs.strip_prefix(root).ok().map(|r| r.to_string_lossy().replace('\\', "/"))
 }
 
-/// Whether `abs` (inside `root` lexically) escapes `root` through a symlink
-/// on the way: the deepest existing ancestor must resolve inside `root`.
-pub(crate) fn escapes_through_symlink(abs: &Path, root: &Path) -> bool {
-    let Ok(croot) = root.canonicalize() else { return false };
-    let mut cur = abs.to_path_buf();
-    loop {
-        if std::fs::symlink_metadata(&cur).is_ok() {
-            return match cur.canonicalize() {
-                Ok(c) => !c.starts_with(&croot),
-                Err(_) => false,
-            };
-        }
-        if !cur.pop() {
-            return false;
-        }
-    }
-}
-
 /// What `meta` is when it is neither a file, a folder nor a symlink: reading
 /// a FIFO, device or socket can block forever or never end.
 pub(crate) fn special_file(meta: &std::fs::Metadata) -> Option<&'static str> {
