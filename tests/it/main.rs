@@ -10,6 +10,7 @@ mod pipelines;
 mod restorable;
 mod self_contained;
 mod slurm;
+mod snapshots;
 mod team_cache;
 mod trust;
 mod versions;

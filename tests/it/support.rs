@@ -80,8 +80,140 @@ impl Project {
             .env_remove("DVX_CACHE_DIR")
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
+            // What else changes how errors render (colour, narrated text): off, so
+            // the full-output snapshots do not depend on the caller's environment.
+            .env_remove("FORCE_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .env_remove("NO_GRAPHICS")
             .output()
             .expect("dvx runs");
         Run { out }
+    }
+}
+
+/// Makes dvx's output the same from run to run and machine to machine, for
+/// snapshots: the one place that knows what in it varies.
+///
+/// - temp folders (each project's, and any added with [`Redact::path`]) become
+///   a name in brackets, `[TMP]`; any other temp folder becomes `[TEMPDIR]`;
+/// - 64-hex hashes become `<H1>`, `<H2>`, … numbered by first appearance, and a
+///   12-hex short hash `<h1>........` (as wide as it was) with the number of
+///   the full hash it starts, else a number of its own, so equal hashes stay
+///   visibly equal (and different ones different) across every snapshot
+///   taken through one `Redact`;
+/// - times and dates (RFC 3339, `YYYY-MM-DD`) become `[TIME]` / `[DATE]`;
+/// - this machine's name becomes `[HOST]`;
+/// - durations (the run table's seconds column, keeping its width; JSON
+///   `"seconds"`; `(1.2s)`, `1.5 s`), training throughput (`tok/s`), memory
+///   (`peak RSS`) and thread ids become placeholders.
+pub struct Redact {
+    /// (exact text, placeholder), longest first when applied.
+    paths: Vec<(String, String)>,
+    /// Full or short hashes seen so far; a hash's number is its index + 1.
+    hashes: Vec<String>,
+}
+
+impl Redact {
+    pub fn new(p: &Project) -> Redact {
+        Redact { paths: Vec::new(), hashes: Vec::new() }.path(p.dir.path(), "[TMP]")
+    }
+
+    /// Show `path` (as given and canonical) as `name`.
+    pub fn path(mut self, path: &Path, name: &str) -> Self {
+        for p in [path.to_path_buf(), path.canonicalize().unwrap_or_else(|_| path.to_path_buf())] {
+            let text = p.display().to_string();
+            if !self.paths.iter().any(|(t, _)| *t == text) {
+                self.paths.push((text, name.to_string()));
+            }
+        }
+        self.paths.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        self
+    }
+
+    /// `text` with everything that varies replaced.
+    pub fn apply(&mut self, text: &str) -> String {
+        use regex::{Captures, Regex};
+        use std::sync::LazyLock;
+        static RULES: LazyLock<Vec<(Regex, &str)>> = LazyLock::new(|| {
+            let temp = regex::escape(&std::env::temp_dir().display().to_string());
+            let temp = temp.trim_end_matches('/');
+            [
+                (format!(r"{temp}/\.tmp[A-Za-z0-9]{{6}}"), "[TEMPDIR]"),
+                (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)".into(), "[TIME]"),
+                (r"\b\d{4}-\d\d-\d\d\b".into(), "[DATE]"),
+                (r#""seconds": \d+(\.\d+)?(e-?\d+)?"#.into(), r#""seconds": "[SECS]""#),
+                (r"\(\d+\.\d+s\)".into(), "([SECS]s)"),
+                (r"\b\d+\.\d+ s\b".into(), "[SECS] s"),
+                (r"\b\d+(\.\d+)? tok/s".into(), "[N] tok/s"),
+                (r"peak RSS \d+ MiB".into(), "peak RSS [N] MiB"),
+                (r"ThreadId\(\d+\)".into(), "ThreadId([N])"),
+                (format!(r"\b{}\b", regex::escape(&hostname())), "[HOST]"),
+            ]
+            .into_iter()
+            .map(|(re, with)| (Regex::new(&re).expect("valid filter"), with))
+            .collect()
+        });
+        // The run table: `name  status  seconds  key`, seconds right-aligned.
+        static SECONDS_COLUMN: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(r"(?m)( *\d+\.\d\d)(  ([0-9a-f]{12}|-)$)").unwrap());
+        static HASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b([0-9a-f]{64}|[0-9a-f]{12})\b").unwrap());
+
+        let mut out = text.to_string();
+        for (path, name) in &self.paths {
+            out = out.replace(path.as_str(), name);
+        }
+        for (re, with) in RULES.iter() {
+            out = re.replace_all(&out, *with).into_owned();
+        }
+        out = SECONDS_COLUMN
+            .replace_all(&out, |c: &Captures| format!("{:>w$}{}", "[secs]", &c[2], w = c[1].len()))
+            .into_owned();
+        let fulls: Vec<String> =
+            HASH.find_iter(&out).map(|m| m.as_str().to_string()).filter(|h| h.len() == 64).collect();
+        HASH.replace_all(&out, |c: &Captures| {
+            let h = &c[1];
+            // A short hash is numbered as the full hash it starts, if that is known.
+            let full = if h.len() == 12 {
+                self.hashes
+                    .iter()
+                    .chain(&fulls)
+                    .find(|f| f.len() == 64 && f.starts_with(h))
+                    .cloned()
+                    .unwrap_or_else(|| h.to_string())
+            } else {
+                h.to_string()
+            };
+            let n = match self.hashes.iter().position(|k| *k == full) {
+                Some(i) => i + 1,
+                None => {
+                    self.hashes.push(full.clone());
+                    self.hashes.len()
+                }
+            };
+            if h.len() == 64 {
+                format!("<H{n}>")
+            } else {
+                // As wide as the hash, so tables keep their columns.
+                format!("{:.<12}", format!("<h{n}>"))
+            }
+        })
+        .into_owned()
+    }
+}
+
+/// This machine's name, as `dvx exec-stage` reports it.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(rc, 0, "gethostname");
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Run {
+    /// Exit code, stdout and stderr in one text, redacted, for a snapshot.
+    pub fn snapshot(&self, r: &mut Redact) -> String {
+        format!("exit: {}\n--- stdout\n{}--- stderr\n{}", self.code(), r.apply(&self.stdout()), r.apply(&self.stderr()))
     }
 }
