@@ -26,7 +26,7 @@ use crate::stage::Stage;
 
 pub use job::{exec_job, JobError, JobOutcome, JobSpec};
 pub use local::Local;
-pub use slurm::Slurm;
+pub use slurm::{interrupted, wait_for_interrupt, Interrupt, Slurm};
 
 /// One stage key to execute, with everything an executor needs.
 pub struct Job<'a> {
