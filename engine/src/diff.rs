@@ -71,7 +71,7 @@ pub struct VersionDiff {
 /// How a stage differs between the versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StageState {
+pub enum StageChangeKind {
     /// Only version A has it.
     OnlyInA,
     /// Only version B has it.
@@ -90,7 +90,7 @@ pub struct StageChange {
     /// Kind (B's when both have it).
     pub kind: String,
     /// What happened.
-    pub state: StageState,
+    pub state: StageChangeKind,
     /// Key in A.
     pub key_a: Option<String>,
     /// Key in B.
@@ -271,9 +271,9 @@ fn stage_changes(a: &VersionBody, b: &VersionBody) -> Vec<StageChange> {
     for s in &a.stages {
         let other = b.stages.iter().find(|t| t.name == s.name);
         let state = match other {
-            None => StageState::OnlyInA,
-            Some(t) if t.key == s.key && t.key.is_some() => StageState::Same,
-            Some(_) => StageState::Changed,
+            None => StageChangeKind::OnlyInA,
+            Some(t) if t.key == s.key && t.key.is_some() => StageChangeKind::Same,
+            Some(_) => StageChangeKind::Changed,
         };
         out.push(StageChange {
             name: s.name.clone(),
@@ -288,7 +288,7 @@ fn stage_changes(a: &VersionBody, b: &VersionBody) -> Vec<StageChange> {
             out.push(StageChange {
                 name: t.name.clone(),
                 kind: t.kind.clone(),
-                state: StageState::OnlyInB,
+                state: StageChangeKind::OnlyInB,
                 key_a: None,
                 key_b: t.key.clone(),
             });

@@ -147,7 +147,7 @@ pub fn fingerprint(
     def: &crate::spec::StageDef,
     stage: &dyn crate::stage::Stage,
 ) -> Result<Option<serde_json::Value>, crate::stage::StageFailure> {
-    let cwd = crate::exec::abs(wdir, &def.cwd);
-    let deps: Vec<std::path::PathBuf> = def.deps.iter().map(|d| crate::exec::abs(wdir, d)).collect();
+    let cwd = crate::abs(wdir, &def.cwd);
+    let deps: Vec<std::path::PathBuf> = def.deps.iter().map(|d| crate::abs(wdir, d)).collect();
     stage.fingerprint(&crate::stage::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params })
 }

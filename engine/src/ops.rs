@@ -6,7 +6,7 @@ use dvx_cache::{hash_path, Cache, Hash, LinkMode, OutputRef, StatCache, VersionR
 use serde::Deserialize;
 
 use crate::error::{EngineError, Result};
-use crate::exec::{abs, execute};
+use crate::executor::local::{abs, execute};
 use crate::registry::Registry;
 use crate::spec::{Origin, StageDef};
 

@@ -2,7 +2,8 @@
 //! [`Executor`] runs one stage key: "run this key with these inputs into this
 //! folder, store what it made in the cache, and hand back the run-cache entry".
 //!
-//! - [`Local`] executes in this process ([`crate::execute`] then the store).
+//! - [`Local`] executes in this process ([`crate::execute`] then the store,
+//!   both in `local.rs`).
 //! - [`Slurm`] submits one `sbatch` job running the hidden `dvx exec-stage`
 //!   on a compute node that sees the same cache and workspace (a shared
 //!   filesystem); the job does exactly what [`Local`] does, and this process
@@ -13,16 +14,16 @@
 //! the root pipeline), `executor` in dvx.toml, else local.
 
 mod job;
-mod local;
+pub(crate) mod local;
 mod slurm;
 
 use std::sync::Mutex;
 
 use dvx_cache::{Cache, Hash, OutputKind, RunEntry, StageKey, StatCache};
 
-use crate::exec::Failure;
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
 use crate::stage::Stage;
+use local::Failure;
 
 pub use job::{exec_job, JobError, JobOutcome, JobSpec};
 pub use local::Local;

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use dvx_cache::{Bucket, RunEntry, StageKey};
 
 use super::job::{hostname, outcome_path, write_job_file, JobOutcome, JobSpec};
+use super::local::{tail, Failure};
 use super::{Executor, Job};
-use crate::exec::{tail, Failure};
 
 /// Submits stages as Slurm jobs and waits for them.
 #[derive(Debug)]
