@@ -47,9 +47,9 @@ pub struct DiffOptions {
 /// Everything that differs between version A and version B.
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionDiff {
-    /// Version A.
+    /// The version compared from (`dvx diff A B`).
     pub a: Hash,
-    /// Version B.
+    /// The version compared to.
     pub b: Hash,
     /// The stage the diff was restricted to.
     pub stage: Option<String>,
@@ -85,11 +85,11 @@ pub enum StageChangeKind {
 /// One stage in the comparison.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageChange {
-    /// Stage name.
+    /// The stage's name, which is how stages of A and B are paired.
     pub name: String,
     /// Kind (B's when both have it).
     pub kind: String,
-    /// What happened.
+    /// Whether it is in one version only, changed, or the same.
     pub state: StageChangeKind,
     /// Key in A.
     pub key_a: Option<String>,
@@ -144,7 +144,7 @@ pub struct CategoryCount {
 /// The metrics of one stage, side by side.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageMetrics {
-    /// Stage name.
+    /// The stage whose metrics these are.
     pub stage: String,
     /// One row per flattened metric name, sorted by name.
     pub rows: Vec<MetricRow>,
@@ -171,7 +171,7 @@ pub enum MetricChange {
 /// One flattened metric.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricRow {
-    /// Dotted name.
+    /// The metric's dotted path in the stage's metrics (`eval.pass_rate`).
     pub name: String,
     /// Value in A.
     pub a: Option<Value>,

@@ -27,7 +27,7 @@ pub struct JobSpec {
     pub pipeline: PathBuf,
     /// The pipeline's working folder as the scheduler saw it.
     pub wdir: PathBuf,
-    /// The stage.
+    /// The stage's name in the pipeline: the job loads the pipeline and finds it.
     pub stage: String,
     /// The key the job must compute and produce.
     pub key: StageKey,

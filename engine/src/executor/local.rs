@@ -37,7 +37,7 @@ pub struct Failure {
 pub struct Executed {
     /// Metrics returned by the stage.
     pub metrics: Metrics,
-    /// The log.
+    /// Everything the stage wrote to its log, stored as an object.
     pub log: Vec<u8>,
     /// Seconds it took.
     pub seconds: f64,

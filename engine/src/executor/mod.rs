@@ -33,15 +33,15 @@ pub use slurm::{interrupted, wait_for_interrupt, Interrupt, Slurm};
 pub struct Job<'a> {
     /// The pipeline (for its file and working folder).
     pub pipeline: &'a Pipeline,
-    /// The stage.
+    /// The stage as resolved from the pipeline: deps, outs, params, resources.
     pub def: &'a StageDef,
-    /// Its implementation.
+    /// The kind's code that executes it.
     pub stage: &'a dyn Stage,
     /// The key it must produce.
     pub key: &'a StageKey,
     /// Its deps' path, kind and hash, as they went into the key.
     pub deps: &'a [(String, OutputKind, Hash)],
-    /// The store.
+    /// The cache the outputs and the run-cache entry go to.
     pub cache: &'a Cache,
     /// The run's stat cache (local execution records output hashes in it).
     pub stat: &'a Mutex<StatCache>,
