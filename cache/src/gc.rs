@@ -19,20 +19,20 @@ use crate::versions::Refs;
 pub struct GcOptions {
     /// Versions to keep; every other version record is removed.
     pub keep: BTreeSet<Hash>,
-    /// Only report.
+    /// Report what would be removed, remove nothing.
     pub dry_run: bool,
 }
 
 /// What gc removed (or would remove).
 #[derive(Debug, Default)]
 pub struct GcReport {
-    /// Versions removed.
+    /// The versions removed (or that would be, in a dry run).
     pub versions: Vec<Hash>,
     /// Run-cache entries removed.
     pub runs: usize,
-    /// Objects removed.
+    /// How many objects were removed.
     pub objects: usize,
-    /// Bytes freed.
+    /// The bytes those objects held.
     pub bytes: u64,
     /// Temp files removed.
     pub temps: usize,

@@ -10,7 +10,7 @@
 //! honours it) or after it ended (and sees what that gc removed).
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -59,7 +59,7 @@ impl Cache {
         let dir = self.leases_dir();
         self.ensure_dir(&dir)?;
         let path = crate::atomic::temp_path(&dir).with_extension("lease");
-        let file = OpenOptions::new().create_new(true).append(true).open(&path).at(&path)?;
+        let file = self.open_lock_file(&path, true)?;
         file.lock().at(&path)?;
         let mut c = self.clone();
         c.lease = Some(Arc::new(Lease { file: Mutex::new(file), path }));
@@ -68,7 +68,7 @@ impl Cache {
 
     fn gc_lock_file(&self) -> Result<(File, PathBuf)> {
         let path = self.locks_dir().join("gc.lock");
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).at(&path)?;
+        let file = self.open_lock_file(&path, false)?;
         Ok((file, path))
     }
 

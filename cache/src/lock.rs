@@ -2,7 +2,7 @@
 //! time. OS file locks: released by the kernel when the holder dies, even by
 //! SIGKILL, so a crashed run never blocks others.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 
 use crate::error::{IoContext, Result};
 use crate::hash::StageKey;
@@ -17,7 +17,7 @@ pub struct KeyLock {
 impl KeyLock {
     fn open(cache: &Cache, key: &StageKey) -> Result<(File, std::path::PathBuf)> {
         let path = cache.locks_dir().join(format!("{key}.lock"));
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).at(&path)?;
+        let file = cache.open_lock_file(&path, false)?;
         Ok((file, path))
     }
 

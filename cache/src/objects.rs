@@ -46,7 +46,7 @@ pub struct OutputRef {
 pub struct TreeEntry {
     /// Path relative to the folder, `/` separators.
     pub path: String,
-    /// Executable bit.
+    /// Restored with the executable bit set (the only mode bit a tree keeps).
     pub exec: bool,
     /// Object of the file's bytes (of the link's target text for a symlink).
     pub hash: Hash,
@@ -74,7 +74,7 @@ pub enum LinkMode {
     Hardlink,
     /// Symbolic link to the object.
     Symlink,
-    /// Plain copy.
+    /// Always copy: outputs never share bytes with the cache.
     Copy,
 }
 

@@ -14,7 +14,7 @@ use crate::store::Cache;
 pub struct RunEntry {
     /// The stage key.
     pub key: StageKey,
-    /// Stage kind.
+    /// The stage's kind, so `dvx cache` listings can say what made the entry.
     pub kind: String,
     /// Stage name when it ran (informational: the same key may have many names).
     pub stage: String,

@@ -28,10 +28,6 @@ impl Cache {
     /// Open (creating if needed) the cache at `root`.
     pub fn open(root: &Path, opts: CacheOptions) -> Result<Cache> {
         let cache = Cache { root: root.to_path_buf(), opts, lease: None };
-        if cache.opts.shared_group {
-            // Group members must be able to write what we create.
-            unsafe { libc::umask(0o002) };
-        }
         for bucket in Bucket::ALL.into_iter().filter(|b| b.created_on_open()) {
             cache.ensure_dir(&cache.dir(bucket))?;
         }
@@ -105,16 +101,48 @@ impl Cache {
         self.objects_dir().join(&h[..2]).join(&h[2..])
     }
 
-    /// Create a folder (and parents) with the cache's permissions.
+    /// Create a folder (and parents) with the cache's permissions. In
+    /// shared mode every folder it creates is set to `2775` explicitly (the
+    /// process umask is left alone: it is not the library's to change).
     pub(crate) fn ensure_dir(&self, dir: &Path) -> Result<()> {
         if dir.is_dir() {
             return Ok(());
         }
-        std::fs::create_dir_all(dir).at(dir)?;
-        if self.opts.shared_group {
-            atomic::set_mode(dir, 0o2775)?;
+        if !self.opts.shared_group {
+            return std::fs::create_dir_all(dir).at(dir);
         }
-        Ok(())
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.ensure_dir(parent)?;
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => atomic::set_mode(dir, 0o2775),
+            // Another process made it first; it set the mode.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+            Err(e) => Err(e).at(dir),
+        }
+    }
+
+    /// Open (creating if needed) a lock or lease file for writing, with the
+    /// cache's file mode: in shared mode group members must be able to open
+    /// it for writing to lock it. `create_new` makes a fresh file (a lease)
+    /// or fails; otherwise an existing one is opened as it is.
+    pub(crate) fn open_lock_file(&self, path: &Path, create_new: bool) -> Result<std::fs::File> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        let mode = self.file_mode(false);
+        let mut options = std::fs::OpenOptions::new();
+        if create_new {
+            options.create_new(true).append(true);
+        } else {
+            options.create(true).truncate(false).write(true);
+        }
+        let file = options.mode(mode).open(path).at(path)?;
+        // The mode given to open passes through the process umask; set it on
+        // the file itself when it is ours and differs (only its owner may).
+        let meta = file.metadata().at(path)?;
+        if meta.mode() & 0o777 != mode && meta.uid() == unsafe { libc::geteuid() } {
+            file.set_permissions(std::fs::Permissions::from_mode(mode)).at(path)?;
+        }
+        Ok(file)
     }
 
     /// Mode for files the cache writes. Objects are read-only so a file
@@ -134,5 +162,45 @@ impl Cache {
             self.ensure_dir(parent)?;
         }
         atomic::write_atomic(&self.tmp_dir(), dest, bytes, self.file_mode(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::{KeyLock, StageKey};
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn shared_mode_sets_modes_without_touching_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = unsafe { libc::umask(0o022) };
+        let cache = Cache::open(&dir.path().join("c"), CacheOptions { shared_group: true }).unwrap();
+        let leased = cache.with_lease().unwrap();
+        let hash = leased.put_bytes(b"shared").unwrap();
+        let key = StageKey::from_blake3(blake3::hash(b"k"));
+        let _lock = KeyLock::acquire(&cache, &key).unwrap();
+        let record = cache.write_in(Bucket::Jobs, "j.json", b"{}").unwrap();
+        let after = unsafe { libc::umask(before) };
+        assert_eq!(after, 0o022, "the cache changed the process umask");
+
+        assert_eq!(mode(cache.root()), 0o2775);
+        for bucket in Bucket::ALL.into_iter().filter(|b| b.created_on_open()) {
+            assert_eq!(mode(&cache.dir(bucket)), 0o2775, "{bucket:?}");
+        }
+        let object = cache.object_path(&hash);
+        assert_eq!(mode(object.parent().unwrap()), 0o2775);
+        assert_eq!(mode(&object), 0o444);
+        assert_eq!(mode(record.parent().unwrap()), 0o2775);
+        assert_eq!(mode(&record), 0o664);
+        assert_eq!(mode(&cache.locks_dir().join(format!("{key}.lock"))), 0o664);
+        let lease = std::fs::read_dir(cache.leases_dir()).unwrap().next().unwrap().unwrap().path();
+        assert_eq!(mode(&lease), 0o664);
+        assert_eq!(mode(&cache.root().join("CACHEDIR.TAG")), 0o664);
     }
 }

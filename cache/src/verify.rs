@@ -16,7 +16,7 @@ use crate::versions::Refs;
 /// What verify found.
 #[derive(Debug, Default)]
 pub struct VerifyReport {
-    /// Objects checked.
+    /// How many objects were read and their bytes checked against their names.
     pub objects: usize,
     /// Run entries checked.
     pub runs: usize,

@@ -47,9 +47,9 @@ pub struct DiffOptions {
 /// Everything that differs between version A and version B.
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionDiff {
-    /// Version A.
+    /// The version compared from (`dvx diff A B`).
     pub a: Hash,
-    /// Version B.
+    /// The version compared to.
     pub b: Hash,
     /// The stage the diff was restricted to.
     pub stage: Option<String>,
@@ -71,7 +71,7 @@ pub struct VersionDiff {
 /// How a stage differs between the versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StageState {
+pub enum StageChangeKind {
     /// Only version A has it.
     OnlyInA,
     /// Only version B has it.
@@ -85,12 +85,12 @@ pub enum StageState {
 /// One stage in the comparison.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageChange {
-    /// Stage name.
+    /// The stage's name, which is how stages of A and B are paired.
     pub name: String,
     /// Kind (B's when both have it).
     pub kind: String,
-    /// What happened.
-    pub state: StageState,
+    /// Whether it is in one version only, changed, or the same.
+    pub state: StageChangeKind,
     /// Key in A.
     pub key_a: Option<String>,
     /// Key in B.
@@ -144,7 +144,7 @@ pub struct CategoryCount {
 /// The metrics of one stage, side by side.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageMetrics {
-    /// Stage name.
+    /// The stage whose metrics these are.
     pub stage: String,
     /// One row per flattened metric name, sorted by name.
     pub rows: Vec<MetricRow>,
@@ -171,7 +171,7 @@ pub enum MetricChange {
 /// One flattened metric.
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricRow {
-    /// Dotted name.
+    /// The metric's dotted path in the stage's metrics (`eval.pass_rate`).
     pub name: String,
     /// Value in A.
     pub a: Option<Value>,
@@ -271,9 +271,9 @@ fn stage_changes(a: &VersionBody, b: &VersionBody) -> Vec<StageChange> {
     for s in &a.stages {
         let other = b.stages.iter().find(|t| t.name == s.name);
         let state = match other {
-            None => StageState::OnlyInA,
-            Some(t) if t.key == s.key && t.key.is_some() => StageState::Same,
-            Some(_) => StageState::Changed,
+            None => StageChangeKind::OnlyInA,
+            Some(t) if t.key == s.key && t.key.is_some() => StageChangeKind::Same,
+            Some(_) => StageChangeKind::Changed,
         };
         out.push(StageChange {
             name: s.name.clone(),
@@ -288,7 +288,7 @@ fn stage_changes(a: &VersionBody, b: &VersionBody) -> Vec<StageChange> {
             out.push(StageChange {
                 name: t.name.clone(),
                 kind: t.kind.clone(),
-                state: StageState::OnlyInB,
+                state: StageChangeKind::OnlyInB,
                 key_a: None,
                 key_b: t.key.clone(),
             });

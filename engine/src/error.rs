@@ -87,7 +87,7 @@ impl SpecError {
 /// A byte range in a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
-    /// Start offset.
+    /// Byte offset of the start in the source text.
     pub offset: usize,
     /// Length in bytes.
     pub len: usize,

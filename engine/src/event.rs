@@ -9,7 +9,7 @@ use crate::run::StageResult;
 pub enum Event<'a> {
     /// The stages are about to be scheduled: this many are selected.
     Started {
-        /// Selected stages.
+        /// How many stages were selected, to size a progress bar.
         stages: usize,
     },
     /// A stage is being planned and, unless it is a dry run, acted upon.
@@ -40,7 +40,7 @@ pub enum Event<'a> {
 
 /// Hears a run's events, from any of its threads.
 pub trait Observer: Send + Sync {
-    /// One event.
+    /// Called for each event as it happens, from whichever thread it happens on.
     fn event(&self, event: Event<'_>);
 }
 

@@ -15,19 +15,19 @@ use dvx_cache::{canonical_json, Hash, OutputKind, StageKey};
 /// Everything a key is made of.
 #[derive(Debug, Clone)]
 pub struct KeyInputs<'a> {
-    /// Stage kind.
+    /// The kind: two kinds with equal params are still different work.
     pub kind: &'a str,
-    /// Implementation version.
+    /// The kind's implementation version: bumping it invalidates every key of the kind.
     pub version: u32,
-    /// Params object.
+    /// The params, hashed as canonical JSON (key order does not matter).
     pub params: &'a serde_json::Value,
-    /// Interpolated command.
+    /// `cmd` after `${…}` interpolation: what actually runs.
     pub cmd: Option<&'a str>,
-    /// Declared env.
+    /// The `env:` the stage declares (the ambient environment is not in the key).
     pub env: &'a std::collections::BTreeMap<String, String>,
-    /// Stage folder.
+    /// The folder the stage runs in, relative to the workspace.
     pub cwd: &'a str,
-    /// Out paths.
+    /// Where the outputs go: the same work written elsewhere is another key.
     pub outs: &'a [String],
     /// Deps: path, kind, hash.
     pub deps: &'a [(String, OutputKind, Hash)],
@@ -147,7 +147,7 @@ pub fn fingerprint(
     def: &crate::spec::StageDef,
     stage: &dyn crate::stage::Stage,
 ) -> Result<Option<serde_json::Value>, crate::stage::StageFailure> {
-    let cwd = crate::exec::abs(wdir, &def.cwd);
-    let deps: Vec<std::path::PathBuf> = def.deps.iter().map(|d| crate::exec::abs(wdir, d)).collect();
+    let cwd = crate::abs(wdir, &def.cwd);
+    let deps: Vec<std::path::PathBuf> = def.deps.iter().map(|d| crate::abs(wdir, d)).collect();
     stage.fingerprint(&crate::stage::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params })
 }

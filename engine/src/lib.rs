@@ -5,7 +5,6 @@
 pub mod diff;
 mod error;
 mod event;
-mod exec;
 pub mod executor;
 pub mod graph;
 mod key;
@@ -21,7 +20,7 @@ mod workspace;
 
 pub use error::{EngineError, Result, SourceFile, Span, SpecError};
 pub use event::{Event, Observer, Silent};
-pub use exec::{abs, execute, tail, Failure};
+pub use executor::local::{abs, execute, tail, Failure};
 pub use executor::{exec_job, Executor, JobError};
 pub use graph::Graph;
 pub use key::KeyInputs;

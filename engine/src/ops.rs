@@ -6,38 +6,38 @@ use dvx_cache::{hash_path, Cache, Hash, LinkMode, OutputRef, StatCache, VersionR
 use serde::Deserialize;
 
 use crate::error::{EngineError, Result};
-use crate::exec::{abs, execute};
+use crate::executor::local::{abs, execute};
 use crate::registry::Registry;
 use crate::spec::{Origin, StageDef};
 
 /// A stage as recorded in a version body.
 #[derive(Debug, Deserialize)]
 pub struct RecordedStage {
-    /// Name.
+    /// The stage's name in that version.
     pub name: String,
-    /// Kind.
+    /// The stage's kind, for `show` and `reproduce`.
     pub kind: String,
-    /// Key.
+    /// Its stage key, as the version recorded it.
     pub key: Option<String>,
-    /// Stage folder.
+    /// The folder it ran in, relative to the workspace.
     #[serde(default)]
     pub cwd: String,
-    /// Deps.
+    /// Its deps as written, relative to the workspace.
     #[serde(default)]
     pub deps: Vec<String>,
-    /// Outs.
+    /// Its outs, relative to the workspace.
     #[serde(default)]
     pub outs: Vec<String>,
-    /// Params.
+    /// Its params, so `reproduce` can run it again as it was.
     #[serde(default)]
     pub params: serde_json::Value,
-    /// Command.
+    /// The interpolated `cmd` it ran.
     #[serde(default)]
     pub cmd: Option<String>,
-    /// Env.
+    /// Its declared env.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
-    /// Outputs.
+    /// What it produced: the objects `checkout` restores.
     #[serde(default)]
     pub outputs: Vec<OutputRef>,
 }
@@ -45,11 +45,11 @@ pub struct RecordedStage {
 /// A version body, as the engine writes it.
 #[derive(Debug, Deserialize)]
 pub struct VersionBody {
-    /// Pipeline name.
+    /// The name of the pipeline that made the version.
     pub pipeline: String,
     /// Stages in the order they were scheduled (topological).
     pub stages: Vec<RecordedStage>,
-    /// Sources.
+    /// The source files (deps no stage produces) with their hashes.
     #[serde(default)]
     pub sources: Vec<OutputRef>,
 }
@@ -120,7 +120,7 @@ pub fn write_checkout_config(base: &Path, cache: &Cache) -> Result<Option<PathBu
 /// Per stage of a reproduce: did re-executing give the recorded bytes?
 #[derive(Debug)]
 pub struct Reproduced {
-    /// Stage name.
+    /// Which stage was re-executed.
     pub name: String,
     /// Outputs whose bytes differ (empty = identical).
     pub differs: Vec<String>,
@@ -137,7 +137,7 @@ pub struct Reproduced {
 pub enum Progress<'a> {
     /// A stage starts executing.
     Started {
-        /// Stage name.
+        /// Which stage starts.
         name: &'a str,
     },
     /// A stage is done (identical, differs, failed or skipped).

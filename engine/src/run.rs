@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::{EngineError, Result};
 use crate::event::{Event, Observer};
-use crate::exec::{abs, Failure};
+use crate::executor::local::{abs, Failure};
 use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
 use crate::key::KeyInputs;

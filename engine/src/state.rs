@@ -11,25 +11,25 @@ use serde::{Deserialize, Serialize};
 /// The last result of one stage in this workspace.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageState {
-    /// Its key.
+    /// The key of the run that produced the workspace's outputs: equal key, nothing to do.
     pub key: StageKey,
     /// Kind and implementation version.
     pub kind: String,
-    /// Implementation version.
+    /// The kind's implementation version then, for `why` to say it changed.
     pub version: u32,
-    /// Params.
+    /// The params then, for `why` to name the param that changed.
     pub params: serde_json::Value,
-    /// Interpolated cmd.
+    /// The interpolated `cmd` then, for `why`.
     pub cmd: Option<String>,
-    /// Env.
+    /// The declared env then, for `why`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Deps with their hashes.
     pub deps: Vec<(String, OutputKind, Hash)>,
-    /// Fingerprint.
+    /// The stage's fingerprint then, for `why`.
     #[serde(default)]
     pub fingerprint: Option<serde_json::Value>,
-    /// Outputs.
+    /// What it produced, to tell a missing or edited output in the workspace.
     pub outputs: Vec<OutputRef>,
     /// Metrics of the run that produced them (saves reading the run-cache on no-op runs).
     #[serde(default)]

@@ -15,16 +15,16 @@ pub struct ProjectConfig {
     pub cache: Option<String>,
     /// `group` for a cache shared by a Unix group.
     pub shared: Option<String>,
-    /// Restore mode.
+    /// `link` in dvx.toml: how outputs are restored from the cache (`auto`, `copy`, …).
     pub link: Option<String>,
-    /// Default executor.
+    /// `executor` in dvx.toml: where stages run when nothing closer says.
     pub executor: Option<String>,
 }
 
 /// The cache, state folder and restore mode a run uses.
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    /// The store.
+    /// The cache this workspace reads and writes.
     pub cache: Cache,
     /// Where workspace state lives (`.dvx/` beside the pipeline).
     pub state_dir: PathBuf,

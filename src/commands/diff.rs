@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use dvx_engine::diff::{self, DiffOptions, FileDiff, MetricChange, MetricRow, StageState, VersionDiff};
+use dvx_engine::diff::{self, DiffOptions, FileDiff, MetricChange, MetricRow, StageChangeKind, VersionDiff};
 use dvx_engine::EngineError;
 use miette::{IntoDiagnostic, Result};
 use serde_json::Value;
@@ -49,10 +49,10 @@ fn render(d: &VersionDiff) -> String {
             .iter()
             .map(|s| {
                 let state = match s.state {
-                    StageState::OnlyInA => "only in A",
-                    StageState::OnlyInB => "only in B",
-                    StageState::Changed => "changed",
-                    StageState::Same => "same",
+                    StageChangeKind::OnlyInA => "only in A",
+                    StageChangeKind::OnlyInB => "only in B",
+                    StageChangeKind::Changed => "changed",
+                    StageChangeKind::Same => "same",
                 };
                 let key =
                     |k: &Option<String>| k.as_deref().map(|k| k[..k.len().min(12)].to_string()).unwrap_or("-".into());

@@ -29,8 +29,18 @@ pub fn run(
         running: Mutex::new(BTreeMap::new()),
         chatty: !dry_run,
     });
+    // On SIGINT/SIGTERM the Slurm executor cancels its jobs and reports it;
+    // the library returns, and a command-line dvx stops there and then
+    // (local stages too) with the conventional status.
+    let _ = std::thread::Builder::new().name("dvx-interrupt".into()).spawn(|| {
+        let which = dvx_engine::executor::wait_for_interrupt();
+        std::process::exit(which.exit_code().into());
+    });
     let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts, progress.clone());
     progress.clear();
+    if let Some(which) = dvx_engine::executor::interrupted() {
+        return Ok(ExitCode::from(which.exit_code()));
+    }
     let report = report?;
     if dry_run {
         super::status::print_plan(&report.stages, json)?;

@@ -20,13 +20,14 @@
 
 use std::collections::HashMap;
 
+use dvx_cache::canonical_json;
 use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::records::{field, record_text, Record, RecordWriter};
 use crate::support::{
-    bad_line_record, canonical_json, check_counts, digest, normalize_text, par_map, param_failure, parse_params, pool,
+    bad_line_record, check_counts, digest, digest_bytes, normalize_text, par_map, param_failure, parse_params, pool,
     read_chunk, ChunkReader, OnError,
 };
 
@@ -95,9 +96,7 @@ fn key_of(p: &Params, rec: &Record) -> Option<[u8; 16]> {
         "text" => Some(digest(&normalize_text(&record_text(rec, &p.text_fields)))),
         path => {
             let v = field(rec, path).filter(|v| !v.is_null())?;
-            let mut s = String::new();
-            canonical_json(v, &mut s);
-            Some(digest(&s))
+            Some(digest_bytes(&canonical_json(v)))
         }
     }
 }

@@ -7,7 +7,7 @@ use dvx_engine::StageFailure;
 
 /// One file found under a dep.
 #[derive(Debug, Clone)]
-pub struct SourceFile {
+pub struct DepFile {
     /// Absolute path on disk.
     pub abs: PathBuf,
     /// The dep folder it was found under (its parent, for a file dep).
@@ -24,14 +24,14 @@ pub struct SourceFile {
 /// folder deps, plus file deps with such names. Sorted by dep then path so the
 /// order never depends on the file system. Hidden folders are walked too,
 /// because `grep -r` walks them as well.
-pub fn list_files(deps: &[PathBuf], exts: &[&str]) -> Result<Vec<SourceFile>, StageFailure> {
+pub fn list_files(deps: &[PathBuf], exts: &[&str]) -> Result<Vec<DepFile>, StageFailure> {
     let mut out = Vec::new();
     for (dep_index, dep) in deps.iter().enumerate() {
         if dep.is_file() {
             let name = dep.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if matches_ext(&name, exts) {
                 let root = dep.parent().map(Path::to_path_buf).unwrap_or_default();
-                out.push(SourceFile { abs: dep.clone(), root, rel: name, dep: dep_index, file_dep: true });
+                out.push(DepFile { abs: dep.clone(), root, rel: name, dep: dep_index, file_dep: true });
             }
             continue;
         }
@@ -49,7 +49,7 @@ pub fn list_files(deps: &[PathBuf], exts: &[&str]) -> Result<Vec<SourceFile>, St
                 continue;
             }
             let rel = rel_slash(entry.path(), dep);
-            found.push(SourceFile {
+            found.push(DepFile {
                 abs: entry.path().to_path_buf(),
                 root: dep.clone(),
                 rel,

@@ -4,11 +4,11 @@
 //! content hashes, a seeded RNG and small statistics.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use dvx_cache::canonical_json;
 use dvx_engine::{ParamError, StageFailure};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
@@ -268,65 +268,37 @@ impl Categories {
     }
 }
 
-/// Canonical JSON: object keys sorted, no whitespace. Two records with the
-/// same content give the same bytes whatever their key order.
-pub(crate) fn canonical_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical_json(&m[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, item) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(item, out);
-            }
-            out.push(']');
-        }
-        other => {
-            let _ = write!(out, "{other}");
-        }
-    }
-}
-
 /// A 64-bit hash of a record's canonical content (or of the named fields
 /// only) mixed with `seed`: the same record gets the same value wherever it
 /// sits in the file.
 pub(crate) fn content_hash(record: &Record, seed: u64, fields: &[String]) -> u64 {
-    let mut text = String::new();
-    if fields.is_empty() {
-        canonical_json(&Value::Object(record.clone()), &mut text);
+    let text = if fields.is_empty() {
+        canonical_json(&Value::Object(record.clone()))
     } else {
+        let mut text = Vec::new();
         for f in fields {
             // Length-prefixed so field boundaries cannot shift.
-            let mut part = String::new();
-            canonical_json(field(record, f).unwrap_or(&Value::Null), &mut part);
-            let _ = write!(text, "{}:{part}", part.len());
+            let part = canonical_json(field(record, f).unwrap_or(&Value::Null));
+            text.extend_from_slice(format!("{}:", part.len()).as_bytes());
+            text.extend_from_slice(&part);
         }
-    }
+        text
+    };
     let mut h = blake3::Hasher::new();
     h.update(&seed.to_le_bytes());
-    h.update(text.as_bytes());
+    h.update(&text);
     let bytes = h.finalize();
     u64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// A 128-bit digest of some text, for exact-duplicate sets.
 pub(crate) fn digest(text: &str) -> [u8; 16] {
-    blake3::hash(text.as_bytes()).as_bytes()[..16].try_into().expect("16 bytes")
+    digest_bytes(text.as_bytes())
+}
+
+/// A 128-bit digest of bytes (a value's canonical JSON), for exact-duplicate sets.
+pub(crate) fn digest_bytes(bytes: &[u8]) -> [u8; 16] {
+    blake3::hash(bytes).as_bytes()[..16].try_into().expect("16 bytes")
 }
 
 /// Lowercase with runs of whitespace folded to one space and the ends
@@ -417,11 +389,74 @@ mod tests {
     fn canonical_ignores_key_order() {
         let a: Record = serde_json::from_str(r#"{"b":1,"a":{"y":[1,"x"],"x":null}}"#).unwrap();
         let b: Record = serde_json::from_str(r#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#).unwrap();
-        let mut s = String::new();
-        canonical_json(&Value::Object(a.clone()), &mut s);
-        assert_eq!(s, r#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#);
+        let s = canonical_json(&Value::Object(a.clone()));
+        assert_eq!(s, br#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#);
         assert_eq!(content_hash(&a, 7, &[]), content_hash(&b, 7, &[]));
         assert_ne!(content_hash(&a, 7, &[]), content_hash(&a, 8, &[]));
+    }
+
+    /// The canonical JSON writer stages had before they used the cache's:
+    /// kept here to show the two give the same bytes, so the content hashes
+    /// behind `split` and `balance` (and so shipped version hashes) are unchanged.
+    fn former_stages_canonical_json(v: &Value, out: &mut String) {
+        use std::fmt::Write as _;
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    former_stages_canonical_json(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, item) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    former_stages_canonical_json(item, out);
+                }
+                out.push(']');
+            }
+            other => {
+                let _ = write!(out, "{other}");
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_json_is_byte_identical_to_the_former_stages_writer() {
+        let cases = [
+            r#"{"z":{"b":[1,{"d":2,"c":[[],{}]}],"a":null},"y":true,"x":false,"":""}"#,
+            r#"{"é":"ü","ä":"\u0000\u001f\"\\/\b\f\n\r\t","😀":"\ud83d\ude00","日本":"語","\u2028":"\u2029","Z":"a","a":"Z"}"#,
+            r#"[0,-0,1,-1,42,18446744073709551615,-9223372036854775808,0.1,-0.0,1.5,1e300,-2.5e-300,123456789.123456789,3.0,1E2]"#,
+            r#"{"n":{"int":7,"neg":-7,"f":7.25,"exp":6.02e23,"tiny":5e-324},"deep":[[[[["x"]]]]]}"#,
+            r#""just a string with \u00e9 and \ud834\udd1e""#,
+            "null",
+            "12.0",
+        ];
+        for case in cases {
+            let v: Value = serde_json::from_str(case).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let mut former = String::new();
+            former_stages_canonical_json(&v, &mut former);
+            assert_eq!(canonical_json(&v), former.as_bytes(), "{case}");
+        }
+        // And so the record hashes split and balance use are the same.
+        let rec: Record = serde_json::from_str(cases[0]).unwrap();
+        let mut former = String::new();
+        former_stages_canonical_json(&Value::Object(rec.clone()), &mut former);
+        let mut h = blake3::Hasher::new();
+        h.update(&3u64.to_le_bytes());
+        h.update(former.as_bytes());
+        let expected = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap());
+        assert_eq!(content_hash(&rec, 3, &[]), expected);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use dvx_cache::{hash_path, Bucket, Cache, CacheOptions, Hash, OutputKind, RunEntry, StageKey, StatCache};
 use serde::{Deserialize, Serialize};
 
-use crate::exec::{self, abs};
+use super::local::{self, abs};
 use crate::key::KeyInputs;
 use crate::registry::Registry;
 use crate::spec::load_pipeline;
@@ -27,7 +27,7 @@ pub struct JobSpec {
     pub pipeline: PathBuf,
     /// The pipeline's working folder as the scheduler saw it.
     pub wdir: PathBuf,
-    /// The stage.
+    /// The stage's name in the pipeline: the job loads the pipeline and finds it.
     pub stage: String,
     /// The key the job must compute and produce.
     pub key: StageKey,
@@ -227,18 +227,18 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let stage_err = |f: exec::Failure| JobError::Stage {
+    let stage_err = |f: local::Failure| JobError::Stage {
         stage: spec.stage.clone(),
         host: host.to_string(),
         message: f.message,
         log_tail: f.log_tail,
     };
-    let done = exec::execute(def, stage.as_ref(), &pipeline.wdir, threads).map_err(stage_err)?;
+    let done = local::execute(def, stage.as_ref(), &pipeline.wdir, threads).map_err(stage_err)?;
     {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&done.log);
         let _ = out.flush();
     }
     let stat = Mutex::new(stat);
-    exec::store(&cache, &stat, def, &pipeline.wdir, &key, done).map_err(stage_err)
+    local::store(&cache, &stat, def, &pipeline.wdir, &key, done).map_err(stage_err)
 }

@@ -1,9 +1,16 @@
-//! Executing in this process.
+//! Executing in this process: one stage into the workspace, then storing
+//! what it produced. [`Local`] is that; a Slurm job (`dvx exec-stage`) runs
+//! the same [`execute`] and [`store`] on a compute node. The scheduler
+//! decides *whether* to call either.
 
-use dvx_cache::RunEntry;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dvx_cache::{remove_path, Cache, OutputRef, RunEntry, StageKey, StatCache};
 
 use super::{Executor, Job};
-use crate::exec::{self, Failure};
+use crate::spec::StageDef;
+use crate::stage::{Metrics, Stage, StageContext};
 
 /// Runs stages in the dvx process: execute into the workspace, then store
 /// the outputs and the run-cache entry.
@@ -12,7 +19,119 @@ pub struct Local;
 
 impl Executor for Local {
     fn run(&self, job: &Job<'_>) -> Result<RunEntry, Failure> {
-        let done = exec::execute(job.def, job.stage, &job.pipeline.wdir, job.threads)?;
-        exec::store(job.cache, job.stat, job.def, &job.pipeline.wdir, job.key, done)
+        let done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads)?;
+        store(job.cache, job.stat, job.def, &job.pipeline.wdir, job.key, done)
     }
+}
+
+/// A stage that failed: why, and the tail of its log.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What went wrong.
+    pub message: String,
+    /// Last lines of the stage's log.
+    pub log_tail: String,
+}
+
+/// What a successful execution produced.
+pub struct Executed {
+    /// Metrics returned by the stage.
+    pub metrics: Metrics,
+    /// Everything the stage wrote to its log, stored as an object.
+    pub log: Vec<u8>,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// The last `n` lines of a log.
+pub fn tail(log: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(log);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Absolute path of a workspace path.
+pub fn abs(wdir: &Path, p: &str) -> PathBuf {
+    if Path::new(p).is_absolute() {
+        PathBuf::from(p)
+    } else {
+        wdir.join(p)
+    }
+}
+
+/// Run `stage` for `def` with the workspace rooted at `wdir`: remove old
+/// outs, execute, check every declared out exists.
+pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -> Result<Executed, Failure> {
+    let cwd = abs(wdir, &def.cwd);
+    let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(wdir, d)).collect();
+    let outs: Vec<PathBuf> = def.outs.iter().map(|o| abs(wdir, o)).collect();
+    let fail = |message: String, log: &[u8]| Failure { message, log_tail: tail(log, 20) };
+    for o in &outs {
+        remove_path(o).map_err(|e| fail(format!("cannot remove old output: {e}"), &[]))?;
+        if let Some(parent) = o.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| fail(format!("cannot create {}: {e}", parent.display()), &[]))?;
+        }
+    }
+    let env: Vec<(String, String)> = def.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut log = Vec::new();
+    let started = Instant::now();
+    let result = {
+        let mut ctx = StageContext {
+            name: &def.name,
+            cwd: &cwd,
+            deps: &deps,
+            outs: &outs,
+            params: &def.params,
+            cmd: def.cmd.as_deref(),
+            env: &env,
+            log: &mut log,
+            threads,
+        };
+        stage.execute(&mut ctx)
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let metrics = result.map_err(|e| fail(e.message, &log))?;
+    for (o, rel) in outs.iter().zip(&def.outs) {
+        if std::fs::symlink_metadata(o).is_err() {
+            return Err(fail(format!("declared out `{rel}` was not created by the stage"), &log));
+        }
+    }
+    Ok(Executed { metrics, log, seconds })
+}
+
+/// Store the outputs and log of an execution and record the run-cache entry.
+pub fn store(
+    cache: &Cache,
+    stat: &std::sync::Mutex<StatCache>,
+    def: &StageDef,
+    wdir: &Path,
+    key: &StageKey,
+    done: Executed,
+) -> Result<RunEntry, Failure> {
+    let fail = |message: String| Failure { message, log_tail: tail(&done.log, 20) };
+    let paths: Vec<PathBuf> = def.outs.iter().map(|rel| abs(wdir, rel)).collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let stored = {
+        let mut stat = stat.lock().expect("stat cache lock");
+        // Fresh outputs must not carry files from outside the workspace (through symlinks) into a shared cache.
+        cache
+            .put_paths(&refs, &mut stat, dvx_cache::EscapingLinks::Refuse)
+            .map_err(|e| fail(format!("cannot store outputs: {e}")))?
+    };
+    let outputs: Vec<OutputRef> =
+        def.outs.iter().zip(stored).map(|(rel, (kind, hash))| OutputRef { path: rel.clone(), kind, hash }).collect();
+    let log =
+        if done.log.is_empty() { None } else { Some(cache.put_bytes(&done.log).map_err(|e| fail(e.to_string()))?) };
+    let entry = RunEntry {
+        key: key.clone(),
+        kind: def.kind.clone(),
+        stage: def.name.clone(),
+        outputs,
+        metrics: done.metrics,
+        log,
+        seconds: done.seconds,
+    };
+    cache.put_run(&entry).map_err(|e| fail(e.to_string()))?;
+    Ok(entry)
 }

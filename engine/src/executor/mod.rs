@@ -2,7 +2,8 @@
 //! [`Executor`] runs one stage key: "run this key with these inputs into this
 //! folder, store what it made in the cache, and hand back the run-cache entry".
 //!
-//! - [`Local`] executes in this process ([`crate::execute`] then the store).
+//! - [`Local`] executes in this process ([`crate::execute`] then the store,
+//!   both in `local.rs`).
 //! - [`Slurm`] submits one `sbatch` job running the hidden `dvx exec-stage`
 //!   on a compute node that sees the same cache and workspace (a shared
 //!   filesystem); the job does exactly what [`Local`] does, and this process
@@ -13,34 +14,34 @@
 //! the root pipeline), `executor` in dvx.toml, else local.
 
 mod job;
-mod local;
+pub(crate) mod local;
 mod slurm;
 
 use std::sync::Mutex;
 
 use dvx_cache::{Cache, Hash, OutputKind, RunEntry, StageKey, StatCache};
 
-use crate::exec::Failure;
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
 use crate::stage::Stage;
+use local::Failure;
 
 pub use job::{exec_job, JobError, JobOutcome, JobSpec};
 pub use local::Local;
-pub use slurm::Slurm;
+pub use slurm::{interrupted, wait_for_interrupt, Interrupt, Slurm};
 
 /// One stage key to execute, with everything an executor needs.
 pub struct Job<'a> {
     /// The pipeline (for its file and working folder).
     pub pipeline: &'a Pipeline,
-    /// The stage.
+    /// The stage as resolved from the pipeline: deps, outs, params, resources.
     pub def: &'a StageDef,
-    /// Its implementation.
+    /// The kind's code that executes it.
     pub stage: &'a dyn Stage,
     /// The key it must produce.
     pub key: &'a StageKey,
     /// Its deps' path, kind and hash, as they went into the key.
     pub deps: &'a [(String, OutputKind, Hash)],
-    /// The store.
+    /// The cache the outputs and the run-cache entry go to.
     pub cache: &'a Cache,
     /// The run's stat cache (local execution records output hashes in it).
     pub stat: &'a Mutex<StatCache>,

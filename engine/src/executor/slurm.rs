@@ -9,20 +9,22 @@
 //!
 //! Jobs are followed with `scontrol show job -o` (works without accounting,
 //! unlike `sacct`; finished jobs stay visible for Slurm's `MinJobAge`). SIGINT
-//! or SIGTERM to dvx cancels every job it has in flight (`scancel`) before it
-//! exits.
+//! or SIGTERM to dvx cancels every job it has in flight (`scancel`), refuses
+//! further submissions and makes every wait return a failure; the library
+//! never exits the process: the caller learns of it through [`interrupted`] or
+//! [`wait_for_interrupt`] and decides (the `dvx` binary exits 130 or 143).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dvx_cache::{Bucket, RunEntry, StageKey};
 
 use super::job::{hostname, outcome_path, write_job_file, JobOutcome, JobSpec};
+use super::local::{tail, Failure};
 use super::{Executor, Job};
-use crate::exec::{tail, Failure};
 
 /// Submits stages as Slurm jobs and waits for them.
 #[derive(Debug)]
@@ -36,13 +38,70 @@ pub struct Slurm {
 #[derive(Debug, Default)]
 struct Tracker {
     state: Mutex<Tracked>,
+    /// Notified once the handler has cancelled the jobs in flight.
+    done: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct Tracked {
     live: BTreeSet<String>,
-    /// Set by the signal handler: submit nothing more.
+    /// Set by the signal handler: submit nothing more, stop waiting.
     cancelled: bool,
+    /// Set once the jobs in flight have been cancelled.
+    interrupt: Option<Interrupt>,
+}
+
+/// The signal that interrupted a run using the Slurm executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// Ctrl-C.
+    Sigint,
+    /// A polite kill (`kill`, Slurm's own time limits, a shutdown).
+    Sigterm,
+}
+
+impl Interrupt {
+    /// The signal's name, as in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interrupt::Sigint => "SIGINT",
+            Interrupt::Sigterm => "SIGTERM",
+        }
+    }
+
+    /// The conventional exit status of a process stopped by it (128 + signal number).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Interrupt::Sigint => 130,
+            Interrupt::Sigterm => 143,
+        }
+    }
+}
+
+impl Tracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tracked> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The signal that interrupted this process's Slurm jobs, once their
+/// cancelling is over; `None` if none came (or no Slurm executor was made).
+pub fn interrupted() -> Option<Interrupt> {
+    TRACKER.get().and_then(|t| t.lock().interrupt)
+}
+
+/// Block until a signal has interrupted the Slurm jobs and they have been
+/// cancelled; never returns in a process that makes no Slurm executor or
+/// gets no signal. For a binary that wants to exit on it from a thread of its own.
+pub fn wait_for_interrupt() -> Interrupt {
+    let tracker = TRACKER.get_or_init(Tracker::default);
+    let mut t = tracker.lock();
+    loop {
+        if let Some(i) = t.interrupt {
+            return i;
+        }
+        t = tracker.done.wait(t).unwrap_or_else(|p| p.into_inner());
+    }
 }
 
 static TRACKER: OnceLock<Tracker> = OnceLock::new();
@@ -50,12 +109,12 @@ static TRACKER: OnceLock<Tracker> = OnceLock::new();
 impl Slurm {
     /// A Slurm executor. The job runs this same `dvx` binary (or
     /// `$DVX_SLURM_EXE`), which must be at the same path on the nodes.
-    /// Installs the SIGINT/SIGTERM handler that cancels in-flight jobs.
+    /// Starts (once per process) the SIGINT/SIGTERM listener that cancels
+    /// in-flight jobs.
     pub fn new() -> Slurm {
-        let tracker = TRACKER.get_or_init(|| {
-            install_signal_handler();
-            Tracker::default()
-        });
+        let tracker = TRACKER.get_or_init(Tracker::default);
+        static LISTENING: std::sync::Once = std::sync::Once::new();
+        LISTENING.call_once(install_signal_handler);
         let exe = std::env::var_os("DVX_SLURM_EXE")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -76,7 +135,8 @@ impl Default for Slurm {
     }
 }
 
-/// On SIGINT/SIGTERM: cancel the jobs in flight, then exit (130/143).
+/// On SIGINT/SIGTERM: cancel the jobs in flight, then record the
+/// [`Interrupt`] and wake [`wait_for_interrupt`]. Exiting is the caller's call.
 fn install_signal_handler() {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new().name("dvx-signals".into()).spawn(move || {
@@ -92,14 +152,15 @@ fn install_signal_handler() {
             };
             let _ = ready_tx.send(());
             tokio::select! {
-                _ = int.recv() => Some(("SIGINT", 130)),
-                _ = term.recv() => Some(("SIGTERM", 143)),
+                _ = int.recv() => Some(Interrupt::Sigint),
+                _ = term.recv() => Some(Interrupt::Sigterm),
             }
         });
-        let Some((name, code)) = which else { return };
+        let Some(which) = which else { return };
+        let name = which.name();
+        let tracker = TRACKER.get_or_init(Tracker::default);
         let ids: Vec<String> = {
-            let tracker = TRACKER.get().expect("set before the handler runs");
-            let mut t = tracker.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut t = tracker.lock();
             t.cancelled = true;
             t.live.iter().cloned().collect()
         };
@@ -117,7 +178,8 @@ fn install_signal_handler() {
                 Err(e) => eprintln!("\ndvx: {name}: cannot run scancel: {e}; cancel job(s) {} by hand", ids.join(", ")),
             }
         }
-        std::process::exit(code);
+        tracker.lock().interrupt = Some(which);
+        tracker.done.notify_all();
     });
     if spawned.is_ok() {
         let _ = ready_rx.recv_timeout(Duration::from_secs(5));
@@ -265,12 +327,19 @@ impl Slurm {
 
         // Submitting under the tracker lock: the signal handler either runs
         // before (and nothing is submitted) or after (and sees the job).
-        let mut t = self.tracker.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.tracker.lock();
         if t.cancelled {
             return Err(fail("interrupted before the job was submitted".into()));
         }
         tracing::debug!(stage = %job.def.name, ?args, "sbatch");
-        let out = match Command::new("sbatch").args(&args).output() {
+        let mut sbatch = Command::new("sbatch");
+        if job.cache.is_shared() {
+            // sbatch hands the job its umask through SLURM_UMASK (else it
+            // copies ours): group members must be able to replace what the
+            // job writes (its log, its outputs in the shared workspace).
+            sbatch.env("SLURM_UMASK", "0002");
+        }
+        let out = match sbatch.args(&args).output() {
             Ok(o) => o,
             Err(e) => {
                 files.remove_all();
@@ -303,6 +372,12 @@ impl Slurm {
         loop {
             std::thread::sleep(delay);
             delay = (delay * 2).min(self.poll);
+            if self.tracker.lock().cancelled {
+                // Return once the handler is through with `scancel`, so the
+                // caller sees the interrupt recorded.
+                let which = wait_for_interrupt();
+                return Err(fail(format!("interrupted by {}: slurm job {id} cancelled", which.name())));
+            }
             match query(id) {
                 Ok(Some(info)) => {
                     failing_since = None;
@@ -340,7 +415,7 @@ impl Executor for Slurm {
                     "slurm: stage `{}` is still running as job {id} from an earlier dvx; waiting for it",
                     job.def.name
                 ));
-                self.tracker.state.lock().unwrap_or_else(|p| p.into_inner()).live.insert(id.clone());
+                self.tracker.lock().live.insert(id.clone());
                 id
             }
             None => {
@@ -351,7 +426,7 @@ impl Executor for Slurm {
         };
         (job.note)(&format!("job {id} submitted"));
         let waited = self.wait(job, &id);
-        self.tracker.state.lock().unwrap_or_else(|p| p.into_inner()).live.remove(&id);
+        self.tracker.lock().live.remove(&id);
         let info = waited?;
         let outcome: Option<JobOutcome> =
             std::fs::read(&files.outcome).ok().and_then(|b| serde_json::from_slice(&b).ok());

@@ -45,9 +45,9 @@ pub struct Pipeline {
 /// One stage, resolved.
 #[derive(Debug, Clone)]
 pub struct StageDef {
-    /// Unique name.
+    /// How the pipeline, `--force` and messages refer to it; unique in the pipeline.
     pub name: String,
-    /// Stage kind.
+    /// Which registered [`crate::Stage`] executes it (`cmd` when not written).
     pub kind: String,
     /// Folder the stage runs in, relative to the root wdir ("" for the root).
     pub cwd: String,
@@ -59,7 +59,7 @@ pub struct StageDef {
     pub params: serde_json::Value,
     /// `cmd` with every `${…}` filled in.
     pub cmd: Option<String>,
-    /// Declared environment.
+    /// `env:` of the stage, set for it on top of the ambient environment.
     pub env: BTreeMap<String, String>,
     /// `executor:` written on the stage itself (wins over `--executor`).
     pub executor: Option<ExecutorKind>,
@@ -78,9 +78,9 @@ pub struct Origin {
     pub file: usize,
     /// The stage name.
     pub name: Span,
-    /// Each dep.
+    /// Each dep, in the order written, for errors about one of them.
     pub deps: Vec<Span>,
-    /// Each out.
+    /// Each out, in the order written, for errors about one of them.
     pub outs: Vec<Span>,
 }
 

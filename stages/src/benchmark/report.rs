@@ -16,7 +16,7 @@ pub struct Sample {
     pub label: Option<String>,
     /// Pattern the classifier saw in the answer.
     pub predicted: String,
-    /// The answer.
+    /// The model's generated answer.
     pub text: String,
 }
 
@@ -36,7 +36,7 @@ pub struct Timing {
 /// One model's results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
-    /// Entry name.
+    /// The `models:` entry's name, as report tables show it.
     pub name: String,
     /// `model` or `adapter`.
     pub kind: String,

@@ -1,7 +1,7 @@
 //! The fixed hash functions of the dedup scheme, written here so that no
 //! crate update can ever change a signature: XXH64 (the published algorithm,
-//! reimplemented) for bytes, and splitmix64 for deriving permutation
-//! coefficients from the seed. Changing anything here changes every
+//! reimplemented) for bytes. Permutation coefficients come from the crate's
+//! splitmix64 ([`crate::seeded::SplitMix64`]). Changing either changes every
 //! signature, so it must come with a bump of `SCHEME_VERSION`.
 
 const P1: u64 = 0x9E37_79B1_85EB_CA87;
@@ -69,25 +69,6 @@ pub fn xxh64(data: &[u8], seed: u64) -> u64 {
     h ^ (h >> 32)
 }
 
-/// The splitmix64 generator: a tiny, well-mixed sequence from one seed.
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator starting at `seed`.
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    /// The next value of the sequence.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,13 +84,5 @@ mod tests {
         assert_eq!(xxh64(&bytes, 0), 0xf5da40f1b11741e9);
         let bytes: Vec<u8> = (0u8..100).collect();
         assert_eq!(xxh64(&bytes, 12345), 0x28ba1ae2de4de27);
-    }
-
-    #[test]
-    fn splitmix64_sequence_is_fixed() {
-        // First outputs for seed 0, as published with the algorithm.
-        let mut g = SplitMix64::new(0);
-        assert_eq!(g.next_u64(), 0xe220a8397b1dcdaf);
-        assert_eq!(g.next_u64(), 0x6e789e6aa1b965f4);
     }
 }

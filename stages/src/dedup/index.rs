@@ -12,7 +12,7 @@ use serde_json::json;
 use super::params::{self, IndexParams};
 use super::sigfile::{self, Entry, Header};
 use super::sketch::{read_chunks, Sketcher};
-use super::{param_failure, source_name, thread_pool, SCHEME_VERSION};
+use super::{param_failure, source_name, SCHEME_VERSION};
 
 /// The `minhash-index` stage kind.
 pub struct MinhashIndex;
@@ -33,7 +33,7 @@ impl Stage for MinhashIndex {
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let p: IndexParams = params::parse(ctx.params).map_err(param_failure)?;
         p.validate(ctx.deps.len(), ctx.outs.len()).map_err(param_failure)?;
-        let pool = thread_pool(ctx.threads)?;
+        let pool = crate::support::pool(ctx.threads)?;
         let (deps, out, cwd) = (ctx.deps, &ctx.outs[0], ctx.cwd);
         let sources = deps.iter().map(|d| source_name(cwd, d)).collect();
         let header = Header { spec: p.spec(), sources };

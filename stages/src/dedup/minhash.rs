@@ -11,7 +11,7 @@
 //! those units do four or eight at a time) is compiled for it and picked at
 //! run time; both give identical bits, which a test checks.
 
-use super::hash::SplitMix64;
+use crate::seeded::SplitMix64;
 
 /// The Mersenne prime 2^61 − 1.
 pub const P: u64 = (1 << 61) - 1;
@@ -140,7 +140,7 @@ unsafe fn split_avx512(lo: &[u64], hi: &[u64], b: &[u64], shingles: &[u64], mins
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dedup::hash::SplitMix64;
+    use crate::seeded::SplitMix64;
 
     #[test]
     fn reduce_is_mod_p() {

@@ -116,7 +116,7 @@ impl Stage for Dedup {
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let p: DedupParams = params::parse(ctx.params).map_err(param_failure)?;
         p.validate(ctx.deps.len(), ctx.outs.len()).map_err(param_failure)?;
-        let pool = thread_pool(ctx.threads)?;
+        let pool = crate::support::pool(ctx.threads)?;
         let (deps, outs, cwd) = (ctx.deps, ctx.outs, ctx.cwd);
         // The stage log is not `Send`; collect the lines and copy them after.
         let mut log = Vec::new();
@@ -132,13 +132,6 @@ fn param_failure(e: ParamError) -> StageFailure {
         Some(f) => StageFailure::new(format!("params.{f}: {}", e.message)),
         None => StageFailure::new(e.message),
     }
-}
-
-fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, StageFailure> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| StageFailure::new(format!("cannot start threads: {e}")))
 }
 
 /// A dep's name in outputs: relative to the pipeline folder, so outputs do

@@ -32,13 +32,13 @@ use super::params::SketchSpec;
 
 /// First bytes of every signature file.
 pub const MAGIC: &[u8; 8] = b"DVXMHSIG";
-/// Layout version.
+/// Layout version after the magic; a reader refuses any other.
 pub const FORMAT: u32 = 1;
 
 /// The header: settings plus the names of the sources.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Header {
-    /// Signature settings.
+    /// How the signatures were made: a query must use the same to compare.
     #[serde(flatten)]
     pub spec: SketchSpec,
     /// Source names, as the building stage saw them.
@@ -51,7 +51,7 @@ pub struct Entry {
     pub source: u32,
     /// 1-based line.
     pub line: u64,
-    /// Exact-match key.
+    /// Digest of the normalised text: equal keys are exact duplicates.
     pub exact: u128,
     /// Signature (`num_perm` values).
     pub sig: Vec<u32>,

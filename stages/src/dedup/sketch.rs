@@ -24,7 +24,7 @@ pub struct Parsed {
     pub line: u64,
     /// The score field's value; `-inf` when the record has none.
     pub score: f64,
-    /// Normalised text.
+    /// The text after the configured normalisation: what is shingled and compared.
     pub norm: String,
     /// Exact-match key of `norm`.
     pub exact: u128,
@@ -34,7 +34,7 @@ pub struct Parsed {
 pub struct Sketch {
     /// Sorted distinct shingle hashes.
     pub shingles: Vec<u64>,
-    /// MinHash signature.
+    /// MinHash signature (`num_perm` values): what the LSH bands are cut from.
     pub sig: Vec<u32>,
 }
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
 use serde_json::{json, Value};
 
-use super::hash::SplitMix64;
 use super::{Dedup, MinhashIndex};
+use crate::seeded::SplitMix64;
 
 struct Run {
     metrics: Metrics,

@@ -23,9 +23,9 @@ pub struct Example {
 /// What happened to a file's records.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DataStats {
-    /// Records read.
+    /// Records read from the file, well-formed or not.
     pub records: usize,
-    /// Examples kept.
+    /// Training examples made from them.
     pub examples: usize,
     /// Records with nothing to train on (no assistant turn, no `text`), or
     /// whose trained part was cut away by `max_length`.

@@ -44,7 +44,7 @@ pub struct AdapterInfo {
 /// `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FolderConfig {
-    /// The architecture.
+    /// The architecture, flattened into `config.json` as Hugging Face writes it.
     #[serde(flatten)]
     pub arch: ArchConfig,
     /// Hugging Face's specials, read from a base (ours keep them in `dvx`).

@@ -140,25 +140,7 @@ impl Stage for Train {
         let p: TrainParams = parse_params(ctx.params).map_err(|e| StageFailure::new(e.message))?;
         p.validate().map_err(|e| StageFailure::new(format!("{}: {}", e.field.unwrap_or_default(), e.message)))?;
         let (deps, outs) = (ctx.deps, ctx.outs);
-        keep_freed_memory();
         threads::run_on_pool(ctx.threads, ctx.log, |log| execute(&p, deps, outs, log))
-    }
-}
-
-/// A training step allocates and frees the same few-MB activation buffers
-/// hundreds of times; glibc's defaults hand them back to the kernel
-/// (munmap/trim) and fault them in again, a fifth of the step's time on a
-/// small model. Keep freed memory in the process instead: allocations up to
-/// 32 MiB come from the heap, and heaps are never trimmed. Process-wide
-/// and idempotent; only the retained memory changes, never results.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        });
     }
 }
 

@@ -199,9 +199,9 @@ struct Block {
     down: Linear,
 }
 
-/// The model.
+/// The decoder-only transformer that `train` fits and `benchmark` runs.
 pub struct Transformer {
-    /// Its architecture.
+    /// Its architecture, as written to `config.json`.
     pub cfg: ArchConfig,
     embed: Tensor,
     pos_embed: Option<Tensor>,

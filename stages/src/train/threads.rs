@@ -27,10 +27,7 @@ pub fn run_on_pool<T: Send>(
     log: &mut dyn Write,
     body: impl FnOnce(&mut dyn Write) -> Result<T, StageFailure> + Send,
 ) -> Result<T, StageFailure> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| StageFailure::new(format!("cannot start threads: {e}")))?;
+    let pool = crate::support::pool(threads)?;
     let (tx, rx) = channel::<Vec<u8>>();
     std::thread::scope(|s| {
         let worker = s.spawn(move || {
