@@ -49,6 +49,16 @@ impl StageFailure {
     }
 }
 
+/// A param problem found while running: `params.FIELD: message`.
+impl From<ParamError> for StageFailure {
+    fn from(e: ParamError) -> Self {
+        match e.field {
+            Some(f) => StageFailure::new(format!("params.{f}: {}", e.message)),
+            None => StageFailure::new(format!("params: {}", e.message)),
+        }
+    }
+}
+
 impl From<std::io::Error> for StageFailure {
     fn from(e: std::io::Error) -> Self {
         StageFailure::new(e.to_string())
@@ -119,6 +129,10 @@ pub trait Stage: Send + Sync {
     }
     /// Do the work: read `deps`, write every path in `outs`, return metrics.
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure>;
+    /// The kind's params, for the docs. Default: none documented.
+    fn params_doc(&self) -> Vec<crate::typed::ParamDoc> {
+        Vec::new()
+    }
 }
 
 /// What [`Stage::fingerprint`] sees.
