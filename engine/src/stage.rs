@@ -99,7 +99,9 @@ pub struct StageShape<'a> {
     pub cmd: Option<&'a str>,
 }
 
-/// A kind of stage (`cmd`, `filter`, `dedup`, ...).
+/// A kind of stage (`cmd`, `filter`, `dedup`, ...), as the engine sees it.
+/// Kinds are written as [`crate::TypedStage`] and reach the engine through
+/// the one adapter, [`crate::Typed`].
 ///
 /// Contract: `execute` must be deterministic for the same inputs, params and
 /// seed; bump `version` whenever a change to the implementation can change

@@ -147,6 +147,10 @@ pub trait TypedStage: Send + Sync + 'static {
     const DEPS: Count;
     /// How many outs the kind takes.
     const OUTS: Count;
+    /// What the deps are, for messages and docs (`train.jsonl, valid.jsonl`).
+    const DEPS_ARE: &'static str = "";
+    /// What the outs are, for messages and docs.
+    const OUTS_ARE: &'static str = "";
     /// Whether the stage needs a non-empty `cmd`.
     const NEEDS_CMD: bool = false;
     /// The params, deserialised from the stage's `params` object (serde
@@ -275,13 +279,14 @@ impl<T: TypedStage> Typed<T> {
             Count::Exactly(1) | Count::AtLeast(1) => one,
             _ => many,
         };
+        let are = |what: &str| if what.is_empty() { String::new() } else { format!(" ({what})") };
         if !T::DEPS.admits(deps) {
-            let what = plural(T::DEPS, "dep", "deps");
-            return Err(ParamError::whole(format!("a `{kind}` stage takes {} {what}, got {deps}", T::DEPS)));
+            let (what, are) = (plural(T::DEPS, "dep", "deps"), are(T::DEPS_ARE));
+            return Err(ParamError::whole(format!("a `{kind}` stage takes {} {what}{are}, got {deps}", T::DEPS)));
         }
         if !T::OUTS.admits(outs) {
-            let what = plural(T::OUTS, "out", "outs");
-            return Err(ParamError::whole(format!("a `{kind}` stage takes {} {what}, got {outs}", T::OUTS)));
+            let (what, are) = (plural(T::OUTS, "out", "outs"), are(T::OUTS_ARE));
+            return Err(ParamError::whole(format!("a `{kind}` stage takes {} {what}{are}, got {outs}", T::OUTS)));
         }
         if T::NEEDS_CMD && cmd.is_none_or(|c| c.trim().is_empty()) {
             return Err(ParamError::whole(format!("a `{kind}` stage needs a non-empty `cmd`")));
@@ -385,6 +390,7 @@ mod tests {
         const VERSION: u32 = 3;
         const DEPS: Count = Count::AtLeast(1);
         const OUTS: Count = Count::Between(1, 2);
+        const OUTS_ARE: &'static str = "data, then optionally a report";
         type Params = P;
         type Prepared = usize;
 
@@ -415,7 +421,10 @@ mod tests {
         let params = json!({"items": [{"url": "a"}]});
         let shape = |deps, outs| StageShape { params: &params, deps, outs, cmd: None };
         assert_eq!(s.check(&shape(0, 1)).unwrap_err().message, "a `counting` stage takes at least 1 dep, got 0");
-        assert_eq!(s.check(&shape(1, 3)).unwrap_err().message, "a `counting` stage takes 1 to 2 outs, got 3");
+        assert_eq!(
+            s.check(&shape(1, 3)).unwrap_err().message,
+            "a `counting` stage takes 1 to 2 outs (data, then optionally a report), got 3"
+        );
         s.check(&shape(1, 2)).unwrap();
         let deps = vec![PathBuf::from("/d")];
         let outs = vec![PathBuf::from("/o1"), PathBuf::from("/o2")];
