@@ -17,6 +17,8 @@ mod html_extract;
 mod merge;
 mod multiply;
 #[cfg(test)]
+mod params_docs;
+#[cfg(test)]
 mod pipeline_tests;
 pub mod records;
 mod score;

@@ -20,7 +20,7 @@
 
 mod classify;
 mod generate;
-mod params;
+pub(crate) mod params;
 mod report;
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ mod index;
 mod lsh;
 mod minhash;
 mod output;
-mod params;
+pub(crate) mod params;
 mod shingle;
 mod sigfile;
 mod sketch;

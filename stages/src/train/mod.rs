@@ -39,7 +39,7 @@ mod fused;
 mod lora;
 mod model;
 mod optim;
-mod params;
+pub(crate) mod params;
 mod plot;
 mod rng;
 mod run;
