@@ -15,6 +15,7 @@ mod run;
 pub mod spec;
 mod stage;
 mod state;
+pub mod typed;
 mod why;
 mod workspace;
 
@@ -29,5 +30,6 @@ pub use run::{check_sources, run, Action, RunOptions, RunReport, StageResult, St
 pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use stage::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
 pub use state::{OwnedOuts, StageState, WorkspaceState};
+pub use typed::{Count, ParamDoc, ParamsDoc, Shape, Typed, TypedStage};
 pub use why::StaleReason;
 pub use workspace::{ProjectConfig, Workspace};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::stage::Stage;
+use crate::typed::{Typed, TypedStage};
 
 /// Stage kinds by name.
 #[derive(Default, Clone)]
@@ -21,6 +22,11 @@ impl Registry {
     /// Add a kind; a later registration of the same name replaces the earlier.
     pub fn register(&mut self, stage: Arc<dyn Stage>) {
         self.kinds.insert(stage.kind(), stage);
+    }
+
+    /// Add a typed kind through the [`Typed`] adapter.
+    pub fn register_typed<T: TypedStage>(&mut self, kind: T) {
+        self.register(Arc::new(Typed::new(kind)));
     }
 
     /// The kind called `name`.

@@ -49,6 +49,16 @@ impl StageFailure {
     }
 }
 
+/// A param problem found while running: `params.FIELD: message`.
+impl From<ParamError> for StageFailure {
+    fn from(e: ParamError) -> Self {
+        match e.field {
+            Some(f) => StageFailure::new(format!("params.{f}: {}", e.message)),
+            None => StageFailure::new(format!("params: {}", e.message)),
+        }
+    }
+}
+
 impl From<std::io::Error> for StageFailure {
     fn from(e: std::io::Error) -> Self {
         StageFailure::new(e.to_string())
@@ -89,7 +99,9 @@ pub struct StageShape<'a> {
     pub cmd: Option<&'a str>,
 }
 
-/// A kind of stage (`cmd`, `filter`, `dedup`, ...).
+/// A kind of stage (`cmd`, `filter`, `dedup`, ...), as the engine sees it.
+/// Kinds are written as [`crate::TypedStage`] and reach the engine through
+/// the one adapter, [`crate::Typed`].
 ///
 /// Contract: `execute` must be deterministic for the same inputs, params and
 /// seed; bump `version` whenever a change to the implementation can change
@@ -119,6 +131,10 @@ pub trait Stage: Send + Sync {
     }
     /// Do the work: read `deps`, write every path in `outs`, return metrics.
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure>;
+    /// The kind's params, for the docs. Default: none documented.
+    fn params_doc(&self) -> Vec<crate::typed::ParamDoc> {
+        Vec::new()
+    }
 }
 
 /// What [`Stage::fingerprint`] sees.

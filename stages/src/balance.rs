@@ -29,22 +29,22 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::records::RecordWriter;
 use crate::support::{
-    apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk, round4,
-    Categories, ChunkReader, OnError,
+    apportion, category_of, content_hash, par_map, pool, read_chunk, round4, Categories, ChunkReader, OnError,
 };
 
 /// The `balance` stage kind.
 pub struct Balance;
 
+/// Params of `balance`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default = "default_category_field")]
     category_field: String,
     #[serde(default)]
@@ -61,12 +61,40 @@ struct Params {
     on_error: OnError,
 }
 
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new("category_field", "field path", "category", "Field holding a record's category."),
+            ParamDoc::new("cap", "integer", "-", "At most this many records per category."),
+            ParamDoc::new("caps", "map of category to integer", "{}", "Per-category overrides of `cap`."),
+            ParamDoc::new(
+                "proportions",
+                "map of category to fraction",
+                "-",
+                "Sample to these shares (adding up to 1) instead of capping.",
+            ),
+            ParamDoc::new(
+                "total",
+                "integer",
+                "-",
+                "Records wanted under `proportions`; default: the largest every share can fill.",
+            ),
+            ParamDoc::new("seed", "integer", "0", "Seeds the content hash that picks the records kept."),
+            ParamDoc::new(
+                "on_error",
+                "fail | skip",
+                "fail",
+                "What a malformed line does: stop, or count it and go on.",
+            ),
+        ]
+    }
+}
+
 fn default_category_field() -> String {
     "category".into()
 }
 
-fn parse(raw: &Value) -> Result<Params, ParamError> {
-    let p: Params = parse_params(raw)?;
+fn parse(p: Params) -> Result<Params, ParamError> {
     match &p.proportions {
         Some(props) => {
             if p.cap.is_some() || !p.caps.is_empty() {
@@ -94,22 +122,21 @@ fn parse(raw: &Value) -> Result<Params, ParamError> {
     Ok(p)
 }
 
-impl Stage for Balance {
-    fn kind(&self) -> &'static str {
-        "balance"
+impl TypedStage for Balance {
+    const KIND: &'static str = "balance";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::Exactly(1);
+    const OUTS: Count = Count::Exactly(1);
+    const DEPS_ARE: &'static str = "JSONL";
+    const OUTS_ARE: &'static str = "kept records";
+    type Params = Params;
+    type Prepared = Params;
+
+    fn prepare(&self, params: Params, _shape: Shape) -> Result<Params, ParamError> {
+        parse(params)
     }
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        check_counts("balance", shape.deps, (1, 1), shape.outs, (1, 1))?;
-        parse(shape.params).map(|_| ())
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p = parse(ctx.params).map_err(param_failure)?;
+    fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let pool = pool(ctx.threads)?;
         let dep = &ctx.deps[0];
 
@@ -134,7 +161,7 @@ impl Stage for Balance {
         for (c, _) in &keys {
             before[*c as usize] += 1;
         }
-        let targets = targets(&p, &cats, &before);
+        let targets = targets(p, &cats, &before);
 
         // Within each category, the smallest keys win.
         let mut order: Vec<usize> = (0..keys.len()).collect();
@@ -174,7 +201,7 @@ impl Stage for Balance {
         // Only proportions promise a count; a cap is a ceiling.
         let mut shortfall = serde_json::Map::new();
         if let Some(props) = &p.proportions {
-            let wanted = wanted_totals(&p, &cats, &before);
+            let wanted = wanted_totals(p, &cats, &before);
             for (cat, want) in props.keys().zip(wanted) {
                 let have = cats.sorted().find(|(n, _)| n == cat).map_or(0, |(_, id)| before[id as usize]);
                 if have < want {
@@ -280,7 +307,7 @@ mod tests {
     #[test]
     fn cap_per_category() {
         let text = input(&[("a", 10), ("b", 3), ("c", 6)]);
-        let r = run(&Balance, &[&text], &["o"], json!({"cap": 5, "caps": {"c": 2}, "seed": 1}), 2).unwrap();
+        let r = run(Balance, &[&text], &["o"], json!({"cap": 5, "caps": {"c": 2}, "seed": 1}), 2).unwrap();
         assert_eq!(r.metric("before"), &json!({"a": 10, "b": 3, "c": 6}));
         assert_eq!(r.metric("after"), &json!({"a": 5, "b": 3, "c": 2}));
         assert_eq!(r.metric("dropped"), &json!(9));
@@ -300,18 +327,18 @@ mod tests {
     #[test]
     fn choice_depends_on_content_and_seed_not_position() {
         let text = input(&[("a", 50)]);
-        let r1 = run(&Balance, &[&text], &["o"], json!({"cap": 10, "seed": 7}), 1).unwrap();
+        let r1 = run(Balance, &[&text], &["o"], json!({"cap": 10, "seed": 7}), 1).unwrap();
         // Reversed input: the same ten records are chosen.
         let rev: String = text.lines().rev().map(|l| format!("{l}\n")).collect();
-        let r2 = run(&Balance, &[&rev], &["o"], json!({"cap": 10, "seed": 7}), 3).unwrap();
+        let r2 = run(Balance, &[&rev], &["o"], json!({"cap": 10, "seed": 7}), 3).unwrap();
         let mut a = r1.column(0, "id");
         let mut b = r2.column(0, "id");
         a.sort();
         b.sort();
         assert_eq!(a, b);
-        let r3 = run(&Balance, &[&text], &["o"], json!({"cap": 10, "seed": 8}), 1).unwrap();
+        let r3 = run(Balance, &[&text], &["o"], json!({"cap": 10, "seed": 8}), 1).unwrap();
         assert_ne!(r1.text(0), r3.text(0));
-        let again = run(&Balance, &[&text], &["o"], json!({"cap": 10, "seed": 7}), 4).unwrap();
+        let again = run(Balance, &[&text], &["o"], json!({"cap": 10, "seed": 7}), 4).unwrap();
         assert_eq!(r1.text(0), again.text(0));
     }
 
@@ -319,15 +346,15 @@ mod tests {
     fn proportions_with_and_without_total() {
         let text = input(&[("a", 10), ("b", 30), ("x", 5)]);
         let props = json!({"a": 0.25, "b": 0.75});
-        let r = run(&Balance, &[&text], &["o"], json!({"proportions": props, "total": 20}), 1).unwrap();
+        let r = run(Balance, &[&text], &["o"], json!({"proportions": props, "total": 20}), 1).unwrap();
         assert_eq!(per_cat(&r), BTreeMap::from([("a".into(), 5), ("b".into(), 15)]));
         assert_eq!(r.metric("targets"), &json!({"a": 5, "b": 15, "x": 0}));
         // Without a total: a's 10 records allow 40 in all.
-        let r = run(&Balance, &[&text], &["o"], json!({"proportions": props}), 1).unwrap();
+        let r = run(Balance, &[&text], &["o"], json!({"proportions": props}), 1).unwrap();
         assert_eq!(r.metric("after"), &json!({"a": 10, "b": 30, "x": 0}));
         // Asking for more than there is: a is short.
         let r =
-            run(&Balance, &[&text], &["o"], json!({"proportions": {"a": 0.5, "b": 0.25, "z": 0.25}, "total": 40}), 1)
+            run(Balance, &[&text], &["o"], json!({"proportions": {"a": 0.5, "b": 0.25, "z": 0.25}, "total": 40}), 1)
                 .unwrap();
         assert_eq!(r.metric("after"), &json!({"a": 10, "b": 10, "x": 0}));
         assert_eq!(r.metric("shortfall"), &json!({"a": 10, "z": 10}));
@@ -336,15 +363,15 @@ mod tests {
 
     #[test]
     fn errors() {
-        let bad = |params: Value| run(&Balance, &["{}\n"], &["o"], params, 1).unwrap_err();
+        let bad = |params: Value| run(Balance, &["{}\n"], &["o"], params, 1).unwrap_err();
         assert_eq!(bad(json!({})), ": give `cap` (or `caps`), or `proportions`");
         assert_eq!(bad(json!({"proportions": {"a": 0.5}})), "proportions: fractions add up to 0.5, not 1");
         assert_eq!(bad(json!({"proportions": {"a": -1, "b": 2}})), "proportions.a: expected a fraction >= 0");
         assert_eq!(bad(json!({"cap": 1, "total": 3})), "total: `total` goes with `proportions`");
         assert!(bad(json!({"cap": -1})).starts_with("cap: invalid value"));
-        let e = run(&Balance, &["{}\n{x\n"], &["o"], json!({"cap": 1}), 1).unwrap_err();
+        let e = run(Balance, &["{}\n{x\n"], &["o"], json!({"cap": 1}), 1).unwrap_err();
         assert!(e.contains("in0.jsonl:2: malformed JSON"), "{e}");
-        let r = run(&Balance, &["{}\n{x\n{}\n"], &["o"], json!({"cap": 1, "on_error": "skip"}), 1).unwrap();
+        let r = run(Balance, &["{}\n{x\n{}\n"], &["o"], json!({"cap": 1, "on_error": "skip"}), 1).unwrap();
         assert_eq!(r.metric("malformed"), &json!(1));
         assert_eq!(r.metric("after"), &json!({"(none)": 1}));
     }

@@ -17,11 +17,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use dvx_engine::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{
+    Count, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage,
+};
 use serde::Deserialize;
 use serde_json::json;
-
-use crate::stage_params;
 
 /// One repository to check out.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +46,22 @@ fn head() -> String {
 pub struct Params {
     /// The repositories.
     pub repos: Vec<Repo>,
+}
+
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new("repos", "list", "required", "The repositories to check out (at least one)."),
+            ParamDoc::new("repos.N.name", "folder name", "required", "Folder under outs[0]."),
+            ParamDoc::new(
+                "repos.N.url",
+                "path or URL",
+                "required",
+                "A local repository, a bundle file, a `file://` URL or any URL `git` fetches.",
+            ),
+            ParamDoc::new("repos.N.rev", "rev", "HEAD", "Branch, tag or commit id."),
+        ]
+    }
 }
 
 /// The `clone` kind.
@@ -229,26 +245,21 @@ fn check_params(p: &Params) -> Result<(), ParamError> {
     Ok(())
 }
 
-impl Stage for CloneRepos {
-    fn kind(&self) -> &'static str {
-        "clone"
-    }
+impl TypedStage for CloneRepos {
+    const KIND: &'static str = "clone";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::AtLeast(0);
+    const OUTS: Count = Count::Exactly(1);
+    const OUTS_ARE: &'static str = "the folder to check out into";
+    type Params = Params;
+    type Prepared = Params;
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        let p: Params = stage_params::parse(shape.params)?;
+    fn prepare(&self, p: Params, _shape: Shape) -> Result<Params, ParamError> {
         check_params(&p)?;
-        if shape.outs != 1 {
-            return Err(ParamError::whole("`clone` takes exactly one out: the folder to check out into"));
-        }
-        Ok(())
+        Ok(p)
     }
 
-    fn fingerprint(&self, ctx: &FingerprintContext<'_>) -> Result<Option<serde_json::Value>, StageFailure> {
-        let p: Params = stage_params::parse_in_run(ctx.params)?;
+    fn fingerprint(&self, p: &Params, ctx: &FingerprintContext<'_>) -> Result<Option<serde_json::Value>, StageFailure> {
         let mut commits = Vec::new();
         for r in &p.repos {
             let (commit, _) = resolve(r, ctx.cwd)?;
@@ -257,13 +268,11 @@ impl Stage for CloneRepos {
         Ok(Some(json!({ "commits": commits })))
     }
 
-    fn external_inputs(&self, ctx: &FingerprintContext<'_>) -> Result<Vec<PathBuf>, StageFailure> {
-        let p: Params = stage_params::parse_in_run(ctx.params)?;
+    fn external_inputs(&self, p: &Params, ctx: &FingerprintContext<'_>) -> Result<Vec<PathBuf>, StageFailure> {
         Ok(p.repos.iter().filter_map(|r| local_input(&r.url, ctx.cwd)).collect())
     }
 
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p: Params = stage_params::parse_in_run(ctx.params)?;
+    fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let root = &ctx.outs[0];
         std::fs::create_dir_all(root)?;
         let mut per_repo = serde_json::Map::new();
@@ -291,6 +300,7 @@ impl Stage for CloneRepos {
 mod tests {
     use super::*;
     use crate::source_files::testing::run;
+    use dvx_engine::{Stage, StageShape, Typed};
     use serde_json::Value;
 
     fn sh(dir: &Path, script: &str) -> String {
@@ -316,7 +326,7 @@ mod tests {
 
     fn fp(params: Value, cwd: &Path) -> Value {
         let deps: Vec<PathBuf> = Vec::new();
-        CloneRepos.fingerprint(&FingerprintContext { cwd, deps: &deps, params: &params }).unwrap().unwrap()
+        Typed::new(CloneRepos).fingerprint(&FingerprintContext { cwd, deps: &deps, params: &params }).unwrap().unwrap()
     }
 
     #[test]
@@ -340,7 +350,7 @@ mod tests {
 
         // The pinned commit's checkout has the first commit's files, no .git.
         let out = dir.path().join("out");
-        let (m, _) = run(&CloneRepos, dir.path(), &[], std::slice::from_ref(&out), pinned);
+        let (m, _) = run(CloneRepos, dir.path(), &[], std::slice::from_ref(&out), pinned);
         let m = m.unwrap();
         assert_eq!(m["repos"]["r"], json!({"commit": first, "files": 2, "python_files": 1, "html_files": 1}));
         assert!(out.join("r/pkg/a.py").is_file());
@@ -362,7 +372,7 @@ mod tests {
             json!({"commits": [{"name": "b", "commit": first}, {"name": "f", "commit": first}]})
         );
         let out = dir.path().join("out");
-        let (m, log) = run(&CloneRepos, dir.path(), &[], std::slice::from_ref(&out), params);
+        let (m, log) = run(CloneRepos, dir.path(), &[], std::slice::from_ref(&out), params);
         let m = m.unwrap_or_else(|e| panic!("{}\n{log}", e.message));
         assert_eq!(m["files"], json!(4));
         assert!(out.join("b/pkg/a.py").is_file() && !out.join("b/c.py").exists() && !out.join("b/.git").exists());
@@ -384,8 +394,9 @@ mod tests {
             {"name": "f", "url": "missing.bundle", "rev": "main"},
         ]});
         let deps: Vec<PathBuf> = Vec::new();
-        let got =
-            CloneRepos.external_inputs(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params }).unwrap();
+        let got = Typed::new(CloneRepos)
+            .external_inputs(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params })
+            .unwrap();
         assert_eq!(got, vec![src.clone(), dir.path().join("r.bundle"), src]);
     }
 
@@ -395,11 +406,13 @@ mod tests {
         make_repo(dir.path());
         let params = json!({"repos": [{"name": "r", "url": "src", "rev": "nope"}]});
         let deps: Vec<PathBuf> = Vec::new();
-        let e =
-            CloneRepos.fingerprint(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params }).unwrap_err();
+        let e = Typed::new(CloneRepos)
+            .fingerprint(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params })
+            .unwrap_err();
         assert!(e.message.starts_with("repo `r`: rev `nope` not found in"), "{}", e.message);
-        let check =
-            |params: Value| CloneRepos.check(&StageShape { params: &params, deps: 0, outs: 1, cmd: None }).unwrap_err();
+        let check = |params: Value| {
+            Typed::new(CloneRepos).check(&StageShape { params: &params, deps: 0, outs: 1, cmd: None }).unwrap_err()
+        };
         let e = check(json!({"repos": [{"name": "a", "url": "x"}, {"name": "a", "url": "y"}]}));
         assert_eq!(e.field.as_deref(), Some("repos.1.name"));
         let e = check(json!({"repos": [{"name": "../up", "url": "x"}]}));

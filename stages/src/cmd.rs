@@ -2,28 +2,36 @@
 
 use std::process::{Command, Stdio};
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
+use serde::Deserialize;
+
+/// Params of `cmd`: any values, read only through `${params.NAME}` in `cmd`.
+#[derive(Debug, Deserialize)]
+pub struct Params(#[allow(dead_code)] serde_json::Value);
+
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        Vec::new()
+    }
+}
 
 /// Runs `cmd` with `sh -c`; stdout and stderr become the stage's log.
 pub struct Cmd;
 
-impl Stage for Cmd {
-    fn kind(&self) -> &'static str {
-        "cmd"
+impl TypedStage for Cmd {
+    const KIND: &'static str = "cmd";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::AtLeast(0);
+    const OUTS: Count = Count::AtLeast(0);
+    const NEEDS_CMD: bool = true;
+    type Params = Params;
+    type Prepared = ();
+
+    fn prepare(&self, _params: Params, _shape: Shape) -> Result<(), ParamError> {
+        Ok(())
     }
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        match shape.cmd {
-            Some(c) if !c.trim().is_empty() => Ok(()),
-            _ => Err(ParamError::whole("a `cmd` stage needs a non-empty `cmd`")),
-        }
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+    fn execute(&self, _: &(), ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let cmd = ctx.cmd.ok_or_else(|| StageFailure::new("no `cmd` given"))?;
         let output = Command::new("sh")
             .arg("-c")

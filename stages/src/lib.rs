@@ -1,7 +1,5 @@
 //! Built-in stage kinds. Each kind is one module implementing
-//! [`dvx_engine::Stage`]; [`builtin_registry`] lists them all.
-
-use std::sync::Arc;
+//! [`dvx_engine::TypedStage`] (registered through the [`dvx_engine::Typed`] adapter); [`builtin_registry`] lists them all.
 
 use dvx_engine::Registry;
 
@@ -19,6 +17,8 @@ mod html_extract;
 mod merge;
 mod multiply;
 #[cfg(test)]
+mod params_docs;
+#[cfg(test)]
 mod pipeline_tests;
 pub mod records;
 mod score;
@@ -27,7 +27,6 @@ mod seeded;
 mod shipped_pipelines;
 mod source_files;
 mod split;
-mod stage_params;
 mod support;
 #[cfg(test)]
 mod testkit;
@@ -37,21 +36,21 @@ mod validate;
 /// A registry with every built-in stage kind.
 pub fn builtin_registry() -> Registry {
     let mut r = Registry::new();
-    r.register(Arc::new(cmd::Cmd));
-    r.register(Arc::new(balance::Balance));
-    r.register(Arc::new(filter::Filter));
-    r.register(Arc::new(score::Score));
-    r.register(Arc::new(merge::Merge));
-    r.register(Arc::new(split::Split));
-    r.register(Arc::new(validate::Validate));
-    r.register(Arc::new(dedup::Dedup));
-    r.register(Arc::new(dedup::MinhashIndex));
-    r.register(Arc::new(ast_extract::AstExtract));
-    r.register(Arc::new(clone::CloneRepos));
-    r.register(Arc::new(multiply::Multiply));
-    r.register(Arc::new(fetch::Fetch));
-    r.register(Arc::new(html_extract::HtmlExtract));
-    r.register(Arc::new(train::Train));
-    r.register(Arc::new(benchmark::Benchmark));
+    r.register_typed(cmd::Cmd);
+    r.register_typed(balance::Balance);
+    r.register_typed(filter::Filter);
+    r.register_typed(score::Score);
+    r.register_typed(merge::Merge);
+    r.register_typed(split::Split);
+    r.register_typed(validate::Validate);
+    r.register_typed(dedup::Dedup);
+    r.register_typed(dedup::MinhashIndex);
+    r.register_typed(ast_extract::AstExtract);
+    r.register_typed(clone::CloneRepos);
+    r.register_typed(multiply::Multiply);
+    r.register_typed(fetch::Fetch);
+    r.register_typed(html_extract::HtmlExtract);
+    r.register_typed(train::Train);
+    r.register_typed(benchmark::Benchmark);
     r
 }

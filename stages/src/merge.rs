@@ -21,22 +21,22 @@
 use std::collections::HashMap;
 
 use dvx_cache::canonical_json;
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::records::{field, record_text, Record, RecordWriter};
 use crate::support::{
-    bad_line_record, check_counts, digest, digest_bytes, normalize_text, par_map, param_failure, parse_params, pool,
-    read_chunk, ChunkReader, OnError,
+    bad_line_record, digest, digest_bytes, normalize_text, par_map, pool, read_chunk, ChunkReader, OnError,
 };
 
 /// The `merge` stage kind.
 pub struct Merge;
 
+/// Params of `merge`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default)]
     names: Option<Vec<String>>,
     #[serde(default = "default_source_field")]
@@ -49,12 +49,33 @@ struct Params {
     on_error: OnError,
 }
 
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new("names", "list of strings", "-", "One name per dep; default each dep's file stem."),
+            ParamDoc::new(
+                "source_field",
+                "string or null",
+                "_source",
+                "Provenance field set on every record; null = add none.",
+            ),
+            ParamDoc::new(
+                "dedup_key",
+                "field path or `text`",
+                "-",
+                "Drop later records with the same key (first wins).",
+            ),
+            ParamDoc::new("text_fields", "list of field paths", "[]", "What `text` means; `[]` = the record's turns."),
+            ParamDoc::new("on_error", "fail | skip", "fail", "What a malformed line does: stop, or count and reject."),
+        ]
+    }
+}
+
 fn default_source_field() -> Option<String> {
     Some("_source".into())
 }
 
-fn parse(raw: &Value, deps: usize) -> Result<Params, ParamError> {
-    let p: Params = parse_params(raw)?;
+fn parse(p: Params, deps: usize) -> Result<Params, ParamError> {
     if let Some(names) = &p.names {
         if names.len() != deps {
             return Err(ParamError::field("names", format!("{} names for {deps} deps", names.len())));
@@ -102,39 +123,38 @@ fn key_of(p: &Params, rec: &Record) -> Option<[u8; 16]> {
 }
 
 #[derive(Default)]
-struct Count {
+struct InputCount {
     records: usize,
     kept: usize,
     duplicates: usize,
     malformed: usize,
 }
 
-impl Stage for Merge {
-    fn kind(&self) -> &'static str {
-        "merge"
+impl TypedStage for Merge {
+    const KIND: &'static str = "merge";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::AtLeast(1);
+    const OUTS: Count = Count::Between(1, 2);
+    const DEPS_ARE: &'static str = "JSONL";
+    const OUTS_ARE: &'static str = "merged records, then optionally what was dropped";
+    type Params = Params;
+    type Prepared = Params;
+
+    fn prepare(&self, params: Params, shape: Shape) -> Result<Params, ParamError> {
+        parse(params, shape.deps)
     }
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        check_counts("merge", shape.deps, (1, usize::MAX), shape.outs, (1, 2))?;
-        parse(shape.params, shape.deps).map(|_| ())
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p = parse(ctx.params, ctx.deps.len()).map_err(param_failure)?;
-        let names = names(&p, ctx.deps);
+    fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let names = names(p, ctx.deps);
         let pool = pool(ctx.threads)?;
         let mut out = RecordWriter::create(&ctx.outs[0])?;
         let mut dropped = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
         // digest -> (input index, line) of the first record with that key.
         let mut seen: HashMap<[u8; 16], (usize, usize)> = HashMap::new();
-        let mut counts: Vec<Count> = Vec::new();
+        let mut counts: Vec<InputCount> = Vec::new();
         let mut bad = Vec::new();
         for (src, dep) in ctx.deps.iter().enumerate() {
-            let mut c = Count::default();
+            let mut c = InputCount::default();
             let mut reader = ChunkReader::open(dep)?;
             loop {
                 let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
@@ -147,7 +167,7 @@ impl Stage for Merge {
                 if chunk.is_empty() {
                     break;
                 }
-                let keys = par_map(&pool, &chunk, |(_, rec)| key_of(&p, rec));
+                let keys = par_map(&pool, &chunk, |(_, rec)| key_of(p, rec));
                 for ((line, mut rec), key) in chunk.into_iter().zip(keys) {
                     c.records += 1;
                     let first = key.and_then(|k| match seen.get(&k) {
@@ -220,7 +240,7 @@ mod tests {
     fn concatenates_with_provenance() {
         let a = jsonl(&[alpaca("a1", "x"), alpaca("a2", "y")]);
         let b = jsonl(&[json!({"instruction": "b1", "output": "z", "_source": "old"})]);
-        let r = run(&Merge, &[&a, &b], &["o"], json!({"names": ["phase6", "html"]}), 2).unwrap();
+        let r = run(Merge, &[&a, &b], &["o"], json!({"names": ["phase6", "html"]}), 2).unwrap();
         assert_eq!(
             r.records(0),
             vec![
@@ -230,7 +250,7 @@ mod tests {
             ]
         );
         // Default names are the file stems.
-        let r = run(&Merge, &[&a, &b], &["o"], json!({"source_field": null}), 1).unwrap();
+        let r = run(Merge, &[&a, &b], &["o"], json!({"source_field": null}), 1).unwrap();
         assert_eq!(r.records(0)[2], json!({"instruction": "b1", "output": "z", "_source": "old"}));
         assert_eq!(
             r.metric("inputs"),
@@ -245,7 +265,7 @@ mod tests {
     fn dedup_by_text_keeps_the_first() {
         let a = jsonl(&[alpaca("Hello  World", "x"), alpaca("other", "y"), alpaca("hello world", "x")]);
         let b = jsonl(&[alpaca("other", "y"), alpaca("new", "z")]);
-        let r = run(&Merge, &[&a, &b], &["o", "d"], json!({"names": ["a", "b"], "dedup_key": "text"}), 2).unwrap();
+        let r = run(Merge, &[&a, &b], &["o", "d"], json!({"names": ["a", "b"], "dedup_key": "text"}), 2).unwrap();
         assert_eq!(r.column(0, "instruction"), vec!["Hello  World", "other", "new"]);
         assert_eq!(r.column(1, "_duplicate_of"), vec!["a:1", "a:2"]);
         assert_eq!(r.column(1, "_source"), vec!["a", "b"]);
@@ -257,19 +277,19 @@ mod tests {
     #[test]
     fn dedup_by_field_ignores_records_without_it() {
         let a = jsonl(&[json!({"id": 1}), json!({"x": 1}), json!({"id": 1.5}), json!({"x": 1}), json!({"id": 1})]);
-        let r = run(&Merge, &[&a], &["o"], json!({"dedup_key": "id"}), 1).unwrap();
+        let r = run(Merge, &[&a], &["o"], json!({"dedup_key": "id"}), 1).unwrap();
         assert_eq!(r.records(0).len(), 4);
     }
 
     #[test]
     fn errors_and_skips() {
-        let bad = |params: Value| run(&Merge, &["{}\n", "{}\n"], &["o"], params, 1).unwrap_err();
+        let bad = |params: Value| run(Merge, &["{}\n", "{}\n"], &["o"], params, 1).unwrap_err();
         assert_eq!(bad(json!({"names": ["a"]})), "names: 1 names for 2 deps");
         assert_eq!(bad(json!({"names": ["a", "a"]})), "names.1: `a` is used twice");
         assert!(bad(json!({"dedup": "text"})).starts_with("dedup: unknown field `dedup`"));
-        let e = run(&Merge, &["{}\n", "{}\nnope\n"], &["o"], json!({}), 1).unwrap_err();
+        let e = run(Merge, &["{}\n", "{}\nnope\n"], &["o"], json!({}), 1).unwrap_err();
         assert!(e.contains("in1.jsonl:2: malformed JSON"), "{e}");
-        let r = run(&Merge, &["{}\n", "{}\nnope\n"], &["o", "d"], json!({"on_error": "skip"}), 1).unwrap();
+        let r = run(Merge, &["{}\n", "{}\nnope\n"], &["o", "d"], json!({"on_error": "skip"}), 1).unwrap();
         assert_eq!(r.metric("malformed"), &json!(1));
         assert_eq!(r.records(1)[0]["_raw"], json!("nope"));
     }
@@ -278,8 +298,8 @@ mod tests {
     fn deterministic_across_threads() {
         let recs: Vec<Value> = (0..5000).map(|i| alpaca(&format!("q{}", i % 1500), "a")).collect();
         let text = jsonl(&recs);
-        let a = run(&Merge, &[&text, &text], &["o", "d"], json!({"dedup_key": "text"}), 1).unwrap();
-        let b = run(&Merge, &[&text, &text], &["o", "d"], json!({"dedup_key": "text"}), 4).unwrap();
+        let a = run(Merge, &[&text, &text], &["o", "d"], json!({"dedup_key": "text"}), 1).unwrap();
+        let b = run(Merge, &[&text, &text], &["o", "d"], json!({"dedup_key": "text"}), 4).unwrap();
         assert_eq!(a.text(0), b.text(0));
         assert_eq!(a.text(1), b.text(1));
         assert_eq!(a.metric("records_out"), &json!(1500));

@@ -17,14 +17,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::example_record::Format;
 use crate::records::{field, value_text, Record, RecordReader, RecordWriter};
 use crate::seeded::{sample_indices, SplitMix64};
-use crate::stage_params;
 
 /// A template: a prompt, or a prompt and an answer.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +90,32 @@ pub struct Params {
     /// Input fields copied to every output record.
     #[serde(default)]
     pub keep: Vec<String>,
+}
+
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new(
+                "base",
+                "list of templates",
+                "[]",
+                "Templates for every record: a prompt string, or `{prompt, answer}`.",
+            ),
+            ParamDoc::new(
+                "by_type",
+                "{field: file_type, sets: {TYPE: [template]}}",
+                "-",
+                "Extra templates by the record's type.",
+            ),
+            ParamDoc::new("answer", "template", "{content}", "Answer of string templates."),
+            ParamDoc::new("min", "integer", "0", "Fewer results than this fail the stage."),
+            ParamDoc::new("target", "integer", "-", "Reported as reached or not."),
+            ParamDoc::new("max", "integer", "-", "More results than this are sampled down."),
+            ParamDoc::new("seed", "integer", "0", "Sampling seed."),
+            ParamDoc::new("format", "chat | alpaca", "chat", "Output record shape."),
+            ParamDoc::new("keep", "list of fields", "[]", "Input fields copied to every output record."),
+        ]
+    }
 }
 
 /// A template split into literal text and placeholders.
@@ -208,8 +233,15 @@ fn fill(pieces: &[Piece], record: &Record, id: &str, at: &str) -> Result<String,
     Ok(out)
 }
 
-fn check_params(p: &Params) -> Result<(), ParamError> {
-    compile_all(p)?;
+/// Params with every template compiled.
+pub struct Prepared {
+    params: Params,
+    base: Vec<Compiled>,
+    sets: BTreeMap<String, Vec<Compiled>>,
+}
+
+fn check_params(p: &Params) -> Result<TemplateSets, ParamError> {
+    let sets = compile_all(p)?;
     let templates = p.base.len() + p.by_type.as_ref().map_or(0, |b| b.sets.values().map(Vec::len).sum());
     if templates == 0 {
         return Err(ParamError::field("base", "give at least one template in `base` or `by_type.sets`"));
@@ -222,36 +254,29 @@ fn check_params(p: &Params) -> Result<(), ParamError> {
             return Err(ParamError::field("target", "target is above max"));
         }
     }
-    Ok(())
+    Ok(sets)
 }
 
 /// The `multiply` kind.
 pub struct Multiply;
 
-impl Stage for Multiply {
-    fn kind(&self) -> &'static str {
-        "multiply"
+impl TypedStage for Multiply {
+    const KIND: &'static str = "multiply";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::AtLeast(1);
+    const OUTS: Count = Count::Exactly(1);
+    const DEPS_ARE: &'static str = "JSONL";
+    const OUTS_ARE: &'static str = "JSONL";
+    type Params = Params;
+    type Prepared = Prepared;
+
+    fn prepare(&self, p: Params, _shape: Shape) -> Result<Prepared, ParamError> {
+        let (base, sets) = check_params(&p)?;
+        Ok(Prepared { params: p, base, sets })
     }
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        let p: Params = stage_params::parse(shape.params)?;
-        check_params(&p)?;
-        if shape.deps == 0 {
-            return Err(ParamError::whole("`multiply` needs at least one JSONL dep"));
-        }
-        if shape.outs != 1 {
-            return Err(ParamError::whole("`multiply` takes exactly one out (JSONL)"));
-        }
-        Ok(())
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p: Params = stage_params::parse_in_run(ctx.params)?;
-        let (base, sets) = compile_all(&p).map_err(|e| StageFailure::new(e.message))?;
+    fn execute(&self, prepared: &Prepared, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let Prepared { params: p, base, sets } = prepared;
         let type_field = p.by_type.as_ref().map(|b| b.field.as_str());
 
         let mut results: Vec<Record> = Vec::new();
@@ -348,6 +373,7 @@ mod tests {
     use super::*;
     use crate::records::read_all;
     use crate::source_files::testing::run;
+    use dvx_engine::{Stage, StageShape, Typed};
 
     fn params() -> Value {
         json!({
@@ -385,7 +411,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inp = input(dir.path());
         let out = dir.path().join("out.jsonl");
-        let (m, _) = run(&Multiply, dir.path(), &[inp], std::slice::from_ref(&out), params());
+        let (m, _) = run(Multiply, dir.path(), &[inp], std::slice::from_ref(&out), params());
         let m = m.unwrap();
         assert_eq!(
             m["per_type"],
@@ -415,14 +441,14 @@ mod tests {
         let out = dir.path().join("out.jsonl");
         let mut p = params();
         p["min"] = json!(30);
-        let (r, _) = run(&Multiply, dir.path(), std::slice::from_ref(&inp), std::slice::from_ref(&out), p);
+        let (r, _) = run(Multiply, dir.path(), std::slice::from_ref(&inp), std::slice::from_ref(&out), p);
         assert_eq!(r.unwrap_err().message, "multiply produced 23 examples from 3 records, fewer than min 30");
 
         let mut p = params();
         p["max"] = json!(10);
         p["target"] = json!(10);
         p["seed"] = json!(4);
-        let (m, _) = run(&Multiply, dir.path(), std::slice::from_ref(&inp), std::slice::from_ref(&out), p.clone());
+        let (m, _) = run(Multiply, dir.path(), std::slice::from_ref(&inp), std::slice::from_ref(&out), p.clone());
         let m = m.unwrap();
         assert_eq!(
             (m["written"].clone(), m["dropped_by_max"].clone(), m["reached_target"].clone()),
@@ -437,7 +463,7 @@ mod tests {
         let mut sorted = order.clone();
         sorted.sort_by_key(|(s, v)| (s.clone(), if v.starts_with("base") { 0 } else { 1 }, v.clone()));
         assert_eq!(order, sorted, "input order kept");
-        run(&Multiply, dir.path(), &[inp], std::slice::from_ref(&out), p).0.unwrap();
+        run(Multiply, dir.path(), &[inp], std::slice::from_ref(&out), p).0.unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), first);
     }
 
@@ -447,7 +473,7 @@ mod tests {
         let inp = input(dir.path());
         let out = dir.path().join("out.jsonl");
         let p = json!({"base": ["ok {component}"], "by_type": {"sets": {"typescript": ["Port {framework} code"]}}});
-        let (r, _) = run(&Multiply, dir.path(), &[inp], &[out], p);
+        let (r, _) = run(Multiply, dir.path(), &[inp], &[out], p);
         assert_eq!(
             r.unwrap_err().message,
             "in.jsonl:3: template `typescript.0` uses `{framework}`, which this record does not have"
@@ -456,7 +482,8 @@ mod tests {
 
     #[test]
     fn bad_templates_are_param_errors() {
-        let check = |p: Value| Multiply.check(&StageShape { params: &p, deps: 1, outs: 1, cmd: None }).unwrap_err();
+        let check =
+            |p: Value| Typed::new(Multiply).check(&StageShape { params: &p, deps: 1, outs: 1, cmd: None }).unwrap_err();
         let e = check(json!({"base": ["a {oops"]}));
         assert_eq!((e.field.as_deref(), e.message.as_str()), (Some("base.0"), "unclosed placeholder `{oops`"));
         let e = check(json!({"base": ["x"], "by_type": {"sets": {"t": [{"prompt": "p", "answer": "a } b"}]}}}));

@@ -37,7 +37,7 @@ fn every_stage_of_the_pipeline_accepts_its_params() {
 #[test]
 fn v5_8_curated_on_the_example() {
     let input = std::fs::read_to_string(example("fastapi/v5_7.jsonl")).unwrap();
-    let filtered = run(&Filter, &[&input], &["filtered.jsonl", "rejected.jsonl"], params("filter"), 2).unwrap();
+    let filtered = run(Filter, &[&input], &["filtered.jsonl", "rejected.jsonl"], params("filter"), 2).unwrap();
     assert_eq!(
         filtered.log,
         "\
@@ -55,7 +55,7 @@ fn v5_8_curated_on_the_example() {
 "
     );
     let kept = filtered.text(0);
-    let balanced = run(&Balance, &[&kept], &["balanced.jsonl"], params("balance"), 2).unwrap();
+    let balanced = run(Balance, &[&kept], &["balanced.jsonl"], params("balance"), 2).unwrap();
     assert_eq!(
         balanced.metric("after"),
         &json!({
@@ -63,15 +63,15 @@ fn v5_8_curated_on_the_example() {
             "JWT Authentication": 147, "Pagination": 129, "Query Optimization": 140, "WebSockets": 180,
         })
     );
-    let split = run(&Split, &[&balanced.text(0)], &["train.jsonl", "valid.jsonl"], params("split"), 2).unwrap();
+    let split = run(Split, &[&balanced.text(0)], &["train.jsonl", "valid.jsonl"], params("split"), 2).unwrap();
     assert_eq!((split.metric("train"), split.metric("valid")), (&json!(1143), &json!(127)));
     let mut vparams = params("validate");
     // Without the dedup stage the example's planted duplicates are still here.
     vparams["max_duplicate_rate"] = json!(0.05);
-    let report = run(&Validate, &[&split.text(0), &split.text(1)], &["r.json", "r.md", "r.svg"], vparams, 2).unwrap();
+    let report = run(Validate, &[&split.text(0), &split.text(1)], &["r.json", "r.md", "r.svg"], vparams, 2).unwrap();
     assert_eq!(report.metric("status"), &json!("passed"));
     assert_eq!(report.metric("records"), &json!(1270));
     // The planted duplicates make the shipped threshold fail, as it should.
-    let strict = run(&Validate, &[&split.text(0), &split.text(1)], &["r.json"], params("validate"), 2).unwrap_err();
+    let strict = run(Validate, &[&split.text(0), &split.text(1)], &["r.json"], params("validate"), 2).unwrap_err();
     assert!(strict.starts_with("validation failed: max_duplicate_rate"), "{strict}");
 }

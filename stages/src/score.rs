@@ -35,23 +35,21 @@
 
 use std::collections::BTreeMap;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::records::{field, record_text, turns, value_text, Record, RecordWriter};
-use crate::support::{
-    category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4, Categories, ChunkReader,
-    OnError,
-};
+use crate::support::{category_of, par_map, pool, read_chunk, round4, Categories, ChunkReader, OnError};
 
 /// The `score` stage kind.
 pub struct Score;
 
+/// Params of `score`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     features: Vec<FeatureSpec>,
     #[serde(default)]
     top_k: Option<usize>,
@@ -69,6 +67,28 @@ struct Params {
     text_fields: Vec<String>,
     #[serde(default)]
     on_error: OnError,
+}
+
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new("features", "list of features", "required", "`{feature, weight: 1, scale: 1, ...}`; `feature` is `turns chars words questions keyword_hits regex_count field`."),
+            ParamDoc::new("features.N.keywords", "list of strings", "[]", "Words counted by `keyword_hits`."),
+            ParamDoc::new("features.N.pattern", "regex", "-", "Pattern counted by `regex_count`."),
+            ParamDoc::new("features.N.field", "field path", "-", "The field a `field` feature reads, or the text a text feature measures."),
+            ParamDoc::new("features.N.role", "string", "-", "Measure only the turns of this role."),
+            ParamDoc::new("features.N.case_insensitive", "bool", "false", "For `keyword_hits` and `regex_count`."),
+            ParamDoc::new("features.N.default", "number", "-", "Value of a `field` feature when the field is missing."),
+            ParamDoc::new("top_k", "integer", "-", "Keep the k best records (or `min_score`)."),
+            ParamDoc::new("min_score", "number", "-", "Keep records scoring at least this."),
+            ParamDoc::new("per_category", "bool", "false", "`top_k` per category."),
+            ParamDoc::new("category_field", "field path", "category", "Field holding a record's category."),
+            ParamDoc::new("score_field", "string", "score", "Field the score is written to."),
+            ParamDoc::new("decimals", "integer", "4", "Decimals the score is rounded to (at most 12)."),
+            ParamDoc::new("text_fields", "list of field paths", "[]", "The text measured; `[]` = the record's turns."),
+            ParamDoc::new("on_error", "fail | skip", "fail", "What a malformed line does: stop, or count it and go on."),
+        ]
+    }
 }
 
 fn default_category_field() -> String {
@@ -127,13 +147,13 @@ struct Feature {
     keywords: Vec<String>,
 }
 
-struct Compiled {
+/// Params with every feature compiled.
+pub struct Compiled {
     params: Params,
     features: Vec<Feature>,
 }
 
-fn compile(raw: &Value) -> Result<Compiled, ParamError> {
-    let params: Params = parse_params(raw)?;
+fn compile(params: Params) -> Result<Compiled, ParamError> {
     if params.features.is_empty() {
         return Err(ParamError::field("features", "at least one feature is needed"));
     }
@@ -268,22 +288,21 @@ impl Compiled {
     }
 }
 
-impl Stage for Score {
-    fn kind(&self) -> &'static str {
-        "score"
+impl TypedStage for Score {
+    const KIND: &'static str = "score";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::Exactly(1);
+    const OUTS: Count = Count::Exactly(1);
+    const DEPS_ARE: &'static str = "JSONL";
+    const OUTS_ARE: &'static str = "kept records";
+    type Params = Params;
+    type Prepared = Compiled;
+
+    fn prepare(&self, params: Params, _shape: Shape) -> Result<Compiled, ParamError> {
+        compile(params)
     }
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        check_counts("score", shape.deps, (1, 1), shape.outs, (1, 1))?;
-        compile(shape.params).map(|_| ())
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let c = compile(ctx.params).map_err(param_failure)?;
+    fn execute(&self, c: &Compiled, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let p = &c.params;
         let pool = pool(ctx.threads)?;
         let dep = &ctx.deps[0];
@@ -483,7 +502,7 @@ features:
         // 3 keyword hits, 1 question, 1 agent pattern.
         let answer = format!("João works at Softtor. Let me analyze{}", ".".repeat(87 - 37));
         let input = [chat("Who is João?", &answer), chat("hi", "hello")];
-        let r = run(&Score, &[&jsonl(&input)], &["o.jsonl"], seed_003(), 1).unwrap();
+        let r = run(Score, &[&jsonl(&input)], &["o.jsonl"], seed_003(), 1).unwrap();
         let scores: Vec<Value> = r.records(0).iter().map(|x| x["score"].clone()).collect();
         // 2×2 + 100/100 + 3×3 + 0.5 − 10 = 4.5 ; 2×2 + 8/100 = 4.08
         assert_eq!(scores, vec![json!(4.5), json!(4.08)]);
@@ -509,17 +528,17 @@ features:
     fn top_k_ties_go_to_the_earlier_record() {
         let input = scored(&[(1.0, "a"), (3.0, "b"), (2.0, "a"), (3.0, "a"), (2.0, "b"), (0.5, "b")]);
         let params = json!({"features": [{"feature": "field", "field": "q"}], "top_k": 3});
-        let r = run(&Score, &[&input], &["o"], params, 2).unwrap();
+        let r = run(Score, &[&input], &["o"], params, 2).unwrap();
         assert_eq!(ids(&r), vec![1, 2, 3]);
         assert_eq!(r.metric("threshold"), &json!(2.0));
         assert_eq!(r.metric("records_out"), &json!(3));
         assert_eq!(r.metric("kept_score"), &json!({"min": 2.0, "mean": 2.6667, "max": 3.0}));
         let params = json!({"features": [{"feature": "field", "field": "q"}], "top_k": 1, "per_category": true});
-        let r = run(&Score, &[&input], &["o"], params, 2).unwrap();
+        let r = run(Score, &[&input], &["o"], params, 2).unwrap();
         assert_eq!(ids(&r), vec![1, 3]);
         assert_eq!(r.metric("threshold"), &json!({"a": 3.0, "b": 3.0}));
         let params = json!({"features": [{"feature": "field", "field": "q"}], "top_k": 5, "min_score": 2.0});
-        let r = run(&Score, &[&input], &["o"], params, 2).unwrap();
+        let r = run(Score, &[&input], &["o"], params, 2).unwrap();
         assert_eq!(ids(&r), vec![1, 2, 3, 4]);
     }
 
@@ -528,7 +547,7 @@ features:
         let input = scored(&[(1.0, "a"), (3.0, "b"), (2.0, "a")]);
         let params =
             json!({"features": [{"feature": "field", "field": "q", "weight": 2}], "min_score": 4, "score_field": "s"});
-        let r = run(&Score, &[&input], &["o"], params, 1).unwrap();
+        let r = run(Score, &[&input], &["o"], params, 1).unwrap();
         assert_eq!(
             r.records(0),
             vec![
@@ -549,13 +568,13 @@ features:
             {"feature": "keyword_hits", "keywords": ["WHY"], "case_insensitive": true, "weight": 1000},
             {"feature": "field", "field": "n", "default": 0.25},
         ]});
-        let r = run(&Score, &[&jsonl(&input)], &["o"], params, 1).unwrap();
+        let r = run(Score, &[&jsonl(&input)], &["o"], params, 1).unwrap();
         assert_eq!(r.records(0)[0]["score"], json!(1132.25));
     }
 
     #[test]
     fn errors() {
-        let bad = |params: Value| run(&Score, &["{}\n"], &["o"], params, 1).unwrap_err();
+        let bad = |params: Value| run(Score, &["{}\n"], &["o"], params, 1).unwrap_err();
         assert!(bad(json!({"features": [{"feature": "regex_count", "pattern": "("}]}))
             .starts_with("features.0.pattern: invalid regex"));
         assert!(
@@ -576,7 +595,7 @@ features:
         );
         assert!(bad(json!({})).contains("missing field `features`"));
         let e = run(
-            &Score,
+            Score,
             &["{\"a\":1}\n{\"n\":1}\n"],
             &["o"],
             json!({"features": [{"feature": "field", "field": "n"}]}),
@@ -592,8 +611,8 @@ features:
             (0..4500).map(|i| json!({"output": "?".repeat(i % 7), "category": format!("c{}", i % 3)})).collect();
         let input = jsonl(&recs);
         let params = json!({"features": [{"feature": "questions"}], "top_k": 100, "per_category": true});
-        let a = run(&Score, &[&input], &["o"], params.clone(), 1).unwrap();
-        let b = run(&Score, &[&input], &["o"], params, 3).unwrap();
+        let a = run(Score, &[&input], &["o"], params.clone(), 1).unwrap();
+        let b = run(Score, &[&input], &["o"], params, 3).unwrap();
         assert_eq!(a.text(0), b.text(0));
         assert_eq!(a.metrics, b.metrics);
         assert_eq!(a.records(0).len(), 300);

@@ -125,17 +125,19 @@ mod tests {
 pub mod testing {
     use std::path::{Path, PathBuf};
 
-    use dvx_engine::{Metrics, Stage, StageContext, StageFailure, StageShape};
+    use dvx_engine::{Metrics, Stage, StageContext, StageFailure, StageShape, Typed, TypedStage};
     use serde_json::Value;
 
-    /// Check then execute `stage` in `cwd`; the log is returned too.
-    pub fn run(
-        stage: &dyn Stage,
+    /// Check then execute `kind` (through the [`Typed`] adapter) in `cwd`;
+    /// the log is returned too.
+    pub fn run<T: TypedStage>(
+        kind: T,
         cwd: &Path,
         deps: &[PathBuf],
         outs: &[PathBuf],
         params: Value,
     ) -> (Result<Metrics, StageFailure>, String) {
+        let stage = Typed::new(kind);
         let shape = StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: None };
         if let Err(e) = stage.check(&shape) {
             return (Err(StageFailure::new(format!("check: {:?}: {}", e.field, e.message))), String::new());

@@ -28,22 +28,22 @@
 
 use std::collections::BTreeMap;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::records::RecordWriter;
 use crate::support::{
-    apportion, category_of, check_counts, content_hash, par_map, param_failure, parse_params, pool, read_chunk, round4,
-    Categories, ChunkReader, OnError,
+    apportion, category_of, content_hash, par_map, pool, read_chunk, round4, Categories, ChunkReader, OnError,
 };
 
 /// The `split` stage kind.
 pub struct Split;
 
+/// Params of `split`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default)]
     ratio: Option<Vec<f64>>,
     #[serde(default)]
@@ -56,6 +56,24 @@ struct Params {
     hash_fields: Vec<String>,
     #[serde(default)]
     on_error: OnError,
+}
+
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new("ratio", "list of fractions", "-", "One fraction per out, adding up to 1 (or `counts`)."),
+            ParamDoc::new("counts", "{valid, test}", "-", "Exact sizes of valid (and test); train gets the rest."),
+            ParamDoc::new("seed", "integer", "0", "Seeds the content hash that places each record."),
+            ParamDoc::new("stratify_by", "field path", "-", "A category field: each category is split alike."),
+            ParamDoc::new("hash_fields", "list of field paths", "[]", "Fields hashed; `[]` = the whole record."),
+            ParamDoc::new(
+                "on_error",
+                "fail | skip",
+                "fail",
+                "What a malformed line does: stop, or count it and go on.",
+            ),
+        ]
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,8 +90,7 @@ const VALID: u8 = 1;
 const TEST: u8 = 2;
 const SIDES: [&str; 3] = ["train", "valid", "test"];
 
-fn parse(raw: &Value, outs: usize) -> Result<Params, ParamError> {
-    let p: Params = parse_params(raw)?;
+fn parse(p: Params, outs: usize) -> Result<Params, ParamError> {
     match (&p.ratio, &p.counts) {
         (Some(_), Some(_)) => return Err(ParamError::field("counts", "give `ratio` or `counts`, not both")),
         (None, None) => return Err(ParamError::whole("give `ratio` or `counts`")),
@@ -106,22 +123,21 @@ impl Params {
     }
 }
 
-impl Stage for Split {
-    fn kind(&self) -> &'static str {
-        "split"
+impl TypedStage for Split {
+    const KIND: &'static str = "split";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::Exactly(1);
+    const OUTS: Count = Count::Between(2, 3);
+    const DEPS_ARE: &'static str = "JSONL";
+    const OUTS_ARE: &'static str = "train, valid, then optionally test";
+    type Params = Params;
+    type Prepared = Params;
+
+    fn prepare(&self, params: Params, shape: Shape) -> Result<Params, ParamError> {
+        parse(params, shape.outs)
     }
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        check_counts("split", shape.deps, (1, 1), shape.outs, (2, 3))?;
-        parse(shape.params, shape.outs).map(|_| ())
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p = parse(ctx.params, ctx.outs.len()).map_err(param_failure)?;
+    fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let pool = pool(ctx.threads)?;
         let dep = &ctx.deps[0];
         let mut writers: Vec<RecordWriter> =
@@ -171,7 +187,7 @@ impl Stage for Split {
 
         let mut per_cat = vec![[0usize; 3]; cats.len()];
         if !streaming {
-            let sides = self.place(&p, &keys, &cats)?;
+            let sides = self.place(p, &keys, &cats)?;
             for (i, side) in sides.iter().enumerate() {
                 per_cat[keys[i].0 as usize][*side as usize] += 1;
             }
@@ -279,13 +295,13 @@ mod tests {
     #[test]
     fn seed_004_counts_794_to_714_80() {
         let text = records(794, 1);
-        let r = run(&Split, &[&text], &["train", "valid"], json!({"counts": {"valid": 80}, "seed": 42}), 2).unwrap();
+        let r = run(Split, &[&text], &["train", "valid"], json!({"counts": {"valid": 80}, "seed": 42}), 2).unwrap();
         assert_eq!((r.metric("train"), r.metric("valid")), (&json!(714), &json!(80)));
         assert_eq!(r.records(0).len(), 714);
         // Appending records never pulls an old train record into valid:
         // valid is the 80 smallest hashes, and new records only lower the bar.
         let more = records(824, 1);
-        let r2 = run(&Split, &[&more], &["train", "valid"], json!({"counts": {"valid": 80}, "seed": 42}), 1).unwrap();
+        let r2 = run(Split, &[&more], &["train", "valid"], json!({"counts": {"valid": 80}, "seed": 42}), 1).unwrap();
         let v1: Vec<Value> = r.records(1);
         assert!(r2.records(1).iter().all(|x| v1.contains(x) || x["id"].as_i64().unwrap() >= 794));
     }
@@ -294,12 +310,12 @@ mod tests {
     fn ratio_streams_and_is_stable_under_appending() {
         let text = records(1000, 1);
         let params = json!({"ratio": [0.8, 0.1, 0.1], "seed": 1});
-        let r = run(&Split, &[&text], &["a", "b", "c"], params.clone(), 1).unwrap();
+        let r = run(Split, &[&text], &["a", "b", "c"], params.clone(), 1).unwrap();
         let (tr, va, te) = (r.records(0).len(), r.records(1).len(), r.records(2).len());
         assert_eq!(tr + va + te, 1000);
         assert!((750..850).contains(&tr) && (70..130).contains(&va) && (70..130).contains(&te), "{tr} {va} {te}");
         let more = records(1200, 1);
-        let r2 = run(&Split, &[&more], &["a", "b", "c"], params, 3).unwrap();
+        let r2 = run(Split, &[&more], &["a", "b", "c"], params, 3).unwrap();
         // Every old record kept its side.
         for side in 0..3 {
             let new: Vec<Value> = r2.records(side);
@@ -311,14 +327,14 @@ mod tests {
     fn stratified_ratio_is_exact_per_category() {
         let text = records(100, 3); // c0: 34, c1: 33, c2: 33
         let params = json!({"ratio": [0.9, 0.1], "seed": 3, "stratify_by": "category"});
-        let r = run(&Split, &[&text], &["t", "v"], params, 2).unwrap();
+        let r = run(Split, &[&text], &["t", "v"], params, 2).unwrap();
         assert_eq!(
             r.metric("categories"),
             &json!({"c0": {"train": 31, "valid": 3}, "c1": {"train": 30, "valid": 3}, "c2": {"train": 30, "valid": 3}})
         );
         assert_eq!(r.metric("valid"), &json!(9));
         let params = json!({"counts": {"valid": 10, "test": 5}, "seed": 3, "stratify_by": "category"});
-        let r = run(&Split, &[&text], &["t", "v", "x"], params, 2).unwrap();
+        let r = run(Split, &[&text], &["t", "v", "x"], params, 2).unwrap();
         assert_eq!(r.metric("categories")["c0"], json!({"train": 28, "valid": 4, "test": 2}));
         assert_eq!((r.metric("valid"), r.metric("test")), (&json!(10), &json!(5)));
         // Records keep input order on each side.
@@ -329,7 +345,7 @@ mod tests {
     #[test]
     fn key_order_and_duplicates_do_not_matter() {
         let a = "{\"a\":1,\"b\":2}\n".repeat(5) + "{\"b\":2,\"a\":1}\n";
-        let r = run(&Split, &[&a], &["t", "v"], json!({"ratio": [0.5, 0.5], "seed": 9}), 1).unwrap();
+        let r = run(Split, &[&a], &["t", "v"], json!({"ratio": [0.5, 0.5], "seed": 9}), 1).unwrap();
         let sizes = (r.records(0).len(), r.records(1).len());
         assert!(sizes == (6, 0) || sizes == (0, 6), "{sizes:?}");
     }
@@ -338,12 +354,12 @@ mod tests {
     fn deterministic() {
         let text = records(5000, 4);
         let params = json!({"counts": {"valid": 500}, "seed": 5, "stratify_by": "category"});
-        let a = run(&Split, &[&text], &["t", "v"], params.clone(), 1).unwrap();
-        let b = run(&Split, &[&text], &["t", "v"], params, 4).unwrap();
+        let a = run(Split, &[&text], &["t", "v"], params.clone(), 1).unwrap();
+        let b = run(Split, &[&text], &["t", "v"], params, 4).unwrap();
         assert_eq!(a.text(0), b.text(0));
         assert_eq!(a.text(1), b.text(1));
         let c = run(
-            &Split,
+            Split,
             &[&text],
             &["t", "v"],
             json!({"counts": {"valid": 500}, "seed": 6, "stratify_by": "category"}),
@@ -355,14 +371,17 @@ mod tests {
 
     #[test]
     fn errors() {
-        let bad = |outs: &[&str], params: Value| run(&Split, &["{}\n"], outs, params, 1).unwrap_err();
+        let bad = |outs: &[&str], params: Value| run(Split, &["{}\n"], outs, params, 1).unwrap_err();
         assert_eq!(bad(&["t", "v"], json!({"ratio": [0.9, 0.1, 0.0]})), "ratio: 3 fractions for 2 outs");
         assert_eq!(bad(&["t", "v"], json!({"ratio": [0.9, 0.2]})), "ratio: fractions add up to 1.1, not 1");
         assert_eq!(bad(&["t", "v"], json!({"ratio": [1.5, -0.5]})), "ratio.1: expected a fraction >= 0");
         assert_eq!(bad(&["t", "v"], json!({})), ": give `ratio` or `counts`");
         assert_eq!(bad(&["t", "v"], json!({"counts": {"test": 3}})), "counts.test: a test count needs a third out");
         assert!(bad(&["t", "v"], json!({"counts": {"train": 3}})).starts_with("counts.train: unknown field"));
-        assert_eq!(bad(&["t"], json!({"ratio": [1.0]})), ": a `split` stage takes 2 to 3 outs, got 1");
+        assert_eq!(
+            bad(&["t"], json!({"ratio": [1.0]})),
+            ": a `split` stage takes 2 to 3 outs (train, valid, then optionally test), got 1"
+        );
         assert_eq!(
             bad(&["t", "v"], json!({"counts": {"valid": 2}})),
             "asked for 2 valid and 0 test records but the input has 1"

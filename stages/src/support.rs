@@ -1,7 +1,7 @@
 //! Helpers shared by the dataset stages (`filter`, `score`, `balance`,
-//! `merge`, `split`, `validate`): typed params with field-pointing errors,
-//! chunked parallel processing that keeps input order, categories, canonical
-//! content hashes, a seeded RNG and small statistics.
+//! `merge`, `split`, `validate`): chunked parallel processing that keeps
+//! input order, categories, canonical content hashes, a seeded RNG and
+//! small statistics.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -9,9 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use dvx_cache::canonical_json;
-use dvx_engine::{ParamError, StageFailure};
+use dvx_engine::StageFailure;
 use rayon::prelude::*;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -23,64 +22,6 @@ pub(crate) const CHUNK: usize = 2048;
 
 /// The category given to records whose category field is missing or null.
 pub(crate) const NO_CATEGORY: &str = "(none)";
-
-/// Parse a stage's params into `T`, naming the offending field on error.
-pub(crate) fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
-    use serde_path_to_error::Segment;
-    serde_path_to_error::deserialize(params.clone()).map_err(|e| {
-        // Dotted, list indexes included (`features.0.pattern`), as ParamError wants.
-        let path: Vec<String> = e
-            .path()
-            .iter()
-            .map(|s| match s {
-                Segment::Seq { index } => index.to_string(),
-                Segment::Map { key } => key.clone(),
-                Segment::Enum { variant } => variant.clone(),
-                Segment::Unknown => "?".into(),
-            })
-            .collect();
-        let message = e.inner().to_string();
-        if path.is_empty() {
-            ParamError::whole(message)
-        } else {
-            ParamError::field(path.join("."), message)
-        }
-    })
-}
-
-/// A param problem discovered while executing, as a stage failure.
-pub(crate) fn param_failure(e: ParamError) -> StageFailure {
-    match e.field {
-        Some(f) => StageFailure::new(format!("params.{f}: {}", e.message)),
-        None => StageFailure::new(format!("params: {}", e.message)),
-    }
-}
-
-/// Check the number of declared deps and outs.
-pub(crate) fn check_counts(
-    kind: &str,
-    deps: usize,
-    dep_range: (usize, usize),
-    outs: usize,
-    out_range: (usize, usize),
-) -> Result<(), ParamError> {
-    let describe = |(lo, hi): (usize, usize)| {
-        if lo == hi {
-            format!("exactly {lo}")
-        } else if hi == usize::MAX {
-            format!("at least {lo}")
-        } else {
-            format!("{lo} to {hi}")
-        }
-    };
-    if deps < dep_range.0 || deps > dep_range.1 {
-        return Err(ParamError::whole(format!("a `{kind}` stage takes {} deps, got {deps}", describe(dep_range))));
-    }
-    if outs < out_range.0 || outs > out_range.1 {
-        return Err(ParamError::whole(format!("a `{kind}` stage takes {} outs, got {outs}", describe(out_range))));
-    }
-    Ok(())
-}
 
 /// What to do with a line that is not a JSON object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -360,30 +301,6 @@ pub(crate) fn summary(values: &mut [f64]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct P {
-        #[serde(default)]
-        inner: Option<Inner>,
-    }
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Inner {
-        n: u32,
-    }
-
-    #[test]
-    fn param_errors_name_the_field() {
-        let e = parse_params::<P>(&json!({"inner": {"n": "x"}})).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("inner.n"));
-        let e = parse_params::<Vec<P>>(&json!([{}, {"inner": {}}])).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("1.inner"));
-        let e = parse_params::<P>(&json!({"bogus": 1})).unwrap_err();
-        assert!(e.message.contains("unknown field `bogus`"), "{e:?}");
-    }
 
     #[test]
     fn canonical_ignores_key_order() {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use dvx_engine::{Metrics, Stage, StageContext, StageShape};
+use dvx_engine::{Metrics, Stage, StageContext, StageShape, Typed, TypedStage};
 use serde_json::Value;
 
 /// What a stage run left behind.
@@ -41,15 +41,17 @@ pub(crate) fn jsonl(records: &[Value]) -> String {
     records.iter().map(|r| format!("{r}\n")).collect()
 }
 
-/// Check then execute `stage` with `inputs` as dep files and `outs` as out
-/// names. A check error or a failure comes back as its message.
-pub(crate) fn run(
-    stage: &dyn Stage,
+/// Check then execute `kind` (through the [`Typed`] adapter) with `inputs`
+/// as dep files and `outs` as out names. A check error or a failure comes
+/// back as its message.
+pub(crate) fn run<T: TypedStage>(
+    kind: T,
     inputs: &[&str],
     outs: &[&str],
     params: Value,
     threads: usize,
 ) -> Result<Run, String> {
+    let stage = Typed::new(kind);
     let dir = tempfile::tempdir().unwrap();
     let deps: Vec<PathBuf> = inputs
         .iter()

@@ -12,7 +12,7 @@ mod examples;
 
 use std::sync::Arc;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -24,7 +24,6 @@ use crate::example_record::{count_metrics, to_record, Format};
 use crate::grep_sim::{GrepIndex, IndexedFile};
 use crate::records::{Record, RecordWriter};
 use crate::source_files::list_files;
-use crate::stage_params;
 
 /// How many examples of each pattern to generate.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +63,25 @@ pub struct Params {
     pub skip_private: bool,
 }
 
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new(
+                "counts",
+                "{grep, read, direct}",
+                "{grep: 300, read: 150, direct: 100}",
+                "Examples per pattern.",
+            ),
+            ParamDoc::new("seed", "integer", "0", "Sampling and wording seed."),
+            ParamDoc::new("format", "chat | alpaca", "chat", "Output record shape."),
+            ParamDoc::new("system", "string", "-", "System message of chat records."),
+            ParamDoc::new("max_grep_results", "integer", "10", "Skip searches with more result lines than this."),
+            ParamDoc::new("max_read_lines", "integer", "40", "Longest range a read example shows."),
+            ParamDoc::new("skip_private", "bool", "true", "Leave `_private` names out of examples."),
+        ]
+    }
+}
+
 impl Default for Params {
     fn default() -> Self {
         Params {
@@ -84,33 +102,24 @@ type ReadFile = (usize, Result<(String, FileFacts), String>, Arc<Vec<u8>>);
 /// The `ast-extract` kind.
 pub struct AstExtract;
 
-impl Stage for AstExtract {
-    fn kind(&self) -> &'static str {
-        "ast-extract"
-    }
+impl TypedStage for AstExtract {
+    const KIND: &'static str = "ast-extract";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::AtLeast(1);
+    const OUTS: Count = Count::Between(1, 2);
+    const DEPS_ARE: &'static str = "folders of Python files";
+    const OUTS_ARE: &'static str = "examples JSONL, then optionally definitions JSONL";
+    type Params = Params;
+    type Prepared = Params;
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        let p: Params = stage_params::parse(shape.params)?;
+    fn prepare(&self, p: Params, _shape: Shape) -> Result<Params, ParamError> {
         if p.max_read_lines == 0 {
             return Err(ParamError::field("max_read_lines", "must be at least 1"));
         }
-        if shape.deps == 0 {
-            return Err(ParamError::whole("`ast-extract` needs at least one dep (a folder of Python files)"));
-        }
-        if !(1..=2).contains(&shape.outs) {
-            return Err(ParamError::whole(
-                "`ast-extract` takes 1 or 2 outs: examples JSONL, then optionally definitions JSONL",
-            ));
-        }
-        Ok(())
+        Ok(p)
     }
 
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p: Params = stage_params::parse_in_run(ctx.params)?;
+    fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let files = list_files(ctx.deps, &[".py"])?;
         writeln!(ctx.log, "ast-extract: {} Python file(s)", files.len())?;
 

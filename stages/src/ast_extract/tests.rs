@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use dvx_engine::{Stage, StageShape, Typed};
 use serde_json::{json, Value};
 
 use super::*;
@@ -127,7 +128,7 @@ fn stage_writes_examples_whose_grep_commands_are_real() {
     let repo = corpus(dir.path());
     let outs = [dir.path().join("out/examples.jsonl"), dir.path().join("out/defs.jsonl")];
     let (metrics, log) = run(
-        &AstExtract,
+        AstExtract,
         dir.path(),
         std::slice::from_ref(&repo),
         &outs,
@@ -206,7 +207,7 @@ fn same_seed_same_bytes_and_seed_changes_the_sample() {
     let go = |name: &str, seed: u64| {
         let out = dir.path().join(name);
         run(
-            &AstExtract,
+            AstExtract,
             dir.path(),
             std::slice::from_ref(&repo),
             std::slice::from_ref(&out),
@@ -227,7 +228,7 @@ fn alpaca_shape_and_param_errors() {
     let repo = corpus(dir.path());
     let out = dir.path().join("a.jsonl");
     run(
-        &AstExtract,
+        AstExtract,
         dir.path(),
         std::slice::from_ref(&repo),
         std::slice::from_ref(&out),
@@ -240,14 +241,14 @@ fn alpaca_shape_and_param_errors() {
     assert_eq!(recs[0].keys().collect::<Vec<_>>(), ["instruction", "input", "output", "pattern", "source", "topic"]);
 
     let shape = |params: Value, outs: usize| {
-        AstExtract.check(&StageShape { params: &params, deps: 1, outs, cmd: None }).unwrap_err()
+        Typed::new(AstExtract).check(&StageShape { params: &params, deps: 1, outs, cmd: None }).unwrap_err()
     };
     let e = shape(json!({"countz": {}}), 1);
     assert_eq!(e.field.as_deref(), Some("countz"));
     let e = shape(json!({"format": "xml"}), 1);
     assert!(e.message.contains("unknown variant `xml`"), "{}", e.message);
     let e = shape(json!({}), 3);
-    assert!(e.message.contains("1 or 2 outs"));
+    assert!(e.message.contains("1 to 2 outs (examples JSONL"), "{}", e.message);
 }
 
 /// The shipped example repositories, cloned from their bundles at `v1.0`,
@@ -262,10 +263,10 @@ fn example_bundles_give_the_phase6_counts() {
         .collect();
     let cloned = dir.path().join("repos");
     let (m, log) =
-        run(&crate::clone::CloneRepos, repo_root, &[], std::slice::from_ref(&cloned), json!({ "repos": repos }));
+        run(crate::clone::CloneRepos, repo_root, &[], std::slice::from_ref(&cloned), json!({ "repos": repos }));
     m.unwrap_or_else(|e| panic!("{}\n{log}", e.message));
     let out = dir.path().join("examples.jsonl");
-    let (m, _) = run(&AstExtract, repo_root, &[cloned], std::slice::from_ref(&out), json!({"seed": 6}));
+    let (m, _) = run(AstExtract, repo_root, &[cloned], std::slice::from_ref(&out), json!({"seed": 6}));
     let m = m.unwrap();
     if let Ok(keep) = std::env::var("DVX_KEEP_EXAMPLES") {
         std::fs::copy(&out, keep).unwrap();

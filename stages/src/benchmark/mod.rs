@@ -20,7 +20,7 @@
 
 mod classify;
 mod generate;
-mod params;
+pub(crate) mod params;
 mod report;
 
 #[cfg(test)]
@@ -29,7 +29,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::{json, Value};
 
 use crate::records::{field, value_text, Record};
@@ -40,30 +40,25 @@ use report::{Row, Sample, Timing};
 /// The `benchmark` stage kind.
 pub struct Benchmark;
 
-impl Stage for Benchmark {
-    fn kind(&self) -> &'static str {
-        "benchmark"
+impl TypedStage for Benchmark {
+    const KIND: &'static str = "benchmark";
+    // 2: the model forward now uses the fused kernels.
+    const VERSION: u32 = 2;
+    const DEPS: Count = Count::AtLeast(2);
+    const OUTS: Count = Count::Between(2, 3);
+    const DEPS_ARE: &'static str = "one model folder per `models` entry, then the eval JSONL";
+    const OUTS_ARE: &'static str = "table.md, results.json, then optionally a bar-chart SVG";
+    type Params = BenchParams;
+    type Prepared = BenchParams;
+
+    fn prepare(&self, p: BenchParams, shape: Shape) -> Result<BenchParams, ParamError> {
+        p.check(shape.deps)?;
+        Ok(p)
     }
 
-    fn version(&self) -> u32 {
-        // 2: the model forward now uses the fused kernels.
-        2
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        if !(2..=3).contains(&shape.outs) {
-            return Err(ParamError::whole(
-                "`benchmark` writes outs [table.md, results.json] and optionally a bar-chart SVG",
-            ));
-        }
-        BenchParams::parse(shape.params, shape.deps).map(|_| ())
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p = BenchParams::parse(ctx.params, ctx.deps.len())
-            .map_err(|e| StageFailure::new(format!("{}: {}", e.field.unwrap_or_default(), e.message)))?;
+    fn execute(&self, p: &BenchParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let (deps, outs) = (ctx.deps, ctx.outs);
-        run_on_pool(ctx.threads, ctx.log, |log| execute(&p, deps, outs, log))
+        run_on_pool(ctx.threads, ctx.log, |log| execute(p, deps, outs, log))
     }
 }
 

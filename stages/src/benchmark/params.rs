@@ -2,10 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use dvx_engine::ParamError;
+use dvx_engine::{ParamDoc, ParamError, ParamsDoc};
 use serde::Deserialize;
 
-use crate::train::{parse_params, DeviceParam, TemplateParam};
+use crate::train::{DeviceParam, TemplateParam};
 
 /// One model dep: its display name and, for a LoRA adapter, the name of the
 /// entry holding its base.
@@ -116,6 +116,56 @@ pub struct BenchParams {
     pub device: DeviceParam,
 }
 
+impl ParamsDoc for BenchParams {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new(
+                "models",
+                "list of names or {name, base}",
+                "required",
+                "One entry per model dep, in order; `base` names the entry an adapter was trained on.",
+            ),
+            ParamDoc::new("baseline", "string", "-", "Entry the others are compared with; default: the first."),
+            ParamDoc::new("prompts", "integer", "16", "Eval records used for generation and accuracy (0 = all)."),
+            ParamDoc::new(
+                "max_new_tokens",
+                "integer",
+                "64",
+                "Greedy decoding stops after this many tokens (or at eos).",
+            ),
+            ParamDoc::new("task", "tool_choice | none", "tool_choice", "What accuracy measures."),
+            ParamDoc::new("label_field", "field path", "pattern", "Field holding the expected label."),
+            ParamDoc::new(
+                "exact_match_field",
+                "field path",
+                "-",
+                "Also count generations equal (trimmed) to this field's text.",
+            ),
+            ParamDoc::new(
+                "tolerance",
+                "{accuracy_pts, loss_pct}",
+                "{accuracy_pts: 0, loss_pct: 2}",
+                "How much worse than the baseline counts as a regression.",
+            ),
+            ParamDoc::new(
+                "deterministic",
+                "bool",
+                "true",
+                "Leave timings out of the table and JSON so outputs reproduce.",
+            ),
+            ParamDoc::new("template", "name or map", "-", "Template for models whose folder has none."),
+            ParamDoc::new(
+                "max_length",
+                "integer",
+                "-",
+                "Cut eval examples to this many tokens; default: each model's context.",
+            ),
+            ParamDoc::new("batch_size", "integer", "8", "Examples per batch for the loss."),
+            ParamDoc::new("device", "cpu | cuda", "cpu", "Where tensors live."),
+        ]
+    }
+}
+
 fn d_prompts() -> usize {
     16
 }
@@ -133,9 +183,9 @@ fn d_batch() -> usize {
 }
 
 impl BenchParams {
-    /// Parse and check against the number of deps.
-    pub fn parse(params: &serde_json::Value, deps: usize) -> Result<Self, ParamError> {
-        let p: BenchParams = parse_params(params)?;
+    /// Check values, and the models against the number of deps.
+    pub fn check(&self, deps: usize) -> Result<(), ParamError> {
+        let p = self;
         if p.models.is_empty() {
             return Err(ParamError::field("models", "name at least one model"));
         }
@@ -175,8 +225,7 @@ impl BenchParams {
         if let Some(t) = &p.template {
             t.resolve().map_err(|e| ParamError::field("template", e))?;
         }
-        p.device.check()?;
-        Ok(p)
+        p.device.check()
     }
 
     /// The baseline's index.
@@ -188,22 +237,26 @@ impl BenchParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dvx_engine::typed::parse_params;
     use serde_json::json;
 
     #[test]
     fn entries_and_errors() {
-        let p = BenchParams::parse(&json!({"models": ["base", {"name": "p5", "base": "base"}], "baseline": "p5"}), 3)
-            .unwrap();
+        let parse = |v: &serde_json::Value, deps| {
+            let p: BenchParams = parse_params(v)?;
+            p.check(deps).map(|()| p)
+        };
+        let p = parse(&json!({"models": ["base", {"name": "p5", "base": "base"}], "baseline": "p5"}), 3).unwrap();
         assert_eq!(p.models[1].base(), Some("base"));
         assert_eq!(p.baseline_index(), 1);
         assert!(p.deterministic);
-        let field = |v, deps| BenchParams::parse(&v, deps).unwrap_err().field;
+        let field = |v, deps| parse(&v, deps).unwrap_err().field;
         assert_eq!(field(json!({"models": ["a"]}), 3).as_deref(), Some("models"));
         assert_eq!(field(json!({"models": ["a", "a"]}), 3).as_deref(), Some("models.1.name"));
         assert_eq!(field(json!({"models": ["a", {"name": "b", "base": "c"}]}), 3).as_deref(), Some("models.1.base"));
         assert_eq!(field(json!({"models": ["a"], "baseline": "z"}), 2).as_deref(), Some("baseline"));
         assert_eq!(field(json!({"models": ["a"], "task": "qa"}), 2).as_deref(), Some("task"));
         assert_eq!(field(json!({"models": ["a"], "tolerance": {"acc": 1}}), 2).as_deref(), Some("tolerance.acc"));
-        assert_eq!(field(json!({"models": [{"name": "a", "bse": "b"}]}), 2).as_deref(), Some("models"));
+        assert_eq!(field(json!({"models": [{"name": "a", "bse": "b"}]}), 2).as_deref(), Some("models.0"));
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use dvx_engine::Typed;
 use serde_json::{json, Value};
 
 use super::Benchmark;
@@ -18,12 +19,12 @@ fn models() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
         let adapter = dir.path().join("adapter");
         let params = json!({"lora": {"rank": 2}, "steps": 2, "batch_size": 4, "lr": 0.001, "log_every": 0});
         let deps = [s.train.clone(), s.valid.clone(), s.base.clone()];
-        let (r, log) = run_stage(&Train, &params, &deps, &[adapter.clone(), dir.path().join("a.json")], 1);
+        let (r, log) = run_stage(&Typed::new(Train), &params, &deps, &[adapter.clone(), dir.path().join("a.json")], 1);
         r.unwrap_or_else(|e| panic!("{e}\n{log}"));
         let raw = dir.path().join("raw");
         let mut params = tiny_params(1);
         params["lr"] = json!(1e-6);
-        let (r, log) = run_stage(&Train, &params, &deps[..2], &[raw.clone(), dir.path().join("r.json")], 1);
+        let (r, log) = run_stage(&Typed::new(Train), &params, &deps[..2], &[raw.clone(), dir.path().join("r.json")], 1);
         r.unwrap_or_else(|e| panic!("{e}\n{log}"));
         (dir, adapter, raw)
     })
@@ -39,7 +40,7 @@ fn bench(params: &Value, tag: &str) -> (Value, String, String, Value) {
         dir.path().join(format!("{tag}.svg")),
     ];
     let deps = [s.base.clone(), adapter.clone(), raw.clone(), s.valid.clone()];
-    let (r, log) = run_stage(&Benchmark, params, &deps, &outs, 2);
+    let (r, log) = run_stage(&Typed::new(Benchmark), params, &deps, &outs, 2);
     let metrics = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
     let md = std::fs::read_to_string(&outs[0]).unwrap();
     let json: Value = serde_json::from_slice(&std::fs::read(&outs[1]).unwrap()).unwrap();
@@ -111,10 +112,10 @@ fn bad_inputs_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let outs = [dir.path().join("t.md"), dir.path().join("t.json")];
     let deps = [adapter.clone(), s.valid.clone()];
-    let e = run_stage(&Benchmark, &json!({"models": ["lora"]}), &deps, &outs, 1).0.unwrap_err().message;
+    let e = run_stage(&Typed::new(Benchmark), &json!({"models": ["lora"]}), &deps, &outs, 1).0.unwrap_err().message;
     assert!(e.starts_with("model `lora`: ") && e.ends_with("holds a LoRA adapter: name its base model"), "{e}");
-    let e = run_stage(&Benchmark, &json!({"models": ["a", "b"]}), &deps, &outs, 1).0.unwrap_err().message;
+    let e = run_stage(&Typed::new(Benchmark), &json!({"models": ["a", "b"]}), &deps, &outs, 1).0.unwrap_err().message;
     assert!(e.starts_with("models: 2 models named but 2 deps"), "{e}");
-    let e = run_stage(&Benchmark, &json!({"models": ["a"]}), &deps, &outs[..1], 1).0.unwrap_err().message;
-    assert!(e.contains("writes outs [table.md, results.json]"), "{e}");
+    let e = run_stage(&Typed::new(Benchmark), &json!({"models": ["a"]}), &deps, &outs[..1], 1).0.unwrap_err().message;
+    assert!(e.contains("takes 2 to 3 outs (table.md, results.json"), "{e}");
 }

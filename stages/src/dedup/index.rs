@@ -6,33 +6,33 @@
 
 use std::collections::HashSet;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::json;
 
-use super::params::{self, IndexParams};
+use super::params::IndexParams;
 use super::sigfile::{self, Entry, Header};
 use super::sketch::{read_chunks, Sketcher};
-use super::{param_failure, source_name, SCHEME_VERSION};
+use super::{source_name, SCHEME_VERSION};
 
 /// The `minhash-index` stage kind.
 pub struct MinhashIndex;
 
-impl Stage for MinhashIndex {
-    fn kind(&self) -> &'static str {
-        "minhash-index"
+impl TypedStage for MinhashIndex {
+    const KIND: &'static str = "minhash-index";
+    const VERSION: u32 = SCHEME_VERSION * 1000 + sigfile::FORMAT;
+    const DEPS: Count = Count::AtLeast(1);
+    const OUTS: Count = Count::Exactly(1);
+    const DEPS_ARE: &'static str = "JSONL";
+    const OUTS_ARE: &'static str = "the signature file";
+    type Params = IndexParams;
+    type Prepared = IndexParams;
+
+    fn prepare(&self, p: IndexParams, _shape: Shape) -> Result<IndexParams, ParamError> {
+        p.validate()?;
+        Ok(p)
     }
 
-    fn version(&self) -> u32 {
-        SCHEME_VERSION * 1000 + sigfile::FORMAT
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        params::parse::<IndexParams>(shape.params)?.validate(shape.deps, shape.outs)
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p: IndexParams = params::parse(ctx.params).map_err(param_failure)?;
-        p.validate(ctx.deps.len(), ctx.outs.len()).map_err(param_failure)?;
+    fn execute(&self, p: &IndexParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let pool = crate::support::pool(ctx.threads)?;
         let (deps, out, cwd) = (ctx.deps, &ctx.outs[0], ctx.cwd);
         let sources = deps.iter().map(|d| source_name(cwd, d)).collect();

@@ -71,7 +71,7 @@ mod index;
 mod lsh;
 mod minhash;
 mod output;
-mod params;
+pub(crate) mod params;
 mod shingle;
 mod sigfile;
 mod sketch;
@@ -82,7 +82,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::json;
 
 use cluster::UnionFind;
@@ -100,37 +100,29 @@ const OUTPUT_REVISION: u32 = 1;
 /// The `dedup` stage kind.
 pub struct Dedup;
 
-impl Stage for Dedup {
-    fn kind(&self) -> &'static str {
-        "dedup"
+impl TypedStage for Dedup {
+    const KIND: &'static str = "dedup";
+    const VERSION: u32 = SCHEME_VERSION * 1000 + OUTPUT_REVISION;
+    const DEPS: Count = Count::AtLeast(1);
+    const OUTS: Count = Count::Between(1, 3);
+    const DEPS_ARE: &'static str = "JSONL inputs, then `reference` JSONL or signature files";
+    const OUTS_ARE: &'static str = "kept records, then optionally clusters and lineage";
+    type Params = DedupParams;
+    type Prepared = DedupParams;
+
+    fn prepare(&self, p: DedupParams, shape: Shape) -> Result<DedupParams, ParamError> {
+        p.validate(shape.deps)?;
+        Ok(p)
     }
 
-    fn version(&self) -> u32 {
-        SCHEME_VERSION * 1000 + OUTPUT_REVISION
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        params::parse::<DedupParams>(shape.params)?.validate(shape.deps, shape.outs)
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p: DedupParams = params::parse(ctx.params).map_err(param_failure)?;
-        p.validate(ctx.deps.len(), ctx.outs.len()).map_err(param_failure)?;
+    fn execute(&self, p: &DedupParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let pool = crate::support::pool(ctx.threads)?;
         let (deps, outs, cwd) = (ctx.deps, ctx.outs, ctx.cwd);
         // The stage log is not `Send`; collect the lines and copy them after.
         let mut log = Vec::new();
-        let result = pool.install(|| run(&p, deps, outs, cwd, &mut log));
+        let result = pool.install(|| run(p, deps, outs, cwd, &mut log));
         ctx.log.write_all(&log)?;
         result
-    }
-}
-
-/// A param problem found at run time, as a stage failure.
-fn param_failure(e: ParamError) -> StageFailure {
-    match e.field {
-        Some(f) => StageFailure::new(format!("params.{f}: {}", e.message)),
-        None => StageFailure::new(e.message),
     }
 }
 
@@ -178,7 +170,7 @@ fn run(
     let started = Instant::now();
     let (bands, rows) = match p.mode {
         Mode::Exact => (0, 0),
-        _ => p.bands_rows().map_err(param_failure)?,
+        _ => p.bands_rows()?,
     };
     let spec = p.spec();
     let input_sketcher = Sketcher::new(spec.clone(), bands * rows, Some(p.score_field.clone()));

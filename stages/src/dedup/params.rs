@@ -1,10 +1,7 @@
 //! Params of `dedup` and `minhash-index`, with their defaults and checks.
 
-use serde::de::DeserializeOwned;
+use dvx_engine::{ParamDoc, ParamError, ParamsDoc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use dvx_engine::ParamError;
 
 use super::lsh;
 
@@ -117,6 +114,48 @@ impl Default for DedupParams {
     }
 }
 
+/// The rows shared by `dedup` and `minhash-index`.
+fn sketch_doc() -> Vec<ParamDoc> {
+    vec![
+        ParamDoc::new("fields", "list of field paths", "[]", "The text compared; `[]` = the record's turns."),
+        ParamDoc::new(
+            "normalize",
+            "map",
+            "{lowercase: true, collapse_whitespace: true, strip_punctuation: false}",
+            "How text is normalised before hashing.",
+        ),
+        ParamDoc::new("shingle", "{unit: words | chars, size}", "{unit: words, size: 5}", "What a shingle is."),
+        ParamDoc::new("num_perm", "integer", "128", "MinHash permutations per signature (1 to 4096)."),
+        ParamDoc::new("seed", "integer", "42", "Seed of the permutations."),
+    ]
+}
+
+impl ParamsDoc for DedupParams {
+    fn doc() -> Vec<ParamDoc> {
+        let mut rows = vec![ParamDoc::new("mode", "exact | near | both", "both", "Which duplicates to look for.")];
+        rows.extend(sketch_doc());
+        rows.extend([
+            ParamDoc::new(
+                "threshold",
+                "fraction",
+                "0.8",
+                "Jaccard similarity at or above which records are duplicates.",
+            ),
+            ParamDoc::new("bands", "integer", "-", "LSH bands, with `rows`; default: chosen from `threshold`."),
+            ParamDoc::new("rows", "integer", "-", "Rows per LSH band, with `bands`."),
+            ParamDoc::new("score_field", "field path", "score", "The copy with the highest value is kept."),
+            ParamDoc::new("reference", "integer", "0", "The last N deps are references: matched, never output."),
+        ]);
+        rows
+    }
+}
+
+impl ParamsDoc for IndexParams {
+    fn doc() -> Vec<ParamDoc> {
+        sketch_doc()
+    }
+}
+
 /// `minhash-index` params: the part of `dedup`'s that decides a signature.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -192,8 +231,8 @@ impl DedupParams {
         }
     }
 
-    /// Check values and the number of deps and outs.
-    pub fn validate(&self, deps: usize, outs: usize) -> Result<(), ParamError> {
+    /// Check values, and `reference` against the number of deps.
+    pub fn validate(&self, deps: usize) -> Result<(), ParamError> {
         check_sketch(self.num_perm, &self.shingle)?;
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
             return Err(ParamError::field("threshold", "must be in (0, 1]"));
@@ -216,19 +255,11 @@ impl DedupParams {
         if self.score_field.is_empty() {
             return Err(ParamError::field("score_field", "must not be empty"));
         }
-        if deps == 0 {
-            return Err(ParamError::whole("`dedup` needs at least one JSONL dep"));
-        }
         if self.reference >= deps {
             return Err(ParamError::field(
                 "reference",
                 format!("{} reference deps leave no input among {deps} deps", self.reference),
             ));
-        }
-        if !(1..=3).contains(&outs) {
-            return Err(ParamError::whole(format!(
-                "`dedup` takes 1 to 3 outs (kept records, clusters, lineage), got {outs}"
-            )));
         }
         Ok(())
     }
@@ -247,18 +278,9 @@ impl IndexParams {
         }
     }
 
-    /// Check values and the number of deps and outs.
-    pub fn validate(&self, deps: usize, outs: usize) -> Result<(), ParamError> {
-        check_sketch(self.num_perm, &self.shingle)?;
-        if deps == 0 {
-            return Err(ParamError::whole("`minhash-index` needs at least one JSONL dep"));
-        }
-        if outs != 1 {
-            return Err(ParamError::whole(format!(
-                "`minhash-index` takes exactly 1 out (the signature file), got {outs}"
-            )));
-        }
-        Ok(())
+    /// Check values.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check_sketch(self.num_perm, &self.shingle)
     }
 }
 
@@ -270,31 +292,4 @@ fn check_sketch(num_perm: usize, shingle: &Shingle) -> Result<(), ParamError> {
         return Err(ParamError::field("shingle.size", "must be at least 1"));
     }
     Ok(())
-}
-
-/// Deserialise params, pointing a failure at the top-level field that causes
-/// it (serde_json's messages do not say which field a type error is in).
-pub fn parse<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
-    let err = match serde_json::from_value::<T>(params.clone()) {
-        Ok(p) => return Ok(p),
-        Err(e) => e,
-    };
-    let msg = err.to_string();
-    if let Value::Object(map) = params {
-        // Every field has a default, so a one-field object fails only when
-        // that field is the culprit.
-        for (key, value) in map {
-            let one = Value::Object([(key.clone(), value.clone())].into_iter().collect());
-            if let Err(e) = serde_json::from_value::<T>(one) {
-                let text = e.to_string();
-                let unknown = text.strip_prefix("unknown field `").and_then(|s| s.split('`').next());
-                let field = match unknown {
-                    Some(name) if name != key => format!("{key}.{name}"),
-                    _ => key.clone(),
-                };
-                return Err(ParamError::field(field, text));
-            }
-        }
-    }
-    Err(ParamError::whole(msg))
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape, Typed};
 use serde_json::{json, Value};
 
 use super::{Dedup, MinhashIndex};
@@ -51,7 +51,7 @@ fn run_kind(
 }
 
 fn dedup(dir: &Path, deps: &[&str], outs: &[&str], params: Value) -> Run {
-    run_kind(&Dedup, dir, deps, outs, params, 2).unwrap()
+    run_kind(&Typed::new(Dedup), dir, deps, outs, params, 2).unwrap()
 }
 
 fn metric(r: &Run, name: &str) -> u64 {
@@ -69,7 +69,7 @@ fn words60(changed: &[usize]) -> String {
 
 fn check_err(params: Value, deps: usize, outs: usize) -> ParamError {
     let shape = StageShape { params: &params, deps, outs, cmd: None };
-    Dedup.check(&shape).unwrap_err()
+    Typed::new(Dedup).check(&shape).unwrap_err()
 }
 
 #[test]
@@ -240,7 +240,7 @@ fn signature_file_reference_gives_the_same_outputs() {
     reference_fixture(dir.path());
     let outs = ["a.jsonl", "a.clusters", "a.lineage"];
     let jsonl = dedup(dir.path(), &["in.jsonl", "ref.jsonl"], &outs, json!({"reference": 1}));
-    let idx = run_kind(&MinhashIndex, dir.path(), &["ref.jsonl"], &["ref.mhsig"], json!({}), 2).unwrap();
+    let idx = run_kind(&Typed::new(MinhashIndex), dir.path(), &["ref.jsonl"], &["ref.mhsig"], json!({}), 2).unwrap();
     assert_eq!((idx.metrics["records"].as_u64(), idx.metrics["distinct"].as_u64()), (Some(3), Some(3)));
     let outs = ["b.jsonl", "b.clusters", "b.lineage"];
     let sig = dedup(dir.path(), &["in.jsonl", "ref.mhsig"], &outs, json!({"reference": 1}));
@@ -252,16 +252,18 @@ fn signature_file_reference_gives_the_same_outputs() {
 fn signature_file_with_other_settings_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     reference_fixture(dir.path());
-    run_kind(&MinhashIndex, dir.path(), &["ref.jsonl"], &["ref.mhsig"], json!({"num_perm": 64}), 1).unwrap();
-    let err = run_kind(&Dedup, dir.path(), &["in.jsonl", "ref.mhsig"], &["o.jsonl"], json!({"reference": 1}), 1)
-        .err()
+    run_kind(&Typed::new(MinhashIndex), dir.path(), &["ref.jsonl"], &["ref.mhsig"], json!({"num_perm": 64}), 1)
         .unwrap();
+    let err =
+        run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl", "ref.mhsig"], &["o.jsonl"], json!({"reference": 1}), 1)
+            .err()
+            .unwrap();
     assert!(err.message.contains("was built with other settings: num_perm = 64 (this stage: 128)"), "{}", err.message);
     // Exact mode needs only the text settings to agree.
     let r = dedup(dir.path(), &["in.jsonl", "ref.mhsig"], &["o.jsonl"], json!({"reference": 1, "mode": "exact"}));
     assert_eq!(metric(&r, "reference_dups"), 1);
     // A signature file is no input.
-    let err = run_kind(&Dedup, dir.path(), &["ref.mhsig"], &["o.jsonl"], json!({}), 1).err().unwrap();
+    let err = run_kind(&Typed::new(Dedup), dir.path(), &["ref.mhsig"], &["o.jsonl"], json!({}), 1).err().unwrap();
     assert!(err.message.contains("is a signature file"), "{}", err.message);
 }
 
@@ -290,13 +292,15 @@ fn planted(n: usize) -> Vec<Value> {
 fn same_bytes_with_one_or_four_threads() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "in.jsonl", &planted(3000));
-    let one = run_kind(&Dedup, dir.path(), &["in.jsonl"], &["1.jsonl", "1.c", "1.l"], json!({}), 1).unwrap();
-    let four = run_kind(&Dedup, dir.path(), &["in.jsonl"], &["4.jsonl", "4.c", "4.l"], json!({}), 4).unwrap();
+    let one =
+        run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &["1.jsonl", "1.c", "1.l"], json!({}), 1).unwrap();
+    let four =
+        run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &["4.jsonl", "4.c", "4.l"], json!({}), 4).unwrap();
     assert_eq!(one.outs, four.outs);
     assert_eq!(one.metrics, four.metrics);
     assert!(metric(&one, "near_dups") > 500, "{:?}", one.metrics);
-    let a = run_kind(&MinhashIndex, dir.path(), &["in.jsonl"], &["1.mhsig"], json!({}), 1).unwrap();
-    let b = run_kind(&MinhashIndex, dir.path(), &["in.jsonl"], &["4.mhsig"], json!({}), 4).unwrap();
+    let a = run_kind(&Typed::new(MinhashIndex), dir.path(), &["in.jsonl"], &["1.mhsig"], json!({}), 1).unwrap();
+    let b = run_kind(&Typed::new(MinhashIndex), dir.path(), &["in.jsonl"], &["4.mhsig"], json!({}), 4).unwrap();
     assert_eq!(a.metrics, b.metrics);
     assert_eq!(std::fs::read(dir.path().join("1.mhsig")).unwrap(), std::fs::read(dir.path().join("4.mhsig")).unwrap());
 }
@@ -324,30 +328,30 @@ fn bad_params_name_the_field() {
     assert_eq!(field(json!({"num_perm": 2, "threshold": 0.5})), Some("num_perm".into()));
     assert_eq!(field(json!({"normalize": {"lowercse": true}})), Some("normalize.lowercse".into()));
     assert_eq!(field(json!({"shingle": {"unit": "words", "size": 0}})), Some("shingle.size".into()));
-    assert_eq!(field(json!({"shingle": {"unit": "lines"}})), Some("shingle".into()));
+    assert_eq!(field(json!({"shingle": {"unit": "lines"}})), Some("shingle.unit".into()));
     assert_eq!(field(json!({"reference": 1})), Some("reference".into()));
     assert_eq!(check_err(json!({}), 1, 4).field, None);
     assert_eq!(check_err(json!({}), 0, 1).field, None);
     let shape = StageShape { params: &json!({"reference": 1}), deps: 2, outs: 3, cmd: None };
-    assert_eq!(Dedup.check(&shape), Ok(()));
+    assert_eq!(Typed::new(Dedup).check(&shape), Ok(()));
     let shape = StageShape { params: &json!({}), deps: 1, outs: 2, cmd: None };
-    assert!(MinhashIndex.check(&shape).is_err());
+    assert!(Typed::new(MinhashIndex).check(&shape).is_err());
 }
 
 #[test]
 fn bad_input_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.jsonl"), "{\"text\":\"a\"}\n\n{oops\n").unwrap();
-    let err = run_kind(&Dedup, dir.path(), &["in.jsonl"], &["o.jsonl"], json!({}), 1).err().unwrap();
+    let err = run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &["o.jsonl"], json!({}), 1).err().unwrap();
     assert!(
         err.message.ends_with("in.jsonl:3: malformed JSON: key must be a string at line 1 column 2"),
         "{}",
         err.message
     );
     std::fs::write(dir.path().join("s.jsonl"), "{\"text\":\"a\",\"score\":[1]}\n").unwrap();
-    let err = run_kind(&Dedup, dir.path(), &["s.jsonl"], &["o.jsonl"], json!({}), 1).err().unwrap();
+    let err = run_kind(&Typed::new(Dedup), dir.path(), &["s.jsonl"], &["o.jsonl"], json!({}), 1).err().unwrap();
     assert!(err.message.ends_with("s.jsonl:1: score field `score` is not a number: [1]"), "{}", err.message);
     std::fs::write(dir.path().join("n.jsonl"), "[1]\n").unwrap();
-    let err = run_kind(&Dedup, dir.path(), &["n.jsonl"], &["o.jsonl"], json!({}), 1).err().unwrap();
+    let err = run_kind(&Typed::new(Dedup), dir.path(), &["n.jsonl"], &["o.jsonl"], json!({}), 1).err().unwrap();
     assert!(err.message.ends_with("n.jsonl:1: not a JSON object"), "{}", err.message);
 }

@@ -22,12 +22,12 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use dvx_engine::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{
+    Count, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Digest;
-
-use crate::stage_params;
 
 /// One file to fetch.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +65,20 @@ pub struct Params {
     /// Per-request timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_s: u64,
+}
+
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new("files", "list", "required", "The files: `{url, path, sha256?, blake3?}`."),
+            ParamDoc::new("files.N.url", "URL or path", "required", "http(s) URL, `file://` URL or local path."),
+            ParamDoc::new("files.N.path", "relative path", "required", "Where it goes, under outs[0]."),
+            ParamDoc::new("files.N.sha256", "hex", "-", "Expected SHA-256; also the file's identity in the key."),
+            ParamDoc::new("files.N.blake3", "hex", "-", "Expected BLAKE3; also the file's identity in the key."),
+            ParamDoc::new("cache_dir", "path", ".dvx/downloads", "Download cache, relative to the stage folder."),
+            ParamDoc::new("timeout_s", "integer", "60", "Per-request timeout in seconds."),
+        ]
+    }
 }
 
 fn is_http(url: &str) -> bool {
@@ -222,26 +236,21 @@ fn download(url: &str, cache: &Path, ident: &Value, timeout: u64) -> Result<Path
 /// The `fetch` kind.
 pub struct Fetch;
 
-impl Stage for Fetch {
-    fn kind(&self) -> &'static str {
-        "fetch"
-    }
+impl TypedStage for Fetch {
+    const KIND: &'static str = "fetch";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::AtLeast(0);
+    const OUTS: Count = Count::Exactly(1);
+    const OUTS_ARE: &'static str = "the folder to download into";
+    type Params = Params;
+    type Prepared = Params;
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        let p: Params = stage_params::parse(shape.params)?;
+    fn prepare(&self, p: Params, _shape: Shape) -> Result<Params, ParamError> {
         check_params(&p)?;
-        if shape.outs != 1 {
-            return Err(ParamError::whole("`fetch` takes exactly one out: the folder to download into"));
-        }
-        Ok(())
+        Ok(p)
     }
 
-    fn fingerprint(&self, ctx: &FingerprintContext<'_>) -> Result<Option<Value>, StageFailure> {
-        let p: Params = stage_params::parse_in_run(ctx.params)?;
+    fn fingerprint(&self, p: &Params, ctx: &FingerprintContext<'_>) -> Result<Option<Value>, StageFailure> {
         let ids = p
             .files
             .iter()
@@ -250,8 +259,7 @@ impl Stage for Fetch {
         Ok(Some(json!({ "files": ids })))
     }
 
-    fn external_inputs(&self, ctx: &FingerprintContext<'_>) -> Result<Vec<PathBuf>, StageFailure> {
-        let p: Params = stage_params::parse_in_run(ctx.params)?;
+    fn external_inputs(&self, p: &Params, ctx: &FingerprintContext<'_>) -> Result<Vec<PathBuf>, StageFailure> {
         Ok(p.files
             .iter()
             .filter(|f| !is_http(&f.url))
@@ -260,8 +268,7 @@ impl Stage for Fetch {
             .collect())
     }
 
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p: Params = stage_params::parse_in_run(ctx.params)?;
+    fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let cache = ctx.cwd.join(&p.cache_dir);
         let mut files = serde_json::Map::new();
         let mut total = 0;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::source_files::testing::run;
+use dvx_engine::{Stage, StageShape, Typed};
 
 /// Which validators the test server sends.
 #[derive(Clone, Copy)]
@@ -94,7 +95,7 @@ fn serve(mut conn: TcpStream, body: &Mutex<Vec<u8>>, mode: Validators, gets: &At
 }
 
 fn fp(params: &Value, cwd: &Path) -> Result<Value, StageFailure> {
-    Fetch.fingerprint(&FingerprintContext { cwd, deps: &[], params }).map(Option::unwrap)
+    Typed::new(Fetch).fingerprint(&FingerprintContext { cwd, deps: &[], params }).map(Option::unwrap)
 }
 
 #[test]
@@ -106,7 +107,7 @@ fn caches_and_notices_a_changed_remote_file() {
 
     let first = fp(&params, dir.path()).unwrap();
     assert!(first["files"][0]["id"]["etag"].is_string(), "{first}");
-    let (m, _) = run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params.clone());
+    let (m, _) = run(Fetch, dir.path(), &[], std::slice::from_ref(&out), params.clone());
     let m = m.unwrap();
     assert_eq!(std::fs::read(out.join("raw/data.txt")).unwrap(), b"version one\n");
     assert_eq!(m["files"]["raw/data.txt"]["bytes"], json!(12));
@@ -116,14 +117,14 @@ fn caches_and_notices_a_changed_remote_file() {
     // Unchanged: same key, and a re-run is served from the download cache.
     assert_eq!(fp(&params, dir.path()).unwrap(), first);
     std::fs::remove_dir_all(&out).unwrap();
-    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params.clone()).0.unwrap();
+    run(Fetch, dir.path(), &[], std::slice::from_ref(&out), params.clone()).0.unwrap();
     assert_eq!(server.gets.load(Ordering::SeqCst), 1, "served from cache");
 
     server.set(b"version two\n");
     let second = fp(&params, dir.path()).unwrap();
     assert_ne!(second, first);
     std::fs::remove_dir_all(&out).unwrap();
-    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params).0.unwrap();
+    run(Fetch, dir.path(), &[], std::slice::from_ref(&out), params).0.unwrap();
     assert_eq!(std::fs::read(out.join("raw/data.txt")).unwrap(), b"version two\n");
 }
 
@@ -135,12 +136,12 @@ fn a_server_without_validators_is_hashed() {
     let first = fp(&params, dir.path()).unwrap();
     assert_eq!(first["files"][0]["id"], json!({"content_blake3": blake3::hash(b"aaaa").to_hex().to_string()}));
     let out = dir.path().join("out");
-    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params.clone()).0.unwrap();
+    run(Fetch, dir.path(), &[], std::slice::from_ref(&out), params.clone()).0.unwrap();
     // Same length, new bytes: still noticed, and not served stale.
     server.set(b"bbbb");
     assert_ne!(fp(&params, dir.path()).unwrap(), first);
     std::fs::remove_dir_all(&out).unwrap();
-    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params).0.unwrap();
+    run(Fetch, dir.path(), &[], std::slice::from_ref(&out), params).0.unwrap();
     assert_eq!(std::fs::read(out.join("d.txt")).unwrap(), b"bbbb");
 }
 
@@ -154,14 +155,14 @@ fn expected_hash_is_the_key_and_a_mismatch_fails() {
     assert_eq!(fp(&offline, dir.path()).unwrap(), json!({"files": [{"path": "x", "id": {"sha256": wrong}}]}));
 
     let params = json!({"files": [{"url": server.url, "path": "x", "sha256": wrong}], "cache_dir": "cache"});
-    let (r, _) = run(&Fetch, dir.path(), &[], &[dir.path().join("out")], params);
+    let (r, _) = run(Fetch, dir.path(), &[], &[dir.path().join("out")], params);
     let got = hex(&sha2::Sha256::digest(b"payload"));
     assert_eq!(
         r.unwrap_err().message,
         format!("`x` from {}: sha256 mismatch: expected {wrong}, got {got}", server.url)
     );
     let right = json!({"files": [{"url": server.url, "path": "x", "sha256": got}], "cache_dir": "cache"});
-    run(&Fetch, dir.path(), &[], &[dir.path().join("out2")], right).0.unwrap();
+    run(Fetch, dir.path(), &[], &[dir.path().join("out2")], right).0.unwrap();
 
     let missing = json!({"files": [{"url": format!("http://{}/missing", server.addr), "path": "x"}]});
     let e = fp(&missing, dir.path()).unwrap_err();
@@ -181,7 +182,7 @@ fn local_files_are_hashed_and_copied() {
     std::fs::write(dir.path().join("src.txt"), "two").unwrap();
     assert_ne!(fp(&params, dir.path()).unwrap(), first);
     let out = dir.path().join("out");
-    run(&Fetch, dir.path(), &[], std::slice::from_ref(&out), params).0.unwrap();
+    run(Fetch, dir.path(), &[], std::slice::from_ref(&out), params).0.unwrap();
     assert_eq!(std::fs::read_to_string(out.join("a/b.txt")).unwrap(), "two");
 }
 
@@ -199,13 +200,16 @@ fn external_inputs_are_the_local_files() {
         {"url": "missing.txt", "path": "d", "sha256": "0".repeat(64)},
     ]});
     let deps: Vec<PathBuf> = Vec::new();
-    let got = Fetch.external_inputs(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params }).unwrap();
+    let got = Typed::new(Fetch)
+        .external_inputs(&FingerprintContext { cwd: dir.path(), deps: &deps, params: &params })
+        .unwrap();
     assert_eq!(got, vec![dir.path().join("src.txt"), other]);
 }
 
 #[test]
 fn param_errors_name_the_field() {
-    let check = |p: Value| Fetch.check(&StageShape { params: &p, deps: 0, outs: 1, cmd: None }).unwrap_err();
+    let check =
+        |p: Value| Typed::new(Fetch).check(&StageShape { params: &p, deps: 0, outs: 1, cmd: None }).unwrap_err();
     assert_eq!(check(json!({"files": [{"url": "u", "path": "../x"}]})).field.as_deref(), Some("files.0.path"));
     assert_eq!(
         check(json!({"files": [{"url": "u", "path": "x", "sha256": "abc"}]})).field.as_deref(),

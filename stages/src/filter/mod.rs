@@ -23,23 +23,21 @@ mod rule;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::records::RecordWriter;
-use crate::support::{
-    bad_line_record, category_of, check_counts, par_map, param_failure, parse_params, pool, read_chunk, round4,
-    ChunkReader, OnError,
-};
+use crate::support::{bad_line_record, category_of, par_map, pool, read_chunk, round4, ChunkReader, OnError};
 use rule::{parse_rules, Rule, Subject};
 
 /// The `filter` stage kind.
 pub struct Filter;
 
+/// Params of `filter`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default = "default_category_field")]
     category_field: String,
     #[serde(default)]
@@ -54,6 +52,29 @@ struct Params {
     reason_field: String,
 }
 
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new("category_field", "field path", "category", "Field holding a record's category."),
+            ParamDoc::new(
+                "text_fields",
+                "list of field paths",
+                "[]",
+                "Text the rules search; `[]` = the record's turns.",
+            ),
+            ParamDoc::new("rules", "map of category to rule", "{}", "The rule each category must pass."),
+            ParamDoc::new("default", "rule", "-", "Rule for categories not under `rules`; none = pass."),
+            ParamDoc::new("on_error", "fail | skip", "fail", "What a malformed line does: stop, or count and reject."),
+            ParamDoc::new(
+                "reason_field",
+                "string",
+                "_rejected_by",
+                "Field naming the deciding rule in rejected records.",
+            ),
+        ]
+    }
+}
+
 fn default_category_field() -> String {
     "category".into()
 }
@@ -63,17 +84,10 @@ fn default_reason_field() -> String {
 }
 
 /// Params with every rule compiled.
-struct Compiled {
+pub struct Compiled {
     params: Params,
     rules: BTreeMap<String, Rule>,
     default: Option<Rule>,
-}
-
-fn compile(params: &Value) -> Result<Compiled, ParamError> {
-    let params: Params = parse_params(params)?;
-    let rules = parse_rules(&params.rules)?.into_iter().collect();
-    let default = params.default.as_ref().map(|d| Rule::parse(d, "default")).transpose()?;
-    Ok(Compiled { params, rules, default })
 }
 
 /// Pass counts of one category.
@@ -102,22 +116,23 @@ impl Tally {
     }
 }
 
-impl Stage for Filter {
-    fn kind(&self) -> &'static str {
-        "filter"
+impl TypedStage for Filter {
+    const KIND: &'static str = "filter";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::Exactly(1);
+    const OUTS: Count = Count::Between(1, 2);
+    const DEPS_ARE: &'static str = "JSONL";
+    const OUTS_ARE: &'static str = "kept records, then optionally rejected records";
+    type Params = Params;
+    type Prepared = Compiled;
+
+    fn prepare(&self, params: Params, _shape: Shape) -> Result<Compiled, ParamError> {
+        let rules = parse_rules(&params.rules)?.into_iter().collect();
+        let default = params.default.as_ref().map(|d| Rule::parse(d, "default")).transpose()?;
+        Ok(Compiled { params, rules, default })
     }
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        check_counts("filter", shape.deps, (1, 1), shape.outs, (1, 2))?;
-        compile(shape.params).map(|_| ())
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let c = compile(ctx.params).map_err(param_failure)?;
+    fn execute(&self, c: &Compiled, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let p = &c.params;
         let pool = pool(ctx.threads)?;
         let mut reader = ChunkReader::open(&ctx.deps[0])?;

@@ -54,7 +54,7 @@ fn seed_000_rules_keep_and_reject() {
     let cases = seed_cases();
     let input: Vec<Value> = cases.iter().map(|(r, _)| r.clone()).collect();
     let params = pipeline_params("v5_8_curated.yaml", "filter");
-    let r = run(&Filter, &[&jsonl(&input)], &["kept.jsonl", "rejected.jsonl"], params, 2).unwrap();
+    let r = run(Filter, &[&jsonl(&input)], &["kept.jsonl", "rejected.jsonl"], params, 2).unwrap();
     let want_kept: Vec<Value> = cases.iter().filter(|c| c.1).map(|c| c.0.clone()).collect();
     assert_eq!(r.records(0), want_kept);
     let rejected = r.records(1);
@@ -79,7 +79,7 @@ fn metrics_have_the_seed_000_table_shape() {
     let cases = seed_cases();
     let input: Vec<Value> = cases.iter().map(|(r, _)| r.clone()).collect();
     let params = pipeline_params("v5_8_curated.yaml", "filter");
-    let r = run(&Filter, &[&jsonl(&input)], &["kept.jsonl"], params, 1).unwrap();
+    let r = run(Filter, &[&jsonl(&input)], &["kept.jsonl"], params, 1).unwrap();
     assert_eq!(r.metric("total"), &json!(26));
     assert_eq!(r.metric("passed"), &json!(14));
     assert_eq!(r.metric("failed"), &json!(12));
@@ -144,7 +144,7 @@ fn default_rule_field_and_missing_category() {
         "rules": {"x": {"field": "score", "ge": 5}},
         "default": {"min_len": 10},
     });
-    let r = run(&Filter, &[&jsonl(&input)], &["k.jsonl", "r.jsonl"], params, 1).unwrap();
+    let r = run(Filter, &[&jsonl(&input)], &["k.jsonl", "r.jsonl"], params, 1).unwrap();
     assert_eq!(r.records(0), vec![input[1].clone(), input[2].clone()]);
     assert_eq!(r.column(1, "_rejected_by"), vec!["default: len(text) >= 10"]);
     assert_eq!(r.metric("categories")["(none)"], json!({"total": 2, "passed": 1, "failed": 1, "rate": 0.5}));
@@ -153,9 +153,9 @@ fn default_rule_field_and_missing_category() {
 #[test]
 fn malformed_lines_fail_or_skip() {
     let input = "{\"output\": \"a\"}\nnot json\n[1]\n{\"output\": \"b\"}\n";
-    let err = run(&Filter, &[input], &["k.jsonl"], json!({}), 1).unwrap_err();
+    let err = run(Filter, &[input], &["k.jsonl"], json!({}), 1).unwrap_err();
     assert!(err.ends_with("in0.jsonl:2: malformed JSON: expected ident at line 1 column 2"), "{err}");
-    let r = run(&Filter, &[input], &["k.jsonl", "r.jsonl"], json!({"on_error": "skip"}), 1).unwrap();
+    let r = run(Filter, &[input], &["k.jsonl", "r.jsonl"], json!({"on_error": "skip"}), 1).unwrap();
     assert_eq!(r.records(0).len(), 2);
     assert_eq!(r.metric("malformed"), &json!(2));
     let rej = r.records(1);
@@ -167,14 +167,14 @@ fn malformed_lines_fail_or_skip() {
 
 #[test]
 fn bad_params_name_the_field() {
-    let check = |params: Value| run(&Filter, &["{}\n"], &["k.jsonl"], params, 1).unwrap_err();
+    let check = |params: Value| run(Filter, &["{}\n"], &["k.jsonl"], params, 1).unwrap_err();
     let e = check(json!({"rules": {"CRUD": {"at_least": 1, "of": ["a", {"regex": "("}]}}}));
     assert!(e.starts_with("rules.CRUD.of.1.regex: invalid regex"), "{e}");
     assert_eq!(check(json!({"rule": {}})).split(',').next().unwrap(), "rule: unknown field `rule`");
     assert!(check(json!({"on_error": "ignore"})).starts_with("on_error: unknown variant `ignore`"));
     assert!(check(json!({"default": {"all": "x"}})).starts_with("default.all: expected a list of rules"));
-    let e = run(&Filter, &["{}\n"], &["a", "b", "c"], json!({}), 1).unwrap_err();
-    assert_eq!(e, ": a `filter` stage takes 1 to 2 outs, got 3");
+    let e = run(Filter, &["{}\n"], &["a", "b", "c"], json!({}), 1).unwrap_err();
+    assert_eq!(e, ": a `filter` stage takes 1 to 2 outs (kept records, then optionally rejected records), got 3");
 }
 
 #[test]
@@ -184,8 +184,8 @@ fn same_bytes_whatever_the_thread_count() {
         (0..5000).map(|i| rec("Query Optimization", if i % 3 == 0 { "joinedload" } else { "plain" })).collect();
     let input = jsonl(&input);
     let params = pipeline_params("v5_8_curated.yaml", "filter");
-    let a = run(&Filter, &[&input], &["k", "r"], params.clone(), 1).unwrap();
-    let b = run(&Filter, &[&input], &["k", "r"], params, 4).unwrap();
+    let a = run(Filter, &[&input], &["k", "r"], params.clone(), 1).unwrap();
+    let b = run(Filter, &[&input], &["k", "r"], params, 4).unwrap();
     assert_eq!(a.text(0), b.text(0));
     assert_eq!(a.text(1), b.text(1));
     assert_eq!(a.metrics, b.metrics);

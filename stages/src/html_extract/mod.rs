@@ -16,7 +16,7 @@ mod knowledge;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -25,7 +25,6 @@ use crate::grep_sim::{self, GrepHit, GrepIndex, IndexedFile};
 use crate::records::RecordWriter;
 use crate::seeded::{sample_indices, SplitMix64};
 use crate::source_files::{line_of, line_starts, list_files};
-use crate::stage_params;
 use knowledge::CONCEPTS;
 
 /// How many examples of each pattern to generate.
@@ -62,6 +61,19 @@ pub struct Params {
     pub max_grep_results: usize,
     /// Longest range a read example shows.
     pub max_read_lines: usize,
+}
+
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new("counts", "{grep, read, direct}", "{grep: 9, read: 5, direct: 16}", "Examples per pattern."),
+            ParamDoc::new("seed", "integer", "0", "Sampling and wording seed."),
+            ParamDoc::new("format", "chat | alpaca", "chat", "Output record shape."),
+            ParamDoc::new("system", "string", "-", "System message of chat records."),
+            ParamDoc::new("max_grep_results", "integer", "10", "Skip searches with more result lines than this."),
+            ParamDoc::new("max_read_lines", "integer", "40", "Longest range a read example shows."),
+        ]
+    }
 }
 
 impl Default for Params {
@@ -418,31 +430,24 @@ fn direct_examples(pages: &[Page], want: usize, p: &Params) -> (Vec<Example>, us
 /// The `html-extract` kind.
 pub struct HtmlExtract;
 
-impl Stage for HtmlExtract {
-    fn kind(&self) -> &'static str {
-        "html-extract"
-    }
+impl TypedStage for HtmlExtract {
+    const KIND: &'static str = "html-extract";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::AtLeast(1);
+    const OUTS: Count = Count::Exactly(1);
+    const DEPS_ARE: &'static str = "folders of HTML pages";
+    const OUTS_ARE: &'static str = "the examples JSONL";
+    type Params = Params;
+    type Prepared = Params;
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        let p: Params = stage_params::parse(shape.params)?;
+    fn prepare(&self, p: Params, _shape: Shape) -> Result<Params, ParamError> {
         if p.max_read_lines == 0 {
             return Err(ParamError::field("max_read_lines", "must be at least 1"));
         }
-        if shape.deps == 0 {
-            return Err(ParamError::whole("`html-extract` needs at least one dep (a folder of HTML pages)"));
-        }
-        if shape.outs != 1 {
-            return Err(ParamError::whole("`html-extract` takes exactly one out: the examples JSONL"));
-        }
-        Ok(())
+        Ok(p)
     }
 
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p: Params = stage_params::parse_in_run(ctx.params)?;
+    fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let files = list_files(ctx.deps, &[".html", ".htm"])?;
         let mut roots: Vec<Vec<IndexedFile>> = vec![Vec::new(); ctx.deps.len()];
         let mut pages = Vec::new();
@@ -480,9 +485,9 @@ impl Stage for HtmlExtract {
             writeln!(ctx.log, "parse failed: {f}")?;
         }
         let index: Vec<GrepIndex> = roots.into_iter().map(GrepIndex::new).collect();
-        let (grep, gp) = grep_examples(&pages, &index, p.counts.grep, &p);
-        let (read, rp) = read_examples(&pages, p.counts.read, &p);
-        let (direct, dp) = direct_examples(&pages, p.counts.direct, &p);
+        let (grep, gp) = grep_examples(&pages, &index, p.counts.grep, p);
+        let (read, rp) = read_examples(&pages, p.counts.read, p);
+        let (direct, dp) = direct_examples(&pages, p.counts.direct, p);
         let mut w = RecordWriter::create(&ctx.outs[0])?;
         let mut topics = std::collections::BTreeMap::<String, usize>::new();
         for ex in grep.iter().chain(&read).chain(&direct) {

@@ -64,7 +64,7 @@ fn stage_examples_are_real_and_counted() {
     .unwrap();
     let out = dir.path().join("out.jsonl");
     let (m, _) = run(
-        &HtmlExtract,
+        HtmlExtract,
         dir.path(),
         std::slice::from_ref(&html),
         std::slice::from_ref(&out),
@@ -110,7 +110,7 @@ fn defaults_and_determinism() {
     let go = |n: &str| {
         let out = dir.path().join(n);
         let m =
-            run(&HtmlExtract, dir.path(), std::slice::from_ref(&html), std::slice::from_ref(&out), json!({"seed": 2}))
+            run(HtmlExtract, dir.path(), std::slice::from_ref(&html), std::slice::from_ref(&out), json!({"seed": 2}))
                 .0
                 .unwrap();
         (m, std::fs::read(out).unwrap())
@@ -127,7 +127,7 @@ fn shipped_pages_give_the_phase7_counts() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("html.jsonl");
-    let (m, _) = run(&HtmlExtract, root, &[root.join("examples/html")], std::slice::from_ref(&out), json!({"seed": 7}));
+    let (m, _) = run(HtmlExtract, root, &[root.join("examples/html")], std::slice::from_ref(&out), json!({"seed": 7}));
     let m = m.unwrap();
     assert_eq!(m["parse_failed"], json!(0));
     for (p, n) in [("grep", 9), ("read", 5), ("direct", 16)] {

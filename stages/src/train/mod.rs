@@ -39,7 +39,7 @@ mod fused;
 mod lora;
 mod model;
 mod optim;
-mod params;
+pub(crate) mod params;
 mod plot;
 mod rng;
 mod run;
@@ -53,7 +53,7 @@ pub(crate) mod tests;
 pub(crate) use data::{encode_record, Example};
 pub(crate) use folder::load as load_model;
 pub(crate) use model::Transformer;
-pub(crate) use params::{parse as parse_params, DeviceParam};
+pub(crate) use params::DeviceParam;
 pub(crate) use plot::bars as bar_chart;
 pub(crate) use run::eval_loss;
 pub(crate) use template::TemplateParam;
@@ -65,7 +65,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Tensor, Var};
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::{json, Value};
 
 use folder::{AdapterInfo, DvxMeta, FolderConfig};
@@ -112,35 +112,25 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-impl Stage for Train {
-    fn kind(&self) -> &'static str {
-        "train"
+impl TypedStage for Train {
+    const KIND: &'static str = "train";
+    // 2: fused CPU kernels changed the trained weights.
+    const VERSION: u32 = 2;
+    const DEPS: Count = Count::Between(2, 4);
+    const OUTS: Count = Count::Between(2, 3);
+    const DEPS_ARE: &'static str = "train.jsonl, valid.jsonl, then optionally a base model folder and a tokenizer.json";
+    const OUTS_ARE: &'static str = "model folder, metrics.json, then optionally a loss-curve SVG";
+    type Params = TrainParams;
+    type Prepared = TrainParams;
+
+    fn prepare(&self, p: TrainParams, _shape: Shape) -> Result<TrainParams, ParamError> {
+        p.validate()?;
+        Ok(p)
     }
 
-    fn version(&self) -> u32 {
-        // 2: fused CPU kernels changed the trained weights.
-        2
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        if !(2..=4).contains(&shape.deps) {
-            return Err(ParamError::whole(
-                "`train` takes deps [train.jsonl, valid.jsonl] plus optionally a base model folder and a tokenizer.json",
-            ));
-        }
-        if !(2..=3).contains(&shape.outs) {
-            return Err(ParamError::whole(
-                "`train` writes outs [model folder, metrics.json] and optionally a loss-curve SVG",
-            ));
-        }
-        parse_params::<TrainParams>(shape.params)?.validate()
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p: TrainParams = parse_params(ctx.params).map_err(|e| StageFailure::new(e.message))?;
-        p.validate().map_err(|e| StageFailure::new(format!("{}: {}", e.field.unwrap_or_default(), e.message)))?;
+    fn execute(&self, p: &TrainParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let (deps, outs) = (ctx.deps, ctx.outs);
-        threads::run_on_pool(ctx.threads, ctx.log, |log| execute(&p, deps, outs, log))
+        threads::run_on_pool(ctx.threads, ctx.log, |log| execute(p, deps, outs, log))
     }
 }
 

@@ -1,7 +1,6 @@
 //! The `train` stage's params.
 
-use dvx_engine::ParamError;
-use serde::de::DeserializeOwned;
+use dvx_engine::{ParamDoc, ParamError, ParamsDoc};
 use serde::Deserialize;
 
 use super::lora::LoraParams;
@@ -9,41 +8,6 @@ use super::model::ArchConfig;
 use super::optim::Schedule;
 use super::template::TemplateParam;
 use super::tokenizer::EosSpec;
-
-/// Parse a params object, naming the offending field on error: serde_json
-/// reports no path, so the top-level key whose removal changes the error is
-/// the one to blame.
-pub fn parse<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T, ParamError> {
-    let err = match serde_json::from_value::<T>(params.clone()) {
-        Ok(t) => return Ok(t),
-        Err(e) => e.to_string(),
-    };
-    let unknown = err.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
-    if let Some(obj) = params.as_object() {
-        if let Some(name) = unknown.filter(|n| obj.contains_key(*n)) {
-            return Err(ParamError::field(name, err.clone()));
-        }
-        for key in obj.keys() {
-            let mut without = obj.clone();
-            without.remove(key);
-            // Without the culprit the error goes away (or, for a required
-            // field, becomes "missing field"); without any other key it stays.
-            let changed = match serde_json::from_value::<T>(serde_json::Value::Object(without)) {
-                Ok(_) => true,
-                Err(e) => e.to_string() != err,
-            };
-            if changed {
-                // An unknown field one level down: point at it.
-                let field = match unknown {
-                    Some(n) if obj[key].get(n).is_some() => format!("{key}.{n}"),
-                    _ => key.clone(),
-                };
-                return Err(ParamError::field(field, err));
-            }
-        }
-    }
-    Err(ParamError::whole(err))
-}
 
 /// Where tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -207,6 +171,42 @@ pub struct TrainParams {
     pub device: DeviceParam,
 }
 
+impl ParamsDoc for TrainParams {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new(
+                "model",
+                "{layers, width, heads, kv_heads, context, mlp, positions, tied, rope_theta}",
+                "{layers: 2, width: 128, heads: 4, context: 256, positions: rotary, tied: true, rope_theta: 10000}",
+                "Architecture when training from scratch (not with a base model).",
+            ),
+            ParamDoc::new("lora", "map", "-", "Fine-tune the base with LoRA adapters instead of all weights."),
+            ParamDoc::new("template", "name or map", "-", "Chat template; default: the base's, else `auto`."),
+            ParamDoc::new("eos_token", "string or id", "-", "End-of-sequence token of a `tokenizer.json`."),
+            ParamDoc::new("epochs", "integer", "1", "Passes over the training set (or `steps`)."),
+            ParamDoc::new("steps", "integer", "-", "Optimizer steps (instead of `epochs`)."),
+            ParamDoc::new("batch_size", "integer", "8", "Examples per micro-batch."),
+            ParamDoc::new("grad_accum", "integer", "1", "Micro-batches per optimizer step."),
+            ParamDoc::new("lr", "number", "0.001", "Peak learning rate."),
+            ParamDoc::new("warmup_steps", "integer", "0", "Linear warmup steps."),
+            ParamDoc::new("schedule", "cosine | linear | constant", "cosine", "Learning rate after warmup."),
+            ParamDoc::new("min_lr_ratio", "fraction", "0.1", "Final learning rate as a fraction of `lr`."),
+            ParamDoc::new("weight_decay", "number", "0.01", "AdamW decoupled weight decay (2-D weights only)."),
+            ParamDoc::new("max_grad_norm", "number", "1.0", "Clip the global gradient norm (0 = off)."),
+            ParamDoc::new("max_length", "integer", "-", "Cut examples to this many tokens; default: the context."),
+            ParamDoc::new("seed", "integer", "0", "Seeds init, shuffling and dropout."),
+            ParamDoc::new("eval_every", "integer", "50", "Validation loss every N steps (0 = first and last only)."),
+            ParamDoc::new("log_every", "integer", "10", "A progress line every N steps."),
+            ParamDoc::new(
+                "device",
+                "cpu | cuda",
+                "cpu",
+                "Where tensors live; `cuda` needs a build with the `cuda` feature.",
+            ),
+        ]
+    }
+}
+
 fn d_batch() -> usize {
     8
 }
@@ -299,10 +299,11 @@ impl TrainParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dvx_engine::typed::parse_params;
     use serde_json::json;
 
     fn err(v: serde_json::Value) -> ParamError {
-        match parse::<TrainParams>(&v) {
+        match parse_params::<TrainParams>(&v) {
             Ok(p) => p.validate().unwrap_err(),
             Err(e) => e,
         }
@@ -310,7 +311,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let p: TrainParams = parse(&json!({})).unwrap();
+        let p: TrainParams = parse_params(&json!({})).unwrap();
         assert_eq!((p.batch_size, p.grad_accum, p.lr, p.eval_every), (8, 1, 1e-3, 50));
         assert_eq!(p.schedule, Schedule::Cosine);
         assert!(p.validate().is_ok());

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use dvx_engine::{Metrics, Stage, StageContext, StageFailure};
+use dvx_engine::{Metrics, Stage, StageContext, StageFailure, Typed};
 use serde_json::{json, Value};
 
 use super::folder;
@@ -94,7 +94,8 @@ pub(crate) fn shared_base() -> &'static Shared {
         let (base, metrics_json, svg) =
             (dir.path().join("base"), dir.path().join("m.json"), dir.path().join("loss.svg"));
         let outs = [base.clone(), metrics_json.clone(), svg.clone()];
-        let (r, log) = run_stage(&Train, &tiny_params(BASE_STEPS), &[train.clone(), valid.clone()], &outs, 2);
+        let (r, log) =
+            run_stage(&Typed::new(Train), &tiny_params(BASE_STEPS), &[train.clone(), valid.clone()], &outs, 2);
         let metrics = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
         Shared { _dir: dir, base, metrics_json, svg, train, valid, metrics, log }
     })
@@ -120,7 +121,8 @@ fn loss_falls_and_runs_are_identical() {
     // Same seed on one thread instead of two: the same bytes.
     let dir = tempfile::tempdir().unwrap();
     let outs = [dir.path().join("b"), dir.path().join("b.json"), dir.path().join("b.svg")];
-    let (r, log2) = run_stage(&Train, &tiny_params(BASE_STEPS), &[s.train.clone(), s.valid.clone()], &outs, 1);
+    let (r, log2) =
+        run_stage(&Typed::new(Train), &tiny_params(BASE_STEPS), &[s.train.clone(), s.valid.clone()], &outs, 1);
     r.unwrap_or_else(|e| panic!("{e}\n{log2}"));
     for f in ["model.safetensors", "config.json"] {
         assert_eq!(bytes(&s.base.join(f)), bytes(&outs[0].join(f)), "{f}");
@@ -167,7 +169,7 @@ fn lora_trains_only_adapters() {
     let base_before = bytes(&base.join("model.safetensors"));
     let outs = [dir.path().join("ad"), dir.path().join("ad.json")];
     let deps = [t.clone(), v.clone(), base.clone()];
-    let (r, log) = run_stage(&Train, &params, &deps, &outs, 2);
+    let (r, log) = run_stage(&Typed::new(Train), &params, &deps, &outs, 2);
     let m = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
     assert_eq!(base_before, bytes(&base.join("model.safetensors")));
     // 1 layer × (q: 4·32+32·4, v: 4·32+32·4, down: 4·64+32·4).
@@ -192,7 +194,7 @@ fn lora_trains_only_adapters() {
         p
     };
     let outs = [dir.path().join("merged"), dir.path().join("merged.json")];
-    let (r, log) = run_stage(&Train, &params_merge, &deps, &outs, 1);
+    let (r, log) = run_stage(&Typed::new(Train), &params_merge, &deps, &outs, 1);
     r.unwrap_or_else(|e| panic!("{e}\n{log}"));
     let merged = candle_core::safetensors::load(outs[0].join("model.safetensors"), &Device::Cpu).unwrap();
     let orig = candle_core::safetensors::load(base.join("model.safetensors"), &Device::Cpu).unwrap();
@@ -210,7 +212,7 @@ fn adapter_reloads_onto_its_base_only() {
     let dir = tempfile::tempdir().unwrap();
     let params = json!({"lora": {"rank": 2}, "steps": 3, "batch_size": 4, "lr": 0.01, "log_every": 0});
     let outs = [dir.path().join("ad"), dir.path().join("ad.json")];
-    let (r, log) = run_stage(&Train, &params, &[t.clone(), v.clone(), base.clone()], &outs, 1);
+    let (r, log) = run_stage(&Typed::new(Train), &params, &[t.clone(), v.clone(), base.clone()], &outs, 1);
     r.unwrap_or_else(|e| panic!("{e}\n{log}"));
     let dev = Device::Cpu;
     let err = folder::load(&outs[0], None, &dev).err().unwrap();
@@ -261,7 +263,7 @@ fn lora_on_a_hugging_face_qwen2_folder() {
     let params = json!({"lora": {"rank": 2, "targets": ["q", "k", "v", "o"]}, "template": "{user} : {assistant}",
         "steps": 30, "batch_size": 2, "lr": 0.05, "log_every": 0});
     let outs = [dir.path().join("ad"), dir.path().join("m.json")];
-    let (r, log) = run_stage(&Train, &params, &[t, v, base.clone()], &outs, 1);
+    let (r, log) = run_stage(&Typed::new(Train), &params, &[t, v, base.clone()], &outs, 1);
     let m = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
     assert!(m["final_valid_loss"].as_f64().unwrap() < m["initial_valid_loss"].as_f64().unwrap());
     let cfg: Value = serde_json::from_slice(&bytes(&outs[0].join("config.json"))).unwrap();
@@ -279,7 +281,8 @@ fn bad_inputs_fail_clearly() {
     let Shared { base, train: t, valid: v, .. } = shared_base();
     let dir = tempfile::tempdir().unwrap();
     let outs = [dir.path().join("o"), dir.path().join("o.json")];
-    let fail = |params: Value, deps: &[PathBuf]| run_stage(&Train, &params, deps, &outs, 1).0.unwrap_err().message;
+    let fail =
+        |params: Value, deps: &[PathBuf]| run_stage(&Typed::new(Train), &params, deps, &outs, 1).0.unwrap_err().message;
     let e = fail(json!({"lora": {}}), &[t.clone(), v.clone()]);
     assert_eq!(e, "`lora` needs a base model: add its folder to deps");
     let e = fail(json!({"model": {"layers": 1}}), &[t.clone(), v.clone(), base.clone()]);
@@ -288,8 +291,8 @@ fn bad_inputs_fail_clearly() {
     assert_eq!(e, "max_length: 999 is longer than the model's context (32)");
     let e = fail(json!({"lr": -1}), &[t.clone(), v.clone()]);
     assert_eq!(e, "lr: must be a positive number");
-    let e = run_stage(&Train, &json!({}), std::slice::from_ref(t), &outs, 1).0.unwrap_err().message;
-    assert!(e.contains("takes deps [train.jsonl, valid.jsonl]"), "{e}");
+    let e = run_stage(&Typed::new(Train), &json!({}), std::slice::from_ref(t), &outs, 1).0.unwrap_err().message;
+    assert!(e.contains("takes 2 to 4 deps (train.jsonl, valid.jsonl"), "{e}");
     let empty = dir.path().join("empty.jsonl");
     write_jsonl(&empty, &[json!({"id": 1})]);
     let e = fail(json!({}), &[empty.clone(), v.clone()]);

@@ -36,24 +36,22 @@ mod report;
 
 use std::collections::BTreeMap;
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::records::RecordWriter;
-use crate::support::{
-    bad_line_record, check_counts, file_name, par_map, param_failure, parse_params, pool, read_chunk, ChunkReader,
-    OnError,
-};
+use crate::support::{bad_line_record, file_name, par_map, pool, read_chunk, ChunkReader, OnError};
 use collect::{facts, Totals};
 use report::Check;
 
 /// The `validate` stage kind.
 pub struct Validate;
 
+/// Params of `validate`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     #[serde(default)]
     required_fields: Vec<String>,
     #[serde(default)]
@@ -86,6 +84,54 @@ struct Params {
     examples: usize,
     #[serde(default)]
     on_error: OnError,
+}
+
+impl ParamsDoc for Params {
+    fn doc() -> Vec<ParamDoc> {
+        vec![
+            ParamDoc::new("required_fields", "list of field paths", "[]", "Fields that must be present and not null."),
+            ParamDoc::new(
+                "non_empty",
+                "list of field paths",
+                "[]",
+                "Fields that must not be blank (missing counts as empty).",
+            ),
+            ParamDoc::new("types", "map of field to type", "{}", "`string number integer boolean array object null`."),
+            ParamDoc::new(
+                "check_turns",
+                "bool",
+                "true",
+                "Chat records alternate [system] user, assistant, ... with no empty turn.",
+            ),
+            ParamDoc::new("category_field", "field path", "category", "Field holding a record's category."),
+            ParamDoc::new("score_field", "field path", "score", "Scores summarised when present."),
+            ParamDoc::new(
+                "text_fields",
+                "list of field paths",
+                "[]",
+                "The text measured and compared; `[]` = the record's turns.",
+            ),
+            ParamDoc::new("min_records", "integer", "-", "Fail below this many records."),
+            ParamDoc::new("max_records", "integer", "-", "Fail above this many records."),
+            ParamDoc::new("min_per_category", "integer", "-", "Fail when a category has fewer records."),
+            ParamDoc::new(
+                "max_duplicate_rate",
+                "fraction",
+                "-",
+                "Fail above this rate of exact duplicates (case and whitespace folded).",
+            ),
+            ParamDoc::new("max_invalid", "integer", "0", "Records breaking a schema rule that are tolerated."),
+            ParamDoc::new("max_malformed", "integer", "-", "Malformed lines tolerated under `on_error: skip`."),
+            ParamDoc::new("histogram_bins", "integer", "20", "Bins of the length histogram (1 to 1000)."),
+            ParamDoc::new("examples", "integer", "5", "Locations listed per broken rule."),
+            ParamDoc::new(
+                "on_error",
+                "fail | skip",
+                "fail",
+                "What a malformed line does: stop, or count it (to outs[3]) and go on.",
+            ),
+        ]
+    }
 }
 
 fn yes() -> bool {
@@ -143,8 +189,7 @@ impl JsonType {
     }
 }
 
-fn parse(raw: &Value) -> Result<Params, ParamError> {
-    let p: Params = parse_params(raw)?;
+fn parse(p: Params) -> Result<Params, ParamError> {
     if let Some(r) = p.max_duplicate_rate {
         if !(0.0..=1.0).contains(&r) {
             return Err(ParamError::field("max_duplicate_rate", "expected a fraction between 0 and 1"));
@@ -187,22 +232,21 @@ fn checks(p: &Params, t: &Totals) -> Vec<Check> {
     out
 }
 
-impl Stage for Validate {
-    fn kind(&self) -> &'static str {
-        "validate"
+impl TypedStage for Validate {
+    const KIND: &'static str = "validate";
+    const VERSION: u32 = 1;
+    const DEPS: Count = Count::AtLeast(1);
+    const OUTS: Count = Count::Between(1, 4);
+    const DEPS_ARE: &'static str = "JSONL";
+    const OUTS_ARE: &'static str = "report JSON, then optionally Markdown, SVG chart, malformed lines";
+    type Params = Params;
+    type Prepared = Params;
+
+    fn prepare(&self, params: Params, _shape: Shape) -> Result<Params, ParamError> {
+        parse(params)
     }
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
-        check_counts("validate", shape.deps, (1, usize::MAX), shape.outs, (1, 4))?;
-        parse(shape.params).map(|_| ())
-    }
-
-    fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let p = parse(ctx.params).map_err(param_failure)?;
+    fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let pool = pool(ctx.threads)?;
         let mut rejects = ctx.outs.get(3).map(|o| RecordWriter::create(o)).transpose()?;
         let mut t = Totals::default();
@@ -222,7 +266,7 @@ impl Stage for Validate {
                 if chunk.is_empty() {
                     break;
                 }
-                let found = par_map(&pool, &chunk, |(_, rec)| facts(&p, rec));
+                let found = par_map(&pool, &chunk, |(_, rec)| facts(p, rec));
                 for ((line, _), f) in chunk.iter().zip(found) {
                     t.add(f, || format!("{name}:{line}"), p.examples);
                 }
@@ -232,7 +276,7 @@ impl Stage for Validate {
         if let Some(w) = rejects {
             w.finish()?;
         }
-        let checks = checks(&p, &t);
+        let checks = checks(p, &t);
         let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
         let report = report::json(&t, &checks, p.histogram_bins);
         std::fs::write(&ctx.outs[0], serde_json::to_string_pretty(&report).expect("json") + "\n")?;

@@ -15,7 +15,7 @@ const OUTS: [&str; 4] = ["report.json", "report.md", "chart.svg", "bad.jsonl"];
 
 #[test]
 fn stats_report() {
-    let r = run(&Validate, &[&sample()], &OUTS[..3], json!({"max_duplicate_rate": 0.5, "min_records": 3}), 2).unwrap();
+    let r = run(Validate, &[&sample()], &OUTS[..3], json!({"max_duplicate_rate": 0.5, "min_records": 3}), 2).unwrap();
     let report: Value = serde_json::from_str(&r.text(0)).unwrap();
     assert_eq!(report["status"], json!("passed"));
     assert_eq!(report["records"], json!(3));
@@ -72,7 +72,7 @@ fn schema_violations_fail_the_stage_but_the_report_is_written() {
         json!({"messages": [{"role": "user", "content": "y"}, {"role": "tool", "content": "t"}, {"role": "assistant", "content": "z"}], "category": "c", "output": "o"}),
     ]);
     let params = json!({"required_fields": ["category"], "types": {"category": "string"}, "non_empty": ["output"], "examples": 1});
-    let dir_run = || run(&Validate, &[&input], &OUTS[..2], params.clone(), 1);
+    let dir_run = || run(Validate, &[&input], &OUTS[..2], params.clone(), 1);
     let err = dir_run().unwrap_err();
     assert_eq!(
         err,
@@ -82,7 +82,7 @@ fn schema_violations_fail_the_stage_but_the_report_is_written() {
     // The same inputs with tolerance pass, and the report lists the violations.
     let mut ok = params.clone();
     ok["max_invalid"] = json!(4);
-    let r = run(&Validate, &[&input], &OUTS[..2], ok, 1).unwrap();
+    let r = run(Validate, &[&input], &OUTS[..2], ok, 1).unwrap();
     let report: Value = serde_json::from_str(&r.text(0)).unwrap();
     assert_eq!(report["invalid"], json!(4));
     assert_eq!(
@@ -102,7 +102,7 @@ fn schema_violations_fail_the_stage_but_the_report_is_written() {
 #[test]
 fn configured_rules_fail_with_every_broken_rule() {
     let params = json!({"min_records": 5, "max_duplicate_rate": 0.01, "min_per_category": 2});
-    let err = run(&Validate, &[&sample()], &OUTS[..1], params, 1).unwrap_err();
+    let err = run(Validate, &[&sample()], &OUTS[..1], params, 1).unwrap_err();
     assert_eq!(
         err,
         "validation failed: min_records (limit >= 5, got 3); min_per_category: y (limit >= 2, got 1); \
@@ -114,9 +114,9 @@ fn configured_rules_fail_with_every_broken_rule() {
 fn several_inputs_and_malformed_lines() {
     let a = sample();
     let b = "{\"output\": \"z\"}\nbroken\n";
-    let err = run(&Validate, &[&a, b], &OUTS[..1], json!({}), 1).unwrap_err();
+    let err = run(Validate, &[&a, b], &OUTS[..1], json!({}), 1).unwrap_err();
     assert!(err.contains("in1.jsonl:2: malformed JSON"), "{err}");
-    let r = run(&Validate, &[&a, b], &OUTS, json!({"on_error": "skip"}), 1).unwrap();
+    let r = run(Validate, &[&a, b], &OUTS, json!({"on_error": "skip"}), 1).unwrap();
     let report: Value = serde_json::from_str(&r.text(0)).unwrap();
     assert_eq!(report["inputs"], json!({"in0.jsonl": 3, "in1.jsonl": 1}));
     assert_eq!(report["malformed"], json!(1));
@@ -127,13 +127,13 @@ fn several_inputs_and_malformed_lines() {
             json!({"_error": "malformed JSON: expected value at line 1 column 1", "_file": "in1.jsonl", "_line": 2, "_raw": "broken"})
         ]
     );
-    let err = run(&Validate, &[&a, b], &OUTS[..1], json!({"on_error": "skip", "max_malformed": 0}), 1).unwrap_err();
+    let err = run(Validate, &[&a, b], &OUTS[..1], json!({"on_error": "skip", "max_malformed": 0}), 1).unwrap_err();
     assert_eq!(err, "validation failed: max_malformed (limit <= 0, got 1)");
 }
 
 #[test]
 fn bad_params() {
-    let bad = |params: Value| run(&Validate, &["{}\n"], &OUTS[..1], params, 1).unwrap_err();
+    let bad = |params: Value| run(Validate, &["{}\n"], &OUTS[..1], params, 1).unwrap_err();
     assert!(bad(json!({"types": {"a": "text"}})).starts_with("types.a: unknown variant `text`"));
     assert_eq!(bad(json!({"max_duplicate_rate": 2})), "max_duplicate_rate: expected a fraction between 0 and 1");
     assert_eq!(bad(json!({"min_records": 5, "max_records": 2})), "min_records: 5 is above max_records 2");
@@ -146,8 +146,8 @@ fn deterministic_across_threads() {
         .map(|i| json!({"instruction": format!("q{}", i % 4000), "output": "x ".repeat(i % 50), "category": format!("c{}", i % 5), "score": (i % 13) as f64 / 3.0}))
         .collect();
     let text = jsonl(&recs);
-    let a = run(&Validate, &[&text], &OUTS[..3], json!({}), 1).unwrap();
-    let b = run(&Validate, &[&text], &OUTS[..3], json!({}), 4).unwrap();
+    let a = run(Validate, &[&text], &OUTS[..3], json!({}), 1).unwrap();
+    let b = run(Validate, &[&text], &OUTS[..3], json!({}), 4).unwrap();
     for i in 0..3 {
         assert_eq!(a.text(i), b.text(i));
     }
