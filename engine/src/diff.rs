@@ -92,9 +92,9 @@ pub struct StageChange {
     /// Whether it is in one version only, changed, or the same.
     pub state: StageChangeKind,
     /// Key in A.
-    pub key_a: Option<String>,
+    pub key_a: Option<dvx_cache::StageKey>,
     /// Key in B.
-    pub key_b: Option<String>,
+    pub key_b: Option<dvx_cache::StageKey>,
 }
 
 /// The records of one JSONL path in A and in B.

@@ -16,6 +16,7 @@ pub mod spec;
 mod stage;
 mod state;
 pub mod typed;
+pub mod version;
 mod why;
 mod workspace;
 

@@ -2,63 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use dvx_cache::{hash_path, Cache, Hash, LinkMode, OutputRef, StatCache, VersionRecord};
-use serde::Deserialize;
+use dvx_cache::{hash_path, Cache, Hash, LinkMode, OutputRef, StatCache};
 
 use crate::error::{EngineError, Result};
 use crate::executor::local::{abs, execute};
 use crate::registry::Registry;
 use crate::spec::{Origin, StageDef};
-
-/// A stage as recorded in a version body.
-#[derive(Debug, Deserialize)]
-pub struct RecordedStage {
-    /// The stage's name in that version.
-    pub name: String,
-    /// The stage's kind, for `show` and `reproduce`.
-    pub kind: String,
-    /// Its stage key, as the version recorded it.
-    pub key: Option<String>,
-    /// The folder it ran in, relative to the workspace.
-    #[serde(default)]
-    pub cwd: String,
-    /// Its deps as written, relative to the workspace.
-    #[serde(default)]
-    pub deps: Vec<String>,
-    /// Its outs, relative to the workspace.
-    #[serde(default)]
-    pub outs: Vec<String>,
-    /// Its params, so `reproduce` can run it again as it was.
-    #[serde(default)]
-    pub params: serde_json::Value,
-    /// The interpolated `cmd` it ran.
-    #[serde(default)]
-    pub cmd: Option<String>,
-    /// Its declared env.
-    #[serde(default)]
-    pub env: std::collections::BTreeMap<String, String>,
-    /// What it produced: the objects `checkout` restores.
-    #[serde(default)]
-    pub outputs: Vec<OutputRef>,
-}
-
-/// A version body, as the engine writes it.
-#[derive(Debug, Deserialize)]
-pub struct VersionBody {
-    /// The name of the pipeline that made the version.
-    pub pipeline: String,
-    /// Stages in the order they were scheduled (topological).
-    pub stages: Vec<RecordedStage>,
-    /// The source files (deps no stage produces) with their hashes.
-    #[serde(default)]
-    pub sources: Vec<OutputRef>,
-}
-
-/// Parse a version's body.
-pub fn body_of(rec: &VersionRecord) -> Result<VersionBody> {
-    serde_json::from_value(rec.body.clone())
-        .map_err(|e| EngineError::Other(format!("version {} has an unreadable body: {e}", rec.hash.short())))
-}
+pub use crate::version::{body_of, RecordedStage, VersionBody};
 
 /// Restore every output of a version under `base` (and its sources too when
 /// `with_sources`). Returns the number of paths restored. The record is

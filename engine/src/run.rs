@@ -23,6 +23,7 @@ use crate::registry::Registry;
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
 use crate::stage::{Metrics, Stage};
 use crate::state::{OwnedOuts, StageState, WorkspaceState};
+use crate::version::{RecordedStage, VersionBody};
 use crate::why::StaleReason;
 use crate::workspace::Workspace;
 
@@ -830,27 +831,23 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
     };
     for (&si, r) in selected.iter().zip(results) {
         let s = &p.stages[si];
-        stages.push(serde_json::json!({
-            "name": s.name,
-            "kind": s.kind,
-            "key": r.key,
-            "cwd": s.cwd,
-            "deps": s.deps,
-            "outs": s.outs,
-            "params": s.params,
-            "cmd": s.cmd,
-            "env": s.env,
-            "outputs": r.outputs,
-        }));
+        stages.push(RecordedStage {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            key: r.key.clone(),
+            cwd: s.cwd.clone(),
+            deps: s.deps.clone(),
+            outs: s.outs.clone(),
+            params: s.params.clone(),
+            cmd: s.cmd.clone(),
+            env: s.env.clone(),
+            outputs: r.outputs.clone(),
+        });
         meta.metrics.insert(s.name.clone(), serde_json::Value::Object(r.metrics.clone()));
         meta.statuses.insert(s.name.clone(), serde_json::to_value(r.status).expect("status serialises"));
     }
-    let body = serde_json::json!({
-        "dvx_version": 1,
-        "pipeline": p.name,
-        "stages": stages,
-        "sources": sources,
-    });
+    let body = VersionBody { dvx_version: 1, pipeline: p.name.clone(), stages, sources };
+    let body = serde_json::to_value(body).expect("a version body serialises");
     let version = sh.ws.cache.put_version(body, meta)?;
     sh.state.lock().expect("state lock").last_digest.insert(file_key, (digest, version.clone()));
     Ok(version)

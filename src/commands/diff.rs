@@ -55,7 +55,7 @@ fn render(d: &VersionDiff) -> String {
                     StageChangeKind::Same => "same",
                 };
                 let key =
-                    |k: &Option<String>| k.as_deref().map(|k| k[..k.len().min(12)].to_string()).unwrap_or("-".into());
+                    |k: &Option<dvx_cache::StageKey>| k.as_ref().map(|k| k.short().to_string()).unwrap_or("-".into());
                 vec![s.name.clone(), s.kind.clone(), state.into(), key(&s.key_a), key(&s.key_b)]
             })
             .collect();

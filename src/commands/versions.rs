@@ -44,7 +44,7 @@ pub fn show(l: Loaded, prefix: &str) -> Result<ExitCode> {
     }
     println!("stages:");
     for s in &body.stages {
-        println!("  {} ({})  key {}", s.name, s.kind, s.key.as_deref().map(|k| &k[..12]).unwrap_or("-"));
+        println!("  {} ({})  key {}", s.name, s.kind, s.key.as_ref().map(|k| k.short()).unwrap_or("-"));
         for o in &s.outputs {
             println!("    out {}  {}", &o.hash.as_str()[..12], o.path);
         }
