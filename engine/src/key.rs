@@ -111,6 +111,18 @@ impl<'a> KeyInputs<'a> {
     }
 }
 
+/// Ask a stage for its fingerprint (facts beyond params and deps), with its
+/// paths resolved against the workspace `wdir`.
+pub fn fingerprint(
+    wdir: &std::path::Path,
+    def: &crate::spec::StageDef,
+    stage: &dyn crate::stage::Stage,
+) -> Result<Option<serde_json::Value>, crate::stage::StageFailure> {
+    let cwd = crate::abs(wdir, &def.cwd);
+    let deps: Vec<std::path::PathBuf> = def.deps.iter().map(|d| crate::abs(wdir, d)).collect();
+    stage.fingerprint(&crate::stage::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,16 +150,4 @@ mod tests {
         assert_eq!(k(&p1), k(&p2));
         assert_ne!(k(&p1), k(&p3));
     }
-}
-
-/// Ask a stage for its fingerprint (facts beyond params and deps), with its
-/// paths resolved against the workspace `wdir`.
-pub fn fingerprint(
-    wdir: &std::path::Path,
-    def: &crate::spec::StageDef,
-    stage: &dyn crate::stage::Stage,
-) -> Result<Option<serde_json::Value>, crate::stage::StageFailure> {
-    let cwd = crate::abs(wdir, &def.cwd);
-    let deps: Vec<std::path::PathBuf> = def.deps.iter().map(|d| crate::abs(wdir, d)).collect();
-    stage.fingerprint(&crate::stage::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params })
 }
