@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use crate::error::{EngineError, Result};
 use crate::executor::local::{abs, execute};
-use crate::registry::Registry;
 use crate::spec::{Origin, StageDef};
+use crate::Registry;
 
 /// A stage as recorded in a version body.
 #[derive(Debug, Deserialize)]

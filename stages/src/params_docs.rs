@@ -87,8 +87,7 @@ fn every_kind_with_params_documents_them() {
 
 /// The top-level fields serde knows for `P` (from its "unknown field" message).
 fn serde_fields<P: serde::de::DeserializeOwned>() -> Vec<String> {
-    let e =
-        dvx_engine::typed::parse_params::<P>(&serde_json::json!({"__not_a_param": 0})).err().expect("unknown field");
+    let e = dvx_engine::parse_params::<P>(&serde_json::json!({"__not_a_param": 0})).err().expect("unknown field");
     let list = e.message.split_once("expected ").map(|(_, l)| l).unwrap_or("");
     let mut names: Vec<String> = list.split('`').skip(1).step_by(2).map(str::to_string).collect();
     names.sort();

@@ -237,7 +237,7 @@ impl BenchParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dvx_engine::typed::parse_params;
+    use dvx_engine::parse_params;
     use serde_json::json;
 
     #[test]

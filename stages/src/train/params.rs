@@ -299,7 +299,7 @@ impl TrainParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dvx_engine::typed::parse_params;
+    use dvx_engine::parse_params;
     use serde_json::json;
 
     fn err(v: serde_json::Value) -> ParamError {
