@@ -116,11 +116,11 @@ impl<'a> KeyInputs<'a> {
 pub fn fingerprint(
     wdir: &std::path::Path,
     def: &crate::spec::StageDef,
-    stage: &dyn crate::stage::Stage,
-) -> Result<Option<serde_json::Value>, crate::stage::StageFailure> {
+    stage: &dyn crate::Stage,
+) -> Result<Option<serde_json::Value>, crate::StageFailure> {
     let cwd = crate::abs(wdir, &def.cwd);
     let deps: Vec<std::path::PathBuf> = def.deps.iter().map(|d| crate::abs(wdir, d)).collect();
-    stage.fingerprint(&crate::stage::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params })
+    stage.fingerprint(&crate::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params })
 }
 
 #[cfg(test)]

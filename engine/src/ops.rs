@@ -6,9 +6,9 @@ use dvx_cache::{hash_path, Cache, Hash, LinkMode, OutputRef, StatCache};
 
 use crate::error::{EngineError, Result};
 use crate::executor::local::{abs, execute};
-use crate::registry::Registry;
 use crate::spec::{Origin, StageDef};
 pub use crate::version::{body_of, RecordedStage, VersionBody};
+use crate::Registry;
 
 /// Restore every output of a version under `base` (and its sources too when
 /// `with_sources`). Returns the number of paths restored. The record is

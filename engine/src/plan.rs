@@ -9,9 +9,9 @@ use dvx_cache::{OutputRef, RunEntry, StageKey};
 use crate::key::KeyInputs;
 use crate::run::Action;
 use crate::spec::StageDef;
-use crate::stage::Metrics;
 use crate::state::StageState;
 use crate::why::{why_stale, StaleReason};
+use crate::Metrics;
 
 /// What planning may look at besides the stage's own inputs.
 pub(crate) trait Lookup {

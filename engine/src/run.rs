@@ -19,13 +19,13 @@ use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
 use crate::key::KeyInputs;
 use crate::plan::{self, outputs_are_outs, Decision, Facts, Lookup, Plan};
-use crate::registry::Registry;
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
-use crate::stage::{Metrics, Stage};
 use crate::state::{OwnedOuts, StageState, WorkspaceState};
 use crate::version::{RecordedStage, VersionBody};
 use crate::why::StaleReason;
 use crate::workspace::Workspace;
+use crate::Registry;
+use crate::{Metrics, Stage};
 
 /// What happened to a stage in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -890,7 +890,7 @@ fn extra_sources(sh: &Shared, selected: &[usize]) -> Result<BTreeSet<String>> {
         let stage = sh.registry.get(&def.kind).expect("kinds are checked at load");
         let cwd = abs(&p.wdir, &def.cwd);
         let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(&p.wdir, d)).collect();
-        let ctx = crate::stage::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params };
+        let ctx = crate::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params };
         let inputs = stage
             .external_inputs(&ctx)
             .map_err(|e| EngineError::Other(format!("stage `{}`: {}", def.name, e.message)))?;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use dvx_engine::{StageContext, StageShape};
+use dvx_stage_api::{StageContext, StageShape};
 
 fn main() -> ExitCode {
     match run() {

@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use dvx_engine::StageContext;
+use dvx_stage_api::StageContext;
 use serde_json::json;
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use dvx_engine::{
+use dvx_stage_api::{
     Count, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage,
 };
 use serde::Deserialize;
@@ -300,7 +300,7 @@ impl TypedStage for CloneRepos {
 mod tests {
     use super::*;
     use crate::source_files::testing::run;
-    use dvx_engine::{Stage, StageShape, Typed};
+    use dvx_stage_api::{Stage, StageShape, Typed};
     use serde_json::Value;
 
     fn sh(dir: &Path, script: &str) -> String {

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Stdio};
 
-use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 
 /// Params of `cmd`: any values, read only through `${params.NAME}` in `cmd`.

@@ -1,7 +1,9 @@
 //! Built-in stage kinds. Each kind is one module implementing
-//! [`dvx_engine::TypedStage`] (registered through the [`dvx_engine::Typed`] adapter); [`builtin_registry`] lists them all.
+//! [`dvx_stage_api::TypedStage`] (registered through the
+//! [`dvx_stage_api::Typed`] adapter); [`builtin_registry`] lists them all.
+//! This crate builds against the stage API alone, never the engine.
 
-use dvx_engine::Registry;
+use dvx_stage_api::Registry;
 
 pub mod ast_extract;
 mod balance;

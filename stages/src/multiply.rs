@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -373,7 +373,7 @@ mod tests {
     use super::*;
     use crate::records::read_all;
     use crate::source_files::testing::run;
-    use dvx_engine::{Stage, StageShape, Typed};
+    use dvx_stage_api::{Stage, StageShape, Typed};
 
     fn params() -> Value {
         json!({

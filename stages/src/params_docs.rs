@@ -1,12 +1,12 @@
 //! The params tables of `docs/stages.md` are generated from each kind's
-//! `Params` type ([`dvx_engine::ParamsDoc`]). The test fails when the file
+//! `Params` type ([`dvx_stage_api::ParamsDoc`]). The test fails when the file
 //! differs; `DVX_BLESS=1 cargo test -p dvx-stages params_tables` rewrites it.
 //!
 //! A table sits between `<!-- params: KIND -->` and `<!-- /params -->` in
 //! the kind's section (the one headed `` ### `KIND` ``); blessing adds a
 //! missing table at the end of its section.
 
-use dvx_engine::ParamDoc;
+use dvx_stage_api::ParamDoc;
 
 use crate::builtin_registry;
 
@@ -87,8 +87,7 @@ fn every_kind_with_params_documents_them() {
 
 /// The top-level fields serde knows for `P` (from its "unknown field" message).
 fn serde_fields<P: serde::de::DeserializeOwned>() -> Vec<String> {
-    let e =
-        dvx_engine::typed::parse_params::<P>(&serde_json::json!({"__not_a_param": 0})).err().expect("unknown field");
+    let e = dvx_stage_api::parse_params::<P>(&serde_json::json!({"__not_a_param": 0})).err().expect("unknown field");
     let list = e.message.split_once("expected ").map(|(_, l)| l).unwrap_or("");
     let mut names: Vec<String> = list.split('`').skip(1).step_by(2).map(str::to_string).collect();
     names.sort();
@@ -96,7 +95,7 @@ fn serde_fields<P: serde::de::DeserializeOwned>() -> Vec<String> {
 }
 
 /// The top-level rows of a kind's table.
-fn documented<P: dvx_engine::ParamsDoc>() -> Vec<String> {
+fn documented<P: dvx_stage_api::ParamsDoc>() -> Vec<String> {
     let mut names: Vec<String> =
         P::doc().into_iter().filter(|r| !r.name.contains('.')).map(|r| r.name.into()).collect();
     names.sort();
@@ -105,7 +104,7 @@ fn documented<P: dvx_engine::ParamsDoc>() -> Vec<String> {
 
 #[test]
 fn tables_list_exactly_the_fields_serde_knows() {
-    fn same<P: serde::de::DeserializeOwned + dvx_engine::ParamsDoc>(kind: &str) {
+    fn same<P: serde::de::DeserializeOwned + dvx_stage_api::ParamsDoc>(kind: &str) {
         assert_eq!(documented::<P>(), serde_fields::<P>(), "`{kind}`");
     }
     same::<crate::filter::Params>("filter");

@@ -24,7 +24,7 @@ fn every_stage_of_the_pipeline_accepts_its_params() {
             assert_eq!(kind, "dedup", "stage `{name}` has an unknown kind");
             continue;
         };
-        let shape = dvx_engine::StageShape {
+        let shape = dvx_stage_api::StageShape {
             params: &stage["params"],
             deps: stage["deps"].as_array().unwrap().len(),
             outs: stage["outs"].as_array().unwrap().len(),

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 use serde_json::{Map, Value};
 
 /// One JSON object per line.

@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 
-use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use dvx_engine::StageShape;
+use dvx_stage_api::StageShape;
 use serde_json::Value;
 
 fn load(dir: &Path, file: &str, stages: &mut BTreeMap<String, (String, Value)>, order: &mut Vec<String>) {

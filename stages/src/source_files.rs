@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 
 /// One file found under a dep.
 #[derive(Debug, Clone)]
@@ -125,7 +125,7 @@ mod tests {
 pub mod testing {
     use std::path::{Path, PathBuf};
 
-    use dvx_engine::{Metrics, Stage, StageContext, StageFailure, StageShape, Typed, TypedStage};
+    use dvx_stage_api::{Metrics, Stage, StageContext, StageFailure, StageShape, Typed, TypedStage};
     use serde_json::Value;
 
     /// Check then execute `kind` (through the [`Typed`] adapter) in `cwd`;

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use dvx_cache::canonical_json;
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};

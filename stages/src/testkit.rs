@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use dvx_engine::{Metrics, Stage, StageContext, StageShape, Typed, TypedStage};
+use dvx_stage_api::{Metrics, Stage, StageContext, StageShape, Typed, TypedStage};
 use serde_json::Value;
 
 /// What a stage run left behind.

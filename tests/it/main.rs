@@ -3,6 +3,7 @@
 mod support;
 
 mod core_run;
+mod deps;
 mod diff;
 mod errors;
 mod fuzz;

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::local::{self, abs};
 use crate::key::KeyInputs;
-use crate::registry::Registry;
 use crate::spec::load_pipeline;
+use crate::Registry;
 
 /// What a job needs to execute one stage key; written by the scheduler to
 /// `jobs-v1/<key>.json` in the cache.

@@ -10,7 +10,7 @@ use dvx_cache::{remove_path, Cache, OutputRef, RunEntry, StageKey, StatCache};
 
 use super::{Executor, Job};
 use crate::spec::StageDef;
-use crate::stage::{Metrics, Stage, StageContext};
+use crate::{Metrics, Stage, StageContext};
 
 /// Runs stages in the dvx process: execute into the workspace, then store
 /// the outputs and the run-cache entry.

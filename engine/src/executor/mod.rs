@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use dvx_cache::{Cache, Hash, OutputKind, RunEntry, StageKey, StatCache};
 
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
-use crate::stage::Stage;
+use crate::Stage;
 use local::Failure;
 
 pub use job::{exec_job, JobError, JobOutcome, JobSpec};

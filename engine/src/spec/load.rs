@@ -10,8 +10,8 @@ use super::paths::{normalize, relative_to, special_file};
 use super::raw::{RawPipeline, RawStage, PIPELINE_FIELDS, STAGE_FIELDS};
 use super::{ExecutorKind, Origin, Pipeline, Resources, StageDef};
 use crate::error::{EngineError, Result, SourceFile, Span, SpecError};
-use crate::registry::Registry;
-use crate::stage::StageShape;
+use crate::Registry;
+use crate::StageShape;
 
 /// Load the pipeline at `path` with its imports, check every stage against
 /// `registry`, and resolve paths and interpolations.

@@ -12,7 +12,7 @@ mod examples;
 
 use std::sync::Arc;
 
-use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Value};

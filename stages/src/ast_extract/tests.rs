@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dvx_engine::{Stage, StageShape, Typed};
+use dvx_stage_api::{Stage, StageShape, Typed};
 use serde_json::{json, Value};
 
 use super::*;

@@ -29,7 +29,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dvx_engine::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::{json, Value};
 
 use crate::records::{field, value_text, Record};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use dvx_engine::{ParamDoc, ParamError, ParamsDoc};
+use dvx_stage_api::{ParamDoc, ParamError, ParamsDoc};
 use serde::Deserialize;
 
 use crate::train::{DeviceParam, TemplateParam};
@@ -237,7 +237,7 @@ impl BenchParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dvx_engine::typed::parse_params;
+    use dvx_stage_api::parse_params;
     use serde_json::json;
 
     #[test]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use dvx_engine::Typed;
+use dvx_stage_api::Typed;
 use serde_json::{json, Value};
 
 use super::Benchmark;

@@ -7,7 +7,7 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
 use std::path::Path;
 
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 
 use super::lsh::band_hashes;
 use super::sigfile::Reader;

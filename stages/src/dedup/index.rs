@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use dvx_engine::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::json;
 
 use super::params::IndexParams;

@@ -82,7 +82,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dvx_engine::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::json;
 
 use cluster::UnionFind;

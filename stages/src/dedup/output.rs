@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 use serde_json::{json, Value};
 
 use super::cluster::{Cluster, Dropped};

@@ -1,6 +1,6 @@
 //! Params of `dedup` and `minhash-index`, with their defaults and checks.
 
-use dvx_engine::{ParamDoc, ParamError, ParamsDoc};
+use dvx_stage_api::{ParamDoc, ParamError, ParamsDoc};
 use serde::{Deserialize, Serialize};
 
 use super::lsh;

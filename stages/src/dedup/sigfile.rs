@@ -25,7 +25,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 use serde::{Deserialize, Serialize};
 
 use super::params::SketchSpec;

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 use rayon::prelude::*;
 use serde_json::Value;
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dvx_engine::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape, Typed};
+use dvx_stage_api::{Metrics, ParamError, Stage, StageContext, StageFailure, StageShape, Typed};
 use serde_json::{json, Value};
 
 use super::{Dedup, MinhashIndex};

@@ -22,7 +22,7 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use dvx_engine::{
+use dvx_stage_api::{
     Count, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage,
 };
 use serde::Deserialize;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::source_files::testing::run;
-use dvx_engine::{Stage, StageShape, Typed};
+use dvx_stage_api::{Stage, StageShape, Typed};
 
 /// Which validators the test server sends.
 #[derive(Clone, Copy)]

@@ -23,7 +23,7 @@ mod rule;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 

@@ -33,7 +33,7 @@
 use std::cell::OnceCell;
 use std::fmt::Write as _;
 
-use dvx_engine::ParamError;
+use dvx_stage_api::ParamError;
 use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 

@@ -16,7 +16,7 @@ mod knowledge;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use dvx_engine::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use serde::Deserialize;
 use serde_json::json;
 

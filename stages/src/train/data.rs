@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 use serde::Serialize;
 
 use super::rng::Rng;

@@ -65,7 +65,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Tensor, Var};
-use dvx_engine::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
+use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::{json, Value};
 
 use folder::{AdapterInfo, DvxMeta, FolderConfig};

@@ -1,6 +1,6 @@
 //! The `train` stage's params.
 
-use dvx_engine::{ParamDoc, ParamError, ParamsDoc};
+use dvx_stage_api::{ParamDoc, ParamError, ParamsDoc};
 use serde::Deserialize;
 
 use super::lora::LoraParams;
@@ -299,7 +299,7 @@ impl TrainParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dvx_engine::typed::parse_params;
+    use dvx_stage_api::parse_params;
     use serde_json::json;
 
     fn err(v: serde_json::Value) -> ParamError {

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 
 use super::data::{batch, Example, Sampler};
 use super::model::{batch_tensors, weighted_nll, Transformer};

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use dvx_engine::{Metrics, Stage, StageContext, StageFailure, Typed};
+use dvx_stage_api::{Metrics, Stage, StageContext, StageFailure, Typed};
 use serde_json::{json, Value};
 
 use super::folder;
@@ -59,7 +59,7 @@ pub(crate) fn run_stage(
     outs: &[PathBuf],
     threads: usize,
 ) -> (Result<Metrics, StageFailure>, String) {
-    let shape = dvx_engine::StageShape { params, deps: deps.len(), outs: outs.len(), cmd: None };
+    let shape = dvx_stage_api::StageShape { params, deps: deps.len(), outs: outs.len(), cmd: None };
     if let Err(e) = stage.check(&shape) {
         return (Err(StageFailure::new(format!("{}: {}", e.field.unwrap_or_default(), e.message))), String::new());
     }

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::mpsc::{channel, Sender};
 
-use dvx_engine::StageFailure;
+use dvx_stage_api::StageFailure;
 
 /// A `Write` that forwards each chunk over a channel.
 struct ChanWriter(Sender<Vec<u8>>);

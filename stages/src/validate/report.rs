@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use dvx_engine::Metrics;
+use dvx_stage_api::Metrics;
 use serde_json::{json, Map, Value};
 
 use super::collect::Totals;

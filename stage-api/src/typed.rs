@@ -15,38 +15,7 @@
 //! them (the design's goal) would change every version hash, so it waits for
 //! a deliberate key-format change.
 //!
-//! ```no_run
-//! use dvx_engine::typed::{Count, ParamsDoc, ParamDoc, Shape, Typed, TypedStage};
-//! use dvx_engine::{Metrics, ParamError, StageContext, StageFailure};
-//!
-//! #[derive(serde::Deserialize)]
-//! struct Params { copies: usize }
-//! impl ParamsDoc for Params {
-//!     fn doc() -> Vec<ParamDoc> {
-//!         vec![ParamDoc::new("copies", "integer", "required", "How many copies.")]
-//!     }
-//! }
-//!
-//! struct Repeat;
-//! impl TypedStage for Repeat {
-//!     const KIND: &'static str = "repeat";
-//!     const VERSION: u32 = 1;
-//!     const DEPS: Count = Count::Exactly(1);
-//!     const OUTS: Count = Count::Exactly(1);
-//!     type Params = Params;
-//!     type Prepared = usize;
-//!     fn prepare(&self, p: Params, _shape: Shape) -> Result<usize, ParamError> {
-//!         Ok(p.copies)
-//!     }
-//!     fn execute(&self, copies: &usize, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-//!         let text = std::fs::read_to_string(&ctx.deps[0])?;
-//!         std::fs::write(&ctx.outs[0], text.repeat(*copies))?;
-//!         Ok(Metrics::new())
-//!     }
-//! }
-//!
-//! let stage = Typed::new(Repeat);
-//! ```
+//! The crate docs show a whole kind.
 
 use std::collections::HashMap;
 use std::fmt;
