@@ -212,7 +212,8 @@ impl Shared {
                     stage: r.name.clone(),
                     outputs: r.outputs.clone(),
                     metrics: r.metrics.clone(),
-                    log: r.log.clone(),
+                    // A log is only named when this cache has it.
+                    log: r.log.clone().filter(|h| self.ws.cache.has_object(h)),
                     seconds: 0.0,
                 };
                 if let Err(e) = self.ws.cache.put_run(&entry) {
