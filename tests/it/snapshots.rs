@@ -393,6 +393,32 @@ fn error_bad_params_at_field() {
     );
 }
 
+/// The second list item's field, not the first one's: spans are recorded
+/// while parsing, not searched for in the text.
+#[test]
+fn error_bad_params_second_item() {
+    spec_error(
+        "error_bad_params_second_item",
+        "stages:\n  sc:\n    kind: score\n    deps: [in.txt]\n    outs: [o.jsonl]\n    params:\n      features:\n        - feature: regex_count\n          pattern: ok\n        - feature: regex_count\n          pattern: \"(\"\n",
+    );
+}
+
+#[test]
+fn error_bad_params_nested_map() {
+    spec_error(
+        "error_bad_params_nested_map",
+        "stages:\n  f:\n    kind: filter\n    deps: [in.txt]\n    outs: [o.jsonl]\n    params:\n      rules:\n        chat:\n          contains: hi\n          and_not:\n            regex: ok\n        code:\n          contains: hi\n          and_not:\n            regex: \"[\"\n",
+    );
+}
+
+#[test]
+fn error_bad_params_flow_style() {
+    spec_error(
+        "error_bad_params_flow_style",
+        "stages:\n  f:\n    kind: filter\n    deps: [in.txt]\n    outs: [o.jsonl]\n    params: {rules: {code: {any: [{regex: ok}, {regex: \"(\"}]}}}\n",
+    );
+}
+
 #[test]
 fn error_bad_params_whole_stage() {
     spec_error(

@@ -8,6 +8,7 @@ use serde_saphyr::Spanned;
 use super::interp::interpolate;
 use super::paths::{normalize, relative_to, special_file};
 use super::raw::{RawPipeline, RawStage, PIPELINE_FIELDS, STAGE_FIELDS};
+use super::value::{field_span, Node};
 use super::{ExecutorKind, Origin, Pipeline, Resources, StageDef};
 use crate::error::{EngineError, Result, SourceFile, Span, SpecError};
 use crate::Registry;
@@ -274,8 +275,8 @@ fn resolve_stage(
 
     let params = match &raw.params {
         None => serde_json::Value::Object(Default::default()),
-        Some(p) => match &p.value {
-            serde_json::Value::Object(_) => p.value.clone(),
+        Some(p) => match p.value.to_json() {
+            v @ serde_json::Value::Object(_) => v,
             serde_json::Value::Null => serde_json::Value::Object(Default::default()),
             _ => {
                 let span = span_of(src, &p.referenced, 1);
@@ -385,7 +386,7 @@ fn resolve_stage(
     let stage = registry.get(&kind).expect("kind checked above");
     let shape = StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: cmd.as_deref() };
     if let Err(pe) = stage.check(&shape) {
-        let span = param_span(src, raw, pe.field.as_deref()).unwrap_or(name_span);
+        let span = raw.params.as_ref().map(|p| block_field_span(src, p, pe.field.as_deref())).unwrap_or(name_span);
         let what = match &pe.field {
             Some(f) => format!("invalid `params.{f}` of stage `{stage_name}`: {}", pe.message),
             None => format!("invalid stage `{stage_name}` ({kind}): {}", pe.message),
@@ -395,11 +396,10 @@ fn resolve_stage(
 
     let resources = match &raw.resources {
         None => None,
-        Some(r) => match Resources::from_value(&r.value) {
+        Some(r) => match Resources::from_value(&r.value.to_json()) {
             Ok(res) => Some(res),
             Err(re) => {
-                let start = src.offset(r.referenced.line(), r.referenced.column());
-                let span = field_span(src, start, re.field.as_deref());
+                let span = block_field_span(src, r, re.field.as_deref());
                 let what = match &re.field {
                     Some(f) if !re.unknown => {
                         format!("invalid `resources.{f}` of stage `{stage_name}`: {}", re.message)
@@ -449,35 +449,12 @@ fn canonical_prefix(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-/// Where a field under `params` is written: the key of its last named part,
-/// searched from the start of the params block.
-fn param_span(src: &SourceFile, raw: &RawStage, field: Option<&str>) -> Option<Span> {
-    let p = raw.params.as_ref()?;
-    let start = src.offset(p.referenced.line(), p.referenced.column());
-    Some(field_span(src, start, field))
-}
-
-/// Where `field` (dotted) of a block starting at byte `start` is written,
-/// else the block's start.
-fn field_span(src: &SourceFile, start: usize, field: Option<&str>) -> Span {
-    let Some(field) = field else { return Span { offset: start, len: 1 } };
-    let mut pos = start;
-    let mut found = None;
-    for part in field.split('.') {
-        if part.parse::<usize>().is_ok() {
-            continue;
-        }
-        let text = &src.text[pos..];
-        let hit = [format!("{part}:"), format!("\"{part}\":"), format!("'{part}':")]
-            .iter()
-            .filter_map(|n| text.find(n.as_str()))
-            .min();
-        if let Some(i) = hit {
-            pos += i;
-            found = Some(Span { offset: pos, len: part.len() });
-        }
-    }
-    found.unwrap_or(Span { offset: start, len: 1 })
+/// Where `field` (dotted, e.g. `rules.1.regex`) of a `params:` or
+/// `resources:` block is written, as recorded while parsing; the block's
+/// start when it is not written there (a missing field) or not named.
+fn block_field_span(src: &SourceFile, block: &Spanned<Node>, field: Option<&str>) -> Span {
+    let start = Span { offset: src.offset(block.referenced.line(), block.referenced.column()), len: 1 };
+    field.and_then(|f| field_span(&block.value.spans(src), f)).unwrap_or(start)
 }
 
 /// A validated `executor:`.

@@ -8,6 +8,7 @@ mod paths;
 pub(crate) use paths::special_file;
 mod raw;
 mod resources;
+mod value;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

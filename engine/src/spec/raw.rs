@@ -7,6 +7,8 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
+use super::value::Node;
+
 /// A pipeline file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,12 +37,12 @@ pub(crate) struct RawStage {
     pub deps: Vec<Spanned<String>>,
     #[serde(default)]
     pub outs: Vec<Spanned<String>>,
-    pub params: Option<Spanned<serde_json::Value>>,
+    pub params: Option<Spanned<Node>>,
     pub cmd: Option<Spanned<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub executor: Option<Spanned<String>>,
-    pub resources: Option<Spanned<serde_json::Value>>,
+    pub resources: Option<Spanned<Node>>,
     /// Free text for humans; accepted so pipelines can document stages.
     #[serde(default)]
     #[allow(dead_code)]
