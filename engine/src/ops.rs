@@ -76,6 +76,8 @@ pub struct Reproduced {
     pub differs: Vec<String>,
     /// The stage failed to run.
     pub error: Option<String>,
+    /// The kind the stage gave its failure, when it gave one.
+    pub error_kind: Option<crate::FailureKind>,
     /// Not run: this upstream stage failed (directly or through others).
     pub skipped: Option<String>,
     /// Seconds it took (0 when skipped).
@@ -140,7 +142,14 @@ fn reproduce_stage(
     threads: usize,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Reproduced {
-    let mut r = Reproduced { name: s.name.clone(), differs: vec![], error: None, skipped: None, seconds: 0.0 };
+    let mut r = Reproduced {
+        name: s.name.clone(),
+        differs: vec![],
+        error: None,
+        error_kind: None,
+        skipped: None,
+        seconds: 0.0,
+    };
     let bad_upstream = before.iter().zip(done).find(|(up, res)| {
         (res.error.is_some() || res.skipped.is_some()) && s.deps.iter().any(|d| up.outs.iter().any(|o| reads(d, o)))
     });
@@ -173,6 +182,7 @@ fn reproduce_stage(
     r.seconds = t0.elapsed().as_secs_f64();
     if let Err(f) = executed {
         r.error = Some(f.message);
+        r.error_kind = f.kind;
         return r;
     }
     let mut stat = StatCache::in_memory();

@@ -98,7 +98,10 @@ pub fn reproduce(l: Loaded, prefix: &str) -> Result<ExitCode> {
 /// One stage's result, as printed.
 fn outcome(r: &ops::Reproduced) -> String {
     match (&r.error, &r.skipped) {
-        (Some(e), _) => format!("failed: {e}"),
+        (Some(e), _) => match r.error_kind.and_then(|k| k.label()) {
+            Some(l) => format!("failed ({l}): {e}"),
+            None => format!("failed: {e}"),
+        },
         (None, Some(up)) => format!("skipped (upstream {up} failed)"),
         (None, None) if r.differs.is_empty() => "identical".to_string(),
         (None, None) => format!("differs ({})", r.differs.join(", ")),
