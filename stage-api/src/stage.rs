@@ -199,8 +199,9 @@ pub struct StageShape<'a> {
 /// the one adapter, [`crate::Typed`].
 ///
 /// Contract: `execute` must be deterministic for the same inputs, params and
-/// seed; bump `version` whenever a change to the implementation can change
-/// its outputs, so every key of this kind changes and stale results re-run.
+/// seed, unless the kind says otherwise through [`Stage::deterministic`];
+/// bump `version` whenever a change to the implementation can change its
+/// outputs, so every key of this kind changes and stale results re-run.
 pub trait Stage: Send + Sync {
     /// The `kind:` name used in YAML.
     fn kind(&self) -> &'static str;
@@ -226,6 +227,13 @@ pub trait Stage: Send + Sync {
     }
     /// Do the work: read `deps`, write every path in `outs`, return metrics.
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure>;
+    /// Whether the same inputs and params give the same bytes. A kind that
+    /// calls something that answers differently each time (an LLM) says
+    /// `false`, so `dvx reproduce` reports its differing outputs as expected
+    /// rather than as a failure to reproduce. Default: true.
+    fn deterministic(&self) -> bool {
+        true
+    }
     /// The kind's params, for the docs. Default: none documented.
     fn params_doc(&self) -> Vec<crate::typed::ParamDoc> {
         Vec::new()
