@@ -29,8 +29,8 @@ pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use state::{OwnedOuts, StageState, WorkspaceState};
 // The stage API, from `dvx-stage-api`, under the names it always had here.
 pub use dvx_stage_api::{
-    parse_params, Count, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Registry, Shape, Stage,
-    StageContext, StageFailure, StageShape, Typed, TypedStage,
+    parse_params, Count, FailureKind, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Registry, Shape,
+    Stage, StageContext, StageFailure, StageShape, Typed, TypedStage,
 };
 pub use why::StaleReason;
 pub use workspace::{ProjectConfig, Workspace};

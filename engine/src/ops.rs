@@ -76,10 +76,23 @@ pub struct Reproduced {
     pub differs: Vec<String>,
     /// The stage failed to run.
     pub error: Option<String>,
+    /// The kind the stage gave its failure, when it gave one.
+    pub error_kind: Option<crate::FailureKind>,
     /// Not run: this upstream stage failed (directly or through others).
     pub skipped: Option<String>,
     /// Seconds it took (0 when skipped).
     pub seconds: f64,
+    /// Its kind says it is not deterministic (an LLM call): outputs that
+    /// differ are expected, not a failure to reproduce.
+    pub nondeterministic: bool,
+}
+
+impl Reproduced {
+    /// Whether the stage counts as reproduced: it ran, and its outputs are
+    /// identical or its kind is not deterministic.
+    pub fn reproduced(&self) -> bool {
+        self.error.is_none() && self.skipped.is_none() && (self.differs.is_empty() || self.nondeterministic)
+    }
 }
 
 /// What [`reproduce`] reports as it goes.
@@ -102,7 +115,10 @@ fn reads(d: &str, o: &str) -> bool {
 /// Re-execute every stage of a version in a scratch folder, ignoring the
 /// run-cache, and compare each output with the recorded one. A stage whose
 /// dep is an out of a stage that failed (or was skipped) is skipped, as in a
-/// run. `progress` hears when each stage starts and finishes.
+/// run. When a stage of a non-deterministic kind differs, its recorded
+/// outputs are restored in its place, so the stages after it are checked
+/// against the inputs they had. `progress` hears when each stage starts and
+/// finishes.
 pub fn reproduce(
     cache: &Cache,
     registry: &Registry,
@@ -123,7 +139,7 @@ pub fn reproduce(
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut report: Vec<Reproduced> = Vec::new();
     for (i, s) in body.stages.iter().enumerate() {
-        let r = reproduce_stage(&body.stages[..i], &report, s, registry, root, threads, progress);
+        let r = reproduce_stage(cache, &body.stages[..i], &report, s, registry, root, threads, progress);
         progress(Progress::Finished(&r));
         report.push(r);
     }
@@ -131,7 +147,9 @@ pub fn reproduce(
 }
 
 /// One stage of [`reproduce`]; `before` and `done` are the stages before it.
+#[allow(clippy::too_many_arguments)]
 fn reproduce_stage(
+    cache: &Cache,
     before: &[RecordedStage],
     done: &[Reproduced],
     s: &RecordedStage,
@@ -140,7 +158,15 @@ fn reproduce_stage(
     threads: usize,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Reproduced {
-    let mut r = Reproduced { name: s.name.clone(), differs: vec![], error: None, skipped: None, seconds: 0.0 };
+    let mut r = Reproduced {
+        name: s.name.clone(),
+        differs: vec![],
+        error: None,
+        error_kind: None,
+        skipped: None,
+        seconds: 0.0,
+        nondeterministic: false,
+    };
     let bad_upstream = before.iter().zip(done).find(|(up, res)| {
         (res.error.is_some() || res.skipped.is_some()) && s.deps.iter().any(|d| up.outs.iter().any(|o| reads(d, o)))
     });
@@ -167,12 +193,14 @@ fn reproduce_stage(
         resources: None,
         origin: Origin::default(),
     };
+    r.nondeterministic = !stage.deterministic();
     progress(Progress::Started { name: &s.name });
     let t0 = std::time::Instant::now();
     let executed = execute(&def, stage.as_ref(), root, threads);
     r.seconds = t0.elapsed().as_secs_f64();
     if let Err(f) = executed {
         r.error = Some(f.message);
+        r.error_kind = f.kind;
         return r;
     }
     let mut stat = StatCache::in_memory();
@@ -182,5 +210,100 @@ fn reproduce_stage(
             _ => r.differs.push(o.path.clone()),
         }
     }
+    if r.nondeterministic {
+        // Later stages are checked against the inputs they had, not fresh ones.
+        for o in s.outputs.iter().filter(|o| r.differs.contains(&o.path)) {
+            if let Err(e) = cache.restore(o, &abs(root, &o.path), LinkMode::Copy) {
+                r.error = Some(format!("cannot restore the recorded `{}` for the stages after it: {e}", o.path));
+                break;
+            }
+        }
+    }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use dvx_cache::{CacheOptions, VersionMeta};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Metrics, Stage, StageContext, StageFailure, StageShape};
+
+    /// A test kind: writes a fresh number each time (like an LLM call), or
+    /// copies its dep; `deterministic` as told.
+    struct Kind {
+        name: &'static str,
+        deterministic: bool,
+        calls: AtomicUsize,
+    }
+
+    impl Stage for Kind {
+        fn kind(&self) -> &'static str {
+            self.name
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn check(&self, _: &StageShape<'_>) -> std::result::Result<(), crate::ParamError> {
+            Ok(())
+        }
+        fn deterministic(&self) -> bool {
+            self.deterministic
+        }
+        fn execute(&self, ctx: &mut StageContext<'_>) -> std::result::Result<Metrics, StageFailure> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            match ctx.deps.first() {
+                Some(d) => std::fs::copy(d, &ctx.outs[0]).map(drop)?,
+                None => std::fs::write(&ctx.outs[0], format!("answer {n}\n"))?,
+            }
+            Ok(Metrics::new())
+        }
+    }
+
+    fn registry(llm_deterministic: bool) -> Registry {
+        let mut r = Registry::new();
+        r.register(Arc::new(Kind { name: "llm", deterministic: llm_deterministic, calls: AtomicUsize::new(0) }));
+        r.register(Arc::new(Kind { name: "copy", deterministic: true, calls: AtomicUsize::new(0) }));
+        r
+    }
+
+    /// A version where `ask` (kind `llm`) recorded "recorded\n" and `copy`
+    /// copied it: re-running `ask` gives other bytes.
+    fn version(cache: &Cache) -> Hash {
+        let h = cache.put_bytes(b"recorded\n").unwrap();
+        let out = |p: &str| json!([{"path": p, "kind": "file", "hash": h}]);
+        let body = json!({
+            "dvx_version": 1,
+            "pipeline": "t",
+            "stages": [
+                {"name": "ask", "kind": "llm", "key": null, "outs": ["a.txt"], "params": {}, "outputs": out("a.txt")},
+                {"name": "copy", "kind": "copy", "key": null, "deps": ["a.txt"], "outs": ["b.txt"], "params": {},
+                 "outputs": out("b.txt")},
+            ],
+            "sources": [],
+        });
+        cache.put_version(body, VersionMeta::default()).unwrap()
+    }
+
+    #[test]
+    fn a_nondeterministic_kind_that_differs_is_not_a_failure_to_reproduce() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), CacheOptions::default()).unwrap();
+        let v = version(&cache);
+
+        let report = reproduce(&cache, &registry(false), &v, &mut |_| {}).unwrap();
+        let (ask, copy) = (&report[0], &report[1]);
+        assert!(ask.nondeterministic && ask.differs == ["a.txt"] && ask.reproduced(), "{ask:?}");
+        // `copy` read the recorded a.txt, so it reproduces exactly.
+        assert!(!copy.nondeterministic && copy.differs.is_empty() && copy.reproduced(), "{copy:?}");
+
+        // The same kind claiming to be deterministic fails to reproduce.
+        let report = reproduce(&cache, &registry(true), &v, &mut |_| {}).unwrap();
+        assert!(!report[0].reproduced() && report[0].differs == ["a.txt"], "{:?}", report[0]);
+        assert!(!report[1].reproduced(), "{:?}", report[1]);
+    }
 }

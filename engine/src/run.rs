@@ -75,6 +75,10 @@ pub struct StageResult {
     /// Failure message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The kind of failure the stage reported, when it is worth saying
+    /// (transient or bad input; a permanent failure goes without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<crate::FailureKind>,
     /// Tail of the log when it failed.
     #[serde(skip)]
     pub log_tail: Option<String>,
@@ -267,12 +271,14 @@ impl Shared {
                         def.name
                     ),
                     log_tail: String::new(),
+                    kind: None,
                 });
             }
         }
         self.owned.claim(&def.outs).err().map(|e| Failure {
             message: format!("cannot record the outs of `{}` in {}: {e}", def.name, self.ws.state_dir.display()),
             log_tail: String::new(),
+            kind: None,
         })
     }
 }
@@ -480,6 +486,7 @@ fn blank(name: &str, status: Status, action: Action) -> StageResult {
         seconds: 0.0,
         reasons: Vec::new(),
         error: None,
+        error_kind: None,
         log_tail: None,
         outputs: Vec::new(),
         metrics: Metrics::new(),
@@ -556,7 +563,8 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
         Ok(f) => f,
         Err(e) => {
             let mut r = blank(&def.name, Status::Failed, Action::Run);
-            r.error = Some(format!("cannot fingerprint: {}", e.message));
+            r.error = Some(format!("cannot fingerprint: {e}"));
+            r.error_kind = e.kind.label().map(|_| e.kind);
             return r;
         }
     };
@@ -658,10 +666,12 @@ fn act(
             tracing::info!(stage = %def.name, "another process is running this stage; waiting");
             match KeyLock::acquire(&sh.ws.cache, &key) {
                 Ok(l) => l,
-                Err(e) => return failed(result, Failure { message: e.to_string(), log_tail: String::new() }),
+                Err(e) => {
+                    return failed(result, Failure { message: e.to_string(), log_tail: String::new(), kind: None })
+                }
             }
         }
-        Err(e) => return failed(result, Failure { message: e.to_string(), log_tail: String::new() }),
+        Err(e) => return failed(result, Failure { message: e.to_string(), log_tail: String::new(), kind: None }),
     };
     if !sh.forced[si] {
         if let Ok(Some(entry)) = sh.ws.cache.get_run(&key) {
@@ -698,6 +708,7 @@ fn act(
             restore(sh, &entry.outputs).map(|()| entry).map_err(|e| Failure {
                 message: format!("cannot restore the job's outputs: {e}"),
                 log_tail: String::new(),
+                kind: None,
             })
         }),
         _ => executor::Local.run(&job),
@@ -719,6 +730,7 @@ fn act(
 fn failed(mut r: StageResult, f: Failure) -> StageResult {
     r.status = Status::Failed;
     r.error = Some(f.message);
+    r.error_kind = f.kind.filter(|k| k.label().is_some());
     r.log_tail = (!f.log_tail.is_empty()).then_some(f.log_tail);
     r
 }
@@ -892,9 +904,8 @@ fn extra_sources(sh: &Shared, selected: &[usize]) -> Result<BTreeSet<String>> {
         let cwd = abs(&p.wdir, &def.cwd);
         let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(&p.wdir, d)).collect();
         let ctx = crate::FingerprintContext { cwd: &cwd, deps: &deps, params: &def.params };
-        let inputs = stage
-            .external_inputs(&ctx)
-            .map_err(|e| EngineError::Other(format!("stage `{}`: {}", def.name, e.message)))?;
+        let inputs =
+            stage.external_inputs(&ctx).map_err(|e| EngineError::Other(format!("stage `{}`: {e}", def.name)))?;
         let what = format!("input of stage `{}`", def.name);
         out.extend(inputs.iter().filter_map(|i| inside(i, &what)));
     }

@@ -71,7 +71,8 @@ pub fn run(
             }
         }
         for s in report.stages.iter().filter(|s| s.status == Status::Failed) {
-            eprintln!("\nstage `{}` failed: {}", s.name, s.error.as_deref().unwrap_or("unknown error"));
+            let kind = s.error_kind.and_then(|k| k.label()).map(|l| format!(" ({l})")).unwrap_or_default();
+            eprintln!("\nstage `{}` failed{kind}: {}", s.name, s.error.as_deref().unwrap_or("unknown error"));
             if let Some(tail) = &s.log_tail {
                 eprintln!("--- last lines of its log ---\n{tail}");
             }

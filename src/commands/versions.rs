@@ -88,19 +88,32 @@ pub fn reproduce(l: Loaded, prefix: &str) -> Result<ExitCode> {
     let report = ops::reproduce(&l.ws.cache, &l.registry, &hash, &mut progress)?;
     let mut all_same = true;
     for r in &report {
-        all_same &= r.error.is_none() && r.skipped.is_none() && r.differs.is_empty();
+        all_same &= r.reproduced();
         println!("{:<28} {}", r.name, outcome(r));
     }
-    println!("{}", if all_same { "reproduced: every stage identical" } else { "not reproduced: some stages differ" });
+    let expected = report.iter().filter(|r| r.nondeterministic && !r.differs.is_empty()).count();
+    println!(
+        "{}",
+        match (all_same, expected) {
+            (false, _) => "not reproduced: some stages differ".to_string(),
+            (true, 0) => "reproduced: every stage identical".to_string(),
+            (true, n) =>
+                format!("reproduced: every deterministic stage identical ({n} of a non-deterministic kind differ)"),
+        }
+    );
     Ok(if all_same { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// One stage's result, as printed.
 fn outcome(r: &ops::Reproduced) -> String {
     match (&r.error, &r.skipped) {
-        (Some(e), _) => format!("failed: {e}"),
+        (Some(e), _) => match r.error_kind.and_then(|k| k.label()) {
+            Some(l) => format!("failed ({l}): {e}"),
+            None => format!("failed: {e}"),
+        },
         (None, Some(up)) => format!("skipped (upstream {up} failed)"),
         (None, None) if r.differs.is_empty() => "identical".to_string(),
+        (None, None) if r.nondeterministic => "differs (non-deterministic kind)".to_string(),
         (None, None) => format!("differs ({})", r.differs.join(", ")),
     }
 }

@@ -34,34 +34,129 @@ pub struct StageContext<'a> {
     pub threads: usize,
 }
 
-/// Why a stage failed; the message is shown in the run summary.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct StageFailure {
-    /// What went wrong, in one or a few lines.
-    pub message: String,
+/// What sort of failure a stage had: whether running it again could help,
+/// and whose side the problem is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Running again unchanged will fail the same way (the default).
+    Permanent,
+    /// May pass if run again: an interrupted call, a timeout, a network hiccup.
+    Transient,
+    /// The stage's inputs or params are malformed: fix the data, not the stage.
+    BadInput,
 }
 
-impl StageFailure {
-    /// A failure with a message.
-    pub fn new(message: impl Into<String>) -> Self {
-        StageFailure { message: message.into() }
-    }
-}
-
-/// A param problem found while running: `params.FIELD: message`.
-impl From<ParamError> for StageFailure {
-    fn from(e: ParamError) -> Self {
-        match e.field {
-            Some(f) => StageFailure::new(format!("params.{f}: {}", e.message)),
-            None => StageFailure::new(format!("params: {}", e.message)),
+impl FailureKind {
+    /// How the kind reads in a failure line, or `None` for
+    /// [`FailureKind::Permanent`], which goes without saying.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            FailureKind::Permanent => None,
+            FailureKind::Transient => Some("transient"),
+            FailureKind::BadInput => Some("bad input"),
         }
     }
 }
 
+/// Why a stage failed: its kind, a message shown in the run summary, and the
+/// chain of causes below it (outermost first), each shown as a
+/// `caused by: …` line. `Display` gives the message and those lines.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.detail())]
+pub struct StageFailure {
+    /// Permanent, transient or bad input.
+    pub kind: FailureKind,
+    /// What went wrong, in one or a few lines.
+    pub message: String,
+    /// What caused it, outermost first.
+    pub causes: Vec<String>,
+}
+
+impl StageFailure {
+    /// A failure of `kind` with a message and no causes.
+    pub fn of_kind(kind: FailureKind, message: impl Into<String>) -> Self {
+        StageFailure { kind, message: message.into(), causes: Vec::new() }
+    }
+
+    /// A permanent failure: the same as [`StageFailure::permanent`].
+    pub fn new(message: impl Into<String>) -> Self {
+        StageFailure::permanent(message)
+    }
+
+    /// A failure that running again unchanged will not fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        StageFailure::of_kind(FailureKind::Permanent, message)
+    }
+
+    /// A failure that may pass if the stage runs again.
+    pub fn transient(message: impl Into<String>) -> Self {
+        StageFailure::of_kind(FailureKind::Transient, message)
+    }
+
+    /// Malformed inputs or params.
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        StageFailure::of_kind(FailureKind::BadInput, message)
+    }
+
+    /// Add `err` and its `source()` chain to the causes. A source whose text
+    /// the cause before it already contains is left out, as many errors
+    /// print their source in their own message.
+    pub fn caused_by(mut self, err: impl std::error::Error) -> Self {
+        let mut last = err.to_string();
+        self.causes.push(last.clone());
+        let mut source = err.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !last.contains(&text) {
+                self.causes.push(text.clone());
+                last = text;
+            }
+            source = s.source();
+        }
+        self
+    }
+
+    /// Add a cause given as text.
+    pub fn caused_by_text(mut self, cause: impl Into<String>) -> Self {
+        self.causes.push(cause.into());
+        self
+    }
+
+    /// The message, then one `caused by: …` line per cause.
+    pub fn detail(&self) -> String {
+        let mut s = self.message.clone();
+        for c in &self.causes {
+            s.push_str("\ncaused by: ");
+            s.push_str(c);
+        }
+        s
+    }
+}
+
+/// A param problem found while running, as bad input: `params.FIELD: message`.
+impl From<ParamError> for StageFailure {
+    fn from(e: ParamError) -> Self {
+        match e.field {
+            Some(f) => StageFailure::bad_input(format!("params.{f}: {}", e.message)),
+            None => StageFailure::bad_input(format!("params: {}", e.message)),
+        }
+    }
+}
+
+/// An I/O error is [`FailureKind::Transient`] when its kind says the call may
+/// pass if tried again (`Interrupted`, `TimedOut`, `WouldBlock`,
+/// `ConnectionReset`, `ConnectionAborted`), else [`FailureKind::Permanent`].
 impl From<std::io::Error> for StageFailure {
     fn from(e: std::io::Error) -> Self {
-        StageFailure::new(e.to_string())
+        use std::io::ErrorKind as K;
+        let kind = match e.kind() {
+            K::Interrupted | K::TimedOut | K::WouldBlock | K::ConnectionReset | K::ConnectionAborted => {
+                FailureKind::Transient
+            }
+            _ => FailureKind::Permanent,
+        };
+        StageFailure::of_kind(kind, e.to_string())
     }
 }
 
@@ -104,8 +199,9 @@ pub struct StageShape<'a> {
 /// the one adapter, [`crate::Typed`].
 ///
 /// Contract: `execute` must be deterministic for the same inputs, params and
-/// seed; bump `version` whenever a change to the implementation can change
-/// its outputs, so every key of this kind changes and stale results re-run.
+/// seed, unless the kind says otherwise through [`Stage::deterministic`];
+/// bump `version` whenever a change to the implementation can change its
+/// outputs, so every key of this kind changes and stale results re-run.
 pub trait Stage: Send + Sync {
     /// The `kind:` name used in YAML.
     fn kind(&self) -> &'static str;
@@ -131,6 +227,13 @@ pub trait Stage: Send + Sync {
     }
     /// Do the work: read `deps`, write every path in `outs`, return metrics.
     fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure>;
+    /// Whether the same inputs and params give the same bytes. A kind that
+    /// calls something that answers differently each time (an LLM) says
+    /// `false`, so `dvx reproduce` reports its differing outputs as expected
+    /// rather than as a failure to reproduce. Default: true.
+    fn deterministic(&self) -> bool {
+        true
+    }
     /// The kind's params, for the docs. Default: none documented.
     fn params_doc(&self) -> Vec<crate::typed::ParamDoc> {
         Vec::new()
@@ -145,4 +248,36 @@ pub struct FingerprintContext<'a> {
     pub deps: &'a [PathBuf],
     /// The params object.
     pub params: &'a serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn kinds_and_causes() {
+        assert_eq!(StageFailure::new("x").kind, FailureKind::Permanent);
+        assert_eq!(StageFailure::transient("x").kind, FailureKind::Transient);
+        let f = StageFailure::bad_input("line 3: not JSON")
+            .caused_by(Outer(std::io::Error::other("disk on fire")))
+            .caused_by_text("last");
+        assert_eq!(f.kind.label(), Some("bad input"));
+        assert_eq!(f.causes, ["outer", "disk on fire", "last"]);
+        assert_eq!(f.to_string(), "line 3: not JSON\ncaused by: outer\ncaused by: disk on fire\ncaused by: last");
+        assert_eq!(FailureKind::Permanent.label(), None);
+    }
+
+    #[test]
+    fn io_errors_map_to_kinds() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(StageFailure::from(Error::from(ErrorKind::TimedOut)).kind, FailureKind::Transient);
+        assert_eq!(StageFailure::from(Error::from(ErrorKind::Interrupted)).kind, FailureKind::Transient);
+        assert_eq!(StageFailure::from(Error::from(ErrorKind::NotFound)).kind, FailureKind::Permanent);
+        let p = StageFailure::from(ParamError::field("n", "too big"));
+        assert_eq!((p.kind, p.message.as_str()), (FailureKind::BadInput, "params.n: too big"));
+    }
 }

@@ -122,6 +122,9 @@ pub trait TypedStage: Send + Sync + 'static {
     const OUTS_ARE: &'static str = "";
     /// Whether the stage needs a non-empty `cmd`.
     const NEEDS_CMD: bool = false;
+    /// Whether the same inputs and params give the same bytes; see
+    /// [`Stage::deterministic`].
+    const DETERMINISTIC: bool = true;
     /// The params, deserialised from the stage's `params` object (serde
     /// defaults fill what is omitted).
     type Params: DeserializeOwned + ParamsDoc;
@@ -294,6 +297,10 @@ impl<T: TypedStage> Stage for Typed<T> {
         self.kind.execute(&p, ctx)
     }
 
+    fn deterministic(&self) -> bool {
+        T::DETERMINISTIC
+    }
+
     fn params_doc(&self) -> Vec<ParamDoc> {
         T::Params::doc()
     }
@@ -387,6 +394,7 @@ mod tests {
         let s = Typed::new(Counting(AtomicUsize::new(0)));
         assert_eq!((s.kind(), s.version()), ("counting", 3));
         assert_eq!(s.params_doc()[0].name, "items");
+        assert!(s.deterministic());
         let params = json!({"items": [{"url": "a"}]});
         let shape = |deps, outs| StageShape { params: &params, deps, outs, cmd: None };
         assert_eq!(s.check(&shape(0, 1)).unwrap_err().message, "a `counting` stage takes at least 1 dep, got 0");

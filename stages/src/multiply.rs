@@ -223,7 +223,7 @@ fn fill(pieces: &[Piece], record: &Record, id: &str, at: &str) -> Result<String,
             Piece::Field(name) => match field(record, name) {
                 Some(v) => out.push_str(&value_text(v)),
                 None => {
-                    return Err(StageFailure::new(format!(
+                    return Err(StageFailure::bad_input(format!(
                         "{at}: template `{id}` uses `{{{name}}}`, which this record does not have"
                     )))
                 }

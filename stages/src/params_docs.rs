@@ -85,6 +85,15 @@ fn every_kind_with_params_documents_them() {
     assert!(undocumented.is_empty(), "{undocumented:?}");
 }
 
+/// No built-in kind is non-deterministic today (`cmd` included): `reproduce`
+/// holds every one of them to identical bytes.
+#[test]
+fn every_builtin_kind_is_deterministic() {
+    let r = builtin_registry();
+    let loose: Vec<&str> = r.names().filter(|k| !r.get(k).unwrap().deterministic()).collect();
+    assert!(loose.is_empty(), "{loose:?}");
+}
+
 /// The top-level fields serde knows for `P` (from its "unknown field" message).
 fn serde_fields<P: serde::de::DeserializeOwned>() -> Vec<String> {
     let e = dvx_stage_api::parse_params::<P>(&serde_json::json!({"__not_a_param": 0})).err().expect("unknown field");

@@ -48,7 +48,7 @@ pub struct BadLine {
 
 impl From<BadLine> for StageFailure {
     fn from(b: BadLine) -> Self {
-        StageFailure::new(format!("{}:{}: {}", b.path.display(), b.line, b.reason))
+        StageFailure::bad_input(format!("{}:{}: {}", b.path.display(), b.line, b.reason))
     }
 }
 

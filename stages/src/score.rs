@@ -314,7 +314,7 @@ impl TypedStage for Score {
         let mut writer = RecordWriter::create(&ctx.outs[0])?;
         let score_chunk = |chunk: &[(usize, Record)]| -> Result<Vec<(f64, Vec<f64>)>, StageFailure> {
             par_map(&pool, chunk, |(line, rec)| {
-                c.score(rec).map_err(|e| StageFailure::new(format!("{}:{line}: {e}", dep.display())))
+                c.score(rec).map_err(|e| StageFailure::bad_input(format!("{}:{line}: {e}", dep.display())))
             })
             .into_iter()
             .collect()

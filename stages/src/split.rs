@@ -242,7 +242,7 @@ impl Split {
         let wanted: Vec<(usize, usize)> = match (&p.counts, p.fractions()) {
             (Some(c), _) => {
                 if c.valid + c.test > keys.len() {
-                    return Err(StageFailure::new(format!(
+                    return Err(StageFailure::bad_input(format!(
                         "asked for {} valid and {} test records but the input has {}",
                         c.valid,
                         c.test,

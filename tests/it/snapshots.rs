@@ -150,6 +150,19 @@ fn run_failure_and_resume() {
     assert_snapshot!("run_missing_declared_out", snap(&p, &mut r, &["run"], 1));
 }
 
+/// A stage that reports malformed input says so in its failure line.
+#[test]
+fn run_bad_input() {
+    let p = Project::new();
+    let mut r = Redact::new(&p);
+    p.write("data.jsonl", "{\"text\": \"ok\"}\nnot json\n");
+    p.write(
+        "dvx.yaml",
+        "name: bad\nstages:\n  keep:\n    kind: filter\n    deps: [data.jsonl]\n    outs: [kept.jsonl]\n    params:\n      rules:\n        any: {contains: ok}\n",
+    );
+    assert_snapshot!("run_bad_input", snap(&p, &mut r, &["run"], 1));
+}
+
 #[test]
 fn status_text_and_json() {
     let p = demo_project();

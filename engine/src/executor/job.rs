@@ -212,7 +212,7 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
         deps.push((d.clone(), kind, hash));
     }
     let fingerprint = crate::key::fingerprint(&pipeline.wdir, def, stage.as_ref())
-        .map_err(|e| setup(format!("cannot fingerprint: {}", e.message)))?;
+        .map_err(|e| setup(format!("cannot fingerprint: {e}")))?;
     let inputs = KeyInputs::for_stage(def, stage.version(), &deps, fingerprint.as_ref());
     let key = inputs.key();
     if key != spec.key {

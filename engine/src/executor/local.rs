@@ -27,10 +27,13 @@ impl Executor for Local {
 /// A stage that failed: why, and the tail of its log.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    /// What went wrong.
+    /// What went wrong (with `caused by: …` lines when the stage gave causes).
     pub message: String,
     /// Last lines of the stage's log.
     pub log_tail: String,
+    /// The kind the stage gave its failure; `None` when dvx failed around
+    /// it (removing old outputs, storing, a Slurm job).
+    pub kind: Option<crate::FailureKind>,
 }
 
 /// What a successful execution produced.
@@ -65,7 +68,7 @@ pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -
     let cwd = abs(wdir, &def.cwd);
     let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(wdir, d)).collect();
     let outs: Vec<PathBuf> = def.outs.iter().map(|o| abs(wdir, o)).collect();
-    let fail = |message: String, log: &[u8]| Failure { message, log_tail: tail(log, 20) };
+    let fail = |message: String, log: &[u8]| Failure { message, log_tail: tail(log, 20), kind: None };
     for o in &outs {
         remove_path(o).map_err(|e| fail(format!("cannot remove old output: {e}"), &[]))?;
         if let Some(parent) = o.parent() {
@@ -91,7 +94,7 @@ pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -
         stage.execute(&mut ctx)
     };
     let seconds = started.elapsed().as_secs_f64();
-    let metrics = result.map_err(|e| fail(e.message, &log))?;
+    let metrics = result.map_err(|e| Failure { message: e.detail(), log_tail: tail(&log, 20), kind: Some(e.kind) })?;
     for (o, rel) in outs.iter().zip(&def.outs) {
         if std::fs::symlink_metadata(o).is_err() {
             return Err(fail(format!("declared out `{rel}` was not created by the stage"), &log));
@@ -109,7 +112,7 @@ pub fn store(
     key: &StageKey,
     done: Executed,
 ) -> Result<RunEntry, Failure> {
-    let fail = |message: String| Failure { message, log_tail: tail(&done.log, 20) };
+    let fail = |message: String| Failure { message, log_tail: tail(&done.log, 20), kind: None };
     let paths: Vec<PathBuf> = def.outs.iter().map(|rel| abs(wdir, rel)).collect();
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     let stored = {

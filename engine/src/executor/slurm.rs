@@ -282,7 +282,7 @@ impl Files {
 }
 
 fn fail(message: String) -> Failure {
-    Failure { message, log_tail: String::new() }
+    Failure { message, log_tail: String::new(), kind: None }
 }
 
 impl Slurm {
@@ -469,7 +469,7 @@ impl Executor for Slurm {
                 files.log.display()
             ),
         };
-        Err(Failure { message, log_tail })
+        Err(Failure { message, log_tail, kind: None })
     }
 }
 

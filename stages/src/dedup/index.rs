@@ -44,7 +44,7 @@ impl TypedStage for MinhashIndex {
         pool.install(|| {
             for (source, dep) in deps.iter().enumerate() {
                 if sigfile::is_signature_file(dep) {
-                    return Err(StageFailure::new(format!("{} is already a signature file", dep.display())));
+                    return Err(StageFailure::bad_input(format!("{} is already a signature file", dep.display())));
                 }
                 read_chunks(dep, |chunk| {
                     let parsed = sk.parse_chunk(dep, &chunk)?;

@@ -153,7 +153,7 @@ fn check_compatible(path: &Path, theirs: &SketchSpec, ours: &SketchSpec, mode: M
     if diffs.is_empty() {
         return Ok(());
     }
-    Err(StageFailure::new(format!(
+    Err(StageFailure::bad_input(format!(
         "reference {} was built with other settings: {}; rebuild it with the same params as this dedup",
         path.display(),
         diffs.join(", ")
@@ -179,7 +179,7 @@ fn run(
     let mut corpus = Corpus::new(bands, rows);
     for dep in &deps[..n_inputs] {
         if sigfile::is_signature_file(dep) {
-            return Err(StageFailure::new(format!(
+            return Err(StageFailure::bad_input(format!(
                 "{} is a signature file; only reference deps (the last `reference` deps) may be",
                 dep.display()
             )));

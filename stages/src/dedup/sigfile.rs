@@ -137,7 +137,8 @@ pub struct Reader {
 impl Reader {
     /// Open `path` and read its header.
     pub fn open(path: &Path) -> Result<Self, StageFailure> {
-        let bad = |what: &str| StageFailure::new(format!("{}: not a dvx signature file ({what})", path.display()));
+        let bad =
+            |what: &str| StageFailure::bad_input(format!("{}: not a dvx signature file ({what})", path.display()));
         let file = File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
         let mut input = BufReader::with_capacity(1 << 20, file);
         let mut head = [0u8; 16];
@@ -147,7 +148,7 @@ impl Reader {
         }
         let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
         if format != FORMAT {
-            return Err(StageFailure::new(format!(
+            return Err(StageFailure::bad_input(format!(
                 "{}: signature file format {format}, this dvx reads format {FORMAT}; rebuild it",
                 path.display()
             )));
@@ -166,7 +167,8 @@ impl Reader {
         if self.read == self.count {
             return Ok(None);
         }
-        let truncated = |path: &Path, k: u64| StageFailure::new(format!("{}: truncated at record {k}", path.display()));
+        let truncated =
+            |path: &Path, k: u64| StageFailure::bad_input(format!("{}: truncated at record {k}", path.display()));
         let num_perm = self.header.spec.num_perm;
         let mut fixed = vec![0u8; 28 + num_perm * 4 + 4];
         self.input.read_exact(&mut fixed).map_err(|_| truncated(&self.path, self.read))?;
@@ -180,7 +182,7 @@ impl Reader {
         self.input.read_exact(&mut raw).map_err(|_| truncated(&self.path, self.read))?;
         let shingles = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
         if source as usize >= self.header.sources.len() || n == 0 {
-            return Err(StageFailure::new(format!("{}: corrupt record {}", self.path.display(), self.read)));
+            return Err(StageFailure::bad_input(format!("{}: corrupt record {}", self.path.display(), self.read)));
         }
         self.read += 1;
         Ok(Some(Entry { source, line, exact, sig, shingles }))

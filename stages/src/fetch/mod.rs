@@ -131,6 +131,17 @@ fn client(timeout: u64) -> Result<reqwest::blocking::Client, StageFailure> {
         .map_err(|e| StageFailure::new(format!("cannot build an HTTP client: {e}")))
 }
 
+/// An HTTP error as a failure: transient when trying again may help (a
+/// timeout, a refused or dropped connection, a 5xx or 429 answer).
+fn http_failure(message: String, e: &reqwest::Error) -> StageFailure {
+    let busy = e.status().is_some_and(|s| s.is_server_error() || s.as_u16() == 429);
+    if e.is_timeout() || e.is_connect() || busy {
+        StageFailure::transient(message)
+    } else {
+        StageFailure::new(message)
+    }
+}
+
 /// What identifies the current version of a remote file.
 fn remote_identity(url: &str, timeout: u64) -> Result<Value, StageFailure> {
     off_runtime(|| {
@@ -139,7 +150,7 @@ fn remote_identity(url: &str, timeout: u64) -> Result<Value, StageFailure> {
             .head(url)
             .send()
             .and_then(|r| r.error_for_status())
-            .map_err(|e| StageFailure::new(format!("HEAD {url}: {e}")))?;
+            .map_err(|e| http_failure(format!("HEAD {url}: {e}"), &e))?;
         let header = |name: reqwest::header::HeaderName| {
             resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
         };
@@ -154,7 +165,7 @@ fn remote_identity(url: &str, timeout: u64) -> Result<Value, StageFailure> {
             .get(url)
             .send()
             .and_then(|r| r.error_for_status())
-            .map_err(|e| StageFailure::new(format!("GET {url}: {e}")))?;
+            .map_err(|e| http_failure(format!("GET {url}: {e}"), &e))?;
         let mut h = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
         loop {

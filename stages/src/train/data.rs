@@ -84,7 +84,7 @@ pub fn load(
         let (line, record) = item?;
         stats.records += 1;
         match encode_record(&record, set, tok, max_length)
-            .map_err(|e| StageFailure::new(format!("{}:{line}: {e}", path.display())))?
+            .map_err(|e| StageFailure::bad_input(format!("{}:{line}: {e}", path.display())))?
         {
             Some((ex, truncated)) => {
                 stats.truncated += usize::from(truncated);

@@ -88,7 +88,7 @@ fn classify(deps: &[PathBuf]) -> Result<Inputs, StageFailure> {
     for d in &deps[2..] {
         let slot = if d.is_dir() { &mut inputs.base } else { &mut inputs.tokenizer };
         if slot.replace(d.clone()).is_some() {
-            return Err(StageFailure::new(format!(
+            return Err(StageFailure::bad_input(format!(
                 "{}: at most one base folder and one tokenizer.json after the two JSONL deps",
                 d.display()
             )));

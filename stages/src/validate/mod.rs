@@ -296,7 +296,7 @@ impl TypedStage for Validate {
                 let rules: Vec<String> = t.violations.iter().map(|(r, v)| format!("{r} ×{}", v.count)).collect();
                 msg.push_str(&format!("; broken schema rules: {}", rules.join(", ")));
             }
-            return Err(StageFailure::new(msg));
+            return Err(StageFailure::bad_input(msg));
         }
         Ok(report::metrics(&report))
     }
