@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// make for dataset versions: YAML pipelines of content-hashed stages.
 #[derive(Debug, Parser)]
@@ -38,15 +38,38 @@ pub enum ExecutorArg {
     Slurm,
 }
 
+/// The pipeline a command reads, named positionally or with `--pipeline`;
+/// neither: the `dvx.yaml` of the project found upward from the current folder.
+#[derive(Debug, Args)]
+pub struct PipelineArg {
+    /// Pipeline file [default: the dvx.yaml found upward from here].
+    #[arg(value_name = "PIPELINE")]
+    pub file: Option<PathBuf>,
+    /// Pipeline file (the same as the positional PIPELINE).
+    #[arg(long = "pipeline", value_name = "FILE", conflicts_with = "file")]
+    pub flag: Option<PathBuf>,
+}
+
+impl PipelineArg {
+    /// The pipeline named, if any.
+    pub fn named(self) -> Option<PathBuf> {
+        self.file.or(self.flag)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a pipeline: execute stale stages, restore cached ones, print the version.
     Run {
-        /// Pipeline file.
-        #[arg(default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        /// Pipeline file [default: the dvx.yaml found upward]; with
+        /// `--pipeline`, or when no such path exists and it is no .yaml/.yml name, the first STAGE.
+        #[arg(value_name = "PIPELINE")]
+        file: Option<PathBuf>,
         /// Only these stages (and what they need).
         stages: Vec<String>,
+        /// Pipeline file (the same as the positional PIPELINE).
+        #[arg(long = "pipeline", value_name = "FILE")]
+        pipeline: Option<PathBuf>,
         /// Execute these stages even if cached.
         #[arg(long, num_args = 1.., value_name = "STAGE")]
         force: Vec<String>,
@@ -74,35 +97,31 @@ pub enum Command {
     },
     /// Show every stage that would run, and why.
     Status {
-        /// Pipeline file.
-        #[arg(default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
         /// JSON output.
         #[arg(long)]
         json: bool,
     },
     /// Print the stage graph.
     Dag {
-        /// Pipeline file.
-        #[arg(default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: DagFormat,
     },
     /// List versions, newest first.
     Log {
-        /// Pipeline file (locates the cache).
-        #[arg(long, default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
     },
     /// Show a version: stages, keys, outputs, metrics.
     Show {
         /// Version hash (a unique prefix is enough).
         hash: String,
-        /// Pipeline file (locates the cache).
-        #[arg(long, default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
     },
     /// Compare two versions: stages, JSONL records per category, metrics.
     Diff {
@@ -119,9 +138,8 @@ pub enum Command {
         /// Print one JSON object instead of tables.
         #[arg(long)]
         json: bool,
-        /// Pipeline file (locates the cache).
-        #[arg(long, default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
     },
     /// Restore every output of a version.
     Checkout {
@@ -130,17 +148,15 @@ pub enum Command {
         /// Restore under this folder instead of the workspace (sources included).
         #[arg(long)]
         to: Option<PathBuf>,
-        /// Pipeline file (locates the cache and workspace).
-        #[arg(long, default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
     },
     /// Re-execute every stage of a version in a scratch folder and compare.
     Reproduce {
         /// Version hash (a unique prefix is enough).
         hash: String,
-        /// Pipeline file (locates the cache).
-        #[arg(long, default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
     },
     /// Remove what no kept version needs.
     Gc {
@@ -156,9 +172,8 @@ pub enum Command {
         /// Only list what would go.
         #[arg(long)]
         dry_run: bool,
-        /// Pipeline file (locates the cache).
-        #[arg(long, default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
     },
     /// Cache maintenance.
     Cache {
@@ -171,23 +186,20 @@ pub enum Command {
 pub enum CacheCommand {
     /// Print the cache directory in use and where that choice came from.
     Dir {
-        /// Pipeline file.
-        #[arg(default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
     },
     /// Re-hash every object; report (or quarantine) mismatches.
     Verify {
         /// Quarantine corrupt objects and drop run entries that need them.
         #[arg(long)]
         repair: bool,
-        /// Pipeline file.
-        #[arg(default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
     },
     /// Objects, bytes, versions and the last run's hit rate.
     Stats {
-        /// Pipeline file.
-        #[arg(default_value = "dvx.yaml")]
-        pipeline: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArg,
     },
 }

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::Parser;
 
 mod cli;
@@ -25,7 +26,10 @@ fn main() -> ExitCode {
         std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
     }
     keep_freed_memory();
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => not_a_dvx_command(e).exit(),
+    };
     init_tracing(args.verbose);
     miette::set_hook(Box::new(|_| {
         Box::new(miette::MietteHandlerOpts::new().terminal_links(false).unicode(true).context_lines(1).build())
@@ -38,6 +42,24 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `dvx repro`: a DVC user's `dvc repro` is `dvx run`, not `dvx reproduce`
+/// (which clap would suggest, sending them to a scratch rebuild of a past
+/// version). Say so instead; every other parse error as clap has it.
+fn not_a_dvx_command(e: clap::Error) -> clap::Error {
+    let is_repro = e.kind() == ErrorKind::InvalidSubcommand
+        && matches!(e.get(ContextKind::InvalidSubcommand), Some(ContextValue::String(s)) if s == "repro");
+    if !is_repro {
+        return e;
+    }
+    clap::Error::raw(
+        ErrorKind::InvalidSubcommand,
+        "unrecognized subcommand 'repro'\n\n  \
+         `dvc repro` ≈ `dvx run`: run the pipeline, executing stale stages and restoring cached ones\n  \
+         `dvx reproduce HASH` re-executes a past version in a scratch folder and compares\n\n\
+         For more information, try '--help'.\n",
+    )
 }
 
 /// A training step allocates and frees the same few-MB activation buffers

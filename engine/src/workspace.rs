@@ -58,21 +58,46 @@ impl Workspace {
     /// `.dvx/cache` beside the pipeline.
     pub fn for_pipeline(pipeline: &Pipeline, cli_cache: Option<&Path>) -> Result<Workspace> {
         let dir = pipeline.file.parent().expect("a file has a parent");
-        let config = find_config(dir)?;
+        let in_pipeline = pipeline.cache.as_ref().map(|c| (c.clone(), pipeline.file.as_path()));
+        Self::resolve(Some(dir), in_pipeline, pipeline.link.clone(), cli_cache)
+    }
+
+    /// The workspace of a project with no pipeline to read (a `dvx.toml`
+    /// alone), or of no project at all (`dir` is `None`): for the commands
+    /// that only need the cache. `--cache`, then `DVX_CACHE_DIR`, then
+    /// `dvx.toml` found upward from `dir`, then `.dvx/cache` in `dir`.
+    /// Without `dir`, the cache must come from `--cache` or `DVX_CACHE_DIR`,
+    /// and `state_dir` is empty (there is no workspace state).
+    pub fn for_dir(dir: Option<&Path>, cli_cache: Option<&Path>) -> Result<Workspace> {
+        Self::resolve(dir, None, None, cli_cache)
+    }
+
+    fn resolve(
+        dir: Option<&Path>,
+        in_pipeline: Option<(PathBuf, &Path)>,
+        pipeline_link: Option<String>,
+        cli_cache: Option<&Path>,
+    ) -> Result<Workspace> {
+        let config = match dir {
+            Some(d) => find_config(d)?,
+            None => None,
+        };
         let (root, origin) = if let Some(c) = cli_cache {
             (c.to_path_buf(), "--cache".to_string())
         } else if let Some(c) = std::env::var_os("DVX_CACHE_DIR").filter(|v| !v.is_empty()) {
             (PathBuf::from(c), "DVX_CACHE_DIR".to_string())
-        } else if let Some(c) = &pipeline.cache {
-            (c.clone(), format!("`cache:` in {}", pipeline.file.display()))
+        } else if let Some((c, file)) = &in_pipeline {
+            (c.clone(), format!("`cache:` in {}", file.display()))
         } else if let Some((f, cfg)) = config.as_ref().filter(|(_, c)| c.cache.is_some()) {
             let base = f.parent().expect("a file has a parent");
             (base.join(cfg.cache.as_deref().expect("filtered")), f.display().to_string())
-        } else {
+        } else if let Some(dir) = dir {
             (dir.join(".dvx").join("cache"), "default (.dvx/cache beside the pipeline)".to_string())
+        } else {
+            return Err(EngineError::Other("no project and no cache given".to_string()));
         };
         let shared = config.as_ref().and_then(|(_, c)| c.shared.as_deref()) == Some("group");
-        let link_name = pipeline.link.clone().or_else(|| config.as_ref().and_then(|(_, c)| c.link.clone()));
+        let link_name = pipeline_link.or_else(|| config.as_ref().and_then(|(_, c)| c.link.clone()));
         let link = match link_name {
             Some(l) => LinkMode::parse(&l).ok_or_else(|| {
                 EngineError::Other(format!("unknown link mode `{l}` (auto, reflink, hardlink, symlink, copy)"))
@@ -87,6 +112,7 @@ impl Workspace {
             })?),
         };
         let cache = Cache::open(&root, CacheOptions { shared_group: shared })?;
-        Ok(Workspace { cache, state_dir: dir.join(".dvx"), link, cache_origin: origin, executor })
+        let state_dir = dir.map(|d| d.join(".dvx")).unwrap_or_default();
+        Ok(Workspace { cache, state_dir, link, cache_origin: origin, executor })
     }
 }

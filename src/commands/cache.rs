@@ -5,15 +5,15 @@ use std::process::ExitCode;
 use dvx_engine::{EngineError, WorkspaceState};
 use miette::Result;
 
-use super::Loaded;
+use super::Store;
 
-pub fn dir(l: Loaded) -> Result<ExitCode> {
+pub fn dir(l: Store) -> Result<ExitCode> {
     println!("{}", l.ws.cache.root().display());
     eprintln!("(from {})", l.ws.cache_origin);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn verify(l: Loaded, repair: bool) -> Result<ExitCode> {
+pub fn verify(l: Store, repair: bool) -> Result<ExitCode> {
     let r = l.ws.cache.verify(repair).map_err(EngineError::Cache)?;
     let fixed = |what: &str| if repair { format!(": {what}") } else { String::new() };
     println!("checked {} objects, {} run entries, {} versions", r.objects, r.runs, r.versions);
@@ -41,10 +41,10 @@ pub fn verify(l: Loaded, repair: bool) -> Result<ExitCode> {
     }
 }
 
-pub fn stats(l: Loaded) -> Result<ExitCode> {
+pub fn stats(l: Store) -> Result<ExitCode> {
     let (objects, bytes) = l.ws.cache.object_stats().map_err(EngineError::Cache)?;
     let versions = l.ws.cache.version_hashes().map_err(EngineError::Cache)?.len();
-    let state = WorkspaceState::load(&l.ws.state_dir);
+    let state = if l.wdir.is_some() { WorkspaceState::load(&l.ws.state_dir) } else { WorkspaceState::default() };
     println!("cache:    {}", l.ws.cache.root().display());
     println!("objects:  {objects}");
     println!("bytes:    {bytes}");

@@ -9,10 +9,10 @@ use dvx_engine::EngineError;
 use miette::{IntoDiagnostic, Result};
 use serde_json::Value;
 
-use super::Loaded;
+use super::Store;
 
 pub fn diff(
-    l: Loaded,
+    l: Store,
     a: &str,
     b: &str,
     stage: Option<String>,

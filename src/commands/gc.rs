@@ -7,10 +7,10 @@ use dvx_cache::GcOptions;
 use dvx_engine::{EngineError, WorkspaceState};
 use miette::{miette, Result};
 
-use super::Loaded;
+use super::Store;
 
 pub fn gc(
-    l: Loaded,
+    l: Store,
     keep_last: Option<usize>,
     keep: Vec<String>,
     keep_since: Option<String>,
@@ -34,8 +34,17 @@ pub fn gc(
     }
     if keep.is_empty() && keep_last.is_none() && keep_since.is_none() {
         // Default: everything the workspace's last versions reference.
-        let state = WorkspaceState::load(&l.ws.state_dir);
-        kept.extend(state.last_version.values().cloned());
+        if l.wdir.is_some() {
+            let state = WorkspaceState::load(&l.ws.state_dir);
+            kept.extend(state.last_version.values().cloned());
+        } else if !dry_run {
+            // The cache alone: no workspace says what to keep, so this would remove every version.
+            return Err(miette!(
+                help =
+                    "say what to keep (`--keep-last N`, `--keep HASH`, `--keep-since DATE`), or run dvx in the project",
+                "gc with the cache alone and no project would remove every version"
+            ));
+        }
     }
     let report = cache.gc(&GcOptions { keep: kept.clone(), dry_run }).map_err(EngineError::Cache)?;
     let verb = if dry_run { "would remove" } else { "removed" };

@@ -1,11 +1,11 @@
 //! One module per subcommand; each returns the exit code.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use dvx_engine::{load_pipeline, ExecutorKind, Pipeline, Registry, Workspace};
-use miette::{IntoDiagnostic, Result};
+use miette::{miette, IntoDiagnostic, Result};
 
 use crate::cli::{CacheCommand, Cli, Command, ExecutorArg};
 
@@ -25,7 +25,64 @@ pub struct Loaded {
     pub ws: Workspace,
 }
 
-fn load(path: &Path, cache: Option<&Path>) -> Result<Loaded> {
+/// What the commands that only need the cache get: the cache (in `ws`) and,
+/// when a project was found, its workspace folder.
+pub struct Store {
+    pub registry: Registry,
+    pub ws: Workspace,
+    /// The workspace folder (the pipeline's `wdir`, or the folder of a
+    /// `dvx.toml` alone); `None` with the cache alone, no project found.
+    pub wdir: Option<PathBuf>,
+}
+
+/// The project found walking up from the current folder: the first folder
+/// holding a `dvx.toml` or a `dvx.yaml`, and that `dvx.yaml` if there is one
+/// (as a path relative to the current folder, `../dvx.yaml` from a subfolder).
+struct Found {
+    dir: PathBuf,
+    pipeline: Option<PathBuf>,
+}
+
+fn discover() -> Result<Option<Found>> {
+    let cwd = std::env::current_dir().into_diagnostic()?;
+    let mut up = PathBuf::new();
+    for dir in cwd.ancestors() {
+        // Anything but a folder counts: a dvx.yaml that is a FIFO is refused when read, not skipped.
+        let there = |name: &str| dir.join(name).symlink_metadata().is_ok_and(|m| !m.is_dir());
+        if there("dvx.yaml") || there("dvx.toml") {
+            let pipeline = there("dvx.yaml").then(|| up.join("dvx.yaml"));
+            return Ok(Some(Found { dir: dir.to_path_buf(), pipeline }));
+        }
+        up.push("..");
+    }
+    Ok(None)
+}
+
+/// How to name a pipeline, for errors that need one.
+fn how_to_name(cmd: &str) -> String {
+    format!("name one: `dvx {cmd} PIPELINE` or `dvx {cmd} --pipeline FILE`, or run dvx in (or below) a folder holding a dvx.yaml")
+}
+
+/// The pipeline to read: the one named, else the project's `dvx.yaml`.
+fn pipeline_path(named: Option<PathBuf>, cmd: &str) -> Result<PathBuf> {
+    if let Some(p) = named {
+        return Ok(p);
+    }
+    match discover()? {
+        Some(Found { pipeline: Some(p), .. }) => Ok(p),
+        Some(Found { dir, pipeline: None }) => Err(miette!(
+            help = how_to_name(cmd),
+            "no pipeline: {} has no dvx.yaml beside it",
+            dir.join("dvx.toml").display()
+        )),
+        None => Err(miette!(
+            help = how_to_name(cmd),
+            "no pipeline: no dvx.yaml or dvx.toml in this folder or any folder above it"
+        )),
+    }
+}
+
+fn load_file(path: &Path, cache: Option<&Path>) -> Result<Loaded> {
     let t0 = std::time::Instant::now();
     let registry = dvx_stages::builtin_registry();
     let pipeline = load_pipeline(path, &registry)?;
@@ -34,33 +91,98 @@ fn load(path: &Path, cache: Option<&Path>) -> Result<Loaded> {
     Ok(Loaded { pipeline: Arc::new(pipeline), registry, ws })
 }
 
+/// For the commands that need a pipeline.
+fn load(named: Option<PathBuf>, cache: Option<&Path>, cmd: &str) -> Result<Loaded> {
+    load_file(&pipeline_path(named, cmd)?, cache)
+}
+
+/// For the commands that only need the cache: the pipeline named, else the
+/// project found upward (its `dvx.yaml`, or its `dvx.toml` alone), else the
+/// cache alone from `--cache` or `DVX_CACHE_DIR`.
+fn load_store(named: Option<PathBuf>, cache: Option<&Path>, cmd: &str) -> Result<Store> {
+    let from = |l: Loaded| Store { wdir: Some(l.pipeline.wdir.clone()), registry: l.registry, ws: l.ws };
+    if let Some(p) = named {
+        return load_file(&p, cache).map(from);
+    }
+    let found = discover()?;
+    if let Some(Found { pipeline: Some(p), .. }) = &found {
+        return load_file(p, cache).map(from);
+    }
+    let dir = found.map(|f| f.dir);
+    let given = cache.is_some() || std::env::var_os("DVX_CACHE_DIR").is_some_and(|v| !v.is_empty());
+    if dir.is_none() && !given {
+        return Err(miette!(
+            help = format!(
+                "give a cache (`dvx --cache DIR {cmd}` or DVX_CACHE_DIR=DIR) or a pipeline (`dvx {cmd} PIPELINE` or `--pipeline FILE`), or run dvx in (or below) a folder holding a dvx.yaml or dvx.toml"
+            ),
+            "no cache: no dvx.yaml or dvx.toml in this folder or any folder above it"
+        ));
+    }
+    let ws = Workspace::for_dir(dir.as_deref(), cache)?;
+    Ok(Store { registry: dvx_stages::builtin_registry(), ws, wdir: dir })
+}
+
+/// `dvx run`'s positionals: the first is the pipeline unless `--pipeline`
+/// names it or nothing by that name exists and it is no `.yaml`/`.yml` name (then a stage).
+fn run_target(file: Option<PathBuf>, mut stages: Vec<String>, flag: Option<PathBuf>) -> (Option<PathBuf>, Vec<String>) {
+    let Some(first) = file else { return (flag, stages) };
+    let is_pipeline = flag.is_none()
+        && (first.symlink_metadata().is_ok_and(|m| !m.is_dir())
+            || matches!(first.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")));
+    if is_pipeline {
+        (Some(first), stages)
+    } else {
+        stages.insert(0, first.to_string_lossy().into_owned());
+        (flag, stages)
+    }
+}
+
+/// Whether a positional looks like a pipeline file rather than a name.
+fn looks_like_pipeline(s: &str) -> bool {
+    let p = Path::new(s);
+    p.symlink_metadata().is_ok_and(|m| !m.is_dir())
+        || matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let cache = cli.cache.as_deref();
     match cli.command {
-        Command::Run { pipeline, stages, force, force_all, dry_run, jobs, json, executor } => {
+        Command::Run { file, stages, pipeline, force, force_all, dry_run, jobs, json, executor } => {
             let executor = executor.map(|e| match e {
                 ExecutorArg::Local => ExecutorKind::Local,
                 ExecutorArg::Slurm => ExecutorKind::Slurm,
             });
-            run::run(load(&pipeline, cache)?, stages, force, force_all, dry_run, jobs, json, executor)
+            let (pipeline, stages) = run_target(file, stages, pipeline);
+            run::run(load(pipeline, cache, "run")?, stages, force, force_all, dry_run, jobs, json, executor)
         }
         Command::ExecStage { spec } => Ok(exec_stage::exec_stage(&spec)),
-        Command::Status { pipeline, json } => status::status(load(&pipeline, cache)?, json),
-        Command::Dag { pipeline, format } => dag::dag(load(&pipeline, cache)?, format),
-        Command::Log { pipeline } => versions::log(load(&pipeline, cache)?),
-        Command::Show { hash, pipeline } => versions::show(load(&pipeline, cache)?, &hash),
-        Command::Diff { a, b, stage, category_field, json, pipeline } => {
-            diff::diff(load(&pipeline, cache)?, &a, &b, stage, category_field, json)
+        Command::Status { pipeline, json } => status::status(load(pipeline.named(), cache, "status")?, json),
+        Command::Dag { pipeline, format } => dag::dag(load(pipeline.named(), cache, "dag")?, format),
+        Command::Log { pipeline } => versions::log(load_store(pipeline.named(), cache, "log")?),
+        Command::Show { hash, pipeline } => versions::show(load_store(pipeline.named(), cache, "show HASH")?, &hash),
+        Command::Diff { a, b, mut stage, category_field, json, pipeline } => {
+            let mut pipeline = pipeline.named();
+            // `dvx diff A B PIPELINE`: a pipeline file where the stage goes.
+            if pipeline.is_none() && stage.as_deref().is_some_and(looks_like_pipeline) {
+                pipeline = stage.take().map(PathBuf::from);
+            }
+            diff::diff(load_store(pipeline, cache, "diff A B")?, &a, &b, stage, category_field, json)
         }
-        Command::Checkout { hash, to, pipeline } => versions::checkout(load(&pipeline, cache)?, &hash, to.as_deref()),
-        Command::Reproduce { hash, pipeline } => versions::reproduce(load(&pipeline, cache)?, &hash),
+        Command::Checkout { hash, to, pipeline } => {
+            versions::checkout(load_store(pipeline.named(), cache, "checkout HASH")?, &hash, to.as_deref())
+        }
+        Command::Reproduce { hash, pipeline } => {
+            versions::reproduce(load_store(pipeline.named(), cache, "reproduce HASH")?, &hash)
+        }
         Command::Gc { keep_last, keep, keep_since, dry_run, pipeline } => {
-            gc::gc(load(&pipeline, cache)?, keep_last, keep, keep_since, dry_run)
+            gc::gc(load_store(pipeline.named(), cache, "gc")?, keep_last, keep, keep_since, dry_run)
         }
         Command::Cache { command } => match command {
-            CacheCommand::Dir { pipeline } => cache::dir(load(&pipeline, cache)?),
-            CacheCommand::Verify { repair, pipeline } => cache::verify(load(&pipeline, cache)?, repair),
-            CacheCommand::Stats { pipeline } => cache::stats(load(&pipeline, cache)?),
+            CacheCommand::Dir { pipeline } => cache::dir(load_store(pipeline.named(), cache, "cache dir")?),
+            CacheCommand::Verify { repair, pipeline } => {
+                cache::verify(load_store(pipeline.named(), cache, "cache verify")?, repair)
+            }
+            CacheCommand::Stats { pipeline } => cache::stats(load_store(pipeline.named(), cache, "cache stats")?),
         },
     }
 }

@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use dvx_engine::{ops, EngineError};
 use miette::{IntoDiagnostic, Result};
 
-use super::Loaded;
+use super::Store;
 
 fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
-pub fn log(l: Loaded) -> Result<ExitCode> {
+pub fn log(l: Store) -> Result<ExitCode> {
     let versions = l.ws.cache.versions().map_err(EngineError::Cache)?;
     if versions.is_empty() {
         println!("no versions yet");
@@ -29,7 +29,7 @@ pub fn log(l: Loaded) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn show(l: Loaded, prefix: &str) -> Result<ExitCode> {
+pub fn show(l: Store, prefix: &str) -> Result<ExitCode> {
     let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
     let rec = l.ws.cache.get_version(&hash).map_err(EngineError::Cache)?;
     let body = ops::body_of(&rec)?;
@@ -63,11 +63,13 @@ pub fn show(l: Loaded, prefix: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn checkout(l: Loaded, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
+pub fn checkout(l: Store, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
     let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
-    let (base, with_sources) = match to {
-        Some(dir) => (dir.to_path_buf(), true),
-        None => (l.pipeline.wdir.clone(), false),
+    let (base, with_sources) = match (to, &l.wdir) {
+        (Some(dir), _) => (dir.to_path_buf(), true),
+        (None, Some(wdir)) => (wdir.clone(), false),
+        // The cache alone, no project: as `--to .`, sources included.
+        (None, None) => (std::env::current_dir().into_diagnostic()?, true),
     };
     let n = ops::checkout(&l.ws.cache, &hash, &base, l.ws.link, with_sources)?;
     println!("restored {n} paths of version {} into {}", hash.short(), base.display());
@@ -79,7 +81,7 @@ pub fn checkout(l: Loaded, prefix: &str, to: Option<&Path>) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn reproduce(l: Loaded, prefix: &str) -> Result<ExitCode> {
+pub fn reproduce(l: Store, prefix: &str) -> Result<ExitCode> {
     let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
     let mut progress = |p: ops::Progress<'_>| match p {
         ops::Progress::Started { name } => eprintln!("reproduce {name}: running"),

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cli_discovery;
 mod core_run;
 mod deps;
 mod diff;
