@@ -50,35 +50,28 @@ impl Cache {
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut corrupt = BTreeSet::new();
-        for shard in read_dir_sorted(&self.objects_dir())? {
-            for obj in read_dir_sorted(&shard)? {
-                let name = format!(
-                    "{}{}",
-                    shard.file_name().unwrap_or_default().to_string_lossy(),
-                    obj.file_name().unwrap_or_default().to_string_lossy()
-                );
-                let Some(hash) = Hash::parse(&name) else {
-                    report.bad_records.push((obj, "not an object (its name is not a blake3 hash)".into()));
-                    continue;
-                };
-                report.objects += 1;
-                // A symlink or special file where an object belongs is corrupt.
-                let actual = match hash_object(&obj) {
-                    Ok(h) => h.to_string(),
-                    Err(crate::CacheError::Io { source, .. }) if source.kind() != std::io::ErrorKind::NotFound => {
-                        "(not a regular file)".to_string()
-                    }
-                    Err(e) => return Err(e),
-                };
-                if actual != hash.as_str() {
-                    if repair {
-                        let q = self.dir(crate::bucket::Bucket::Quarantine);
-                        self.ensure_dir(&q)?;
-                        std::fs::rename(&obj, q.join(&name)).at(&obj)?;
-                    }
-                    report.corrupt.push((name, actual));
-                    corrupt.insert(hash);
+        for (name, obj) in self.object_files()? {
+            let Some(hash) = Hash::parse(&name) else {
+                report.bad_records.push((obj, "not an object (its name is not a blake3 hash)".into()));
+                continue;
+            };
+            report.objects += 1;
+            // A symlink or special file where an object belongs is corrupt.
+            let actual = match hash_object(&obj) {
+                Ok(h) => h.to_string(),
+                Err(crate::CacheError::Io { source, .. }) if source.kind() != std::io::ErrorKind::NotFound => {
+                    "(not a regular file)".to_string()
                 }
+                Err(e) => return Err(e),
+            };
+            if actual != hash.as_str() {
+                if repair {
+                    let q = self.dir(crate::bucket::Bucket::Quarantine);
+                    self.ensure_dir(&q)?;
+                    std::fs::rename(&obj, q.join(&name)).at(&obj)?;
+                }
+                report.corrupt.push((name, actual));
+                corrupt.insert(hash);
             }
         }
         report.temp_leftovers = read_dir_sorted(&self.tmp_dir())?.len();
@@ -157,6 +150,11 @@ impl Cache {
 
     /// All object names in the store.
     pub(crate) fn object_names(&self) -> Result<Vec<(Hash, std::path::PathBuf)>> {
+        Ok(self.object_files()?.into_iter().filter_map(|(name, p)| Some((Hash::parse(&name)?, p))).collect())
+    }
+
+    /// Every file under `objects-v1/`, with the name it claims (shard + file).
+    fn object_files(&self) -> Result<Vec<(String, std::path::PathBuf)>> {
         let mut v = Vec::new();
         for shard in read_dir_sorted(&self.objects_dir())? {
             for obj in read_dir_sorted(&shard)? {
@@ -165,9 +163,7 @@ impl Cache {
                     shard.file_name().unwrap_or_default().to_string_lossy(),
                     obj.file_name().unwrap_or_default().to_string_lossy()
                 );
-                if let Some(h) = Hash::parse(&name) {
-                    v.push((h, obj));
-                }
+                v.push((name, obj));
             }
         }
         Ok(v)

@@ -144,26 +144,19 @@ impl Cache {
         let hash = Hash::of_bytes(&canonical_json(&body));
         let path = self.version_path(&hash);
         let refs = Refs::of(&body).map_err(|message| CacheError::BadRecord { path: path.clone(), message })?;
-        let _gc = self.gc_shared()?;
-        let mut objects = Vec::new();
-        for o in refs.outputs() {
-            if !self.has_object(&o.hash) {
-                return Err(CacheError::MissingObject(format!("{} (of `{}`)", o.hash, o.path)));
-            }
-            for h in self.objects_of(o)? {
-                if !self.has_object(&h) {
-                    return Err(CacheError::MissingObject(format!("{h} (in `{}`)", o.path)));
-                }
-                objects.push(h);
-            }
+        // Pins what is there, so a gc from now on keeps it.
+        let outputs: Vec<OutputRef> = refs.outputs().cloned().collect();
+        if let Some(&i) = self.missing(&outputs)?.first() {
+            let o = &outputs[i];
+            return Err(CacheError::MissingObject(format!("{} (of `{}`)", o.hash, o.path)));
         }
+        let _gc = self.gc_shared()?;
         // Same data as an earlier run: the record (and its first creation time) stands.
         if self.get_version(&hash).is_err() {
             let rec = VersionRecord { hash: hash.clone(), body, meta };
             let bytes = serde_json::to_vec_pretty(&rec).expect("version serialises");
             self.write_record(&path, &bytes)?;
         }
-        self.pin('o', objects.iter().map(Hash::as_str))?;
         self.pin('v', [hash.as_str()])?;
         Ok(hash)
     }

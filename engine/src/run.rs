@@ -739,11 +739,8 @@ fn failed(mut r: StageResult, f: Failure) -> StageResult {
 /// the right bytes stay, the others are restored.
 fn restore(sh: &Shared, outputs: &[OutputRef]) -> dvx_cache::Result<()> {
     for o in outputs {
-        let dest = abs(&sh.p.wdir, &o.path);
-        let matches = std::fs::symlink_metadata(&dest).is_ok()
-            && sh.hash_workspace(&o.path).map(|(k, h)| k == o.kind && h == o.hash).unwrap_or(false);
-        if !matches {
-            sh.ws.cache.restore(o, &dest, sh.ws.link)?;
+        if sh.workspace_mismatch(std::slice::from_ref(o)).is_some() {
+            sh.ws.cache.restore(o, &abs(&sh.p.wdir, &o.path), sh.ws.link)?;
         }
     }
     Ok(())
