@@ -158,7 +158,13 @@ impl Redact {
             LazyLock::new(|| Regex::new(r"(?m)( *\d+\.\d\d)(  ([0-9a-f]{12}|-)$)").unwrap());
         static HASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b([0-9a-f]{64}|[0-9a-f]{12})\b").unwrap());
 
-        let mut out = text.to_string();
+        // `dvx run`'s stage lines as they happen (stderr without a terminal):
+        // their order varies with parallel stages; tests/it/logs.rs checks them.
+        static STAGE_LINE: LazyLock<Regex> = LazyLock::new(|| {
+            Regex::new(r"(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (start|ran|cached|cut off|FAILED|skipped|progress) .*\n")
+                .unwrap()
+        });
+        let mut out = STAGE_LINE.replace_all(text, "").into_owned();
         for (path, name) in &self.paths {
             out = out.replace(path.as_str(), name);
         }
