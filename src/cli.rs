@@ -142,7 +142,10 @@ pub enum Command {
         #[command(flatten)]
         pipeline: PipelineArg,
     },
-    /// Print a stage's log (what a `cmd` wrote to stdout/stderr, a built-in's report) from the cache.
+    /// Print a stage's log from the cache
+    ///
+    /// What a `cmd` stage wrote to stdout and stderr, or a built-in's report,
+    /// as the version recorded it.
     Logs {
         /// The stage.
         stage: String,
@@ -168,8 +171,11 @@ pub enum Command {
         #[command(flatten)]
         pipeline: PipelineArg,
     },
-    /// Remove what no kept version needs. A scope is required; the version
-    /// each workspace using the cache holds is always kept.
+    /// Remove what no kept version needs
+    ///
+    /// A scope is required (`--keep-last`, `--keep`, `--keep-since`,
+    /// `--all-workspaces`); the version each workspace using the cache holds
+    /// is always kept. Asks before deleting; without a terminal, `--force`.
     Gc {
         /// Keep the N newest versions.
         #[arg(long)]

@@ -54,7 +54,7 @@ pub fn gc(l: Store, scope: Scope, dry_run: bool, force: bool) -> Result<ExitCode
     let plan = cache.gc(&GcOptions { keep: kept.clone(), dry_run: true }).map_err(EngineError::Cache)?;
     print_kept_workspaces(&plan);
     if dry_run || nothing_to_remove(&plan) {
-        print_report(&plan, "would remove");
+        print_report(&plan, if dry_run { "would remove" } else { "removed" });
         return Ok(ExitCode::SUCCESS);
     }
     if !force {

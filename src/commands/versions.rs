@@ -95,10 +95,15 @@ pub fn checkout(l: Store, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
         (None, None) => (std::env::current_dir().into_diagnostic()?, true),
     };
     let n = ops::checkout(&l.ws.cache, &hash, &base, l.ws.link, with_sources)?;
-    // The folder now holds this version: gc keeps it from now on.
-    let at = base.canonicalize().unwrap_or_else(|_| base.clone());
-    if let Err(e) = l.ws.cache.register_workspace(&at, &hash) {
-        tracing::warn!("cannot register {} with the cache: {e}", at.display());
+    // The workspace now holds this version: gc keeps it from now on. (A
+    // `--to` folder is an export until a run there registers it.)
+    if to.is_none() {
+        if let Some(wdir) = &l.wdir {
+            let at = wdir.canonicalize().unwrap_or_else(|_| wdir.clone());
+            if let Err(e) = l.ws.cache.register_workspace(&at, &hash) {
+                tracing::warn!("cannot register {} with the cache: {e}", at.display());
+            }
+        }
     }
     println!("restored {n} paths of version {} into {}", hash.short(), base.display());
     if with_sources {
