@@ -454,7 +454,11 @@ async fn schedule(sh: Arc<Shared>, selected: &[usize], budget: usize) {
     let mut free = budget;
     let mut done = 0;
     while done < selected.len() {
-        let declared: Vec<Option<usize>> = ready.iter().map(|&si| sh.p.stages[si].threads).collect();
+        // A Slurm stage's threads are its node's: here it costs one, for the process waiting on it.
+        let declared: Vec<Option<usize>> = ready
+            .iter()
+            .map(|&si| if sh.executors[si] == ExecutorKind::Slurm { Some(1) } else { sh.p.stages[si].threads })
+            .collect();
         for budget::Grant { stage: si, threads, charge } in budget::grant(&mut ready, &declared, &mut free, budget) {
             let sh2 = sh.clone();
             tracing::debug!(stage = %sh.p.stages[si].name, threads, "starting");
