@@ -77,8 +77,7 @@ fn parse_record(path: &Path) -> std::result::Result<WorkspaceRecord, String> {
         return Err("not a workspace record (not a small regular file)".into());
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let rec: WorkspaceRecord =
-        serde_json::from_slice(&bytes).map_err(|e| format!("not a workspace record: {e}"))?;
+    let rec: WorkspaceRecord = serde_json::from_slice(&bytes).map_err(|e| format!("not a workspace record: {e}"))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if name != record_name(&rec.path) {
         return Err(format!("named for another path than the one it states (`{}`)", rec.path));

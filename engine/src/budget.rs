@@ -55,8 +55,8 @@ pub(crate) fn grant(
     }
     // What is left goes to the stages without `threads:`, evenly, the first ones taking the remainder.
     let n = shares.len();
-    if n > 0 {
-        let (each, extra) = (*free / n, *free % n);
+    if let Some(each) = free.checked_div(n) {
+        let extra = *free % n;
         for (i, &g) in shares.iter().enumerate() {
             let more = each + usize::from(i < extra);
             out[g].threads += more;

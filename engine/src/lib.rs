@@ -3,8 +3,8 @@
 //! come in through [`Registry`]; the stage API itself lives in
 //! `dvx-stage-api` and is re-exported here.
 
-pub mod diff;
 mod budget;
+pub mod diff;
 mod error;
 mod event;
 pub mod executor;
@@ -33,8 +33,8 @@ pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use state::{OwnedOuts, StageState, WorkspaceState};
 // The stage API, from `dvx-stage-api`, under the names it always had here.
 pub use dvx_stage_api::{
-    parse_params, Count, FailureKind, FingerprintContext, Metrics, NoProgress, ParamDoc, ParamError, ParamsDoc, Progress,
-    Registry, Shape, Stage, StageContext, StageFailure, StageShape, Typed, TypedStage,
+    parse_params, Count, FailureKind, FingerprintContext, Metrics, NoProgress, ParamDoc, ParamError, ParamsDoc,
+    Progress, Registry, Shape, Stage, StageContext, StageFailure, StageShape, Typed, TypedStage,
 };
 pub use why::StaleReason;
 pub use workspace::{ProjectConfig, Workspace};

@@ -40,10 +40,7 @@ pub fn stage_log(cache: &Cache, version: &Hash, stage: &str) -> Result<Option<Ob
             Some(best) => format!("did you mean `{best}`?"),
             None => format!("its stages: {}", names.join(", ")),
         };
-        return Err(EngineError::Other(format!(
-            "no stage `{stage}` in version {} ({hint})",
-            version.short()
-        )));
+        return Err(EngineError::Other(format!("no stage `{stage}` in version {} ({hint})", version.short())));
     };
     let Some(key) = &s.key else {
         return Err(EngineError::Other(format!("stage `{stage}` has no key in version {}", version.short())));

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use dvx_cache::{hash_path_locked, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache, VersionMeta};
 use serde::Serialize;
 
+use crate::budget;
 use crate::error::{EngineError, Result};
 use crate::event::{Event, Observer};
 use crate::executor::local::{abs, Failure};
 use crate::executor::{self, Executor, Job};
-use crate::budget;
 use crate::graph::Graph;
 use crate::key::KeyInputs;
 use crate::plan::{self, outputs_are_outs, Decision, Facts, Lookup, Plan};

@@ -285,7 +285,13 @@ mod tests {
 
     #[test]
     fn progress_text_says_count_status_and_eta() {
-        let p = ProgressText { done: 50, total: Some(200), unit: "step", message: "loss 3.2", elapsed: Duration::from_secs(10) };
+        let p = ProgressText {
+            done: 50,
+            total: Some(200),
+            unit: "step",
+            message: "loss 3.2",
+            elapsed: Duration::from_secs(10),
+        };
         assert_eq!(p.to_string(), "step 50/200 (25%) loss 3.2 ETA 30s");
         assert!(!p.finished());
         let p = ProgressText { done: 7, total: None, unit: "records", message: "", elapsed: Duration::from_secs(1) };

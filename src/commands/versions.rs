@@ -67,9 +67,8 @@ pub fn logs(l: Store, stage: &str, prefix: Option<&str>) -> Result<ExitCode> {
     let cache = &l.ws.cache;
     let hash = match prefix {
         Some(p) => cache.resolve_version(p).map_err(EngineError::Cache)?,
-        None => dvx_engine::logs::current_version(cache, l.wdir.as_deref(), &l.ws.state_dir)?.ok_or_else(|| {
-            miette::miette!("no versions in {} yet: run the pipeline first", cache.root().display())
-        })?,
+        None => dvx_engine::logs::current_version(cache, l.wdir.as_deref(), &l.ws.state_dir)?
+            .ok_or_else(|| miette::miette!("no versions in {} yet: run the pipeline first", cache.root().display()))?,
     };
     let Some(mut reader) = dvx_engine::logs::stage_log(cache, &hash, stage)? else {
         eprintln!("stage `{stage}` wrote nothing to its log in version {}", hash.short());

@@ -173,7 +173,10 @@ fn thread_budget_runs_wide_stages_one_at_a_time() {
 #[test]
 fn logs_prints_a_stage_log_from_the_cache() {
     let p = Project::new();
-    p.write("data.jsonl", "{\"id\":1,\"category\":\"x\",\"text\":\"alpha\"}\n{\"id\":2,\"category\":\"x\",\"text\":\"beta\"}\n");
+    p.write(
+        "data.jsonl",
+        "{\"id\":1,\"category\":\"x\",\"text\":\"alpha\"}\n{\"id\":2,\"category\":\"x\",\"text\":\"beta\"}\n",
+    );
     let pipeline = |word: &str| {
         format!(
             "stages:\n  hello:\n    cmd: echo out-{word}; echo err-{word} >&2; echo {word} > hello.txt\n    outs: [hello.txt]\n  \

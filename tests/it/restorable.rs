@@ -93,7 +93,11 @@ fn gc_racing_runs_never_loses_a_printed_version() {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 std::fs::remove_file(dir.join("started")).unwrap();
-                std::process::Command::new(env!("CARGO_BIN_EXE_dvx")).args(["gc", "--all-workspaces", "-f"]).current_dir(dir).output().unwrap()
+                std::process::Command::new(env!("CARGO_BIN_EXE_dvx"))
+                    .args(["gc", "--all-workspaces", "-f"])
+                    .current_dir(dir)
+                    .output()
+                    .unwrap()
             }
         });
         let run = std::process::Command::new(env!("CARGO_BIN_EXE_dvx"))

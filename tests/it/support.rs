@@ -179,8 +179,10 @@ impl Redact {
         // `dvx run`'s stage lines as they happen (stderr without a terminal):
         // their order varies with parallel stages; tests/it/logs.rs checks them.
         static STAGE_LINE: LazyLock<Regex> = LazyLock::new(|| {
-            Regex::new(r"(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (start|ran|cached|cut off|FAILED|skipped|progress) .*\n")
-                .unwrap()
+            Regex::new(
+                r"(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (start|ran|cached|cut off|FAILED|skipped|progress) .*\n",
+            )
+            .unwrap()
         });
         let mut out = STAGE_LINE.replace_all(text, "").into_owned();
         for (path, name) in &self.paths {

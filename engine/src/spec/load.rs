@@ -417,7 +417,9 @@ fn resolve_stage(
         Some(t) => {
             let span = span_of(src, &t.referenced, t.value.to_string().len());
             let err = src.error(span, format!("invalid `threads` of stage `{stage_name}`: {}", t.value), "here");
-            return Err(err.with_help("`threads` is how many compute threads the stage uses: a whole number from 1 to 4096"));
+            return Err(
+                err.with_help("`threads` is how many compute threads the stage uses: a whole number from 1 to 4096")
+            );
         }
     };
 
