@@ -161,6 +161,8 @@ impl Renderer {
         let text = p.to_string();
         if self.bar().is_some() {
             self.set_note(stage, Some(&text));
+        }
+        if self.lines.is_none() {
             return;
         }
         let mut last = self.last_progress.lock().expect("progress lock");
