@@ -79,8 +79,9 @@ pub enum Command {
         /// Show what would run, and why, without running.
         #[arg(long)]
         dry_run: bool,
-        /// Stages in flight at once (default: number of cores).
-        #[arg(short, long)]
+        /// Thread budget: the stages in flight use at most N compute threads together
+        /// (a stage's `threads:`, else a share of what is free); default: the number of cores.
+        #[arg(short, long, value_name = "N")]
         jobs: Option<usize>,
         /// Print one JSON object instead of the table.
         #[arg(long)]
@@ -141,6 +142,18 @@ pub enum Command {
         #[command(flatten)]
         pipeline: PipelineArg,
     },
+    /// Print a stage's log from the cache
+    ///
+    /// What a `cmd` stage wrote to stdout and stderr, or a built-in's report,
+    /// as the version recorded it.
+    Logs {
+        /// The stage.
+        stage: String,
+        /// Version hash (a unique prefix is enough) [default: the version the workspace holds, else the newest].
+        hash: Option<String>,
+        #[command(flatten)]
+        pipeline: PipelineArg,
+    },
     /// Restore every output of a version.
     Checkout {
         /// Version hash (a unique prefix is enough).
@@ -158,20 +171,30 @@ pub enum Command {
         #[command(flatten)]
         pipeline: PipelineArg,
     },
-    /// Remove what no kept version needs.
+    /// Remove what no kept version needs
+    ///
+    /// A scope is required (`--keep-last`, `--keep`, `--keep-since`,
+    /// `--all-workspaces`); the version each workspace using the cache holds
+    /// is always kept. Asks before deleting; without a terminal, `--force`.
     Gc {
         /// Keep the N newest versions.
         #[arg(long)]
         keep_last: Option<usize>,
-        /// Keep these versions.
-        #[arg(long, num_args = 1..)]
+        /// Keep this version (repeatable; a unique prefix is enough).
+        #[arg(long, num_args = 1.., value_name = "HASH")]
         keep: Vec<String>,
         /// Keep versions made since this date (YYYY-MM-DD or RFC 3339).
-        #[arg(long)]
+        #[arg(long, value_name = "DATE")]
         keep_since: Option<String>,
-        /// Only list what would go.
+        /// Keep only what the workspaces using this cache hold.
+        #[arg(long)]
+        all_workspaces: bool,
+        /// Only list what would go, with sizes.
         #[arg(long)]
         dry_run: bool,
+        /// Delete without asking (needed when not on a terminal).
+        #[arg(short, long)]
+        force: bool,
         #[command(flatten)]
         pipeline: PipelineArg,
     },

@@ -22,11 +22,13 @@ pub enum Bucket {
     Tmp,
     /// `quarantine/`: objects whose bytes did not match their name.
     Quarantine,
+    /// `workspaces-v1/`: the version each workspace holds, kept by gc.
+    Workspaces,
 }
 
 impl Bucket {
     /// Every bucket.
-    pub const ALL: [Bucket; 8] = [
+    pub const ALL: [Bucket; 9] = [
         Bucket::Objects,
         Bucket::Runs,
         Bucket::Versions,
@@ -35,6 +37,7 @@ impl Bucket {
         Bucket::Jobs,
         Bucket::Tmp,
         Bucket::Quarantine,
+        Bucket::Workspaces,
     ];
 
     /// The folder's name inside the cache directory.
@@ -48,6 +51,7 @@ impl Bucket {
             Bucket::Jobs => "jobs-v1",
             Bucket::Tmp => "tmp",
             Bucket::Quarantine => "quarantine",
+            Bucket::Workspaces => "workspaces-v1",
         }
     }
 

@@ -14,6 +14,7 @@
 //! jobs-v1/<key>.*         Slurm job spec, outcome and log of a stage key (kept while it runs or after it failed)
 //! tmp/                    temp files, renamed into place when complete
 //! quarantine/             objects whose bytes did not match their name
+//! workspaces-v1/<h>.json  the version each workspace holds (h: blake3 of its path), kept by gc
 //! ```
 //! Every write goes to `tmp/` in the same filesystem, is fsynced and renamed,
 //! so a reader never sees a partial object and kill -9 at any instant leaves
@@ -34,10 +35,11 @@ mod stat;
 mod store;
 mod verify;
 mod versions;
+mod workspaces;
 
 pub use bucket::Bucket;
 pub use error::{CacheError, Result};
-pub use gc::{GcOptions, GcReport};
+pub use gc::{GcOptions, GcReport, RemovedVersion};
 pub use hash::{hash_file, Hash, StageKey};
 pub use lock::KeyLock;
 pub use objects::{
@@ -50,3 +52,4 @@ pub use stat::StatCache;
 pub use store::{Cache, CacheOptions};
 pub use verify::VerifyReport;
 pub use versions::{canonical_json, VersionMeta, VersionRecord};
+pub use workspaces::WorkspaceRecord;

@@ -1,7 +1,8 @@
 //! `dvx cache verify`: re-hash every object, check every run entry and
 //! version record, and report (or, with `--repair`, remove) what cannot be
 //! used: corrupt objects go to `quarantine/`, records that are damaged or
-//! name missing or corrupt objects are deleted, stray files too.
+//! name missing or corrupt objects are deleted, stray files too (bad
+//! workspace records included).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -138,6 +139,13 @@ impl Cache {
                     report.bad_records.push((path.clone(), e.to_string()));
                     remove.push(path);
                 }
+            }
+        }
+        // Workspace records only protect versions from gc; a bad one is dropped.
+        for (path, rec) in self.workspace_files()? {
+            if let Err(why) = rec {
+                report.bad_records.push((path.clone(), why));
+                remove.push(path);
             }
         }
         if repair {

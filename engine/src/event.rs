@@ -24,6 +24,21 @@ pub enum Event<'a> {
         /// The note.
         note: &'a str,
     },
+    /// A stage said how far it is (see [`crate::StageProgress`]).
+    Progress {
+        /// Its name.
+        stage: &'a str,
+        /// Units done.
+        done: u64,
+        /// Units to do, when the stage said.
+        total: Option<u64>,
+        /// What a unit is ("steps", "records").
+        unit: &'a str,
+        /// Its latest status text (may be empty).
+        message: &'a str,
+        /// Time since the total was set (or the first report).
+        elapsed: std::time::Duration,
+    },
     /// A line worth printing (a Slurm job submitted).
     Message {
         /// The line.

@@ -3,14 +3,17 @@
 //! come in through [`Registry`]; the stage API itself lives in
 //! `dvx-stage-api` and is re-exported here.
 
+mod budget;
 pub mod diff;
 mod error;
 mod event;
 pub mod executor;
 pub mod graph;
 mod key;
+pub mod logs;
 pub mod ops;
 mod plan;
+mod progress;
 mod run;
 pub mod spec;
 mod state;
@@ -24,13 +27,14 @@ pub use executor::local::{abs, execute, tail, Failure};
 pub use executor::{exec_job, Executor, JobError};
 pub use graph::Graph;
 pub use key::KeyInputs;
+pub use progress::StageProgress;
 pub use run::{check_sources, run, Action, RunOptions, RunReport, StageResult, Status};
 pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use state::{OwnedOuts, StageState, WorkspaceState};
 // The stage API, from `dvx-stage-api`, under the names it always had here.
 pub use dvx_stage_api::{
-    parse_params, Count, FailureKind, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Registry, Shape,
-    Stage, StageContext, StageFailure, StageShape, Typed, TypedStage,
+    parse_params, Count, FailureKind, FingerprintContext, Metrics, NoProgress, ParamDoc, ParamError, ParamsDoc,
+    Progress, Registry, Shape, Stage, StageContext, StageFailure, StageShape, Typed, TypedStage,
 };
 pub use why::StaleReason;
 pub use workspace::{ProjectConfig, Workspace};

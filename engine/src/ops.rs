@@ -191,12 +191,13 @@ fn reproduce_stage(
         executor: None,
         file_executor: None,
         resources: None,
+        threads: None,
         origin: Origin::default(),
     };
     r.nondeterministic = !stage.deterministic();
     progress(Progress::Started { name: &s.name });
     let t0 = std::time::Instant::now();
-    let executed = execute(&def, stage.as_ref(), root, threads);
+    let executed = execute(&def, stage.as_ref(), root, threads, &crate::NoProgress);
     r.seconds = t0.elapsed().as_secs_f64();
     if let Err(f) = executed {
         r.error = Some(f.message);

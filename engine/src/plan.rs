@@ -198,6 +198,7 @@ mod tests {
             executor: None,
             file_executor: None,
             resources: None,
+            threads: None,
             origin: Default::default(),
         }
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use dvx_cache::{hash_path_locked, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache, VersionMeta};
 use serde::Serialize;
 
+use crate::budget;
 use crate::error::{EngineError, Result};
 use crate::event::{Event, Observer};
 use crate::executor::local::{abs, Failure};
@@ -107,7 +108,8 @@ pub struct RunOptions {
     pub force_all: bool,
     /// Plan only.
     pub dry_run: bool,
-    /// Stages in flight at once.
+    /// The thread budget (`-j`): stages in flight use at most this many
+    /// compute threads together (see [`budget`]).
     pub jobs: usize,
     /// `--executor`: where stages run unless a stage names its own.
     pub executor: Option<ExecutorKind>,
@@ -142,7 +144,6 @@ struct Shared {
     /// Source hashes computed in this run (sources do not change during a run).
     sources: Mutex<std::collections::HashMap<String, (OutputKind, Hash)>>,
     dry_run: bool,
-    threads: usize,
     /// Where each stage executes.
     executors: Vec<ExecutorKind>,
     /// The Slurm executor, when a selected stage uses it.
@@ -351,7 +352,6 @@ pub fn run(
     let selected = if target_idx.is_empty() { graph.order.clone() } else { graph.closure(&target_idx) };
     let n = p.stages.len();
     let jobs = opts.jobs.max(1);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let executors: Vec<ExecutorKind> =
         p.stages.iter().map(|s| executor::resolve(s, opts.executor, ws.executor)).collect();
     let on_slurm = selected.iter().filter(|&&i| executors[i] == ExecutorKind::Slurm).count();
@@ -383,7 +383,6 @@ pub fn run(
         forced,
         sources: Mutex::new(Default::default()),
         dry_run: opts.dry_run,
-        threads,
         executors,
         slurm,
         observer: observer.clone(),
@@ -417,6 +416,11 @@ pub fn run(
         state.last_hit_rate = Some(if results.is_empty() { 1.0 } else { cached as f64 / results.len() as f64 });
         if let Some(v) = &version {
             state.last_version.insert(p.file.display().to_string(), v.clone());
+            // So a gc from any workspace of this cache keeps it.
+            let wdir = p.wdir.canonicalize().unwrap_or_else(|_| p.wdir.clone());
+            if let Err(e) = sh.ws.cache.register_workspace(&wdir, v) {
+                tracing::warn!("cannot register this workspace with the cache: {e}");
+            }
         }
         // A full workspace disk must not hide which stage failed and why:
         // without the state the next run re-checks outputs, nothing worse.
@@ -441,29 +445,36 @@ fn unknown_stage(p: &Pipeline, name: &str) -> EngineError {
     })
 }
 
-async fn schedule(sh: Arc<Shared>, selected: &[usize], jobs: usize) {
+async fn schedule(sh: Arc<Shared>, selected: &[usize], budget: usize) {
     let in_sel: BTreeSet<usize> = selected.iter().copied().collect();
     let mut waiting: Vec<usize> =
         (0..sh.p.stages.len()).map(|i| sh.graph.upstream[i].iter().filter(|u| in_sel.contains(u)).count()).collect();
     let mut ready: VecDeque<usize> = selected.iter().copied().filter(|&i| waiting[i] == 0).collect();
     let mut set = tokio::task::JoinSet::new();
+    let mut free = budget;
     let mut done = 0;
     while done < selected.len() {
-        while set.len() < jobs {
-            let Some(si) = ready.pop_front() else { break };
+        // A Slurm stage's threads are its node's: here it costs one, for the process waiting on it.
+        let declared: Vec<Option<usize>> = ready
+            .iter()
+            .map(|&si| if sh.executors[si] == ExecutorKind::Slurm { Some(1) } else { sh.p.stages[si].threads })
+            .collect();
+        for budget::Grant { stage: si, threads, charge } in budget::grant(&mut ready, &declared, &mut free, budget) {
             let sh2 = sh.clone();
+            tracing::debug!(stage = %sh.p.stages[si].name, threads, "starting");
             sh.observer.event(Event::StageStarted { stage: &sh.p.stages[si].name });
             set.spawn_blocking(move || {
-                let r = process_stage(&sh2, si);
+                let r = process_stage(&sh2, si, threads);
                 sh2.observer.event(Event::StageFinished { result: &r });
-                (si, r)
+                (si, charge, r)
             });
         }
         let Some(joined) = set.join_next().await else { break };
-        let (si, result) = match joined {
+        let (si, charge, result) = match joined {
             Ok(x) => x,
             Err(e) => panic!("stage task panicked: {e}"),
         };
+        free += charge;
         sh.results.lock().expect("results lock")[si] = Some(result);
         done += 1;
         for &d in &sh.graph.downstream[si] {
@@ -496,7 +507,7 @@ fn blank(name: &str, status: Status, action: Action) -> StageResult {
 }
 
 /// Decide and do one stage. Runs on a blocking thread.
-fn process_stage(sh: &Shared, si: usize) -> StageResult {
+fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
     let def = &sh.p.stages[si];
     let stage = sh.registry.get(&def.kind).expect("kinds are checked at load").clone();
     let ups: Vec<StageResult> = sh.graph.upstream[si].iter().filter_map(|&u| sh.result(u)).collect();
@@ -586,7 +597,7 @@ fn process_stage(sh: &Shared, si: usize) -> StageResult {
     if sh.dry_run || !plan.key_known {
         return planned(def, plan, hit_status);
     }
-    act(sh, si, stage.as_ref(), &inputs, prev.as_ref(), plan, hit_status)
+    act(sh, si, stage.as_ref(), &inputs, prev.as_ref(), plan, hit_status, threads)
 }
 
 /// A stage's result as planned, for dry runs and `status`.
@@ -609,6 +620,7 @@ fn planned(def: &StageDef, plan: Plan, hit_status: Status) -> StageResult {
 /// Carry out a stage's plan: keep its outputs (storing them in the active
 /// cache if it lacks them), restore them, or execute it. A restore that
 /// cannot be done falls back to executing.
+#[allow(clippy::too_many_arguments)]
 fn act(
     sh: &Shared,
     si: usize,
@@ -617,6 +629,7 @@ fn act(
     prev: Option<&StageState>,
     plan: Plan,
     hit_status: Status,
+    threads: usize,
 ) -> StageResult {
     let def = &sh.p.stages[si];
     let Plan { key, reasons, decision, .. } = plan;
@@ -639,6 +652,7 @@ fn act(
         }
         match restore(sh, &entry.outputs) {
             Ok(()) => {
+                tracing::info!(stage = %def.name, key = %key.short(), "restored from the run-cache");
                 record_state(sh, si, inputs, &key, &entry.outputs, &entry.metrics);
                 result.outputs = entry.outputs.clone();
                 result.log = entry.log.clone();
@@ -676,6 +690,7 @@ fn act(
     if !sh.forced[si] {
         if let Ok(Some(entry)) = sh.ws.cache.get_run(&key) {
             if outputs_are_outs(def, &entry.outputs) && restore(sh, &entry.outputs).is_ok() {
+                tracing::info!(stage = %def.name, key = %key.short(), "restored from the run-cache (another process ran it)");
                 record_state(sh, si, inputs, &key, &entry.outputs, &entry.metrics);
                 result.status = hit_status;
                 result.action = Action::Restore;
@@ -690,6 +705,7 @@ fn act(
         return failed(result, f);
     }
     let kind = sh.executors[si];
+    let progress = crate::StageProgress::new(&def.name, sh.observer.as_ref());
     let job = Job {
         pipeline: &sh.p,
         def,
@@ -698,7 +714,8 @@ fn act(
         deps: inputs.deps,
         cache: &sh.ws.cache,
         stat: &sh.stat,
-        threads: sh.threads,
+        threads,
+        progress: &progress,
         note: &|n: &str| sh.observer.event(Event::Note { stage: &def.name, note: n }),
         say: &|l: &str| sh.observer.event(Event::Message { line: l }),
     };

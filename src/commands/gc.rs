@@ -1,21 +1,35 @@
-//! `dvx gc`.
+//! `dvx gc`: as `dvc gc`, nothing goes without an explicit scope, and on a
+//! terminal nothing goes without a yes.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use dvx_cache::GcOptions;
+use dvx_cache::{GcOptions, GcReport};
 use dvx_engine::{EngineError, WorkspaceState};
-use miette::{miette, Result};
+use indicatif::HumanBytes;
+use miette::{miette, IntoDiagnostic, Result};
 
 use super::Store;
 
-pub fn gc(
-    l: Store,
-    keep_last: Option<usize>,
-    keep: Vec<String>,
-    keep_since: Option<String>,
-    dry_run: bool,
-) -> Result<ExitCode> {
+/// What to keep, from the command line.
+pub struct Scope {
+    pub keep_last: Option<usize>,
+    pub keep: Vec<String>,
+    pub keep_since: Option<String>,
+    pub all_workspaces: bool,
+}
+
+const SCOPES: &str = "say what to keep: `--keep-last N` (the N newest versions), `--keep HASH` (repeatable), \
+                      `--keep-since DATE` (YYYY-MM-DD or RFC 3339), or `--all-workspaces` (only what the \
+                      workspaces using this cache hold); the version each workspace holds is always kept. \
+                      Add `--dry-run` to see what would go";
+
+pub fn gc(l: Store, scope: Scope, dry_run: bool, force: bool) -> Result<ExitCode> {
+    let Scope { keep_last, keep, keep_since, all_workspaces } = scope;
+    if keep.is_empty() && keep_last.is_none() && keep_since.is_none() && !all_workspaces {
+        return Err(miette!(help = SCOPES, "gc needs a scope: which versions to keep besides those workspaces hold"));
+    }
     let cache = &l.ws.cache;
     let versions = cache.versions().map_err(EngineError::Cache)?; // newest first
     let mut kept = BTreeSet::new();
@@ -32,33 +46,73 @@ pub fn gc(
         let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         kept.extend(versions.iter().filter(|v| v.meta.created >= secs).map(|v| v.hash.clone()));
     }
-    if keep.is_empty() && keep_last.is_none() && keep_since.is_none() {
-        // Default: everything the workspace's last versions reference.
-        if l.wdir.is_some() {
-            let state = WorkspaceState::load(&l.ws.state_dir);
-            kept.extend(state.last_version.values().cloned());
-        } else if !dry_run {
-            // The cache alone: no workspace says what to keep, so this would remove every version.
-            return Err(miette!(
-                help =
-                    "say what to keep (`--keep-last N`, `--keep HASH`, `--keep-since DATE`), or run dvx in the project",
-                "gc with the cache alone and no project would remove every version"
-            ));
-        }
+    // This workspace's versions, even from runs made before workspaces registered themselves.
+    if l.wdir.is_some() {
+        kept.extend(WorkspaceState::load(&l.ws.state_dir).last_version.into_values());
     }
-    let report = cache.gc(&GcOptions { keep: kept.clone(), dry_run }).map_err(EngineError::Cache)?;
-    let verb = if dry_run { "would remove" } else { "removed" };
-    for v in &report.versions {
-        println!("{verb} version {v}");
+
+    let plan = cache.gc(&GcOptions { keep: kept.clone(), dry_run: true }).map_err(EngineError::Cache)?;
+    print_kept_workspaces(&plan);
+    if dry_run || nothing_to_remove(&plan) {
+        print_report(&plan, if dry_run { "would remove" } else { "removed" });
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !force {
+        print_report(&plan, "would remove");
+        confirm(&plan)?;
+    }
+    let report = cache.gc(&GcOptions { keep: kept, dry_run: false }).map_err(EngineError::Cache)?;
+    print_report(&report, "removed");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn nothing_to_remove(r: &GcReport) -> bool {
+    r.versions.is_empty() && r.runs == 0 && r.objects == 0 && r.temps == 0
+}
+
+/// Ask on the terminal; refuse without one (`--force` skips this).
+fn confirm(plan: &GcReport) -> Result<()> {
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Err(miette!(
+            help = "run it on a terminal to be asked, or pass `--force` (`-f`) to delete without asking; \
+                    `--dry-run` lists what would go",
+            "gc deletes for good and there is no terminal to ask: nothing removed"
+        ));
+    }
+    eprint!(
+        "remove {} versions and {} objects ({})? [y/N] ",
+        plan.versions.len(),
+        plan.objects,
+        HumanBytes(plan.bytes)
+    );
+    std::io::stderr().flush().into_diagnostic()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).into_diagnostic()?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
+        Ok(())
+    } else {
+        Err(miette!("gc cancelled: nothing removed"))
+    }
+}
+
+fn print_kept_workspaces(r: &GcReport) {
+    for w in &r.workspaces {
+        println!("keeping version {} held by workspace {}", w.version.short(), w.path);
+    }
+}
+
+fn print_report(r: &GcReport, verb: &str) {
+    for v in &r.versions {
+        let when = if v.created == 0 { "?".to_string() } else { super::versions::when(v.created) };
+        println!("{verb} version {}  {when}  {}  {}", v.hash, HumanBytes(v.bytes), v.pipeline_file);
     }
     println!(
-        "{verb} {} versions, {} run entries, {} objects ({} bytes), {} temp files; kept {} versions",
-        report.versions.len(),
-        report.runs,
-        report.objects,
-        report.bytes,
-        report.temps,
-        kept.len()
+        "{verb} {} versions, {} run entries, {} objects ({}), {} temp files; kept {} versions",
+        r.versions.len(),
+        r.runs,
+        r.objects,
+        HumanBytes(r.bytes),
+        r.temps,
+        r.kept
     );
-    Ok(ExitCode::SUCCESS)
 }

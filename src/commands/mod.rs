@@ -168,14 +168,23 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             diff::diff(load_store(pipeline, cache, "diff A B")?, &a, &b, stage, category_field, json)
         }
+        Command::Logs { stage, mut hash, pipeline } => {
+            let mut pipeline = pipeline.named();
+            // `dvx logs STAGE PIPELINE`: a pipeline file where the hash goes.
+            if pipeline.is_none() && hash.as_deref().is_some_and(looks_like_pipeline) {
+                pipeline = hash.take().map(PathBuf::from);
+            }
+            versions::logs(load_store(pipeline, cache, "logs STAGE")?, &stage, hash.as_deref())
+        }
         Command::Checkout { hash, to, pipeline } => {
             versions::checkout(load_store(pipeline.named(), cache, "checkout HASH")?, &hash, to.as_deref())
         }
         Command::Reproduce { hash, pipeline } => {
             versions::reproduce(load_store(pipeline.named(), cache, "reproduce HASH")?, &hash)
         }
-        Command::Gc { keep_last, keep, keep_since, dry_run, pipeline } => {
-            gc::gc(load_store(pipeline.named(), cache, "gc")?, keep_last, keep, keep_since, dry_run)
+        Command::Gc { keep_last, keep, keep_since, all_workspaces, dry_run, force, pipeline } => {
+            let scope = gc::Scope { keep_last, keep, keep_since, all_workspaces };
+            gc::gc(load_store(pipeline.named(), cache, "gc")?, scope, dry_run, force)
         }
         Command::Cache { command } => match command {
             CacheCommand::Dir { pipeline } => cache::dir(load_store(pipeline.named(), cache, "cache dir")?),
@@ -185,6 +194,18 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             CacheCommand::Stats { pipeline } => cache::stats(load_store(pipeline.named(), cache, "cache stats")?),
         },
     }
+}
+
+/// Whether stderr takes live output (a progress bar, colours): a terminal
+/// that is not `TERM=dumb`.
+pub fn fancy_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+/// Whether stderr may carry ANSI colours: [`fancy_stderr`], and `NO_COLOR` unset or empty.
+pub fn colour_stderr() -> bool {
+    fancy_stderr() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Print JSON to stdout.

@@ -1,9 +1,10 @@
 //! `dvx run`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use dvx_engine::{Event, ExecutorKind, Observer, RunOptions, Status};
 use miette::Result;
@@ -24,10 +25,23 @@ pub fn run(
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let opts = RunOptions { targets: stages, force, force_all, dry_run, jobs, executor };
     let cache = l.ws.cache.clone();
-    let progress = Arc::new(Progress {
-        bar: (!json && !dry_run && std::io::stderr().is_terminal()).then(OnceLock::new),
+    let bar = !json && !dry_run && super::fancy_stderr();
+    // Stage lines as they happen wherever no bar shows them live: on stderr
+    // in a log file or CI console; on stdout too when only stdout is piped
+    // (`dvx run | tee run.log`), as stdout is then the record kept. With
+    // --json stdout is the report's alone.
+    let lines = match () {
+        _ if dry_run => None,
+        _ if !bar => Some(Stream::Stderr),
+        _ if !json && !std::io::stdout().is_terminal() => Some(Stream::Stdout),
+        _ => None,
+    };
+    let progress = Arc::new(Renderer {
+        bar: bar.then(OnceLock::new),
         running: Mutex::new(BTreeMap::new()),
         chatty: !dry_run,
+        lines,
+        last_progress: Mutex::new(HashMap::new()),
     });
     // On SIGINT/SIGTERM the Slurm executor cancels its jobs and reports it;
     // the library returns, and a command-line dvx stops there and then
@@ -51,13 +65,7 @@ pub fn run(
     } else {
         println!("{:<28} {:<8} {:>9}  key", "stage", "status", "seconds");
         for s in &report.stages {
-            let status = match s.status {
-                Status::Ran => "ran",
-                Status::Cached => "cached",
-                Status::Cutoff => "cut off",
-                Status::Failed => "FAILED",
-                Status::Skipped => "skipped",
-            };
+            let status = status_word(s.status);
             let key = s.key.as_ref().map_or("-", |k| k.short());
             println!("{:<28} {:<8} {:>9.2}  {}", s.name, status, s.seconds, key);
         }
@@ -85,18 +93,34 @@ pub fn run(
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// Renders a run's progress on stderr: a bar (when stderr is a terminal)
-/// naming the stages in flight, and the engine's one-line notices.
-struct Progress {
+/// Where stage lines go.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How often a stage's progress is written as a line when no bar shows it.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// Renders a run as it happens: on a terminal, a bar on stderr naming the
+/// stages in flight and how far each is; elsewhere, a timestamped line per
+/// stage started and finished and, every few seconds, per long stage's
+/// progress. Plain text only: no colours, no cursor movement in files.
+struct Renderer {
     /// The bar, made when the run says how many stages it has; none when not shown.
     bar: Option<OnceLock<indicatif::ProgressBar>>,
-    /// Stages in flight, each with a note (its Slurm job and state).
+    /// Stages in flight, each with a note (its Slurm job and state, its progress).
     running: Mutex<BTreeMap<String, String>>,
     /// Print notices (jobs submitted) even without a bar.
     chatty: bool,
+    /// Where stage lines go, if anywhere.
+    lines: Option<Stream>,
+    /// When each stage's last progress line was written.
+    last_progress: Mutex<HashMap<String, Instant>>,
 }
 
-impl Progress {
+impl Renderer {
     fn bar(&self) -> Option<&indicatif::ProgressBar> {
         self.bar.as_ref().and_then(OnceLock::get)
     }
@@ -117,9 +141,41 @@ impl Progress {
             b.finish_and_clear();
         }
     }
+
+    /// A timestamped line, when lines are wanted.
+    fn line(&self, what: &str, stage: &str, rest: &str) {
+        let Some(stream) = self.lines else { return };
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let text = if rest.is_empty() {
+            format!("{now} {what:<8} {stage}")
+        } else {
+            format!("{now} {what:<8} {stage}  {rest}")
+        };
+        match stream {
+            Stream::Stdout => println!("{text}"),
+            Stream::Stderr => eprintln!("{text}"),
+        }
+    }
+
+    fn progress(&self, stage: &str, p: ProgressText) {
+        let text = p.to_string();
+        if self.bar().is_some() {
+            self.set_note(stage, Some(&text));
+        }
+        if self.lines.is_none() {
+            return;
+        }
+        let mut last = self.last_progress.lock().expect("progress lock");
+        let due = last.get(stage).is_none_or(|t| t.elapsed() >= PROGRESS_LINE_EVERY);
+        if due || p.finished() {
+            last.insert(stage.to_string(), Instant::now());
+            drop(last);
+            self.line("progress", stage, &text);
+        }
+    }
 }
 
-impl Observer for Progress {
+impl Observer for Renderer {
     fn event(&self, event: Event<'_>) {
         match event {
             Event::Started { stages } => {
@@ -137,8 +193,14 @@ impl Observer for Progress {
                     });
                 }
             }
-            Event::StageStarted { stage } => self.set_note(stage, Some("")),
+            Event::StageStarted { stage } => {
+                self.set_note(stage, Some(""));
+                self.line("start", stage, "");
+            }
             Event::Note { stage, note } => self.set_note(stage, Some(note)),
+            Event::Progress { stage, done, total, unit, message, elapsed } => {
+                self.progress(stage, ProgressText { done, total, unit, message, elapsed })
+            }
             Event::Message { line } => match self.bar() {
                 Some(b) => b.println(line),
                 None if self.chatty => eprintln!("{line}"),
@@ -146,12 +208,67 @@ impl Observer for Progress {
             },
             Event::StageFinished { result } => {
                 self.set_note(&result.name, None);
+                self.last_progress.lock().expect("progress lock").remove(&result.name);
                 if let Some(b) = self.bar() {
                     b.inc(1);
                 }
+                let mut rest = format!("{:.2}s", result.seconds);
+                if result.action == dvx_engine::Action::Restore && result.status != Status::Failed {
+                    rest.push_str("  (restored from the cache)");
+                }
+                if let Some(e) = result.error.as_deref().filter(|_| result.status == Status::Skipped) {
+                    rest = format!("{rest}  ({e})");
+                }
+                self.line(status_word(result.status), &result.name, &rest);
             }
             Event::StagesDone => self.clear(),
         }
+    }
+}
+
+/// A status as the table and the stage lines print it.
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Ran => "ran",
+        Status::Cached => "cached",
+        Status::Cutoff => "cut off",
+        Status::Failed => "FAILED",
+        Status::Skipped => "skipped",
+    }
+}
+
+/// A stage's progress as one short text: `step 40/200 (20%) loss 3.21 ETA 1m 12s`.
+struct ProgressText<'a> {
+    done: u64,
+    total: Option<u64>,
+    unit: &'a str,
+    message: &'a str,
+    elapsed: Duration,
+}
+
+impl ProgressText<'_> {
+    fn finished(&self) -> bool {
+        self.total.is_some_and(|t| self.done >= t)
+    }
+}
+
+impl std::fmt::Display for ProgressText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.total {
+            Some(t) if t > 0 => {
+                write!(f, "{} {}/{t} ({}%)", self.unit, self.done, self.done.min(t) * 100 / t)?;
+            }
+            _ => write!(f, "{} {}", self.unit, self.done)?,
+        }
+        if !self.message.is_empty() {
+            write!(f, " {}", self.message)?;
+        }
+        if let Some(t) = self.total.filter(|&t| self.done > 0 && self.done < t) {
+            let left = self.elapsed.as_secs_f64() / self.done as f64 * (t - self.done) as f64;
+            let left = Duration::from_secs(left.round() as u64);
+            write!(f, " ETA {}", humantime::format_duration(left))?;
+        }
+        Ok(())
     }
 }
 
@@ -162,4 +279,27 @@ fn running_message(r: &BTreeMap<String, String>) -> String {
     let each: Vec<String> =
         r.iter().map(|(name, note)| if note.is_empty() { name.clone() } else { format!("{name} ({note})") }).collect();
     format!("running: {}", each.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_text_says_count_status_and_eta() {
+        let p = ProgressText {
+            done: 50,
+            total: Some(200),
+            unit: "step",
+            message: "loss 3.2",
+            elapsed: Duration::from_secs(10),
+        };
+        assert_eq!(p.to_string(), "step 50/200 (25%) loss 3.2 ETA 30s");
+        assert!(!p.finished());
+        let p = ProgressText { done: 7, total: None, unit: "records", message: "", elapsed: Duration::from_secs(1) };
+        assert_eq!(p.to_string(), "records 7");
+        let p = ProgressText { done: 4, total: Some(4), unit: "step", message: "", elapsed: Duration::from_secs(1) };
+        assert_eq!(p.to_string(), "step 4/4 (100%)");
+        assert!(p.finished());
+    }
 }

@@ -8,7 +8,7 @@ use miette::{IntoDiagnostic, Result};
 
 use super::Store;
 
-fn when(secs: u64) -> String {
+pub fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
@@ -63,6 +63,28 @@ pub fn show(l: Store, prefix: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn logs(l: Store, stage: &str, prefix: Option<&str>) -> Result<ExitCode> {
+    let cache = &l.ws.cache;
+    let hash = match prefix {
+        Some(p) => cache.resolve_version(p).map_err(EngineError::Cache)?,
+        None => dvx_engine::logs::current_version(cache, l.wdir.as_deref(), &l.ws.state_dir)?
+            .ok_or_else(|| miette::miette!("no versions in {} yet: run the pipeline first", cache.root().display()))?,
+    };
+    let Some(mut reader) = dvx_engine::logs::stage_log(cache, &hash, stage)? else {
+        eprintln!("stage `{stage}` wrote nothing to its log in version {}", hash.short());
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Streamed: a log may be large. A mismatch with its name shows at the end, as an error.
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = std::io::copy(&mut reader, &mut out) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(EngineError::Cache(reader.error(e)).into());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn checkout(l: Store, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
     let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
     let (base, with_sources) = match (to, &l.wdir) {
@@ -72,6 +94,16 @@ pub fn checkout(l: Store, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
         (None, None) => (std::env::current_dir().into_diagnostic()?, true),
     };
     let n = ops::checkout(&l.ws.cache, &hash, &base, l.ws.link, with_sources)?;
+    // The workspace now holds this version: gc keeps it from now on. (A
+    // `--to` folder is an export until a run there registers it.)
+    if to.is_none() {
+        if let Some(wdir) = &l.wdir {
+            let at = wdir.canonicalize().unwrap_or_else(|_| wdir.clone());
+            if let Err(e) = l.ws.cache.register_workspace(&at, &hash) {
+                tracing::warn!("cannot register {} with the cache: {e}", at.display());
+            }
+        }
+    }
     println!("restored {n} paths of version {} into {}", hash.short(), base.display());
     if with_sources {
         if let Some(f) = ops::write_checkout_config(&base, &l.ws.cache)? {

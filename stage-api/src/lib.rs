@@ -6,7 +6,8 @@
 //! counts, a `prepare` step), turned into the object-safe [`Stage`] by the
 //! one adapter, [`Typed`], and put in a [`Registry`] the engine looks kinds
 //! up in by name. When it runs, a stage gets a [`StageContext`]: resolved
-//! input and output paths, its params, a log and a thread budget. It never
+//! input and output paths, its params, a log, a thread budget and a
+//! [`Progress`] to report how far it is. It never
 //! sees the cache, keys or versions.
 //!
 //! ```no_run
@@ -44,10 +45,12 @@
 
 #![deny(missing_docs)]
 
+mod progress;
 mod registry;
 mod stage;
 mod typed;
 
+pub use progress::{NoProgress, Progress};
 pub use registry::Registry;
 pub use stage::{FailureKind, FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
 pub use typed::{parse_params, Count, ParamDoc, ParamsDoc, Shape, Typed, TypedStage};

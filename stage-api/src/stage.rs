@@ -32,6 +32,8 @@ pub struct StageContext<'a> {
     pub log: &'a mut dyn Write,
     /// How many threads the stage may use.
     pub threads: usize,
+    /// Where a long stage reports how far it is (never print bars yourself).
+    pub progress: &'a dyn crate::Progress,
 }
 
 /// What sort of failure a stage had: whether running it again could help,

@@ -158,6 +158,7 @@ pub mod testing {
             env: &[],
             log: &mut log,
             threads: 2,
+            progress: &dvx_stage_api::NoProgress,
         };
         let r = stage.execute(&mut ctx);
         (r, String::from_utf8_lossy(&log).into_owned())

@@ -77,6 +77,7 @@ pub(crate) fn run<T: TypedStage>(
         env: &[],
         log: &mut log,
         threads,
+        progress: &dvx_stage_api::NoProgress,
     };
     let metrics = stage.execute(&mut ctx).map_err(|e| e.message)?;
     Ok(Run { metrics, log: String::from_utf8(log).unwrap(), outs, _dir: dir })

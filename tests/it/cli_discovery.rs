@@ -66,7 +66,7 @@ fn cache_only_commands_work_with_the_cache_alone() {
         run(&["cache", "verify"]).ok();
         let dir = run(&["cache", "dir"]).ok().stdout();
         assert_eq!(Path::new(dir.trim()), cache.path(), "{how}");
-        let gc = run(&["gc", "--dry-run"]).ok().stdout();
+        let gc = run(&["gc", "--all-workspaces", "--dry-run"]).ok().stdout();
         assert!(gc.contains("would remove"), "{how}: {gc}");
         let rep = run(&["reproduce", &v2[..8]]);
         assert_eq!(rep.code(), 0, "{how}: {}{}", rep.stdout(), rep.stderr());
@@ -108,8 +108,8 @@ fn the_project_is_found_from_a_subfolder() {
     let run = p.dvx_in(&sub, &["run", "mul"]).ok();
     assert_eq!(run.version(), v2);
     assert_eq!(p.read("data/out.txt"), "ab\nab\n");
-    let gc = p.dvx_in(&sub, &["gc", "--dry-run"]).ok().stdout();
-    assert!(gc.contains("kept 1 versions"), "{gc}");
+    let gc = p.dvx_in(&sub, &["gc", "--all-workspaces", "--dry-run"]).ok().stdout();
+    assert!(gc.contains(&format!("keeping version {} held by workspace", &v2[..12])), "{gc}");
     let rep = p.dvx_in(&sub, &["reproduce", &v2[..8]]).ok().stdout();
     assert!(rep.contains("reproduced"), "{rep}");
 
@@ -121,7 +121,7 @@ fn the_project_is_found_from_a_subfolder() {
     dvx_env(&sub, &cache, &["checkout", &v2[..8]]).ok();
     assert_eq!(p.read("data/out.txt"), "ab\nab\n");
     dvx_env(&sub, &cache, &["reproduce", &v1[..8]]).ok();
-    dvx_env(&sub, &cache, &["gc", "--dry-run"]).ok();
+    dvx_env(&sub, &cache, &["gc", "--all-workspaces", "--dry-run"]).ok();
     dvx_env(&sub, &cache, &["cache", "stats"]).ok();
     dvx_env(&sub, &cache, &["cache", "verify"]).ok();
 }
@@ -160,7 +160,7 @@ fn every_command_takes_the_pipeline_both_ways() {
             p.dvx(&[&["show", &v1[..8]], form].concat()).ok();
             let d = p.dvx(&[&["diff", &v1[..8], &v2[..8]], form].concat()).ok().stdout();
             assert!(d.contains("mul"), "{form:?}: {d}");
-            p.dvx(&[&["gc", "--dry-run"], form].concat()).ok();
+            p.dvx(&[&["gc", "--all-workspaces", "--dry-run"], form].concat()).ok();
             for c in ["dir", "stats", "verify"] {
                 p.dvx(&[&["cache", c], form].concat()).ok();
             }

@@ -1220,11 +1220,11 @@ fn fuzz_damaged_cache_records() {
                     vec!["checkout", &v[..12]],
                     vec!["checkout", &v[..12], "--to", &to],
                     vec!["run"],
-                    vec!["gc", "--dry-run"],
+                    vec!["gc", "--all-workspaces", "--dry-run"],
                     vec!["cache", "verify"],
                     vec!["cache", "verify", "--repair"],
                     vec!["cache", "verify"],
-                    vec!["gc"],
+                    vec!["gc", "--all-workspaces", "--force"],
                     vec!["run"],
                 ]
                 .into_iter()

@@ -8,6 +8,8 @@ mod deps;
 mod diff;
 mod errors;
 mod fuzz;
+mod gc_scope;
+mod logs;
 mod pipelines;
 mod restorable;
 mod self_contained;

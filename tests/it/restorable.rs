@@ -70,7 +70,7 @@ fn age(dir: &Path) {
 #[test]
 fn gc_racing_runs_never_loses_a_printed_version() {
     // `gen` is restored from the run-cache; while `slow` runs, a gc that keeps
-    // only the workspace's last version removes everything else.
+    // only the workspace's version removes everything else.
     let slow = "  slow:\n    deps: [gen.txt]\n    outs: [slow.txt]\n    cmd: touch started && sleep 1 && cat gen.txt > slow.txt\n";
     let yaml = |x: u32| format!("{}{slow}", pipeline(x));
     let p = Project::new();
@@ -93,7 +93,11 @@ fn gc_racing_runs_never_loses_a_printed_version() {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 std::fs::remove_file(dir.join("started")).unwrap();
-                std::process::Command::new(env!("CARGO_BIN_EXE_dvx")).arg("gc").current_dir(dir).output().unwrap()
+                std::process::Command::new(env!("CARGO_BIN_EXE_dvx"))
+                    .args(["gc", "--all-workspaces", "-f"])
+                    .current_dir(dir)
+                    .output()
+                    .unwrap()
             }
         });
         let run = std::process::Command::new(env!("CARGO_BIN_EXE_dvx"))

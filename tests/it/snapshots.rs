@@ -248,22 +248,6 @@ fn reproduce_identical_and_differs() {
     assert_snapshot!("reproduce_differs", snap(&p, &mut r, &["reproduce", &v[..8]], 1));
 }
 
-/// gc keeps whatever was written in the 2 seconds before it started (a
-/// writer may still need it); make everything in the cache older than that.
-fn age_cache(p: &Project) {
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    fn walk(dir: &Path, old: std::time::SystemTime) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                walk(&path, old);
-            }
-            std::fs::File::open(&path).unwrap().set_modified(old).unwrap();
-        }
-    }
-    walk(&p.path(".dvx/cache"), old);
-}
-
 #[test]
 fn gc_dry_run_and_gc() {
     let p = demo_project();
@@ -273,13 +257,15 @@ fn gc_dry_run_and_gc() {
     p.write("dvx.yaml", &demo("?", "gamma"));
     p.write("input.txt", "other\n");
     p.dvx(&["run"]).ok();
-    age_cache(&p);
-    assert_snapshot!("gc_dry_run", snap(&p, &mut r, &["gc", "--dry-run"], 0));
+    p.age_cache();
+    assert_snapshot!("gc_no_scope", snap(&p, &mut r, &["gc"], 2));
+    assert_snapshot!("gc_dry_run", snap(&p, &mut r, &["gc", "--all-workspaces", "--dry-run"], 0));
     assert_snapshot!("gc_keep_last_2", snap(&p, &mut r, &["gc", "--keep-last", "2", "--dry-run"], 0));
     assert_snapshot!("gc_bad_date", snap(&p, &mut r, &["gc", "--keep-since", "yesterday"], 2));
-    assert_snapshot!("gc", snap(&p, &mut r, &["gc"], 0));
+    assert_snapshot!("gc_no_terminal", snap(&p, &mut r, &["gc", "--all-workspaces"], 2));
+    assert_snapshot!("gc", snap(&p, &mut r, &["gc", "--all-workspaces", "--force"], 0));
     assert_snapshot!("log_after_gc", snap(&p, &mut r, &["log"], 0));
-    assert_snapshot!("gc_nothing_left", snap(&p, &mut r, &["gc"], 0));
+    assert_snapshot!("gc_nothing_left", snap(&p, &mut r, &["gc", "--all-workspaces", "--force"], 0));
 }
 
 #[test]

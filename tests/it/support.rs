@@ -70,6 +70,21 @@ impl Project {
     pub fn count(&self, rel: &str) -> usize {
         std::fs::read_to_string(self.path(rel)).map(|s| s.lines().count()).unwrap_or(0)
     }
+    /// gc keeps whatever was written in the 2 seconds before it started (a
+    /// writer may still need it); make everything in the cache older than that.
+    pub fn age_cache(&self) {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fn walk(dir: &Path, old: std::time::SystemTime) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, old);
+                }
+                std::fs::File::open(&path).unwrap().set_modified(old).unwrap();
+            }
+        }
+        walk(&self.path(".dvx/cache"), old);
+    }
     pub fn dvx(&self, args: &[&str]) -> Run {
         self.dvx_in(self.dir.path(), args)
     }
@@ -103,6 +118,9 @@ impl Project {
 ///   taken through one `Redact`;
 /// - times and dates (RFC 3339, `YYYY-MM-DD`) become `[TIME]` / `[DATE]`;
 /// - this machine's name becomes `[HOST]`;
+/// - `dvx run`'s stage lines (`TIME start|ran|… STAGE`, written as stages
+///   start and end when there is no terminal) are dropped: their order
+///   varies with parallel stages; `logs.rs` checks them;
 /// - durations (the run table's seconds column, keeping its width; JSON
 ///   `"seconds"`; `(1.2s)`, `1.5 s`), training throughput (`tok/s`), memory
 ///   (`peak RSS`) and thread ids become placeholders.
@@ -158,7 +176,15 @@ impl Redact {
             LazyLock::new(|| Regex::new(r"(?m)( *\d+\.\d\d)(  ([0-9a-f]{12}|-)$)").unwrap());
         static HASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b([0-9a-f]{64}|[0-9a-f]{12})\b").unwrap());
 
-        let mut out = text.to_string();
+        // `dvx run`'s stage lines as they happen (stderr without a terminal):
+        // their order varies with parallel stages; tests/it/logs.rs checks them.
+        static STAGE_LINE: LazyLock<Regex> = LazyLock::new(|| {
+            Regex::new(
+                r"(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (start|ran|cached|cut off|FAILED|skipped|progress) .*\n",
+            )
+            .unwrap()
+        });
+        let mut out = STAGE_LINE.replace_all(text, "").into_owned();
         for (path, name) in &self.paths {
             out = out.replace(path.as_str(), name);
         }

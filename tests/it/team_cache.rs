@@ -173,7 +173,7 @@ fn gc_keep_last_one() {
     let dry = p.dvx(&["gc", "--keep-last", "1", "--dry-run"]).ok().stdout();
     assert!(dry.contains("would remove 2 versions"), "{dry}");
     assert_eq!(p.dvx(&["log"]).ok().stdout().lines().count(), 3);
-    let gc = p.dvx(&["gc", "--keep-last", "1"]).ok().stdout();
+    let gc = p.dvx(&["gc", "--keep-last", "1", "--force"]).ok().stdout();
     assert!(gc.contains("removed 2 versions"), "{gc}");
     let log = p.dvx(&["log"]).ok().stdout();
     assert_eq!(log.lines().count(), 1);

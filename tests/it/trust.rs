@@ -407,7 +407,7 @@ fn survive_report_repair(s: &Setup, record: &str, file: &Path) {
         vec!["show", &s.version[..12]],
         vec!["log"],
         vec!["status"],
-        vec!["gc", "--dry-run"],
+        vec!["gc", "--all-workspaces", "--dry-run"],
         vec!["checkout", &s.version[..12], "--to", "../to"],
     ] {
         let r = s.dvx(&args);
@@ -429,7 +429,7 @@ fn survive_report_repair(s: &Setup, record: &str, file: &Path) {
 
     let r = s.dvx(&["cache", "verify"]);
     assert_eq!(r.code(), 0, "verify after --repair is not clean:\n{}\n{}", r.stdout(), r.stderr());
-    let r = s.dvx(&["gc"]);
+    let r = s.dvx(&["gc", "--all-workspaces", "--force"]);
     assert_eq!(r.code(), 0, "gc after repair: {}", r.stderr());
     s.dvx(&["run"]).ok();
 }
@@ -473,7 +473,7 @@ fn stray_run_file_is_skipped_and_repaired() {
     std::fs::write(&stray, b"{}").unwrap();
     let r = s.dvx(&["run"]);
     assert_eq!(r.code(), 0, "{}", r.stderr());
-    let r = s.dvx(&["gc"]);
+    let r = s.dvx(&["gc", "--all-workspaces", "--force"]);
     assert_eq!(r.code(), 0, "gc with a stray run file: {}", r.stderr());
 }
 
@@ -533,7 +533,7 @@ fn truncated_version_record_is_skipped_and_repaired() {
     assert_eq!(r.code(), 0, "log with one truncated version failed:\n{}", r.stderr());
     assert!(r.stdout().contains(&second), "log does not list the intact version:\n{}", r.stdout());
     assert!(r.stderr().contains(&s.version[..12]), "log does not warn about the truncated version:\n{}", r.stderr());
-    let r = s.dvx(&["gc", "--dry-run"]);
+    let r = s.dvx(&["gc", "--all-workspaces", "--dry-run"]);
     assert_eq!(r.code(), 0, "gc --dry-run with a truncated version failed:\n{}", r.stderr());
     let r = s.dvx(&["show", &s.version[..12]]);
     assert_eq!(r.code(), 2);

@@ -10,7 +10,7 @@ use dvx_cache::{remove_path, Cache, OutputRef, RunEntry, StageKey, StatCache};
 
 use super::{Executor, Job};
 use crate::spec::StageDef;
-use crate::{Metrics, Stage, StageContext};
+use crate::{Metrics, Progress, Stage, StageContext};
 
 /// Runs stages in the dvx process: execute into the workspace, then store
 /// the outputs and the run-cache entry.
@@ -19,7 +19,7 @@ pub struct Local;
 
 impl Executor for Local {
     fn run(&self, job: &Job<'_>) -> Result<RunEntry, Failure> {
-        let done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads)?;
+        let done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads, job.progress)?;
         store(job.cache, job.stat, job.def, &job.pipeline.wdir, job.key, done)
     }
 }
@@ -64,7 +64,13 @@ pub fn abs(wdir: &Path, p: &str) -> PathBuf {
 
 /// Run `stage` for `def` with the workspace rooted at `wdir`: remove old
 /// outs, execute, check every declared out exists.
-pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -> Result<Executed, Failure> {
+pub fn execute(
+    def: &StageDef,
+    stage: &dyn Stage,
+    wdir: &Path,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Executed, Failure> {
     let cwd = abs(wdir, &def.cwd);
     let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(wdir, d)).collect();
     let outs: Vec<PathBuf> = def.outs.iter().map(|o| abs(wdir, o)).collect();
@@ -90,6 +96,7 @@ pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -
             env: &env,
             log: &mut log,
             threads,
+            progress,
         };
         stage.execute(&mut ctx)
     };

@@ -47,6 +47,8 @@ pub struct Job<'a> {
     pub stat: &'a Mutex<StatCache>,
     /// Threads a local stage may use.
     pub threads: usize,
+    /// Where a local stage reports how far it is.
+    pub progress: &'a dyn crate::Progress,
     /// Called with a short progress note ("slurm job 12 RUNNING").
     pub note: &'a (dyn Fn(&str) + Sync),
     /// Called with a line worth printing (a job submitted).
@@ -88,6 +90,7 @@ mod tests {
             executor: stage,
             file_executor: file,
             resources: None,
+            threads: None,
             origin: Default::default(),
         }
     }

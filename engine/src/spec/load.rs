@@ -411,6 +411,18 @@ fn resolve_stage(
         },
     };
 
+    let threads = match &raw.threads {
+        None => None,
+        Some(t) if t.value >= 1 && t.value <= 4096 => Some(t.value as usize),
+        Some(t) => {
+            let span = span_of(src, &t.referenced, t.value.to_string().len());
+            let err = src.error(span, format!("invalid `threads` of stage `{stage_name}`: {}", t.value), "here");
+            return Err(
+                err.with_help("`threads` is how many compute threads the stage uses: a whole number from 1 to 4096")
+            );
+        }
+    };
+
     let cwd = relative_to(&wdir, root_wdir).unwrap_or_else(|| wdir.display().to_string());
     Ok(StageDef {
         name: stage_name.clone(),
@@ -424,6 +436,7 @@ fn resolve_stage(
         executor: executor_of(src, raw.executor.as_ref()).map_err(|e| *e)?,
         file_executor,
         resources,
+        threads,
         origin,
     })
 }

@@ -68,6 +68,9 @@ pub struct StageDef {
     pub file_executor: Option<ExecutorKind>,
     /// `resources:` of the stage, validated (used by the Slurm executor).
     pub resources: Option<Resources>,
+    /// `threads:` of the stage: the compute threads it uses, counted against
+    /// the run's thread budget (`-j`). `None`: it gets a share of what is free.
+    pub threads: Option<usize>,
     /// Where it was written.
     pub origin: Origin,
 }

@@ -43,6 +43,8 @@ pub(crate) struct RawStage {
     pub env: BTreeMap<String, String>,
     pub executor: Option<Spanned<String>>,
     pub resources: Option<Spanned<Node>>,
+    /// Compute threads the stage uses (its share of the run's thread budget).
+    pub threads: Option<Spanned<i64>>,
     /// Free text for humans; accepted so pipelines can document stages.
     #[serde(default)]
     #[allow(dead_code)]
@@ -80,4 +82,4 @@ impl<'de> Deserialize<'de> for StageList {
 /// Field names, for "did you mean".
 pub(crate) const PIPELINE_FIELDS: &[&str] = &["name", "wdir", "imports", "cache", "link", "executor", "stages"];
 pub(crate) const STAGE_FIELDS: &[&str] =
-    &["kind", "deps", "outs", "params", "cmd", "env", "executor", "resources", "desc"];
+    &["kind", "deps", "outs", "params", "cmd", "env", "executor", "resources", "threads", "desc"];

@@ -117,10 +117,10 @@ impl TypedStage for Dedup {
 
     fn execute(&self, p: &DedupParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let pool = crate::support::pool(ctx.threads)?;
-        let (deps, outs, cwd) = (ctx.deps, ctx.outs, ctx.cwd);
+        let (deps, outs, cwd, progress) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress);
         // The stage log is not `Send`; collect the lines and copy them after.
         let mut log = Vec::new();
-        let result = pool.install(|| run(p, deps, outs, cwd, &mut log));
+        let result = pool.install(|| run(p, deps, outs, cwd, &mut log, progress));
         ctx.log.write_all(&log)?;
         result
     }
@@ -166,8 +166,16 @@ fn run(
     outs: &[PathBuf],
     cwd: &Path,
     log: &mut Vec<u8>,
+    progress: &dyn dvx_stage_api::Progress,
 ) -> Result<Metrics, StageFailure> {
     let started = Instant::now();
+    // Progress: the bytes of the deps read and sketched, then the phases after.
+    let size = |d: &PathBuf| std::fs::metadata(d).map(|m| m.len()).unwrap_or(0);
+    progress.set_total(deps.iter().map(size).sum(), "bytes");
+    let reading = |dep: &PathBuf| -> u64 {
+        progress.message(&format!("sketching {}", source_name(cwd, dep)));
+        size(dep)
+    };
     let (bands, rows) = match p.mode {
         Mode::Exact => (0, 0),
         _ => p.bands_rows()?,
@@ -184,10 +192,13 @@ fn run(
                 dep.display()
             )));
         }
+        let bytes = reading(dep);
         corpus.add_jsonl(&input_sketcher, dep, source_name(cwd, dep))?;
+        progress.inc(bytes);
     }
     corpus.end_inputs();
     for dep in &deps[n_inputs..] {
+        let bytes = reading(dep);
         if sigfile::is_signature_file(dep) {
             let reader = sigfile::Reader::open(dep)?;
             check_compatible(dep, &reader.header.spec, &spec, p.mode)?;
@@ -195,8 +206,10 @@ fn run(
         } else {
             corpus.add_jsonl(&ref_sketcher, dep, source_name(cwd, dep))?;
         }
+        progress.inc(bytes);
     }
     let sketched_at = started.elapsed();
+    progress.message("linking duplicates");
 
     let mut uf = UnionFind::new(corpus.len());
     cluster::link_exact(&corpus, &mut uf);
@@ -206,6 +219,7 @@ fn run(
     };
     let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near);
     let linked_at = started.elapsed();
+    progress.message("writing");
 
     let kept = output::write_kept(&deps[..n_inputs], &drops, &outs[0])?;
     if let Some(path) = outs.get(1) {

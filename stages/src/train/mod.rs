@@ -129,8 +129,8 @@ impl TypedStage for Train {
     }
 
     fn execute(&self, p: &TrainParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let (deps, outs) = (ctx.deps, ctx.outs);
-        threads::run_on_pool(ctx.threads, ctx.log, |log| execute(p, deps, outs, log))
+        let (deps, outs, progress) = (ctx.deps, ctx.outs, ctx.progress);
+        threads::run_on_pool(ctx.threads, ctx.log, |log| execute(p, deps, outs, log, progress))
     }
 }
 
@@ -139,6 +139,7 @@ fn execute(
     deps: &[PathBuf],
     outs: &[PathBuf],
     log: &mut dyn std::io::Write,
+    progress: &dyn dvx_stage_api::Progress,
 ) -> Result<Metrics, StageFailure> {
     let started = Instant::now();
     let fail = |m: String| StageFailure::new(m);
@@ -277,7 +278,7 @@ fn execute(
         seed,
     };
     tracing::info!(steps, examples = train_ex.len(), params = params_total, trainable, "training");
-    let hist = run::train(&model, &vars, &train_ex, &valid_ex, &cfg, log)?;
+    let hist = run::train(&model, &vars, &train_ex, &valid_ex, &cfg, log, progress)?;
 
     // Outputs.
     let trained = var_tensors(&vars);

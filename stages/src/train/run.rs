@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use dvx_stage_api::StageFailure;
+use dvx_stage_api::{Progress, StageFailure};
 
 use super::data::{batch, Example, Sampler};
 use super::model::{batch_tensors, weighted_nll, Transformer};
@@ -83,6 +83,7 @@ pub fn train(
     valid: &[Example],
     cfg: &LoopConfig,
     log: &mut dyn Write,
+    progress: &dyn Progress,
 ) -> Result<History, StageFailure> {
     let dev: &Device = model.device();
     let var_list: Vec<Var> = vars.iter().map(|(_, v)| v.clone()).collect();
@@ -97,6 +98,7 @@ pub fn train(
         Ok(())
     };
     eval(&mut hist, 0, log)?;
+    progress.set_total(cfg.steps as u64, "step");
     let mut window = (Instant::now(), 0usize);
     for step in 0..cfg.steps {
         let t0 = Instant::now();
@@ -128,6 +130,9 @@ pub fn train(
             return Err(StageFailure::new(format!("step {}: loss is {loss}; lower `lr`", step + 1)));
         }
         hist.train.push((step + 1, loss, lr));
+        let rate = hist.tokens as f64 / hist.train_secs.max(1e-9);
+        progress.message(&format!("loss {loss:.4}, {rate:.0} tokens/s"));
+        progress.inc(1);
         let done = step + 1;
         if cfg.log_every > 0 && (done % cfg.log_every == 0 || done == cfg.steps) {
             let secs = window.0.elapsed().as_secs_f64().max(1e-9);

@@ -65,8 +65,19 @@ pub(crate) fn run_stage(
     }
     let mut log = Vec::new();
     let cwd = std::env::temp_dir();
-    let mut ctx =
-        StageContext { name: "t", cwd: &cwd, deps, outs, params, cmd: None, env: &[], log: &mut log, threads };
+    let progress = &dvx_stage_api::NoProgress;
+    let mut ctx = StageContext {
+        name: "t",
+        cwd: &cwd,
+        deps,
+        outs,
+        params,
+        cmd: None,
+        env: &[],
+        log: &mut log,
+        threads,
+        progress,
+    };
     let r = stage.execute(&mut ctx);
     (r, String::from_utf8(log).unwrap())
 }
