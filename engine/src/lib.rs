@@ -9,6 +9,7 @@ mod event;
 pub mod executor;
 pub mod graph;
 mod key;
+mod metrics_file;
 pub mod ops;
 mod plan;
 mod run;

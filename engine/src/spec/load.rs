@@ -299,9 +299,9 @@ fn resolve_stage(
     }
     let mut outs = Vec::new();
     let mut outs_as_written = Vec::new();
-    for o in &raw.outs {
-        let span = span_of(src, &o.referenced, o.value.len());
-        origin.outs.push(span);
+    // An out (or a metrics file): inside the stage's folder, not `.dvx/`,
+    // no pipeline file or dvx.toml; relative to the root wdir.
+    let resolve_out = |o: &Spanned<String>, span: Span| -> Result<String, SpecError> {
         let escape = |why: &str| {
             src.error(
                 span,
@@ -334,14 +334,35 @@ fn resolve_stage(
                 .error(span, format!("out `{}` {verb} {what} `{shown}`", o.value), "would be overwritten")
                 .with_help("dvx removes outs before a stage runs; write the out somewhere else"));
         }
-        outs.push(rel);
+        Ok(rel)
+    };
+    for o in &raw.outs {
+        let span = span_of(src, &o.referenced, o.value.len());
+        origin.outs.push(span);
+        outs.push(resolve_out(o, span)?);
         outs_as_written.push(o.value.clone());
+    }
+    // Metrics files are outs of the stage (cached and restored like any
+    // out, as in DVC), listed after the outs the kind writes.
+    let mut metrics = Vec::new();
+    for m in &raw.metrics {
+        let span = span_of(src, &m.referenced, m.value.len());
+        let rel = resolve_out(m, span)?;
+        if outs.contains(&rel) {
+            let what = if metrics.contains(&rel) { "listed twice" } else { "also under `outs`" };
+            return Err(src
+                .error(span, format!("metrics file `{}` is {what}", m.value), "here")
+                .with_help("a metrics file is an out of its stage already; list it once, under `metrics` only"));
+        }
+        origin.outs.push(span);
+        outs.push(rel.clone());
+        metrics.push(rel);
     }
 
     // A dep that is (or holds) the stage's own out changes every time the
     // stage runs, so its key would never settle.
     for (di, dep) in deps_abs.iter().enumerate() {
-        let own = raw.outs.iter().find(|o| normalize(&wdir.join(&o.value)).starts_with(dep));
+        let own = raw.outs.iter().chain(&raw.metrics).find(|o| normalize(&wdir.join(&o.value)).starts_with(dep));
         if let Some(o) = own {
             let d = &raw.deps[di].value;
             let verb = if normalize(&wdir.join(&o.value)) == *dep { "is" } else { "contains" };
@@ -384,7 +405,8 @@ fn resolve_stage(
     };
 
     let stage = registry.get(&kind).expect("kind checked above");
-    let shape = StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: cmd.as_deref() };
+    // The kind sees the outs as written; metrics files appended after them are the engine's.
+    let shape = StageShape { params: &params, deps: deps.len(), outs: outs_as_written.len(), cmd: cmd.as_deref() };
     if let Err(pe) = stage.check(&shape) {
         let span = raw.params.as_ref().map(|p| block_field_span(src, p, pe.field.as_deref())).unwrap_or(name_span);
         let what = match &pe.field {
@@ -418,6 +440,7 @@ fn resolve_stage(
         cwd,
         deps,
         outs,
+        metrics,
         params,
         cmd,
         env: raw.env.clone(),
