@@ -104,7 +104,43 @@ pub fn adopt_checkout(state_dir: &Path, rec: &dvx_cache::VersionRecord, registry
 /// The version `dvx checkout` last put in the workspace whose state lives
 /// in `state_dir`, unless a run has written one since.
 pub fn checked_out(state_dir: &Path) -> Option<Hash> {
+    if state_dir.as_os_str().is_empty() {
+        return None;
+    }
     crate::state::WorkspaceState::load(state_dir).checked_out
+}
+
+/// The version the workspace holds: the one checked out, else the newest
+/// its runs wrote (that the cache still has); none without a workspace.
+pub fn workspace_version(cache: &Cache, state_dir: &Path) -> Option<Hash> {
+    if state_dir.as_os_str().is_empty() {
+        return None;
+    }
+    let state = crate::state::WorkspaceState::load(state_dir);
+    if let Some(v) = state.checked_out {
+        return Some(v);
+    }
+    state
+        .last_version
+        .values()
+        .filter_map(|v| cache.get_version(v).ok())
+        .max_by_key(|r| r.meta.created)
+        .map(|r| r.hash)
+}
+
+/// The version made before `v` by the same pipeline (by name), if any.
+pub fn previous_version(cache: &Cache, v: &Hash) -> Result<Option<Hash>> {
+    let rec = cache.get_version(v)?;
+    let name = body_of(&rec)?.pipeline;
+    // Newest first: the first of the same pipeline after `v` is its predecessor.
+    let all = cache.versions()?;
+    let after = all.iter().skip_while(|r| &r.hash != v).skip(1);
+    for r in after {
+        if r.body.get("pipeline").and_then(|p| p.as_str()) == Some(name.as_str()) {
+            return Ok(Some(r.hash.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// After `checkout --to base`: when `base` has no `dvx.toml`, write one that

@@ -417,8 +417,9 @@ pub fn run(
         state.last_hit_rate = Some(if results.is_empty() { 1.0 } else { cached as f64 / results.len() as f64 });
         if let Some(v) = &version {
             state.last_version.insert(p.file.display().to_string(), v.clone());
-            state.checked_out = None;
         }
+        // The run made the workspace follow the pipeline as written.
+        state.checked_out = None;
         remember_failures(&mut state, &results);
         // A full workspace disk must not hide which stage failed and why:
         // without the state the next run re-checks outputs, nothing worse.

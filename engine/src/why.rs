@@ -142,9 +142,11 @@ impl fmt::Display for SizeChange {
                 d.to_string()
             }
         };
-        write!(f, "{} bytes", signed(self.old_bytes, self.new_bytes))?;
+        let plural = |a: u64, b: u64| if a.abs_diff(b) == 1 { "" } else { "s" };
+        let (a, b) = (self.old_bytes, self.new_bytes);
+        write!(f, "{} byte{}", signed(a, b), plural(a, b))?;
         if let Some((a, b)) = self.lines {
-            write!(f, ", {} lines ({a} → {b})", signed(a, b))?;
+            write!(f, ", {} line{} ({a} → {b})", signed(a, b), plural(a, b))?;
         }
         Ok(())
     }
