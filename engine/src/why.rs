@@ -144,9 +144,14 @@ impl fmt::Display for SizeChange {
         };
         let plural = |a: u64, b: u64| if a.abs_diff(b) == 1 { "" } else { "s" };
         let (a, b) = (self.old_bytes, self.new_bytes);
-        write!(f, "{} byte{}", signed(a, b), plural(a, b))?;
-        if let Some((a, b)) = self.lines {
-            write!(f, ", {} line{} ({a} → {b})", signed(a, b), plural(a, b))?;
+        if a == b {
+            write!(f, "same size")?;
+        } else {
+            write!(f, "{} byte{}", signed(a, b), plural(a, b))?;
+        }
+        match self.lines {
+            Some((a, b)) if a != b => write!(f, ", {} line{} ({a} → {b})", signed(a, b), plural(a, b))?,
+            _ => {}
         }
         Ok(())
     }

@@ -309,7 +309,7 @@ pub fn params_diff(l: Store, a: Option<&str>, b: Option<&str>, all: bool, format
 
 /// Params side by side: stage, param, A, B.
 pub fn params_table(rows: &[&diff::ParamRow]) -> Table {
-    let mut t = Table::new(&["stage", "param", "A", "B"], &[false, false, true, true]);
+    let mut t = Table::new(&["stage", "param", "A", "B"], &[false; 4]);
     for p in rows {
         t.push(vec![p.stage.clone(), p.name.clone(), table::cell(p.a.as_ref()), table::cell(p.b.as_ref())]);
     }

@@ -85,16 +85,22 @@ impl Table {
     }
 
     fn markdown(&self) -> String {
-        let widths = self.widths(3);
-        let mut out = self.line(&self.headers, &widths, "", true);
+        // A `|` inside a cell would end it.
+        let escaped = Table {
+            headers: self.headers.iter().map(|c| c.replace('|', "\\|")).collect(),
+            right: self.right.clone(),
+            rows: self.rows.iter().map(|r| r.iter().map(|c| c.replace('|', "\\|")).collect()).collect(),
+        };
+        let widths = escaped.widths(3);
+        let mut out = escaped.line(&escaped.headers, &widths, "", true);
         out.push('|');
         for (w, r) in widths.iter().zip(&self.right) {
             let dashes = "-".repeat(*w);
             let _ = if *r { write!(out, " {}: |", &dashes[1..]) } else { write!(out, " {dashes} |") };
         }
         out.push('\n');
-        for r in &self.rows {
-            out.push_str(&self.line(r, &widths, "", true));
+        for r in &escaped.rows {
+            out.push_str(&escaped.line(r, &widths, "", true));
         }
         out
     }
@@ -253,6 +259,9 @@ mod tests {
         let mut t = Table::new(&["name", "n"], &[false, true]);
         t.push(vec!["a".into(), "10".into()]);
         t.push(vec!["long, name".into(), "2".into()]);
+        let mut piped = Table::new(&["a"], &[false]);
+        piped.push(vec!["x|y".into()]);
+        assert_eq!(piped.render(Format::Md), "| a    |\n| ---- |\n| x\\|y |\n");
         assert_eq!(
             t.render(Format::Md),
             "| name       |   n |\n| ---------- | --: |\n| a          |  10 |\n| long, name |   2 |\n"

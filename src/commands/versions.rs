@@ -64,7 +64,10 @@ pub fn show(l: Store, prefix: &str) -> Result<ExitCode> {
         }
     }
     if !metrics.is_empty() {
-        print!("metrics:\n{}", metrics.trim_start_matches('\n'));
+        println!("metrics:");
+        for line in metrics.trim_start_matches('\n').lines() {
+            println!("{}", if line.is_empty() { String::new() } else { format!("  {line}") });
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
