@@ -29,9 +29,7 @@ pub fn read(path: &Path) -> Result<Map<String, Value>, String> {
         "csv" => delimited(&text, b',')?,
         "tsv" => delimited(&text, b'\t')?,
         other => {
-            return Err(format!(
-                "unknown metrics format `.{other}` (one of .json, .yaml, .yml, .toml, .csv, .tsv)"
-            ))
+            return Err(format!("unknown metrics format `.{other}` (one of .json, .yaml, .yml, .toml, .csv, .tsv)"))
         }
     };
     match value {
@@ -64,7 +62,8 @@ fn cell(s: &str) -> Value {
 }
 
 fn delimited(text: &str, sep: u8) -> Result<Value, String> {
-    let mut reader = csv::ReaderBuilder::new().delimiter(sep).has_headers(false).flexible(true).from_reader(text.as_bytes());
+    let mut reader =
+        csv::ReaderBuilder::new().delimiter(sep).has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut rows = Vec::new();
     for (i, r) in reader.records().enumerate() {
         let r = r.map_err(|e| format!("row {}: {e}", i + 1))?;
@@ -77,9 +76,8 @@ fn delimited(text: &str, sep: u8) -> Result<Value, String> {
     let mut out = Map::new();
     // Wide: a row of names over one row of values. Two columns whose
     // second row starts with a name are long form under a header instead.
-    let wide = rows.len() == 2
-        && !rows[0].iter().any(numeric)
-        && (rows[0].len() != 2 || rows[1].first().is_some_and(numeric));
+    let wide =
+        rows.len() == 2 && !rows[0].iter().any(numeric) && (rows[0].len() != 2 || rows[1].first().is_some_and(numeric));
     if wide {
         if rows[0].len() != rows[1].len() {
             return Err(format!("the header has {} columns but the values row {}", rows[0].len(), rows[1].len()));
@@ -119,10 +117,22 @@ mod tests {
 
     #[test]
     fn every_format() {
-        assert_eq!(read_as("m.json", r#"{"loss": 0.5, "eval": {"acc": 0.9}}"#).unwrap(), json!({"loss": 0.5, "eval": {"acc": 0.9}}));
-        assert_eq!(read_as("m.yaml", "loss: 0.5\neval:\n  acc: 0.9\n").unwrap(), json!({"loss": 0.5, "eval": {"acc": 0.9}}));
-        assert_eq!(read_as("m.toml", "loss = 0.5\n[eval]\nacc = 0.9\n").unwrap(), json!({"loss": 0.5, "eval": {"acc": 0.9}}));
-        assert_eq!(read_as("m.csv", "loss,accuracy,run\n0.5,0.9,a\n").unwrap(), json!({"loss": 0.5, "accuracy": 0.9, "run": "a"}));
+        assert_eq!(
+            read_as("m.json", r#"{"loss": 0.5, "eval": {"acc": 0.9}}"#).unwrap(),
+            json!({"loss": 0.5, "eval": {"acc": 0.9}})
+        );
+        assert_eq!(
+            read_as("m.yaml", "loss: 0.5\neval:\n  acc: 0.9\n").unwrap(),
+            json!({"loss": 0.5, "eval": {"acc": 0.9}})
+        );
+        assert_eq!(
+            read_as("m.toml", "loss = 0.5\n[eval]\nacc = 0.9\n").unwrap(),
+            json!({"loss": 0.5, "eval": {"acc": 0.9}})
+        );
+        assert_eq!(
+            read_as("m.csv", "loss,accuracy,run\n0.5,0.9,a\n").unwrap(),
+            json!({"loss": 0.5, "accuracy": 0.9, "run": "a"})
+        );
         assert_eq!(read_as("m.csv", "metric,value\nloss,0.5\nacc,0.9\n").unwrap(), json!({"loss": 0.5, "acc": 0.9}));
         assert_eq!(read_as("m.csv", "loss,0.5\nacc,0.9\n").unwrap(), json!({"loss": 0.5, "acc": 0.9}));
         assert_eq!(read_as("m.tsv", "loss\t3\n").unwrap(), json!({"loss": 3}));
@@ -131,7 +141,10 @@ mod tests {
     #[test]
     fn bad_files_say_why() {
         assert!(read_as("m.json", "{\"loss\": ").unwrap_err().starts_with("not valid JSON"));
-        assert_eq!(read_as("m.json", "[1, 2]").unwrap_err(), "the top level is a list, not a map of metric names to values");
+        assert_eq!(
+            read_as("m.json", "[1, 2]").unwrap_err(),
+            "the top level is a list, not a map of metric names to values"
+        );
         assert!(read_as("m.txt", "loss 1").unwrap_err().contains("unknown metrics format `.txt`"));
         assert!(read_as("m.csv", "a,b,c\n1,2\n3,4,5\n").unwrap_err().contains("columns"));
         assert!(read_as("m.toml", "loss = \n").unwrap_err().starts_with("not valid TOML"));

@@ -316,14 +316,12 @@ pub fn why_stale(
                             out.push(StaleReason::UpstreamChanged { stage });
                         }
                     }
-                    None => {
-                        out.push(StaleReason::DepChanged {
-                            path: d.0.clone(),
-                            old: old.2.clone(),
-                            new: d.2.clone(),
-                            size: None,
-                        })
-                    }
+                    None => out.push(StaleReason::DepChanged {
+                        path: d.0.clone(),
+                        old: old.2.clone(),
+                        new: d.2.clone(),
+                        size: None,
+                    }),
                 }
             }
         }

@@ -161,7 +161,8 @@ pub fn values_section(stage: &str, m: &BTreeMap<String, Value>, format: Format) 
         heading(&mut out, &format!("{stage}: {}", n.prefix));
         let mut headers = vec![row_header(n.prefix)];
         headers.extend(&n.columns);
-        let mut t = Table::new(&headers, &std::iter::once(false).chain(n.columns.iter().map(|_| true)).collect::<Vec<_>>());
+        let mut t =
+            Table::new(&headers, &std::iter::once(false).chain(n.columns.iter().map(|_| true)).collect::<Vec<_>>());
         for r in &n.rows {
             let mut row = vec![r.to_string()];
             row.extend(n.columns.iter().map(|c| table::cell(m.get(&n.name(r, c)))));

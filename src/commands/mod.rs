@@ -184,13 +184,25 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             MetricsCommand::Diff { mut a, mut b, compare, format, pipeline } => {
                 let pipeline = shift_pipeline(pipeline, &mut [&mut b, &mut a]);
-                metrics::diff(load_store(pipeline, cache, "metrics diff")?, a.as_deref(), b.as_deref(), &compare, &format)
+                metrics::diff(
+                    load_store(pipeline, cache, "metrics diff")?,
+                    a.as_deref(),
+                    b.as_deref(),
+                    &compare,
+                    &format,
+                )
             }
         },
         Command::Params { command } => match command {
             ParamsCommand::Diff { mut a, mut b, all, format, pipeline } => {
                 let pipeline = shift_pipeline(pipeline, &mut [&mut b, &mut a]);
-                metrics::params_diff(load_store(pipeline, cache, "params diff")?, a.as_deref(), b.as_deref(), all, &format)
+                metrics::params_diff(
+                    load_store(pipeline, cache, "params diff")?,
+                    a.as_deref(),
+                    b.as_deref(),
+                    all,
+                    &format,
+                )
             }
         },
         Command::Show { hash, pipeline } => versions::show(load_store(pipeline.named(), cache, "show HASH")?, &hash),

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 
 use dvx_cache::{canonical_json, Cache, Hash};
-use dvx_engine::{diff, EngineError};
 use dvx_engine::version::VersionBody;
+use dvx_engine::{diff, EngineError};
 use serde::Serialize;
 use serde_json::Value;
 

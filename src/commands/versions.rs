@@ -76,7 +76,13 @@ pub fn show(l: Store, prefix: &str) -> Result<ExitCode> {
 /// time and pipeline, a column for each param (`STAGE.NAME`) whose value
 /// differs between the versions listed, and a column for each metric asked
 /// for (`NAME` is looked up in every stage, `STAGE:NAME` in one).
-pub fn log_table(l: Store, wanted: &[String], limit: Option<usize>, json: bool, format: table::Format) -> Result<ExitCode> {
+pub fn log_table(
+    l: Store,
+    wanted: &[String],
+    limit: Option<usize>,
+    json: bool,
+    format: table::Format,
+) -> Result<ExitCode> {
     let mut versions = l.ws.cache.versions().map_err(EngineError::Cache)?;
     versions.truncate(limit.unwrap_or(usize::MAX));
     struct Row {
@@ -96,7 +102,13 @@ pub fn log_table(l: Store, wanted: &[String], limit: Option<usize>, json: bool, 
             }
         }
         let metrics = wanted.iter().map(|w| metric_value(v, &body, w)).collect();
-        rows.push(Row { hash: v.hash.to_string(), created: when(v.meta.created), pipeline: body.pipeline, params, metrics });
+        rows.push(Row {
+            hash: v.hash.to_string(),
+            created: when(v.meta.created),
+            pipeline: body.pipeline,
+            params,
+            metrics,
+        });
     }
     // Only the params whose values differ between the versions listed.
     let mut names: Vec<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
@@ -150,9 +162,10 @@ fn metric_value(rec: &dvx_cache::VersionRecord, body: &ops::VersionBody, wanted:
         Some((s, n)) => (Some(s), n),
         None => (None, wanted),
     };
-    body.stages.iter().filter(|s| stage.is_none_or(|st| st == s.name)).find_map(|s| {
-        diff::flattened(&serde_json::Value::Object(diff::metrics_of(rec, &s.name))).remove(name)
-    })
+    body.stages
+        .iter()
+        .filter(|s| stage.is_none_or(|st| st == s.name))
+        .find_map(|s| diff::flattened(&serde_json::Value::Object(diff::metrics_of(rec, &s.name))).remove(name))
 }
 
 pub fn checkout(l: Store, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {

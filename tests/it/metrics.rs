@@ -79,7 +79,10 @@ fn a_cmd_stages_metrics_file_is_in_every_version_command() {
     // DVC's defaults: B the workspace's version, A the one before it.
     assert_snapshot!("metrics_show", snap(&p, &mut r, &["metrics", "show"]));
     assert_snapshot!("metrics_diff", snap(&p, &mut r, &["metrics", "diff"]));
-    assert_eq!(p.dvx(&["metrics", "diff", &v1[..8], &v2[..8]]).ok().stdout(), p.dvx(&["metrics", "diff"]).ok().stdout());
+    assert_eq!(
+        p.dvx(&["metrics", "diff", &v1[..8], &v2[..8]]).ok().stdout(),
+        p.dvx(&["metrics", "diff"]).ok().stdout()
+    );
     assert_snapshot!("params_diff", snap(&p, &mut r, &["params", "diff"]));
     assert_snapshot!("params_diff_all_md", snap(&p, &mut r, &["params", "diff", "--all", "--md"]));
     assert_snapshot!("diff_learning_rates", snap(&p, &mut r, &["diff", &v1[..8], &v2[..8], "--changed"]));
@@ -98,7 +101,10 @@ fn a_cmd_stages_metrics_file_is_in_every_version_command() {
     assert_eq!((loss["a"].as_f64(), loss["b"].as_f64()), (Some(5.5067), Some(0.31)));
     assert_eq!((loss["better"].as_str(), loss["regression"].as_bool()), (Some("lower"), Some(false)));
     let params = json(&["params", "diff", "--json"]);
-    assert_eq!(params["params"], serde_json::json!([{"stage": "train", "name": "lr", "a": 0.1, "b": 0.01, "changed": true}]));
+    assert_eq!(
+        params["params"],
+        serde_json::json!([{"stage": "train", "name": "lr", "a": 0.1, "b": 0.01, "changed": true}])
+    );
     let table = json(&["log", "--json", "--metrics", "loss"]);
     assert_eq!(table[0]["version"], v2.as_str());
     assert_eq!(table[0]["params"], serde_json::json!({"train.lr": 0.01}));
@@ -178,7 +184,11 @@ stages:
     // so `both` fails, naming the file, and the others still ran.
     let run = p.dvx(&["run"]);
     assert_eq!(run.code(), 1, "{}", run.stderr());
-    assert!(run.stderr().contains("declared metrics file `extra.json` was not created by the stage"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("declared metrics file `extra.json` was not created by the stage"),
+        "{}",
+        run.stderr()
+    );
     p.write("dvx.yaml", &p.read("dvx.yaml").replace("    metrics: [extra.json]\n", ""));
     let v = p.dvx(&["run"]).ok().version();
     let out = p.dvx(&["metrics", "show", &v, "--json"]).ok().stdout();
@@ -212,7 +222,10 @@ fn a_missing_or_malformed_metrics_file_fails_the_stage_naming_it() {
 #[test]
 fn a_metrics_file_listed_under_outs_too_is_an_error() {
     let p = Project::new();
-    p.write("dvx.yaml", "name: twice\nstages:\n  s:\n    cmd: touch m.json\n    outs: [m.json]\n    metrics: [m.json]\n");
+    p.write(
+        "dvx.yaml",
+        "name: twice\nstages:\n  s:\n    cmd: touch m.json\n    outs: [m.json]\n    metrics: [m.json]\n",
+    );
     let mut r = Redact::new(&p);
     let run = p.dvx(&["status"]);
     assert_eq!(run.code(), 2);

@@ -88,5 +88,8 @@ fn appended_records_are_counted() {
     p.write("raw.jsonl", &raw);
     assert_snapshot!("status_appended_records", status(&p, &mut r));
     let json: serde_json::Value = serde_json::from_str(&p.dvx(&["status", "--json"]).ok().stdout()).unwrap();
-    assert_eq!(json["stages"][0]["reasons"][0]["size"], serde_json::json!({"old_bytes": 25, "new_bytes": 52, "lines": [3, 6]}));
+    assert_eq!(
+        json["stages"][0]["reasons"][0]["size"],
+        serde_json::json!({"old_bytes": 25, "new_bytes": 52, "lines": [3, 6]})
+    );
 }

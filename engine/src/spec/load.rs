@@ -301,7 +301,7 @@ fn resolve_stage(
     let mut outs_as_written = Vec::new();
     // An out (or a metrics file): inside the stage's folder, not `.dvx/`,
     // no pipeline file or dvx.toml; relative to the root wdir.
-    let resolve_out = |o: &Spanned<String>, span: Span| -> Result<String, SpecError> {
+    let resolve_out = |o: &Spanned<String>, span: Span| -> Result<String, Box<SpecError>> {
         let escape = |why: &str| {
             src.error(
                 span,
@@ -311,35 +311,36 @@ fn resolve_stage(
             .with_help(format!("outs must stay inside {}", wdir.display()))
         };
         if Path::new(&o.value).is_absolute() {
-            return Err(escape(" (absolute path)"));
+            return Err(Box::new(escape(" (absolute path)")));
         }
         let abs = normalize(&wdir.join(&o.value));
         let inside_own = abs.starts_with(&wdir) && abs != wdir;
         let Some(rel) = relative_to(&abs, root_wdir).filter(|r| !r.is_empty() && inside_own) else {
-            return Err(escape(""));
+            return Err(Box::new(escape("")));
         };
         // Resolved once (every symlink on the way): it must stay inside the
         // (canonical) wdir, and is what the protected files are checked against.
         let resolved = canonical_prefix(&abs);
         if !resolved.starts_with(&wdir) {
-            return Err(escape(" through a symlink"));
+            return Err(Box::new(escape(" through a symlink")));
         }
         if rel == ".dvx" || rel.starts_with(".dvx/") {
-            return Err(src.error(span, "outs cannot be inside `.dvx/`", "dvx's own folder"));
+            return Err(Box::new(src.error(span, "outs cannot be inside `.dvx/`", "dvx's own folder")));
         }
         if let Some((file, shown)) = protected.iter().find(|(f, _)| f.starts_with(&abs) || f.starts_with(&resolved)) {
             let what = if file.ends_with("dvx.toml") { "the project's config" } else { "a pipeline file" };
             let verb = if *file == abs || *file == resolved { "is" } else { "contains" };
-            return Err(src
-                .error(span, format!("out `{}` {verb} {what} `{shown}`", o.value), "would be overwritten")
-                .with_help("dvx removes outs before a stage runs; write the out somewhere else"));
+            return Err(Box::new(
+                src.error(span, format!("out `{}` {verb} {what} `{shown}`", o.value), "would be overwritten")
+                    .with_help("dvx removes outs before a stage runs; write the out somewhere else"),
+            ));
         }
         Ok(rel)
     };
     for o in &raw.outs {
         let span = span_of(src, &o.referenced, o.value.len());
         origin.outs.push(span);
-        outs.push(resolve_out(o, span)?);
+        outs.push(resolve_out(o, span).map_err(|e| *e)?);
         outs_as_written.push(o.value.clone());
     }
     // Metrics files are outs of the stage (cached and restored like any
@@ -347,7 +348,7 @@ fn resolve_stage(
     let mut metrics = Vec::new();
     for m in &raw.metrics {
         let span = span_of(src, &m.referenced, m.value.len());
-        let rel = resolve_out(m, span)?;
+        let rel = resolve_out(m, span).map_err(|e| *e)?;
         if outs.contains(&rel) {
             let what = if metrics.contains(&rel) { "listed twice" } else { "also under `outs`" };
             return Err(src
