@@ -72,22 +72,25 @@ impl Default for Tolerance {
 }
 
 impl Tolerance {
-    /// The tolerance of metric `name` of `stage`: `STAGE:NAME` first, then
-    /// the whole name, then ever shorter tails of it, then the default.
+    /// The tolerance of metric `name` of `stage` (see [`per_metric`]).
     pub fn of(&self, stage: &str, name: &str) -> f64 {
-        if let Some(t) = self.per_metric.get(&format!("{stage}:{name}")) {
-            return *t;
+        per_metric(&self.per_metric, stage, name).copied().unwrap_or(self.default)
+    }
+}
+
+/// What `given` says for metric `name` of `stage`: under `STAGE:NAME`
+/// first, then the whole dotted name, then ever shorter tails of it (so
+/// `loss` also matches `eval.loss`).
+pub fn per_metric<'a, T>(given: &'a BTreeMap<String, T>, stage: &str, name: &str) -> Option<&'a T> {
+    if let Some(t) = given.get(&format!("{stage}:{name}")) {
+        return Some(t);
+    }
+    let mut tail = name;
+    loop {
+        if let Some(t) = given.get(tail) {
+            return Some(t);
         }
-        let mut tail = name;
-        loop {
-            if let Some(t) = self.per_metric.get(tail) {
-                return *t;
-            }
-            match tail.split_once('.') {
-                Some((_, rest)) => tail = rest,
-                None => return self.default,
-            }
-        }
+        tail = tail.split_once('.')?.1;
     }
 }
 

@@ -90,15 +90,8 @@ pub fn compare_options(c: &CompareArgs, stage: Option<String>) -> Result<DiffOpt
     for n in &c.lower {
         given.insert(n.clone(), Better::Lower);
     }
-    // Reuse the tolerance lookup (STAGE:NAME, the name, its tails) for directions.
-    let lookup = Tolerance {
-        default: f64::NAN,
-        per_metric: given.iter().map(|(k, v)| (k.clone(), if *v == Better::Higher { 1.0 } else { -1.0 })).collect(),
-    };
-    let direction: diff::Direction = Arc::new(move |stage: &str, name: &str| match lookup.of(stage, name) {
-        x if x > 0.0 => Some(Better::Higher),
-        x if x < 0.0 => Some(Better::Lower),
-        _ => metric_direction::by_name(name),
+    let direction: diff::Direction = Arc::new(move |stage: &str, name: &str| {
+        diff::per_metric(&given, stage, name).copied().or_else(|| metric_direction::by_name(name))
     });
     Ok(DiffOptions { stage, tolerance, direction: Some(direction) })
 }
