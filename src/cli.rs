@@ -57,6 +57,81 @@ impl PipelineArg {
     }
 }
 
+/// How the version commands compare metrics.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Relative tolerance within which a metric that moved is no regression:
+    /// `0.02` for every metric, `NAME=0.005` for one (`loss` matches
+    /// `eval.loss` too; `STAGE:NAME` for one stage's). Default 0.01 (1%).
+    #[arg(long, value_name = "[NAME=]TOL")]
+    pub tolerance: Vec<String>,
+    /// Metrics for which higher is better (beyond the naming convention:
+    /// accuracy, rate, score… higher; loss, error, perplexity… lower).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub higher: Vec<String>,
+    /// Metrics for which lower is better.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub lower: Vec<String>,
+    /// Show only what changed (stages, params, records, metrics).
+    #[arg(long)]
+    pub changed: bool,
+}
+
+/// Output format of the version tables.
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// Print JSON.
+    #[arg(long, conflicts_with = "md")]
+    pub json: bool,
+    /// Print Markdown tables.
+    #[arg(long)]
+    pub md: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// The metrics of every stage of a version (default: the workspace's).
+    Show {
+        /// Version (a unique prefix is enough) [default: the workspace's version, else the newest].
+        rev: Option<String>,
+        #[command(flatten)]
+        format: FormatArgs,
+        #[command(flatten)]
+        pipeline: PipelineArg,
+    },
+    /// How metrics moved from version A to version B.
+    Diff {
+        /// Version A [default: the version before B].
+        a: Option<String>,
+        /// Version B [default: the workspace's version, else the newest].
+        b: Option<String>,
+        #[command(flatten)]
+        compare: CompareArgs,
+        #[command(flatten)]
+        format: FormatArgs,
+        #[command(flatten)]
+        pipeline: PipelineArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParamsCommand {
+    /// Params that differ between version A and version B.
+    Diff {
+        /// Version A [default: the version before B].
+        a: Option<String>,
+        /// Version B [default: the workspace's version, else the newest].
+        b: Option<String>,
+        /// Show every param, not only those that differ.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        format: FormatArgs,
+        #[command(flatten)]
+        pipeline: PipelineArg,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a pipeline: execute stale stages, restore cached ones, print the version.
@@ -114,17 +189,45 @@ pub enum Command {
     },
     /// List versions, newest first.
     Log {
+        /// One row per version with the params that differ between them (and `--metrics`), like `dvc exp show`.
+        #[arg(long)]
+        table: bool,
+        /// Metric columns of the table, comma-separated (`accuracy`, `eval.loss`, `train:loss`).
+        #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+        metrics: Vec<String>,
+        /// At most this many versions.
+        #[arg(short = 'n', long, value_name = "N")]
+        limit: Option<usize>,
+        /// The table as JSON.
+        #[arg(long, conflicts_with_all = ["md", "csv"])]
+        json: bool,
+        /// The table as Markdown.
+        #[arg(long, conflicts_with = "csv")]
+        md: bool,
+        /// The table as CSV.
+        #[arg(long)]
+        csv: bool,
         #[command(flatten)]
         pipeline: PipelineArg,
     },
-    /// Show a version: stages, keys, outputs, metrics.
+    /// Metrics of a version, or how they moved between two (DVC's `metrics show|diff`).
+    Metrics {
+        #[command(subcommand)]
+        command: MetricsCommand,
+    },
+    /// Params that differ between two versions (DVC's `params diff`).
+    Params {
+        #[command(subcommand)]
+        command: ParamsCommand,
+    },
+    /// Show a version: stages, keys, params, outputs, metrics.
     Show {
         /// Version hash (a unique prefix is enough).
         hash: String,
         #[command(flatten)]
         pipeline: PipelineArg,
     },
-    /// Compare two versions: stages, JSONL records per category, metrics.
+    /// Compare two versions: stages, params, JSONL records per category, metrics.
     Diff {
         /// Version A (a unique prefix is enough).
         a: String,
@@ -139,6 +242,8 @@ pub enum Command {
         /// Print one JSON object instead of tables.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        compare: CompareArgs,
         #[command(flatten)]
         pipeline: PipelineArg,
     },

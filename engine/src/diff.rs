@@ -1,47 +1,97 @@
-//! Comparing two versions: which stages changed, what happened to the
-//! records of their JSONL outputs, and how their metrics moved.
+//! Comparing two versions: which stages changed, how their params differ
+//! and how their metrics moved. Plain data; rendering is the caller's, and
+//! so is anything that looks inside outputs (the CLI compares JSONL
+//! records) — the engine knows no dataset.
 //!
-//! Three parts, each plain data (rendering is the caller's):
-//!
-//! - **Stages**, matched by name: only in A, only in B, changed (the keys
-//!   differ) or same.
-//! - **Records**, for every `.jsonl` output path both versions have (a file
-//!   output, or a `.jsonl` file inside a folder output at the same relative
-//!   path). A record is identified by the blake3 of its canonical JSON (keys
-//!   sorted, no whitespace), so reformatting a line does not change it but
-//!   any field does. Records are a multiset: a duplicate kept once is one
-//!   kept and one removed. Files are streamed, and only A's record hashes
-//!   (with a count and a category number each) are held in memory, never the
-//!   records. Lines that are not JSON are identified by their bytes and
-//!   counted as `invalid`.
-//! - **Metrics**, for every stage both versions have: numbers are flattened
-//!   to dotted names (`categories.CRUD.rate`; arrays of objects by index,
-//!   `runs.0.loss`), other values (strings, booleans, arrays of scalars) are
-//!   compared whole. A metric whose name says higher is better (accuracy,
-//!   `acc`, `rate`, score, f1…) and that drops, or one whose name says lower
-//!   is better (loss, perplexity, error, fail…) and that rises, is a
-//!   [`MetricRow::regression`]. See [`direction`] for the exact words.
+//! - **Stages**, matched by name, in B's order (the newer run's, which is
+//!   the pipeline's), then those only A has: only in A, only in B, changed
+//!   (the keys differ) or same.
+//! - **Params** of every stage, flattened to dotted names
+//!   (`optimizer.lr`), one row per name either side has.
+//! - **Metrics** of every stage both versions have, flattened the same way
+//!   (arrays of objects by index, `runs.0.loss`); other values (strings,
+//!   booleans, arrays of scalars) are compared whole. A number that moved
+//!   by no more than its [`Tolerance`] (relative to A) is `within_tolerance`
+//!   and never a regression; beyond it, a metric that moved against its
+//!   [`Better`] direction is a [`MetricRow::regression`]. Which way is better
+//!   is the caller's to say ([`DiffOptions::direction`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use dvx_cache::{canonical_json, Cache, Hash, OutputKind, OutputRef, VersionRecord};
+use dvx_cache::{Cache, Hash, OutputKind, VersionRecord};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
-use crate::ops::{body_of, VersionBody};
+use crate::version::{body_of, VersionBody};
 
-/// Fields tried, in order, to find a record's category.
-pub const CATEGORY_FIELDS: [&str; 4] = ["category", "meta.category", "pattern", "_source"];
+/// Says which way a metric should move, from its stage and dotted name.
+pub type Direction = Arc<dyn Fn(&str, &str) -> Option<Better> + Send + Sync>;
 
-/// What to compare.
-#[derive(Debug, Clone, Default)]
+/// What to compare, and how strictly.
+#[derive(Clone, Default)]
 pub struct DiffOptions {
-    /// Only this stage: its outputs, its metrics, its row in the stage table.
+    /// Only this stage: its row in the stage table, its params and metrics.
     pub stage: Option<String>,
-    /// The category field (dotted path); `None` detects one of [`CATEGORY_FIELDS`].
-    pub category_field: Option<String>,
+    /// How far a number may move before it counts as moved for the worse.
+    pub tolerance: Tolerance,
+    /// Which way each metric should move; none: no metric is a regression.
+    pub direction: Option<Direction>,
+}
+
+impl std::fmt::Debug for DiffOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffOptions")
+            .field("stage", &self.stage)
+            .field("tolerance", &self.tolerance)
+            .field("direction", &self.direction.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// Relative tolerances: `|B − A| ≤ tol × |A|` is within tolerance (with
+/// A = 0, `|B| ≤ tol`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Tolerance {
+    /// For every metric not named in `per_metric`.
+    pub default: f64,
+    /// Per metric: a dotted name (`eval.loss`), a name's last part (`loss`,
+    /// which matches `eval.loss` too) or `STAGE:NAME` for one stage's.
+    pub per_metric: BTreeMap<String, f64>,
+}
+
+/// The default relative tolerance: 1% (a loss from 5.5067 to 5.5088, a
+/// pass rate from 0.850 to 0.848 are noise, not regressions).
+pub const DEFAULT_TOLERANCE: f64 = 0.01;
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance { default: DEFAULT_TOLERANCE, per_metric: BTreeMap::new() }
+    }
+}
+
+impl Tolerance {
+    /// The tolerance of metric `name` of `stage` (see [`per_metric`]).
+    pub fn of(&self, stage: &str, name: &str) -> f64 {
+        per_metric(&self.per_metric, stage, name).copied().unwrap_or(self.default)
+    }
+}
+
+/// What `given` says for metric `name` of `stage`: under `STAGE:NAME`
+/// first, then the whole dotted name, then ever shorter tails of it (so
+/// `loss` also matches `eval.loss`).
+pub fn per_metric<'a, T>(given: &'a BTreeMap<String, T>, stage: &str, name: &str) -> Option<&'a T> {
+    if let Some(t) = given.get(&format!("{stage}:{name}")) {
+        return Some(t);
+    }
+    let mut tail = name;
+    loop {
+        if let Some(t) = given.get(tail) {
+            return Some(t);
+        }
+        tail = tail.split_once('.')?.1;
+    }
 }
 
 /// Everything that differs between version A and version B.
@@ -53,17 +103,15 @@ pub struct VersionDiff {
     pub b: Hash,
     /// The stage the diff was restricted to.
     pub stage: Option<String>,
-    /// Every stage of either version, A's order first, then B's new ones.
+    /// Every stage of either version, B's order first, then A's others.
     pub stages: Vec<StageChange>,
-    /// Record diffs of the JSONL outputs both versions have.
-    pub files: Vec<FileDiff>,
-    /// JSONL outputs only A has.
-    pub files_only_in_a: Vec<String>,
-    /// JSONL outputs only B has.
-    pub files_only_in_b: Vec<String>,
+    /// Params of every stage either version has, in the stages' order.
+    pub params: Vec<ParamRow>,
     /// Metrics of the stages both versions have (stages without metrics on
-    /// either side are left out).
+    /// either side are left out), in the stages' order.
     pub metrics: Vec<StageMetrics>,
+    /// The tolerances applied.
+    pub tolerance: Tolerance,
     /// Number of metric rows marked as regressions.
     pub regressions: usize,
 }
@@ -97,48 +145,19 @@ pub struct StageChange {
     pub key_b: Option<dvx_cache::StageKey>,
 }
 
-/// The records of one JSONL path in A and in B.
+/// One flattened param of one stage.
 #[derive(Debug, Clone, Serialize)]
-pub struct FileDiff {
-    /// The stage that writes it (B's name when the versions disagree).
+pub struct ParamRow {
+    /// The stage.
     pub stage: String,
-    /// Workspace path (`out.jsonl`, or `folder/part.jsonl` inside a folder output).
-    pub path: String,
-    /// The bytes are the same: every record kept.
-    pub identical: bool,
-    /// The category field used, if any.
-    pub category_field: Option<String>,
-    /// Records in A.
-    pub before: u64,
-    /// Records in B.
-    pub after: u64,
-    /// Records in B but not A.
-    pub added: u64,
-    /// Records in A but not B.
-    pub removed: u64,
-    /// Records in both.
-    pub kept: u64,
-    /// Lines of A that are not JSON (included in the counts above).
-    pub invalid_a: u64,
-    /// Lines of B that are not JSON.
-    pub invalid_b: u64,
-    /// Per category, sorted by name; empty without a category field.
-    pub categories: Vec<CategoryCount>,
-}
-
-/// Counts of one category.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct CategoryCount {
-    /// The category (`(none)` for records without the field).
+    /// Dotted name below `params`.
     pub name: String,
-    /// Records in A.
-    pub before: u64,
-    /// Records in B.
-    pub after: u64,
-    /// Added in B.
-    pub added: u64,
-    /// Removed from A.
-    pub removed: u64,
+    /// Value in A (none: not set, or no such stage).
+    pub a: Option<Value>,
+    /// Value in B.
+    pub b: Option<Value>,
+    /// A and B differ.
+    pub changed: bool,
 }
 
 /// The metrics of one stage, side by side.
@@ -183,9 +202,11 @@ pub struct MetricRow {
     pub pct: Option<f64>,
     /// What happened.
     pub change: MetricChange,
-    /// Which way is better, guessed from the name.
+    /// A number that moved, but no further than its tolerance.
+    pub within_tolerance: bool,
+    /// Which way is better, as [`DiffOptions::direction`] says.
     pub better: Option<Better>,
-    /// It moved the wrong way.
+    /// It moved the wrong way, beyond its tolerance.
     pub regression: bool,
 }
 
@@ -217,40 +238,29 @@ pub fn diff_versions(cache: &Cache, a: &Hash, b: &Hash, opts: &DiffOptions) -> R
     }
     let wanted = |name: &str| opts.stage.as_deref().is_none_or(|s| s == name);
 
-    let stages = stage_changes(&body_a, &body_b).into_iter().filter(|c| wanted(&c.name)).collect();
+    let stages: Vec<StageChange> = stage_changes(&body_a, &body_b).into_iter().filter(|c| wanted(&c.name)).collect();
 
-    // JSONL paths of each side → (stage, object).
-    let files_a = jsonl_outputs(cache, &body_a)?;
-    let files_b = jsonl_outputs(cache, &body_b)?;
-    let mut files = Vec::new();
-    let mut files_only_in_a = Vec::new();
-    let mut files_only_in_b = Vec::new();
-    for (path, (stage_a, hash_a)) in &files_a {
-        match files_b.get(path) {
-            Some((stage_b, hash_b)) if wanted(stage_a) || wanted(stage_b) => {
-                files.push(diff_file(cache, stage_b, path, hash_a, hash_b, opts.category_field.as_deref())?);
-            }
-            None if wanted(stage_a) => files_only_in_a.push(path.clone()),
-            _ => {}
-        }
-    }
-    for (path, (stage_b, _)) in &files_b {
-        if !files_a.contains_key(path) && wanted(stage_b) {
-            files_only_in_b.push(path.clone());
+    let params_of = |body: &VersionBody, name: &str| {
+        body.stages.iter().find(|s| s.name == name).map(|s| flattened(&s.params)).unwrap_or_default()
+    };
+    let mut params = Vec::new();
+    for c in &stages {
+        let (pa, pb) = (params_of(&body_a, &c.name), params_of(&body_b, &c.name));
+        let names: BTreeSet<&String> = pa.keys().chain(pb.keys()).collect();
+        for n in names {
+            let (a, b) = (pa.get(n).cloned(), pb.get(n).cloned());
+            params.push(ParamRow { stage: c.name.clone(), name: n.clone(), changed: a != b, a, b });
         }
     }
 
     let mut metrics = Vec::new();
-    for s in &body_a.stages {
-        if !wanted(&s.name) || !body_b.stages.iter().any(|t| t.name == s.name) {
-            continue;
-        }
-        let ma = metrics_of(&rec_a, &s.name);
-        let mb = metrics_of(&rec_b, &s.name);
+    for c in stages.iter().filter(|c| matches!(c.state, StageChangeKind::Same | StageChangeKind::Changed)) {
+        let ma = metrics_of(&rec_a, &c.name);
+        let mb = metrics_of(&rec_b, &c.name);
         if ma.is_empty() && mb.is_empty() {
             continue;
         }
-        metrics.push(StageMetrics { stage: s.name.clone(), rows: diff_metrics(&ma, &mb) });
+        metrics.push(StageMetrics { stage: c.name.clone(), rows: diff_metrics(&c.name, &ma, &mb, opts) });
     }
     let regressions = metrics.iter().flat_map(|m| &m.rows).filter(|r| r.regression).count();
     Ok(VersionDiff {
@@ -258,283 +268,97 @@ pub fn diff_versions(cache: &Cache, a: &Hash, b: &Hash, opts: &DiffOptions) -> R
         b: b.clone(),
         stage: opts.stage.clone(),
         stages,
-        files,
-        files_only_in_a,
-        files_only_in_b,
+        params,
         metrics,
+        tolerance: opts.tolerance.clone(),
         regressions,
     })
 }
 
+/// Stages in B's order, then those only A has.
 fn stage_changes(a: &VersionBody, b: &VersionBody) -> Vec<StageChange> {
     let mut out = Vec::new();
-    for s in &a.stages {
-        let other = b.stages.iter().find(|t| t.name == s.name);
+    for t in &b.stages {
+        let other = a.stages.iter().find(|s| s.name == t.name);
         let state = match other {
-            None => StageChangeKind::OnlyInA,
-            Some(t) if t.key == s.key && t.key.is_some() => StageChangeKind::Same,
+            None => StageChangeKind::OnlyInB,
+            Some(s) if t.key == s.key && t.key.is_some() => StageChangeKind::Same,
             Some(_) => StageChangeKind::Changed,
         };
         out.push(StageChange {
-            name: s.name.clone(),
-            kind: other.map(|t| &t.kind).unwrap_or(&s.kind).clone(),
+            name: t.name.clone(),
+            kind: t.kind.clone(),
             state,
-            key_a: s.key.clone(),
-            key_b: other.and_then(|t| t.key.clone()),
+            key_a: other.and_then(|s| s.key.clone()),
+            key_b: t.key.clone(),
         });
     }
-    for t in &b.stages {
-        if !a.stages.iter().any(|s| s.name == t.name) {
+    for s in &a.stages {
+        if !b.stages.iter().any(|t| t.name == s.name) {
             out.push(StageChange {
-                name: t.name.clone(),
-                kind: t.kind.clone(),
-                state: StageChangeKind::OnlyInB,
-                key_a: None,
-                key_b: t.key.clone(),
+                name: s.name.clone(),
+                kind: s.kind.clone(),
+                state: StageChangeKind::OnlyInA,
+                key_a: s.key.clone(),
+                key_b: None,
             });
         }
     }
     out
 }
 
-/// Every JSONL file among a version's outputs: path → (stage, object).
-fn jsonl_outputs(cache: &Cache, body: &VersionBody) -> Result<BTreeMap<String, (String, Hash)>> {
+/// Every file among a version's outputs, folder outputs listed file by
+/// file: workspace path (`out.jsonl`, `folder/part.jsonl`) → (stage, object).
+/// For callers that look inside outputs.
+pub fn output_files(cache: &Cache, body: &VersionBody) -> Result<BTreeMap<String, (String, Hash)>> {
     let mut out = BTreeMap::new();
     for s in &body.stages {
         for o in &s.outputs {
-            add_jsonl(cache, &s.name, o, &mut out)?;
+            match o.kind {
+                OutputKind::File => {
+                    out.insert(o.path.clone(), (s.name.clone(), o.hash.clone()));
+                }
+                OutputKind::Dir => {
+                    for e in cache.read_tree(&o.hash)? {
+                        let path = format!("{}/{}", o.path.trim_end_matches('/'), e.path);
+                        out.insert(path, (s.name.clone(), e.hash));
+                    }
+                }
+            }
         }
     }
     Ok(out)
 }
 
-fn add_jsonl(cache: &Cache, stage: &str, o: &OutputRef, out: &mut BTreeMap<String, (String, Hash)>) -> Result<()> {
-    match o.kind {
-        OutputKind::File if is_jsonl(&o.path) => {
-            out.insert(o.path.clone(), (stage.to_string(), o.hash.clone()));
-        }
-        OutputKind::File => {}
-        OutputKind::Dir => {
-            for e in cache.read_tree(&o.hash)? {
-                if is_jsonl(&e.path) {
-                    let path = format!("{}/{}", o.path.trim_end_matches('/'), e.path);
-                    out.insert(path, (stage.to_string(), e.hash));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn is_jsonl(path: &str) -> bool {
-    path.ends_with(".jsonl")
-}
-
-fn metrics_of(rec: &VersionRecord, stage: &str) -> serde_json::Map<String, Value> {
+/// A stage's metrics in a version (empty when it has none).
+pub fn metrics_of(rec: &VersionRecord, stage: &str) -> serde_json::Map<String, Value> {
     match rec.meta.metrics.get(stage) {
         Some(Value::Object(m)) => m.clone(),
         _ => serde_json::Map::new(),
     }
 }
 
-// ---------------------------------------------------------------------------
-// Records
-
-/// A record's identity: blake3 of its canonical JSON, or of the raw line
-/// when it is not JSON.
-type RecordId = [u8; 32];
-
-/// What is held of A while B streams past: per record id, how many of A's
-/// records have it and their category number.
-struct Side {
-    counts: HashMap<RecordId, (u64, u32)>,
-}
-
-/// Category names, numbered in order of first sight.
-#[derive(Default)]
-struct Categories {
-    names: Vec<String>,
-    index: HashMap<String, u32>,
-    counts: Vec<CategoryCount>,
-}
-
-impl Categories {
-    fn id(&mut self, name: String) -> u32 {
-        if let Some(&i) = self.index.get(&name) {
-            return i;
-        }
-        let i = self.names.len() as u32;
-        self.index.insert(name.clone(), i);
-        self.counts.push(CategoryCount { name: name.clone(), ..Default::default() });
-        self.names.push(name);
-        i
-    }
-}
-
-/// One parsed line.
-struct Line {
-    id: RecordId,
-    category: Option<String>,
-    valid: bool,
-}
-
-/// Compare the records of two JSONL objects.
-fn diff_file(cache: &Cache, stage: &str, path: &str, a: &Hash, b: &Hash, field: Option<&str>) -> Result<FileDiff> {
-    let field = match field {
-        Some(f) => Some(f.to_string()),
-        None => match detect_category(cache, a)? {
-            Some(f) => Some(f),
-            None => detect_category(cache, b)?,
-        },
-    };
-    let field = field.as_deref();
-    let mut cats = Categories::default();
-    let mut side = Side { counts: HashMap::new() };
-    let mut invalid_a = 0;
-    let mut before = 0;
-    for_each_line(cache, a, field, |line| {
-        let c = cats.id(line.category.unwrap_or_else(|| "(none)".into()));
-        cats.counts[c as usize].before += 1;
-        before += 1;
-        invalid_a += u64::from(!line.valid);
-        side.counts.entry(line.id).or_insert((0, c)).0 += 1;
-    })?;
-
-    let identical = a == b;
-    let (mut after, mut added, mut kept, mut invalid_b) = (0, 0, 0, 0);
-    if identical {
-        for c in &mut cats.counts {
-            c.after = c.before;
-        }
-        (after, kept, invalid_b) = (before, before, invalid_a);
-        side.counts.clear();
-    } else {
-        for_each_line(cache, b, field, |line| {
-            let c = cats.id(line.category.unwrap_or_else(|| "(none)".into()));
-            cats.counts[c as usize].after += 1;
-            after += 1;
-            invalid_b += u64::from(!line.valid);
-            match side.counts.get_mut(&line.id) {
-                Some((n, _)) if *n > 0 => {
-                    *n -= 1;
-                    kept += 1;
-                }
-                _ => {
-                    added += 1;
-                    cats.counts[c as usize].added += 1;
-                }
-            }
-        })?;
-    }
-    let mut removed = 0;
-    for (n, c) in side.counts.values() {
-        removed += n;
-        cats.counts[*c as usize].removed += n;
-    }
-    let mut categories = if field.is_some() { cats.counts } else { Vec::new() };
-    categories.sort_by(|x, y| x.name.cmp(&y.name));
-    Ok(FileDiff {
-        stage: stage.to_string(),
-        path: path.to_string(),
-        identical,
-        category_field: field.map(str::to_string),
-        before,
-        after,
-        added,
-        removed,
-        kept,
-        invalid_a,
-        invalid_b,
-        categories,
-    })
-}
-
-/// The first of [`CATEGORY_FIELDS`] present in the first JSON record of an object.
-fn detect_category(cache: &Cache, hash: &Hash) -> Result<Option<String>> {
-    let mut reader = BufReader::with_capacity(1 << 16, cache.open_object(hash)?);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|e| reader.get_ref().error(e))?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if trim(&buf).is_empty() {
-            continue;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(trim(&buf)) else { continue };
-        return Ok(CATEGORY_FIELDS.iter().find(|f| field_at(&v, f).is_some()).map(|f| f.to_string()));
-    }
-}
-
-/// Stream an object line by line (blank lines skipped); the store checks its
-/// bytes against its name at the end.
-fn for_each_line(cache: &Cache, hash: &Hash, field: Option<&str>, mut f: impl FnMut(Line)) -> Result<()> {
-    let mut reader = BufReader::with_capacity(1 << 16, cache.open_object(hash)?);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|e| reader.get_ref().error(e))?;
-        if n == 0 {
-            break;
-        }
-        let bytes = trim(&buf);
-        if bytes.is_empty() {
-            continue;
-        }
-        f(match serde_json::from_slice::<Value>(bytes) {
-            Ok(v) => Line {
-                id: *blake3::hash(&canonical_json(&v)).as_bytes(),
-                category: field.and_then(|p| field_at(&v, p)).map(category_text),
-                valid: true,
-            },
-            Err(_) => Line { id: *blake3::hash(bytes).as_bytes(), category: None, valid: false },
-        });
-    }
-    Ok(())
-}
-
-fn trim(line: &[u8]) -> &[u8] {
-    let end = line.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
-    let start = line[..end].iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(end);
-    &line[start..end]
-}
-
-/// The value at a dotted path of a record.
-fn field_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut cur = v;
-    for part in path.split('.') {
-        cur = match cur {
-            Value::Object(m) => m.get(part)?,
-            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    (!cur.is_null()).then_some(cur)
-}
-
-fn category_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Metrics
-
-/// Compare two metrics maps: one row per flattened name, sorted by name.
-pub fn diff_metrics(a: &serde_json::Map<String, Value>, b: &serde_json::Map<String, Value>) -> Vec<MetricRow> {
-    let mut fa = BTreeMap::new();
-    let mut fb = BTreeMap::new();
-    flatten("", &Value::Object(a.clone()), &mut fa);
-    flatten("", &Value::Object(b.clone()), &mut fb);
+/// Compare two metrics maps of `stage`: one row per flattened name, sorted by name.
+pub fn diff_metrics(
+    stage: &str,
+    a: &serde_json::Map<String, Value>,
+    b: &serde_json::Map<String, Value>,
+    opts: &DiffOptions,
+) -> Vec<MetricRow> {
+    let fa = flattened(&Value::Object(a.clone()));
+    let fb = flattened(&Value::Object(b.clone()));
     let names: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
-    names.into_iter().map(|n| metric_row(n, fa.get(n), fb.get(n))).collect()
+    names.into_iter().map(|n| metric_row(stage, n, fa.get(n), fb.get(n), opts)).collect()
 }
 
-/// Leaves of a metrics value under dotted names. Objects recurse, arrays of
+/// The leaves of a value under dotted names. Objects recurse, arrays of
 /// objects recurse by index; anything else is a leaf.
+pub fn flattened(v: &Value) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    flatten("", v, &mut out);
+    out
+}
+
 fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     let join = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
     match v {
@@ -554,8 +378,8 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     }
 }
 
-fn metric_row(name: &str, a: Option<&Value>, b: Option<&Value>) -> MetricRow {
-    let better = direction(name);
+fn metric_row(stage: &str, name: &str, a: Option<&Value>, b: Option<&Value>, opts: &DiffOptions) -> MetricRow {
+    let better = opts.direction.as_ref().and_then(|d| d(stage, name));
     let mut row = MetricRow {
         name: name.to_string(),
         a: a.cloned(),
@@ -563,6 +387,7 @@ fn metric_row(name: &str, a: Option<&Value>, b: Option<&Value>) -> MetricRow {
         delta: None,
         pct: None,
         change: MetricChange::Same,
+        within_tolerance: false,
         better,
         regression: false,
     };
@@ -582,66 +407,20 @@ fn metric_row(name: &str, a: Option<&Value>, b: Option<&Value>) -> MetricRow {
                 } else {
                     MetricChange::Same
                 };
-                row.regression = matches!(
-                    (better, row.change),
-                    (Some(Better::Higher), MetricChange::Down) | (Some(Better::Lower), MetricChange::Up)
-                );
+                let tol = opts.tolerance.of(stage, name);
+                let allowed = if x == 0.0 { tol } else { tol * x.abs() };
+                row.within_tolerance = d != 0.0 && d.abs() <= allowed;
+                row.regression = !row.within_tolerance
+                    && matches!(
+                        (better, row.change),
+                        (Some(Better::Higher), MetricChange::Down) | (Some(Better::Lower), MetricChange::Up)
+                    );
             }
             _ if x == y => {}
             _ => row.change = MetricChange::Changed,
         },
     }
     row
-}
-
-/// Words (of a name split at `.`, `_`, `-`, spaces and lower→upper case
-/// steps) that say lower is better; they win over the higher ones, so
-/// `error_rate` and `fail_rate` are lower-is-better.
-pub const LOWER_IS_BETTER: &[&str] =
-    &["loss", "losses", "perplexity", "ppl", "error", "errors", "err", "wer", "cer", "fail", "failure"];
-
-/// Words that say higher is better.
-pub const HIGHER_IS_BETTER: &[&str] =
-    &["accuracy", "acc", "rate", "score", "f1", "precision", "recall", "auc", "bleu", "rouge", "exact"];
-
-/// Which way a metric should move, from its name: the last dotted segment
-/// that contains one of the [`LOWER_IS_BETTER`] or [`HIGHER_IS_BETTER`] words
-/// decides (so `categories.CRUD.rate` is a rate, and `accuracy.CRUD` an accuracy).
-pub fn direction(name: &str) -> Option<Better> {
-    for segment in name.rsplit('.') {
-        let words = words(segment);
-        if words.iter().any(|w| LOWER_IS_BETTER.contains(&w.as_str())) {
-            return Some(Better::Lower);
-        }
-        if words.iter().any(|w| HIGHER_IS_BETTER.contains(&w.as_str())) {
-            return Some(Better::Higher);
-        }
-    }
-    None
-}
-
-fn words(segment: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut prev_lower = false;
-    for c in segment.chars() {
-        if !c.is_alphanumeric() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            prev_lower = false;
-            continue;
-        }
-        if c.is_uppercase() && prev_lower && !cur.is_empty() {
-            out.push(std::mem::take(&mut cur));
-        }
-        prev_lower = c.is_lowercase() || c.is_ascii_digit();
-        cur.extend(c.to_lowercase());
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -657,6 +436,20 @@ mod tests {
         rows.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no row `{name}` in {rows:#?}"))
     }
 
+    /// A caller's direction: `score` higher, `*loss` lower.
+    fn opts(tolerance: Tolerance) -> DiffOptions {
+        let direction: Direction = Arc::new(|_: &str, n: &str| {
+            if n.ends_with("score") || n.ends_with("rate") {
+                Some(Better::Higher)
+            } else if n.ends_with("loss") {
+                Some(Better::Lower)
+            } else {
+                None
+            }
+        });
+        DiffOptions { stage: None, tolerance, direction: Some(direction) }
+    }
+
     /// The v2.1 → v2.3 report: the score fell from 8.2 to 4.5 with a
     /// smaller dataset and a lower final loss.
     #[test]
@@ -664,7 +457,7 @@ mod tests {
         let a = map(json!({"score": 8.2, "examples": 153, "final_loss": 1.95, "epochs": 5, "mix": "curated"}));
         let b =
             map(json!({"score": 4.5, "examples": 148, "final_loss": 2.2643, "epochs": 6, "mix": "curated+synthetic"}));
-        let rows = diff_metrics(&a, &b);
+        let rows = diff_metrics("train", &a, &b, &opts(Tolerance::default()));
         assert_eq!(
             rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             ["epochs", "examples", "final_loss", "mix", "score"]
@@ -685,6 +478,28 @@ mod tests {
         assert_eq!(mix.b, Some(json!("curated+synthetic")));
     }
 
+    /// 5.5067 → 5.5088 is +0.04%: within the default 1%, not a regression;
+    /// with a tighter tolerance for that metric, it is.
+    #[test]
+    fn small_moves_are_within_tolerance() {
+        let a = map(json!({"initial_valid_loss": 5.5067, "pass_rate": 0.851, "other_loss": 0.0}));
+        let b = map(json!({"initial_valid_loss": 5.5088, "pass_rate": 0.848, "other_loss": 0.005}));
+        let rows = diff_metrics("train", &a, &b, &opts(Tolerance::default()));
+        for r in &rows {
+            assert!(r.within_tolerance && !r.regression, "{r:?}");
+        }
+        let mut tight = Tolerance::default();
+        tight.per_metric.insert("initial_valid_loss".into(), 0.0001);
+        tight.per_metric.insert("train:pass_rate".into(), 0.0);
+        let rows = diff_metrics("train", &a, &b, &opts(tight.clone()));
+        assert!(row(&rows, "initial_valid_loss").regression);
+        assert!(row(&rows, "pass_rate").regression);
+        assert!(!row(&rows, "other_loss").regression);
+        // Per-stage names only apply to that stage; tails match nested names.
+        assert_eq!(tight.of("eval", "pass_rate"), DEFAULT_TOLERANCE);
+        assert_eq!(tight.of("eval", "x.initial_valid_loss"), 0.0001);
+    }
+
     /// Per-category pass rates, as in the V5.7 → V5.8 tables.
     #[test]
     fn nested_tables_flatten_to_dotted_names() {
@@ -701,7 +516,7 @@ mod tests {
             "tags": ["a", "b"],
             "new_metric": 3,
         }));
-        let rows = diff_metrics(&a, &b);
+        let rows = diff_metrics("bench", &a, &b, &opts(Tolerance::default()));
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
@@ -721,43 +536,22 @@ mod tests {
         );
         let regressed: Vec<&str> = rows.iter().filter(|r| r.regression).map(|r| r.name.as_str()).collect();
         assert_eq!(regressed, ["categories.WebSockets.rate"]);
-        assert!(!row(&rows, "pass_rate").regression);
         assert_eq!(row(&rows, "pass_rate").change, MetricChange::Up);
         assert_eq!(row(&rows, "categories.CRUD.total").change, MetricChange::Same);
         assert_eq!(row(&rows, "runs.1.loss").change, MetricChange::Down);
-        assert!(!row(&rows, "runs.1.loss").regression);
         assert_eq!(row(&rows, "tags").change, MetricChange::Same);
         assert_eq!(row(&rows, "new_metric").change, MetricChange::OnlyInB);
     }
 
     #[test]
-    fn direction_from_names() {
-        assert_eq!(direction("accuracy"), Some(Better::Higher));
-        assert_eq!(direction("eval.acc"), Some(Better::Higher));
-        assert_eq!(direction("categories.CRUD.rate"), Some(Better::Higher));
-        assert_eq!(direction("accuracy.CRUD"), Some(Better::Higher));
-        assert_eq!(direction("passRate"), Some(Better::Higher));
-        assert_eq!(direction("error_rate"), Some(Better::Lower));
-        assert_eq!(direction("train.final_loss"), Some(Better::Lower));
-        assert_eq!(direction("eval.perplexity"), Some(Better::Lower));
-        assert_eq!(direction("loss_by_category.CRUD"), Some(Better::Lower));
-        assert_eq!(direction("examples"), None);
-        assert_eq!(direction("accurate_count"), None);
-        assert_eq!(direction("categories.CRUD.total"), None);
+    fn without_a_direction_nothing_regresses() {
+        let rows = diff_metrics("s", &map(json!({"loss": 1})), &map(json!({"loss": 9})), &DiffOptions::default());
+        assert_eq!((rows[0].change, rows[0].better, rows[0].regression), (MetricChange::Up, None, false));
     }
 
     #[test]
     fn zero_baseline_has_no_percentage() {
-        let rows = diff_metrics(&map(json!({"errors": 0})), &map(json!({"errors": 2})));
+        let rows = diff_metrics("s", &map(json!({"loss": 0})), &map(json!({"loss": 2})), &opts(Tolerance::default()));
         assert_eq!((rows[0].delta, rows[0].pct, rows[0].regression), (Some(2.0), None, true));
-    }
-
-    #[test]
-    fn trims_and_reads_fields() {
-        assert_eq!(trim(b"  {\"a\":1}\r\n"), b"{\"a\":1}");
-        assert_eq!(trim(b" \n"), b"");
-        let v = json!({"meta": {"category": "CRUD"}, "category": null});
-        assert_eq!(field_at(&v, "meta.category"), Some(&json!("CRUD")));
-        assert_eq!(field_at(&v, "category"), None);
     }
 }

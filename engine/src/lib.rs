@@ -11,6 +11,7 @@ pub mod executor;
 pub mod graph;
 mod key;
 pub mod logs;
+mod metrics_file;
 pub mod ops;
 mod plan;
 mod progress;

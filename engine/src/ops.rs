@@ -44,6 +44,100 @@ pub fn checkout(cache: &Cache, hash: &Hash, base: &Path, link: LinkMode, with_so
     Ok(all.len())
 }
 
+/// After `checkout` into the workspace: make its state say what is there
+/// now, so `status` compares the pipeline as written with the version
+/// checked out (a changed param, a changed source) rather than calling
+/// every output modified. Each stage of the version becomes the stage's
+/// last result, with the dep hashes the version records (a source's, or
+/// the producing stage's output); the version is remembered as the one
+/// the workspace holds. Stages the version lacks keep their state.
+pub fn adopt_checkout(state_dir: &Path, rec: &dvx_cache::VersionRecord, registry: &Registry) -> Result<()> {
+    use std::collections::BTreeMap;
+
+    use dvx_cache::OutputKind;
+
+    use crate::state::{StageState, WorkspaceState};
+
+    let (hash, body) = (&rec.hash, body_of(rec)?);
+    let mut known: BTreeMap<&str, (OutputKind, Hash)> =
+        body.sources.iter().map(|s| (s.path.as_str(), (s.kind, s.hash.clone()))).collect();
+    for o in body.stages.iter().flat_map(|s| &s.outputs) {
+        known.insert(o.path.as_str(), (o.kind, o.hash.clone()));
+    }
+    let mut state = WorkspaceState::load(state_dir);
+    for s in &body.stages {
+        let Some(key) = s.key.clone() else { continue };
+        let deps = s
+            .deps
+            .iter()
+            .map(|d| {
+                let (k, h) = known.get(d.as_str()).cloned().unwrap_or((OutputKind::File, Hash::of_bytes(b"")));
+                (d.clone(), k, h)
+            })
+            .collect();
+        let st = StageState {
+            key,
+            kind: s.kind.clone(),
+            // The version does not record it; the kind's own is the best guess.
+            version: registry.get(&s.kind).map(|k| k.version()).unwrap_or(0),
+            params: s.params.clone(),
+            cmd: s.cmd.clone(),
+            env: s.env.clone(),
+            deps,
+            fingerprint: None,
+            outputs: s.outputs.clone(),
+            metrics: match rec.meta.metrics.get(&s.name) {
+                Some(serde_json::Value::Object(m)) => m.clone(),
+                _ => Default::default(),
+            },
+            checked_out: Some(hash.clone()),
+        };
+        state.stages.insert(s.name.clone(), st);
+        state.failed.remove(&s.name);
+    }
+    state.checked_out = Some(hash.clone());
+    state
+        .save()
+        .map_err(|e| EngineError::Other(format!("cannot save the workspace state in {}: {e}", state_dir.display())))
+}
+
+/// The version `dvx checkout` last put in the workspace whose state lives
+/// in `state_dir`, unless a run has written one since.
+pub fn checked_out(state_dir: &Path) -> Option<Hash> {
+    if state_dir.as_os_str().is_empty() {
+        return None;
+    }
+    crate::state::WorkspaceState::load(state_dir).checked_out
+}
+
+/// The version the workspace holds: the one checked out, else the newest
+/// its runs wrote (that the cache still has); none without a workspace.
+pub fn workspace_version(cache: &Cache, state_dir: &Path) -> Option<Hash> {
+    if state_dir.as_os_str().is_empty() {
+        return None;
+    }
+    let state = crate::state::WorkspaceState::load(state_dir);
+    if let Some(v) = state.checked_out {
+        return Some(v);
+    }
+    state.last_version.values().filter_map(|v| cache.get_version(v).ok()).max_by_key(|r| r.meta.created).map(|r| r.hash)
+}
+
+/// The version made before `v` by the same pipeline (by name), if any.
+pub fn previous_version(cache: &Cache, v: &Hash) -> Result<Option<Hash>> {
+    let rec = cache.get_version(v)?;
+    let name = body_of(&rec)?.pipeline;
+    // Newest first: the first of the same pipeline after `v` is its predecessor.
+    let all = cache.versions()?;
+    let after = all.iter().skip_while(|r| &r.hash != v).skip(1);
+    for r in after {
+        if r.body.get("pipeline").and_then(|p| p.as_str()) == Some(name.as_str()) {
+            return Ok(Some(r.hash.clone()));
+        }
+    }
+    Ok(None)
+}
+
 /// After `checkout --to base`: when `base` has no `dvx.toml`, write one that
 /// names `cache` (absolutely), so that runs there use the same cache and find
 /// every stage cached. Returns the file written, if any.
@@ -185,6 +279,7 @@ fn reproduce_stage(
         cwd: s.cwd.clone(),
         deps: s.deps.clone(),
         outs: s.outs.clone(),
+        metrics: s.metrics.clone(),
         params: s.params.clone(),
         cmd: s.cmd.clone(),
         env: s.env.clone(),

@@ -39,6 +39,8 @@ pub(crate) struct Facts<'a> {
     /// False when an upstream would run first (in a dry run), so some dep
     /// hashes, and the key, are guesses: the stage is planned to run.
     pub key_known: bool,
+    /// Its last run in this workspace failed with this message.
+    pub failed: Option<&'a str>,
 }
 
 /// What to do with a stage.
@@ -103,6 +105,11 @@ impl Decision {
 pub(crate) fn plan(look: &dyn Lookup, f: &Facts<'_>) -> Plan {
     let key = f.inputs.key();
     let mut reasons = why_stale(f.prev, f.inputs, f.upstream_changed, f.producers);
+    if let Some(message) = f.failed {
+        // Said first: it is what the user last saw happen to the stage.
+        reasons.retain(|r| *r != StaleReason::NeverRun);
+        reasons.insert(0, StaleReason::FailedLastRun { message: message.to_string() });
+    }
     if f.forced {
         reasons.insert(0, StaleReason::Forced);
     }
@@ -192,6 +199,7 @@ mod tests {
             cwd: String::new(),
             deps: vec!["in.txt".into()],
             outs: vec!["a.txt".into()],
+            metrics: vec![],
             params: json!({ "suffix": suffix }),
             cmd: Some("make a.txt".into()),
             env: Default::default(),
@@ -224,6 +232,7 @@ mod tests {
             fingerprint: None,
             outputs: vec![out("a.txt", bytes)],
             metrics: [("rows".to_string(), json!(3))].into_iter().collect(),
+            checked_out: None,
         }
     }
 
@@ -240,7 +249,16 @@ mod tests {
     }
 
     fn facts<'a>(def: &'a StageDef, prev: Option<&'a StageState>, inputs: &'a KeyInputs<'a>) -> Facts<'a> {
-        Facts { def, prev, inputs, upstream_changed: &[], producers: &[None], forced: false, key_known: true }
+        Facts {
+            def,
+            prev,
+            inputs,
+            upstream_changed: &[],
+            producers: &[None],
+            forced: false,
+            key_known: true,
+            failed: None,
+        }
     }
 
     #[test]
@@ -252,6 +270,11 @@ mod tests {
         assert_eq!(p.decision.action(), Action::Run);
         assert_eq!(p.reasons, vec![StaleReason::NeverRun]);
         assert_eq!(p.key, inputs.key());
+
+        // After a failed run, that is what it says instead.
+        let p = plan(&World::default(), &Facts { failed: Some("exit 3\ncaused by: x"), ..facts(&d, None, &inputs) });
+        assert_eq!(p.reasons, vec![StaleReason::FailedLastRun { message: "exit 3\ncaused by: x".into() }]);
+        assert_eq!(p.reasons[0].to_string(), "failed last run: exit 3");
     }
 
     #[test]

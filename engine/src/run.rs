@@ -422,6 +422,9 @@ pub fn run(
                 tracing::warn!("cannot register this workspace with the cache: {e}");
             }
         }
+        // The run made the workspace follow the pipeline as written.
+        state.checked_out = None;
+        remember_failures(&mut state, &results);
         // A full workspace disk must not hide which stage failed and why:
         // without the state the next run re-checks outputs, nothing worse.
         if let Err(e) = state.save() {
@@ -435,6 +438,24 @@ pub fn run(
         tracing::debug!(elapsed = ?t0.elapsed(), "state saved");
     }
     Ok(RunReport { version, stages: results })
+}
+
+/// Remember which stages failed (and forget those that now succeeded), so
+/// `status` can say `failed last run` rather than `never run`.
+fn remember_failures(state: &mut WorkspaceState, results: &[StageResult]) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    for r in results {
+        match (r.status, &r.error) {
+            (Status::Failed, Some(message)) => {
+                let f = crate::state::FailedRun { key: r.key.clone(), message: message.clone(), at: now };
+                state.failed.insert(r.name.clone(), f);
+            }
+            (Status::Ran | Status::Cached | Status::Cutoff, _) => {
+                state.failed.remove(&r.name);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn unknown_stage(p: &Pipeline, name: &str) -> EngineError {
@@ -580,6 +601,7 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
         }
     };
     let inputs = KeyInputs::for_stage(def, stage.version(), &deps, fingerprint.as_ref());
+    let failed = sh.state.lock().expect("state lock").failed.get(&def.name).map(|f| f.message.clone());
     let facts = Facts {
         def,
         prev: prev.as_ref(),
@@ -588,13 +610,16 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
         producers: &producer_names,
         forced: sh.forced[si],
         key_known: !unknown_upstream,
+        failed: failed.as_deref(),
     };
-    let plan = plan::plan(sh, &facts);
+    let mut plan = plan::plan(sh, &facts);
     let cutoff = !ups.is_empty() && ups.iter().any(|u| u.status == Status::Ran);
     let hit_status = if cutoff { Status::Cutoff } else { Status::Cached };
     // A real run has every dep hash unless a dep inside an upstream's
     // folder out is missing; such a stage is reported, not run.
     if sh.dry_run || !plan.key_known {
+        // Only for showing: how much each changed source moved.
+        crate::why::size_changes(&mut plan.reasons, &sh.ws.cache, &sh.p.wdir);
         return planned(def, plan, hit_status);
     }
     act(sh, si, stage.as_ref(), &inputs, prev.as_ref(), plan, hit_status, threads)
@@ -783,6 +808,7 @@ fn record_state(
         fingerprint: inputs.fingerprint.cloned(),
         outputs: outputs.to_vec(),
         metrics: metrics.clone(),
+        checked_out: None,
     };
     sh.state.lock().expect("state lock").stages.insert(def.name.clone(), st);
 }
@@ -865,6 +891,7 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
             cwd: s.cwd.clone(),
             deps: s.deps.clone(),
             outs: s.outs.clone(),
+            metrics: s.metrics.clone(),
             params: s.params.clone(),
             cmd: s.cmd.clone(),
             env: s.env.clone(),

@@ -34,6 +34,22 @@ pub struct StageState {
     /// Metrics of the run that produced them (saves reading the run-cache on no-op runs).
     #[serde(default)]
     pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// Set when `dvx checkout` put these outputs here from that version
+    /// (then the kind's fingerprint then is not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_out: Option<Hash>,
+}
+
+/// A stage whose last run in this workspace failed, so `status` can say
+/// so instead of `never run`. Cleared when the stage next succeeds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailedRun {
+    /// The key it failed with, when it got that far.
+    pub key: Option<StageKey>,
+    /// The failure message (its first line is what `status` shows).
+    pub message: String,
+    /// Unix seconds of the failure.
+    pub at: u64,
 }
 
 /// All of a workspace's state.
@@ -53,6 +69,13 @@ pub struct WorkspaceState {
     /// the version body.
     #[serde(default)]
     pub last_digest: BTreeMap<String, (String, Hash)>,
+    /// Stage name → its last run here, when that failed.
+    #[serde(default)]
+    pub failed: BTreeMap<String, FailedRun>,
+    /// The version `dvx checkout` last put in this workspace; cleared by
+    /// the next run that writes a version.
+    #[serde(default)]
+    pub checked_out: Option<Hash>,
     #[serde(skip)]
     file: PathBuf,
 }

@@ -29,6 +29,10 @@ pub struct RecordedStage {
     /// Its outs, relative to the workspace.
     #[serde(default)]
     pub outs: Vec<String>,
+    /// Its `metrics:` files (also the last of `outs`); left out of the
+    /// body when there are none, so older versions keep their hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<String>,
     /// Its params, so `reproduce` can run it again as it was.
     #[serde(default)]
     pub params: serde_json::Value,

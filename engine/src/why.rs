@@ -28,6 +28,12 @@ pub enum StaleReason {
     Forced,
     /// No result of this stage in the workspace.
     NeverRun,
+    /// Its last run in this workspace failed (in place of `NeverRun` when
+    /// it never succeeded here).
+    FailedLastRun {
+        /// The failure message.
+        message: String,
+    },
     /// The stage kind's implementation version changed.
     ImplementationChanged {
         /// Stage kind.
@@ -75,6 +81,9 @@ pub enum StaleReason {
         old: Hash,
         /// Its new hash.
         new: Hash,
+        /// How much it changed, for `status` (filled in by [`size_changes`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        size: Option<SizeChange>,
     },
     /// The list of deps or outs changed.
     DepsListChanged {
@@ -111,6 +120,87 @@ pub enum StaleReason {
     },
 }
 
+/// How a changed file's size moved: bytes, and lines when both sides are text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SizeChange {
+    /// Bytes before.
+    pub old_bytes: u64,
+    /// Bytes now.
+    pub new_bytes: u64,
+    /// Lines before and now, for text files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<(u64, u64)>,
+}
+
+impl fmt::Display for SizeChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let signed = |a: u64, b: u64| {
+            let d = b as i128 - a as i128;
+            if d > 0 {
+                format!("+{d}")
+            } else {
+                d.to_string()
+            }
+        };
+        let plural = |a: u64, b: u64| if a.abs_diff(b) == 1 { "" } else { "s" };
+        let (a, b) = (self.old_bytes, self.new_bytes);
+        if a == b {
+            write!(f, "same size")?;
+        } else {
+            write!(f, "{} byte{}", signed(a, b), plural(a, b))?;
+        }
+        match self.lines {
+            Some((a, b)) if a != b => write!(f, ", {} line{} ({a} → {b})", signed(a, b), plural(a, b))?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Changed deps up to this size are measured.
+const COUNT_UP_TO: u64 = 1 << 30;
+
+/// Bytes and, for text (no NUL byte), lines of a stream; `None` when it
+/// cannot be read to the end.
+fn measure(mut r: impl std::io::Read) -> Option<(u64, Option<u64>)> {
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut bytes, mut lines, mut text, mut last) = (0u64, 0u64, true, b'\n');
+    loop {
+        let got = r.read(&mut buf).ok()?;
+        if got == 0 {
+            break;
+        }
+        let chunk = &buf[..got];
+        bytes += got as u64;
+        text &= !chunk.contains(&0);
+        if text {
+            lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        last = chunk[got - 1];
+    }
+    // A last line without a newline still counts.
+    Some((bytes, text.then_some(lines + u64::from(last != b'\n'))))
+}
+
+/// Fill in [`SizeChange`]s of `DepChanged` reasons, for `status`: the old
+/// bytes come from the cache (when it still holds them; a version stores
+/// its sources), the new from the workspace. Files up to 1 GiB only; what
+/// cannot be read is left out.
+pub fn size_changes(reasons: &mut [StaleReason], cache: &dvx_cache::Cache, wdir: &std::path::Path) {
+    for r in reasons {
+        let StaleReason::DepChanged { path, old, size, .. } = r else { continue };
+        let file = crate::executor::local::abs(wdir, path);
+        let Ok(meta) = std::fs::metadata(&file) else { continue };
+        if !meta.is_file() || meta.len() > COUNT_UP_TO || !cache.has_object(old) {
+            continue;
+        }
+        let Some((old_bytes, old_lines)) = cache.open_object(old).ok().and_then(measure) else { continue };
+        let Some((new_bytes, new_lines)) = std::fs::File::open(&file).ok().and_then(measure) else { continue };
+        let lines = old_lines.zip(new_lines);
+        *size = Some(SizeChange { old_bytes, new_bytes, lines });
+    }
+}
+
 fn show(v: &Option<serde_json::Value>) -> String {
     match v {
         None => "unset".into(),
@@ -123,6 +213,9 @@ impl fmt::Display for StaleReason {
         match self {
             StaleReason::Forced => write!(f, "forced"),
             StaleReason::NeverRun => write!(f, "never run"),
+            StaleReason::FailedLastRun { message } => {
+                write!(f, "failed last run: {}", message.lines().next().unwrap_or(""))
+            }
             StaleReason::ImplementationChanged { kind, .. } => write!(f, "implementation of {kind} changed"),
             StaleReason::KindChanged { old, new } => write!(f, "kind changed ({old} → {new})"),
             StaleReason::ParamChanged { field, old, new } => {
@@ -130,7 +223,8 @@ impl fmt::Display for StaleReason {
             }
             StaleReason::CmdChanged { .. } => write!(f, "cmd changed"),
             StaleReason::EnvChanged { .. } => write!(f, "env changed"),
-            StaleReason::DepChanged { path, .. } => write!(f, "deps {path} changed"),
+            StaleReason::DepChanged { path, size: None, .. } => write!(f, "deps {path} changed"),
+            StaleReason::DepChanged { path, size: Some(s), .. } => write!(f, "deps {path} changed ({s})"),
             StaleReason::DepsListChanged { .. } => write!(f, "deps or outs list changed"),
             StaleReason::UpstreamChanged { stage } => write!(f, "upstream {stage} changed"),
             StaleReason::FingerprintChanged { .. } => write!(f, "external input changed (fingerprint)"),
@@ -222,9 +316,12 @@ pub fn why_stale(
                             out.push(StaleReason::UpstreamChanged { stage });
                         }
                     }
-                    None => {
-                        out.push(StaleReason::DepChanged { path: d.0.clone(), old: old.2.clone(), new: d.2.clone() })
-                    }
+                    None => out.push(StaleReason::DepChanged {
+                        path: d.0.clone(),
+                        old: old.2.clone(),
+                        new: d.2.clone(),
+                        size: None,
+                    }),
                 }
             }
         }
@@ -232,7 +329,9 @@ pub fn why_stale(
     for s in upstream_changed {
         out.push(StaleReason::UpstreamChanged { stage: s.clone() });
     }
-    if prev.fingerprint.as_ref() != now.fingerprint {
+    // A checked-out version does not record fingerprints: unknown, not changed.
+    let unknown = prev.checked_out.is_some() && prev.fingerprint.is_none();
+    if prev.fingerprint.as_ref() != now.fingerprint && !unknown {
         out.push(StaleReason::FingerprintChanged { old: prev.fingerprint.clone(), new: now.fingerprint.cloned() });
     }
     out
@@ -268,6 +367,7 @@ mod tests {
                 .map(|o| dvx_cache::OutputRef { path: o.clone(), kind: OutputKind::File, hash: Hash::of_bytes(b"") })
                 .collect(),
             metrics: Default::default(),
+            checked_out: None,
         }
     }
 
@@ -324,7 +424,8 @@ mod tests {
                 StaleReason::DepChanged {
                     path: "src.txt".into(),
                     old: Hash::of_bytes(b"old"),
-                    new: Hash::of_bytes(b"new")
+                    new: Hash::of_bytes(b"new"),
+                    size: None,
                 },
                 StaleReason::UpstreamChanged { stage: "mid".into() },
                 StaleReason::UpstreamChanged { stage: "other".into() },

@@ -7,15 +7,19 @@ use std::sync::Arc;
 use dvx_engine::{load_pipeline, ExecutorKind, Pipeline, Registry, Workspace};
 use miette::{miette, IntoDiagnostic, Result};
 
-use crate::cli::{CacheCommand, Cli, Command, ExecutorArg};
+use crate::cli::{CacheCommand, Cli, Command, ExecutorArg, MetricsCommand, ParamsCommand, PipelineArg};
 
 mod cache;
 mod dag;
 mod diff;
 mod exec_stage;
 mod gc;
+mod metric_direction;
+mod metrics;
+mod records_diff;
 mod run;
 mod status;
+mod table;
 mod versions;
 
 /// Loaded pipeline, registry and workspace.
@@ -158,15 +162,57 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::ExecStage { spec } => Ok(exec_stage::exec_stage(&spec)),
         Command::Status { pipeline, json } => status::status(load(pipeline.named(), cache, "status")?, json),
         Command::Dag { pipeline, format } => dag::dag(load(pipeline.named(), cache, "dag")?, format),
-        Command::Log { pipeline } => versions::log(load_store(pipeline.named(), cache, "log")?),
+        Command::Log { table, metrics, limit, json, md, csv, pipeline } => {
+            let l = load_store(pipeline.named(), cache, "log")?;
+            if table || json || md || csv || !metrics.is_empty() {
+                let format = if md {
+                    table::Format::Md
+                } else if csv {
+                    table::Format::Csv
+                } else {
+                    table::Format::Plain
+                };
+                versions::log_table(l, &metrics, limit, json, format)
+            } else {
+                versions::log(l, limit)
+            }
+        }
+        Command::Metrics { command } => match command {
+            MetricsCommand::Show { mut rev, format, pipeline } => {
+                let pipeline = shift_pipeline(pipeline, &mut [&mut rev]);
+                metrics::show(load_store(pipeline, cache, "metrics show")?, rev.as_deref(), &format)
+            }
+            MetricsCommand::Diff { mut a, mut b, compare, format, pipeline } => {
+                let pipeline = shift_pipeline(pipeline, &mut [&mut b, &mut a]);
+                metrics::diff(
+                    load_store(pipeline, cache, "metrics diff")?,
+                    a.as_deref(),
+                    b.as_deref(),
+                    &compare,
+                    &format,
+                )
+            }
+        },
+        Command::Params { command } => match command {
+            ParamsCommand::Diff { mut a, mut b, all, format, pipeline } => {
+                let pipeline = shift_pipeline(pipeline, &mut [&mut b, &mut a]);
+                metrics::params_diff(
+                    load_store(pipeline, cache, "params diff")?,
+                    a.as_deref(),
+                    b.as_deref(),
+                    all,
+                    &format,
+                )
+            }
+        },
         Command::Show { hash, pipeline } => versions::show(load_store(pipeline.named(), cache, "show HASH")?, &hash),
-        Command::Diff { a, b, mut stage, category_field, json, pipeline } => {
+        Command::Diff { a, b, mut stage, category_field, json, compare, pipeline } => {
             let mut pipeline = pipeline.named();
             // `dvx diff A B PIPELINE`: a pipeline file where the stage goes.
             if pipeline.is_none() && stage.as_deref().is_some_and(looks_like_pipeline) {
                 pipeline = stage.take().map(PathBuf::from);
             }
-            diff::diff(load_store(pipeline, cache, "diff A B")?, &a, &b, stage, category_field, json)
+            diff::diff(load_store(pipeline, cache, "diff A B")?, &a, &b, stage, category_field, json, &compare)
         }
         Command::Logs { stage, mut hash, pipeline } => {
             let mut pipeline = pipeline.named();
@@ -206,6 +252,32 @@ pub fn fancy_stderr() -> bool {
 /// Whether stderr may carry ANSI colours: [`fancy_stderr`], and `NO_COLOR` unset or empty.
 pub fn colour_stderr() -> bool {
     fancy_stderr() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `dvx metrics diff A B PIPELINE` and the like: the optional version
+/// positionals come before the pipeline's, so a pipeline file given with
+/// fewer versions lands in the last one filled; move it back.
+fn shift_pipeline(pipeline: PipelineArg, revs: &mut [&mut Option<String>]) -> Option<PathBuf> {
+    let named = pipeline.named();
+    if named.is_some() {
+        return named;
+    }
+    for r in revs.iter_mut() {
+        if r.as_deref().is_some_and(looks_like_pipeline) {
+            return r.take().map(PathBuf::from);
+        }
+    }
+    None
+}
+
+/// Write command output to stdout; a closed pipe (`dvx diff … | head`) is not an error.
+pub fn write_out(text: &str) -> Result<ExitCode> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).into_diagnostic()?,
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Print JSON to stdout.

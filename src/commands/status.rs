@@ -11,7 +11,25 @@ use super::{print_json, Loaded};
 pub fn status(l: Loaded, json: bool) -> Result<ExitCode> {
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let opts = RunOptions { dry_run: true, jobs, ..Default::default() };
+    let checked_out = dvx_engine::ops::checked_out(&l.ws.state_dir);
     let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts, Arc::new(Silent))?;
+    if let (Some(v), false) = (&checked_out, json) {
+        // After `dvx checkout V`, each stage below is compared with V.
+        let stale = report.stages.iter().any(|s| s.action != Action::UpToDate);
+        println!(
+            "workspace holds version {} (checked out){}",
+            v.short(),
+            if stale { "; the pipeline as written differs:" } else { ", as the pipeline is written" }
+        );
+    }
+    if let (true, Some(checked_out)) = (json, &checked_out) {
+        let v: Vec<serde_json::Value> = report
+            .stages
+            .iter()
+            .map(|s| serde_json::json!({ "name": s.name, "action": s.action, "key": s.key, "reasons": s.reasons }))
+            .collect();
+        return print_json(&serde_json::json!({ "checked_out": checked_out, "stages": v })).map(|()| ExitCode::SUCCESS);
+    }
     print_plan(&report.stages, json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,19 +1,22 @@
-//! `dvx log`, `show`, `checkout`, `reproduce`.
+//! `dvx log` (and `log --table`), `show`, `checkout`, `reproduce`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use dvx_engine::{ops, EngineError};
+use std::collections::BTreeMap;
+
+use dvx_engine::{diff, ops, EngineError};
 use miette::{IntoDiagnostic, Result};
 
-use super::Store;
+use super::{table, Store};
 
 pub fn when(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
-pub fn log(l: Store) -> Result<ExitCode> {
-    let versions = l.ws.cache.versions().map_err(EngineError::Cache)?;
+pub fn log(l: Store, limit: Option<usize>) -> Result<ExitCode> {
+    let mut versions = l.ws.cache.versions().map_err(EngineError::Cache)?;
+    versions.truncate(limit.unwrap_or(usize::MAX));
     if versions.is_empty() {
         println!("no versions yet");
     }
@@ -45,19 +48,25 @@ pub fn show(l: Store, prefix: &str) -> Result<ExitCode> {
     println!("stages:");
     for s in &body.stages {
         println!("  {} ({})  key {}", s.name, s.kind, s.key.as_ref().map(|k| k.short()).unwrap_or("-"));
-        for o in &s.outputs {
-            println!("    out {}  {}", &o.hash.as_str()[..12], o.path);
+        for (k, v) in diff::flattened(&s.params) {
+            println!("    param {k}: {}", table::value_text(&v));
         }
-        if let Some(serde_json::Value::Object(m)) = rec.meta.metrics.get(&s.name) {
-            for (k, v) in m {
-                let text = match v {
-                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
-                        serde_json::to_string(v).into_diagnostic()?
-                    }
-                    other => other.to_string(),
-                };
-                println!("    {k}: {text}");
-            }
+        for o in &s.outputs {
+            let what = if s.metrics.contains(&o.path) { "metrics" } else { "out" };
+            println!("    {what} {}  {}", &o.hash.as_str()[..12], o.path);
+        }
+    }
+    let mut metrics = String::new();
+    for s in &body.stages {
+        let m = diff::flattened(&serde_json::Value::Object(diff::metrics_of(&rec, &s.name)));
+        if !m.is_empty() {
+            metrics.push_str(&super::metrics::values_section(&s.name, &m, table::Format::Plain));
+        }
+    }
+    if !metrics.is_empty() {
+        println!("metrics:");
+        for line in metrics.trim_start_matches('\n').lines() {
+            println!("{}", if line.is_empty() { String::new() } else { format!("  {line}") });
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -85,6 +94,102 @@ pub fn logs(l: Store, stage: &str, prefix: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `dvx log --table`: one row per version (newest first) with its hash,
+/// time and pipeline, a column for each param (`STAGE.NAME`) whose value
+/// differs between the versions listed, and a column for each metric asked
+/// for (`NAME` is looked up in every stage, `STAGE:NAME` in one).
+pub fn log_table(
+    l: Store,
+    wanted: &[String],
+    limit: Option<usize>,
+    json: bool,
+    format: table::Format,
+) -> Result<ExitCode> {
+    let mut versions = l.ws.cache.versions().map_err(EngineError::Cache)?;
+    versions.truncate(limit.unwrap_or(usize::MAX));
+    struct Row {
+        hash: String,
+        created: String,
+        pipeline: String,
+        params: BTreeMap<String, serde_json::Value>,
+        metrics: Vec<Option<serde_json::Value>>,
+    }
+    let mut rows = Vec::new();
+    for v in &versions {
+        let body = ops::body_of(v)?;
+        let mut params = BTreeMap::new();
+        for s in &body.stages {
+            for (k, x) in diff::flattened(&s.params) {
+                params.insert(format!("{}.{k}", s.name), x);
+            }
+        }
+        let metrics = wanted.iter().map(|w| metric_value(v, &body, w)).collect();
+        rows.push(Row {
+            hash: v.hash.to_string(),
+            created: when(v.meta.created),
+            pipeline: body.pipeline,
+            params,
+            metrics,
+        });
+    }
+    // Only the params whose values differ between the versions listed.
+    let mut names: Vec<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
+    names.sort();
+    names.dedup();
+    let differing: Vec<String> = names
+        .into_iter()
+        .filter(|n| rows.iter().any(|r| r.params.get(*n) != rows[0].params.get(*n)))
+        .cloned()
+        .collect();
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let params: serde_json::Map<String, serde_json::Value> =
+                    differing.iter().map(|n| (n.clone(), r.params.get(n).cloned().unwrap_or_default())).collect();
+                let metrics: serde_json::Map<String, serde_json::Value> =
+                    wanted.iter().zip(&r.metrics).map(|(n, m)| (n.clone(), m.clone().unwrap_or_default())).collect();
+                serde_json::json!({
+                    "version": r.hash, "created": r.created, "pipeline": r.pipeline,
+                    "params": params, "metrics": metrics,
+                })
+            })
+            .collect();
+        super::print_json(&serde_json::Value::Array(v))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut headers = vec!["version", "created", "pipeline"];
+    headers.extend(differing.iter().map(String::as_str));
+    headers.extend(wanted.iter().map(String::as_str));
+    let right: Vec<bool> = (0..headers.len()).map(|i| i >= 3).collect();
+    let mut t = table::Table::new(&headers, &right);
+    for r in &rows {
+        // CSV is for other programs: the whole hash; tables: the short one.
+        let hash = if format == table::Format::Csv { r.hash.clone() } else { r.hash[..12].to_string() };
+        let mut cells = vec![hash, r.created.clone(), r.pipeline.clone()];
+        cells.extend(differing.iter().map(|n| table::cell(r.params.get(n))));
+        cells.extend(r.metrics.iter().map(|m| table::cell(m.as_ref())));
+        t.push(cells);
+    }
+    if rows.is_empty() {
+        return super::write_out("no versions yet\n");
+    }
+    super::write_out(&t.render(format))
+}
+
+/// A metric of a version by the name asked for: `STAGE:NAME` in that
+/// stage, else `NAME` (dotted) in the first stage that has it.
+fn metric_value(rec: &dvx_cache::VersionRecord, body: &ops::VersionBody, wanted: &str) -> Option<serde_json::Value> {
+    let (stage, name) = match wanted.split_once(':') {
+        Some((s, n)) => (Some(s), n),
+        None => (None, wanted),
+    };
+    body.stages
+        .iter()
+        .filter(|s| stage.is_none_or(|st| st == s.name))
+        .find_map(|s| diff::flattened(&serde_json::Value::Object(diff::metrics_of(rec, &s.name))).remove(name))
+}
+
 pub fn checkout(l: Store, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
     let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
     let (base, with_sources) = match (to, &l.wdir) {
@@ -105,6 +210,11 @@ pub fn checkout(l: Store, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
         }
     }
     println!("restored {n} paths of version {} into {}", hash.short(), base.display());
+    if to.is_none() && l.wdir.is_some() {
+        // The workspace now holds this version: its state says so, for `status`.
+        let rec = l.ws.cache.get_version(&hash).map_err(EngineError::Cache)?;
+        ops::adopt_checkout(&l.ws.state_dir, &rec, &l.registry)?;
+    }
     if with_sources {
         if let Some(f) = ops::write_checkout_config(&base, &l.ws.cache)? {
             println!("wrote {} (cache = {})", f.display(), l.ws.cache.root().display());

@@ -151,7 +151,7 @@ fn status_names_the_exact_cause() {
 
     p.write("other.txt", "y\n");
     let s = p.dvx(&["status"]).ok().stdout();
-    assert_eq!(s, "c: would run: deps other.txt changed\n");
+    assert_eq!(s, "c: would run: deps other.txt changed (same size)\n");
     p.write("other.txt", "x\n");
 
     std::fs::remove_file(p.path("b.txt")).unwrap();

@@ -125,6 +125,12 @@ fn text_tables() {
 | ------ | ---- | ------- | ------------ | ------------ |
 | filter | cmd  | changed | {} | {} |
 
+## params
+
+| stage  | param   | A           | B            |
+| ------ | ------- | ----------- | ------------ |
+| filter | pattern | alpha\\|beta | alpha\\|gamma |
+
 ## records: kept.jsonl (stage `filter`, category field `category`)
 
 5 → 5 records: +2 added, -2 removed, 3 kept
@@ -135,7 +141,7 @@ fn text_tables() {
 | crud     |      2 |     2 |   0 |    +1 |      -1 |
 | ws       |      2 |     1 |  -1 |     0 |      -1 |
 
-no regressions
+no regressions (tolerance 1%)
 ",
         &v1[..12],
         &v2[..12],

@@ -63,7 +63,8 @@ pub fn abs(wdir: &Path, p: &str) -> PathBuf {
 }
 
 /// Run `stage` for `def` with the workspace rooted at `wdir`: remove old
-/// outs, execute, check every declared out exists.
+/// outs, execute, check every declared out exists, read its `metrics:`
+/// files into its metrics (a file's names win over the kind's own).
 pub fn execute(
     def: &StageDef,
     stage: &dyn Stage,
@@ -90,7 +91,7 @@ pub fn execute(
             name: &def.name,
             cwd: &cwd,
             deps: &deps,
-            outs: &outs,
+            outs: &outs[..def.kind_outs().len()],
             params: &def.params,
             cmd: def.cmd.as_deref(),
             env: &env,
@@ -101,11 +102,18 @@ pub fn execute(
         stage.execute(&mut ctx)
     };
     let seconds = started.elapsed().as_secs_f64();
-    let metrics = result.map_err(|e| Failure { message: e.detail(), log_tail: tail(&log, 20), kind: Some(e.kind) })?;
+    let mut metrics =
+        result.map_err(|e| Failure { message: e.detail(), log_tail: tail(&log, 20), kind: Some(e.kind) })?;
     for (o, rel) in outs.iter().zip(&def.outs) {
         if std::fs::symlink_metadata(o).is_err() {
-            return Err(fail(format!("declared out `{rel}` was not created by the stage"), &log));
+            let what = if def.metrics.contains(rel) { "metrics file" } else { "out" };
+            return Err(fail(format!("declared {what} `{rel}` was not created by the stage"), &log));
         }
+    }
+    for rel in &def.metrics {
+        let read = crate::metrics_file::read(&abs(wdir, rel))
+            .map_err(|e| fail(format!("metrics file `{rel}` of stage `{}`: {e}", def.name), &log))?;
+        metrics.extend(read);
     }
     Ok(Executed { metrics, log, seconds })
 }

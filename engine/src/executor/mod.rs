@@ -84,6 +84,7 @@ mod tests {
             cwd: String::new(),
             deps: vec![],
             outs: vec![],
+            metrics: vec![],
             params: serde_json::json!({}),
             cmd: None,
             env: Default::default(),

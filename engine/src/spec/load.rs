@@ -299,9 +299,9 @@ fn resolve_stage(
     }
     let mut outs = Vec::new();
     let mut outs_as_written = Vec::new();
-    for o in &raw.outs {
-        let span = span_of(src, &o.referenced, o.value.len());
-        origin.outs.push(span);
+    // An out (or a metrics file): inside the stage's folder, not `.dvx/`,
+    // no pipeline file or dvx.toml; relative to the root wdir.
+    let resolve_out = |o: &Spanned<String>, span: Span| -> Result<String, Box<SpecError>> {
         let escape = |why: &str| {
             src.error(
                 span,
@@ -311,37 +311,59 @@ fn resolve_stage(
             .with_help(format!("outs must stay inside {}", wdir.display()))
         };
         if Path::new(&o.value).is_absolute() {
-            return Err(escape(" (absolute path)"));
+            return Err(Box::new(escape(" (absolute path)")));
         }
         let abs = normalize(&wdir.join(&o.value));
         let inside_own = abs.starts_with(&wdir) && abs != wdir;
         let Some(rel) = relative_to(&abs, root_wdir).filter(|r| !r.is_empty() && inside_own) else {
-            return Err(escape(""));
+            return Err(Box::new(escape("")));
         };
         // Resolved once (every symlink on the way): it must stay inside the
         // (canonical) wdir, and is what the protected files are checked against.
         let resolved = canonical_prefix(&abs);
         if !resolved.starts_with(&wdir) {
-            return Err(escape(" through a symlink"));
+            return Err(Box::new(escape(" through a symlink")));
         }
         if rel == ".dvx" || rel.starts_with(".dvx/") {
-            return Err(src.error(span, "outs cannot be inside `.dvx/`", "dvx's own folder"));
+            return Err(Box::new(src.error(span, "outs cannot be inside `.dvx/`", "dvx's own folder")));
         }
         if let Some((file, shown)) = protected.iter().find(|(f, _)| f.starts_with(&abs) || f.starts_with(&resolved)) {
             let what = if file.ends_with("dvx.toml") { "the project's config" } else { "a pipeline file" };
             let verb = if *file == abs || *file == resolved { "is" } else { "contains" };
-            return Err(src
-                .error(span, format!("out `{}` {verb} {what} `{shown}`", o.value), "would be overwritten")
-                .with_help("dvx removes outs before a stage runs; write the out somewhere else"));
+            return Err(Box::new(
+                src.error(span, format!("out `{}` {verb} {what} `{shown}`", o.value), "would be overwritten")
+                    .with_help("dvx removes outs before a stage runs; write the out somewhere else"),
+            ));
         }
-        outs.push(rel);
+        Ok(rel)
+    };
+    for o in &raw.outs {
+        let span = span_of(src, &o.referenced, o.value.len());
+        origin.outs.push(span);
+        outs.push(resolve_out(o, span).map_err(|e| *e)?);
         outs_as_written.push(o.value.clone());
+    }
+    // Metrics files are outs of the stage (cached and restored like any
+    // out, as in DVC), listed after the outs the kind writes.
+    let mut metrics = Vec::new();
+    for m in &raw.metrics {
+        let span = span_of(src, &m.referenced, m.value.len());
+        let rel = resolve_out(m, span).map_err(|e| *e)?;
+        if outs.contains(&rel) {
+            let what = if metrics.contains(&rel) { "listed twice" } else { "also under `outs`" };
+            return Err(src
+                .error(span, format!("metrics file `{}` is {what}", m.value), "here")
+                .with_help("a metrics file is an out of its stage already; list it once, under `metrics` only"));
+        }
+        origin.outs.push(span);
+        outs.push(rel.clone());
+        metrics.push(rel);
     }
 
     // A dep that is (or holds) the stage's own out changes every time the
     // stage runs, so its key would never settle.
     for (di, dep) in deps_abs.iter().enumerate() {
-        let own = raw.outs.iter().find(|o| normalize(&wdir.join(&o.value)).starts_with(dep));
+        let own = raw.outs.iter().chain(&raw.metrics).find(|o| normalize(&wdir.join(&o.value)).starts_with(dep));
         if let Some(o) = own {
             let d = &raw.deps[di].value;
             let verb = if normalize(&wdir.join(&o.value)) == *dep { "is" } else { "contains" };
@@ -384,7 +406,8 @@ fn resolve_stage(
     };
 
     let stage = registry.get(&kind).expect("kind checked above");
-    let shape = StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: cmd.as_deref() };
+    // The kind sees the outs as written; metrics files appended after them are the engine's.
+    let shape = StageShape { params: &params, deps: deps.len(), outs: outs_as_written.len(), cmd: cmd.as_deref() };
     if let Err(pe) = stage.check(&shape) {
         let span = raw.params.as_ref().map(|p| block_field_span(src, p, pe.field.as_deref())).unwrap_or(name_span);
         let what = match &pe.field {
@@ -430,6 +453,7 @@ fn resolve_stage(
         cwd,
         deps,
         outs,
+        metrics,
         params,
         cmd,
         env: raw.env.clone(),

@@ -54,8 +54,12 @@ pub struct StageDef {
     pub cwd: String,
     /// Deps, relative to the root wdir (or absolute when outside it).
     pub deps: Vec<String>,
-    /// Outs, relative to the root wdir.
+    /// Outs, relative to the root wdir: those written under `outs:`, then
+    /// the `metrics:` files (never listed under both).
     pub outs: Vec<String>,
+    /// `metrics:` files, relative to the root wdir: read after the stage
+    /// runs and merged into its metrics. Each is also one of `outs`.
+    pub metrics: Vec<String>,
     /// Params (always an object).
     pub params: serde_json::Value,
     /// `cmd` with every `${…}` filled in.
@@ -86,6 +90,14 @@ pub struct Origin {
     pub deps: Vec<Span>,
     /// Each out, in the order written, for errors about one of them.
     pub outs: Vec<Span>,
+}
+
+impl StageDef {
+    /// The outs the kind writes (what its `StageContext` gets): `outs`
+    /// without the metrics files appended after them.
+    pub fn kind_outs(&self) -> &[String] {
+        &self.outs[..self.outs.len().saturating_sub(self.metrics.len())]
+    }
 }
 
 impl Pipeline {

@@ -37,6 +37,9 @@ pub(crate) struct RawStage {
     pub deps: Vec<Spanned<String>>,
     #[serde(default)]
     pub outs: Vec<Spanned<String>>,
+    /// Metrics files the stage writes (outs too, as in DVC).
+    #[serde(default)]
+    pub metrics: Vec<Spanned<String>>,
     pub params: Option<Spanned<Node>>,
     pub cmd: Option<Spanned<String>>,
     #[serde(default)]
@@ -82,4 +85,4 @@ impl<'de> Deserialize<'de> for StageList {
 /// Field names, for "did you mean".
 pub(crate) const PIPELINE_FIELDS: &[&str] = &["name", "wdir", "imports", "cache", "link", "executor", "stages"];
 pub(crate) const STAGE_FIELDS: &[&str] =
-    &["kind", "deps", "outs", "params", "cmd", "env", "executor", "resources", "threads", "desc"];
+    &["kind", "deps", "outs", "metrics", "params", "cmd", "env", "executor", "resources", "threads", "desc"];
