@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use dvx_cache::canonical_json;
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::records::{field, record_text, Record, RecordWriter};
@@ -34,7 +34,7 @@ use crate::support::{
 pub struct Merge;
 
 /// Params of `merge`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default)]

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::example_record::Format;
@@ -26,7 +26,7 @@ use crate::records::{field, value_text, Record, RecordReader, RecordWriter};
 use crate::seeded::{sample_indices, SplitMix64};
 
 /// A template: a prompt, or a prompt and an answer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Template {
     /// Just the prompt.
@@ -41,7 +41,7 @@ pub enum Template {
 }
 
 /// Type-specific template sets.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ByType {
     /// The record field holding the type (default `file_type`).
@@ -60,7 +60,7 @@ fn content() -> String {
 }
 
 /// Params of `multiply`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Templates for every record.

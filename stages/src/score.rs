@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use regex::{Regex, RegexBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::records::{field, record_text, turns, value_text, Record, RecordWriter};
@@ -47,7 +47,7 @@ use crate::support::{category_of, par_map, pool, read_chunk, round4, Categories,
 pub struct Score;
 
 /// Params of `score`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     features: Vec<FeatureSpec>,
@@ -104,7 +104,7 @@ fn one() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Kind {
     Turns,
@@ -116,7 +116,7 @@ enum Kind {
     Field,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FeatureSpec {
     feature: Kind,

@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::records::RecordWriter;
@@ -41,7 +41,7 @@ use crate::support::{
 pub struct Split;
 
 /// Params of `split`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default)]
@@ -76,7 +76,7 @@ impl ParamsDoc for Params {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Counts {
     #[serde(default)]

@@ -37,7 +37,7 @@ mod report;
 use std::collections::BTreeMap;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::records::RecordWriter;
@@ -49,7 +49,7 @@ use report::Check;
 pub struct Validate;
 
 /// Params of `validate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default)]
@@ -151,7 +151,7 @@ fn default_examples() -> usize {
 }
 
 /// A JSON type a field may be required to have.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum JsonType {
     String,
