@@ -114,8 +114,11 @@ impl FieldsSeen {
         if keys.len() > LISTED_FIELDS {
             listed.push("…");
         }
-        Err(StageFailure::bad_input(lines.join("\n"))
-            .caused_by_text(format!("the records have the fields: {}", listed.join(", "))))
+        Err(StageFailure::bad_input(format!(
+            "{}\nthe records have the fields: {}",
+            lines.join("\n"),
+            listed.join(", ")
+        )))
     }
 }
 
@@ -160,8 +163,11 @@ mod tests {
         seen.observe(&rec(json!({"category": "B", "text": "y", "id": 2})));
         let e = seen.check().unwrap_err();
         assert_eq!(e.kind, dvx_stage_api::FailureKind::BadInput);
-        assert_eq!(e.message, "params.category_field: no input record has a field `categroy` (did you mean `category`?)");
-        assert_eq!(e.causes, ["the records have the fields: category, id, text"]);
+        assert_eq!(
+            e.message,
+            "params.category_field: no input record has a field `categroy` (did you mean `category`?)\n\
+             the records have the fields: category, id, text"
+        );
     }
 
     #[test]
@@ -175,6 +181,7 @@ mod tests {
             [
                 "params.rules.A.field: no input record has a field `meta.qualty` (did you mean `meta.quality`?)",
                 "params.hash_fields.0: no input record has a field `zzz`",
+                "the records have the fields: meta, meta.quality, text",
             ]
         );
     }

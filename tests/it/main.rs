@@ -15,5 +15,6 @@ mod slurm;
 mod snapshots;
 mod team_cache;
 mod trust;
+mod typos;
 mod versions;
 mod workspace_safety;
