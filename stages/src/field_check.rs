@@ -189,7 +189,8 @@ mod tests {
     #[test]
     fn observing_from_many_threads_agrees() {
         let seen = FieldsSeen::new().name("f", "late");
-        let recs: Vec<Record> = (0..5000).map(|i| rec(if i == 4321 { json!({"late": 1}) } else { json!({"a": i}) })).collect();
+        let recs: Vec<Record> =
+            (0..5000).map(|i| rec(if i == 4321 { json!({"late": 1}) } else { json!({"a": i}) })).collect();
         std::thread::scope(|s| {
             for part in recs.chunks(1000) {
                 let seen = &seen;

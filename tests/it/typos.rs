@@ -27,7 +27,8 @@ fn one_stage(kind: &str, params: &str, outs: &str) -> Project {
 #[test]
 fn a_typo_in_each_field_naming_param_fails_with_a_suggestion() {
     // (kind, params, outs, the param named, the field given, the suggestion)
-    let cases: &[(&str, &str, &str, &str, &str, Option<&str>)] = &[
+    type Case = (&'static str, &'static str, &'static str, &'static str, &'static str, Option<&'static str>);
+    let cases: &[Case] = &[
         ("balance", "{category_field: categroy, cap: 1}", "[o.jsonl]", "category_field", "categroy", Some("category")),
         (
             "filter",
@@ -47,7 +48,14 @@ fn a_typo_in_each_field_naming_param_fails_with_a_suggestion() {
             "meta.sourse",
             Some("meta.source"),
         ),
-        ("split", "{stratify_by: categroy, ratio: [0.5, 0.5]}", "[t.jsonl, v.jsonl]", "stratify_by", "categroy", Some("category")),
+        (
+            "split",
+            "{stratify_by: categroy, ratio: [0.5, 0.5]}",
+            "[t.jsonl, v.jsonl]",
+            "stratify_by",
+            "categroy",
+            Some("category"),
+        ),
         ("split", "{hash_fields: [idd], ratio: [0.5, 0.5]}", "[t.jsonl, v.jsonl]", "hash_fields.0", "idd", Some("id")),
         (
             "score",
@@ -57,7 +65,14 @@ fn a_typo_in_each_field_naming_param_fails_with_a_suggestion() {
             "quality_scor",
             Some("quality_score"),
         ),
-        ("score", "{features: [{feature: chars}], text_fields: [txt]}", "[o.jsonl]", "text_fields.0", "txt", Some("text")),
+        (
+            "score",
+            "{features: [{feature: chars}], text_fields: [txt]}",
+            "[o.jsonl]",
+            "text_fields.0",
+            "txt",
+            Some("text"),
+        ),
         ("merge", "{dedup_key: idd}", "[o.jsonl]", "dedup_key", "idd", Some("id")),
         ("merge", "{dedup_key: text, text_fields: [tex]}", "[o.jsonl]", "text_fields.0", "tex", Some("text")),
         ("dedup", "{fields: [txt]}", "[o.jsonl]", "fields.0", "txt", Some("text")),
@@ -65,7 +80,14 @@ fn a_typo_in_each_field_naming_param_fails_with_a_suggestion() {
         ("minhash-index", "{fields: [txt]}", "[o.sig]", "fields.0", "txt", Some("text")),
         ("validate", "{text_fields: [txt]}", "[r.json]", "text_fields.0", "txt", Some("text")),
         ("validate", "{category_field: categry}", "[r.json]", "category_field", "categry", Some("category")),
-        ("multiply", "{base: [{prompt: \"say {text}\", answer: ok}], keep: [idd]}", "[o.jsonl]", "keep.0", "idd", Some("id")),
+        (
+            "multiply",
+            "{base: [{prompt: \"say {text}\", answer: ok}], keep: [idd]}",
+            "[o.jsonl]",
+            "keep.0",
+            "idd",
+            Some("id"),
+        ),
     ];
     for (kind, params, outs, param, field, hint) in cases {
         let p = one_stage(kind, params, outs);
@@ -122,7 +144,10 @@ fn wrong_types_are_their_own_reject_reason_counted_apart() {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["_rejected_by"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(reasons, [r#"rules.crud: quality_score is not a number: "8.5""#, "rules.auth: quality_score is missing"]);
+    assert_eq!(
+        reasons,
+        [r#"rules.crud: quality_score is not a number: "8.5""#, "rules.auth: quality_score is missing"]
+    );
     let kept: Vec<&str> = DATA.lines().filter(|l| l.contains("\"id\":1,") || l.contains("\"id\":4,")).collect();
     assert_eq!(p.read("kept.jsonl").lines().count(), kept.len());
     // The counts keep the two apart from records that fail the rule.
@@ -164,7 +189,9 @@ fn a_param_written_at_its_default_is_the_same_key() {
     let again = p.dvx(&["run", "--json"]).ok();
     assert_eq!(again.status_of("s"), "cached");
     // The version differs (the pipeline file is one of its sources); the key does not.
-    let key = |r: &crate::support::Run| serde_json::from_str::<serde_json::Value>(&r.stdout()).unwrap()["stages"][0]["key"].clone();
+    let key = |r: &crate::support::Run| {
+        serde_json::from_str::<serde_json::Value>(&r.stdout()).unwrap()["stages"][0]["key"].clone()
+    };
     assert_eq!(key(&again), key(&first), "the same stage, the same key");
     let status = p.dvx(&["status"]).ok().stdout();
     assert!(!status.contains("changed"), "{status}");

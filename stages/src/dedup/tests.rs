@@ -190,7 +190,9 @@ fn keeps_the_highest_score_then_the_first() {
     let e = run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &["x.jsonl"], json!({"score_field": "meta.qq"}), 1)
         .err()
         .expect("a score field in no record fails");
-    assert!(e.message.starts_with("params.score_field: no input record has a field `meta.qq` (did you mean `meta.q`?)\n"));
+    assert!(e
+        .message
+        .starts_with("params.score_field: no input record has a field `meta.qq` (did you mean `meta.q`?)\n"));
 }
 
 fn reference_fixture(dir: &Path) {

@@ -119,7 +119,8 @@ impl Tally {
 
 impl TypedStage for Filter {
     const KIND: &'static str = "filter";
-    const VERSION: u32 = 1;
+    // 2: a comparison on a missing or non-numeric field is its own reject reason.
+    const VERSION: u32 = 2;
     const DEPS: Count = Count::Exactly(1);
     const OUTS: Count = Count::Between(1, 2);
     const DEPS_ARE: &'static str = "JSONL";

@@ -348,7 +348,12 @@ impl Rule {
     fn test_node<'r>(&'r self, s: &Subject<'_>) -> Result<(), Miss<'r>> {
         let miss = |passed| Err(Miss { rule: self, matched: false, passed, wrong: None });
         let wrong = |what: String, value: Option<&Value>| {
-            Err(Miss { rule: self, matched: false, passed: None, wrong: Some(WrongValue { what, value: value.map(Value::to_string) }) })
+            Err(Miss {
+                rule: self,
+                matched: false,
+                passed: None,
+                wrong: Some(WrongValue { what, value: value.map(Value::to_string) }),
+            })
         };
         let subject = self.field.as_deref().unwrap_or_default();
         let ok = match &self.node {
