@@ -2,13 +2,17 @@
 //!
 //! A key is blake3 over a canonical, length-prefixed encoding of:
 //! the key scheme version, the stage kind and its implementation version,
-//! the canonical params (keys sorted), the interpolated `cmd`, the declared
+//! the normalised params (as the kind parsed them, defaults filled in, see
+//! [`normalised_params`]) as canonical JSON (keys sorted), the interpolated `cmd`, the declared
 //! env (sorted), the stage folder and out paths (relative to the root wdir),
 //! each dep's path, kind and content hash in declared order, and the stage's
 //! fingerprint (resolved git commits, remote ETags).
 //!
 //! Never in a key: timestamps, absolute paths of the workspace, map iteration
 //! order, the stage's name (two stages doing the same work share results).
+//!
+//! Scheme v2 (this one) hashes normalised params; v1 hashed them as written,
+//! so `seed: 0` and no `seed` were two keys.
 
 use dvx_cache::{canonical_json, Hash, OutputKind, StageKey};
 
@@ -19,7 +23,7 @@ pub struct KeyInputs<'a> {
     pub kind: &'a str,
     /// The kind's implementation version: bumping it invalidates every key of the kind.
     pub version: u32,
-    /// The params, hashed as canonical JSON (key order does not matter).
+    /// The normalised params, hashed as canonical JSON (key order does not matter).
     pub params: &'a serde_json::Value,
     /// `cmd` after `${…}` interpolation: what actually runs.
     pub cmd: Option<&'a str>,
@@ -59,17 +63,19 @@ impl KeyHasher {
 }
 
 impl<'a> KeyInputs<'a> {
-    /// The key inputs of `def`, given its deps' hashes and its fingerprint.
+    /// The key inputs of `def`, given its normalised params, its deps'
+    /// hashes and its fingerprint.
     pub fn for_stage(
         def: &'a crate::spec::StageDef,
         version: u32,
+        params: &'a serde_json::Value,
         deps: &'a [(String, OutputKind, Hash)],
         fingerprint: Option<&'a serde_json::Value>,
     ) -> Self {
         KeyInputs {
             kind: &def.kind,
             version,
-            params: &def.params,
+            params,
             cmd: def.cmd.as_deref(),
             env: &def.env,
             cwd: &def.cwd,
@@ -82,7 +88,7 @@ impl<'a> KeyInputs<'a> {
     /// The stage key.
     pub fn key(&self) -> StageKey {
         let mut h = KeyHasher(blake3::Hasher::new());
-        h.str("dvx-stage-key-v1");
+        h.str("dvx-stage-key-v2");
         h.str(self.kind);
         h.bytes(&self.version.to_le_bytes());
         h.bytes(&canonical_json(self.params));
@@ -109,6 +115,16 @@ impl<'a> KeyInputs<'a> {
         h.opt(self.fingerprint.map(canonical_json).as_deref());
         StageKey::from_blake3(h.0.finalize())
     }
+}
+
+/// The params of `def` as its kind normalises them for the key: parsed,
+/// with defaults filled in, so an explicit default is the same stage as an
+/// omitted one. `cmd` params are kept as written.
+pub fn normalised_params(
+    def: &crate::spec::StageDef,
+    stage: &dyn crate::Stage,
+) -> Result<serde_json::Value, crate::StageFailure> {
+    stage.normalised_params(&def.params).map_err(crate::StageFailure::from)
 }
 
 /// Ask a stage for its fingerprint (facts beyond params and deps), with its

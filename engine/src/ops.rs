@@ -80,7 +80,11 @@ pub fn adopt_checkout(state_dir: &Path, rec: &dvx_cache::VersionRecord, registry
             kind: s.kind.clone(),
             // The version does not record it; the kind's own is the best guess.
             version: registry.get(&s.kind).map(|k| k.version()).unwrap_or(0),
-            params: s.params.clone(),
+            // Compared with the pipeline's normalised params, so normalise these too.
+            params: registry
+                .get(&s.kind)
+                .and_then(|k| k.normalised_params(&s.params).ok())
+                .unwrap_or_else(|| s.params.clone()),
             cmd: s.cmd.clone(),
             env: s.env.clone(),
             deps,

@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn never_run_and_not_cached_runs() {
         let (d, deps) = (def("!"), deps());
-        let inputs = KeyInputs::for_stage(&d, 1, &deps, None);
+        let inputs = KeyInputs::for_stage(&d, 1, &d.params, &deps, None);
         let p = plan(&World::default(), &facts(&d, None, &inputs));
         assert!(matches!(p.decision, Decision::Run));
         assert_eq!(p.decision.action(), Action::Run);
@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn same_key_with_outputs_in_the_workspace_is_up_to_date() {
         let (d, deps) = (def("!"), deps());
-        let inputs = KeyInputs::for_stage(&d, 1, &deps, None);
+        let inputs = KeyInputs::for_stage(&d, 1, &d.params, &deps, None);
         let prev = state(&inputs, "A!");
         let world = World { files: [("a.txt".into(), Hash::of_bytes(b"A!"))].into(), ..Default::default() };
         let p = plan(&world, &facts(&d, Some(&prev), &inputs));
@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn a_modified_output_is_restored_and_says_why() {
         let (d, deps) = (def("!"), deps());
-        let inputs = KeyInputs::for_stage(&d, 1, &deps, None);
+        let inputs = KeyInputs::for_stage(&d, 1, &d.params, &deps, None);
         let prev = state(&inputs, "A!");
         let mut world = World { files: [("a.txt".into(), Hash::of_bytes(b"edited"))].into(), ..Default::default() };
         // Without a run entry it must run.
@@ -314,9 +314,9 @@ mod tests {
     #[test]
     fn a_reverted_param_restores_from_the_run_cache_with_the_param_as_reason() {
         let (old, new, deps) = (def("?"), def("!"), deps());
-        let old_inputs = KeyInputs::for_stage(&old, 1, &deps, None);
+        let old_inputs = KeyInputs::for_stage(&old, 1, &old.params, &deps, None);
         let prev = state(&old_inputs, "A?");
-        let inputs = KeyInputs::for_stage(&new, 1, &deps, None);
+        let inputs = KeyInputs::for_stage(&new, 1, &new.params, &deps, None);
         let mut world = World { files: [("a.txt".into(), Hash::of_bytes(b"A?"))].into(), ..Default::default() };
         world.runs.insert(inputs.key(), Some(entry(&inputs.key(), vec![out("a.txt", "A!")])));
         let p = plan(&world, &facts(&new, Some(&prev), &inputs));
@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn forced_or_unknown_key_runs_whatever_the_workspace_and_cache_hold() {
         let (d, deps) = (def("!"), deps());
-        let inputs = KeyInputs::for_stage(&d, 1, &deps, None);
+        let inputs = KeyInputs::for_stage(&d, 1, &d.params, &deps, None);
         let prev = state(&inputs, "A!");
         let mut world = World { files: [("a.txt".into(), Hash::of_bytes(b"A!"))].into(), ..Default::default() };
         world.runs.insert(inputs.key(), Some(entry(&inputs.key(), vec![out("a.txt", "A!")])));
@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn an_entry_naming_other_paths_or_an_unreadable_entry_runs() {
         let (d, deps) = (def("!"), deps());
-        let inputs = KeyInputs::for_stage(&d, 1, &deps, None);
+        let inputs = KeyInputs::for_stage(&d, 1, &d.params, &deps, None);
         let mut world = World::default();
         world.runs.insert(inputs.key(), Some(entry(&inputs.key(), vec![out("../../etc/passwd", "x")])));
         assert!(matches!(plan(&world, &facts(&d, None, &inputs)).decision, Decision::Run));

@@ -600,7 +600,16 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
             return r;
         }
     };
-    let inputs = KeyInputs::for_stage(def, stage.version(), &deps, fingerprint.as_ref());
+    let params = match crate::key::normalised_params(def, stage.as_ref()) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut r = blank(&def.name, Status::Failed, Action::Run);
+            r.error = Some(e.message);
+            r.error_kind = e.kind.label().map(|_| e.kind);
+            return r;
+        }
+    };
+    let inputs = KeyInputs::for_stage(def, stage.version(), &params, &deps, fingerprint.as_ref());
     let failed = sh.state.lock().expect("state lock").failed.get(&def.name).map(|f| f.message.clone());
     let facts = Facts {
         def,
@@ -801,7 +810,8 @@ fn record_state(
         key: key.clone(),
         kind: def.kind.clone(),
         version: inputs.version,
-        params: def.params.clone(),
+        // As normalised, so `why` compares like with like.
+        params: inputs.params.clone(),
         cmd: def.cmd.clone(),
         env: def.env.clone(),
         deps: inputs.deps.to_vec(),

@@ -13,7 +13,7 @@
 //! ```no_run
 //! use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Registry, Shape, StageContext, StageFailure, TypedStage};
 //!
-//! #[derive(serde::Deserialize)]
+//! #[derive(serde::Deserialize, serde::Serialize)]
 //! struct Params { copies: usize }
 //! impl ParamsDoc for Params {
 //!     fn doc() -> Vec<ParamDoc> {

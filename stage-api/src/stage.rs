@@ -240,6 +240,18 @@ pub trait Stage: Send + Sync {
     fn params_doc(&self) -> Vec<crate::typed::ParamDoc> {
         Vec::new()
     }
+    /// The params as the key sees them: parsed, defaults filled in, in one
+    /// canonical form, so that writing a default out (`seed: 0`) or leaving
+    /// it to the kind is the same stage. Called only on params `check`
+    /// accepted. Default: the params as written.
+    fn normalised_params(&self, params: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
+        Ok(params.clone())
+    }
+    /// Whether the kind runs a `cmd`. A `cmd:` on a stage whose kind does
+    /// not is a spec error, not a silently ignored line. Default: false.
+    fn takes_cmd(&self) -> bool {
+        false
+    }
 }
 
 /// What [`Stage::fingerprint`] sees.

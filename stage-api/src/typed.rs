@@ -10,10 +10,10 @@
 //! parse and compile once. Every parse error goes through [`parse_params`],
 //! so every kind's errors name a field the same way.
 //!
-//! The key still holds the params as written, not as parsed and defaulted:
-//! an explicit default and an omitted one are different keys. Normalising
-//! them (the design's goal) would change every version hash, so it waits for
-//! a deliberate key-format change.
+//! The key holds the params as parsed, not as written: the adapter hands
+//! the engine `serde_json::to_value` of the parsed `Params`
+//! ([`Stage::normalised_params`]), so an explicit default and an omitted one
+//! are the same key, and so are `1e3` and `1000` for a float field.
 //!
 //! The crate docs show a whole kind.
 
@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::stage::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
@@ -126,8 +127,10 @@ pub trait TypedStage: Send + Sync + 'static {
     /// [`Stage::deterministic`].
     const DETERMINISTIC: bool = true;
     /// The params, deserialised from the stage's `params` object (serde
-    /// defaults fill what is omitted).
-    type Params: DeserializeOwned + ParamsDoc;
+    /// defaults fill what is omitted). Serialised again, they are what the
+    /// stage key holds, so `Serialize` must write every field, defaults
+    /// included, and nothing that varies between runs (no `HashMap`).
+    type Params: DeserializeOwned + Serialize + ParamsDoc;
     /// What `prepare` makes of the params: checked, with anything costly
     /// (regexes) compiled.
     type Prepared: Send + Sync + 'static;
@@ -304,16 +307,26 @@ impl<T: TypedStage> Stage for Typed<T> {
     fn params_doc(&self) -> Vec<ParamDoc> {
         T::Params::doc()
     }
+
+    fn normalised_params(&self, params: &Value) -> Result<Value, ParamError> {
+        let parsed: T::Params = parse_params(params)?;
+        serde_json::to_value(parsed)
+            .map_err(|e| ParamError::whole(format!("the parsed params of a `{}` stage do not serialise: {e}", T::KIND)))
+    }
+
+    fn takes_cmd(&self) -> bool {
+        T::NEEDS_CMD
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
     use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Deserialize, Serialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Item {
@@ -321,7 +334,7 @@ mod tests {
         n: Option<u32>,
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Deserialize, Serialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct P {
@@ -330,7 +343,7 @@ mod tests {
         inner: Option<Inner>,
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Deserialize, Serialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Inner {
@@ -428,6 +441,19 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("items"));
         let fp = FingerprintContext { cwd: std::path::Path::new("/"), deps: &deps, params: &two };
         assert_eq!(s.fingerprint(&fp).unwrap_err().message, "params.items: more items than deps");
+    }
+
+    #[test]
+    fn normalised_params_fill_defaults_in_one_form() {
+        let s = Typed::new(Counting(AtomicUsize::new(0)));
+        let omitted = s.normalised_params(&json!({"items": [{"url": "a"}]})).unwrap();
+        let explicit = s.normalised_params(&json!({"inner": null, "items": [{"n": null, "url": "a"}]})).unwrap();
+        assert_eq!(omitted, json!({"items": [{"url": "a", "n": null}], "inner": null}));
+        assert_eq!(omitted, explicit);
+        let other = s.normalised_params(&json!({"items": [{"url": "a", "n": 2}]})).unwrap();
+        assert_ne!(omitted, other);
+        assert!(s.normalised_params(&json!({"items": 3})).is_err());
+        assert!(!s.takes_cmd());
     }
 
     #[test]

@@ -30,9 +30,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
 use crate::support::{
     apportion, category_of, content_hash, par_map, pool, read_chunk, round4, Categories, ChunkReader, OnError,
@@ -42,7 +43,7 @@ use crate::support::{
 pub struct Balance;
 
 /// Params of `balance`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default = "default_category_field")]
@@ -145,6 +146,7 @@ impl TypedStage for Balance {
         let mut keys: Vec<(u32, u64)> = Vec::new();
         let mut bad = Vec::new();
         let mut malformed = 0;
+        let seen = FieldsSeen::new().name("category_field", &p.category_field);
         let mut reader = ChunkReader::open(dep)?;
         loop {
             let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
@@ -153,10 +155,12 @@ impl TypedStage for Balance {
                 break;
             }
             let found = par_map(&pool, &chunk, |(_, rec)| {
+                seen.observe(rec);
                 (category_of(rec, &p.category_field), content_hash(rec, p.seed, &[]))
             });
             keys.extend(found.into_iter().map(|(cat, h)| (cats.id(cat), h)));
         }
+        seen.check()?;
         let mut before = vec![0usize; cats.len()];
         for (c, _) in &keys {
             before[*c as usize] += 1;
@@ -371,8 +375,13 @@ mod tests {
         assert!(bad(json!({"cap": -1})).starts_with("cap: invalid value"));
         let e = run(Balance, &["{}\n{x\n"], &["o"], json!({"cap": 1}), 1).unwrap_err();
         assert!(e.contains("in0.jsonl:2: malformed JSON"), "{e}");
-        let r = run(Balance, &["{}\n{x\n{}\n"], &["o"], json!({"cap": 1, "on_error": "skip"}), 1).unwrap();
+        let ok = "{\"category\": \"a\"}\n{x\n{}\n";
+        let r = run(Balance, &[ok], &["o"], json!({"cap": 1, "on_error": "skip"}), 1).unwrap();
         assert_eq!(r.metric("malformed"), &json!(1));
-        assert_eq!(r.metric("after"), &json!({"(none)": 1}));
+        assert_eq!(r.metric("after"), &json!({"(none)": 1, "a": 1}));
+        // A category field no record has is a typo, not one big `(none)`.
+        let e = run(Balance, &[ok], &["o"], json!({"cap": 1, "category_field": "categroy", "on_error": "skip"}), 1)
+            .unwrap_err();
+        assert!(e.contains("no input record has a field `categroy` (did you mean `category`?)"), "{e}");
     }
 }

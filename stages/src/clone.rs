@@ -20,11 +20,11 @@ use std::process::{Command, Stdio};
 use dvx_stage_api::{
     Count, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// One repository to check out.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Repo {
     /// Folder name under outs[0].
@@ -41,7 +41,7 @@ fn head() -> String {
 }
 
 /// Params of `clone`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The repositories.

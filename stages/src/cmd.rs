@@ -3,10 +3,10 @@
 use std::process::{Command, Stdio};
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Params of `cmd`: any values, read only through `${params.NAME}` in `cmd`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Params(#[allow(dead_code)] serde_json::Value);
 
 impl ParamsDoc for Params {

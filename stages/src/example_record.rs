@@ -5,14 +5,14 @@
 //! `format: alpaca` writes `{"instruction": Q, "input": "", "output": A, "pattern": P, "source": S, ...}`.
 //! `pattern` is `grep`, `read` or `direct`; `source` is `path:line`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::records::Record;
 use crate::seeded::SplitMix64;
 
 /// Output record shape.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// OpenAI-chat `messages`.

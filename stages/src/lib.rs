@@ -13,6 +13,7 @@ mod cmd;
 mod dedup;
 mod example_record;
 mod fetch;
+mod field_check;
 mod filter;
 mod grep_sim;
 mod html_extract;

@@ -22,9 +22,10 @@ use std::collections::HashMap;
 
 use dvx_cache::canonical_json;
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::field_check::FieldsSeen;
 use crate::records::{field, record_text, Record, RecordWriter};
 use crate::support::{
     bad_line_record, digest, digest_bytes, normalize_text, par_map, pool, read_chunk, ChunkReader, OnError,
@@ -34,7 +35,7 @@ use crate::support::{
 pub struct Merge;
 
 /// Params of `merge`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default)]
@@ -153,6 +154,11 @@ impl TypedStage for Merge {
         let mut seen: HashMap<[u8; 16], (usize, usize)> = HashMap::new();
         let mut counts: Vec<InputCount> = Vec::new();
         let mut bad = Vec::new();
+        let fields = match p.dedup_key.as_deref() {
+            None => FieldsSeen::new(),
+            Some("text") => FieldsSeen::new().name_all("text_fields", &p.text_fields),
+            Some(path) => FieldsSeen::new().name("dedup_key", path),
+        };
         for (src, dep) in ctx.deps.iter().enumerate() {
             let mut c = InputCount::default();
             let mut reader = ChunkReader::open(dep)?;
@@ -167,7 +173,10 @@ impl TypedStage for Merge {
                 if chunk.is_empty() {
                     break;
                 }
-                let keys = par_map(&pool, &chunk, |(_, rec)| key_of(p, rec));
+                let keys = par_map(&pool, &chunk, |(_, rec)| {
+                    fields.observe(rec);
+                    key_of(p, rec)
+                });
                 for ((line, mut rec), key) in chunk.into_iter().zip(keys) {
                     c.records += 1;
                     let first = key.and_then(|k| match seen.get(&k) {
@@ -197,6 +206,7 @@ impl TypedStage for Merge {
             }
             counts.push(c);
         }
+        fields.check()?;
         let written = out.finish()?;
         if let Some(w) = dropped {
             w.finish()?;

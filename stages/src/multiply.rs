@@ -18,15 +18,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::example_record::Format;
+use crate::field_check::FieldsSeen;
 use crate::records::{field, value_text, Record, RecordReader, RecordWriter};
 use crate::seeded::{sample_indices, SplitMix64};
 
 /// A template: a prompt, or a prompt and an answer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Template {
     /// Just the prompt.
@@ -41,7 +42,7 @@ pub enum Template {
 }
 
 /// Type-specific template sets.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ByType {
     /// The record field holding the type (default `file_type`).
@@ -60,7 +61,7 @@ fn content() -> String {
 }
 
 /// Params of `multiply`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Templates for every record.
@@ -283,10 +284,15 @@ impl TypedStage for Multiply {
         // type -> (records, examples)
         let mut per_type: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let mut records = 0;
+        let mut seen = FieldsSeen::new().name_all("keep", &p.keep);
+        if let Some(f) = type_field {
+            seen = seen.name("by_type.field", f);
+        }
         for dep in ctx.deps {
             let label = dep_label(dep, ctx.cwd);
             for item in RecordReader::open(dep)? {
                 let (line, rec) = item?;
+                seen.observe(&rec);
                 records += 1;
                 let at = format!("{label}:{line}");
                 let ty = type_field.and_then(|f| field(&rec, f)).map(value_text);
@@ -324,6 +330,7 @@ impl TypedStage for Multiply {
             }
         }
 
+        seen.check()?;
         let produced = results.len();
         if produced < p.min {
             return Err(StageFailure::new(format!(

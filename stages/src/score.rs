@@ -37,9 +37,10 @@ use std::collections::BTreeMap;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use regex::{Regex, RegexBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::field_check::FieldsSeen;
 use crate::records::{field, record_text, turns, value_text, Record, RecordWriter};
 use crate::support::{category_of, par_map, pool, read_chunk, round4, Categories, ChunkReader, OnError};
 
@@ -47,7 +48,7 @@ use crate::support::{category_of, par_map, pool, read_chunk, round4, Categories,
 pub struct Score;
 
 /// Params of `score`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     features: Vec<FeatureSpec>,
@@ -104,7 +105,7 @@ fn one() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Kind {
     Turns,
@@ -116,7 +117,7 @@ enum Kind {
     Field,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FeatureSpec {
     feature: Kind,
@@ -273,10 +274,16 @@ impl Compiled {
                 Kind::RegexCount => f.regex.as_ref().map_or(0, |re| re.find_iter(subject).count()) as f64,
                 Kind::Field => {
                     let path = s.field.as_deref().unwrap_or_default();
-                    match (field(rec, path).and_then(Value::as_f64), s.default) {
+                    let got = field(rec, path);
+                    match (got.and_then(Value::as_f64), s.default) {
                         (Some(x), _) => x,
                         (None, Some(d)) => d,
-                        (None, None) => return Err(format!("field `{path}` is missing or not a number")),
+                        (None, None) => {
+                            return Err(match got {
+                                None => format!("{path} is missing (give the feature a `default`)"),
+                                Some(v) => format!("{path} is not a number: {v}"),
+                            })
+                        }
                     }
                 }
             };
@@ -312,8 +319,10 @@ impl TypedStage for Score {
         let mut kept = Stats::default();
         let mut sums = vec![0.0; c.features.len()];
         let mut writer = RecordWriter::create(&ctx.outs[0])?;
+        let seen = fields_read(c);
         let score_chunk = |chunk: &[(usize, Record)]| -> Result<Vec<(f64, Vec<f64>)>, StageFailure> {
             par_map(&pool, chunk, |(line, rec)| {
+                seen.observe(rec);
                 c.score(rec).map_err(|e| StageFailure::bad_input(format!("{}:{line}: {e}", dep.display())))
             })
             .into_iter()
@@ -340,6 +349,7 @@ impl TypedStage for Score {
                     }
                 }
             }
+            seen.check()?;
             threshold = p.min_score.map_or(Value::Null, |m| json!(m));
         } else {
             // Pass 1: one (score, category) per record.
@@ -360,6 +370,7 @@ impl TypedStage for Score {
                     scored.push((score, cat));
                 }
             }
+            seen.check()?;
             let (keep, cut) = select_top(&scored, p.top_k.unwrap_or(0), p.min_score, p.per_category);
             threshold = if p.per_category {
                 Value::Object(
@@ -414,6 +425,22 @@ impl TypedStage for Score {
         );
         Ok(m)
     }
+}
+
+/// The record fields the params name: the text fields, each feature's
+/// `field`, and the category field when `top_k` is per category.
+fn fields_read(c: &Compiled) -> FieldsSeen {
+    let p = &c.params;
+    let mut seen = FieldsSeen::new().name_all("text_fields", &p.text_fields);
+    for (i, f) in c.features.iter().enumerate() {
+        if let Some(path) = &f.spec.field {
+            seen = seen.name(format!("features.{i}.field"), path);
+        }
+    }
+    if p.per_category {
+        seen = seen.name("category_field", &p.category_field);
+    }
+    seen
 }
 
 /// Which records `top_k` keeps, and the lowest kept score per group
@@ -602,7 +629,16 @@ features:
             1,
         )
         .unwrap_err();
-        assert!(e.ends_with("in0.jsonl:1: field `n` is missing or not a number"), "{e}");
+        assert!(e.ends_with("in0.jsonl:1: n is missing (give the feature a `default`)"), "{e}");
+        let e = run(
+            Score,
+            &["{\"n\":1}\n{\"n\":\"8.5\"}\n"],
+            &["o"],
+            json!({"features": [{"feature": "field", "field": "n"}]}),
+            1,
+        )
+        .unwrap_err();
+        assert!(e.ends_with("in0.jsonl:2: n is not a number: \"8.5\""), "{e}");
     }
 
     #[test]

@@ -29,7 +29,8 @@ fn load(dir: &Path, file: &str, stages: &mut BTreeMap<String, (String, Value)>, 
 fn shipped_pipelines_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let registry = crate::builtin_registry();
-    for file in ["phase5.yaml", "phase6.yaml", "phase7.yaml", "phase7-github.yaml"] {
+    let mut kinds_seen = BTreeSet::new();
+    for file in ["phase5.yaml", "phase6.yaml", "phase7.yaml", "phase7-github.yaml", "v5_8_curated.yaml"] {
         let mut stages = BTreeMap::new();
         let mut order = Vec::new();
         load(&root.join("pipelines"), file, &mut stages, &mut order);
@@ -58,6 +59,14 @@ fn shipped_pipelines_check() {
             let params = stage.get("params").cloned().unwrap_or_else(|| Value::Object(Default::default()));
             k.check(&StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: None })
                 .unwrap_or_else(|e| panic!("{file}: stage `{name}`: {:?}: {}", e.field, e.message));
+            // The normalised params are params the kind accepts and a fixed
+            // point: what the key holds reads back as itself.
+            let norm = k.normalised_params(&params).unwrap();
+            k.check(&StageShape { params: &norm, deps: deps.len(), outs: outs.len(), cmd: None })
+                .unwrap_or_else(|e| panic!("{file}: stage `{name}` normalised: {:?}: {}", e.field, e.message));
+            assert_eq!(k.normalised_params(&norm).unwrap(), norm, "{file}: stage `{name}`");
+            kinds_seen.insert(kind.to_string());
         }
     }
+    assert!(kinds_seen.len() >= 10, "the shipped pipelines use most kinds: {kinds_seen:?}");
 }

@@ -29,9 +29,10 @@
 use std::collections::BTreeMap;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
 use crate::support::{
     apportion, category_of, content_hash, par_map, pool, read_chunk, round4, Categories, ChunkReader, OnError,
@@ -41,7 +42,7 @@ use crate::support::{
 pub struct Split;
 
 /// Params of `split`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default)]
@@ -76,7 +77,7 @@ impl ParamsDoc for Params {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Counts {
     #[serde(default)]
@@ -162,6 +163,10 @@ impl TypedStage for Split {
         // Streaming: place each record as it comes. Otherwise remember
         // (category, hash) and place records once all are known.
         let mut keys: Vec<(u32, u64)> = Vec::new();
+        let mut seen = FieldsSeen::new().name_all("hash_fields", &p.hash_fields);
+        if let Some(f) = &p.stratify_by {
+            seen = seen.name("stratify_by", f);
+        }
         let mut reader = ChunkReader::open(dep)?;
         loop {
             let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
@@ -169,7 +174,10 @@ impl TypedStage for Split {
             if chunk.is_empty() {
                 break;
             }
-            let hashes = par_map(&pool, &chunk, |(_, rec)| content_hash(rec, p.seed, &p.hash_fields));
+            let hashes = par_map(&pool, &chunk, |(_, rec)| {
+                seen.observe(rec);
+                content_hash(rec, p.seed, &p.hash_fields)
+            });
             if streaming {
                 for ((_, rec), h) in chunk.iter().zip(hashes) {
                     writers[by_hash(h) as usize].write(rec)?;
@@ -185,6 +193,7 @@ impl TypedStage for Split {
             }
         }
 
+        seen.check()?;
         let mut per_cat = vec![[0usize; 3]; cats.len()];
         if !streaming {
             let sides = self.place(p, &keys, &cats)?;

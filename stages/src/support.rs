@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use dvx_cache::canonical_json;
 use dvx_stage_api::StageFailure;
 use rayon::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::records::{field, BadLine, Record};
@@ -24,7 +24,7 @@ pub(crate) const CHUNK: usize = 2048;
 pub(crate) const NO_CATEGORY: &str = "(none)";
 
 /// What to do with a line that is not a JSON object.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum OnError {
     /// Stop the stage, naming the file and line.

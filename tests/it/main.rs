@@ -19,5 +19,6 @@ mod snapshots;
 mod status_truth;
 mod team_cache;
 mod trust;
+mod typos;
 mod versions;
 mod workspace_safety;

@@ -179,7 +179,7 @@ stages:
     params: {rules: {a: {contains: x}}}
 "#,
     );
-    p.write("in.jsonl", "{\"t\": \"x\"}\n{\"t\": \"y\"}\n");
+    p.write("in.jsonl", "{\"t\": \"x\", \"category\": \"a\"}\n{\"t\": \"y\", \"category\": \"b\"}\n");
     // A built-in kind writes its outs; a metrics file beside them needs a writer,
     // so `both` fails, naming the file, and the others still ran.
     let run = p.dvx(&["run"]);

@@ -213,7 +213,8 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
     }
     let fingerprint = crate::key::fingerprint(&pipeline.wdir, def, stage.as_ref())
         .map_err(|e| setup(format!("cannot fingerprint: {e}")))?;
-    let inputs = KeyInputs::for_stage(def, stage.version(), &deps, fingerprint.as_ref());
+    let params = crate::key::normalised_params(def, stage.as_ref()).map_err(|e| setup(e.message))?;
+    let inputs = KeyInputs::for_stage(def, stage.version(), &params, &deps, fingerprint.as_ref());
     let key = inputs.key();
     if key != spec.key {
         return Err(setup(format!(

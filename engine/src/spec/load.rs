@@ -263,6 +263,19 @@ fn resolve_stage(
                 };
                 return Err(err);
             }
+            if let Some(c) = &raw.cmd {
+                if !registry.get(&k.value).is_some_and(|s| s.takes_cmd()) {
+                    // A built-in never runs `cmd`: taking it silently would hide a mistake.
+                    let first_line = c.value.lines().next().unwrap_or("").len().max(1);
+                    let span = span_of(src, &c.referenced, first_line);
+                    return Err(src
+                        .error(span, format!("stage `{stage_name}` has `kind: {}` and a `cmd`", k.value), "not run")
+                        .with_help(format!(
+                            "a `{}` stage does not run a command: remove `cmd`, or remove `kind` to run it as a shell command",
+                            k.value
+                        )));
+                }
+            }
             k.value.clone()
         }
         (None, Some(_)) => "cmd".to_string(),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use rayon::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub use defs::{cleandoc, extract, Def, DefKind, FileFacts, Import};
@@ -26,7 +26,7 @@ use crate::records::{Record, RecordWriter};
 use crate::source_files::list_files;
 
 /// How many examples of each pattern to generate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Counts {
     /// Search examples.
@@ -44,7 +44,7 @@ impl Default for Counts {
 }
 
 /// Params of `ast-extract`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Params {
     /// Examples per pattern (default 300 / 150 / 100).

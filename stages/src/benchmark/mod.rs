@@ -32,6 +32,7 @@ use std::time::Instant;
 use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::{json, Value};
 
+use crate::field_check::FieldsSeen;
 use crate::records::{field, value_text, Record};
 use crate::train::{encode_record, eval_loss, load_model, run_on_pool, Example, TemplateParam};
 use params::{BenchParams, Task};
@@ -77,6 +78,16 @@ fn execute(
         }
         v
     };
+    // Before any model loads: a misspelt label field would score nothing.
+    let mut watched = FieldsSeen::new();
+    if p.task == Task::ToolChoice {
+        watched = watched.name("label_field", &p.label_field);
+    }
+    if let Some(f) = &p.exact_match_field {
+        watched = watched.name("exact_match_field", f);
+    }
+    records.iter().for_each(|(_, r)| watched.observe(r));
+    watched.check()?;
     let dev = p.device.open().map_err(fail)?;
     let mut rows = Vec::new();
     for (i, entry) in p.models.iter().enumerate() {

@@ -3,13 +3,13 @@
 use std::collections::BTreeSet;
 
 use dvx_stage_api::{ParamDoc, ParamError, ParamsDoc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::train::{DeviceParam, TemplateParam};
 
 /// One model dep: its display name and, for a LoRA adapter, the name of the
 /// entry holding its base.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ModelEntry {
     /// Just a name.
@@ -19,7 +19,7 @@ pub enum ModelEntry {
 }
 
 /// A model entry written out.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// Shown in the table.
@@ -47,7 +47,7 @@ impl ModelEntry {
 }
 
 /// What accuracy measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     /// Seed 004: does the answer grep, read a file, or answer directly?
@@ -59,7 +59,7 @@ pub enum Task {
 }
 
 /// How much worse than the baseline counts as a regression.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tolerance {
     /// Accuracy drop allowed, in percentage points.
@@ -75,7 +75,7 @@ impl Default for Tolerance {
 }
 
 /// All of `benchmark`'s params.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BenchParams {
     /// One entry per model dep, in order.

@@ -13,6 +13,7 @@ use super::params::IndexParams;
 use super::sigfile::{self, Entry, Header};
 use super::sketch::{read_chunks, Sketcher};
 use super::{source_name, SCHEME_VERSION};
+use crate::field_check::FieldsSeen;
 
 /// The `minhash-index` stage kind.
 pub struct MinhashIndex;
@@ -37,7 +38,8 @@ impl TypedStage for MinhashIndex {
         let (deps, out, cwd) = (ctx.deps, &ctx.outs[0], ctx.cwd);
         let sources = deps.iter().map(|d| source_name(cwd, d)).collect();
         let header = Header { spec: p.spec(), sources };
-        let sk = Sketcher::new(header.spec.clone(), p.num_perm, None);
+        let sk = Sketcher::new(header.spec.clone(), p.num_perm, None)
+            .watching(FieldsSeen::new().name_all("fields", &header.spec.fields));
         let mut writer = sigfile::Writer::create(out, &header)?;
         let mut seen = HashSet::new();
         let mut records = 0usize;
@@ -65,6 +67,7 @@ impl TypedStage for MinhashIndex {
             }
             Ok(())
         })?;
+        sk.check_fields()?;
         let distinct = writer.finish()?;
         let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
         writeln!(ctx.log, "minhash-index: {records} records, {distinct} distinct texts, {bytes} bytes")?;

@@ -90,6 +90,8 @@ use corpus::Corpus;
 use params::{DedupParams, Mode, SketchSpec};
 use sketch::Sketcher;
 
+use crate::field_check::FieldsSeen;
+
 pub use index::MinhashIndex;
 
 /// Version of the hash scheme; signature files carry it.
@@ -181,7 +183,13 @@ fn run(
         _ => p.bands_rows()?,
     };
     let spec = p.spec();
-    let input_sketcher = Sketcher::new(spec.clone(), bands * rows, Some(p.score_field.clone()));
+    // `score_field` only breaks ties when present, so the default is not
+    // required of the records; one named on purpose is.
+    let mut watched = FieldsSeen::new().name_all("fields", &p.fields);
+    if p.score_field != DedupParams::default().score_field {
+        watched = watched.name("score_field", &p.score_field);
+    }
+    let input_sketcher = Sketcher::new(spec.clone(), bands * rows, Some(p.score_field.clone())).watching(watched);
     let ref_sketcher = Sketcher::new(spec.clone(), bands * rows, None);
     let n_inputs = deps.len() - p.reference;
     let mut corpus = Corpus::new(bands, rows);
@@ -196,6 +204,7 @@ fn run(
         corpus.add_jsonl(&input_sketcher, dep, source_name(cwd, dep))?;
         progress.inc(bytes);
     }
+    input_sketcher.check_fields()?;
     corpus.end_inputs();
     for dep in &deps[n_inputs..] {
         let bytes = reading(dep);

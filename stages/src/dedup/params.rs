@@ -10,7 +10,7 @@ use super::lsh;
 pub const MAX_NUM_PERM: usize = 4096;
 
 /// Which duplicates to look for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Same normalised text only.
@@ -69,7 +69,7 @@ impl Default for Shingle {
 }
 
 /// `dedup` params.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupParams {
     /// `exact`, `near` or `both`.
@@ -157,7 +157,7 @@ impl ParamsDoc for IndexParams {
 }
 
 /// `minhash-index` params: the part of `dedup`'s that decides a signature.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexParams {
     /// As in `dedup`.

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::minhash::Permutations;
 use super::params::SketchSpec;
 use super::shingle;
+use crate::field_check::FieldsSeen;
 use crate::records::{self, BadLine, Record};
 
 /// Lines handed to the thread pool at once.
@@ -44,6 +45,8 @@ pub struct Sketcher {
     perms: Permutations,
     sig_len: usize,
     score_field: Option<String>,
+    /// The fields the params name, watched for typos.
+    fields: FieldsSeen,
 }
 
 impl Sketcher {
@@ -51,7 +54,19 @@ impl Sketcher {
     /// entries; `score_field` is read from records when given.
     pub fn new(spec: SketchSpec, sig_len: usize, score_field: Option<String>) -> Self {
         let perms = Permutations::new(spec.num_perm, spec.seed);
-        Sketcher { spec, perms, sig_len, score_field }
+        Sketcher { spec, perms, sig_len, score_field, fields: FieldsSeen::new() }
+    }
+
+    /// Watch the records parsed for the fields `fields` names; see
+    /// [`Sketcher::check_fields`].
+    pub fn watching(mut self, fields: FieldsSeen) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// Fail when a watched field occurs in no record parsed.
+    pub fn check_fields(&self) -> Result<(), StageFailure> {
+        self.fields.check()
     }
 
     /// Parse one line of `path`.
@@ -64,6 +79,7 @@ impl Sketcher {
             Ok(_) => return Err(bad("not a JSON object".into())),
             Err(e) => return Err(bad(format!("malformed JSON: {e}"))),
         };
+        self.fields.observe(&record);
         let score = match &self.score_field {
             None => f64::NEG_INFINITY,
             Some(f) => match records::field(&record, f) {

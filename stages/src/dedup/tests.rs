@@ -184,9 +184,16 @@ fn keeps_the_highest_score_then_the_first() {
     let r = dedup(dir.path(), &["in.jsonl"], &["out.jsonl", "clusters.jsonl"], json!({"score_field": "meta.q"}));
     assert_eq!(r.outs[0], "{\"text\":\"same\",\"meta\":{\"q\":\"9\"}}\n");
     assert_eq!(r.outs[1], "{\"kept\":1,\"dropped\":[0,2,3],\"jaccard\":[1.0,1.0,1.0]}\n");
-    // Without scores the first copy stays.
-    let r = dedup(dir.path(), &["in.jsonl"], &["first.jsonl"], json!({"score_field": "missing"}));
+    // Without scores (the default field, absent) the first copy stays.
+    let r = dedup(dir.path(), &["in.jsonl"], &["first.jsonl"], json!({}));
     assert_eq!(r.outs[0], "{\"text\":\"same\",\"meta\":{\"q\":3}}\n");
+    // A score field named on purpose must be somewhere.
+    let e = run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &["x.jsonl"], json!({"score_field": "meta.qq"}), 1)
+        .err()
+        .expect("a score field in no record fails");
+    assert!(e
+        .message
+        .starts_with("params.score_field: no input record has a field `meta.qq` (did you mean `meta.q`?)\n"));
 }
 
 fn reference_fixture(dir: &Path) {

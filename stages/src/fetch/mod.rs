@@ -25,12 +25,12 @@ use std::time::Duration;
 use dvx_stage_api::{
     Count, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Digest;
 
 /// One file to fetch.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     /// http(s) URL, `file://` URL or local path.
@@ -54,7 +54,7 @@ fn default_timeout() -> u64 {
 }
 
 /// Params of `fetch`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The files.

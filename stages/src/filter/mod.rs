@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
 use crate::support::{bad_line_record, category_of, par_map, pool, read_chunk, round4, ChunkReader, OnError};
 use rule::{parse_rules, Rule, Subject};
@@ -35,7 +36,7 @@ use rule::{parse_rules, Rule, Subject};
 pub struct Filter;
 
 /// Params of `filter`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default = "default_category_field")]
@@ -118,7 +119,8 @@ impl Tally {
 
 impl TypedStage for Filter {
     const KIND: &'static str = "filter";
-    const VERSION: u32 = 1;
+    // 2: a comparison on a missing or non-numeric field is its own reject reason.
+    const VERSION: u32 = 2;
     const DEPS: Count = Count::Exactly(1);
     const OUTS: Count = Count::Between(1, 2);
     const DEPS_ARE: &'static str = "JSONL";
@@ -142,6 +144,7 @@ impl TypedStage for Filter {
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut malformed = 0usize;
         let mut bad = Vec::new();
+        let seen = fields_read(c);
         loop {
             let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
             for b in bad.drain(..) {
@@ -155,10 +158,11 @@ impl TypedStage for Filter {
             }
             // (category, None = pass | Some((rule path, description)))
             let verdicts = par_map(&pool, &chunk, |(_, rec)| {
+                seen.observe(rec);
                 let cat = category_of(rec, &p.category_field);
                 let rule = c.rules.get(&cat).or(c.default.as_ref());
                 let miss = rule.and_then(|r| {
-                    r.test(&Subject::new(rec, &p.text_fields)).err().map(|m| (m.path().to_string(), m.describe()))
+                    r.test(&Subject::new(rec, &p.text_fields)).err().map(|m| (m.counted_as(), m.describe()))
                 });
                 (cat, miss)
             });
@@ -180,6 +184,7 @@ impl TypedStage for Filter {
                 }
             }
         }
+        seen.check()?;
         kept.finish()?;
         if let Some(w) = rejected {
             w.finish()?;
@@ -199,6 +204,20 @@ impl TypedStage for Filter {
         m.insert("rejected_by".into(), Value::Object(reasons.into_iter().map(|(k, n)| (k, json!(n))).collect()));
         Ok(m)
     }
+}
+
+/// The record fields the params name: the category field (when a rule is
+/// chosen by category), the text fields and every rule's `field`.
+fn fields_read(c: &Compiled) -> FieldsSeen {
+    let p = &c.params;
+    let mut seen = FieldsSeen::new();
+    if !c.rules.is_empty() {
+        seen = seen.name("category_field", &p.category_field);
+    }
+    seen = seen.name_all("text_fields", &p.text_fields);
+    let mut named = Vec::new();
+    c.rules.values().chain(&c.default).for_each(|r| r.named_fields(&mut named));
+    named.into_iter().fold(seen, |s, (param, field)| s.name(param, &field))
 }
 
 /// The pass-rate table: categories by pass rate (highest first, then name),

@@ -124,11 +124,26 @@ pub(crate) struct Miss<'r> {
     matched: bool,
     /// For `any` / `at_least`: how many children passed.
     passed: Option<usize>,
+    /// A comparison that could not be made: the field is missing or holds
+    /// another type. Its own reason, not the rule's text.
+    wrong: Option<WrongValue>,
+}
+
+/// Why a comparison could not be made.
+struct WrongValue {
+    /// `quality_score is missing`, `quality_score is not a number`.
+    what: String,
+    /// The value found, as JSON, when there was one.
+    value: Option<String>,
 }
 
 impl Miss<'_> {
     /// The readable reason: `"<path>: <label>"`.
     pub(crate) fn describe(&self) -> String {
+        if let Some(w) = &self.wrong {
+            let value = w.value.as_ref().map(|v| format!(": {v}")).unwrap_or_default();
+            return format!("{}: {}{value}", self.rule.path, w.what);
+        }
         let mut s = format!("{}: ", self.rule.path);
         if self.matched {
             s.push_str("matched ");
@@ -140,9 +155,15 @@ impl Miss<'_> {
         s
     }
 
-    /// The param path of the deciding rule.
-    pub(crate) fn path(&self) -> &str {
-        &self.rule.path
+    /// What the reject is counted under: the deciding rule's param path,
+    /// or for a comparison that could not be made, that path and why
+    /// (`rules.CRUD: quality_score is not a number`), so wrong data is
+    /// counted apart from records that fail the rule.
+    pub(crate) fn counted_as(&self) -> String {
+        match &self.wrong {
+            Some(w) => format!("{}: {}", self.rule.path, w.what),
+            None => self.rule.path.clone(),
+        }
     }
 }
 
@@ -296,19 +317,45 @@ impl Rule {
         Ok(Rule { node, field: field_path, and_not, path: path.into(), label, full })
     }
 
+    /// The record fields this rule and those below it read, each with the
+    /// param path naming it (`rules.CRUD.of.1.field`). `exists` rules are
+    /// left out: a field absent from every record may be what they check.
+    pub(crate) fn named_fields(&self, out: &mut Vec<(String, String)>) {
+        if let (Some(f), false) = (&self.field, matches!(self.node, Node::Exists(_))) {
+            out.push((join(&self.path, "field"), f.clone()));
+        }
+        match &self.node {
+            Node::All(kids) | Node::Any(kids) | Node::AtLeast(_, kids) => kids.iter().for_each(|k| k.named_fields(out)),
+            Node::Not(inner) => inner.named_fields(out),
+            _ => {}
+        }
+        if let Some(an) = &self.and_not {
+            an.named_fields(out);
+        }
+    }
+
     /// Does the record pass?
     pub(crate) fn test<'r>(&'r self, s: &Subject<'_>) -> Result<(), Miss<'r>> {
         self.test_node(s)?;
         if let Some(an) = &self.and_not {
             if an.test(s).is_ok() {
-                return Err(Miss { rule: an, matched: true, passed: None });
+                return Err(Miss { rule: an, matched: true, passed: None, wrong: None });
             }
         }
         Ok(())
     }
 
     fn test_node<'r>(&'r self, s: &Subject<'_>) -> Result<(), Miss<'r>> {
-        let miss = |passed| Err(Miss { rule: self, matched: false, passed });
+        let miss = |passed| Err(Miss { rule: self, matched: false, passed, wrong: None });
+        let wrong = |what: String, value: Option<&Value>| {
+            Err(Miss {
+                rule: self,
+                matched: false,
+                passed: None,
+                wrong: Some(WrongValue { what, value: value.map(Value::to_string) }),
+            })
+        };
+        let subject = self.field.as_deref().unwrap_or_default();
         let ok = match &self.node {
             Node::Contains { needles, any, ci } => {
                 let owned;
@@ -348,6 +395,9 @@ impl Rule {
             }
             Node::Eq { value, negate } => {
                 let got = self.field.as_deref().and_then(|f| field(s.record, f));
+                if got.is_none() && !*negate {
+                    return wrong(format!("{subject} is missing"), None);
+                }
                 let same = match (got, value) {
                     (Some(Value::Number(a)), Value::Number(b)) => a.as_f64() == b.as_f64(),
                     (Some(a), b) => a == b,
@@ -356,9 +406,11 @@ impl Rule {
                 same != *negate
             }
             Node::Cmp { op, n } => {
-                match self.field.as_deref().and_then(|f| field(s.record, f)).and_then(Value::as_f64) {
-                    None => false,
-                    Some(x) => match op {
+                let got = self.field.as_deref().and_then(|f| field(s.record, f));
+                match got.map(|v| (v, v.as_f64())) {
+                    None => return wrong(format!("{subject} is missing"), None),
+                    Some((v, None)) => return wrong(format!("{subject} is not a number"), Some(v)),
+                    Some((_, Some(x))) => match op {
                         Cmp::Gt => x > *n,
                         Cmp::Ge => x >= *n,
                         Cmp::Lt => x < *n,
@@ -509,7 +561,11 @@ mod tests {
         assert_eq!(run(&json!({"field": "tags", "min_len": 2}), &r), Ok(()));
         assert_eq!(run(&json!({"field": "name", "max_len": 2}), &r), Err("rules.X: len(name) <= 2".into()));
         assert_eq!(run(&json!({"field": "missing", "exists": false}), &r), Ok(()));
-        assert_eq!(run(&json!({"field": "missing", "gt": 0}), &r), Err("rules.X: missing > 0".into()));
+        // A comparison that cannot be made says why, not the rule's text.
+        assert_eq!(run(&json!({"field": "missing", "gt": 0}), &r), Err("rules.X: missing is missing".into()));
+        assert_eq!(run(&json!({"field": "name", "ge": 1}), &r), Err(r#"rules.X: name is not a number: "Bob""#.into()));
+        assert_eq!(run(&json!({"field": "missing", "eq": 1}), &r), Err("rules.X: missing is missing".into()));
+        assert_eq!(run(&json!({"field": "missing", "ne": 1}), &r), Ok(()));
         assert_eq!(run(&json!({"field": "name", "contains": "ob", "case_insensitive": true}), &r), Ok(()));
     }
 

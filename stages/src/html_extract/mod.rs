@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::example_record::{count_metrics, fill, pick, to_record, Example, Format};
@@ -28,7 +28,7 @@ use crate::source_files::{line_of, line_starts, list_files};
 use knowledge::CONCEPTS;
 
 /// How many examples of each pattern to generate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Counts {
     /// Search examples.
@@ -46,7 +46,7 @@ impl Default for Counts {
 }
 
 /// Params of `html-extract`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Params {
     /// Examples per pattern.

@@ -1,7 +1,7 @@
 //! The `train` stage's params.
 
 use dvx_stage_api::{ParamDoc, ParamError, ParamsDoc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::lora::LoraParams;
 use super::model::ArchConfig;
@@ -10,7 +10,7 @@ use super::template::TemplateParam;
 use super::tokenizer::EosSpec;
 
 /// Where tensors live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceParam {
     /// The CPU (deterministic).
@@ -41,7 +41,7 @@ impl DeviceParam {
 }
 
 /// Positional encoding of a model trained from scratch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Positions {
     /// Rotary (as Llama).
@@ -51,7 +51,7 @@ pub enum Positions {
 }
 
 /// `model:` — the architecture of a model trained from scratch.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelParams {
     /// Transformer blocks.
@@ -116,7 +116,7 @@ impl ModelParams {
 }
 
 /// All of `train`'s params.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
     /// Architecture when training from scratch (not allowed with a base).

@@ -8,7 +8,7 @@ use crate::records::{detect_shape, Record, Shape};
 
 /// The `template` param: a preset name, a one-turn string with `{user}` and
 /// `{assistant}` (and optionally `{system}`), or per-role prefixes/suffixes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TemplateParam {
     /// `auto`, `alpaca`, `chat`, `chatml`, `plain`, or a string with placeholders.

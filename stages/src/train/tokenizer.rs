@@ -138,7 +138,7 @@ impl Tok {
 }
 
 /// The end-of-sequence token, by text or id.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EosSpec {
     /// A token id.

@@ -37,9 +37,10 @@ mod report;
 use std::collections::BTreeMap;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
 use crate::support::{bad_line_record, file_name, par_map, pool, read_chunk, ChunkReader, OnError};
 use collect::{facts, Totals};
@@ -49,7 +50,7 @@ use report::Check;
 pub struct Validate;
 
 /// Params of `validate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default)]
@@ -137,6 +138,21 @@ impl ParamsDoc for Params {
 fn yes() -> bool {
     true
 }
+/// The record fields the params name and must find somewhere. The schema
+/// rules (`required_fields`, `types`, `non_empty`) report missing fields
+/// themselves; the category and score fields are summarised when present,
+/// so only one named other than the default is required of the records.
+fn fields_read(p: &Params) -> FieldsSeen {
+    let mut seen = FieldsSeen::new().name_all("text_fields", &p.text_fields);
+    if p.category_field != default_category_field() {
+        seen = seen.name("category_field", &p.category_field);
+    }
+    if p.score_field != default_score_field() {
+        seen = seen.name("score_field", &p.score_field);
+    }
+    seen
+}
+
 fn default_category_field() -> String {
     "category".into()
 }
@@ -151,7 +167,7 @@ fn default_examples() -> usize {
 }
 
 /// A JSON type a field may be required to have.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum JsonType {
     String,
@@ -251,6 +267,7 @@ impl TypedStage for Validate {
         let mut rejects = ctx.outs.get(3).map(|o| RecordWriter::create(o)).transpose()?;
         let mut t = Totals::default();
         let mut bad = Vec::new();
+        let seen = fields_read(p);
         for dep in ctx.deps {
             let name = file_name(dep);
             let before = t.records;
@@ -266,13 +283,17 @@ impl TypedStage for Validate {
                 if chunk.is_empty() {
                     break;
                 }
-                let found = par_map(&pool, &chunk, |(_, rec)| facts(p, rec));
+                let found = par_map(&pool, &chunk, |(_, rec)| {
+                    seen.observe(rec);
+                    facts(p, rec)
+                });
                 for ((line, _), f) in chunk.iter().zip(found) {
                     t.add(f, || format!("{name}:{line}"), p.examples);
                 }
             }
             t.inputs.push((name, t.records - before));
         }
+        seen.check()?;
         if let Some(w) = rejects {
             w.finish()?;
         }
