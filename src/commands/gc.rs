@@ -52,10 +52,11 @@ pub fn gc(
         println!("{verb} version {v}");
     }
     println!(
-        "{verb} {} versions, {} run entries, {} objects ({} bytes), {} temp files; kept {} versions",
+        "{verb} {} versions, {} run entries, {} objects{} ({} bytes), {} temp files; kept {} versions",
         report.versions.len(),
         report.runs,
         report.objects,
+        if report.chunks > 0 { format!(" and {} chunks of large objects", report.chunks) } else { String::new() },
         report.bytes,
         report.temps,
         kept.len()
