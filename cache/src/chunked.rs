@@ -74,21 +74,21 @@ impl Cache {
         let chunks_dir = self.dir(Bucket::Chunks);
         let tmp_dir = self.tmp_dir();
         let mode = self.file_mode(true);
-        chunking::split(file, path, |bytes| {
-            whole.update(bytes);
-            let hash = Hash::of_bytes(bytes);
-            let dest = crate::store::shard_path(&chunks_dir, &hash);
-            if !batch.has(&dest) && !dest.exists() {
-                let tmp = atomic::temp_path(&tmp_dir);
-                let written = File::create(&tmp).and_then(|mut f| f.write_all(bytes));
-                if let Err(e) = written {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e).at(&tmp);
+        chunking::split(file, path, &mut whole, |round| {
+            for (bytes, hash) in round.iter().zip(hash_in_parallel(round)) {
+                let dest = crate::store::shard_path(&chunks_dir, &hash);
+                if !batch.has(&dest) && !dest.exists() {
+                    let tmp = atomic::temp_path(&tmp_dir);
+                    let written = File::create(&tmp).and_then(|mut f| f.write_all(bytes));
+                    if let Err(e) = written {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(e).at(&tmp);
+                    }
+                    atomic::set_mode(&tmp, mode)?;
+                    batch.add(tmp, dest);
                 }
-                atomic::set_mode(&tmp, mode)?;
-                batch.add(tmp, dest);
+                chunks.push((hash, bytes.len() as u32));
             }
-            chunks.push((hash, bytes.len() as u32));
             Ok(())
         })?;
         let hash = Hash::from_blake3(whole.finalize());
@@ -281,6 +281,18 @@ impl Cache {
         }
         Ok(v)
     }
+}
+
+/// The blake3 of each chunk, the second half hashed on a second thread.
+fn hash_in_parallel(chunks: &[&[u8]]) -> Vec<Hash> {
+    let (first, second) = chunks.split_at(chunks.len() / 2);
+    let hash_all = |part: &[&[u8]]| part.iter().map(|c| Hash::of_bytes(c)).collect::<Vec<_>>();
+    std::thread::scope(|s| {
+        let later = s.spawn(|| hash_all(second));
+        let mut hashes = hash_all(first);
+        hashes.extend(later.join().expect("hashing thread"));
+        hashes
+    })
 }
 
 fn file_len(path: &Path) -> u64 {

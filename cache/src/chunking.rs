@@ -36,14 +36,26 @@ pub(crate) const MAX_LIST_BYTES: u64 = MAX_CHUNKS as u64 * 96 + 4096;
 const READ_AHEAD: usize = 8 * MAX_CHUNK as usize;
 
 /// Split everything `source` yields into content-defined chunks, calling
-/// `each` with every chunk in order. The cut points are those of
+/// `each` with the chunks found in each buffer read (in order), and feed
+/// every byte to `whole` on the way. The cut points are those of
 /// `fastcdc::v2020` with the sizes above, whatever the read sizes; `path`
 /// names the source in read errors.
-pub(crate) fn split(mut source: impl Read, path: &Path, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+///
+/// `whole` is updated on a second thread while this one looks for the cut
+/// points (the slower of the two), so hashing the whole content costs little
+/// wall time on top of chunking it.
+pub(crate) fn split(
+    mut source: impl Read,
+    path: &Path,
+    whole: &mut blake3::Hasher,
+    mut each: impl FnMut(&[&[u8]]) -> Result<()>,
+) -> Result<()> {
     let mut buf = vec![0u8; READ_AHEAD];
     let mut len = 0; // valid bytes in `buf`
     let mut eof = false;
+    let mut cuts: Vec<(usize, usize)> = Vec::new();
     loop {
+        let fresh_from = len;
         while !eof && len < buf.len() {
             match source.read(&mut buf[len..]) {
                 Ok(0) => eof = true,
@@ -52,20 +64,28 @@ pub(crate) fn split(mut source: impl Read, path: &Path, mut each: impl FnMut(&[u
                 Err(e) => return Err(e).at(path),
             }
         }
-        let cdc = fastcdc::v2020::FastCDC::new(&buf[..len], MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
-        let mut start = 0;
-        // Before the end of the source a cut is only final when a whole
-        // maximal chunk lies ahead; otherwise read more first.
-        while start < len && (eof || len - start >= MAX_CHUNK as usize) {
-            let (_, end) = cdc.cut(start, len - start);
-            each(&buf[start..end])?;
-            start = end;
-        }
+        let filled = &buf[..len];
+        cuts.clear();
+        std::thread::scope(|s| {
+            s.spawn(|| whole.update(&filled[fresh_from..]));
+            let cdc = fastcdc::v2020::FastCDC::new(filled, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
+            let mut start = 0;
+            // Before the end of the source a cut is only final when a whole
+            // maximal chunk lies ahead; otherwise read more first.
+            while start < len && (eof || len - start >= MAX_CHUNK as usize) {
+                let (_, end) = cdc.cut(start, len - start);
+                cuts.push((start, end));
+                start = end;
+            }
+        });
+        let round: Vec<&[u8]> = cuts.iter().map(|&(a, b)| &filled[a..b]).collect();
+        each(&round)?;
         if eof {
             return Ok(());
         }
-        buf.copy_within(start..len, 0);
-        len -= start;
+        let consumed = cuts.last().map_or(0, |c| c.1);
+        buf.copy_within(consumed..len, 0);
+        len -= consumed;
     }
 }
 
@@ -147,11 +167,13 @@ pub(crate) mod tests {
             }
         }
         let mut v = Vec::new();
-        split(Trickle(bytes, read_size), Path::new("test"), |c| {
-            v.push(c.len());
+        let mut whole = blake3::Hasher::new();
+        split(Trickle(bytes, read_size), Path::new("test"), &mut whole, |round| {
+            v.extend(round.iter().map(|c| c.len()));
             Ok(())
         })
         .unwrap();
+        assert_eq!(whole.finalize(), blake3::hash(bytes), "every byte is hashed, in order");
         v
     }
 

@@ -387,8 +387,7 @@ impl Cache {
                     for (rel, w) in walk(path, escaping)? {
                         entries.push(match w {
                             Walked::File(abs, meta) => {
-                                let known = stat.hash_with_meta(&abs, &meta)?;
-                                let hash = self.stage_file(&abs, Some(&known), &mut batch)?;
+                                let hash = self.store_file(&abs, &meta, stat, &mut batch)?;
                                 TreeEntry { path: rel, exec: is_exec(&meta), hash, link: None }
                             }
                             Walked::Link(target) => {
@@ -401,8 +400,7 @@ impl Cache {
                     let hash = self.stage_bytes(&manifest_bytes(entries), &mut batch)?;
                     out.push((OutputKind::Dir, hash));
                 } else {
-                    let known = stat.hash_with_meta(path, &meta)?;
-                    out.push((OutputKind::File, self.stage_file(path, Some(&known), &mut batch)?));
+                    out.push((OutputKind::File, self.store_file(path, &meta, stat, &mut batch)?));
                 }
             }
             Ok(())
@@ -436,6 +434,20 @@ impl Cache {
             batch.add(tmp, dest);
         }
         Ok(hash)
+    }
+
+    /// Stage one file of `put_paths`, unless its object is already stored.
+    fn store_file(&self, path: &Path, meta: &std::fs::Metadata, stat: &mut StatCache, batch: &mut Batch) -> Result<Hash> {
+        if crate::chunked::stored_chunked(meta.len()) && stat.lookup(path, meta).is_none() {
+            // Hashing first, only to find whether the object is stored,
+            // would read a large file one more time: chunking hashes the
+            // whole content on the way, and writes only chunks not stored.
+            let hash = self.stage_chunked(path, batch)?;
+            stat.record(path, meta, &hash);
+            return Ok(hash);
+        }
+        let known = stat.hash_with_meta(path, meta)?;
+        self.stage_file(path, Some(&known), batch)
     }
 
     /// Copy a file into `tmp/` while hashing it (so what we name is exactly
