@@ -173,7 +173,9 @@ impl Cache {
                     }
                     why
                 }
-                Err(CacheError::Corrupt { actual, .. }) => format!("its chunks reassemble to bytes that hash to {actual}"),
+                Err(CacheError::Corrupt { actual, .. }) => {
+                    format!("its chunks reassemble to bytes that hash to {actual}")
+                }
                 Err(e) => return Err(e),
             };
             report.damaged.push((hash.clone(), why));

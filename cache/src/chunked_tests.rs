@@ -210,7 +210,8 @@ fn gc_keeps_the_chunks_of_kept_objects_only() {
     // Everything written so far is old, so only the version keeps it.
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     for bucket in [Bucket::ChunkLists, Bucket::Chunks, Bucket::Versions] {
-        for entry in walkdir::WalkDir::new(cache.dir(bucket)).into_iter().flatten().filter(|e| e.file_type().is_file()) {
+        for entry in walkdir::WalkDir::new(cache.dir(bucket)).into_iter().flatten().filter(|e| e.file_type().is_file())
+        {
             File::open(entry.path()).unwrap().set_modified(hour_ago).unwrap();
         }
     }

@@ -437,7 +437,13 @@ impl Cache {
     }
 
     /// Stage one file of `put_paths`, unless its object is already stored.
-    fn store_file(&self, path: &Path, meta: &std::fs::Metadata, stat: &mut StatCache, batch: &mut Batch) -> Result<Hash> {
+    fn store_file(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        stat: &mut StatCache,
+        batch: &mut Batch,
+    ) -> Result<Hash> {
         if crate::chunked::stored_chunked(meta.len()) && stat.lookup(path, meta).is_none() {
             // Hashing first, only to find whether the object is stored,
             // would read a large file one more time: chunking hashes the

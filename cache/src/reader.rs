@@ -28,7 +28,7 @@ pub struct ObjectReader {
 #[derive(Debug)]
 enum Body {
     Whole { file: File, path: PathBuf },
-    Chunked(Chunks),
+    Chunked(Box<Chunks>),
 }
 
 /// Where a chunked object's read has got to.
@@ -111,8 +111,11 @@ impl ObjectReader {
             }
             let actual = Hash::from_blake3(open.hasher.finalize());
             if actual != open.hash {
-                let corrupt =
-                    CacheError::CorruptChunk { hash: hash.to_string(), chunk: open.hash.to_string(), actual: actual.to_string() };
+                let corrupt = CacheError::CorruptChunk {
+                    hash: hash.to_string(),
+                    chunk: open.hash.to_string(),
+                    actual: actual.to_string(),
+                };
                 return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, corrupt));
             }
             c.current = None;
@@ -154,7 +157,7 @@ impl Cache {
         let body = match open_regular(&path) {
             Ok(file) => Body::Whole { file, path },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.read_chunk_list(hash)? {
-                Some(list) => Body::Chunked(self.chunk_cursor(hash, list)),
+                Some(list) => Body::Chunked(Box::new(self.chunk_cursor(hash, list))),
                 None => return Err(CacheError::MissingObject(hash.to_string())),
             },
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == std::io::ErrorKind::Other => {
@@ -168,7 +171,11 @@ impl Cache {
     /// Read a chunked object through its list even where a whole copy also
     /// exists (verify checks each form).
     pub(crate) fn open_chunked(&self, hash: &Hash, list: ChunkList) -> ObjectReader {
-        ObjectReader { hash: hash.clone(), hasher: blake3::Hasher::new(), body: Body::Chunked(self.chunk_cursor(hash, list)) }
+        ObjectReader {
+            hash: hash.clone(),
+            hasher: blake3::Hasher::new(),
+            body: Body::Chunked(Box::new(self.chunk_cursor(hash, list))),
+        }
     }
 
     fn chunk_cursor(&self, hash: &Hash, list: ChunkList) -> Chunks {
