@@ -7,6 +7,11 @@
 pub enum Bucket {
     /// `objects-v1/ab/cdef…`: file bytes and folder manifests, named by blake3.
     Objects,
+    /// `chunked-v1/ab/cdef…`: the chunk list of an object stored as chunks,
+    /// named by the blake3 of the object's whole content.
+    ChunkLists,
+    /// `chunks-v1/ab/cdef…`: the chunks of large objects, named by blake3.
+    Chunks,
     /// `runs-v1/ab/<key>.json`: run-cache entries.
     Runs,
     /// `versions-v1/<hash>.json`: version records.
@@ -28,8 +33,10 @@ pub enum Bucket {
 
 impl Bucket {
     /// Every bucket.
-    pub const ALL: [Bucket; 9] = [
+    pub const ALL: [Bucket; 11] = [
         Bucket::Objects,
+        Bucket::ChunkLists,
+        Bucket::Chunks,
         Bucket::Runs,
         Bucket::Versions,
         Bucket::Locks,
@@ -44,6 +51,8 @@ impl Bucket {
     pub fn dir_name(self) -> &'static str {
         match self {
             Bucket::Objects => "objects-v1",
+            Bucket::ChunkLists => "chunked-v1",
+            Bucket::Chunks => "chunks-v1",
             Bucket::Runs => "runs-v1",
             Bucket::Versions => "versions-v1",
             Bucket::Locks => "locks-v1",

@@ -22,6 +22,24 @@ pub enum CacheError {
         /// What its bytes hash to.
         actual: String,
     },
+    /// A chunk of a chunked object is missing, so the object is too.
+    #[error("object {hash} is incomplete (its chunk {chunk} is not in the cache)")]
+    MissingChunk {
+        /// The name of the object.
+        hash: String,
+        /// The chunk that is absent.
+        chunk: String,
+    },
+    /// A chunk's bytes do not match its name.
+    #[error("object {hash} is corrupt (its chunk {chunk} hashes to {actual})")]
+    CorruptChunk {
+        /// The name of the object being read.
+        hash: String,
+        /// The name of the chunk.
+        chunk: String,
+        /// What the chunk's bytes hash to.
+        actual: String,
+    },
     /// A stored record cannot be read.
     #[error("{path}: bad record: {message}")]
     BadRecord {
@@ -40,7 +58,14 @@ impl CacheError {
     /// object, a damaged record), as opposed to a local failure such as a
     /// full workspace disk. Only the former justifies dropping a run entry.
     pub fn is_damage(&self) -> bool {
-        matches!(self, CacheError::MissingObject(_) | CacheError::Corrupt { .. } | CacheError::BadRecord { .. })
+        matches!(
+            self,
+            CacheError::MissingObject(_)
+                | CacheError::Corrupt { .. }
+                | CacheError::MissingChunk { .. }
+                | CacheError::CorruptChunk { .. }
+                | CacheError::BadRecord { .. }
+        )
     }
 }
 

@@ -51,7 +51,9 @@ pub struct GcReport {
     pub runs: usize,
     /// How many objects were removed.
     pub objects: usize,
-    /// The bytes those objects held.
+    /// Chunks of large objects removed (no kept object uses them).
+    pub chunks: usize,
+    /// The bytes those objects and chunks held.
     pub bytes: u64,
     /// Temp files removed.
     pub temps: usize,
@@ -140,6 +142,7 @@ impl Cache {
                 let _ = std::fs::remove_file(self.object_path(h));
             }
         }
+        self.sweep_chunked(&live_objects, &recent, opts.dry_run, &mut report)?;
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);
         for tmp in read_dir_sorted(&self.tmp_dir())? {
             let old = std::fs::metadata(&tmp).and_then(|m| m.modified()).map(|t| t < hour_ago).unwrap_or(false);

@@ -6,6 +6,8 @@
 //! ```text
 //! CACHEDIR.TAG
 //! objects-v1/ab/cdef…     file bytes, or a folder manifest (JSON), named by blake3
+//! chunked-v1/ab/cdef…     large objects: the chunk list (JSON), named by the blake3 of the whole content
+//! chunks-v1/ab/cdef…      their content-defined chunks, named by blake3 (`chunking.rs`)
 //! runs-v1/ab/<key>.json   run-cache entries
 //! versions-v1/<hash>.json version records
 //! locks-v1/<key>.lock     one lock file per stage key (OS file locks)
@@ -22,6 +24,8 @@
 
 mod atomic;
 mod bucket;
+mod chunked;
+mod chunking;
 mod error;
 mod gc;
 mod hash;
@@ -38,6 +42,7 @@ mod versions;
 mod workspaces;
 
 pub use bucket::Bucket;
+pub use chunking::{AVG_CHUNK, CHUNKED_FROM, MAX_CHUNK, MAX_CHUNKS, MIN_CHUNK};
 pub use error::{CacheError, Result};
 pub use gc::{GcOptions, GcReport, RemovedVersion};
 pub use hash::{hash_file, Hash, StageKey};

@@ -12,12 +12,28 @@ use crate::hash::{open_regular, Hash};
 use crate::stat::StatCache;
 use crate::store::Cache;
 
-/// New objects waiting in `tmp/` for one sync and their renames.
+/// New objects waiting in `tmp/` for one sync and their renames, in order
+/// (a chunked object's chunks before its list).
 #[derive(Default)]
-struct Batch {
+pub(crate) struct Batch {
     pending: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The destinations in `pending`, to stage each once.
+    dests: std::collections::HashSet<std::path::PathBuf>,
     /// Objects the batch refers to besides the outputs themselves (folder entries).
     pinned: Vec<Hash>,
+}
+
+impl Batch {
+    /// Stage the complete temp file `tmp` to become `dest`.
+    pub(crate) fn add(&mut self, tmp: std::path::PathBuf, dest: std::path::PathBuf) {
+        self.dests.insert(dest.clone());
+        self.pending.push((tmp, dest));
+    }
+
+    /// Whether `dest` is already staged.
+    pub(crate) fn has(&self, dest: &Path) -> bool {
+        self.dests.contains(dest)
+    }
 }
 
 /// Whether an output is a file or a folder.
@@ -282,9 +298,10 @@ fn folder_identity(files: &[(String, Walked)]) -> Hash {
 }
 
 impl Cache {
-    /// Whether an object is present.
+    /// Whether an object is present: stored whole, or as a well-formed
+    /// chunk list whose chunks are all there.
     pub fn has_object(&self, hash: &Hash) -> bool {
-        self.object_path(hash).exists()
+        self.object_path(hash).exists() || self.has_chunked(hash)
     }
 
     /// Store bytes; returns their hash.
@@ -310,10 +327,28 @@ impl Cache {
             r.read_to_end(&mut bytes).map_err(|e| r.error(e))?;
             Ok(bytes)
         });
-        if let Err(CacheError::Corrupt { .. }) = read {
-            self.quarantine(hash);
+        if let Err(e) = &read {
+            self.quarantine_damage(e);
         }
         read
+    }
+
+    /// Quarantine what a read found corrupt: the object's file (whole, or
+    /// its chunk list when its chunks reassemble wrong) or the chunk.
+    fn quarantine_damage(&self, e: &CacheError) {
+        match e {
+            CacheError::Corrupt { hash, .. } => {
+                if let Some(h) = Hash::parse(hash) {
+                    self.quarantine(&h);
+                }
+            }
+            CacheError::CorruptChunk { chunk, .. } => {
+                if let Some(c) = Hash::parse(chunk) {
+                    self.quarantine_chunk(&c);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Move an object whose bytes do not match its name out of the way, so
@@ -323,7 +358,9 @@ impl Cache {
         if self.ensure_dir(&q).is_ok() {
             let nanos =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-            let _ = std::fs::rename(self.object_path(hash), q.join(format!("{hash}-{nanos}")));
+            let whole = self.object_path(hash);
+            let path = if whole.symlink_metadata().is_ok() { whole } else { self.chunk_list_path(hash) };
+            let _ = std::fs::rename(path, q.join(format!("{hash}-{nanos}")));
             tracing::warn!("object {} is corrupt; moved to {}", hash.short(), q.display());
         }
     }
@@ -350,8 +387,7 @@ impl Cache {
                     for (rel, w) in walk(path, escaping)? {
                         entries.push(match w {
                             Walked::File(abs, meta) => {
-                                let known = stat.hash_with_meta(&abs, &meta)?;
-                                let hash = self.stage_file(&abs, Some(&known), &mut batch)?;
+                                let hash = self.store_file(&abs, &meta, stat, &mut batch)?;
                                 TreeEntry { path: rel, exec: is_exec(&meta), hash, link: None }
                             }
                             Walked::Link(target) => {
@@ -364,8 +400,7 @@ impl Cache {
                     let hash = self.stage_bytes(&manifest_bytes(entries), &mut batch)?;
                     out.push((OutputKind::Dir, hash));
                 } else {
-                    let known = stat.hash_with_meta(path, &meta)?;
-                    out.push((OutputKind::File, self.stage_file(path, Some(&known), &mut batch)?));
+                    out.push((OutputKind::File, self.store_file(path, &meta, stat, &mut batch)?));
                 }
             }
             Ok(())
@@ -392,24 +427,47 @@ impl Cache {
         let dest = self.object_path(&hash);
         if dest.exists() {
             touch(&dest);
-        } else if !batch.pending.iter().any(|(_, d)| d == &dest) {
+        } else if !batch.has(&dest) {
             let tmp = atomic::temp_path(&self.tmp_dir());
             std::fs::write(&tmp, bytes).at(&tmp)?;
             atomic::set_mode(&tmp, self.file_mode(true))?;
-            batch.pending.push((tmp, dest));
+            batch.add(tmp, dest);
         }
         Ok(hash)
     }
 
+    /// Stage one file of `put_paths`, unless its object is already stored.
+    fn store_file(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        stat: &mut StatCache,
+        batch: &mut Batch,
+    ) -> Result<Hash> {
+        if crate::chunked::stored_chunked(meta.len()) && stat.lookup(path, meta).is_none() {
+            // Hashing first, only to find whether the object is stored,
+            // would read a large file one more time: chunking hashes the
+            // whole content on the way, and writes only chunks not stored.
+            let hash = self.stage_chunked(path, batch)?;
+            stat.record(path, meta, &hash);
+            return Ok(hash);
+        }
+        let known = stat.hash_with_meta(path, meta)?;
+        self.stage_file(path, Some(&known), batch)
+    }
+
     /// Copy a file into `tmp/` while hashing it (so what we name is exactly
-    /// what we stored), unless the object is already there.
+    /// what we stored), unless the object is already there. Large files
+    /// are stored as chunks (`chunked.rs`).
     fn stage_file(&self, path: &Path, known: Option<&Hash>, batch: &mut Batch) -> Result<Hash> {
         if let Some(h) = known {
-            let dest = self.object_path(h);
-            if dest.exists() {
-                touch(&dest);
+            if self.has_object(h) {
+                self.touch_object(h);
                 return Ok(h.clone());
             }
+        }
+        if crate::chunked::stored_chunked(std::fs::metadata(path).at(path)?.len()) {
+            return self.stage_chunked(path, batch);
         }
         let tmp = atomic::temp_path(&self.tmp_dir());
         let staged = (|| {
@@ -435,12 +493,12 @@ impl Cache {
             }
         };
         let dest = self.object_path(&hash);
-        if dest.exists() || batch.pending.iter().any(|(_, d)| d == &dest) {
+        if dest.exists() || batch.has(&dest) {
             touch(&dest);
             let _ = std::fs::remove_file(&tmp);
         } else {
             atomic::set_mode(&tmp, self.file_mode(true))?;
-            batch.pending.push((tmp, dest));
+            batch.add(tmp, dest);
         }
         Ok(hash)
     }
@@ -531,9 +589,7 @@ impl Cache {
         self.pin('o', hashes.iter().map(|h| h.as_str()))?;
         for h in hashes {
             if let Err(e) = self.open_object(h).and_then(|r| r.check_to_end()) {
-                if let CacheError::Corrupt { .. } = e {
-                    self.quarantine(h);
-                }
+                self.quarantine_damage(&e);
                 return Err(e);
             }
         }
@@ -572,6 +628,10 @@ impl Cache {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).at(parent)?;
         }
+        if !obj.exists() {
+            // Stored as chunks: nothing to link to, so reassemble.
+            return self.reassemble(hash, exec, dest);
+        }
         // A link shares the object's inode: only safe where its read-only
         // mode is enforced (not for root) and it does not drop an exec bit.
         let may_alias = !exec && !mode_is_unenforced();
@@ -602,15 +662,38 @@ impl Cache {
         }
         // Copy through a temp file beside the destination so a killed restore
         // never leaves a half-written output under the real name.
-        let tmp = dest.with_file_name(format!(
-            ".{}.dvx-tmp",
-            dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
-        ));
+        let tmp = restore_temp(dest);
         let copied = open_regular(&obj).and_then(|mut src| std::io::copy(&mut src, &mut File::create(&tmp)?));
         copied.at(&tmp)?;
         atomic::set_mode(&tmp, if exec { 0o755 } else { 0o644 })?;
         std::fs::rename(&tmp, dest).at(dest)
     }
+
+    /// Write an object's bytes to `dest` through a temp file beside it,
+    /// checked as they stream: the real name only ever holds intact bytes.
+    fn reassemble(&self, hash: &Hash, exec: bool, dest: &Path) -> Result<()> {
+        let tmp = restore_temp(dest);
+        let copied = (|| {
+            let mut src = self.open_object(hash)?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp).at(&tmp)?);
+            std::io::copy(&mut src, &mut out).map_err(|e| src.error(e))?;
+            out.into_inner().map_err(|e| e.into_error()).at(&tmp)?;
+            atomic::set_mode(&tmp, if exec { 0o755 } else { 0o644 })
+        })();
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, dest).at(dest)
+    }
+}
+
+/// The temp file a restore writes beside `dest` before renaming it.
+fn restore_temp(dest: &Path) -> std::path::PathBuf {
+    dest.with_file_name(format!(
+        ".{}.dvx-tmp",
+        dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+    ))
 }
 
 /// Whether file modes do not stop this process from writing (root, or

@@ -1,9 +1,11 @@
-//! Reading an object as a stream, checked against its name on the way.
+//! Reading an object as a stream, checked against its name on the way;
+//! whether it is stored whole or as chunks is this module's business.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 
+use crate::chunking::ChunkList;
 use crate::error::{CacheError, Result};
 use crate::hash::{open_regular, Hash};
 use crate::store::Cache;
@@ -13,8 +15,34 @@ use crate::store::Cache;
 /// bytes do not match the object's name, so whatever a caller built from them
 /// must be thrown away; [`ObjectReader::error`] turns a read error back into
 /// a [`CacheError`]. Only a caller that reads to the end gets this check.
+/// For an object stored as chunks, each chunk is also checked against its
+/// own name when its end is reached ([`CacheError::CorruptChunk`]) and a
+/// missing chunk fails the read ([`CacheError::MissingChunk`]).
 #[derive(Debug)]
 pub struct ObjectReader {
+    hash: Hash,
+    hasher: blake3::Hasher,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Whole { file: File, path: PathBuf },
+    Chunked(Box<Chunks>),
+}
+
+/// Where a chunked object's read has got to.
+#[derive(Debug)]
+struct Chunks {
+    /// The chunk list's file, for errors between chunks.
+    list_path: PathBuf,
+    chunks_dir: PathBuf,
+    rest: std::vec::IntoIter<(Hash, u32)>,
+    current: Option<OpenChunk>,
+}
+
+#[derive(Debug)]
+struct OpenChunk {
     file: File,
     path: PathBuf,
     hash: Hash,
@@ -30,7 +58,11 @@ impl ObjectReader {
             let inner = e.into_inner().expect("checked above");
             return *inner.downcast::<CacheError>().expect("checked above");
         }
-        CacheError::Io { path: self.path.clone(), source: e }
+        let path = match &self.body {
+            Body::Whole { path, .. } => path.clone(),
+            Body::Chunked(c) => c.current.as_ref().map_or_else(|| c.list_path.clone(), |o| o.path.clone()),
+        };
+        CacheError::Io { path, source: e }
     }
 
     /// Read the rest of the object, only to check it.
@@ -45,6 +77,50 @@ impl ObjectReader {
             }
         }
     }
+
+    /// Fill `buf` from the chunks, moving to the next chunk (and checking
+    /// the one finished) as each ends. 0 only at the end of the last chunk.
+    fn read_chunks(hash: &Hash, c: &mut Chunks, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(open) = &mut c.current else {
+                let Some((chunk, _)) = c.rest.next() else { return Ok(0) };
+                let path = crate::store::shard_path(&c.chunks_dir, &chunk);
+                let file = open_regular(&path).map_err(|e| {
+                    let damage = match e.kind() {
+                        std::io::ErrorKind::NotFound => {
+                            CacheError::MissingChunk { hash: hash.to_string(), chunk: chunk.to_string() }
+                        }
+                        _ if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == std::io::ErrorKind::Other => {
+                            CacheError::CorruptChunk {
+                                hash: hash.to_string(),
+                                chunk: chunk.to_string(),
+                                actual: "(not a regular file)".into(),
+                            }
+                        }
+                        _ => return e,
+                    };
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, damage)
+                })?;
+                c.current = Some(OpenChunk { file, path, hash: chunk, hasher: blake3::Hasher::new() });
+                continue;
+            };
+            let n = open.file.read(buf)?;
+            if n > 0 {
+                open.hasher.update(&buf[..n]);
+                return Ok(n);
+            }
+            let actual = Hash::from_blake3(open.hasher.finalize());
+            if actual != open.hash {
+                let corrupt = CacheError::CorruptChunk {
+                    hash: hash.to_string(),
+                    chunk: open.hash.to_string(),
+                    actual: actual.to_string(),
+                };
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, corrupt));
+            }
+            c.current = None;
+        }
+    }
 }
 
 impl Read for ObjectReader {
@@ -52,7 +128,10 @@ impl Read for ObjectReader {
         if buf.is_empty() {
             return Ok(0);
         }
-        let n = self.file.read(buf)?;
+        let n = match &mut self.body {
+            Body::Whole { file, .. } => file.read(buf)?,
+            Body::Chunked(c) => Self::read_chunks(&self.hash, c, buf)?,
+        };
         if n > 0 {
             self.hasher.update(&buf[..n]);
             return Ok(n);
@@ -68,18 +147,43 @@ impl Read for ObjectReader {
 
 impl Cache {
     /// Open an object for reading as a stream, checked against its name at
-    /// the end (see [`ObjectReader`]). [`CacheError::MissingObject`] if it
-    /// is absent; [`CacheError::Corrupt`] if something other than a regular
-    /// file (a symlink, a FIFO) sits where it belongs.
+    /// the end (see [`ObjectReader`]), whether it is stored whole or as
+    /// chunks. [`CacheError::MissingObject`] if it is absent;
+    /// [`CacheError::Corrupt`] if something other than a regular file (a
+    /// symlink, a FIFO) sits where it belongs; [`CacheError::BadRecord`] if
+    /// its chunk list is malformed.
     pub fn open_object(&self, hash: &Hash) -> Result<ObjectReader> {
         let path = self.object_path(hash);
-        match open_regular(&path) {
-            Ok(file) => Ok(ObjectReader { file, path, hash: hash.clone(), hasher: blake3::Hasher::new() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CacheError::MissingObject(hash.to_string())),
+        let body = match open_regular(&path) {
+            Ok(file) => Body::Whole { file, path },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.read_chunk_list(hash)? {
+                Some(list) => Body::Chunked(Box::new(self.chunk_cursor(hash, list))),
+                None => return Err(CacheError::MissingObject(hash.to_string())),
+            },
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == std::io::ErrorKind::Other => {
-                Err(CacheError::Corrupt { hash: hash.to_string(), actual: "(not a regular file)".into() })
+                return Err(CacheError::Corrupt { hash: hash.to_string(), actual: "(not a regular file)".into() })
             }
-            Err(e) => Err(CacheError::Io { path, source: e }),
+            Err(e) => return Err(CacheError::Io { path, source: e }),
+        };
+        Ok(ObjectReader { hash: hash.clone(), hasher: blake3::Hasher::new(), body })
+    }
+
+    /// Read a chunked object through its list even where a whole copy also
+    /// exists (verify checks each form).
+    pub(crate) fn open_chunked(&self, hash: &Hash, list: ChunkList) -> ObjectReader {
+        ObjectReader {
+            hash: hash.clone(),
+            hasher: blake3::Hasher::new(),
+            body: Body::Chunked(Box::new(self.chunk_cursor(hash, list))),
+        }
+    }
+
+    fn chunk_cursor(&self, hash: &Hash, list: ChunkList) -> Chunks {
+        Chunks {
+            list_path: self.chunk_list_path(hash),
+            chunks_dir: self.dir(crate::bucket::Bucket::Chunks),
+            rest: list.chunks.into_iter(),
+            current: None,
         }
     }
 }

@@ -22,6 +22,12 @@ pub struct Cache {
     pub(crate) lease: Option<std::sync::Arc<crate::lease::Lease>>,
 }
 
+/// `dir/ab/cdef…`: where a file named by a hash lives in a sharded bucket.
+pub(crate) fn shard_path(dir: &Path, hash: &Hash) -> PathBuf {
+    let h = hash.as_str();
+    dir.join(&h[..2]).join(&h[2..])
+}
+
 const TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by dvx.\n";
 
 impl Cache {
@@ -95,10 +101,20 @@ impl Cache {
         Ok(dest)
     }
 
-    /// Where the object named `hash` lives.
+    /// Where the object named `hash` lives when stored whole.
     pub(crate) fn object_path(&self, hash: &Hash) -> PathBuf {
-        let h = hash.as_str();
-        self.objects_dir().join(&h[..2]).join(&h[2..])
+        shard_path(&self.objects_dir(), hash)
+    }
+
+    /// Where the chunk list of the object named `hash` lives when it is
+    /// stored as chunks.
+    pub(crate) fn chunk_list_path(&self, hash: &Hash) -> PathBuf {
+        shard_path(&self.dir(Bucket::ChunkLists), hash)
+    }
+
+    /// Where the chunk named `hash` lives.
+    pub(crate) fn chunk_path(&self, hash: &Hash) -> PathBuf {
+        shard_path(&self.dir(Bucket::Chunks), hash)
     }
 
     /// Create a folder (and parents) with the cache's permissions. In

@@ -23,8 +23,11 @@ pub struct VerifyReport {
     pub runs: usize,
     /// Version records checked.
     pub versions: usize,
-    /// Objects whose bytes do not match their name: (name, actual hash).
+    /// Objects (or chunks) whose bytes do not match their name: (name, actual hash).
     pub corrupt: Vec<(String, String)>,
+    /// Objects stored as chunks that cannot be reassembled intact: (name,
+    /// why: a chunk missing or corrupt, or the whole hashing wrong).
+    pub damaged: Vec<(Hash, String)>,
     /// Leftover temp files (from killed writers); harmless, gc removes them.
     pub temp_leftovers: usize,
     /// Run-cache entries that name an object missing from the store or corrupt.
@@ -39,6 +42,7 @@ impl VerifyReport {
     /// True when nothing is wrong (temp leftovers aside).
     pub fn is_clean(&self) -> bool {
         self.corrupt.is_empty()
+            && self.damaged.is_empty()
             && self.dangling_runs.is_empty()
             && self.broken_versions.is_empty()
             && self.bad_records.is_empty()
@@ -75,6 +79,7 @@ impl Cache {
                 corrupt.insert(hash);
             }
         }
+        self.verify_chunked(repair, &mut report, &mut corrupt)?;
         report.temp_leftovers = read_dir_sorted(&self.tmp_dir())?.len();
         // Whether every object of an output is present and intact (without
         // reading a corrupt manifest, which would move it).
@@ -163,26 +168,17 @@ impl Cache {
 
     /// Every file under `objects-v1/`, with the name it claims (shard + file).
     fn object_files(&self) -> Result<Vec<(String, std::path::PathBuf)>> {
-        let mut v = Vec::new();
-        for shard in read_dir_sorted(&self.objects_dir())? {
-            for obj in read_dir_sorted(&shard)? {
-                let name = format!(
-                    "{}{}",
-                    shard.file_name().unwrap_or_default().to_string_lossy(),
-                    obj.file_name().unwrap_or_default().to_string_lossy()
-                );
-                v.push((name, obj));
-            }
-        }
-        Ok(v)
+        self.sharded_files(crate::bucket::Bucket::Objects)
     }
 }
 
 impl Cache {
-    /// Number of objects and their total size.
+    /// Number of objects (whole or chunked) and the bytes they take on disk
+    /// (chunks shared between objects counted once).
     pub fn object_stats(&self) -> Result<(usize, u64)> {
         let names = self.object_names()?;
-        let bytes = names.iter().map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
-        Ok((names.len(), bytes))
+        let bytes: u64 = names.iter().map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+        let (chunked, chunked_bytes) = self.chunked_stats()?;
+        Ok((names.len() + chunked, bytes + chunked_bytes))
     }
 }

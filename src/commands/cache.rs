@@ -20,6 +20,9 @@ pub fn verify(l: Store, repair: bool) -> Result<ExitCode> {
     for (name, actual) in &r.corrupt {
         println!("corrupt object {name} (bytes hash to {actual}){}", fixed("quarantined"));
     }
+    for (hash, why) in &r.damaged {
+        println!("damaged object {hash}: {why}{}", fixed("chunk list quarantined"));
+    }
     for key in &r.dangling_runs {
         println!("run entry {key} needs a missing or corrupt object{}", fixed("removed"));
     }

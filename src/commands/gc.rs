@@ -67,7 +67,7 @@ pub fn gc(l: Store, scope: Scope, dry_run: bool, force: bool) -> Result<ExitCode
 }
 
 fn nothing_to_remove(r: &GcReport) -> bool {
-    r.versions.is_empty() && r.runs == 0 && r.objects == 0 && r.temps == 0
+    r.versions.is_empty() && r.runs == 0 && r.objects == 0 && r.chunks == 0 && r.temps == 0
 }
 
 /// Ask on the terminal; refuse without one (`--force` skips this).
@@ -107,10 +107,11 @@ fn print_report(r: &GcReport, verb: &str) {
         println!("{verb} version {}  {when}  {}  {}", v.hash, HumanBytes(v.bytes), v.pipeline_file);
     }
     println!(
-        "{verb} {} versions, {} run entries, {} objects ({}), {} temp files; kept {} versions",
+        "{verb} {} versions, {} run entries, {} objects{} ({}), {} temp files; kept {} versions",
         r.versions.len(),
         r.runs,
         r.objects,
+        if r.chunks > 0 { format!(" and {} chunks of large objects", r.chunks) } else { String::new() },
         HumanBytes(r.bytes),
         r.temps,
         r.kept

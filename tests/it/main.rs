@@ -2,6 +2,7 @@
 
 mod support;
 
+mod chunks;
 mod cli_discovery;
 mod core_run;
 mod deps;
