@@ -136,9 +136,7 @@ impl ArchConfig {
                 original_max_position_embeddings: num(map, field, "original_max_position_embeddings")?,
             },
             other => {
-                return Err(format!(
-                    "`{field}.rope_type: {other}` is not supported (default, linear, dynamic, llama3)"
-                ))
+                return Err(format!("`{field}.rope_type: {other}` is not supported (default, linear, dynamic, llama3)"))
             }
         };
         Ok(Rope { theta, scaling })
@@ -191,9 +189,7 @@ impl ArchConfig {
                         Some(other) => return Err(format!("`layer_types[{l}]: {other}` is not supported")),
                         None => return Err(format!("`layer_types` has no entry for layer {l}")),
                     },
-                    None => {
-                        self.hf.use_sliding_window == Some(true) && l >= self.hf.max_window_layers.unwrap_or(28)
-                    }
+                    None => self.hf.use_sliding_window == Some(true) && l >= self.hf.max_window_layers.unwrap_or(28),
                 };
                 if !slides {
                     return Ok(None);
@@ -253,8 +249,12 @@ impl ArchConfig {
             RopeScaling::None | RopeScaling::Dynamic { .. } => plain,
             RopeScaling::Linear { factor } => plain.iter().map(|f| f / factor as f32).collect(),
             RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
-                let (factor, low, high, old) =
-                    (factor as f32, low_freq_factor as f32, high_freq_factor as f32, original_max_position_embeddings as f32);
+                let (factor, low, high, old) = (
+                    factor as f32,
+                    low_freq_factor as f32,
+                    high_freq_factor as f32,
+                    original_max_position_embeddings as f32,
+                );
                 let (low_wavelen, high_wavelen) = (old / low, old / high);
                 plain
                     .iter()

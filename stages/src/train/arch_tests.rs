@@ -166,6 +166,15 @@ pub(crate) fn random_model(vocab: usize, seed: u64) -> Transformer {
     Transformer::new(&cfg, &w, &dev).unwrap()
 }
 
+/// A model of the given size with fresh (small) weights.
+pub(crate) fn sized_model(vocab: usize, width: usize, layers: usize, context: usize) -> Transformer {
+    let mut cfg = tiny(vocab);
+    (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers) = (width, 4 * width, layers);
+    cfg.max_position_embeddings = context;
+    let w = init_weights(&cfg, 1, &Device::Cpu).unwrap();
+    Transformer::new(&cfg, &w, &Device::Cpu).unwrap()
+}
+
 #[test]
 fn sampling_is_deterministic_per_seed() {
     let m = random_model(40, 3);
@@ -235,7 +244,8 @@ fn unimplemented_config_fields_are_refused_by_name() {
         std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
         folder::read_config(tmp.path()).unwrap_err()
     };
-    let cases: [(&dyn Fn(&mut Value), &str); 9] = [
+    type Edit<'a> = &'a dyn Fn(&mut Value);
+    let cases: [(Edit, &str); 9] = [
         (&|c| c["rope_parameters"]["rope_type"] = "yarn".into(), "`rope_parameters.rope_type: yarn` is not supported"),
         (
             &|c| {
@@ -245,7 +255,10 @@ fn unimplemented_config_fields_are_refused_by_name() {
             "`rope_scaling.rope_type: longrope` is not supported",
         ),
         (&|c| c["rope_parameters"]["rope_type"] = "llama3".into(), "`rope_parameters.factor` is missing"),
-        (&|c| c["rope_parameters"]["partial_rotary_factor"] = 0.5.into(), "`rope_parameters.partial_rotary_factor: 0.5`"),
+        (
+            &|c| c["rope_parameters"]["partial_rotary_factor"] = 0.5.into(),
+            "`rope_parameters.partial_rotary_factor: 0.5`",
+        ),
         (&|c| c["hidden_act"] = "gelu_10".into(), "`hidden_act: gelu_10` is not supported"),
         (&|c| c["attention_dropout"] = 0.1.into(), "`attention_dropout: 0.1` is not supported"),
         (&|c| c["final_logit_softcapping"] = 30.0.into(), "`final_logit_softcapping: 30.0` is not supported"),

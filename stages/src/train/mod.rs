@@ -37,8 +37,8 @@
 mod arch;
 mod data;
 mod folder;
-pub(crate) mod generate;
 mod fused;
+pub(crate) mod generate;
 mod lora;
 mod model;
 mod optim;
@@ -51,9 +51,9 @@ mod threads;
 mod tokenizer;
 
 #[cfg(test)]
-pub(crate) mod tests;
-#[cfg(test)]
 pub(crate) mod arch_tests;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub(crate) use data::{encode_record, Example};
 pub(crate) use folder::load as load_model;

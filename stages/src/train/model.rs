@@ -247,10 +247,6 @@ impl KvCache {
     pub fn len(&self) -> usize {
         self.seen
     }
-    /// Whether nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.seen == 0
-    }
 }
 
 /// The Linear layers LoRA may target, by short name.
@@ -475,7 +471,11 @@ impl Transformer {
             let t = match w {
                 Some(w) => {
                     let t = t.reshape((rows * len * n, hd))?;
-                    if fused { fused::rms_norm(&t, w, eps)? } else { rms_norm(&t, w, eps)? }
+                    if fused {
+                        fused::rms_norm(&t, w, eps)?
+                    } else {
+                        rms_norm(&t, w, eps)?
+                    }
                 }
                 None => t,
             };
