@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::arch::refuse_unimplemented;
 use super::lora::{self, LoraParams};
 use super::model::{count_params, to_f32, ArchConfig, Transformer};
 use super::template::TemplateSet;
@@ -62,7 +63,9 @@ pub struct FolderConfig {
 pub fn read_config(dir: &Path) -> Result<FolderConfig, String> {
     let p = dir.join("config.json");
     let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-    let cfg: FolderConfig = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+    refuse_unimplemented(&raw).map_err(|e| format!("{}: {e}", p.display()))?;
+    let cfg: FolderConfig = serde_json::from_value(raw).map_err(|e| format!("{}: {e}", p.display()))?;
     cfg.arch.validate().map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(cfg)
 }

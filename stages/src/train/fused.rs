@@ -175,6 +175,17 @@ pub fn rope(x: &Tensor, t: &RopeTables) -> Result<Tensor> {
 
 struct CausalSoftmax {
     scale: f32,
+    /// Sliding window: a query sees at most this many keys (itself included).
+    window: Option<usize>,
+}
+
+impl CausalSoftmax {
+    /// The keys query row `r` sees, for rows of `len` keys.
+    fn visible(&self, r: usize, len: usize) -> std::ops::Range<usize> {
+        let q = r % len;
+        let lo = self.window.map_or(0, |w| (q + 1).saturating_sub(w));
+        lo..q + 1
+    }
 }
 
 impl CustomOp1 for CausalSoftmax {
@@ -191,8 +202,8 @@ impl CustomOp1 for CausalSoftmax {
         }
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(len).zip(x.par_chunks(len)).enumerate().for_each(|(r, (o, x))| {
-            let n = r % len + 1; // query position + 1 keys are visible
-            let (o, x) = (&mut o[..n], &x[..n]);
+            let vis = self.visible(r, len);
+            let (o, x) = (&mut o[vis.clone()], &x[vis]);
             let max = x.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a)) * self.scale;
             let mut sum = 0f32;
             for (o, x) in o.iter_mut().zip(x) {
@@ -211,9 +222,9 @@ impl CustomOp1 for CausalSoftmax {
         let mut dx = vec![0f32; ys.len()];
         dx.par_chunks_mut(len).zip(ys.par_chunks(len)).zip(gs.par_chunks(len)).enumerate().for_each(
             |(r, ((dx, y), g))| {
-                let n = r % len + 1;
-                let dot: f32 = y[..n].iter().zip(&g[..n]).map(|(y, g)| y * g).sum();
-                for ((d, y), g) in dx[..n].iter_mut().zip(&y[..n]).zip(&g[..n]) {
+                let vis = self.visible(r, len);
+                let dot: f32 = y[vis.clone()].iter().zip(&g[vis.clone()]).map(|(y, g)| y * g).sum();
+                for ((d, y), g) in dx[vis.clone()].iter_mut().zip(&y[vis.clone()]).zip(&g[vis]) {
                     *d = self.scale * y * (g - dot);
                 }
             },
@@ -223,9 +234,10 @@ impl CustomOp1 for CausalSoftmax {
 }
 
 /// `softmax(scale · x)` over the last dimension of square `[.., len, len]`
-/// scores, with key `j` hidden from query `i` when `j > i`.
-pub fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(CausalSoftmax { scale: scale as f32 })
+/// scores, with key `j` hidden from query `i` when `j > i` or, with a
+/// sliding `window`, when `j + window <= i`.
+pub fn causal_softmax(x: &Tensor, scale: f64, window: Option<usize>) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(CausalSoftmax { scale: scale as f32, window })
 }
 
 // ---------------------------------------------------------------- cross-entropy
@@ -357,16 +369,19 @@ mod tests {
         );
 
         let x = rand(&[2, 3, len, len], 4);
-        let m: Vec<f32> = (0..len * len).map(|i| if i % len > i / len { f32::NEG_INFINITY } else { 0.0 }).collect();
-        let mask = Tensor::from_vec(m, (len, len), &Device::Cpu).unwrap();
-        check(
-            &[&x],
-            || causal_softmax(&x, 0.7).unwrap(),
-            || {
-                candle_nn::ops::softmax(&(x.as_tensor() * 0.7).unwrap().broadcast_add(&mask).unwrap(), D::Minus1)
-                    .unwrap()
-            },
-        );
+        for window in [None, Some(2)] {
+            let hidden = |i: usize| i % len > i / len || window.is_some_and(|w| i % len + w <= i / len);
+            let m: Vec<f32> = (0..len * len).map(|i| if hidden(i) { f32::NEG_INFINITY } else { 0.0 }).collect();
+            let mask = Tensor::from_vec(m, (len, len), &Device::Cpu).unwrap();
+            check(
+                &[&x],
+                || causal_softmax(&x, 0.7, window).unwrap(),
+                || {
+                    candle_nn::ops::softmax(&(x.as_tensor() * 0.7).unwrap().broadcast_add(&mask).unwrap(), D::Minus1)
+                        .unwrap()
+                },
+            );
+        }
 
         let x = rand(&[4, 7], 5);
         let (target, weight) = (vec![0u32, 6, 3, 2], vec![1f32, 0.0, 0.5, 1.0]);

@@ -4,7 +4,8 @@
 //! deps: `[train.jsonl, valid.jsonl, (base model folder), (tokenizer.json)]`:
 //! the first two are JSONL (Alpaca, ShareGPT, OpenAI-chat or `{"text": ..}`
 //! records); an optional folder is the base model (a `train` output or a
-//! Hugging Face Llama/Qwen2/Mistral folder with safetensors), an optional file
+//! Hugging Face Llama/Qwen2/Qwen3/Mistral folder with safetensors; see
+//! `arch` for the config fields read and refused), an optional file
 //! a `tokenizer.json` for a model trained from scratch (default: bytes).
 //!
 //! outs: `[model folder, metrics.json, (loss.svg)]`.
@@ -33,9 +34,11 @@
 //! metrics' `timing` only). candle sizes its CPU pool once per process from
 //! `CANDLE_NUM_THREADS` (else `RAYON_NUM_THREADS`, else the physical cores).
 
+mod arch;
 mod data;
 mod folder;
 mod fused;
+pub(crate) mod generate;
 mod lora;
 mod model;
 mod optim;
@@ -47,6 +50,8 @@ mod template;
 mod threads;
 mod tokenizer;
 
+#[cfg(test)]
+pub(crate) mod arch_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 

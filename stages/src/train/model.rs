@@ -1,8 +1,13 @@
 //! A decoder-only transformer in the Llama layout: pre-norm RMSNorm,
-//! rotary (or learned) positions, grouped-query attention, SwiGLU MLP,
-//! optionally tied embeddings and q/k/v biases (Qwen2). Weight names and
-//! `config.json` fields follow Hugging Face's Llama, so the same code trains
-//! a small model from scratch and loads a Llama-family base.
+//! rotary (or learned) positions, grouped-query attention, a gated MLP,
+//! optionally tied embeddings, biases (Qwen2, Llama's `attention_bias` and
+//! `mlp_bias`), q/k norms (Qwen3) and sliding-window layers (Mistral,
+//! Qwen2/3); [`super::arch`] resolves the config. Weight names and
+//! `config.json` fields follow Hugging Face's, so the same code trains a
+//! small model from scratch and loads a Llama-family base.
+//!
+//! [`Transformer::forward_cached`] runs only new tokens against a
+//! [`KvCache`] of earlier keys and values, for generation.
 //!
 //! Every op here has a backward pass in candle (candle-nn's fused rms-norm
 //! and rope kernels do not), so the model trains through plain tensor ops.
@@ -13,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use super::arch::{Activation, HfFields};
 use super::fused;
 use super::lora::Lora;
 use super::rng::Rng;
@@ -56,12 +62,15 @@ pub struct ArchConfig {
     /// Biases on q/k/v (Qwen2 always has them).
     #[serde(default)]
     pub attention_bias: bool,
-    /// Rotary scaling variants (Llama 3.1 and later) are not implemented.
+    /// Rotary scaling, old style (see [`ArchConfig::rope`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<serde_json::Value>,
     /// Learned absolute positions instead of rotary (dvx models only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub learned_positions: bool,
+    /// The other Hugging Face fields that shape the computation.
+    #[serde(flatten)]
+    pub hf: HfFields,
 }
 
 fn default_model_type() -> String {
@@ -83,10 +92,6 @@ impl ArchConfig {
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
-    fn qkv_bias(&self) -> bool {
-        self.attention_bias || self.model_type == "qwen2"
-    }
-
     /// Why this architecture cannot be built, if it cannot.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let h = self.num_attention_heads;
@@ -99,13 +104,10 @@ impl ArchConfig {
         if !self.head_dim().is_multiple_of(2) && !self.learned_positions {
             return Err(format!("head width {} must be even for rotary positions", self.head_dim()));
         }
-        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err("`rope_scaling` is not supported".into());
+        if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "qwen3" | "mistral" | "dvx") {
+            return Err(format!("model_type `{}` is not supported (llama, qwen2, qwen3, mistral)", self.model_type));
         }
-        if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "mistral" | "dvx") {
-            return Err(format!("model_type `{}` is not supported (llama, qwen2, mistral)", self.model_type));
-        }
-        Ok(())
+        self.validate_hf()
     }
 
     /// Every weight's name and shape, in name order.
@@ -119,19 +121,25 @@ impl ArchConfig {
         for l in 0..self.num_hidden_layers {
             let p = format!("model.layers.{l}");
             out.push((format!("{p}.input_layernorm.weight"), vec![c]));
-            out.push((format!("{p}.self_attn.q_proj.weight"), vec![q, c]));
-            out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, c]));
-            out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, c]));
-            if self.qkv_bias() {
-                out.push((format!("{p}.self_attn.q_proj.bias"), vec![q]));
-                out.push((format!("{p}.self_attn.k_proj.bias"), vec![kv]));
-                out.push((format!("{p}.self_attn.v_proj.bias"), vec![kv]));
-            }
-            out.push((format!("{p}.self_attn.o_proj.weight"), vec![c, q]));
+            let mut linear = |name: &str, out_dim: usize, in_dim: usize, bias: bool| {
+                out.push((format!("{name}.weight"), vec![out_dim, in_dim]));
+                if bias {
+                    out.push((format!("{name}.bias"), vec![out_dim]));
+                }
+            };
+            let (qkv_bias, mlp_bias) = (self.qkv_bias(), self.mlp_bias());
+            linear(&module_path(l, "q"), q, c, qkv_bias);
+            linear(&module_path(l, "k"), kv, c, qkv_bias);
+            linear(&module_path(l, "v"), kv, c, qkv_bias);
+            linear(&module_path(l, "o"), c, q, self.o_bias());
+            linear(&module_path(l, "gate"), i, c, mlp_bias);
+            linear(&module_path(l, "up"), i, c, mlp_bias);
+            linear(&module_path(l, "down"), c, i, mlp_bias);
             out.push((format!("{p}.post_attention_layernorm.weight"), vec![c]));
-            out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, c]));
-            out.push((format!("{p}.mlp.up_proj.weight"), vec![i, c]));
-            out.push((format!("{p}.mlp.down_proj.weight"), vec![c, i]));
+            if self.qk_norm() {
+                out.push((format!("{p}.self_attn.q_norm.weight"), vec![self.head_dim()]));
+                out.push((format!("{p}.self_attn.k_norm.weight"), vec![self.head_dim()]));
+            }
         }
         out.push(("model.norm.weight".into(), vec![c]));
         if !self.tie_word_embeddings {
@@ -189,6 +197,10 @@ impl Linear {
 
 struct Block {
     ln1: Tensor,
+    /// Qwen3's per-head norms of queries and keys.
+    qk_norm: Option<(Tensor, Tensor)>,
+    /// Sliding-window span, if this layer slides.
+    window: Option<usize>,
     q: Linear,
     k: Linear,
     v: Linear,
@@ -208,6 +220,7 @@ pub struct Transformer {
     blocks: Vec<Block>,
     norm: Tensor,
     head: Tensor,
+    act: Activation,
     device: Device,
     /// Per (sequence length, fused kernels): rotary tables and mask.
     tables: Mutex<HashMap<(usize, bool), Arc<Tables>>>,
@@ -217,8 +230,23 @@ pub struct Transformer {
 enum Tables {
     /// For the fused CPU kernels (the mask is implicit).
     Fused { rope: Option<fused::RopeTables> },
-    /// For plain tensor ops.
-    Plain { rope: Option<(Tensor, Tensor)>, mask: Tensor },
+    /// For plain tensor ops: additive masks, the causal one and, per
+    /// sliding-window span, the windowed one.
+    Plain { rope: Option<(Tensor, Tensor)>, mask: Tensor, windowed: HashMap<usize, Tensor> },
+}
+
+/// Keys and values of the tokens seen so far, per layer, for generation.
+pub struct KvCache {
+    /// `[1, kv_heads, seen, head_dim]` each, after rotary positions.
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    seen: usize,
+}
+
+impl KvCache {
+    /// Tokens cached so far.
+    pub fn len(&self) -> usize {
+        self.seen
+    }
 }
 
 /// The Linear layers LoRA may target, by short name.
@@ -242,22 +270,31 @@ impl Transformer {
             let b = if bias { Some(get(&format!("{p}.bias"))?) } else { None };
             Ok(Linear { w: get(&format!("{p}.weight"))?, b, lora: None })
         };
+        let bad_config = |e: String| candle_core::Error::Msg(e);
         let mut blocks = Vec::new();
+        let (qb, mb) = (cfg.qkv_bias(), cfg.mlp_bias());
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            let qb = cfg.qkv_bias();
+            let qk_norm = if cfg.qk_norm() {
+                Some((get(&format!("{p}.self_attn.q_norm.weight"))?, get(&format!("{p}.self_attn.k_norm.weight"))?))
+            } else {
+                None
+            };
             blocks.push(Block {
                 ln1: get(&format!("{p}.input_layernorm.weight"))?,
+                qk_norm,
+                window: cfg.layer_window(l).map_err(bad_config)?,
                 q: lin(&module_path(l, "q"), qb)?,
                 k: lin(&module_path(l, "k"), qb)?,
                 v: lin(&module_path(l, "v"), qb)?,
-                o: lin(&module_path(l, "o"), false)?,
+                o: lin(&module_path(l, "o"), cfg.o_bias())?,
                 ln2: get(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate: lin(&module_path(l, "gate"), false)?,
-                up: lin(&module_path(l, "up"), false)?,
-                down: lin(&module_path(l, "down"), false)?,
+                gate: lin(&module_path(l, "gate"), mb)?,
+                up: lin(&module_path(l, "up"), mb)?,
+                down: lin(&module_path(l, "down"), mb)?,
             });
         }
+        let act = cfg.activation().map_err(bad_config)?;
         let embed = get("model.embed_tokens.weight")?;
         let head = if cfg.tie_word_embeddings { embed.clone() } else { get("lm_head.weight")? };
         Ok(Transformer {
@@ -267,6 +304,7 @@ impl Transformer {
             blocks,
             norm: get("model.norm.weight")?,
             head,
+            act,
             device: dev.clone(),
             tables: Mutex::new(HashMap::new()),
         })
@@ -293,34 +331,97 @@ impl Transformer {
     }
 
     /// Logits `[rows*len, vocab]` for input ids `[rows, len]` (u32).
-    pub fn forward(&self, ids: &Tensor, mut rng: Option<&mut Rng>) -> Result<Tensor> {
-        let (rows, len) = ids.dims2()?;
-        if len > self.cfg.max_position_embeddings {
-            candle_core::bail!(
-                "sequence of {len} tokens is longer than the context ({})",
-                self.cfg.max_position_embeddings
-            );
+    pub fn forward(&self, ids: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
+        let (_, len) = ids.dims2()?;
+        self.check_len(len)?;
+        let fused = fused::usable(&self.embed);
+        let tables = self.tables(len, fused)?;
+        self.run(ids, &tables, None, rng)
+    }
+
+    /// A cache to generate with: empty, one slot per layer.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache { layers: vec![None; self.blocks.len()], seen: 0 }
+    }
+
+    /// Logits `[ids.len(), vocab]` for `ids` following the tokens already
+    /// in `cache`, which then holds them too. Only the new tokens are run;
+    /// the result equals the last rows of [`Transformer::forward`] over the
+    /// whole sequence (up to float rounding).
+    pub fn forward_cached(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let (start, n) = (cache.seen, ids.len());
+        if n == 0 {
+            candle_core::bail!("forward_cached: no new tokens");
         }
+        self.check_len(start + n)?;
+        let rope = if self.pos_embed.is_none() {
+            // transformers' dynamic scaling picks frequencies from the
+            // longest position of each step; cached keys keep theirs.
+            let (cos, sin) = self.rope_values(start, start + n, start + n);
+            let hd = self.cfg.head_dim();
+            Some((Tensor::from_vec(cos, (n, hd), &self.device)?, Tensor::from_vec(sin, (n, hd), &self.device)?))
+        } else {
+            None
+        };
+        let mut windowed = HashMap::new();
+        for w in self.blocks.iter().filter_map(|b| b.window) {
+            windowed.insert(w, mask(start, n, Some(w), &self.device)?);
+        }
+        let tables = Tables::Plain { rope, mask: mask(start, n, None, &self.device)?, windowed };
+        let input = Tensor::from_slice(ids, (1, n), &self.device)?;
+        let logits = self.run(&input, &tables, Some(cache), None)?;
+        cache.seen += n;
+        Ok(logits)
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        let ctx = self.cfg.context_len();
+        if len > ctx {
+            candle_core::bail!("sequence of {len} tokens is longer than the context ({ctx})");
+        }
+        Ok(())
+    }
+
+    /// The network over `ids` `[rows, len]`; with a cache, `rows` is 1 and
+    /// the ids follow the cached tokens.
+    fn run(
+        &self,
+        ids: &Tensor,
+        tables: &Tables,
+        mut cache: Option<&mut KvCache>,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let (rows, len) = ids.dims2()?;
+        let start = cache.as_ref().map_or(0, |c| c.seen);
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?;
         if let Some(pe) = &self.pos_embed {
             let c = self.cfg.hidden_size;
-            x = x.reshape((rows, len, c))?.broadcast_add(&pe.narrow(0, 0, len)?)?.reshape((rows * len, c))?;
+            x = x.reshape((rows, len, c))?.broadcast_add(&pe.narrow(0, start, len)?)?.reshape((rows * len, c))?;
         }
-        let fused = fused::usable(&x);
-        let tables = self.tables(len, fused)?;
+        let fused = matches!(tables, Tables::Fused { .. });
         let eps = self.cfg.rms_norm_eps;
         let norm = |x: &Tensor, w: &Tensor| if fused { fused::rms_norm(x, w, eps) } else { rms_norm(x, w, eps) };
-        for b in &self.blocks {
+        for (l, b) in self.blocks.iter().enumerate() {
             let h = norm(&x, &b.ln1)?;
-            let a = self.attention(b, &h, rows, len, &tables, rng.as_deref_mut())?;
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            let a = self.attention(b, &h, rows, len, tables, kv, rng.as_deref_mut())?;
             x = (x + a)?;
             let h = norm(&x, &b.ln2)?;
-            let g = b.gate.forward(&h, rng.as_deref_mut())?.silu()?;
+            let g = self.activate(&b.gate.forward(&h, rng.as_deref_mut())?)?;
             let u = b.up.forward(&h, rng.as_deref_mut())?;
             x = (x + b.down.forward(&(g * u)?, rng.as_deref_mut())?)?;
         }
         let x = norm(&x, &self.norm)?;
         x.matmul(&self.head.t()?)
+    }
+
+    fn activate(&self, x: &Tensor) -> Result<Tensor> {
+        match self.act {
+            Activation::Silu => x.silu(),
+            Activation::GeluErf => x.gelu_erf(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Relu => x.relu(),
+        }
     }
 
     /// Rotary tables and mask for sequences of `len`, built once per length.
@@ -330,7 +431,7 @@ impl Transformer {
             return Ok(t.clone());
         }
         let hd = self.cfg.head_dim();
-        let rope = if self.pos_embed.is_none() { Some(self.rope_values(len)) } else { None };
+        let rope = if self.pos_embed.is_none() { Some(self.rope_values(0, len, len)) } else { None };
         let t = Arc::new(if fused {
             Tables::Fused { rope: rope.map(|(cos, sin)| fused::RopeTables::new(cos, sin, len, hd)) }
         } else {
@@ -341,7 +442,11 @@ impl Transformer {
                 )),
                 None => None,
             };
-            Tables::Plain { rope, mask: causal_mask(len, &self.device)? }
+            let mut windowed = HashMap::new();
+            for w in self.blocks.iter().filter_map(|b| b.window) {
+                windowed.insert(w, mask(0, len, Some(w), &self.device)?);
+            }
+            Tables::Plain { rope, mask: mask(0, len, None, &self.device)?, windowed }
         });
         cache.insert((len, fused), t.clone());
         Ok(t)
@@ -355,13 +460,34 @@ impl Transformer {
         rows: usize,
         len: usize,
         tables: &Tables,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
-        let split = |t: Tensor, n: usize| t.reshape((rows, len, n, hd))?.transpose(1, 2)?.contiguous();
-        let mut q = split(b.q.forward(h, rng.as_deref_mut())?, nh)?;
-        let mut k = split(b.k.forward(h, rng.as_deref_mut())?, nkv)?;
-        let mut v = split(b.v.forward(h, rng.as_deref_mut())?, nkv)?;
+        let fused = matches!(tables, Tables::Fused { .. });
+        let eps = self.cfg.rms_norm_eps;
+        // [rows*len, n*hd] → [rows, n, len, hd], after Qwen3's per-head norm.
+        let split = |t: Tensor, n: usize, w: Option<&Tensor>| -> Result<Tensor> {
+            let t = match w {
+                Some(w) => {
+                    let t = t.reshape((rows * len * n, hd))?;
+                    if fused {
+                        fused::rms_norm(&t, w, eps)?
+                    } else {
+                        rms_norm(&t, w, eps)?
+                    }
+                }
+                None => t,
+            };
+            t.reshape((rows, len, n, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let (qn, kn) = match &b.qk_norm {
+            Some((q, k)) => (Some(q), Some(k)),
+            None => (None, None),
+        };
+        let mut q = split(b.q.forward(h, rng.as_deref_mut())?, nh, qn)?;
+        let mut k = split(b.k.forward(h, rng.as_deref_mut())?, nkv, kn)?;
+        let mut v = split(b.v.forward(h, rng.as_deref_mut())?, nkv, None)?;
         match tables {
             Tables::Fused { rope: Some(t) } => {
                 q = fused::rope(&q, t)?;
@@ -373,15 +499,28 @@ impl Transformer {
             }
             _ => {}
         }
+        if let Some(slot) = kv {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let keys = k.dim(2)?;
         if nkv != nh {
-            let rep = |t: Tensor| t.unsqueeze(2)?.expand((rows, nkv, nh / nkv, len, hd))?.reshape((rows, nh, len, hd));
+            let rep =
+                |t: Tensor| t.unsqueeze(2)?.expand((rows, nkv, nh / nkv, keys, hd))?.reshape((rows, nh, keys, hd));
             k = rep(k)?;
             v = rep(v)?;
         }
         let scale = 1.0 / (hd as f64).sqrt();
         let att = match tables {
-            Tables::Fused { .. } => fused::causal_softmax(&q.matmul(&k.t()?)?, scale)?,
-            Tables::Plain { mask, .. } => {
+            Tables::Fused { .. } => fused::causal_softmax(&q.matmul(&k.t()?)?, scale, b.window)?,
+            Tables::Plain { mask, windowed, .. } => {
+                let mask = match b.window {
+                    Some(w) => windowed.get(&w).unwrap_or(mask),
+                    None => mask,
+                };
                 let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
                 candle_nn::ops::softmax(&scores, D::Minus1)?
             }
@@ -390,15 +529,17 @@ impl Transformer {
         b.o.forward(&y, rng)
     }
 
-    /// cos and sin, `[len, head_dim]` row-major, in the rotate-half layout Llama uses.
-    fn rope_values(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
+    /// cos and sin of positions `from..to`, `[to - from, head_dim]`
+    /// row-major, in the rotate-half layout Llama uses, with the
+    /// frequencies of a pass over `seq_len` tokens (dynamic scaling).
+    fn rope_values(&self, from: usize, to: usize, seq_len: usize) -> (Vec<f32>, Vec<f32>) {
         let hd = self.cfg.head_dim();
-        let theta = self.cfg.rope_theta;
-        let half = hd / 2;
-        let mut cos = Vec::with_capacity(len * hd);
-        let mut sin = Vec::with_capacity(len * hd);
-        for p in 0..len {
-            let row: Vec<f64> = (0..half).map(|i| p as f64 / theta.powf(2.0 * i as f64 / hd as f64)).collect();
+        let inv_freq = self.cfg.inv_freq(seq_len);
+        let mut cos = Vec::with_capacity((to - from) * hd);
+        let mut sin = Vec::with_capacity((to - from) * hd);
+        for p in from..to {
+            // The product in f32, as transformers computes it.
+            let row: Vec<f64> = inv_freq.iter().map(|f| (p as f32 * f) as f64).collect();
             for _ in 0..2 {
                 cos.extend(row.iter().map(|a| a.cos() as f32));
                 sin.extend(row.iter().map(|a| a.sin() as f32));
@@ -408,9 +549,23 @@ impl Transformer {
     }
 }
 
-fn causal_mask(len: usize, dev: &Device) -> Result<Tensor> {
-    let m: Vec<f32> = (0..len * len).map(|i| if i % len > i / len { f32::NEG_INFINITY } else { 0.0 }).collect();
-    Tensor::from_vec(m, (len, len), dev)
+/// Additive mask `[n, start + n]` for queries at `start..start + n`: a key
+/// is visible when it is not later than the query and, with a window `w`,
+/// fewer than `w` positions earlier.
+fn mask(start: usize, n: usize, window: Option<usize>, dev: &Device) -> Result<Tensor> {
+    let keys = start + n;
+    let m: Vec<f32> = (0..n * keys)
+        .map(|i| {
+            let (q, k) = (start + i / keys, i % keys);
+            let visible = k <= q && window.is_none_or(|w| k + w > q);
+            if visible {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect();
+    Tensor::from_vec(m, (n, keys), dev)
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
@@ -482,6 +637,7 @@ pub(crate) mod tests {
             attention_bias: false,
             rope_scaling: None,
             learned_positions: false,
+            hf: Default::default(),
         }
     }
 

@@ -111,6 +111,7 @@ impl ModelParams {
             attention_bias: false,
             rope_scaling: None,
             learned_positions: learned,
+            hf: Default::default(),
         }
     }
 }
