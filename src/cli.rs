@@ -155,6 +155,10 @@ pub enum Command {
     Reproduce {
         /// Version hash (a unique prefix is enough).
         hash: String,
+        /// Make every memoised request again (an LLM stage calls its
+        /// endpoints) instead of answering from the memo.
+        #[arg(long)]
+        fresh: bool,
         #[command(flatten)]
         pipeline: PipelineArg,
     },
@@ -169,6 +173,10 @@ pub enum Command {
         /// Keep versions made since this date (YYYY-MM-DD or RFC 3339).
         #[arg(long)]
         keep_since: Option<String>,
+        /// Also remove memo entries (kept LLM responses) not used for this
+        /// long (`30d`, `12h`); without it memo entries are all kept.
+        #[arg(long, value_name = "AGE")]
+        memo_older_than: Option<String>,
         /// Only list what would go.
         #[arg(long)]
         dry_run: bool,

@@ -18,6 +18,8 @@ pub enum Bucket {
     /// `jobs-v1/`: files of stages run as cluster jobs. The engine's to
     /// fill (see [`crate::Cache::bucket_dir`]); the store only creates it.
     Jobs,
+    /// `memo-v1/<ns>/ab/<key>`: answers stages keep per request (see `memo.rs`).
+    Memo,
     /// `tmp/`: files being written, renamed into place when complete.
     Tmp,
     /// `quarantine/`: objects whose bytes did not match their name.
@@ -26,13 +28,14 @@ pub enum Bucket {
 
 impl Bucket {
     /// Every bucket.
-    pub const ALL: [Bucket; 8] = [
+    pub const ALL: [Bucket; 9] = [
         Bucket::Objects,
         Bucket::Runs,
         Bucket::Versions,
         Bucket::Locks,
         Bucket::Leases,
         Bucket::Jobs,
+        Bucket::Memo,
         Bucket::Tmp,
         Bucket::Quarantine,
     ];
@@ -46,6 +49,7 @@ impl Bucket {
             Bucket::Locks => "locks-v1",
             Bucket::Leases => "leases-v1",
             Bucket::Jobs => "jobs-v1",
+            Bucket::Memo => "memo-v1",
             Bucket::Tmp => "tmp",
             Bucket::Quarantine => "quarantine",
         }

@@ -21,7 +21,7 @@ mod workspace;
 pub use error::{EngineError, Result, SourceFile, Span, SpecError};
 pub use event::{Event, Observer, Silent};
 pub use executor::local::{abs, execute, tail, Failure};
-pub use executor::{exec_job, Executor, JobError};
+pub use executor::{exec_job, CacheMemo, Executor, JobError};
 pub use graph::Graph;
 pub use key::KeyInputs;
 pub use run::{check_sources, run, Action, RunOptions, RunReport, StageResult, Status};
@@ -29,7 +29,7 @@ pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use state::{OwnedOuts, StageState, WorkspaceState};
 // The stage API, from `dvx-stage-api`, under the names it always had here.
 pub use dvx_stage_api::{
-    parse_params, Count, FailureKind, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Registry, Shape,
+    parse_params, Count, FailureKind, FingerprintContext, Memo, MemoKey, Metrics, NoMemo, ParamDoc, ParamError, ParamsDoc, Registry, Shape,
     Stage, StageContext, StageFailure, StageShape, Typed, TypedStage,
 };
 pub use why::StaleReason;

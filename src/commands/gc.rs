@@ -14,9 +14,13 @@ pub fn gc(
     keep_last: Option<usize>,
     keep: Vec<String>,
     keep_since: Option<String>,
+    memo_older_than: Option<String>,
     dry_run: bool,
 ) -> Result<ExitCode> {
     let cache = &l.ws.cache;
+    let memo_age = memo_older_than
+        .map(|a| humantime::parse_duration(&a).map_err(|e| miette!("--memo-older-than `{a}`: {e} (use e.g. 30d or 12h)")))
+        .transpose()?;
     let versions = cache.versions().map_err(EngineError::Cache)?; // newest first
     let mut kept = BTreeSet::new();
     for k in &keep {
@@ -60,5 +64,14 @@ pub fn gc(
         report.temps,
         kept.len()
     );
+    if let Some(age) = memo_age {
+        let memo = cache.memo_gc(age, dry_run).map_err(EngineError::Cache)?;
+        println!(
+            "{verb} {} memo entries ({} bytes) unused for {}",
+            memo.entries,
+            memo.bytes,
+            humantime::format_duration(age)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -171,11 +171,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Checkout { hash, to, pipeline } => {
             versions::checkout(load_store(pipeline.named(), cache, "checkout HASH")?, &hash, to.as_deref())
         }
-        Command::Reproduce { hash, pipeline } => {
-            versions::reproduce(load_store(pipeline.named(), cache, "reproduce HASH")?, &hash)
+        Command::Reproduce { hash, fresh, pipeline } => {
+            versions::reproduce(load_store(pipeline.named(), cache, "reproduce HASH")?, &hash, fresh)
         }
-        Command::Gc { keep_last, keep, keep_since, dry_run, pipeline } => {
-            gc::gc(load_store(pipeline.named(), cache, "gc")?, keep_last, keep, keep_since, dry_run)
+        Command::Gc { keep_last, keep, keep_since, memo_older_than, dry_run, pipeline } => {
+            let store = load_store(pipeline.named(), cache, "gc")?;
+            gc::gc(store, keep_last, keep, keep_since, memo_older_than, dry_run)
         }
         Command::Cache { command } => match command {
             CacheCommand::Dir { pipeline } => cache::dir(load_store(pipeline.named(), cache, "cache dir")?),

@@ -32,6 +32,8 @@ pub struct StageContext<'a> {
     pub log: &'a mut dyn Write,
     /// How many threads the stage may use.
     pub threads: usize,
+    /// Answers kept across runs (see [`crate::Memo`]).
+    pub memo: &'a dyn crate::Memo,
 }
 
 /// What sort of failure a stage had: whether running it again could help,

@@ -62,6 +62,7 @@ fn run() -> Result<(), String> {
         env: &[],
         log: &mut log,
         threads,
+        memo: &dvx_stage_api::NoMemo,
     };
     let started = Instant::now();
     let metrics = stage.execute(&mut ctx).map_err(|e| e.message)?;

@@ -69,6 +69,7 @@ fn main() {
         env: &[],
         log: &mut log,
         threads,
+        memo: &dvx_stage_api::NoMemo,
     };
     let m = stage.execute(&mut ctx).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&log)));
     let weights = std::fs::read(outs[0].join("model.safetensors")).expect("weights written");

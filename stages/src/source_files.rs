@@ -158,6 +158,7 @@ pub mod testing {
             env: &[],
             log: &mut log,
             threads: 2,
+            memo: &dvx_stage_api::NoMemo,
         };
         let r = stage.execute(&mut ctx);
         (r, String::from_utf8_lossy(&log).into_owned())

@@ -233,7 +233,8 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
         message: f.message,
         log_tail: f.log_tail,
     };
-    let done = local::execute(def, stage.as_ref(), &pipeline.wdir, threads).map_err(stage_err)?;
+    let memo = super::CacheMemo::new(&cache, &def.kind);
+    let done = local::execute(def, stage.as_ref(), &pipeline.wdir, threads, &memo).map_err(stage_err)?;
     {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&done.log);

@@ -19,7 +19,8 @@ pub struct Local;
 
 impl Executor for Local {
     fn run(&self, job: &Job<'_>) -> Result<RunEntry, Failure> {
-        let done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads)?;
+        let memo = super::CacheMemo::new(job.cache, &job.def.kind);
+        let done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads, &memo)?;
         store(job.cache, job.stat, job.def, &job.pipeline.wdir, job.key, done)
     }
 }
@@ -63,8 +64,15 @@ pub fn abs(wdir: &Path, p: &str) -> PathBuf {
 }
 
 /// Run `stage` for `def` with the workspace rooted at `wdir`: remove old
-/// outs, execute, check every declared out exists.
-pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -> Result<Executed, Failure> {
+/// outs, execute (with `memo` as the stage's memo), check every declared
+/// out exists.
+pub fn execute(
+    def: &StageDef,
+    stage: &dyn Stage,
+    wdir: &Path,
+    threads: usize,
+    memo: &dyn crate::Memo,
+) -> Result<Executed, Failure> {
     let cwd = abs(wdir, &def.cwd);
     let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(wdir, d)).collect();
     let outs: Vec<PathBuf> = def.outs.iter().map(|o| abs(wdir, o)).collect();
@@ -90,6 +98,7 @@ pub fn execute(def: &StageDef, stage: &dyn Stage, wdir: &Path, threads: usize) -
             env: &env,
             log: &mut log,
             threads,
+            memo,
         };
         stage.execute(&mut ctx)
     };

@@ -66,7 +66,7 @@ pub(crate) fn run_stage(
     let mut log = Vec::new();
     let cwd = std::env::temp_dir();
     let mut ctx =
-        StageContext { name: "t", cwd: &cwd, deps, outs, params, cmd: None, env: &[], log: &mut log, threads };
+        StageContext { name: "t", cwd: &cwd, deps, outs, params, cmd: None, env: &[], log: &mut log, threads, memo: &dvx_stage_api::NoMemo };
     let r = stage.execute(&mut ctx);
     (r, String::from_utf8(log).unwrap())
 }
