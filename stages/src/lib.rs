@@ -16,6 +16,7 @@ mod fetch;
 mod filter;
 mod grep_sim;
 mod html_extract;
+mod llm;
 mod merge;
 mod multiply;
 #[cfg(test)]
@@ -54,5 +55,7 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(html_extract::HtmlExtract);
     r.register_typed(train::Train);
     r.register_typed(benchmark::Benchmark);
+    r.register_typed(llm::Generate);
+    r.register_typed(llm::Judge);
     r
 }
