@@ -183,6 +183,30 @@ pub enum Command {
         #[command(flatten)]
         pipeline: PipelineArg,
     },
+    /// Serve a trained model over an OpenAI-compatible HTTP API
+    /// (/v1/models, /v1/chat/completions, /v1/completions).
+    Serve {
+        /// The model folder (a `train` stage's output).
+        model: PathBuf,
+        /// The base model folder, when MODEL holds a LoRA adapter.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on (0: any free port; the address is printed).
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Environment variable holding the API key clients must send as a bearer token.
+        #[arg(long, value_name = "VAR")]
+        api_key_env: Option<String>,
+        /// Model name /v1/models lists (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// max_tokens when a request gives none.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+    },
     /// Cache maintenance.
     Cache {
         #[command(subcommand)]

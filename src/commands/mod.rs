@@ -15,6 +15,7 @@ mod diff;
 mod exec_stage;
 mod gc;
 mod run;
+mod serve;
 mod status;
 mod versions;
 
@@ -177,6 +178,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Gc { keep_last, keep, keep_since, memo_older_than, dry_run, pipeline } => {
             let store = load_store(pipeline.named(), cache, "gc")?;
             gc::gc(store, keep_last, keep, keep_since, memo_older_than, dry_run)
+        }
+        Command::Serve { model, base, host, port, api_key_env, name, max_tokens } => {
+            serve::serve(serve::Args { model, base, host, port, api_key_env, name, max_tokens })
         }
         Command::Cache { command } => match command {
             CacheCommand::Dir { pipeline } => cache::dir(load_store(pipeline.named(), cache, "cache dir")?),

@@ -8,6 +8,7 @@ mod deps;
 mod diff;
 mod errors;
 mod fuzz;
+mod llm;
 mod pipelines;
 mod restorable;
 mod self_contained;

@@ -16,5 +16,9 @@ mod ratelimit;
 mod runner;
 mod teachers;
 
-pub use generate::{Generate, Params as GenerateParams};
-pub use judge::{Judge, Params as JudgeParams};
+pub use generate::Generate;
+#[cfg(test)]
+pub use generate::Params as GenerateParams;
+pub use judge::Judge;
+#[cfg(test)]
+pub use judge::Params as JudgeParams;
