@@ -302,7 +302,6 @@ fn generate_pays_only_for_what_it_never_got() {
 }
 
 #[test]
-#[ignore = "slow: kill -9 mid-stage (run with --ignored)"]
 fn kill_9_then_rerun_sends_only_the_unanswered() {
     let models = Project::new();
     train(&models);
