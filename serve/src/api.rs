@@ -1,5 +1,8 @@
 //! The OpenAI wire format: routes, request parsing, answers and SSE chunks.
 
+// A handler's early exit is a ready `Response`, as axum handlers return one.
+#![allow(clippy::result_large_err)]
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -21,12 +21,14 @@ pub enum Fault {
 }
 
 type Reply = dyn Fn(&Value) -> String + Send + Sync;
+/// Each request's `authorization` header and body.
+type Bodies = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
 pub struct Fake {
     pub base_url: String,
     pub requests: Arc<AtomicUsize>,
     pub faults: Arc<Mutex<VecDeque<Fault>>>,
-    pub bodies: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    pub bodies: Bodies,
 }
 
 impl Fake {

@@ -283,11 +283,11 @@ impl ScoreParser {
     }
 
     fn parse(&self, text: &str) -> Option<Vec<f64>> {
-        let values = self.from_json(text).or_else(|| self.from_prose(text))?;
+        let values = self.json_scores(text).or_else(|| self.prose_scores(text))?;
         values.iter().all(|v| (self.lo..=self.hi).contains(v)).then_some(values)
     }
 
-    fn from_json(&self, text: &str) -> Option<Vec<f64>> {
+    fn json_scores(&self, text: &str) -> Option<Vec<f64>> {
         let (a, b) = (text.find('{')?, text.rfind('}')?);
         let obj: BTreeMap<String, Value> = serde_json::from_str(text.get(a..=b)?).ok()?;
         let lower: BTreeMap<String, &Value> = obj.iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
@@ -300,7 +300,7 @@ impl ScoreParser {
             .collect()
     }
 
-    fn from_prose(&self, text: &str) -> Option<Vec<f64>> {
+    fn prose_scores(&self, text: &str) -> Option<Vec<f64>> {
         let named: Option<Vec<f64>> =
             self.named.iter().map(|r| r.captures(text)?.get(1)?.as_str().parse().ok()).collect();
         named.or_else(|| {

@@ -186,7 +186,7 @@ pub fn ask_all(
             }
         }
         let k = finished.fetch_add(1, Ordering::Relaxed) + 1;
-        if k % 100 == 0 || k == misses.len() {
+        if k.is_multiple_of(100) || k == misses.len() {
             tracing::info!("{k}/{} requests answered", misses.len());
         }
         results.lock().expect("results lock").push((i, Done { answer, from_memo: false }, retries, latency));
