@@ -273,6 +273,10 @@ pub enum Command {
     Reproduce {
         /// Version hash (a unique prefix is enough).
         hash: String,
+        /// Make every memoised request again (an LLM stage calls its
+        /// endpoints) instead of answering from the memo.
+        #[arg(long)]
+        fresh: bool,
         #[command(flatten)]
         pipeline: PipelineArg,
     },
@@ -294,6 +298,10 @@ pub enum Command {
         /// Keep only what the workspaces using this cache hold.
         #[arg(long)]
         all_workspaces: bool,
+        /// Also remove memo entries (kept LLM responses) not used for this
+        /// long (`30d`, `12h`); without it memo entries are all kept.
+        #[arg(long, value_name = "AGE")]
+        memo_older_than: Option<String>,
         /// Only list what would go, with sizes.
         #[arg(long)]
         dry_run: bool,
@@ -302,6 +310,30 @@ pub enum Command {
         force: bool,
         #[command(flatten)]
         pipeline: PipelineArg,
+    },
+    /// Serve a trained model over an OpenAI-compatible HTTP API
+    /// (/v1/models, /v1/chat/completions, /v1/completions).
+    Serve {
+        /// The model folder (a `train` stage's output).
+        model: PathBuf,
+        /// The base model folder, when MODEL holds a LoRA adapter.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on (0: any free port; the address is printed).
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Environment variable holding the API key clients must send as a bearer token.
+        #[arg(long, value_name = "VAR")]
+        api_key_env: Option<String>,
+        /// Model name /v1/models lists (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// max_tokens when a request gives none.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
     },
     /// Cache maintenance.
     Cache {

@@ -23,6 +23,8 @@ pub enum Bucket {
     /// `jobs-v1/`: files of stages run as cluster jobs. The engine's to
     /// fill (see [`crate::Cache::bucket_dir`]); the store only creates it.
     Jobs,
+    /// `memo-v1/<ns>/ab/<key>`: answers stages keep per request (see `memo.rs`).
+    Memo,
     /// `tmp/`: files being written, renamed into place when complete.
     Tmp,
     /// `quarantine/`: objects whose bytes did not match their name.
@@ -33,7 +35,7 @@ pub enum Bucket {
 
 impl Bucket {
     /// Every bucket.
-    pub const ALL: [Bucket; 11] = [
+    pub const ALL: [Bucket; 12] = [
         Bucket::Objects,
         Bucket::ChunkLists,
         Bucket::Chunks,
@@ -42,6 +44,7 @@ impl Bucket {
         Bucket::Locks,
         Bucket::Leases,
         Bucket::Jobs,
+        Bucket::Memo,
         Bucket::Tmp,
         Bucket::Quarantine,
         Bucket::Workspaces,
@@ -58,6 +61,7 @@ impl Bucket {
             Bucket::Locks => "locks-v1",
             Bucket::Leases => "leases-v1",
             Bucket::Jobs => "jobs-v1",
+            Bucket::Memo => "memo-v1",
             Bucket::Tmp => "tmp",
             Bucket::Quarantine => "quarantine",
             Bucket::Workspaces => "workspaces-v1",

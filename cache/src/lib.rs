@@ -13,6 +13,7 @@
 //! locks-v1/<key>.lock     one lock file per stage key (OS file locks)
 //! locks-v1/gc.lock        held shared while a run pins, stores or writes a version; exclusively by gc
 //! leases-v1/*.lease       one per running process: what it uses, kept by gc while the process lives
+//! memo-v1/<ns>/ab/<key>  answers a stage kept per request (LLM responses), verified on read
 //! jobs-v1/<key>.*         Slurm job spec, outcome and log of a stage key (kept while it runs or after it failed)
 //! tmp/                    temp files, renamed into place when complete
 //! quarantine/             objects whose bytes did not match their name
@@ -31,6 +32,7 @@ mod gc;
 mod hash;
 mod lease;
 mod lock;
+mod memo;
 mod objects;
 mod paths;
 mod reader;
@@ -47,6 +49,7 @@ pub use error::{CacheError, Result};
 pub use gc::{GcOptions, GcReport, RemovedVersion};
 pub use hash::{hash_file, Hash, StageKey};
 pub use lock::KeyLock;
+pub use memo::MemoGcReport;
 pub use objects::{
     hash_path, hash_path_locked, remove_path, EscapingLinks, LinkMode, OutputKind, OutputRef, TreeEntry,
 };

@@ -36,6 +36,11 @@ pub struct VerifyReport {
     pub broken_versions: Vec<(Hash, String)>,
     /// Files that are not valid records where records live: (file, why).
     pub bad_records: Vec<(PathBuf, String)>,
+    /// Memo entries checked.
+    pub memo: usize,
+    /// Memo entries that are damaged: (file, why). Quarantined by repair;
+    /// a read treats them as misses anyway.
+    pub bad_memo: Vec<(PathBuf, String)>,
 }
 
 impl VerifyReport {
@@ -46,6 +51,7 @@ impl VerifyReport {
             && self.dangling_runs.is_empty()
             && self.broken_versions.is_empty()
             && self.bad_records.is_empty()
+            && self.bad_memo.is_empty()
     }
 }
 
@@ -153,6 +159,7 @@ impl Cache {
                 remove.push(path);
             }
         }
+        (report.memo, report.bad_memo) = self.verify_memo(repair)?;
         if repair {
             for path in remove {
                 let _ = crate::objects::remove_path(&path);

@@ -216,11 +216,14 @@ fn reads(d: &str, o: &str) -> bool {
 /// run. When a stage of a non-deterministic kind differs, its recorded
 /// outputs are restored in its place, so the stages after it are checked
 /// against the inputs they had. `progress` hears when each stage starts and
-/// finishes.
+/// finishes. Stages are served from the memo of `cache` (an LLM stage
+/// answers from the responses it kept) unless `fresh`, when every request
+/// is made again and nothing is kept.
 pub fn reproduce(
     cache: &Cache,
     registry: &Registry,
     hash: &Hash,
+    fresh: bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Vec<Reproduced>> {
     let body = body_of(&cache.get_version(hash)?)?;
@@ -237,7 +240,7 @@ pub fn reproduce(
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut report: Vec<Reproduced> = Vec::new();
     for (i, s) in body.stages.iter().enumerate() {
-        let r = reproduce_stage(cache, &body.stages[..i], &report, s, registry, root, threads, progress);
+        let r = reproduce_stage(cache, &body.stages[..i], &report, s, registry, root, threads, fresh, progress);
         progress(Progress::Finished(&r));
         report.push(r);
     }
@@ -254,6 +257,7 @@ fn reproduce_stage(
     registry: &Registry,
     root: &Path,
     threads: usize,
+    fresh: bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Reproduced {
     let mut r = Reproduced {
@@ -296,7 +300,9 @@ fn reproduce_stage(
     r.nondeterministic = !stage.deterministic();
     progress(Progress::Started { name: &s.name });
     let t0 = std::time::Instant::now();
-    let executed = execute(&def, stage.as_ref(), root, threads, &crate::NoProgress);
+    let memo = crate::CacheMemo::new(cache, &s.kind);
+    let memo: &dyn crate::Memo = if fresh { &crate::NoMemo } else { &memo };
+    let executed = execute(&def, stage.as_ref(), root, threads, &crate::NoProgress, memo);
     r.seconds = t0.elapsed().as_secs_f64();
     if let Err(f) = executed {
         r.error = Some(f.message);
@@ -395,14 +401,14 @@ mod tests {
         let cache = Cache::open(dir.path(), CacheOptions::default()).unwrap();
         let v = version(&cache);
 
-        let report = reproduce(&cache, &registry(false), &v, &mut |_| {}).unwrap();
+        let report = reproduce(&cache, &registry(false), &v, false, &mut |_| {}).unwrap();
         let (ask, copy) = (&report[0], &report[1]);
         assert!(ask.nondeterministic && ask.differs == ["a.txt"] && ask.reproduced(), "{ask:?}");
         // `copy` read the recorded a.txt, so it reproduces exactly.
         assert!(!copy.nondeterministic && copy.differs.is_empty() && copy.reproduced(), "{copy:?}");
 
         // The same kind claiming to be deterministic fails to reproduce.
-        let report = reproduce(&cache, &registry(true), &v, &mut |_| {}).unwrap();
+        let report = reproduce(&cache, &registry(true), &v, false, &mut |_| {}).unwrap();
         assert!(!report[0].reproduced() && report[0].differs == ["a.txt"], "{:?}", report[0]);
         assert!(!report[1].reproduced(), "{:?}", report[1]);
     }

@@ -16,7 +16,8 @@ pub fn dir(l: Store) -> Result<ExitCode> {
 pub fn verify(l: Store, repair: bool) -> Result<ExitCode> {
     let r = l.ws.cache.verify(repair).map_err(EngineError::Cache)?;
     let fixed = |what: &str| if repair { format!(": {what}") } else { String::new() };
-    println!("checked {} objects, {} run entries, {} versions", r.objects, r.runs, r.versions);
+    let memo = if r.memo > 0 { format!(", {} memo entries", r.memo) } else { String::new() };
+    println!("checked {} objects, {} run entries, {} versions{memo}", r.objects, r.runs, r.versions);
     for (name, actual) in &r.corrupt {
         println!("corrupt object {name} (bytes hash to {actual}){}", fixed("quarantined"));
     }
@@ -31,6 +32,9 @@ pub fn verify(l: Store, repair: bool) -> Result<ExitCode> {
     }
     for (path, why) in &r.bad_records {
         println!("bad record {}: {why}{}", path.display(), fixed("removed"));
+    }
+    for (path, why) in &r.bad_memo {
+        println!("bad memo entry {}: {why}{}", path.display(), fixed("quarantined"));
     }
     if r.temp_leftovers > 0 {
         println!("{} temp files left by interrupted writers (harmless; gc removes them)", r.temp_leftovers);

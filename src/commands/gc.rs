@@ -23,23 +23,45 @@ pub struct Scope {
 const SCOPES: &str = "say what to keep: `--keep-last N` (the N newest versions), `--keep HASH` (repeatable), \
                       `--keep-since DATE` (YYYY-MM-DD or RFC 3339), or `--all-workspaces` (only what the \
                       workspaces using this cache hold); the version each workspace holds is always kept. \
-                      Add `--dry-run` to see what would go";
+                      Add `--dry-run` to see what would go. `--memo-older-than AGE` alone evicts only memo entries";
 
-pub fn gc(l: Store, scope: Scope, dry_run: bool, force: bool) -> Result<ExitCode> {
+pub fn gc(l: Store, scope: Scope, memo_older_than: Option<String>, dry_run: bool, force: bool) -> Result<ExitCode> {
     let Scope { keep_last, keep, keep_since, all_workspaces } = scope;
-    if keep.is_empty() && keep_last.is_none() && keep_since.is_none() && !all_workspaces {
+    let versions_scoped = !keep.is_empty() || keep_last.is_some() || keep_since.is_some() || all_workspaces;
+    if !versions_scoped && memo_older_than.is_none() {
         return Err(miette!(help = SCOPES, "gc needs a scope: which versions to keep besides those workspaces hold"));
     }
+    let memo_age = memo_older_than
+        .map(|a| humantime::parse_duration(&a).map_err(|e| miette!("--memo-older-than `{a}`: {e} (use e.g. 30d or 12h)")))
+        .transpose()?;
+    if versions_scoped {
+        version_gc(&l, keep_last, &keep, keep_since.as_deref(), dry_run, force)?;
+    }
+    if let Some(age) = memo_age {
+        memo_gc(&l.ws.cache, age, dry_run, force)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Remove the versions outside the scope and what only they need.
+fn version_gc(
+    l: &Store,
+    keep_last: Option<usize>,
+    keep: &[String],
+    keep_since: Option<&str>,
+    dry_run: bool,
+    force: bool,
+) -> Result<()> {
     let cache = &l.ws.cache;
     let versions = cache.versions().map_err(EngineError::Cache)?; // newest first
     let mut kept = BTreeSet::new();
-    for k in &keep {
+    for k in keep {
         kept.insert(cache.resolve_version(k).map_err(EngineError::Cache)?);
     }
     if let Some(n) = keep_last {
         kept.extend(versions.iter().take(n).map(|v| v.hash.clone()));
     }
-    if let Some(since) = &keep_since {
+    if let Some(since) = keep_since {
         let t = humantime::parse_rfc3339_weak(since)
             .or_else(|_| humantime::parse_rfc3339_weak(&format!("{since} 00:00:00")))
             .map_err(|e| miette!("--keep-since `{since}`: {e} (use YYYY-MM-DD or RFC 3339)"))?;
@@ -55,15 +77,37 @@ pub fn gc(l: Store, scope: Scope, dry_run: bool, force: bool) -> Result<ExitCode
     print_kept_workspaces(&plan);
     if dry_run || nothing_to_remove(&plan) {
         print_report(&plan, if dry_run { "would remove" } else { "removed" });
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     if !force {
         print_report(&plan, "would remove");
-        confirm(&plan)?;
+        confirm(&format!(
+            "remove {} versions and {} objects ({})?",
+            plan.versions.len(),
+            plan.objects,
+            HumanBytes(plan.bytes)
+        ))?;
     }
     let report = cache.gc(&GcOptions { keep: kept, dry_run: false }).map_err(EngineError::Cache)?;
     print_report(&report, "removed");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// Evict memo entries unused for `age` (`--memo-older-than`).
+fn memo_gc(cache: &dvx_cache::Cache, age: std::time::Duration, dry_run: bool, force: bool) -> Result<()> {
+    let plan = cache.memo_gc(age, true).map_err(EngineError::Cache)?;
+    let unused = humantime::format_duration(age);
+    if dry_run || plan.entries == 0 {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        println!("{verb} {} memo entries ({}) unused for {unused}", plan.entries, HumanBytes(plan.bytes));
+        return Ok(());
+    }
+    if !force {
+        confirm(&format!("remove {} memo entries ({}) unused for {unused}?", plan.entries, HumanBytes(plan.bytes)))?;
+    }
+    let memo = cache.memo_gc(age, false).map_err(EngineError::Cache)?;
+    println!("removed {} memo entries ({}) unused for {unused}", memo.entries, HumanBytes(memo.bytes));
+    Ok(())
 }
 
 fn nothing_to_remove(r: &GcReport) -> bool {
@@ -71,7 +115,7 @@ fn nothing_to_remove(r: &GcReport) -> bool {
 }
 
 /// Ask on the terminal; refuse without one (`--force` skips this).
-fn confirm(plan: &GcReport) -> Result<()> {
+fn confirm(question: &str) -> Result<()> {
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Err(miette!(
             help = "run it on a terminal to be asked, or pass `--force` (`-f`) to delete without asking; \
@@ -79,12 +123,7 @@ fn confirm(plan: &GcReport) -> Result<()> {
             "gc deletes for good and there is no terminal to ask: nothing removed"
         ));
     }
-    eprint!(
-        "remove {} versions and {} objects ({})? [y/N] ",
-        plan.versions.len(),
-        plan.objects,
-        HumanBytes(plan.bytes)
-    );
+    eprint!("{question} [y/N] ");
     std::io::stderr().flush().into_diagnostic()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).into_diagnostic()?;

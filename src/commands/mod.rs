@@ -18,6 +18,7 @@ mod metric_direction;
 mod metrics;
 mod records_diff;
 mod run;
+mod serve;
 mod status;
 mod table;
 mod versions;
@@ -225,12 +226,15 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Checkout { hash, to, pipeline } => {
             versions::checkout(load_store(pipeline.named(), cache, "checkout HASH")?, &hash, to.as_deref())
         }
-        Command::Reproduce { hash, pipeline } => {
-            versions::reproduce(load_store(pipeline.named(), cache, "reproduce HASH")?, &hash)
+        Command::Reproduce { hash, fresh, pipeline } => {
+            versions::reproduce(load_store(pipeline.named(), cache, "reproduce HASH")?, &hash, fresh)
         }
-        Command::Gc { keep_last, keep, keep_since, all_workspaces, dry_run, force, pipeline } => {
+        Command::Gc { keep_last, keep, keep_since, all_workspaces, memo_older_than, dry_run, force, pipeline } => {
             let scope = gc::Scope { keep_last, keep, keep_since, all_workspaces };
-            gc::gc(load_store(pipeline.named(), cache, "gc")?, scope, dry_run, force)
+            gc::gc(load_store(pipeline.named(), cache, "gc")?, scope, memo_older_than, dry_run, force)
+        }
+        Command::Serve { model, base, host, port, api_key_env, name, max_tokens } => {
+            serve::serve(serve::Args { model, base, host, port, api_key_env, name, max_tokens })
         }
         Command::Cache { command } => match command {
             CacheCommand::Dir { pipeline } => cache::dir(load_store(pipeline.named(), cache, "cache dir")?),

@@ -223,13 +223,13 @@ pub fn checkout(l: Store, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn reproduce(l: Store, prefix: &str) -> Result<ExitCode> {
+pub fn reproduce(l: Store, prefix: &str, fresh: bool) -> Result<ExitCode> {
     let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
     let mut progress = |p: ops::Progress<'_>| match p {
         ops::Progress::Started { name } => eprintln!("reproduce {name}: running"),
         ops::Progress::Finished(r) => eprintln!("reproduce {}: {} ({:.1}s)", r.name, outcome(r), r.seconds),
     };
-    let report = ops::reproduce(&l.ws.cache, &l.registry, &hash, &mut progress)?;
+    let report = ops::reproduce(&l.ws.cache, &l.registry, &hash, fresh, &mut progress)?;
     let mut all_same = true;
     for r in &report {
         all_same &= r.reproduced();

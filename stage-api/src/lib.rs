@@ -46,11 +46,13 @@
 #![deny(missing_docs)]
 
 mod progress;
+mod memo;
 mod registry;
 mod stage;
 mod typed;
 
 pub use progress::{NoProgress, Progress};
+pub use memo::{Memo, MemoKey, MemoryMemo, NoMemo};
 pub use registry::Registry;
 pub use stage::{FailureKind, FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
 pub use typed::{parse_params, Count, ParamDoc, ParamsDoc, Shape, Typed, TypedStage};

@@ -34,6 +34,8 @@ pub struct StageContext<'a> {
     pub threads: usize,
     /// Where a long stage reports how far it is (never print bars yourself).
     pub progress: &'a dyn crate::Progress,
+    /// Answers kept across runs (see [`crate::Memo`]).
+    pub memo: &'a dyn crate::Memo,
 }
 
 /// What sort of failure a stage had: whether running it again could help,

@@ -432,6 +432,7 @@ mod tests {
             log: &mut log,
             threads: 1,
             progress: &crate::NoProgress,
+            memo: &crate::NoMemo,
         };
         assert_eq!(s.execute(&mut ctx).unwrap()["items"], json!(1));
         assert_eq!(s.kind.0.load(Ordering::SeqCst), 1, "check, fingerprint and execute share one prepare");

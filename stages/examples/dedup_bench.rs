@@ -63,6 +63,7 @@ fn run() -> Result<(), String> {
         log: &mut log,
         threads,
         progress: &dvx_stage_api::NoProgress,
+        memo: &dvx_stage_api::NoMemo,
     };
     let started = Instant::now();
     let metrics = stage.execute(&mut ctx).map_err(|e| e.message)?;

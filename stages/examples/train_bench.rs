@@ -70,6 +70,7 @@ fn main() {
         log: &mut log,
         threads,
         progress: &dvx_stage_api::NoProgress,
+        memo: &dvx_stage_api::NoMemo,
     };
     let m = stage.execute(&mut ctx).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&log)));
     let weights = std::fs::read(outs[0].join("model.safetensors")).expect("weights written");

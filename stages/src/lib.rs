@@ -17,6 +17,7 @@ mod field_check;
 mod filter;
 mod grep_sim;
 mod html_extract;
+mod llm;
 mod merge;
 mod multiply;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod pipeline_tests;
 pub mod records;
 mod score;
 mod seeded;
+pub mod serving;
 #[cfg(test)]
 mod shipped_pipelines;
 mod source_files;
@@ -55,5 +57,7 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(html_extract::HtmlExtract);
     r.register_typed(train::Train);
     r.register_typed(benchmark::Benchmark);
+    r.register_typed(llm::Generate);
+    r.register_typed(llm::Judge);
     r
 }

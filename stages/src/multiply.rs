@@ -119,14 +119,15 @@ impl ParamsDoc for Params {
     }
 }
 
-/// A template split into literal text and placeholders.
+/// A template split into literal text and placeholders (shared with the
+/// LLM kinds' prompt templates).
 #[derive(Debug, Clone, PartialEq)]
-enum Piece {
+pub(crate) enum Piece {
     Text(String),
     Field(String),
 }
 
-fn compile(t: &str) -> Result<Vec<Piece>, String> {
+pub(crate) fn compile(t: &str) -> Result<Vec<Piece>, String> {
     let mut pieces = Vec::new();
     let mut text = String::new();
     let mut chars = t.chars().peekable();
@@ -216,7 +217,7 @@ fn compile_all(p: &Params) -> Result<TemplateSets, ParamError> {
     Ok((base, sets))
 }
 
-fn fill(pieces: &[Piece], record: &Record, id: &str, at: &str) -> Result<String, StageFailure> {
+pub(crate) fn fill(pieces: &[Piece], record: &Record, id: &str, at: &str) -> Result<String, StageFailure> {
     let mut out = String::new();
     for p in pieces {
         match p {

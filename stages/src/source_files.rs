@@ -159,6 +159,7 @@ pub mod testing {
             log: &mut log,
             threads: 2,
             progress: &dvx_stage_api::NoProgress,
+            memo: &dvx_stage_api::NoMemo,
         };
         let r = stage.execute(&mut ctx);
         (r, String::from_utf8_lossy(&log).into_owned())

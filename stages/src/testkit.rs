@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use dvx_stage_api::{Metrics, Stage, StageContext, StageShape, Typed, TypedStage};
+use dvx_stage_api::{Memo, MemoryMemo, Metrics, Stage, StageContext, StageShape, Typed, TypedStage};
 use serde_json::Value;
 
 /// What a stage run left behind.
@@ -51,6 +51,19 @@ pub(crate) fn run<T: TypedStage>(
     params: Value,
     threads: usize,
 ) -> Result<Run, String> {
+    run_with_memo(kind, inputs, outs, params, threads, &MemoryMemo::default())
+}
+
+/// [`run`] with the memo the stage gets: pass one [`MemoryMemo`] to two runs
+/// to see what the second one is served from it.
+pub(crate) fn run_with_memo<T: TypedStage>(
+    kind: T,
+    inputs: &[&str],
+    outs: &[&str],
+    params: Value,
+    threads: usize,
+    memo: &dyn Memo,
+) -> Result<Run, String> {
     let stage = Typed::new(kind);
     let dir = tempfile::tempdir().unwrap();
     let deps: Vec<PathBuf> = inputs
@@ -78,6 +91,7 @@ pub(crate) fn run<T: TypedStage>(
         log: &mut log,
         threads,
         progress: &dvx_stage_api::NoProgress,
+        memo,
     };
     let metrics = stage.execute(&mut ctx).map_err(|e| e.message)?;
     Ok(Run { metrics, log: String::from_utf8(log).unwrap(), outs, _dir: dir })

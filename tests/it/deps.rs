@@ -11,7 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dvx-cache", &[]),
     ("dvx-engine", &["dvx-cache", "dvx-stage-api"]),
     ("dvx-stages", &["dvx-stage-api", "dvx-cache"]),
-    ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages"]),
+    ("dvx-serve", &["dvx-stages"]),
+    ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages", "dvx-serve"]),
 ];
 
 fn read(path: &Path) -> toml::Table {

@@ -12,6 +12,7 @@ mod fuzz;
 mod gc_scope;
 mod logs;
 mod metrics;
+mod llm;
 mod pipelines;
 mod restorable;
 mod self_contained;

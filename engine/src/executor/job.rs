@@ -235,7 +235,9 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
         log_tail: f.log_tail,
     };
     // Progress stays on the node: the job's log holds what the stage logs.
-    let done = local::execute(def, stage.as_ref(), &pipeline.wdir, threads, &crate::NoProgress).map_err(stage_err)?;
+    let memo = super::CacheMemo::new(&cache, &def.kind);
+    let done = local::execute(def, stage.as_ref(), &pipeline.wdir, threads, &crate::NoProgress, &memo)
+        .map_err(stage_err)?;
     {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&done.log);

@@ -19,7 +19,8 @@ pub struct Local;
 
 impl Executor for Local {
     fn run(&self, job: &Job<'_>) -> Result<RunEntry, Failure> {
-        let done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads, job.progress)?;
+        let memo = super::CacheMemo::new(job.cache, &job.def.kind);
+        let done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads, job.progress, &memo)?;
         store(job.cache, job.stat, job.def, &job.pipeline.wdir, job.key, done)
     }
 }
@@ -63,14 +64,16 @@ pub fn abs(wdir: &Path, p: &str) -> PathBuf {
 }
 
 /// Run `stage` for `def` with the workspace rooted at `wdir`: remove old
-/// outs, execute, check every declared out exists, read its `metrics:`
-/// files into its metrics (a file's names win over the kind's own).
+/// outs, execute (with `memo` as the stage's memo), check every declared
+/// out exists, read its `metrics:` files into its metrics (a file's names
+/// win over the kind's own).
 pub fn execute(
     def: &StageDef,
     stage: &dyn Stage,
     wdir: &Path,
     threads: usize,
     progress: &dyn Progress,
+    memo: &dyn crate::Memo,
 ) -> Result<Executed, Failure> {
     let cwd = abs(wdir, &def.cwd);
     let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(wdir, d)).collect();
@@ -98,6 +101,7 @@ pub fn execute(
             log: &mut log,
             threads,
             progress,
+            memo,
         };
         stage.execute(&mut ctx)
     };

@@ -15,6 +15,7 @@
 
 mod job;
 pub(crate) mod local;
+mod memo;
 mod slurm;
 
 use std::sync::Mutex;
@@ -27,6 +28,7 @@ use local::Failure;
 
 pub use job::{exec_job, JobError, JobOutcome, JobSpec};
 pub use local::Local;
+pub use memo::CacheMemo;
 pub use slurm::{interrupted, wait_for_interrupt, Interrupt, Slurm};
 
 /// One stage key to execute, with everything an executor needs.

@@ -20,6 +20,7 @@
 
 mod classify;
 mod generate;
+pub(crate) use generate::greedy;
 pub(crate) mod params;
 mod report;
 

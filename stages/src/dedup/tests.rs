@@ -45,6 +45,7 @@ fn run_kind(
         log: &mut log,
         threads,
         progress: &dvx_stage_api::NoProgress,
+        memo: &dvx_stage_api::NoMemo,
     };
     let metrics = stage.execute(&mut ctx)?;
     let outs = outs.iter().map(|o| String::from_utf8_lossy(&std::fs::read(o).unwrap()).into_owned()).collect();

@@ -61,7 +61,7 @@ pub(crate) use model::Transformer;
 pub(crate) use params::DeviceParam;
 pub(crate) use plot::bars as bar_chart;
 pub(crate) use run::eval_loss;
-pub(crate) use template::TemplateParam;
+pub(crate) use template::{TemplateParam, TemplateSet};
 pub(crate) use threads::run_on_pool;
 pub(crate) use tokenizer::Tok;
 

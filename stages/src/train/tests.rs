@@ -77,6 +77,7 @@ pub(crate) fn run_stage(
         log: &mut log,
         threads,
         progress,
+        memo: &dvx_stage_api::NoMemo,
     };
     let r = stage.execute(&mut ctx);
     (r, String::from_utf8(log).unwrap())

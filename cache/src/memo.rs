@@ -1,0 +1,224 @@
+//! The record memo: `memo-v1/<ns>/<ab>/<key hex>`, one file per answer a
+//! stage asked to keep (an LLM response), under the stage kind's namespace.
+//!
+//! A file is `DVXMEMO1`, the blake3 of the value (32 bytes), then the value.
+//! Writes are atomic and durable (tmp, fsync, rename) the moment an answer
+//! arrives, so kill -9 loses at most the answers in flight. A read checks
+//! the hash: a damaged entry is moved to `quarantine/` and reads as a miss,
+//! so the stage asks again. A hit refreshes the file's mtime, which is what
+//! `dvx gc --memo-older-than` evicts by: entries nobody read or wrote for
+//! that long. Plain gc never removes memo entries: no version names them,
+//! and they are what a re-run or `dvx reproduce` is served from.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::bucket::Bucket;
+use crate::error::{CacheError, IoContext, Result};
+use crate::runs::read_dir_sorted;
+use crate::store::Cache;
+
+const MAGIC: &[u8; 8] = b"DVXMEMO1";
+
+/// What [`Cache::memo_gc`] removed (or would remove).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MemoGcReport {
+    /// Entries removed.
+    pub entries: usize,
+    /// Their size in bytes.
+    pub bytes: u64,
+}
+
+/// Whether `ns` may name a memo namespace (a stage kind: `generate`).
+fn check_ns(ns: &str) -> Result<()> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 64
+        && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad memo namespace `{ns}`"));
+        Err(CacheError::Io { path: PathBuf::from(ns), source })
+    }
+}
+
+/// The value of a memo file, if its header and hash are right.
+fn decode(bytes: &[u8]) -> std::result::Result<&[u8], &'static str> {
+    if bytes.len() < 40 || &bytes[..8] != MAGIC {
+        return Err("not a memo entry (bad header)");
+    }
+    let value = &bytes[40..];
+    if blake3::hash(value).as_bytes()[..] != bytes[8..40] {
+        return Err("its value does not match its hash");
+    }
+    Ok(value)
+}
+
+impl Cache {
+    fn memo_path(&self, ns: &str, key: &[u8; 32]) -> PathBuf {
+        let hex = blake3::Hash::from_bytes(*key).to_hex();
+        self.dir(Bucket::Memo).join(ns).join(&hex[..2]).join(&hex[..])
+    }
+
+    /// The value kept under `key` in namespace `ns`, or `None`. A damaged
+    /// entry is quarantined (with a warning) and reads as `None`.
+    pub fn memo_get(&self, ns: &str, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        check_ns(ns)?;
+        let path = self.memo_path(ns, key);
+        let mut bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).at(&path),
+        };
+        match decode(&bytes) {
+            Ok(_) => {
+                // Last used now, for age-based eviction; a read-only entry stays as it was.
+                let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
+                bytes.drain(..40);
+                Ok(Some(bytes))
+            }
+            Err(why) => {
+                tracing::warn!("memo entry {}: {why}; quarantined, it will be asked again", path.display());
+                self.quarantine_memo(ns, &path)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Keep `value` under `key` in namespace `ns`: atomic, fsynced, with
+    /// the cache's permissions. An existing entry is replaced.
+    pub fn memo_put(&self, ns: &str, key: &[u8; 32], value: &[u8]) -> Result<()> {
+        check_ns(ns)?;
+        let mut bytes = Vec::with_capacity(40 + value.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(blake3::hash(value).as_bytes());
+        bytes.extend_from_slice(value);
+        self.write_record(&self.memo_path(ns, key), &bytes)
+    }
+
+    fn quarantine_memo(&self, ns: &str, path: &Path) -> Result<()> {
+        let q = self.dir(Bucket::Quarantine);
+        self.ensure_dir(&q)?;
+        let name = format!("memo-{ns}-{}", path.file_name().unwrap_or_default().to_string_lossy());
+        match std::fs::rename(path, q.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(path),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every file under `memo-v1/` with its namespace (`<ns>/<ab>/<file>`).
+    pub(crate) fn memo_files(&self) -> Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
+        for ns in read_dir_sorted(&self.dir(Bucket::Memo))? {
+            let name = ns.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            for shard in read_dir_sorted(&ns)? {
+                for f in read_dir_sorted(&shard)? {
+                    out.push((name.clone(), f));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Check every memo entry; returns how many were checked and the
+    /// damaged ones (quarantined when `repair`).
+    pub(crate) fn verify_memo(&self, repair: bool) -> Result<(usize, Vec<(PathBuf, String)>)> {
+        let mut bad = Vec::new();
+        let files = self.memo_files()?;
+        for (ns, path) in &files {
+            let why = match std::fs::read(path) {
+                Ok(bytes) => decode(&bytes).err().map(str::to_string),
+                Err(e) => Some(e.to_string()),
+            };
+            let named = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 64);
+            let why = why.or_else(|| (!named).then(|| "not a memo entry (its name is not a key)".to_string()));
+            if let Some(why) = why {
+                if repair {
+                    self.quarantine_memo(ns, path)?;
+                }
+                bad.push((path.clone(), why));
+            }
+        }
+        Ok((files.len(), bad))
+    }
+
+    /// Remove memo entries not read or written for `older_than` (by mtime).
+    pub fn memo_gc(&self, older_than: Duration, dry_run: bool) -> Result<MemoGcReport> {
+        let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut report = MemoGcReport::default();
+        for (_, path) in self.memo_files()? {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if meta.modified().map(|t| t >= cutoff).unwrap_or(true) {
+                continue;
+            }
+            report.entries += 1;
+            report.bytes += meta.len();
+            if !dry_run {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CacheOptions;
+
+    fn cache() -> (tempfile::TempDir, Cache) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c"), CacheOptions::default()).unwrap();
+        (dir, cache)
+    }
+
+    #[test]
+    fn put_then_get_per_namespace() {
+        let (_d, c) = cache();
+        assert_eq!(c.memo_get("generate", &[7; 32]).unwrap(), None);
+        c.memo_put("generate", &[7; 32], b"{\"answer\":1}").unwrap();
+        assert_eq!(c.memo_get("generate", &[7; 32]).unwrap().as_deref(), Some(&b"{\"answer\":1}"[..]));
+        assert_eq!(c.memo_get("judge", &[7; 32]).unwrap(), None);
+        assert!(c.memo_get("../x", &[7; 32]).is_err());
+        let (n, bad) = c.verify_memo(false).unwrap();
+        assert_eq!((n, bad.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_damaged_entry_is_a_miss_and_quarantined() {
+        let (_d, c) = cache();
+        c.memo_put("generate", &[1; 32], b"good answer").unwrap();
+        let path = c.memo_path("generate", &[1; 32]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, bad) = c.verify_memo(false).unwrap();
+        assert_eq!(bad.len(), 1);
+        assert!(path.exists(), "verify without repair removes nothing");
+        assert_eq!(c.memo_get("generate", &[1; 32]).unwrap(), None);
+        assert!(!path.exists());
+        assert!(c.dir(Bucket::Quarantine).read_dir().unwrap().next().is_some());
+        assert_eq!(c.verify_memo(false).unwrap().1.len(), 0);
+    }
+
+    #[test]
+    fn gc_evicts_by_last_use() {
+        let (_d, c) = cache();
+        c.memo_put("generate", &[1; 32], b"old").unwrap();
+        c.memo_put("generate", &[2; 32], b"new").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(40 * 86400);
+        for k in [[1u8; 32], [2; 32]] {
+            let f = std::fs::File::options().write(true).open(c.memo_path("generate", &k)).unwrap();
+            f.set_modified(old).unwrap();
+        }
+        // Reading entry 2 makes it recently used.
+        assert!(c.memo_get("generate", &[2; 32]).unwrap().is_some());
+        let month = Duration::from_secs(30 * 86400);
+        assert_eq!(c.memo_gc(month, true).unwrap().entries, 1);
+        assert!(c.memo_path("generate", &[1; 32]).exists(), "dry run");
+        let r = c.memo_gc(month, false).unwrap();
+        assert_eq!((r.entries, r.bytes), (1, 43));
+        assert_eq!(c.memo_get("generate", &[1; 32]).unwrap(), None);
+        assert!(c.memo_get("generate", &[2; 32]).unwrap().is_some());
+    }
+}

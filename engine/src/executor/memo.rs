@@ -1,0 +1,32 @@
+//! The memo a stage gets through its context, backed by the active cache
+//! under the stage kind's namespace (`memo-v1/<kind>/…`).
+
+use dvx_cache::Cache;
+
+use crate::{Memo, MemoKey};
+
+/// [`Memo`] over a cache. A cache error on read is a miss (with a
+/// warning): the stage asks again rather than failing.
+pub struct CacheMemo<'a> {
+    cache: &'a Cache,
+    ns: &'a str,
+}
+
+impl<'a> CacheMemo<'a> {
+    /// The memo of kind `kind` in `cache`.
+    pub fn new(cache: &'a Cache, kind: &'a str) -> Self {
+        CacheMemo { cache, ns: kind }
+    }
+}
+
+impl Memo for CacheMemo<'_> {
+    fn get(&self, key: &MemoKey) -> Option<Vec<u8>> {
+        self.cache.memo_get(self.ns, key).unwrap_or_else(|e| {
+            tracing::warn!("memo read failed, treated as a miss: {e}");
+            None
+        })
+    }
+    fn put(&self, key: &MemoKey, value: &[u8]) -> Result<(), String> {
+        self.cache.memo_put(self.ns, key, value).map_err(|e| e.to_string())
+    }
+}

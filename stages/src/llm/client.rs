@@ -1,0 +1,215 @@
+//! One chat-completions call with retries: exponential backoff with jitter
+//! on 429, 5xx, timeouts, dropped connections and unreadable bodies; the
+//! server's `Retry-After` and `x-ratelimit-*` headers pause every worker.
+//! The API key goes in the `Authorization` header only and is scrubbed
+//! from any error text.
+
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ratelimit::{reset_duration, retry_after, RateLimit};
+use crate::seeded::SplitMix64;
+
+/// What a teacher answered: what the memo keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The assistant message's text.
+    pub content: String,
+    /// `stop`, `length`, … when the server says.
+    pub finish_reason: Option<String>,
+    /// Usage the server reported (0 when it did not).
+    pub prompt_tokens: u64,
+    /// Usage the server reported (0 when it did not).
+    pub completion_tokens: u64,
+}
+
+/// How hard to try.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// First backoff; doubles each retry, capped at a minute.
+    pub backoff: Duration,
+}
+
+/// A call's result and how many retries it took.
+pub struct Called {
+    /// The answer, or why there is none (key scrubbed).
+    pub result: Result<Answer, String>,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Time from the first attempt to the answer.
+    pub latency: Duration,
+}
+
+/// An HTTP client for teachers; `timeout` bounds each attempt.
+pub fn client(timeout: Duration) -> Result<Client, String> {
+    Client::builder().timeout(timeout).build().map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+enum Attempt {
+    Done(Answer),
+    /// Try again, after at least this long when the server said.
+    Again(String, Option<Duration>),
+    Fatal(String),
+}
+
+/// POST `body` to `url` until it answers or the retries run out.
+pub fn call(
+    client: &Client,
+    url: &str,
+    key: Option<&str>,
+    body: &[u8],
+    tokens: u64,
+    policy: Policy,
+    limit: &RateLimit,
+) -> Called {
+    let started = Instant::now();
+    let mut rng = SplitMix64::new(started.elapsed().as_nanos() as u64 ^ jitter_seed());
+    let mut retries = 0;
+    loop {
+        limit.acquire(tokens);
+        let result = match attempt(client, url, key, body, limit) {
+            Attempt::Done(a) => Ok(a),
+            Attempt::Fatal(e) => Err(e),
+            Attempt::Again(e, _) if retries >= policy.max_retries => {
+                Err(format!("{e} (gave up after {} attempts)", retries + 1))
+            }
+            Attempt::Again(e, wait) => {
+                let exp = policy.backoff.saturating_mul(1 << retries.min(16)).min(Duration::from_secs(60));
+                // Full jitter in [exp/2, exp]: workers that failed together do not retry together.
+                let jittered = exp.mul_f64(0.5 + 0.5 * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64);
+                // A server's Retry-After already paused everyone (see `attempt`).
+                let delay = if wait.is_some() { Duration::ZERO } else { jittered };
+                tracing::debug!("retrying in {delay:?}: {e}");
+                std::thread::sleep(delay);
+                retries += 1;
+                continue;
+            }
+        };
+        let result = result.map_err(|e| scrub(&e, key));
+        return Called { result, retries, latency: started.elapsed() };
+    }
+}
+
+fn jitter_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::thread::current().id())
+}
+
+fn attempt(client: &Client, url: &str, key: Option<&str>, body: &[u8], limit: &RateLimit) -> Attempt {
+    let mut req = client.post(url).header("content-type", "application/json").body(body.to_vec());
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let resp = match req.send() {
+        Ok(r) => r,
+        Err(e) => return Attempt::Again(describe(&e), None),
+    };
+    let status = resp.status();
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    for (remaining, reset) in [
+        ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+        ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    ] {
+        if header(remaining).is_some_and(|v| v.trim() == "0") {
+            if let Some(d) = header(reset).as_deref().and_then(reset_duration) {
+                limit.pause_until(Instant::now() + d);
+            }
+        }
+    }
+    let wait = header("retry-after").as_deref().and_then(retry_after);
+    if let Some(w) = wait {
+        limit.pause_until(Instant::now() + w);
+    }
+    let text = match resp.text() {
+        Ok(t) => t,
+        Err(e) => return Attempt::Again(format!("reading the answer: {}", describe(&e)), wait),
+    };
+    if status.as_u16() == 429 || status.is_server_error() {
+        return Attempt::Again(format!("HTTP {status}: {}", snippet(&text)), wait);
+    }
+    if !status.is_success() {
+        return Attempt::Fatal(format!("HTTP {status}: {}", snippet(&text)));
+    }
+    match parse_answer(&text) {
+        Ok(a) => Attempt::Done(a),
+        // A cut-off or garbled body: ask again.
+        Err(e) => Attempt::Again(e, None),
+    }
+}
+
+/// The answer in a chat-completions response body.
+pub fn parse_answer(text: &str) -> Result<Answer, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("the answer is not JSON ({e}): {}", snippet(text)))?;
+    let choice = &v["choices"][0];
+    let content = choice["message"]["content"]
+        .as_str()
+        .or_else(|| choice["text"].as_str())
+        .ok_or_else(|| format!("the answer has no choices[0].message.content: {}", snippet(text)))?;
+    Ok(Answer {
+        content: content.to_string(),
+        finish_reason: choice["finish_reason"].as_str().map(str::to_string),
+        prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+    })
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "connection failed"
+    };
+    let mut s = format!("{what}: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(&format!(": {inner}"));
+        src = inner.source();
+    }
+    s
+}
+
+fn snippet(text: &str) -> String {
+    let t: String = text.chars().take(300).collect();
+    if t.len() < text.len() {
+        format!("{t}…")
+    } else {
+        t
+    }
+}
+
+/// `text` with every occurrence of the key replaced.
+pub fn scrub(text: &str, key: Option<&str>) -> String {
+    match key.filter(|k| !k.is_empty()) {
+        Some(k) => text.replace(k, "[api key]"),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_openai_answers() {
+        let a = parse_answer(
+            r#"{"choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+        )
+        .unwrap();
+        assert_eq!((a.content.as_str(), a.finish_reason.as_deref(), a.prompt_tokens), ("hi", Some("stop"), 3));
+        assert!(parse_answer("{\"choices\":[]}").unwrap_err().contains("no choices"));
+        assert!(parse_answer("<html>").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn scrub_hides_the_key() {
+        assert_eq!(scrub("bad key sk-123 sent", Some("sk-123")), "bad key [api key] sent");
+        assert_eq!(scrub("x", None), "x");
+    }
+}

@@ -1,0 +1,66 @@
+//! The model code `dvx serve` needs, behind a small public surface: load a
+//! dvx-trained folder (or an adapter and its base), turn chat messages or
+//! plain text into prompt ids with the model's own template, decode one
+//! greedy token at a time, and turn ids back into text. What `train` and
+//! `benchmark` use stays crate-private; a model crate may take this over.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::records::Record;
+use crate::train::{load_model, TemplateParam, Tok, Transformer};
+
+/// A loaded model ready to generate, on the CPU.
+pub struct ServedModel {
+    model: Transformer,
+    tok: Tok,
+    templates: crate::train::TemplateSet,
+}
+
+impl ServedModel {
+    /// Load the model in `dir`; an adapter needs its `base` folder.
+    pub fn load(dir: &Path, base: Option<&Path>) -> Result<ServedModel, String> {
+        let loaded = load_model(dir, base, &candle_core::Device::Cpu)?;
+        let tok = loaded.tok.ok_or_else(|| format!("{}: the model has no tokenizer", dir.display()))?;
+        let templates = match &loaded.cfg.dvx {
+            Some(meta) => meta.template.clone(),
+            None => TemplateParam::default().resolve()?,
+        };
+        Ok(ServedModel { model: loaded.model, tok, templates })
+    }
+
+    /// The longest sequence the model takes.
+    pub fn context_len(&self) -> usize {
+        self.model.cfg.max_position_embeddings
+    }
+
+    /// Prompt ids for `(role, content)` messages, ending where the
+    /// assistant's answer begins (the chat template the model trained with).
+    pub fn chat_prompt(&self, messages: &[(String, String)]) -> Result<Vec<u32>, String> {
+        let mut msgs: Vec<_> = messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect();
+        msgs.push(json!({"role": "assistant", "content": ""}));
+        let rec: Record = json!({ "messages": msgs }).as_object().expect("object").clone();
+        let (prompt, _) = self.templates.prompt(&rec).ok_or("no messages to answer")?;
+        self.text_prompt(&prompt)
+    }
+
+    /// Prompt ids for raw text (bos first when the tokenizer has one).
+    pub fn text_prompt(&self, text: &str) -> Result<Vec<u32>, String> {
+        let mut ids: Vec<u32> = self.tok.info.bos_token_id.into_iter().collect();
+        ids.extend(self.tok.encode(text)?);
+        Ok(ids)
+    }
+
+    /// The next token after `ids` (greedy), or `None` at end of sequence
+    /// or when the context is full.
+    pub fn next_token(&self, ids: &[u32]) -> Result<Option<u32>, String> {
+        let next = crate::benchmark::greedy(&self.model, &self.tok, ids, 1).map_err(|e| e.to_string())?;
+        Ok(next.first().copied())
+    }
+
+    /// The text of `ids`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        self.tok.decode(ids)
+    }
+}
