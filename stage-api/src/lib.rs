@@ -49,5 +49,7 @@ mod stage;
 mod typed;
 
 pub use registry::Registry;
-pub use stage::{FailureKind, FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+pub use stage::{
+    FailureKind, FingerprintContext, Metrics, OutError, ParamError, Stage, StageContext, StageFailure, StageShape,
+};
 pub use typed::{parse_params, Count, ParamDoc, ParamsDoc, Shape, Typed, TypedStage};

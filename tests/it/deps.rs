@@ -10,8 +10,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dvx-stage-api", &[]),
     ("dvx-cache", &[]),
     ("dvx-engine", &["dvx-cache", "dvx-stage-api"]),
-    ("dvx-stages", &["dvx-stage-api", "dvx-cache"]),
-    ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages"]),
+    ("dvx-records", &["dvx-stage-api", "dvx-cache"]),
+    ("dvx-stages", &["dvx-stage-api", "dvx-cache", "dvx-records"]),
+    ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages", "dvx-records"]),
 ];
 
 fn read(path: &Path) -> toml::Table {

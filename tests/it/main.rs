@@ -7,6 +7,7 @@ mod core_run;
 mod deps;
 mod diff;
 mod errors;
+mod formats;
 mod fuzz;
 mod pipelines;
 mod restorable;
