@@ -54,5 +54,7 @@ mod typed;
 pub use progress::{NoProgress, Progress};
 pub use memo::{Memo, MemoKey, MemoryMemo, NoMemo};
 pub use registry::Registry;
-pub use stage::{FailureKind, FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+pub use stage::{
+    FailureKind, FingerprintContext, Metrics, OutError, ParamError, Stage, StageContext, StageFailure, StageShape,
+};
 pub use typed::{parse_params, Count, ParamDoc, ParamsDoc, Shape, Typed, TypedStage};

@@ -213,6 +213,12 @@ pub trait Stage: Send + Sync {
     fn version(&self) -> u32;
     /// Validate params (and the number of deps/outs) before anything runs.
     fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError>;
+    /// Check the outs' names (as written) before anything runs: a kind
+    /// that writes records refuses an extension no record writer supports.
+    /// Default: any names.
+    fn check_outs(&self, _outs: &[&str]) -> Result<(), OutError> {
+        Ok(())
+    }
     /// Extra facts the result depends on beyond params and deps' bytes: a
     /// git rev resolved to its commit id, a remote file's ETag or hash. The
     /// value joins the stage key, so when it changes the stage re-runs.
@@ -254,6 +260,15 @@ pub trait Stage: Send + Sync {
     fn takes_cmd(&self) -> bool {
         false
     }
+}
+
+/// An out a kind cannot write: its index in `outs` and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutError {
+    /// 0-based index into the stage's outs.
+    pub index: usize,
+    /// What is wrong, and what to do.
+    pub message: String,
 }
 
 /// What [`Stage::fingerprint`] sees.

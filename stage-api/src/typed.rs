@@ -26,7 +26,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::stage::{FingerprintContext, Metrics, ParamError, Stage, StageContext, StageFailure, StageShape};
+use crate::stage::{
+    FingerprintContext, Metrics, OutError, ParamError, Stage, StageContext, StageFailure, StageShape,
+};
 
 /// How many deps (or outs) a kind takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,11 @@ pub trait TypedStage: Send + Sync + 'static {
     /// Check the params beyond their types and against the shape, and build
     /// what the other methods need. Runs once per params and shape.
     fn prepare(&self, params: Self::Params, shape: Shape) -> Result<Self::Prepared, ParamError>;
+
+    /// As [`Stage::check_outs`]. Default: any names.
+    fn check_outs(&self, _outs: &[&str]) -> Result<(), OutError> {
+        Ok(())
+    }
 
     /// As [`Stage::fingerprint`]. Default: none.
     fn fingerprint(
@@ -282,6 +289,10 @@ impl<T: TypedStage> Stage for Typed<T> {
     fn check(&self, shape: &StageShape<'_>) -> Result<(), ParamError> {
         Self::check_shape(shape.deps, shape.outs, shape.cmd)?;
         self.prepared(shape.params, Shape { deps: shape.deps, outs: shape.outs }).map(|_| ())
+    }
+
+    fn check_outs(&self, outs: &[&str]) -> Result<(), OutError> {
+        self.kind.check_outs(outs)
     }
 
     fn fingerprint(&self, ctx: &FingerprintContext<'_>) -> Result<Option<Value>, StageFailure> {

@@ -133,6 +133,10 @@ impl TypedStage for Balance {
     type Params = Params;
     type Prepared = Params;
 
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..1)
+    }
+
     fn prepare(&self, params: Params, _shape: Shape) -> Result<Params, ParamError> {
         parse(params)
     }

@@ -5,7 +5,9 @@
 //! it so grep's basic regex syntax matches the same thing. Files that grep
 //! would call binary (a NUL byte, or invalid UTF-8 under a UTF-8 locale) are
 //! flagged; a search touching one is reported as unusable rather than guessed.
-//! grep prints files in directory order; we sort by path (tests compare sets).
+//! grep prints files in directory order, which differs between file
+//! systems, so the command shown pipes into `LC_ALL=C sort -t: -k1,1 -k2,2n`
+//! (path, then line number): the order the results are given in here.
 
 use std::sync::Arc;
 
@@ -114,9 +116,10 @@ pub fn bre_quote(pattern: &str) -> Option<String> {
     Some(out)
 }
 
-/// The full command line for a search.
+/// The full command line for a search, sorted as [`GrepIndex::search`]
+/// orders its hits, so running it prints the example's lines byte for byte.
 pub fn command(ext: &str, pattern: &str, dir: &str) -> Option<String> {
-    Some(format!("grep -rn --include='*{ext}' {} {dir}", bre_quote(pattern)?))
+    Some(format!("grep -rn --include='*{ext}' {} {dir} | LC_ALL=C sort -t: -k1,1 -k2,2n", bre_quote(pattern)?))
 }
 
 #[cfg(test)]
@@ -153,6 +156,9 @@ mod tests {
         assert_eq!(bre_quote("@app.route").unwrap(), r"'@app\.route'");
         assert_eq!(bre_quote("a[0]*$").unwrap(), r"'a\[0\]\*\$'");
         assert_eq!(bre_quote("it's"), None);
-        assert_eq!(command(".py", "class A(", "pkg").unwrap(), "grep -rn --include='*.py' 'class A(' pkg");
+        assert_eq!(
+            command(".py", "class A(", "pkg").unwrap(),
+            "grep -rn --include='*.py' 'class A(' pkg | LC_ALL=C sort -t: -k1,1 -k2,2n"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod balance;
 mod benchmark;
 mod clone;
 mod cmd;
+mod convert;
 mod dedup;
 mod example_record;
 mod fetch;
@@ -57,6 +58,7 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(html_extract::HtmlExtract);
     r.register_typed(train::Train);
     r.register_typed(benchmark::Benchmark);
+    r.register_typed(convert::Convert);
     r.register_typed(llm::Generate);
     r.register_typed(llm::Judge);
     r

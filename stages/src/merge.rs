@@ -9,6 +9,8 @@
 //!                                # case and whitespace folded); first wins
 //!   text_fields: []              # what `text` means; [] = the record's turns
 //!   on_error: fail               # or `skip` malformed lines
+//!   format: null                 # a record shape (as `convert`'s `to`) every
+//!                                # record is converted to; null = as they are
 //! ```
 //! deps: the inputs, merged in declared order. outs[0]: the merged records,
 //! each with `source_field` set (an existing value is replaced).
@@ -25,6 +27,8 @@ use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, Stag
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::convert::shapes::RecordShape;
+use crate::convert::Converter;
 use crate::field_check::FieldsSeen;
 use crate::records::{field, record_text, Record, RecordWriter};
 use crate::support::{
@@ -48,6 +52,8 @@ pub struct Params {
     text_fields: Vec<String>,
     #[serde(default)]
     on_error: OnError,
+    #[serde(default)]
+    format: Option<RecordShape>,
 }
 
 impl ParamsDoc for Params {
@@ -68,6 +74,12 @@ impl ParamsDoc for Params {
             ),
             ParamDoc::new("text_fields", "list of field paths", "[]", "What `text` means; `[]` = the record's turns."),
             ParamDoc::new("on_error", "fail | skip", "fail", "What a malformed line does: stop, or count and reject."),
+            ParamDoc::new(
+                "format",
+                "alpaca | sharegpt | messages | prompt_completion | text",
+                "-",
+                "Convert every record to this shape (as `convert`), so inputs of several shapes merge into one.",
+            ),
         ]
     }
 }
@@ -141,6 +153,10 @@ impl TypedStage for Merge {
     type Params = Params;
     type Prepared = Params;
 
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..)
+    }
+
     fn prepare(&self, params: Params, shape: Shape) -> Result<Params, ParamError> {
         parse(params, shape.deps)
     }
@@ -148,6 +164,10 @@ impl TypedStage for Merge {
     fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let names = names(p, ctx.deps);
         let pool = pool(ctx.threads)?;
+        let converter = p.format.map(Converter::to);
+        if let Some(f) = p.format {
+            writeln!(ctx.log, "merge: every record converted to {}", f.name())?;
+        }
         let mut out = RecordWriter::create(&ctx.outs[0])?;
         let mut dropped = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
         // digest -> (input index, line) of the first record with that key.
@@ -173,6 +193,24 @@ impl TypedStage for Merge {
                 if chunk.is_empty() {
                     break;
                 }
+                let chunk = match &converter {
+                    None => chunk,
+                    Some(conv) => {
+                        let converted = par_map(&pool, &chunk, |(_, rec)| conv.convert(rec.clone()));
+                        let mut out = Vec::with_capacity(chunk.len());
+                        for ((line, _), r) in chunk.into_iter().zip(converted) {
+                            let (rec, _) = r.map_err(|reason| {
+                                StageFailure::bad_input(format!(
+                                    "{}: record {line}: cannot convert to {}: {reason}",
+                                    names[src],
+                                    conv.to.name()
+                                ))
+                            })?;
+                            out.push((line, rec));
+                        }
+                        out
+                    }
+                };
                 let keys = par_map(&pool, &chunk, |(_, rec)| {
                     fields.observe(rec);
                     key_of(p, rec)

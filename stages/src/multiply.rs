@@ -272,6 +272,10 @@ impl TypedStage for Multiply {
     type Params = Params;
     type Prepared = Prepared;
 
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..1)
+    }
+
     fn prepare(&self, p: Params, _shape: Shape) -> Result<Prepared, ParamError> {
         let (base, sets) = check_params(&p)?;
         Ok(Prepared { params: p, base, sets })

@@ -1,151 +1,20 @@
-//! JSONL records: streaming reader with file/line errors, a buffered writer,
-//! and the text of a record for the common dataset shapes (Alpaca
+//! Records as the stages see them: reading and writing come from
+//! `dvx-records`; here is the text of a record for the common dataset shapes (Alpaca
 //! `instruction/input/output`, ShareGPT `conversations`, OpenAI-chat `messages`).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use serde_json::Value;
 
-use dvx_stage_api::StageFailure;
-use serde_json::{Map, Value};
+/// Reading and writing live in `dvx-records`, for every container.
+pub use dvx_records::{field, read_all, Record, RecordReader, RecordWriter};
 
-/// One JSON object per line.
-pub type Record = Map<String, Value>;
-
-/// Streams the records of a JSONL file, one at a time, with their line numbers.
-/// Blank lines are skipped. A line that is not a JSON object is an error naming
-/// the file and line.
-pub struct RecordReader {
-    path: PathBuf,
-    lines: std::io::Lines<BufReader<File>>,
-    line_no: usize,
-}
-
-impl RecordReader {
-    /// Open `path` for reading.
-    pub fn open(path: &Path) -> Result<Self, StageFailure> {
-        let file = File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
-        Ok(RecordReader {
-            path: path.to_path_buf(),
-            lines: BufReader::with_capacity(1 << 20, file).lines(),
-            line_no: 0,
-        })
-    }
-}
-
-/// A line that could not be read as a record.
-#[derive(Debug)]
-pub struct BadLine {
-    /// File it came from.
-    pub path: PathBuf,
-    /// 1-based line number.
-    pub line: usize,
-    /// The raw text of the line.
-    pub text: String,
-    /// Why it is bad.
-    pub reason: String,
-}
-
-impl From<BadLine> for StageFailure {
-    fn from(b: BadLine) -> Self {
-        StageFailure::bad_input(format!("{}:{}: {}", b.path.display(), b.line, b.reason))
-    }
-}
-
-impl Iterator for RecordReader {
-    /// `(line number, record)`, or the bad line.
-    type Item = Result<(usize, Record), BadLine>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let line = self.lines.next()?;
-            self.line_no += 1;
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => {
-                    return Some(Err(BadLine {
-                        path: self.path.clone(),
-                        line: self.line_no,
-                        text: String::new(),
-                        reason: format!("cannot read line: {e}"),
-                    }))
-                }
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            return Some(match serde_json::from_str::<Value>(&line) {
-                Ok(Value::Object(map)) => Ok((self.line_no, map)),
-                Ok(_) => Err(BadLine {
-                    path: self.path.clone(),
-                    line: self.line_no,
-                    text: line,
-                    reason: "not a JSON object".into(),
-                }),
-                Err(e) => Err(BadLine {
-                    path: self.path.clone(),
-                    line: self.line_no,
-                    reason: format!("malformed JSON: {e}"),
-                    text: line,
-                }),
-            });
-        }
-    }
-}
-
-/// Reads every record of `path` into memory, failing on the first bad line.
-pub fn read_all(path: &Path) -> Result<Vec<Record>, StageFailure> {
-    let mut out = Vec::new();
-    for item in RecordReader::open(path)? {
-        out.push(item?.1);
-    }
-    Ok(out)
-}
-
-/// Writes records as JSONL (one compact object per line, keys in the order
-/// they were inserted), creating parent folders.
-pub struct RecordWriter {
-    path: PathBuf,
-    out: BufWriter<File>,
-    count: usize,
-}
-
-impl RecordWriter {
-    /// Create (truncate) `path`.
-    pub fn create(path: &Path) -> Result<Self, StageFailure> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file =
-            File::create(path).map_err(|e| StageFailure::new(format!("cannot create {}: {e}", path.display())))?;
-        Ok(RecordWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 20, file), count: 0 })
-    }
-
-    /// Append one record.
-    pub fn write(&mut self, record: &Record) -> Result<(), StageFailure> {
-        serde_json::to_writer(&mut self.out, record)
-            .map_err(|e| StageFailure::new(format!("cannot write {}: {e}", self.path.display())))?;
-        self.out.write_all(b"\n")?;
-        self.count += 1;
-        Ok(())
-    }
-
-    /// How many records were written.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    /// Flush to disk.
-    pub fn finish(mut self) -> Result<usize, StageFailure> {
-        self.out.flush()?;
-        Ok(self.count)
-    }
-}
+/// A record that could not be read (by line, row or element).
+pub type BadLine = dvx_records::BadRecord;
 
 /// Which shape a record has, for picking the fields that make up its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// `instruction` / `input` / `output`.
+    /// One exchange: `instruction` / `input` / `output`, or the other
+    /// names in [`PROMPT_FIELDS`] and [`ANSWER_FIELDS`].
     Alpaca,
     /// `conversations: [{from, value}]`.
     ShareGpt,
@@ -155,13 +24,20 @@ pub enum Shape {
     Other,
 }
 
+/// Fields read as the prompt of a single-exchange record, in order of
+/// preference: Alpaca's `instruction`, and the names other datasets use.
+pub const PROMPT_FIELDS: [&str; 3] = ["instruction", "prompt", "question"];
+/// Fields read as the answer: Alpaca's `output`, then `response` (seed
+/// 002, Anthropic-HH exports), `completion`, `answer`.
+pub const ANSWER_FIELDS: [&str; 4] = ["output", "response", "completion", "answer"];
+
 /// Detect the shape of a record from its fields.
 pub fn detect_shape(record: &Record) -> Shape {
     if record.get("messages").is_some_and(Value::is_array) {
         Shape::Chat
     } else if record.get("conversations").is_some_and(Value::is_array) {
         Shape::ShareGpt
-    } else if record.contains_key("instruction") || record.contains_key("output") {
+    } else if PROMPT_FIELDS.iter().chain(&ANSWER_FIELDS).any(|f| record.contains_key(*f)) {
         Shape::Alpaca
     } else {
         Shape::Other
@@ -193,7 +69,8 @@ pub fn turns(record: &Record) -> Vec<(String, String)> {
             })
             .collect(),
         Shape::Alpaca => {
-            let mut user = str_of(record.get("instruction"));
+            let first = |names: &[&str]| names.iter().find_map(|n| record.get(*n)).and_then(Value::as_str);
+            let mut user = first(&PROMPT_FIELDS).unwrap_or("").to_string();
             let input = str_of(record.get("input"));
             if !input.is_empty() {
                 if !user.is_empty() {
@@ -201,7 +78,7 @@ pub fn turns(record: &Record) -> Vec<(String, String)> {
                 }
                 user.push_str(&input);
             }
-            vec![("user".into(), user), ("assistant".into(), str_of(record.get("output")))]
+            vec![("user".into(), user), ("assistant".into(), first(&ANSWER_FIELDS).unwrap_or("").to_string())]
         }
         Shape::Other => Vec::new(),
     }
@@ -218,20 +95,6 @@ fn content_text(v: Option<&Value>) -> String {
             .join("\n"),
         _ => String::new(),
     }
-}
-
-/// The value at a dotted field path (`meta.category`, `messages.0.content`).
-pub fn field<'a>(record: &'a Record, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut cur = record.get(parts.next()?)?;
-    for part in parts {
-        cur = match cur {
-            Value::Object(m) => m.get(part)?,
-            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
 }
 
 /// A value rendered as text: strings as they are, conversations as their
@@ -281,6 +144,13 @@ mod tests {
         let a = rec(json!({"instruction": "Do", "input": "x", "output": "done"}));
         assert_eq!(detect_shape(&a), Shape::Alpaca);
         assert_eq!(record_text(&a, &[]), "Do\nx\ndone");
+        // Seed 002's shape: the answer is in `response`, not missing.
+        let seed = rec(json!({"instruction": "Do", "response": "done", "source": "s", "category": "c"}));
+        assert_eq!(detect_shape(&seed), Shape::Alpaca);
+        assert_eq!(turns(&seed), vec![("user".into(), "Do".into()), ("assistant".into(), "done".into())]);
+        assert_eq!(record_text(&seed, &[]), "Do\ndone");
+        let pc = rec(json!({"prompt": "p", "completion": "c", "id": "x"}));
+        assert_eq!(record_text(&pc, &[]), "p\nc");
         let s = rec(json!({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}));
         assert_eq!(turns(&s), vec![("user".into(), "hi".into()), ("assistant".into(), "yo".into())]);
         let c = rec(json!({"messages": [{"role": "user", "content": "q"}], "meta": {"cat": "CRUD"}}));
@@ -297,7 +167,6 @@ mod tests {
         let items: Vec<_> = RecordReader::open(&p).unwrap().collect();
         assert_eq!(items.len(), 2);
         let err = items[1].as_ref().unwrap_err();
-        assert_eq!(err.line, 3);
-        assert!(err.reason.starts_with("malformed JSON"));
+        assert!(err.message.contains("x.jsonl:3: malformed JSON"), "{}", err.message);
     }
 }

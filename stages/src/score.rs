@@ -305,6 +305,10 @@ impl TypedStage for Score {
     type Params = Params;
     type Prepared = Compiled;
 
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..1)
+    }
+
     fn prepare(&self, params: Params, _shape: Shape) -> Result<Compiled, ParamError> {
         compile(params)
     }

@@ -134,6 +134,10 @@ impl TypedStage for Split {
     type Params = Params;
     type Prepared = Params;
 
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..)
+    }
+
     fn prepare(&self, params: Params, shape: Shape) -> Result<Params, ParamError> {
         parse(params, shape.outs)
     }

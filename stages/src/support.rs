@@ -4,17 +4,15 @@
 //! small statistics.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use dvx_cache::canonical_json;
-use dvx_stage_api::StageFailure;
+use dvx_records::Unit;
+use dvx_stage_api::{OutError, StageFailure};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::records::{field, BadLine, Record};
+use crate::records::{field, BadLine, Record, RecordReader};
 
 /// Records handed to the thread pool at once: big enough to keep every
 /// thread busy, small enough that a stage's memory stays flat.
@@ -34,77 +32,27 @@ pub(crate) enum OnError {
     Skip,
 }
 
-/// Reads a JSONL file a chunk at a time; lines are split here and parsed
-/// on the thread pool, since parsing is most of the cost of a stage.
-/// Blank lines are skipped; messages match [`crate::records::RecordReader`].
+/// Reads a dep's records a chunk at a time, in any format `dvx-records`
+/// reads; items are parsed on the thread pool, since parsing is most of the
+/// cost of a stage.
 pub(crate) struct ChunkReader {
-    path: PathBuf,
-    lines: std::io::Lines<BufReader<File>>,
-    line_no: usize,
-    /// A read error that ends the file (not a line of bad UTF-8, which is
-    /// consumed and can be skipped): reading a folder, an I/O error. It would
-    /// repeat forever, so it ends the stage whatever `on_error` says.
-    stuck: Option<BadLine>,
+    inner: RecordReader,
 }
 
 impl ChunkReader {
-    /// Open `path`.
+    /// Open `path` (a file or a folder of records).
     pub(crate) fn open(path: &Path) -> Result<Self, StageFailure> {
-        let file = File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
-        Ok(ChunkReader {
-            path: path.to_path_buf(),
-            lines: BufReader::with_capacity(1 << 20, file).lines(),
-            line_no: 0,
-            stuck: None,
-        })
-    }
-
-    /// Up to [`CHUNK`] raw lines: `(line number, text or read error)`.
-    fn raw(&mut self) -> Vec<(usize, Result<String, String>)> {
-        let mut out = Vec::with_capacity(CHUNK);
-        if self.stuck.is_some() {
-            return out;
-        }
-        for line in self.lines.by_ref() {
-            self.line_no += 1;
-            match line {
-                Ok(l) if l.trim().is_empty() => continue,
-                Ok(l) => out.push((self.line_no, Ok(l))),
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    out.push((self.line_no, Err(format!("cannot read line: {e}"))))
-                }
-                Err(e) => {
-                    self.stuck = Some(BadLine {
-                        path: self.path.clone(),
-                        line: self.line_no,
-                        text: String::new(),
-                        reason: format!("cannot read line: {e}"),
-                    });
-                    break;
-                }
-            }
-            if out.len() == CHUNK {
-                break;
-            }
-        }
-        out
+        let inner = RecordReader::open(path)?;
+        tracing::debug!(path = %path.display(), format = inner.format().name(), "reading records");
+        Ok(ChunkReader { inner })
     }
 }
 
-fn parse_line(path: &Path, line: usize, text: Result<String, String>) -> Result<(usize, Record), BadLine> {
-    let bad = |text: String, reason: String| BadLine { path: path.to_path_buf(), line, text, reason };
-    let text = text.map_err(|reason| bad(String::new(), reason))?;
-    match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Object(map)) => Ok((line, map)),
-        Ok(_) => Err(bad(text, "not a JSON object".into())),
-        Err(e) => Err(bad(text, format!("malformed JSON: {e}"))),
-    }
-}
-
-/// The next good records (parsed in parallel, in file order). Bad lines go
-/// to `bad` under [`OnError::Skip`] and end the stage under
-/// [`OnError::Fail`]; a read error that is not a bad line (the dep is a
-/// folder) ends the stage either way. An empty result means the file is done.
+/// The next good records (parsed in parallel, in file order). Bad records
+/// go to `bad` under [`OnError::Skip`] and end the stage under
+/// [`OnError::Fail`]; a read error that is not a bad record (a corrupt
+/// compressed stream) ends the stage either way. An empty result means the
+/// dep is done.
 pub(crate) fn read_chunk(
     reader: &mut ChunkReader,
     pool: &rayon::ThreadPool,
@@ -112,15 +60,12 @@ pub(crate) fn read_chunk(
     bad: &mut Vec<BadLine>,
 ) -> Result<Vec<(usize, Record)>, StageFailure> {
     loop {
-        let raw = reader.raw();
-        if raw.is_empty() {
-            return match reader.stuck.take() {
-                Some(b) => Err(b.into()),
-                None => Ok(Vec::new()),
-            };
-        }
-        let path = &reader.path;
-        let parsed: Vec<_> = pool.install(|| raw.into_par_iter().map(|(n, t)| parse_line(path, n, t)).collect());
+        let Some(raw) = reader.inner.raw_chunk(CHUNK)? else {
+            return Ok(Vec::new());
+        };
+        let source = &raw.source;
+        let parsed: Vec<_> =
+            pool.install(|| raw.items.into_par_iter().map(|(n, item)| source.parse(n, item)).collect());
         let mut chunk = Vec::with_capacity(parsed.len());
         for item in parsed {
             match item {
@@ -136,13 +81,28 @@ pub(crate) fn read_chunk(
     }
 }
 
+/// Refuses the outs at indices in `which` whose extension no record writer
+/// supports (`.csv`, `.arrow`): better at load than silently written as JSONL.
+pub(crate) fn check_record_outs(outs: &[&str], which: impl std::ops::RangeBounds<usize>) -> Result<(), OutError> {
+    for (index, out) in outs.iter().enumerate().filter(|(i, _)| which.contains(i)) {
+        dvx_records::WriteFormat::for_path(Path::new(out)).map_err(|message| OutError { index, message })?;
+    }
+    Ok(())
+}
+
 /// A malformed line as a record for a rejects file. Only the file's name is
 /// kept: an absolute path would make the output differ between machines.
 pub(crate) fn bad_line_record(b: &BadLine, reason_field: &str) -> Record {
     let mut r = Map::new();
     r.insert(reason_field.into(), json!(b.reason));
     r.insert("_file".into(), json!(file_name(&b.path)));
-    r.insert("_line".into(), json!(b.line));
+    // `_line` for text, `_row` for Parquet/Arrow rows, `_element` in a JSON array.
+    let at = match b.unit {
+        Unit::Line => "_line",
+        Unit::Row => "_row",
+        Unit::Element => "_element",
+    };
+    r.insert(at.into(), json!(b.line));
     r.insert("_raw".into(), json!(b.text));
     r
 }
@@ -209,28 +169,8 @@ impl Categories {
     }
 }
 
-/// A 64-bit hash of a record's canonical content (or of the named fields
-/// only) mixed with `seed`: the same record gets the same value wherever it
-/// sits in the file.
-pub(crate) fn content_hash(record: &Record, seed: u64, fields: &[String]) -> u64 {
-    let text = if fields.is_empty() {
-        canonical_json(&Value::Object(record.clone()))
-    } else {
-        let mut text = Vec::new();
-        for f in fields {
-            // Length-prefixed so field boundaries cannot shift.
-            let part = canonical_json(field(record, f).unwrap_or(&Value::Null));
-            text.extend_from_slice(format!("{}:", part.len()).as_bytes());
-            text.extend_from_slice(&part);
-        }
-        text
-    };
-    let mut h = blake3::Hasher::new();
-    h.update(&seed.to_le_bytes());
-    h.update(&text);
-    let bytes = h.finalize();
-    u64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"))
-}
+/// A record's identity for split and balance: the one canonical record hash.
+pub(crate) use dvx_records::record_hash as content_hash;
 
 /// A 128-bit digest of some text, for exact-duplicate sets.
 pub(crate) fn digest(text: &str) -> [u8; 16] {
@@ -301,6 +241,7 @@ pub(crate) fn summary(values: &mut [f64]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dvx_cache::canonical_json;
 
     #[test]
     fn canonical_ignores_key_order() {
@@ -417,20 +358,18 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_dep_fails_cleanly_under_skip_as_under_fail() {
+    fn a_folder_without_records_fails_at_open_naming_what_it_wants() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = pool(2).unwrap();
-        let mut messages = Vec::new();
-        for on_error in [OnError::Fail, OnError::Skip] {
-            let mut reader = ChunkReader::open(dir.path()).unwrap();
-            let mut bad = Vec::new();
-            let err = read_chunk(&mut reader, &pool, on_error, &mut bad).unwrap_err();
-            assert!(bad.is_empty());
-            messages.push(err.message);
-        }
-        assert_eq!(messages[0], messages[1]);
-        assert!(messages[0].contains(": Is a directory"), "{}", messages[0]);
-        assert!(messages[0].starts_with(&format!("{}:1: cannot read line", dir.path().display())), "{}", messages[0]);
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let err = ChunkReader::open(dir.path()).err().unwrap();
+        assert_eq!(
+            err.message,
+            format!(
+                "{}: a folder of records holds .parquet shards or a datasets.save_to_disk dataset (state.json), \
+                 and this one has neither",
+                dir.path().display()
+            )
+        );
     }
 
     #[test]

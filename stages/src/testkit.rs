@@ -75,10 +75,12 @@ pub(crate) fn run_with_memo<T: TypedStage>(
             p
         })
         .collect();
+    let out_names = outs;
     let outs: Vec<PathBuf> = outs.iter().map(|o| dir.path().join("out").join(o)).collect();
     std::fs::create_dir_all(dir.path().join("out")).unwrap();
     let shape = StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: None };
     stage.check(&shape).map_err(|e| format!("{}: {}", e.field.unwrap_or_default(), e.message))?;
+    stage.check_outs(out_names).map_err(|e| format!("outs.{}: {}", e.index, e.message))?;
     let mut log = Vec::new();
     let mut ctx = StageContext {
         name: "t",

@@ -10,9 +10,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dvx-stage-api", &[]),
     ("dvx-cache", &[]),
     ("dvx-engine", &["dvx-cache", "dvx-stage-api"]),
-    ("dvx-stages", &["dvx-stage-api", "dvx-cache"]),
+    ("dvx-records", &["dvx-stage-api", "dvx-cache"]),
+    ("dvx-stages", &["dvx-stage-api", "dvx-cache", "dvx-records"]),
     ("dvx-serve", &["dvx-stages"]),
-    ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages", "dvx-serve"]),
+    ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages", "dvx-records", "dvx-serve"]),
 ];
 
 fn read(path: &Path) -> toml::Table {

@@ -429,6 +429,11 @@ fn resolve_stage(
         };
         return Err(src.error(span, what, "here"));
     }
+    let written: Vec<&str> = outs_as_written.iter().map(String::as_str).collect();
+    if let Err(oe) = stage.check_outs(&written) {
+        let span = origin.outs.get(oe.index).copied().unwrap_or(name_span);
+        return Err(src.error(span, format!("out of stage `{stage_name}` ({kind}): {}", oe.message), "here"));
+    }
 
     let resources = match &raw.resources {
         None => None,

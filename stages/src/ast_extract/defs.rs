@@ -69,6 +69,8 @@ pub struct Import {
     pub from: Option<String>,
     /// Imported names (`a.b`, or `name` for `from` imports; `as` ignored).
     pub names: Vec<String>,
+    /// Outside any function or class (it may be under `if`/`try`).
+    pub module_level: bool,
 }
 
 /// Everything extracted from one file.
@@ -118,6 +120,32 @@ impl Walker<'_> {
         line_of(&self.starts, usize::from(offset))
     }
 
+    /// The line of the `def`/`class` keyword before the name at `name`, as
+    /// Python's `ast` reports it: the name may sit on a later line after a
+    /// backslash continuation (`def \`).
+    fn keyword_line(&self, name: ruff_text_size::TextSize) -> usize {
+        let b = self.src.as_bytes();
+        let mut i = usize::from(name);
+        loop {
+            while i > 0 && matches!(b[i - 1], b' ' | b'\t' | b'\x0c') {
+                i -= 1;
+            }
+            let mut j = i;
+            if j > 0 && b[j - 1] == b'\n' {
+                j -= 1;
+            }
+            if j > 0 && b[j - 1] == b'\r' {
+                j -= 1;
+            }
+            if j < i && j > 0 && b[j - 1] == b'\\' {
+                i = j - 1;
+                continue;
+            }
+            break;
+        }
+        line_of(&self.starts, i.saturating_sub(1))
+    }
+
     fn qualname(&self, name: &str) -> String {
         let mut parts: Vec<&str> = self.scope.iter().map(|(n, _)| n.as_str()).collect();
         parts.push(name);
@@ -136,7 +164,8 @@ impl Walker<'_> {
             Stmt::ClassDef(c) => self.class(c),
             Stmt::Import(i) => {
                 let names = i.names.iter().map(|a| a.name.id.to_string()).collect();
-                self.facts.imports.push(Import { line: self.line(i.range.start()), from: None, names });
+                let module_level = self.scope.is_empty();
+                self.facts.imports.push(Import { line: self.line(i.range.start()), from: None, names, module_level });
             }
             Stmt::ImportFrom(i) => {
                 let mut module = ".".repeat(i.level as usize);
@@ -144,7 +173,8 @@ impl Walker<'_> {
                     module.push_str(m.id.as_str());
                 }
                 let names = i.names.iter().map(|a| a.name.id.to_string()).collect();
-                self.facts.imports.push(Import { line: self.line(i.range.start()), from: Some(module), names });
+                let (line, module_level) = (self.line(i.range.start()), self.scope.is_empty());
+                self.facts.imports.push(Import { line, from: Some(module), names, module_level });
             }
             Stmt::If(s) => {
                 self.suite(&s.body);
@@ -188,7 +218,7 @@ impl Walker<'_> {
 
     fn function(&mut self, f: &ast::StmtFunctionDef) {
         let in_class = self.scope.last().is_some_and(|(_, is_class)| *is_class);
-        let line = self.line(f.name.range.start());
+        let line = self.keyword_line(f.name.range.start());
         let def = Def {
             kind: if in_class { DefKind::Method } else { DefKind::Function },
             name: f.name.id.to_string(),
@@ -209,7 +239,7 @@ impl Walker<'_> {
     }
 
     fn class(&mut self, c: &ast::StmtClassDef) {
-        let line = self.line(c.name.range.start());
+        let line = self.keyword_line(c.name.range.start());
         let bases = c
             .arguments
             .as_deref()

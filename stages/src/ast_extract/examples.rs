@@ -319,7 +319,8 @@ pub fn read_examples(files: &[ParsedFile], want: usize, opts: &GenOptions) -> (V
     }
     let mut cands = Vec::new();
     for (fi, f) in files.iter().enumerate() {
-        let last_import = f.facts.imports.iter().map(|i| i.line).max();
+        // Module-level imports only: one inside a function is not part of the overview.
+        let last_import = f.facts.imports.iter().filter(|i| i.module_level).map(|i| i.line).max();
         if let (Some(_), Some(last)) = (&f.facts.module_doc, last_import) {
             cands.push(ReadCand { file: fi, def: None, start: 1, end: last });
         }

@@ -7,6 +7,7 @@
 //!
 //! Files that do not parse are counted and listed in the metrics, never fatal.
 
+mod decode;
 mod defs;
 mod examples;
 
@@ -104,13 +105,17 @@ pub struct AstExtract;
 
 impl TypedStage for AstExtract {
     const KIND: &'static str = "ast-extract";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DEPS: Count = Count::AtLeast(1);
     const OUTS: Count = Count::Between(1, 2);
     const DEPS_ARE: &'static str = "folders of Python files";
     const OUTS_ARE: &'static str = "examples JSONL, then optionally definitions JSONL";
     type Params = Params;
     type Prepared = Params;
+
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..2)
+    }
 
     fn prepare(&self, p: Params, _shape: Shape) -> Result<Params, ParamError> {
         if p.max_read_lines == 0 {
@@ -131,10 +136,8 @@ impl TypedStage for AstExtract {
                     Err(e) => (root_id, Err(format!("cannot read: {e}")), Arc::new(Vec::new())),
                     Ok(bytes) => {
                         let bytes = Arc::new(bytes);
-                        let parsed = match std::str::from_utf8(&bytes) {
-                            Err(e) => Err(format!("not UTF-8: {e}")),
-                            Ok(text) => extract(text).map(|facts| (text.to_string(), facts)),
-                        };
+                        let parsed = decode::python_text(&bytes)
+                            .and_then(|text| extract(&text).map(|facts| (text, facts)));
                         (root_id, parsed, bytes)
                     }
                 }

@@ -158,10 +158,8 @@ fn stage_writes_examples_whose_grep_commands_are_real() {
         let shown: Vec<&str> =
             answer.split("Result:\n```\n").nth(1).unwrap().split("\n```").next().unwrap().lines().collect();
         let out = Command::new("sh").arg("-c").arg(cmd).current_dir(&repo).env("LC_ALL", "C").output().unwrap();
-        let mut real: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
-        real.sort();
-        let mut shown: Vec<String> = shown.iter().map(|s| s.to_string()).collect();
-        shown.sort();
+        // Byte for byte, in the order shown: the command sorts its output.
+        let real: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect();
         assert_eq!(real, shown, "command {cmd}");
         // The source line is among the results.
         let source = r["source"].as_str().unwrap();
@@ -275,4 +273,62 @@ fn example_bundles_give_the_phase6_counts() {
     assert_eq!(m["patterns"]["grep"]["produced"], json!(300));
     assert_eq!(m["patterns"]["read"]["produced"], json!(150));
     assert_eq!(m["patterns"]["direct"]["produced"], json!(100));
+}
+
+/// Python source edge cases (issue 15 §4): each as Python's `ast` sees it.
+#[test]
+fn coding_declarations_cr_endings_continued_defs_and_module_imports() {
+    // PEP 263: latin-1 bytes under a declaration are decoded, not "not UTF-8".
+    let latin = b"# -*- coding: latin-1 -*-\n\"\"\"Caf\xe9.\"\"\"\n\ndef caf\xe9():\n    pass\n";
+    let text = decode::python_text(latin).unwrap();
+    let facts = defs::extract(&text).unwrap();
+    assert_eq!(facts.defs.iter().map(|d| (d.name.as_str(), d.line)).collect::<Vec<_>>(), [("caf\u{e9}", 4)]);
+    assert_eq!(facts.module_doc.as_deref(), Some("Caf\u{e9}."));
+
+    // CR-only line endings: real line numbers, not all on line 1.
+    let cr = decode::python_text(b"import os\r\rdef a():\r    pass\r\rclass B:\r    def c(self):\r        pass\r").unwrap();
+    let facts = defs::extract(&cr).unwrap();
+    let lines: Vec<(&str, usize)> = facts.defs.iter().map(|d| (d.name.as_str(), d.line)).collect();
+    assert_eq!(lines, [("a", 3), ("B", 6), ("c", 7)]);
+    assert_eq!(facts.lines, 8);
+
+    // `def \` / `class \`: the keyword's line, as `ast` reports it.
+    let cont = "def \\\n    f():\n    pass\n\nclass \\\r\n  K:\n    pass\n";
+    let facts = defs::extract(cont).unwrap();
+    let lines: Vec<(&str, usize)> = facts.defs.iter().map(|d| (d.name.as_str(), d.line)).collect();
+    assert_eq!(lines, [("f", 1), ("K", 5)]);
+
+    // Only imports outside functions and classes are the module's.
+    let src = "\"\"\"Doc.\"\"\"\nimport os\ntry:\n    import json\nexcept ImportError:\n    json = None\n\ndef f():\n    import re\n    return re\n";
+    let facts = defs::extract(src).unwrap();
+    let imports: Vec<(usize, bool)> = facts.imports.iter().map(|i| (i.line, i.module_level)).collect();
+    assert_eq!(imports, [(2, true), (4, true), (9, false)]);
+}
+
+#[test]
+fn module_overview_ends_at_the_last_module_level_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("pkg");
+    std::fs::create_dir_all(&repo).unwrap();
+    let body = "    x = 1\n".repeat(4);
+    let src = format!("\"\"\"Tools.\"\"\"\nimport os\nimport sys\n\n\ndef helper():\n{body}    import json\n    return json\n");
+    std::fs::write(repo.join("tools.py"), src).unwrap();
+    let out = dir.path().join("ex.jsonl");
+    run(
+        AstExtract,
+        dir.path(),
+        std::slice::from_ref(&repo),
+        std::slice::from_ref(&out),
+        json!({"counts": {"grep": 0, "read": 50, "direct": 0}}),
+    )
+    .0
+    .unwrap();
+    let recs = read_all(&out).unwrap();
+    let overview: Vec<String> = recs
+        .iter()
+        .map(|r| text_of(&Value::Object(r.clone()), 1))
+        .filter(|t| t.contains("The module docstring and imports"))
+        .collect();
+    assert_eq!(overview.len(), 1, "{recs:?}");
+    assert!(overview[0].contains("are in lines 1–3:"), "{}", overview[0]);
 }

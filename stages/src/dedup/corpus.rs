@@ -122,8 +122,8 @@ impl Corpus {
     /// Read a JSONL file (inputs must all come before references).
     pub fn add_jsonl(&mut self, sk: &Sketcher, path: &Path, name: String) -> Result<(), StageFailure> {
         let source = self.add_source(name);
-        read_chunks(path, |chunk| {
-            let parsed = sk.parse_chunk(path, &chunk)?;
+        read_chunks(path, |file, chunk| {
+            let parsed = sk.parse_chunk(file, &chunk)?;
             drop(chunk);
             let mut fresh = Vec::new();
             for p in &parsed {

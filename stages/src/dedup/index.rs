@@ -48,8 +48,8 @@ impl TypedStage for MinhashIndex {
                 if sigfile::is_signature_file(dep) {
                     return Err(StageFailure::bad_input(format!("{} is already a signature file", dep.display())));
                 }
-                read_chunks(dep, |chunk| {
-                    let parsed = sk.parse_chunk(dep, &chunk)?;
+                read_chunks(dep, |file, chunk| {
+                    let parsed = sk.parse_chunk(file, &chunk)?;
                     records += parsed.len();
                     let fresh: Vec<_> = parsed.iter().filter(|p| seen.insert(p.exact)).collect();
                     let norms: Vec<&str> = fresh.iter().map(|p| p.norm.as_str()).collect();

@@ -112,6 +112,10 @@ impl TypedStage for Dedup {
     type Params = DedupParams;
     type Prepared = DedupParams;
 
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..1)
+    }
+
     fn prepare(&self, p: DedupParams, shape: Shape) -> Result<DedupParams, ParamError> {
         p.validate(shape.deps)?;
         Ok(p)

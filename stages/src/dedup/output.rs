@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::cluster::{Cluster, Dropped};
 use super::corpus::Corpus;
 use super::sketch::for_each_line;
+use crate::records::RecordWriter;
 
 /// Similarities are reported to four decimals.
 fn round4(x: f64) -> f64 {
@@ -44,9 +45,11 @@ impl Out {
     }
 }
 
-/// Copy the kept input lines, byte for byte, in input order.
+/// Copy the kept records in input order: a JSONL input's lines byte for
+/// byte, other inputs as their records' JSON; the out's format follows its
+/// extension.
 pub fn write_kept(inputs: &[PathBuf], drops: &[Option<Dropped>], path: &Path) -> Result<usize, StageFailure> {
-    let mut out = Out::create(path)?;
+    let mut out = RecordWriter::create(path)?;
     let mut index = 0usize;
     let mut kept = 0usize;
     for input in inputs {
@@ -55,7 +58,7 @@ pub fn write_kept(inputs: &[PathBuf], drops: &[Option<Dropped>], path: &Path) ->
                 .get(index)
                 .ok_or_else(|| StageFailure::new(format!("{} changed while dedup was running", input.display())))?;
             if dropped.is_none() {
-                out.line(text.as_bytes())?;
+                out.write_json_line(text)?;
                 kept += 1;
             }
             index += 1;

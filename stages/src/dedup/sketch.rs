@@ -1,10 +1,11 @@
-//! Turning JSONL lines into what dedup compares: the normalised text's
-//! exact key, the shingle set and the MinHash signature. Lines are read in
-//! chunks and each chunk is processed in parallel, keeping input order.
+//! Turning records into what dedup compares: the normalised text's exact
+//! key, the shingle set and the MinHash signature. Records are read in
+//! chunks (any format `dvx-records` reads) and each chunk is processed in
+//! parallel, keeping input order.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
+
+use dvx_records::{Raw, RecordReader, Source};
 
 use dvx_stage_api::StageFailure;
 use rayon::prelude::*;
@@ -14,7 +15,7 @@ use super::minhash::Permutations;
 use super::params::SketchSpec;
 use super::shingle;
 use crate::field_check::FieldsSeen;
-use crate::records::{self, BadLine, Record};
+use crate::records::{self, Record};
 
 /// Lines handed to the thread pool at once.
 const CHUNK_LINES: usize = 16_384;
@@ -69,16 +70,19 @@ impl Sketcher {
         self.fields.check()
     }
 
-    /// Parse one line of `path`.
-    pub fn parse(&self, path: &Path, line: u64, text: &str) -> Result<Parsed, StageFailure> {
+    /// Parse item `line` of `source`.
+    pub fn parse(&self, source: &Source, line: u64, text: &str) -> Result<Parsed, StageFailure> {
         let bad = |reason: String| {
-            StageFailure::from(BadLine { path: path.to_path_buf(), line: line as usize, text: text.into(), reason })
+            StageFailure::from(dvx_records::BadRecord {
+                path: source.path.clone(),
+                line: line as usize,
+                unit: source.unit,
+                text: text.into(),
+                reason,
+            })
         };
-        let record: Record = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(bad("not a JSON object".into())),
-            Err(e) => return Err(bad(format!("malformed JSON: {e}"))),
-        };
+        let (_, record): (usize, Record) =
+            source.parse_str(line as usize, text).map_err(|b| dvx_records::BadRecord { text: text.into(), ..b })?;
         self.fields.observe(&record);
         let score = match &self.score_field {
             None => f64::NEG_INFINITY,
@@ -106,8 +110,8 @@ impl Sketcher {
 
     /// Parse a chunk of `(line, text)` in parallel; the first bad line in
     /// input order is the error, whatever the thread count.
-    pub fn parse_chunk(&self, path: &Path, chunk: &[(u64, String)]) -> Result<Vec<Parsed>, StageFailure> {
-        let results: Vec<_> = chunk.par_iter().map(|(line, text)| self.parse(path, *line, text)).collect();
+    pub fn parse_chunk(&self, source: &Source, chunk: &[(u64, String)]) -> Result<Vec<Parsed>, StageFailure> {
+        let results: Vec<_> = chunk.par_iter().map(|(line, text)| self.parse(source, *line, text)).collect();
         results.into_iter().collect()
     }
 
@@ -117,53 +121,39 @@ impl Sketcher {
     }
 }
 
-/// Calls `f` with successive chunks of the non-blank lines of `path` as
-/// `(1-based line number, text)`.
+/// Calls `f` with successive chunks of the records of `path` as
+/// `(1-based line or row number, JSON text)`, with the file they come from.
 pub fn read_chunks(
     path: &Path,
-    mut f: impl FnMut(Vec<(u64, String)>) -> Result<(), StageFailure>,
+    mut f: impl FnMut(&Source, Vec<(u64, String)>) -> Result<(), StageFailure>,
 ) -> Result<(), StageFailure> {
-    let mut chunk = Vec::with_capacity(CHUNK_LINES);
-    for_each_line(path, |line, text| {
-        chunk.push((line, text.to_string()));
-        if chunk.len() == CHUNK_LINES {
-            f(std::mem::take(&mut chunk))?;
+    let mut reader = RecordReader::open(path)?;
+    while let Some(chunk) = reader.raw_chunk(CHUNK_LINES)? {
+        let source = chunk.source;
+        let mut lines = Vec::with_capacity(chunk.items.len());
+        for (at, raw) in chunk.items {
+            let text = match raw {
+                Raw::Text(Ok(text)) => text,
+                Raw::Value(v) => v.to_string(),
+                Raw::Text(Err(reason)) => {
+                    return Err(dvx_records::BadRecord {
+                        path: source.path.clone(),
+                        line: at,
+                        unit: source.unit,
+                        text: String::new(),
+                        reason,
+                    }
+                    .into())
+                }
+            };
+            lines.push((at as u64, text));
         }
-        Ok(())
-    })?;
-    if !chunk.is_empty() {
-        f(chunk)?;
+        f(&source, lines)?;
     }
     Ok(())
 }
 
-/// Calls `f` with each non-blank line of `path` (without its line ending).
-pub fn for_each_line(
-    path: &Path,
-    mut f: impl FnMut(u64, &str) -> Result<(), StageFailure>,
-) -> Result<(), StageFailure> {
-    let file = File::open(path).map_err(|e| StageFailure::new(format!("cannot open {}: {e}", path.display())))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut buf = String::new();
-    let mut line = 0u64;
-    loop {
-        buf.clear();
-        line += 1;
-        let n = reader.read_line(&mut buf).map_err(|e| {
-            StageFailure::from(BadLine {
-                path: path.to_path_buf(),
-                line: line as usize,
-                text: String::new(),
-                reason: format!("cannot read line: {e}"),
-            })
-        })?;
-        if n == 0 {
-            return Ok(());
-        }
-        let text = buf.strip_suffix('\n').unwrap_or(&buf);
-        let text = text.strip_suffix('\r').unwrap_or(text);
-        if !text.trim().is_empty() {
-            f(line, text)?;
-        }
-    }
+/// Calls `f` with the JSON text of each record of `path`, in order.
+pub fn for_each_line(path: &Path, mut f: impl FnMut(u64, &str) -> Result<(), StageFailure>) -> Result<(), StageFailure> {
+    read_chunks(path, |_, chunk| chunk.iter().try_for_each(|(line, text)| f(*line, text)))
 }

@@ -128,6 +128,10 @@ impl TypedStage for Filter {
     type Params = Params;
     type Prepared = Compiled;
 
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..)
+    }
+
     fn prepare(&self, params: Params, _shape: Shape) -> Result<Compiled, ParamError> {
         let rules = parse_rules(&params.rules)?.into_iter().collect();
         let default = params.default.as_ref().map(|d| Rule::parse(d, "default")).transpose()?;

@@ -432,13 +432,17 @@ pub struct HtmlExtract;
 
 impl TypedStage for HtmlExtract {
     const KIND: &'static str = "html-extract";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DEPS: Count = Count::AtLeast(1);
     const OUTS: Count = Count::Exactly(1);
     const DEPS_ARE: &'static str = "folders of HTML pages";
     const OUTS_ARE: &'static str = "the examples JSONL";
     type Params = Params;
     type Prepared = Params;
+
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..1)
+    }
 
     fn prepare(&self, p: Params, _shape: Shape) -> Result<Params, ParamError> {
         if p.max_read_lines == 0 {

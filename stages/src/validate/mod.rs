@@ -258,6 +258,10 @@ impl TypedStage for Validate {
     type Params = Params;
     type Prepared = Params;
 
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, 3..4)
+    }
+
     fn prepare(&self, params: Params, _shape: Shape) -> Result<Params, ParamError> {
         parse(params)
     }
