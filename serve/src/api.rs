@@ -171,6 +171,9 @@ async fn respond(s: S, kind: Kind, model: Option<String>, prompt: Vec<u32>, c: C
     };
     let id = format!("dvx-{:x}", now() ^ (prompt.len() as u64) << 32 ^ rand_u32());
     let created = now();
+    if let Err(e) = c.sampling.check() {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", e);
+    }
     let prompt_tokens = prompt.len();
     if !c.stream {
         let g = s.generator.clone();

@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 
-/// Sampling params of a request. `temperature`, `top_p` and `seed` are
-/// accepted and passed on; the greedy generator ignores them.
+/// Sampling params of a request: temperature 0 (the default) is greedy;
+/// otherwise nucleus sampling with `top_p`, reproducible with `seed`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Sampling {
     /// Softmax temperature (0: greedy).
@@ -14,6 +14,23 @@ pub struct Sampling {
     pub top_p: Option<f64>,
     /// Seed of the sampler.
     pub seed: Option<u64>,
+}
+
+impl Sampling {
+    /// A request's sampling params are usable: temperature >= 0, top_p in (0, 1].
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(t) = self.temperature {
+            if !t.is_finite() || t < 0.0 {
+                return Err(format!("temperature must be a number >= 0, not {t}"));
+            }
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(format!("top_p must be in (0, 1], not {p}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A model that generates token by token.
@@ -31,32 +48,21 @@ pub trait Generator: Send + Sync + 'static {
     fn decode(&self, ids: &[u32]) -> Result<String, String>;
 }
 
-/// [`Generator`] over a dvx-trained model with today's greedy decoding
-/// (each token re-runs the prefix; a KV cache and samplers come with the
-/// model code's generation module).
-pub struct Greedy(pub dvx_stages::serving::ServedModel);
+/// [`Generator`] over a dvx-trained model: KV-cache decoding, greedy or
+/// sampled as the request asks.
+pub struct Model(pub dvx_stages::serving::ServedModel);
 
-impl Generator for Greedy {
+impl Generator for Model {
     fn chat_prompt(&self, messages: &[(String, String)]) -> Result<Vec<u32>, String> {
         self.0.chat_prompt(messages)
     }
     fn text_prompt(&self, text: &str) -> Result<Vec<u32>, String> {
         self.0.text_prompt(text)
     }
-    fn generate(&self, prompt: &[u32], _: &Sampling, on_token: &mut dyn FnMut(u32) -> bool) -> Result<(), String> {
-        let mut ids = prompt.to_vec();
-        while ids.len() < self.0.context_len() {
-            match self.0.next_token(&ids)? {
-                Some(t) => {
-                    ids.push(t);
-                    if !on_token(t) {
-                        break;
-                    }
-                }
-                None => break,
-            }
-        }
-        Ok(())
+    fn generate(&self, prompt: &[u32], s: &Sampling, on_token: &mut dyn FnMut(u32) -> bool) -> Result<(), String> {
+        s.check()?;
+        let (temperature, top_p) = (s.temperature.unwrap_or(0.0), s.top_p.unwrap_or(1.0));
+        self.0.generate(prompt, temperature, top_p, s.seed.unwrap_or(0), on_token)
     }
     fn decode(&self, ids: &[u32]) -> Result<String, String> {
         self.0.decode(ids)

@@ -13,7 +13,7 @@ mod generator;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use generator::{Generator, Greedy, Sampling};
+pub use generator::{Generator, Model, Sampling};
 
 /// What the server is told.
 pub struct ServeOptions {

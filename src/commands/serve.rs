@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use dvx_serve::{Greedy, ServeOptions};
+use dvx_serve::{Model, ServeOptions};
 use dvx_stages::serving::ServedModel;
 use miette::{miette, IntoDiagnostic, Result};
 
@@ -38,7 +38,7 @@ pub fn serve(a: Args) -> Result<ExitCode> {
         // Scripts and tests read the address from this line (with --port 0).
         println!("dvx serve: {} on http://{addr}/v1", opts.model_name);
         std::io::stdout().flush().into_diagnostic()?;
-        dvx_serve::serve(listener, Arc::new(Greedy(model)), opts).await.into_diagnostic()
+        dvx_serve::serve(listener, Arc::new(Model(model)), opts).await.into_diagnostic()
     })?;
     Ok(ExitCode::SUCCESS)
 }

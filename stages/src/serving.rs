@@ -1,7 +1,7 @@
 //! The model code `dvx serve` needs, behind a small public surface: load a
 //! dvx-trained folder (or an adapter and its base), turn chat messages or
-//! plain text into prompt ids with the model's own template, decode one
-//! greedy token at a time, and turn ids back into text. What `train` and
+//! plain text into prompt ids with the model's own template, generate with
+//! the KV cache (greedy or seeded sampling), and turn ids back into text. What `train` and
 //! `benchmark` use stays crate-private; a model crate may take this over.
 
 use std::path::Path;
@@ -52,11 +52,28 @@ impl ServedModel {
         Ok(ids)
     }
 
-    /// The next token after `ids` (greedy), or `None` at end of sequence
-    /// or when the context is full.
-    pub fn next_token(&self, ids: &[u32]) -> Result<Option<u32>, String> {
-        let next = crate::benchmark::greedy(&self.model, &self.tok, ids, 1).map_err(|e| e.to_string())?;
-        Ok(next.first().copied())
+    /// Generate after `prompt` with the KV cache: greedy at temperature 0
+    /// (or unset), else seeded nucleus sampling. Stops at end of sequence,
+    /// when the context is full, or when `on_token` returns false.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        temperature: f64,
+        top_p: f64,
+        seed: u64,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<(), String> {
+        let p = crate::train::generate::SamplingParams {
+            // The server counts max_tokens itself; the context bounds the rest.
+            max_new_tokens: self.context_len(),
+            temperature,
+            top_p,
+            seed,
+            stop_ids: vec![self.tok.info.eos_token_id],
+            stop_strings: vec![],
+        };
+        crate::train::generate::generate(&self.model, None, prompt, &p, on_token)?;
+        Ok(())
     }
 
     /// The text of `ids`.

@@ -117,6 +117,20 @@ fn serve_speaks_openai() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json_of(&body)["object"], "text_completion");
 
+    // Sampling is seeded: the same request twice gives the same answer.
+    let sampled = json!({"model": "model", "messages": [{"role": "user", "content": "q3"}], "max_tokens": 12, "temperature": 1.5, "top_p": 0.95, "seed": 7});
+    let once = http(a, "POST", "/v1/chat/completions", Some(KEY), &sampled.to_string());
+    let twice = http(a, "POST", "/v1/chat/completions", Some(KEY), &sampled.to_string());
+    assert_eq!(once.0, 200, "{}", once.1);
+    assert_eq!(
+        json_of(&once.1)["choices"][0]["message"]["content"],
+        json_of(&twice.1)["choices"][0]["message"]["content"]
+    );
+    let bad = json!({"messages": [{"role": "user", "content": "q"}], "temperature": -1});
+    let (status, body) = http(a, "POST", "/v1/chat/completions", Some(KEY), &bad.to_string());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("temperature must be"), "{body}");
+
     let (status, body) = http(a, "POST", "/v1/chat/completions", Some(KEY), "{not json");
     assert_eq!(status, 400);
     assert!(body.contains("bad request body"));

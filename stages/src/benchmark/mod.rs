@@ -20,7 +20,6 @@
 
 mod classify;
 mod generate;
-pub(crate) use generate::greedy;
 pub(crate) mod params;
 mod report;
 
