@@ -112,6 +112,10 @@ impl TypedStage for Judge {
     type Params = Params;
     type Prepared = Prepared;
 
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..)
+    }
+
     fn prepare(&self, p: Params, _shape: Shape) -> Result<Prepared, ParamError> {
         teachers::check(&p.teachers)?;
         p.limits.check().map_err(|e| ParamError { field: e.field.map(|f| format!("limits.{f}")), ..e })?;
