@@ -94,28 +94,14 @@ impl JsonArray {
 
     /// The next non-whitespace byte, consumed, or `None` at the end.
     fn next_byte(&mut self) -> Result<Option<u8>, StageFailure> {
-        loop {
-            let buf = match self.text.fill_buf() {
-                Ok(buf) => buf,
-                Err(e) => return Err(fail_at(&self.path, self.element, format!("cannot read: {e}"))),
-            };
-            if buf.is_empty() {
-                return Ok(None);
-            }
-            match buf.iter().position(|b| !b.is_ascii_whitespace()) {
-                Some(i) => {
-                    let b = buf[i];
-                    self.text.consume(i + 1);
-                    return Ok(Some(b));
-                }
-                None => {
-                    let n = buf.len();
-                    self.text.consume(n);
-                }
-            }
+        let b = self.peek_byte()?;
+        if b.is_some() {
+            self.text.consume(1);
         }
+        Ok(b)
     }
 
+    /// The next non-whitespace byte, left unread, or `None` at the end.
     fn peek_byte(&mut self) -> Result<Option<u8>, StageFailure> {
         loop {
             let buf = match self.text.fill_buf() {
