@@ -50,7 +50,14 @@ pub trait Generator: Send + Sync + 'static {
 
 /// [`Generator`] over a dvx-trained model: KV-cache decoding, greedy or
 /// sampled as the request asks.
-pub struct Model(pub dvx_stages::serving::ServedModel);
+pub struct Model(pub dvx_model::serving::ServedModel);
+
+impl Model {
+    /// Load the dvx-trained model in `dir`; an adapter needs its `base` folder.
+    pub fn load(dir: &std::path::Path, base: Option<&std::path::Path>) -> Result<Model, String> {
+        dvx_model::serving::ServedModel::load(dir, base).map(Model)
+    }
+}
 
 impl Generator for Model {
     fn chat_prompt(&self, messages: &[(String, String)]) -> Result<Vec<u32>, String> {

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use dvx_serve::{Model, ServeOptions};
-use dvx_stages::serving::ServedModel;
 use miette::{miette, IntoDiagnostic, Result};
 
 pub struct Args {
@@ -24,7 +23,7 @@ pub fn serve(a: Args) -> Result<ExitCode> {
         None => None,
         Some(var) => Some(std::env::var(var).map_err(|_| miette!("--api-key-env: `{var}` is not set"))?),
     };
-    let model = ServedModel::load(&a.model, a.base.as_deref()).map_err(|e| miette!("cannot load the model: {e}"))?;
+    let model = Model::load(&a.model, a.base.as_deref()).map_err(|e| miette!("cannot load the model: {e}"))?;
     let model_name = a.name.unwrap_or_else(|| {
         a.model.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into())
     });
@@ -38,7 +37,7 @@ pub fn serve(a: Args) -> Result<ExitCode> {
         // Scripts and tests read the address from this line (with --port 0).
         println!("dvx serve: {} on http://{addr}/v1", opts.model_name);
         std::io::stdout().flush().into_diagnostic()?;
-        dvx_serve::serve(listener, Arc::new(Model(model)), opts).await.into_diagnostic()
+        dvx_serve::serve(listener, Arc::new(model), opts).await.into_diagnostic()
     })?;
     Ok(ExitCode::SUCCESS)
 }

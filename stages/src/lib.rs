@@ -28,7 +28,6 @@ mod pipeline_tests;
 pub mod records;
 mod score;
 mod seeded;
-pub mod serving;
 #[cfg(test)]
 mod shipped_pipelines;
 mod source_files;

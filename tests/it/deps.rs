@@ -11,8 +11,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dvx-cache", &[]),
     ("dvx-engine", &["dvx-cache", "dvx-stage-api"]),
     ("dvx-records", &["dvx-stage-api", "dvx-cache"]),
-    ("dvx-stages", &["dvx-stage-api", "dvx-cache", "dvx-records"]),
-    ("dvx-serve", &["dvx-stages"]),
+    ("dvx-seeded", &[]),
+    // The model knows nothing of stages, records or the cache.
+    ("dvx-model", &["dvx-seeded"]),
+    ("dvx-stages", &["dvx-stage-api", "dvx-cache", "dvx-records", "dvx-model", "dvx-seeded"]),
+    ("dvx-serve", &["dvx-model"]),
     ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages", "dvx-records", "dvx-serve"]),
 ];
 

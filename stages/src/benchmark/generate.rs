@@ -1,7 +1,7 @@
 //! Greedy decoding for the benchmark, through train's KV-cache generation.
 
-use crate::train::generate::{generate, SamplingParams};
-use crate::train::{Tok, Transformer};
+use dvx_model::generate::{generate, SamplingParams};
+use dvx_model::{Tok, Transformer};
 
 /// Generated ids (eos excluded) for a prompt of `ids`.
 pub fn greedy(model: &Transformer, tok: &Tok, prompt: &[u32], max_new: usize) -> Result<Vec<u32>, String> {
@@ -43,7 +43,7 @@ mod tests {
     #[test]
     fn cached_greedy_equals_uncached_greedy() {
         let tok = Tok::bytes();
-        let model = crate::train::arch_tests::random_model(tok.vocab_size(), 7);
+        let model = dvx_model::testkit::random_model(tok.vocab_size(), 7);
         let eos = tok.info.eos_token_id;
         let mut compared = 0;
         for (prompt, max_new) in [(&b"hello"[..], 20), (b"a", 40), (b"the quick brown fox jumps", 100)] {
@@ -62,7 +62,7 @@ mod tests {
     #[test]
     #[ignore]
     fn kv_cache_speed() {
-        let model = crate::train::arch_tests::sized_model(259, 256, 4, 512);
+        let model = dvx_model::testkit::sized_model(259, 256, 4, 512);
         let tok = Tok::bytes();
         let prompt: Vec<u32> = (0..200).map(|i| 32 + i % 90).collect();
         let t = std::time::Instant::now();

@@ -34,7 +34,9 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::{field, value_text, Record};
-use crate::train::{encode_record, eval_loss, load_model, run_on_pool, Example, TemplateParam};
+use dvx_model::{load_model, TemplateParam};
+
+use crate::train::{conversation, encode_record, eval_loss, run_on_pool, Example};
 use params::{BenchParams, Task};
 use report::{Row, Sample, Timing};
 
@@ -198,8 +200,8 @@ fn bench_one(
     let mut samples = Vec::new();
     let (mut correct, mut labelled, mut exact, mut generated) = (0, 0, 0, 0);
     let limit = if p.prompts == 0 { usize::MAX } else { p.prompts };
-    for (line, rec) in records.iter().filter(|(_, r)| templates.prompt(r).is_some()).take(limit) {
-        let (prompt, _) = templates.prompt(rec).expect("filtered");
+    for (line, rec) in records.iter().filter(|(_, r)| templates.prompt(&conversation(r)).is_some()).take(limit) {
+        let (prompt, _) = templates.prompt(&conversation(rec)).expect("filtered");
         let mut ids: Vec<u32> = tok.info.bos_token_id.into_iter().collect();
         ids.extend(tok.encode(&prompt).map_err(fail)?);
         let out = generate::greedy(model, tok, &ids, p.max_new_tokens).map_err(|e| fail(format!("generation: {e}")))?;

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use dvx_stage_api::{ParamDoc, ParamError, ParamsDoc};
 use serde::{Deserialize, Serialize};
 
-use crate::train::{DeviceParam, TemplateParam};
+use dvx_model::TemplateParam;
+
+use crate::train::DeviceParam;
 
 /// One model dep: its display name and, for a LoRA adapter, the name of the
 /// entry holding its base.

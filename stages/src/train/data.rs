@@ -6,9 +6,9 @@ use std::path::Path;
 use dvx_stage_api::StageFailure;
 use serde::Serialize;
 
-use super::rng::Rng;
-use super::template::TemplateSet;
-use super::tokenizer::Tok;
+use dvx_model::rng::Rng;
+use dvx_model::{Conversation, TemplateSet, Tok};
+
 use crate::records::RecordReader;
 
 /// One tokenized record.
@@ -38,6 +38,16 @@ pub struct DataStats {
     pub trained_tokens: usize,
 }
 
+/// A record as the model's templates see it: its turns whatever its shape,
+/// and its `text` when it has none.
+pub fn conversation(record: &crate::records::Record) -> Conversation {
+    Conversation {
+        turns: crate::records::turns(record),
+        single_exchange: crate::records::detect_shape(record) == crate::records::Shape::Alpaca,
+        text: record.get("text").and_then(|t| t.as_str()).map(str::to_string),
+    }
+}
+
 /// Tokenize one record; `None` when nothing in it is trained on.
 pub fn encode_record(
     record: &crate::records::Record,
@@ -45,7 +55,7 @@ pub fn encode_record(
     tok: &Tok,
     max_length: usize,
 ) -> Result<Option<(Example, bool)>, String> {
-    let Some(segments) = set.render(record) else { return Ok(None) };
+    let Some(segments) = set.render(&conversation(record)) else { return Ok(None) };
     let mut ex = Example { ids: Vec::new(), train: Vec::new() };
     if let Some(bos) = tok.info.bos_token_id {
         ex.ids.push(bos);
@@ -177,7 +187,7 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::template::TemplateParam;
+    use dvx_model::TemplateParam;
 
     #[test]
     fn encode_masks_and_eos() {

@@ -34,36 +34,21 @@
 //! metrics' `timing` only). candle sizes its CPU pool once per process from
 //! `CANDLE_NUM_THREADS` (else `RAYON_NUM_THREADS`, else the physical cores).
 
-mod arch;
 mod data;
-mod folder;
-mod fused;
-pub(crate) mod generate;
-mod lora;
-mod model;
 mod optim;
 pub(crate) mod params;
 mod plot;
-mod rng;
 mod run;
-mod template;
 mod threads;
-mod tokenizer;
 
-#[cfg(test)]
-pub(crate) mod arch_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub(crate) use data::{encode_record, Example};
-pub(crate) use folder::load as load_model;
-pub(crate) use model::Transformer;
+pub(crate) use data::{conversation, encode_record, Example};
 pub(crate) use params::DeviceParam;
 pub(crate) use plot::bars as bar_chart;
 pub(crate) use run::eval_loss;
-pub(crate) use template::{TemplateParam, TemplateSet};
 pub(crate) use threads::run_on_pool;
-pub(crate) use tokenizer::Tok;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,7 +58,8 @@ use candle_core::{Tensor, Var};
 use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::{json, Value};
 
-use folder::{AdapterInfo, DvxMeta, FolderConfig};
+use dvx_model::folder::{self, AdapterInfo, DvxMeta, FolderConfig};
+use dvx_model::{lora, model, TemplateParam, Tok, Transformer};
 use params::TrainParams;
 use run::{ce, History, LoopConfig};
 

@@ -3,11 +3,11 @@
 use dvx_stage_api::{ParamDoc, ParamError, ParamsDoc};
 use serde::{Deserialize, Serialize};
 
-use super::lora::LoraParams;
-use super::model::ArchConfig;
+use dvx_model::lora::LoraParams;
+use dvx_model::model::ArchConfig;
 use super::optim::Schedule;
-use super::template::TemplateParam;
-use super::tokenizer::EosSpec;
+use dvx_model::tokenizer::EosSpec;
+use dvx_model::TemplateParam;
 
 /// Where tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -6,10 +6,11 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use dvx_stage_api::{Progress, StageFailure};
 
-use super::data::{batch, Example, Sampler};
-use super::model::{batch_tensors, weighted_nll, Transformer};
+use dvx_model::model::{weighted_nll, Transformer};
+use dvx_model::rng::Rng;
+
+use super::data::{batch, Batch, Example, Sampler};
 use super::optim::{clip, lr_at, AdamW, GradAccum, Schedule};
-use super::rng::Rng;
 
 /// Map a candle error to a stage failure with context.
 pub fn ce(what: &str) -> impl Fn(candle_core::Error) -> StageFailure + '_ {
@@ -144,4 +145,13 @@ pub fn train(
         }
     }
     Ok(hist)
+}
+
+/// Tensors for one batch: ids `[rows, len]`, targets and weights `[rows*len]`.
+fn batch_tensors(b: &Batch, dev: &Device) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    Ok((
+        Tensor::from_slice(&b.input, (b.rows, b.len), dev)?,
+        Tensor::from_slice(&b.target, b.rows * b.len, dev)?,
+        Tensor::from_slice(&b.weight, b.rows * b.len, dev)?,
+    ))
 }

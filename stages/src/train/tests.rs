@@ -7,8 +7,8 @@ use candle_core::{Device, Tensor};
 use dvx_stage_api::{Metrics, Stage, StageContext, StageFailure, Typed};
 use serde_json::{json, Value};
 
-use super::folder;
-use super::model::{init_weights, ArchConfig, Transformer};
+use dvx_model::folder;
+use dvx_model::model::{init_weights, ArchConfig, Transformer};
 use super::Train;
 
 /// Records of seed 004's three answer patterns: grep, read, direct. The
@@ -258,7 +258,7 @@ fn write_hf_folder(dir: &Path) -> ArchConfig {
     let bf: std::collections::HashMap<String, Tensor> =
         w.into_iter().map(|(k, t)| (k, t.to_dtype(candle_core::DType::BF16).unwrap())).collect();
     candle_core::safetensors::save(&bf, dir.join("model.safetensors")).unwrap();
-    super::tokenizer::tests::write_word_tokenizer(&dir.join("tokenizer.json"));
+    dvx_model::testkit::write_word_tokenizer(&dir.join("tokenizer.json"));
     arch
 }
 

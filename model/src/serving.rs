@@ -1,21 +1,17 @@
-//! The model code `dvx serve` needs, behind a small public surface: load a
-//! dvx-trained folder (or an adapter and its base), turn chat messages or
-//! plain text into prompt ids with the model's own template, generate with
-//! the KV cache (greedy or seeded sampling), and turn ids back into text. What `train` and
-//! `benchmark` use stays crate-private; a model crate may take this over.
+//! What `dvx serve` needs, behind a small surface: load a dvx-trained folder
+//! (or an adapter and its base), turn chat messages or plain text into prompt
+//! ids with the model's own template, generate with the KV cache (greedy or
+//! seeded sampling), and turn ids back into text.
 
 use std::path::Path;
 
-use serde_json::json;
-
-use crate::records::Record;
-use crate::train::{load_model, TemplateParam, Tok, Transformer};
+use crate::{load_model, Conversation, TemplateParam, TemplateSet, Tok, Transformer};
 
 /// A loaded model ready to generate, on the CPU.
 pub struct ServedModel {
     model: Transformer,
     tok: Tok,
-    templates: crate::train::TemplateSet,
+    templates: TemplateSet,
 }
 
 impl ServedModel {
@@ -38,10 +34,9 @@ impl ServedModel {
     /// Prompt ids for `(role, content)` messages, ending where the
     /// assistant's answer begins (the chat template the model trained with).
     pub fn chat_prompt(&self, messages: &[(String, String)]) -> Result<Vec<u32>, String> {
-        let mut msgs: Vec<_> = messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect();
-        msgs.push(json!({"role": "assistant", "content": ""}));
-        let rec: Record = json!({ "messages": msgs }).as_object().expect("object").clone();
-        let (prompt, _) = self.templates.prompt(&rec).ok_or("no messages to answer")?;
+        let mut turns = messages.to_vec();
+        turns.push(("assistant".into(), String::new()));
+        let (prompt, _) = self.templates.prompt(&Conversation::chat(turns)).ok_or("no messages to answer")?;
         self.text_prompt(&prompt)
     }
 
@@ -63,7 +58,7 @@ impl ServedModel {
         seed: u64,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<(), String> {
-        let p = crate::train::generate::SamplingParams {
+        let p = crate::generate::SamplingParams {
             // The server counts max_tokens itself; the context bounds the rest.
             max_new_tokens: self.context_len(),
             temperature,
@@ -72,7 +67,7 @@ impl ServedModel {
             stop_ids: vec![self.tok.info.eos_token_id],
             stop_strings: vec![],
         };
-        crate::train::generate::generate(&self.model, None, prompt, &p, on_token)?;
+        crate::generate::generate(&self.model, None, prompt, &p, on_token)?;
         Ok(())
     }
 

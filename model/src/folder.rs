@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::arch::refuse_unimplemented;
-use super::lora::{self, LoraParams};
-use super::model::{count_params, to_f32, ArchConfig, Transformer};
-use super::template::TemplateSet;
-use super::tokenizer::{EosSpec, Tok, TokenizerInfo};
+use crate::arch::refuse_unimplemented;
+use crate::lora::{self, LoraParams};
+use crate::model::{count_params, to_f32, ArchConfig, Transformer};
+use crate::template::TemplateSet;
+use crate::tokenizer::{EosSpec, Tok, TokenizerInfo};
 
 /// Bumped when the folder layout changes.
 pub const FORMAT: u32 = 1;

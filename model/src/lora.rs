@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::model::{module_path, ArchConfig, Transformer, LORA_TARGETS};
-use super::rng::Rng;
+use crate::model::{module_path, ArchConfig, Transformer, LORA_TARGETS};
+use crate::rng::Rng;
 
 /// The `lora` param, also stored in an adapter's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,7 +168,8 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::model::{init_weights, tests::tiny};
+    use crate::model::init_weights;
+    use crate::testkit::tiny;
 
     #[test]
     fn zero_b_keeps_base_and_merge_matches() {

@@ -9,9 +9,9 @@
 
 use candle_core::Result;
 
-use super::model::Transformer;
-use super::rng::Rng;
-use super::tokenizer::Tok;
+use crate::model::Transformer;
+use crate::rng::Rng;
+use crate::tokenizer::Tok;
 
 /// How to pick tokens and when to stop.
 #[derive(Debug, Clone, PartialEq)]

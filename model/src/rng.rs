@@ -2,7 +2,7 @@
 //! crate's own splitmix64, so that the same seed gives the same bytes on every
 //! platform and candle version (candle's CPU RNG cannot be seeded).
 
-use crate::seeded::SplitMix64;
+use dvx_seeded::SplitMix64;
 
 /// The crate's splitmix64 with the float draws training needs.
 #[derive(Debug, Clone)]

@@ -311,7 +311,7 @@ mod tests {
     use candle_core::{Device, Var, D};
 
     fn rand(shape: &[usize], seed: u64) -> Var {
-        let mut rng = crate::train::rng::Rng::for_name(seed, "fused-test");
+        let mut rng = crate::rng::Rng::for_name(seed, "fused-test");
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
         Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()

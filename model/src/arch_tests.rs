@@ -1,5 +1,5 @@
 //! Parity with Hugging Face transformers on the committed fixtures
-//! (stages/tests/fixtures/arch, written by make_fixtures.py there), the KV
+//! (model/tests/fixtures/arch, written by make_fixtures.py there), the KV
 //! cache against the full forward pass, seeded sampling, and refusals.
 
 use std::path::{Path, PathBuf};
@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
-use super::folder;
-use super::generate::{generate, Finish, SamplingParams};
-use super::model::{init_weights, tests::tiny, weighted_nll, Transformer};
-use super::tokenizer::Tok;
+use crate::folder;
+use crate::generate::{generate, Finish, SamplingParams};
+use crate::model::{weighted_nll, Transformer};
+use crate::testkit::random_model;
+use crate::tokenizer::Tok;
 
 const FIXTURES: [&str; 13] = [
     "llama2",
@@ -148,33 +149,6 @@ fn greedy_generation_matches_transformers_generate() {
     }
 }
 
-/// A random model with weights large enough that its logits are far from
-/// uniform (so float rounding cannot flip a greedy choice).
-pub(crate) fn random_model(vocab: usize, seed: u64) -> Transformer {
-    let mut cfg = tiny(vocab);
-    cfg.num_hidden_layers = 2;
-    cfg.max_position_embeddings = 48;
-    let dev = Device::Cpu;
-    let w = init_weights(&cfg, seed, &dev).unwrap();
-    let w = w
-        .into_iter()
-        .map(|(k, t)| {
-            let t = if k.ends_with("norm.weight") { t } else { (t * 10.0).unwrap() };
-            (k, t)
-        })
-        .collect();
-    Transformer::new(&cfg, &w, &dev).unwrap()
-}
-
-/// A model of the given size with fresh (small) weights.
-pub(crate) fn sized_model(vocab: usize, width: usize, layers: usize, context: usize) -> Transformer {
-    let mut cfg = tiny(vocab);
-    (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers) = (width, 4 * width, layers);
-    cfg.max_position_embeddings = context;
-    let w = init_weights(&cfg, 1, &Device::Cpu).unwrap();
-    Transformer::new(&cfg, &w, &Device::Cpu).unwrap()
-}
-
 #[test]
 fn sampling_is_deterministic_per_seed() {
     let m = random_model(40, 3);
@@ -193,7 +167,7 @@ fn sampling_is_deterministic_per_seed() {
     assert_eq!(sample(5, 1.0, 1e-9), greedy);
     assert_ne!(a, greedy);
     // Generation runs with candle's thread pool: the draws must not depend on it.
-    let one_thread = super::run_on_pool(1, &mut Vec::new(), |_| Ok(sample(11, 1.5, 0.95))).unwrap();
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| sample(11, 1.5, 0.95));
     assert_eq!(one_thread, a);
 }
 

@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{detect_shape, Record, Shape};
 
 /// The `template` param: a preset name, a one-turn string with `{user}` and
 /// `{assistant}` (and optionally `{system}`), or per-role prefixes/suffixes.
@@ -49,6 +48,26 @@ pub struct TemplateSet {
     pub alpaca: Template,
     /// For chat-shaped records (`messages`, `conversations`).
     pub chat: Template,
+}
+
+/// What a template renders: a record's turns as `(role, text)`, whether they
+/// came from a single-exchange (Alpaca-like) record, which `auto` lays out
+/// differently from chats, and the raw `text` of a record with no turns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conversation {
+    /// `(role, text)` in order; roles `system`, `user`, `assistant` (others count as user).
+    pub turns: Vec<(String, String)>,
+    /// From an instruction/output record rather than a chat.
+    pub single_exchange: bool,
+    /// A record without turns trains on this text, whole.
+    pub text: Option<String>,
+}
+
+impl Conversation {
+    /// A chat of `(role, content)` messages.
+    pub fn chat(turns: Vec<(String, String)>) -> Self {
+        Conversation { turns, single_exchange: false, text: None }
+    }
 }
 
 /// One piece of rendered text and whether the loss counts its tokens.
@@ -147,24 +166,24 @@ impl TemplateParam {
 }
 
 impl TemplateSet {
-    fn pick(&self, record: &Record) -> &Template {
-        match detect_shape(record) {
-            Shape::Alpaca => &self.alpaca,
-            _ => &self.chat,
+    fn pick(&self, c: &Conversation) -> &Template {
+        if c.single_exchange {
+            &self.alpaca
+        } else {
+            &self.chat
         }
     }
 
-    /// The training text of a record. Records of no known shape train on their
-    /// `text` field, whole; `None` when there is nothing to train on.
-    pub fn render(&self, record: &Record) -> Option<Vec<Segment>> {
-        let turns = crate::records::turns(record);
-        if turns.is_empty() {
-            let text = record.get("text")?.as_str()?;
-            return Some(vec![Segment { text: text.to_string(), train: true }]);
+    /// The training text of a conversation. One with no turns trains on its
+    /// `text`, whole; `None` when there is nothing to train on.
+    pub fn render(&self, c: &Conversation) -> Option<Vec<Segment>> {
+        if c.turns.is_empty() {
+            let text = c.text.as_ref()?;
+            return Some(vec![Segment { text: text.clone(), train: true }]);
         }
-        let t = self.pick(record);
+        let t = self.pick(c);
         let mut out = Vec::new();
-        for (role, text) in &turns {
+        for (role, text) in &c.turns {
             let (pre, end, train) = affixes(t, role);
             out.push(Segment { text: pre.to_string(), train: false });
             out.push(Segment { text: format!("{text}{end}"), train });
@@ -172,21 +191,20 @@ impl TemplateSet {
         out.iter().any(|s| s.train).then_some(out)
     }
 
-    /// The prompt for generating the record's last assistant turn, and that
-    /// turn's text (the reference). `None` when the record has no assistant turn.
-    pub fn prompt(&self, record: &Record) -> Option<(String, String)> {
-        let turns = crate::records::turns(record);
-        let last = turns.iter().rposition(|(r, _)| r == "assistant")?;
-        let t = self.pick(record);
+    /// The prompt for generating the last assistant turn, and that turn's
+    /// text (the reference). `None` when there is no assistant turn.
+    pub fn prompt(&self, c: &Conversation) -> Option<(String, String)> {
+        let last = c.turns.iter().rposition(|(r, _)| r == "assistant")?;
+        let t = self.pick(c);
         let mut prompt = String::new();
-        for (role, text) in &turns[..last] {
+        for (role, text) in &c.turns[..last] {
             let (pre, end, _) = affixes(t, role);
             prompt.push_str(pre);
             prompt.push_str(text);
             prompt.push_str(end);
         }
         prompt.push_str(&t.assistant);
-        Some((prompt, turns[last].1.clone()))
+        Some((prompt, c.turns[last].1.clone()))
     }
 }
 
@@ -202,10 +220,13 @@ fn affixes<'t>(t: &'t Template, role: &str) -> (&'t str, &'t str, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn rec(v: serde_json::Value) -> Record {
-        v.as_object().unwrap().clone()
+    fn turns(t: &[(&str, &str)]) -> Vec<(String, String)> {
+        t.iter().map(|(r, x)| (r.to_string(), x.to_string())).collect()
+    }
+
+    fn exchange(user: &str, answer: &str) -> Conversation {
+        Conversation { turns: turns(&[("user", user), ("assistant", answer)]), single_exchange: true, text: None }
     }
 
     fn joined(segs: &[Segment]) -> (String, String) {
@@ -217,13 +238,10 @@ mod tests {
     #[test]
     fn auto_alpaca_and_chat() {
         let set = TemplateParam::default().resolve().unwrap();
-        let a = rec(json!({"instruction": "Find X", "input": "", "output": "grep -rn X"}));
-        let (all, trained) = joined(&set.render(&a).unwrap());
+        let (all, trained) = joined(&set.render(&exchange("Find X", "grep -rn X")).unwrap());
         assert_eq!(all, "### Instruction:\nFind X\n\n### Response:\ngrep -rn X\n");
         assert_eq!(trained, "grep -rn X\n");
-        let c = rec(json!({"messages": [
-            {"role": "system", "content": "S"}, {"role": "user", "content": "q"},
-            {"role": "assistant", "content": "a"}]}));
+        let c = Conversation::chat(turns(&[("system", "S"), ("user", "q"), ("assistant", "a")]));
         let (all, _) = joined(&set.render(&c).unwrap());
         assert_eq!(all, "<|system|>\nS\n<|user|>\nq\n<|assistant|>\na\n");
         let (prompt, reference) = set.prompt(&c).unwrap();
@@ -234,14 +252,14 @@ mod tests {
     #[test]
     fn string_template_and_text_records() {
         let set = TemplateParam::Text("Q: {user}\nA: {assistant}\n".into()).resolve().unwrap();
-        let a = rec(json!({"instruction": "hi", "output": "yo"}));
+        let a = exchange("hi", "yo");
         let (all, trained) = joined(&set.render(&a).unwrap());
         assert_eq!(all, "Q: hi\nA: yo\n");
         assert_eq!(trained, "yo\n");
         assert_eq!(set.prompt(&a).unwrap().0, "Q: hi\nA: ");
-        let t = rec(json!({"text": "raw"}));
+        let t = Conversation { text: Some("raw".into()), ..Conversation::default() };
         assert_eq!(joined(&set.render(&t).unwrap()).1, "raw");
-        assert!(set.render(&rec(json!({"id": 1}))).is_none());
+        assert!(set.render(&Conversation::default()).is_none());
         assert!(set.prompt(&t).is_none());
     }
 

@@ -148,22 +148,9 @@ pub enum EosSpec {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A tiny word-level `tokenizer.json`, written by hand.
-    pub(crate) fn write_word_tokenizer(path: &Path) {
-        let json = serde_json::json!({
-            "version": "1.0",
-            "truncation": null, "padding": null, "added_tokens": [],
-            "normalizer": null,
-            "pre_tokenizer": {"type": "Whitespace"},
-            "post_processor": null, "decoder": null,
-            "model": {"type": "WordLevel", "unk_token": "<unk>",
-                "vocab": {"<unk>": 0, "</s>": 1, "hello": 2, "world": 3, ":": 4}}
-        });
-        std::fs::write(path, serde_json::to_vec(&json).unwrap()).unwrap();
-    }
+    use crate::testkit::write_word_tokenizer;
 
     #[test]
     fn bytes_round_trip() {

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::arch::{Activation, HfFields};
-use super::fused;
-use super::lora::Lora;
-use super::rng::Rng;
+use crate::arch::{Activation, HfFields};
+use crate::fused;
+use crate::lora::Lora;
+use crate::rng::Rng;
 
 /// Architecture, with Hugging Face `config.json` field names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -592,15 +592,6 @@ pub fn weighted_nll(logits: &Tensor, target: &Tensor, weight: &Tensor) -> Result
     (picked * weight)?.sum_all()?.neg()
 }
 
-/// Tensors for one batch: ids `[rows, len]`, targets and weights `[rows*len]`.
-pub fn batch_tensors(b: &super::data::Batch, dev: &Device) -> Result<(Tensor, Tensor, Tensor)> {
-    Ok((
-        Tensor::from_slice(&b.input, (b.rows, b.len), dev)?,
-        Tensor::from_slice(&b.target, b.rows * b.len, dev)?,
-        Tensor::from_slice(&b.weight, b.rows * b.len, dev)?,
-    ))
-}
-
 /// Number of values in a set of tensors.
 pub fn count_params<'a>(ts: impl IntoIterator<Item = &'a Tensor>) -> usize {
     ts.into_iter().map(Tensor::elem_count).sum()
@@ -616,30 +607,10 @@ pub fn to_f32(t: Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::testkit::tiny;
 
-    pub(crate) fn tiny(vocab: usize) -> ArchConfig {
-        ArchConfig {
-            architectures: vec!["LlamaForCausalLM".into()],
-            model_type: "llama".into(),
-            vocab_size: vocab,
-            hidden_size: 16,
-            intermediate_size: 32,
-            num_hidden_layers: 1,
-            num_attention_heads: 4,
-            num_key_value_heads: Some(2),
-            head_dim: None,
-            max_position_embeddings: 32,
-            rms_norm_eps: 1e-5,
-            rope_theta: 10000.0,
-            tie_word_embeddings: true,
-            attention_bias: false,
-            rope_scaling: None,
-            learned_positions: false,
-            hf: Default::default(),
-        }
-    }
 
     #[test]
     fn causal_and_shapes() {

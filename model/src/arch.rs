@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::model::ArchConfig;
+use crate::model::ArchConfig;
 
 /// Hugging Face fields beyond the core shape, kept as read so a fine-tuned
 /// model's `config.json` says the same as its base's.

@@ -1,0 +1,31 @@
+//! dvx's causal language model, shared by the `train` and `benchmark` stages
+//! and by `dvx serve`: architectures read from Hugging Face configs
+//! ([`arch`]), the transformer and its fused CPU kernels ([`model`],
+//! [`fused`]), tokenizers ([`tokenizer`]), chat templates ([`template`]),
+//! LoRA adapters ([`lora`]), model folders ([`folder`]), generation with a KV
+//! cache ([`generate`]) and the small surface `dvx serve` uses ([`serving`]).
+//!
+//! Nothing here knows about stages, records or the cache: callers hand it
+//! turns, token ids and folders.
+
+pub mod arch;
+pub mod folder;
+pub mod fused;
+pub mod generate;
+pub mod lora;
+pub mod model;
+pub mod rng;
+pub mod serving;
+pub mod template;
+pub mod tokenizer;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+#[cfg(test)]
+mod arch_tests;
+
+pub use folder::load as load_model;
+pub use model::Transformer;
+pub use template::{Conversation, TemplateParam, TemplateSet};
+pub use tokenizer::Tok;
