@@ -16,7 +16,26 @@ stages:
         a: {contains: good}
         b: {field: score, ge: 0.5}
       default: {min_len: 20}
+  rank:
+    kind: score
+    deps: [data.jsonl]
+    outs: [ranked.jsonl]
+    params:
+      features: [{feature: words}, {feature: field, field: score, weight: 3}, {feature: questions}]
+      top_k: 5000
+      score_field: total
+  best:
+    kind: score
+    deps: [data.jsonl]
+    outs: [best.jsonl]
+    params:
+      features: [{feature: keyword_hits, keywords: [good]}, {feature: chars, scale: 7}]
+      min_score: 4.5
 ";
+
+/// The outs the reference run compares, and the record-wise stages.
+const OUTS: [&str; 4] = ["kept.jsonl", "rejected.jsonl", "ranked.jsonl", "best.jsonl"];
+const STAGES: [&str; 3] = ["keep", "rank", "best"];
 
 /// `n` records in three categories, some written with spaces (so their
 /// compact form is not the input line), some failing their rule.
@@ -43,31 +62,38 @@ fn processed(p: &Project, stage: &str) -> usize {
 }
 
 /// The outputs and version of a full run on `lines` in a fresh project (its own cache).
-fn reference(lines: &[String]) -> (String, String, String) {
+fn reference(lines: &[String]) -> (Vec<String>, String) {
     let r = Project::new();
     r.write("dvx.yaml", PIPELINE);
     write_data(&r, lines);
     let v = r.dvx(&["run"]).ok().version();
-    assert_eq!(processed(&r, "keep"), lines.len());
-    (r.read("kept.jsonl"), r.read("rejected.jsonl"), v)
+    for s in STAGES {
+        assert_eq!(processed(&r, s), lines.len(), "{s}");
+    }
+    (OUTS.iter().map(|o| r.read(o)).collect(), v)
 }
 
 #[test]
-fn filter_processes_only_changed_records_and_matches_a_full_run() {
+fn record_wise_kinds_process_only_changed_records_and_match_a_full_run() {
     let p = Project::new();
     p.write("dvx.yaml", PIPELINE);
     let mut lines: Vec<String> = (0..9000).map(record).collect();
     write_data(&p, &lines);
     p.dvx(&["run"]).ok();
-    assert_eq!(processed(&p, "keep"), 9000);
+    for s in STAGES {
+        assert_eq!(processed(&p, s), 9000, "{s}");
+    }
 
     let check = |lines: &[String], changed: usize, what: &str| {
         write_data(&p, lines);
         let v = p.dvx(&["run"]).ok().version();
-        assert_eq!(processed(&p, "keep"), changed, "{what}");
-        let (kept, rejected, version) = reference(lines);
-        assert!(p.read("kept.jsonl") == kept, "{what}: kept differs from a full run");
-        assert!(p.read("rejected.jsonl") == rejected, "{what}: rejected differs from a full run");
+        for s in STAGES {
+            assert_eq!(processed(&p, s), changed, "{what}: {s}");
+        }
+        let (outs, version) = reference(lines);
+        for (o, expected) in OUTS.iter().zip(outs) {
+            assert!(p.read(o) == expected, "{what}: {o} differs from a full run");
+        }
         assert_eq!(v, version, "{what}");
     };
     lines.extend((9000..9300).map(record));
@@ -89,4 +115,27 @@ fn reuse_false_processes_every_record() {
     p.dvx(&["run"]).ok();
     assert_eq!(processed(&p, "keep"), 3000);
     assert!(p.read("kept.jsonl") == kept);
+}
+
+#[test]
+fn stable_stratified_split_moves_no_record_on_append() {
+    let p = Project::new();
+    p.write(
+        "dvx.yaml",
+        "stages:\n  split:\n    kind: split\n    deps: [data.jsonl]\n    outs: [train.jsonl, valid.jsonl]\n    \
+         params: {ratio: [0.9, 0.1], seed: 7, stratify_by: category, stable: true}\n",
+    );
+    let mut lines: Vec<String> = (0..5000).map(record).collect();
+    write_data(&p, &lines);
+    p.dvx(&["run"]).ok();
+    let (train, valid) = (p.read("train.jsonl"), p.read("valid.jsonl"));
+    lines.extend((5000..6000).map(record));
+    write_data(&p, &lines);
+    p.dvx(&["run"]).ok();
+    let (train2, valid2) = (p.read("train.jsonl"), p.read("valid.jsonl"));
+    let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+    assert!(train.lines().all(|l| has(&train2, l)), "a train record moved");
+    assert!(valid.lines().all(|l| has(&valid2, l)), "a valid record moved");
+    let n = valid2.lines().count();
+    assert!((450..750).contains(&n), "valid has {n} of 6000");
 }
