@@ -103,6 +103,28 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// Item `i`'s bad-record report as a full run gives it, for a kind's
+    /// rejects out: the reason kept from an earlier run, the place from this one.
+    pub(crate) fn bad_line(&self, line: usize, item: &Item, reason: String) -> dvx_records::BadRecord {
+        let text = item.text().unwrap_or_default().to_string();
+        dvx_records::BadRecord { path: self.source.path.clone(), line, unit: self.source.unit, text, reason }
+    }
+}
+
+/// An `Option<f64>` kept as its bits: JSON text would not promise the same number back.
+pub(crate) mod opt_f64_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(f64::to_bits).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(f64::from_bits))
+    }
+}
+
 /// Reads a dep as content-defined [`Batch`]es.
 pub(crate) struct Batches {
     reader: RecordReader,

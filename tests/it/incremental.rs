@@ -31,11 +31,16 @@ stages:
     params:
       features: [{feature: keyword_hits, keywords: [good]}, {feature: chars, scale: 7}]
       min_score: 4.5
+  check:
+    kind: validate
+    deps: [data.jsonl]
+    outs: [report.json, report.md]
+    params: {required_fields: [instruction, output], types: {score: number}, score_field: score}
 ";
 
 /// The outs the reference run compares, and the record-wise stages.
-const OUTS: [&str; 4] = ["kept.jsonl", "rejected.jsonl", "ranked.jsonl", "best.jsonl"];
-const STAGES: [&str; 3] = ["keep", "rank", "best"];
+const OUTS: [&str; 6] = ["kept.jsonl", "rejected.jsonl", "ranked.jsonl", "best.jsonl", "report.json", "report.md"];
+const STAGES: [&str; 4] = ["keep", "rank", "best", "check"];
 
 /// `n` records in three categories, some written with spaces (so their
 /// compact form is not the input line), some failing their rule.
@@ -107,11 +112,13 @@ fn record_wise_kinds_process_only_changed_records_and_match_a_full_run() {
 #[test]
 fn reuse_false_processes_every_record() {
     let p = Project::new();
-    p.write("dvx.yaml", PIPELINE);
+    let pipeline = "stages:\n  keep:\n    kind: filter\n    deps: [data.jsonl]\n    outs: [kept.jsonl]\n    \
+                    params:\n      rules: {a: {contains: good}}\n";
+    p.write("dvx.yaml", pipeline);
     write_data(&p, &(0..3000).map(record).collect::<Vec<_>>());
     p.dvx(&["run"]).ok();
     let kept = p.read("kept.jsonl");
-    p.write("dvx.yaml", &format!("{PIPELINE}      reuse: false\n"));
+    p.write("dvx.yaml", &format!("{pipeline}      reuse: false\n"));
     p.dvx(&["run"]).ok();
     assert_eq!(processed(&p, "keep"), 3000);
     assert!(p.read("kept.jsonl") == kept);
