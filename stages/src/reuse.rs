@@ -134,6 +134,10 @@ pub(crate) struct Batches {
     anchor: [u8; 32],
     /// The file the next batch continues, if any.
     file: Option<std::path::PathBuf>,
+    /// Anchors handed out so far and how often: a repeated anchor (the same
+    /// line ending two batches) is told apart by its occurrence, so the two
+    /// batches do not overwrite each other's entry on every run.
+    anchors: HashMap<[u8; 32], u32>,
 }
 
 fn file_anchor(path: &Path) -> [u8; 32] {
@@ -146,7 +150,7 @@ impl Batches {
     pub(crate) fn open(path: &Path) -> Result<Batches, StageFailure> {
         let reader = RecordReader::open(path)?;
         tracing::debug!(path = %path.display(), format = reader.format().name(), "reading records in batches");
-        Ok(Batches { reader, pending: None, anchor: [0; 32], file: None })
+        Ok(Batches { reader, pending: None, anchor: [0; 32], file: None, anchors: HashMap::new() })
     }
 
     fn fill(&mut self) -> Result<bool, StageFailure> {
@@ -192,13 +196,24 @@ impl Batches {
                 }
             }
             if ended {
-                let anchor = self.anchor;
+                let anchor = self.unique(self.anchor);
                 let (_, last) = items.last().expect("an item");
                 self.anchor = *blake3::Hasher::new().update(b"after\0").update(&last.id()).finalize().as_bytes();
                 return Ok(Some(Batch { source: source.expect("set"), items, anchor }));
             }
         }
-        Ok(source.map(|source| Batch { source, items, anchor: self.anchor }))
+        let anchor = self.unique(self.anchor);
+        Ok(source.map(|source| Batch { source, items, anchor }))
+    }
+
+    /// `anchor` the first time, then `anchor` with its occurrence number.
+    fn unique(&mut self, anchor: [u8; 32]) -> [u8; 32] {
+        let n = self.anchors.entry(anchor).or_default();
+        *n += 1;
+        if *n == 1 {
+            return anchor;
+        }
+        *blake3::Hasher::new().update(&anchor).update(&n.to_le_bytes()).finalize().as_bytes()
     }
 }
 
@@ -397,6 +412,19 @@ mod tests {
         let (edited, processed) = run(&p, &memo);
         assert_eq!(processed, 1);
         assert_eq!(edited, lines.iter().map(String::len).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_line_ending_two_batches_does_not_make_them_share_an_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        // Find a line that ends a batch, then repeat the whole block: the
+        // same line ends two batches.
+        let block: Vec<String> = (0..6000).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let lines: Vec<String> = block.iter().chain(&block).cloned().collect();
+        let p = write(dir.path(), &lines);
+        let memo = MemoryMemo::default();
+        assert_eq!(run(&p, &memo).1, 12_000);
+        assert_eq!(run(&p, &memo).1, 0, "an unchanged input reuses everything");
     }
 
     #[test]
