@@ -92,6 +92,36 @@ impl FieldsSeen {
         }
     }
 
+    /// Which named fields (the first 64, by position) `record` has, as a
+    /// bit set: what a memoised record contributes when it is replayed
+    /// through [`FieldsSeen::mark`] instead of observed.
+    pub(crate) fn present(&self, record: &Record) -> u64 {
+        self.named
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, n)| field(record, &n.field).is_some())
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// Whether [`FieldsSeen::present`] covers every named field.
+    pub(crate) fn fits_mask(&self) -> bool {
+        self.named.len() <= 64
+    }
+
+    /// Count a record seen earlier that had the fields in `mask`.
+    pub(crate) fn mark(&self, mask: u64) {
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.sampled.fetch_add(1, Ordering::Relaxed);
+        for (i, n) in self.named.iter().take(64).enumerate() {
+            if mask & (1 << i) != 0 && !n.found.swap(true, Ordering::Relaxed) {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Every named field that occurs in no record, as one bad-input failure;
     /// fine when no record was observed at all.
     pub(crate) fn check(&self) -> Result<(), StageFailure> {

@@ -26,6 +26,7 @@ mod params_docs;
 #[cfg(test)]
 mod pipeline_tests;
 pub mod records;
+mod reuse;
 mod score;
 mod seeded;
 #[cfg(test)]

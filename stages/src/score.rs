@@ -34,6 +34,7 @@
 //! `feature_means` ({feature: mean weighted contribution}).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage};
 use regex::{Regex, RegexBuilder};
@@ -42,7 +43,8 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::{field, record_text, turns, value_text, Record, RecordWriter};
-use crate::support::{category_of, par_map, pool, read_chunk, round4, Categories, ChunkReader, OnError};
+use crate::reuse::{Batch, Batches, Item, Reuse};
+use crate::support::{category_of, pool, round4, Categories, OnError};
 
 /// The `score` stage kind.
 pub struct Score;
@@ -68,6 +70,10 @@ pub struct Params {
     text_fields: Vec<String>,
     #[serde(default)]
     on_error: OnError,
+    /// Reuse earlier runs' per-record scores (docs/incremental.md); left
+    /// out of the key when on.
+    #[serde(default = "crate::reuse::on", skip_serializing_if = "crate::reuse::is_on")]
+    reuse: bool,
 }
 
 impl ParamsDoc for Params {
@@ -88,6 +94,7 @@ impl ParamsDoc for Params {
             ParamDoc::new("decimals", "integer", "4", "Decimals the score is rounded to (at most 12)."),
             ParamDoc::new("text_fields", "list of field paths", "[]", "The text measured; `[]` = the record's turns."),
             ParamDoc::new("on_error", "fail | skip", "fail", "What a malformed line does: stop, or count it and go on."),
+            crate::reuse::param_doc(),
         ]
     }
 }
@@ -317,64 +324,52 @@ impl TypedStage for Score {
         let p = &c.params;
         let pool = pool(ctx.threads)?;
         let dep = &ctx.deps[0];
-        let mut bad = Vec::new();
         let mut malformed = 0;
         let mut all = Stats::default();
         let mut kept = Stats::default();
         let mut sums = vec![0.0; c.features.len()];
         let mut writer = RecordWriter::create(&ctx.outs[0])?;
         let seen = fields_read(c);
-        let score_chunk = |chunk: &[(usize, Record)]| -> Result<Vec<(f64, Vec<f64>)>, StageFailure> {
-            par_map(&pool, chunk, |(line, rec)| {
-                seen.observe(rec);
-                c.score(rec).map_err(|e| StageFailure::bad_input(format!("{}:{line}: {e}", dep.display())))
-            })
-            .into_iter()
-            .collect()
-        };
-        let threshold;
-        if p.top_k.is_none() {
-            // One streaming pass: score, keep, write.
-            let mut reader = ChunkReader::open(dep)?;
-            loop {
-                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
-                malformed += bad.drain(..).count();
-                if chunk.is_empty() {
-                    break;
-                }
-                let scores = score_chunk(&chunk)?;
-                for ((_, mut rec), (score, parts)) in chunk.into_iter().zip(scores) {
-                    all.add(score);
-                    sums.iter_mut().zip(&parts).for_each(|(s, x)| *s += x);
+        let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse && seen.fits_mask());
+        // One pass scores every record (from the memo where it can); without
+        // `top_k` it also writes, with it a second pass writes the chosen ones.
+        let streaming = p.top_k.is_none();
+        let mut cats = Categories::default();
+        let mut scored: Vec<(f64, u32)> = Vec::new();
+        let mut lines: Vec<Option<String>> = Vec::new();
+        // Per item (top_k only): whether it is a record, for the second pass.
+        let mut is_rec: Vec<bool> = Vec::new();
+        let mut batches = Batches::open(dep)?;
+        while let Some(batch) = batches.next_batch()? {
+            let results = reuse.results(&batch, &pool, |i| scored_item(c, &seen, &batch, i, dep))?;
+            for ((_, item), r) in batch.items.iter().zip(results) {
+                let Scored::Record { score, parts, cat, fields, line } = r else {
+                    malformed += 1;
+                    is_rec.push(false);
+                    continue;
+                };
+                is_rec.push(true);
+                seen.mark(fields);
+                let score = f64::from_bits(score);
+                all.add(score);
+                sums.iter_mut().zip(&parts).for_each(|(s, x)| *s += f64::from_bits(*x));
+                if streaming {
                     if p.min_score.is_none_or(|m| score >= m) {
                         kept.add(score);
-                        rec.insert(p.score_field.clone(), json!(score));
-                        writer.write(&rec)?;
+                        writer.write_json_line(&out_line(p, item, score, line.as_deref()))?;
                     }
+                } else {
+                    let cat = if p.per_category { cats.id(cat) } else { 0 };
+                    scored.push((score, cat));
+                    lines.push(line);
                 }
             }
-            seen.check()?;
+        }
+        seen.check()?;
+        let threshold;
+        if streaming {
             threshold = p.min_score.map_or(Value::Null, |m| json!(m));
         } else {
-            // Pass 1: one (score, category) per record.
-            let mut cats = Categories::default();
-            let mut scored: Vec<(f64, u32)> = Vec::new();
-            let mut reader = ChunkReader::open(dep)?;
-            loop {
-                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
-                malformed += bad.drain(..).count();
-                if chunk.is_empty() {
-                    break;
-                }
-                let scores = score_chunk(&chunk)?;
-                for ((_, rec), (score, parts)) in chunk.iter().zip(scores) {
-                    all.add(score);
-                    sums.iter_mut().zip(&parts).for_each(|(s, x)| *s += x);
-                    let cat = if p.per_category { cats.id(category_of(rec, &p.category_field)) } else { 0 };
-                    scored.push((score, cat));
-                }
-            }
-            seen.check()?;
             let (keep, cut) = select_top(&scored, p.top_k.unwrap_or(0), p.min_score, p.per_category);
             threshold = if p.per_category {
                 Value::Object(
@@ -385,21 +380,26 @@ impl TypedStage for Score {
             } else {
                 cut.first().copied().flatten().map_or(Value::Null, |x| json!(x))
             };
-            // Pass 2: write the chosen records, in input order.
-            let mut reader = ChunkReader::open(dep)?;
-            let mut i = 0;
-            loop {
-                let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad)?;
-                bad.clear();
-                if chunk.is_empty() {
-                    break;
-                }
-                for (_, mut rec) in chunk {
+            // Pass 2: write the chosen records, in input order (malformed
+            // items have no score and are passed over).
+            let mut reader = dvx_records::RecordReader::open(dep)?;
+            let (mut item, mut i) = (0, 0);
+            while let Some(chunk) = reader.raw_chunk(crate::support::CHUNK)? {
+                for (_, raw) in chunk.items {
+                    let record = is_rec.get(item).copied().unwrap_or(false);
+                    item += 1;
+                    if !record {
+                        continue;
+                    }
                     if keep[i] {
                         let score = scored[i].0;
                         kept.add(score);
-                        rec.insert(p.score_field.clone(), json!(score));
-                        writer.write(&rec)?;
+                        let text = match raw {
+                            dvx_records::Raw::Text(Ok(t)) => t,
+                            dvx_records::Raw::Value(v) => v.to_string(),
+                            dvx_records::Raw::Text(Err(_)) => String::new(),
+                        };
+                        writer.write_json_line(&out_line(p, &Item::Text(text), score, lines[i].as_deref()))?;
                     }
                     i += 1;
                 }
@@ -415,6 +415,7 @@ impl TypedStage for Score {
             round4(all.mean()),
             all.max
         )?;
+        writeln!(ctx.log, "{}", reuse.summary())?;
         let mut m = Metrics::new();
         m.insert("records_in".into(), json!(all.n));
         m.insert("records_out".into(), json!(kept.n));
@@ -428,6 +429,67 @@ impl TypedStage for Score {
             Value::Object(c.features.iter().zip(&sums).map(|(f, s)| (f.label.clone(), json!(round4(s / n)))).collect()),
         );
         Ok(m)
+    }
+}
+
+/// What `score` computed for one input item, as kept across runs (floats
+/// as their bits, so a replayed score is the very same number).
+#[derive(Clone, Serialize, Deserialize)]
+enum Scored {
+    #[serde(rename = "b")]
+    Bad,
+    #[serde(rename = "r")]
+    Record {
+        #[serde(rename = "s")]
+        score: u64,
+        #[serde(rename = "p")]
+        parts: Vec<u64>,
+        #[serde(rename = "c")]
+        cat: String,
+        #[serde(rename = "f")]
+        fields: u64,
+        /// The record with its score, when [`spliced`] does not give it.
+        #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+        line: Option<String>,
+    },
+}
+
+/// Score item `i` of `batch`.
+fn scored_item(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize, dep: &Path) -> Result<Scored, StageFailure> {
+    let p = &c.params;
+    let mut rec = match batch.parse(i) {
+        Ok(rec) => rec,
+        Err(_) if p.on_error == OnError::Skip => return Ok(Scored::Bad),
+        Err(b) => return Err(b.into()),
+    };
+    seen.observe(&rec);
+    let line = batch.items[i].0;
+    let (score, parts) = c.score(&rec).map_err(|e| StageFailure::bad_input(format!("{}:{line}: {e}", dep.display())))?;
+    let cat = if p.per_category { category_of(&rec, &p.category_field) } else { String::new() };
+    let fields = seen.present(&rec);
+    rec.insert(p.score_field.clone(), json!(score));
+    let full = serde_json::to_string(&rec).map_err(|e| StageFailure::new(format!("cannot write a record: {e}")))?;
+    let line = match batch.items[i].1.text() {
+        Ok(text) if spliced(p, text, score).as_deref() == Some(full.as_str()) => None,
+        _ => Some(full),
+    };
+    Ok(Scored::Record { score: score.to_bits(), parts: parts.iter().map(|x| x.to_bits()).collect(), cat, fields, line })
+}
+
+/// The input text with `,"<score_field>":<score>` before its closing brace:
+/// the output line when the input was compact and had no score field
+/// (checked against the real writing when the item was scored).
+fn spliced(p: &Params, text: &str, score: f64) -> Option<String> {
+    let body = text.strip_suffix('}')?;
+    let sep = if body.ends_with('{') { "" } else { "," };
+    Some(format!("{body}{sep}{}:{}}}", Value::String(p.score_field.clone()), json!(score)))
+}
+
+/// The line written for a kept record.
+fn out_line(p: &Params, item: &Item, score: f64, line: Option<&str>) -> String {
+    match line {
+        Some(l) => l.to_string(),
+        None => spliced(p, item.text().unwrap_or_default(), score).unwrap_or_default(),
     }
 }
 

@@ -10,6 +10,7 @@
 //!   stratify_by: null            # a category field: each category split alike
 //!   hash_fields: []              # fields hashed; [] = the whole record
 //!   on_error: fail               # or `skip` malformed lines
+//!   stable: false                # with ratio + stratify_by: place by hash alone
 //! ```
 //! Every record gets a seeded hash of its canonical content (key order does
 //! not matter). With `ratio` and no `stratify_by`, the hash alone places the
@@ -18,7 +19,11 @@
 //! smallest hashes go to valid, the next to test, the rest to train. With
 //! `stratify_by`, each category gets its share (`ratio` of its size, or
 //! `counts` spread in proportion to category sizes, largest remainder)
-//! chosen the same way inside the category. Identical records hash alike,
+//! chosen the same way inside the category; that is exact but not
+//! append-stable (a category's quota moves as it grows, so a record can move
+//! between valid and train). `stable: true` places a stratified record by
+//! its hash alone, as without strata: appends never move a record and each
+//! category gets `ratio` of its records on average. Identical records hash alike,
 //! so exact duplicates land on the same side.
 //!
 //! deps: one JSONL file. outs: [train, valid] or [train, valid, test],
@@ -57,6 +62,10 @@ pub struct Params {
     hash_fields: Vec<String>,
     #[serde(default)]
     on_error: OnError,
+    /// With `ratio` and `stratify_by`: place each record by its hash alone,
+    /// so appends never move a record. Left out of the key when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    stable: bool,
 }
 
 impl ParamsDoc for Params {
@@ -67,6 +76,13 @@ impl ParamsDoc for Params {
             ParamDoc::new("seed", "integer", "0", "Seeds the content hash that places each record."),
             ParamDoc::new("stratify_by", "field path", "-", "A category field: each category is split alike."),
             ParamDoc::new("hash_fields", "list of field paths", "[]", "Fields hashed; `[]` = the whole record."),
+            ParamDoc::new(
+                "stable",
+                "bool",
+                "false",
+                "With `ratio` and `stratify_by`: each record's side from its hash alone, so appends never move a \
+                 record (shares per category are `ratio` on average, not exact).",
+            ),
             ParamDoc::new(
                 "on_error",
                 "fail | skip",
@@ -106,6 +122,12 @@ fn parse(p: Params, outs: usize) -> Result<Params, ParamError> {
             if (sum - 1.0).abs() > 1e-6 {
                 return Err(ParamError::field("ratio", format!("fractions add up to {}, not 1", round4(sum))));
             }
+        }
+        (None, Some(_)) if p.stable => {
+            return Err(ParamError::field(
+                "stable",
+                "exact `counts` cannot be append-stable; use `ratio` with `stable: true`",
+            ))
         }
         (None, Some(c)) => {
             if c.test > 0 && outs < 3 {
@@ -150,7 +172,8 @@ impl TypedStage for Split {
         let mut bad = Vec::new();
         let mut malformed = 0;
         let mut cats = Categories::default();
-        let streaming = p.ratio.is_some() && p.stratify_by.is_none();
+        // Without strata, or with `stable`, the hash alone places a record.
+        let streaming = p.ratio.is_some() && (p.stratify_by.is_none() || p.stable);
         let [_, fv, ft] = p.fractions();
         let by_hash = |h: u64| {
             // The hash as a point in [0, 1).
@@ -167,6 +190,8 @@ impl TypedStage for Split {
         // Streaming: place each record as it comes. Otherwise remember
         // (category, hash) and place records once all are known.
         let mut keys: Vec<(u32, u64)> = Vec::new();
+        // Records per (category, side), for the metrics when stratified.
+        let mut per_cat: Vec<[usize; 3]> = Vec::new();
         let mut seen = FieldsSeen::new().name_all("hash_fields", &p.hash_fields);
         if let Some(f) = &p.stratify_by {
             seen = seen.name("stratify_by", f);
@@ -184,7 +209,13 @@ impl TypedStage for Split {
             });
             if streaming {
                 for ((_, rec), h) in chunk.iter().zip(hashes) {
-                    writers[by_hash(h) as usize].write(rec)?;
+                    let side = by_hash(h);
+                    if let Some(f) = &p.stratify_by {
+                        let cat = cats.id(category_of(rec, f)) as usize;
+                        per_cat.resize(cats.len(), [0; 3]);
+                        per_cat[cat][side as usize] += 1;
+                    }
+                    writers[side as usize].write(rec)?;
                 }
             } else {
                 for ((_, rec), h) in chunk.iter().zip(hashes) {
@@ -198,8 +229,8 @@ impl TypedStage for Split {
         }
 
         seen.check()?;
-        let mut per_cat = vec![[0usize; 3]; cats.len()];
         if !streaming {
+            per_cat = vec![[0usize; 3]; cats.len()];
             let sides = self.place(p, &keys, &cats)?;
             for (i, side) in sides.iter().enumerate() {
                 per_cat[keys[i].0 as usize][*side as usize] += 1;
@@ -353,6 +384,29 @@ mod tests {
         // Records keep input order on each side.
         let ids: Vec<i64> = r.records(0).iter().map(|x| x["id"].as_i64().unwrap()).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn stable_stratified_ratio_never_moves_a_record_on_append() {
+        let params = json!({"ratio": [0.9, 0.1], "seed": 3, "stratify_by": "category", "stable": true});
+        let r = run(Split, &[&records(3000, 3)], &["t", "v"], params.clone(), 2).unwrap();
+        let r2 = run(Split, &[&records(3300, 3)], &["t", "v"], params, 1).unwrap();
+        for side in 0..2 {
+            let new: Vec<Value> = r2.records(side);
+            assert!(r.records(side).iter().all(|x| new.contains(x)), "a record left side {side}");
+        }
+        let valid = r.metric("valid").as_u64().unwrap();
+        assert!((240..360).contains(&valid), "{valid}");
+        let c0 = &r.metric("categories")["c0"];
+        assert_eq!(c0["train"].as_u64().unwrap() + c0["valid"].as_u64().unwrap(), 1000);
+        // The exact mode, by contrast, moves some on the same append.
+        let exact = json!({"ratio": [0.9, 0.1], "seed": 3, "stratify_by": "category"});
+        let a = run(Split, &[&records(3000, 3)], &["t", "v"], exact.clone(), 1).unwrap();
+        let b = run(Split, &[&records(3300, 3)], &["t", "v"], exact, 1).unwrap();
+        let still: Vec<Value> = b.records(1);
+        assert!(a.records(1).iter().any(|x| !still.contains(x)), "exact mode happened to be stable");
+        let e = run(Split, &["{}\n"], &["t", "v"], json!({"counts": {"valid": 1}, "stable": true}), 1).unwrap_err();
+        assert!(e.starts_with("stable: exact `counts` cannot be append-stable"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod errors;
 mod formats;
 mod fuzz;
 mod gc_scope;
+mod incremental;
 mod logs;
 mod metrics;
 mod llm;

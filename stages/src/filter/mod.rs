@@ -28,8 +28,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::field_check::FieldsSeen;
-use crate::records::RecordWriter;
-use crate::support::{bad_line_record, category_of, par_map, pool, read_chunk, round4, ChunkReader, OnError};
+use crate::records::{BadLine, Record, RecordWriter};
+use crate::reuse::{Batch, Batches, Reuse};
+use crate::support::{bad_line_record, category_of, pool, round4, OnError};
 use rule::{parse_rules, Rule, Subject};
 
 /// The `filter` stage kind.
@@ -51,6 +52,10 @@ pub struct Params {
     on_error: OnError,
     #[serde(default = "default_reason_field")]
     reason_field: String,
+    /// Reuse earlier runs' per-record verdicts (see docs/incremental.md).
+    /// Left out of the key when on, so it changes no existing key.
+    #[serde(default = "crate::reuse::on", skip_serializing_if = "crate::reuse::is_on")]
+    reuse: bool,
 }
 
 impl ParamsDoc for Params {
@@ -72,6 +77,7 @@ impl ParamsDoc for Params {
                 "_rejected_by",
                 "Field naming the deciding rule in rejected records.",
             ),
+            crate::reuse::param_doc(),
         ]
     }
 }
@@ -141,53 +147,47 @@ impl TypedStage for Filter {
     fn execute(&self, c: &Compiled, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let p = &c.params;
         let pool = pool(ctx.threads)?;
-        let mut reader = ChunkReader::open(&ctx.deps[0])?;
+        let mut batches = Batches::open(&ctx.deps[0])?;
         let mut kept = RecordWriter::create(&ctx.outs[0])?;
         let mut rejected = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
         let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut malformed = 0usize;
-        let mut bad = Vec::new();
         let seen = fields_read(c);
-        loop {
-            let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
-            for b in bad.drain(..) {
-                malformed += 1;
-                if let Some(w) = rejected.as_mut() {
-                    w.write(&bad_line_record(&b, &p.reason_field))?;
-                }
-            }
-            if chunk.is_empty() {
-                break;
-            }
-            // (category, None = pass | Some((rule path, description)))
-            let verdicts = par_map(&pool, &chunk, |(_, rec)| {
-                seen.observe(rec);
-                let cat = category_of(rec, &p.category_field);
-                let rule = c.rules.get(&cat).or(c.default.as_ref());
-                let miss = rule.and_then(|r| {
-                    r.test(&Subject::new(rec, &p.text_fields)).err().map(|m| (m.counted_as(), m.describe()))
-                });
-                (cat, miss)
-            });
-            for ((_, mut rec), (cat, miss)) in chunk.into_iter().zip(verdicts) {
-                let t = tallies.entry(cat).or_default();
-                t.total += 1;
-                match miss {
-                    None => {
-                        t.passed += 1;
-                        kept.write(&rec)?;
-                    }
-                    Some((path, why)) => {
-                        *reasons.entry(path).or_default() += 1;
+        let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse && seen.fits_mask());
+        while let Some(batch) = batches.next_batch()? {
+            let verdicts = reuse.results(&batch, &pool, |i| verdict(c, &seen, &batch, i))?;
+            for ((at, item), v) in batch.items.iter().zip(verdicts) {
+                match v {
+                    Verdict::Bad { reason } => {
+                        malformed += 1;
                         if let Some(w) = rejected.as_mut() {
-                            rec.insert(p.reason_field.clone(), Value::String(why));
-                            w.write(&rec)?;
+                            let text = item.text().unwrap_or_default().to_string();
+                            let b = BadLine { path: batch.source.path.clone(), line: *at, unit: batch.source.unit, text, reason };
+                            w.write(&bad_line_record(&b, &p.reason_field))?;
+                        }
+                    }
+                    Verdict::Record { cat, fields, miss, line } => {
+                        seen.mark(fields);
+                        let t = tallies.entry(cat).or_default();
+                        t.total += 1;
+                        match miss {
+                            None => {
+                                t.passed += 1;
+                                kept.write_json_line(line.as_deref().or(item.text().ok()).unwrap_or_default())?;
+                            }
+                            Some(path) => {
+                                *reasons.entry(path).or_default() += 1;
+                                if let Some(w) = rejected.as_mut() {
+                                    w.write_json_line(line.as_deref().unwrap_or_default())?;
+                                }
+                            }
                         }
                     }
                 }
             }
         }
+        tracing::info!(stage = ctx.name, processed = reuse.processed, reused = reuse.reused, "filter done");
         seen.check()?;
         kept.finish()?;
         if let Some(w) = rejected {
@@ -200,6 +200,7 @@ impl TypedStage for Filter {
         if malformed > 0 {
             writeln!(ctx.log, "skipped {malformed} malformed line(s)")?;
         }
+        writeln!(ctx.log, "{}", reuse.summary())?;
         let mut m = Metrics::new();
         let Value::Object(totals) = total.to_json() else { unreachable!() };
         m.extend(totals);
@@ -208,6 +209,56 @@ impl TypedStage for Filter {
         m.insert("rejected_by".into(), Value::Object(reasons.into_iter().map(|(k, n)| (k, json!(n))).collect()));
         Ok(m)
     }
+}
+
+/// What `filter` decided for one input item, as kept across runs.
+#[derive(Clone, Serialize, Deserialize)]
+enum Verdict {
+    /// Not a record (malformed JSON, not an object, unreadable).
+    #[serde(rename = "b")]
+    Bad {
+        #[serde(rename = "r")]
+        reason: String,
+    },
+    #[serde(rename = "r")]
+    Record {
+        #[serde(rename = "c")]
+        cat: String,
+        /// The named fields it has ([`FieldsSeen::present`]).
+        #[serde(rename = "f")]
+        fields: u64,
+        /// The deciding rule's path, when rejected.
+        #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+        miss: Option<String>,
+        /// The line written: the rejected record with its reason, or a kept
+        /// one whose compact form is not the input text itself.
+        #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+        line: Option<String>,
+    },
+}
+
+/// The verdict on item `i` of `batch`: the rule its category picks, tested.
+fn verdict(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<Verdict, StageFailure> {
+    let p = &c.params;
+    let mut rec = match batch.parse(i) {
+        Ok(rec) => rec,
+        Err(b) if p.on_error == OnError::Skip => return Ok(Verdict::Bad { reason: b.reason }),
+        Err(b) => return Err(b.into()),
+    };
+    seen.observe(&rec);
+    let fields = seen.present(&rec);
+    let cat = category_of(&rec, &p.category_field);
+    let rule = c.rules.get(&cat).or(c.default.as_ref());
+    let miss = rule.and_then(|r| r.test(&Subject::new(&rec, &p.text_fields)).err().map(|m| (m.counted_as(), m.describe())));
+    let written = |rec: &Record| serde_json::to_string(rec).map_err(|e| StageFailure::new(format!("cannot write a record: {e}")));
+    let line = match &miss {
+        None => Some(written(&rec)?).filter(|l| batch.items[i].1.text().ok() != Some(l.as_str())),
+        Some((_, why)) => {
+            rec.insert(p.reason_field.clone(), Value::String(why.clone()));
+            Some(written(&rec)?)
+        }
+    };
+    Ok(Verdict::Record { cat, fields, miss: miss.map(|(path, _)| path), line })
 }
 
 /// The record fields the params name: the category field (when a rule is

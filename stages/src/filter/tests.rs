@@ -129,7 +129,7 @@ fn metrics_have_the_seed_000_table_shape() {
 | **Pagination** | 3 | 1 | 2 | 33.3% | poor |
 | **TOTAL** | **26** | **14** | **12** | **53.8%** | |
 ";
-    assert_eq!(r.log, table);
+    assert_eq!(r.log, format!("{table}records processed: 26, reused from earlier runs: 0\n"));
 }
 
 #[test]
@@ -162,7 +162,20 @@ fn malformed_lines_fail_or_skip() {
     assert_eq!(rej[0]["_line"], json!(2));
     assert_eq!(rej[0]["_raw"], json!("not json"));
     assert_eq!(rej[1]["_rejected_by"], json!("not a JSON object"));
-    assert!(r.log.ends_with("skipped 2 malformed line(s)\n"));
+    assert!(r.log.contains("\nskipped 2 malformed line(s)\n"), "{}", r.log);
+}
+
+#[test]
+fn a_rerun_replays_kept_verdicts_including_malformed_lines() {
+    let input = "{\"output\": \"a\"}\nnot json\n{\"category\":\"CRUD\",\"output\":\"Session\"}\n{\"output\": \"b\"}\n";
+    let params = json!({"on_error": "skip", "rules": {"CRUD": "db.add"}});
+    let memo = dvx_stage_api::MemoryMemo::default();
+    let run_once = || crate::testkit::run_with_memo(Filter, &[input], &["k.jsonl", "r.jsonl"], params.clone(), 2, &memo).unwrap();
+    let (a, b) = (run_once(), run_once());
+    assert!(a.log.ends_with("records processed: 4, reused from earlier runs: 0\n"), "{}", a.log);
+    assert!(b.log.ends_with("records processed: 0, reused from earlier runs: 4\n"), "{}", b.log);
+    assert_eq!((a.text(0), a.text(1), &a.metrics), (b.text(0), b.text(1), &b.metrics));
+    assert_eq!(b.records(1)[0]["_line"], json!(2));
 }
 
 #[test]

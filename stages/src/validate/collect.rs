@@ -10,12 +10,15 @@ use crate::support::{category_of, digest, normalize_text};
 
 use super::Params;
 
-/// What one record contributes.
+/// What one record contributes (kept across runs by the record reuse;
+/// the score as its bits, so it comes back the very same number).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Facts {
     category: String,
     /// chars and whitespace tokens of prompt, response, total.
     lengths: [[f64; 2]; 3],
     dup: [u8; 16],
+    #[serde(with = "crate::reuse::opt_f64_bits")]
     score: Option<f64>,
     /// (rule, detail) for each broken schema rule.
     violations: Vec<(String, String)>,

@@ -42,8 +42,26 @@ use serde_json::Value;
 
 use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
-use crate::support::{bad_line_record, file_name, par_map, pool, read_chunk, ChunkReader, OnError};
-use collect::{facts, Totals};
+use crate::reuse::{Batches, Reuse};
+use crate::support::{bad_line_record, file_name, pool, OnError};
+use collect::{facts, Facts, Totals};
+
+/// What one input item gave, as kept across runs.
+#[derive(Clone, Serialize, Deserialize)]
+enum Found {
+    #[serde(rename = "b")]
+    Bad {
+        #[serde(rename = "r")]
+        reason: String,
+    },
+    #[serde(rename = "r")]
+    Record {
+        #[serde(rename = "f")]
+        fields: u64,
+        #[serde(rename = "x")]
+        facts: Facts,
+    },
+}
 use report::Check;
 
 /// The `validate` stage kind.
@@ -85,6 +103,10 @@ pub struct Params {
     examples: usize,
     #[serde(default)]
     on_error: OnError,
+    /// Reuse earlier runs' per-record facts (docs/incremental.md); left out
+    /// of the key when on.
+    #[serde(default = "crate::reuse::on", skip_serializing_if = "crate::reuse::is_on")]
+    reuse: bool,
 }
 
 impl ParamsDoc for Params {
@@ -131,6 +153,7 @@ impl ParamsDoc for Params {
                 "fail",
                 "What a malformed line does: stop, or count it (to outs[3]) and go on.",
             ),
+            crate::reuse::param_doc(),
         ]
     }
 }
@@ -270,29 +293,34 @@ impl TypedStage for Validate {
         let pool = pool(ctx.threads)?;
         let mut rejects = ctx.outs.get(3).map(|o| RecordWriter::create(o)).transpose()?;
         let mut t = Totals::default();
-        let mut bad = Vec::new();
         let seen = fields_read(p);
+        let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse && seen.fits_mask());
         for dep in ctx.deps {
             let name = file_name(dep);
             let before = t.records;
-            let mut reader = ChunkReader::open(dep)?;
-            loop {
-                let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
-                for b in bad.drain(..) {
-                    t.malformed += 1;
-                    if let Some(w) = rejects.as_mut() {
-                        w.write(&bad_line_record(&b, "_error"))?;
+            let mut batches = Batches::open(dep)?;
+            while let Some(batch) = batches.next_batch()? {
+                let found = reuse.results(&batch, &pool, |i| match batch.parse(i) {
+                    Ok(rec) => {
+                        seen.observe(&rec);
+                        Ok(Found::Record { fields: seen.present(&rec), facts: facts(p, &rec) })
                     }
-                }
-                if chunk.is_empty() {
-                    break;
-                }
-                let found = par_map(&pool, &chunk, |(_, rec)| {
-                    seen.observe(rec);
-                    facts(p, rec)
-                });
-                for ((line, _), f) in chunk.iter().zip(found) {
-                    t.add(f, || format!("{name}:{line}"), p.examples);
+                    Err(b) if p.on_error == OnError::Skip => Ok(Found::Bad { reason: b.reason }),
+                    Err(b) => Err(b.into()),
+                })?;
+                for ((line, item), f) in batch.items.iter().zip(found) {
+                    match f {
+                        Found::Record { fields, facts } => {
+                            seen.mark(fields);
+                            t.add(facts, || format!("{name}:{line}"), p.examples);
+                        }
+                        Found::Bad { reason } => {
+                            t.malformed += 1;
+                            if let Some(w) = rejects.as_mut() {
+                                w.write(&bad_line_record(&batch.bad_line(*line, item, reason), "_error"))?;
+                            }
+                        }
+                    }
                 }
             }
             t.inputs.push((name, t.records - before));
@@ -313,6 +341,7 @@ impl TypedStage for Validate {
             std::fs::write(out, chart::svg(&t, &report))?;
         }
         ctx.log.write_all(markdown.as_bytes())?;
+        writeln!(ctx.log, "{}", reuse.summary())?;
         if !failed.is_empty() {
             let why: Vec<String> =
                 failed.iter().map(|c| format!("{} (limit {}, got {})", c.rule, c.limit, c.actual)).collect();

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Scale bench (issue 16): first run, no-op, append-1,000 re-run of
+# filter -> dedup -> balance -> split -> validate, per stage: seconds, peak
+# RSS, records processed; cache bytes after each step.
+#   bench/scale/run.sh              # 100K and 300K
+#   bench/scale/run.sh 1000000      # by hand: needs ~10 GB free in $WORK
+#   DVX=target/debug/dvx bench/scale/run.sh 20000   # smoke test, no release build
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=${WORK:-/tmp/dvx-scale-bench}
+sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(100000 300000)
+stages=(filter dedup balance split validate)
+if [ -z "${DVX:-}" ]; then
+    (cd "$root" && cargo build --release -q --bin dvx)
+    DVX="$root/target/release/dvx"
+fi
+
+# seconds and peak RSS (MiB) of one command, appended to $log as "label secs MiB".
+timed() {
+    local label=$1; shift
+    /usr/bin/time -f "%e %M" -o "$work/t" "$@" > "$work/out" 2>&1 || { cat "$work/out"; exit 1; }
+    read -r secs kb < "$work/t"
+    printf "%-28s %8.2f s %8d MiB\n" "$label" "$secs" "$((kb / 1024))"
+}
+cache_bytes() { du -sb "$1/.dvx/cache" | cut -f1; }
+
+for n in "${sizes[@]}"; do
+    p="$work/n$n"; rm -rf "$p"; mkdir -p "$p"; cp "$here/dvx.yaml" "$p/"
+    python3 "$here/gen.py" --n "$n" --seed 1 --out "$p/data.jsonl"
+    echo "== $n records ($(du -h "$p/data.jsonl" | cut -f1)), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    cd "$p"
+    echo "-- first run, a stage at a time"
+    start=$(date +%s.%N)
+    for s in "${stages[@]}"; do timed "first $s" "$DVX" run "$s"; done
+    echo "first run total: $(echo "$(date +%s.%N) - $start" | bc) s; cache $(cache_bytes "$p") bytes"
+    timed "no-op" "$DVX" run
+    python3 "$here/gen.py" --n 1000 --start "$n" --seed 1 --append "$p/data.jsonl"
+    echo "-- append 1,000, re-run a stage at a time"
+    start=$(date +%s.%N)
+    for s in "${stages[@]}"; do
+        timed "append $s" "$DVX" run "$s"
+        echo "   records processed by $s: $(cd "$p"; n=$("$DVX" logs "$s" | sed -n 's/^records processed: \([0-9]*\).*/\1/p' | tail -1); echo "${n:-all}")"
+    done
+    echo "append re-run total: $(echo "$(date +%s.%N) - $start" | bc) s; cache $(cache_bytes "$p") bytes"
+    cd "$here"
+done
