@@ -269,7 +269,7 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
     walkdir(dir).into_iter().filter(|f| std::fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))).map(|f| f.display().to_string()).collect()
 }
 
-fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = e.path();

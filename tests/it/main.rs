@@ -13,6 +13,7 @@ mod fuzz;
 mod gc_scope;
 mod logs;
 mod metrics;
+mod phase0;
 mod llm;
 mod pipelines;
 mod restorable;
