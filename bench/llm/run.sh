@@ -96,6 +96,9 @@ wait "$RUN" 2>/dev/null || true
 sleep 0.5
 answered=$(($(count answered) - before_answered))
 not_answered=$((N + 100 - answered))
+# What reached the memo before the kill (an answer handed back in the instant of the kill may not have).
+memo_before=$(find "$DVX_CACHE_DIR/memo-v1" -type f | wc -l)
+not_memoised=$((2 * (N + 100) - memo_before))
 before=$(count forwarded)
 resume=$(timed "$DVX" run)
 sent_resume=$(($(count forwarded) - before))
@@ -105,5 +108,6 @@ printf '%-52s %s\n' "requests, first run ($N records)" "$sent_first sent, ${firs
 printf '%-52s %s\n' "forced re-run, all from the memo" "$sent_rerun sent, ${rerun}s"
 printf '%-52s %s\n' "after appending 100 records" "$sent_append sent (must be 100), ${append}s"
 printf '%-52s %s\n' "kill -9 after answers handed back" "$answered of $((N + 100))"
-printf '%-52s %s\n' "re-run after the kill" "$sent_resume sent, not yet answered $not_answered, ${resume}s"
+printf '%-52s %s\n' "re-run after the kill" "$sent_resume sent, ${resume}s"
+printf '%-52s %s\n' "  not yet handed back at the kill / not in the memo" "$not_answered / $not_memoised"
 printf '%-52s %s\n' "memo entries" "$memo"

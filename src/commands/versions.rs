@@ -227,7 +227,8 @@ pub fn reproduce(l: Store, prefix: &str, fresh: bool) -> Result<ExitCode> {
     let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
     let mut progress = |p: ops::Progress<'_>| match p {
         ops::Progress::Restoring { sources } => {
-            eprintln!("reproduce: restoring {sources} sources into a scratch folder")
+            let plural = if sources == 1 { "" } else { "s" };
+            eprintln!("reproduce: restoring {sources} source{plural} into a scratch folder")
         }
         ops::Progress::Started { name, kind, step, of, nondeterministic } => {
             let how = match (nondeterministic, fresh) {
