@@ -105,10 +105,11 @@ impl Cache {
                 }
             }
         }
-        // Logs of the run entries that stay.
+        // Logs and memo key lists of the run entries that stay.
         for key in &live_runs {
             if let Ok(Some(run)) = self.get_run(key) {
                 live_objects.extend(run.log);
+                live_objects.extend(run.memo);
             }
         }
         for (key, path) in self.run_files()? {

@@ -5,20 +5,30 @@
 //! Writes are atomic and durable (tmp, fsync, rename) the moment an answer
 //! arrives, so kill -9 loses at most the answers in flight. A read checks
 //! the hash: a damaged entry is moved to `quarantine/` and reads as a miss,
-//! so the stage asks again. A hit refreshes the file's mtime, which is what
-//! `dvx gc --memo-older-than` evicts by: entries nobody read or wrote for
-//! that long. Plain gc never removes memo entries: no version names them,
-//! and they are what a re-run or `dvx reproduce` is served from.
+//! so the stage asks again. A hit refreshes the file's mtime.
+//!
+//! A run that used the memo names the keys it read or wrote in a key-list
+//! object (`dvx-memo-keys 1`, the namespace, then one hex key a line,
+//! sorted) referenced from its run entry. `dvx gc --memo-older-than AGE`
+//! keeps every entry a kept version's runs used, whatever its age, and
+//! evicts the rest that nobody read or wrote for AGE. Plain gc never
+//! removes memo entries: they are what a re-run or `dvx reproduce` is
+//! served from.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::bucket::Bucket;
 use crate::error::{CacheError, IoContext, Result};
+use crate::hash::Hash;
 use crate::runs::read_dir_sorted;
 use crate::store::Cache;
+use crate::versions::Refs;
 
 const MAGIC: &[u8; 8] = b"DVXMEMO1";
+/// First line of a key-list object.
+const KEYS_HEADER: &str = "dvx-memo-keys 1";
 
 /// What [`Cache::memo_gc`] removed (or would remove).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +37,34 @@ pub struct MemoGcReport {
     pub entries: usize,
     /// Their size in bytes.
     pub bytes: u64,
+    /// Entries older than the age kept because a kept version's run used them.
+    pub kept_used: usize,
+}
+
+/// The key-list object's text for namespace `ns`.
+fn key_list(ns: &str, keys: &BTreeSet<[u8; 32]>) -> String {
+    let mut text = format!("{KEYS_HEADER}\n{ns}\n");
+    for k in keys {
+        text.push_str(blake3::Hash::from_bytes(*k).to_hex().as_str());
+        text.push('\n');
+    }
+    text
+}
+
+/// Parse a key-list object (untrusted): its namespace and keys.
+fn parse_key_list(bytes: &[u8]) -> std::result::Result<(String, Vec<[u8; 32]>), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let mut lines = text.lines();
+    if lines.next() != Some(KEYS_HEADER) {
+        return Err(format!("does not start with `{KEYS_HEADER}`"));
+    }
+    let ns = lines.next().ok_or("no namespace line")?.to_string();
+    check_ns(&ns).map_err(|_| format!("bad namespace `{ns}`"))?;
+    let keys = lines
+        .enumerate()
+        .map(|(i, l)| blake3::Hash::from_hex(l).map(|h| *h.as_bytes()).map_err(|_| format!("line {}: not a key", i + 3)))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((ns, keys))
 }
 
 /// Whether `ns` may name a memo namespace (a stage kind: `generate`).
@@ -142,13 +180,59 @@ impl Cache {
         Ok((files.len(), bad))
     }
 
-    /// Remove memo entries not read or written for `older_than` (by mtime).
-    pub fn memo_gc(&self, older_than: Duration, dry_run: bool) -> Result<MemoGcReport> {
+    /// Store the list of memo keys a run of kind `ns` used, as an object
+    /// its run entry names; `None` when it used none.
+    pub fn put_memo_keys(&self, ns: &str, keys: &BTreeSet<[u8; 32]>) -> Result<Option<Hash>> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        check_ns(ns)?;
+        self.put_bytes(key_list(ns, keys).as_bytes()).map(Some)
+    }
+
+    /// The memo entries (namespace, key) that the runs of the versions in
+    /// the cache, except `going`, used. A run entry or key list that cannot
+    /// be read protects nothing (warned): its entries fall back to age.
+    fn memo_in_use(&self, going: &BTreeSet<Hash>) -> Result<BTreeSet<(String, [u8; 32])>> {
+        let mut used = BTreeSet::new();
+        let mut lists = BTreeSet::new();
+        for h in self.version_hashes()? {
+            if going.contains(&h) {
+                continue;
+            }
+            let Ok(rec) = self.get_version(&h) else { continue };
+            for s in Refs::of(&rec.body).unwrap_or_default().stages {
+                let Some(key) = &s.key else { continue };
+                if let Ok(Some(run)) = self.get_run(key) {
+                    lists.extend(run.memo);
+                }
+            }
+        }
+        for list in lists {
+            match self.read_object(&list).map_err(|e| e.to_string()).and_then(|b| parse_key_list(&b)) {
+                Ok((ns, keys)) => used.extend(keys.into_iter().map(|k| (ns.clone(), k))),
+                Err(why) => tracing::warn!("memo key list {}: {why}; its entries are kept by age only", list.short()),
+            }
+        }
+        Ok(used)
+    }
+
+    /// Remove memo entries not read or written for `older_than` (by mtime)
+    /// that no run of a kept version used: every version in the cache but
+    /// those in `going` (what a version gc in the same command removes or,
+    /// in a dry run, would remove).
+    pub fn memo_gc(&self, older_than: Duration, going: &BTreeSet<Hash>, dry_run: bool) -> Result<MemoGcReport> {
         let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+        let used = self.memo_in_use(going)?;
         let mut report = MemoGcReport::default();
-        for (_, path) in self.memo_files()? {
+        for (ns, path) in self.memo_files()? {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
             if meta.modified().map(|t| t >= cutoff).unwrap_or(true) {
+                continue;
+            }
+            let key = path.file_name().and_then(|n| n.to_str()).and_then(|n| blake3::Hash::from_hex(n).ok());
+            if key.is_some_and(|k| used.contains(&(ns.clone(), *k.as_bytes()))) {
+                report.kept_used += 1;
                 continue;
             }
             report.entries += 1;
@@ -214,11 +298,64 @@ mod tests {
         // Reading entry 2 makes it recently used.
         assert!(c.memo_get("generate", &[2; 32]).unwrap().is_some());
         let month = Duration::from_secs(30 * 86400);
-        assert_eq!(c.memo_gc(month, true).unwrap().entries, 1);
+        assert_eq!(c.memo_gc(month, &BTreeSet::new(), true).unwrap().entries, 1);
         assert!(c.memo_path("generate", &[1; 32]).exists(), "dry run");
-        let r = c.memo_gc(month, false).unwrap();
+        let r = c.memo_gc(month, &BTreeSet::new(), false).unwrap();
         assert_eq!((r.entries, r.bytes), (1, 43));
         assert_eq!(c.memo_get("generate", &[1; 32]).unwrap(), None);
         assert!(c.memo_get("generate", &[2; 32]).unwrap().is_some());
+    }
+
+    fn age(c: &Cache, ns: &str, key: &[u8; 32], days: u64) {
+        let f = std::fs::File::options().write(true).open(c.memo_path(ns, key)).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(days * 86400)).unwrap();
+    }
+
+    #[test]
+    fn gc_keeps_what_kept_versions_used_and_evicts_the_rest_by_age() {
+        let (_d, c) = cache();
+        for k in 1..=4u8 {
+            c.memo_put("generate", &[k; 32], b"answer").unwrap();
+            age(&c, "generate", &[k; 32], 40);
+        }
+        // A run used 1 and 2 (and 9, never kept: a list may name what is gone).
+        let list = c.put_memo_keys("generate", &BTreeSet::from([[1; 32], [2; 32], [9; 32]])).unwrap().unwrap();
+        assert_eq!(c.put_memo_keys("cmd", &BTreeSet::new()).unwrap(), None);
+        let key = crate::StageKey::parse(&"ab".repeat(32)).unwrap();
+        let entry = crate::RunEntry {
+            key: key.clone(),
+            kind: "generate".into(),
+            stage: "gen".into(),
+            outputs: vec![],
+            metrics: Default::default(),
+            log: None,
+            memo: Some(list),
+            seconds: 0.0,
+        };
+        c.put_run(&entry).unwrap();
+        let version = c.put_version(serde_json::json!({"stages": [{"key": key.as_str()}]}), Default::default()).unwrap();
+        let month = Duration::from_secs(30 * 86400);
+        let r = c.memo_gc(month, &BTreeSet::new(), true).unwrap();
+        assert_eq!((r.entries, r.kept_used), (2, 2));
+        // With that version going, nothing protects them.
+        let r = c.memo_gc(month, &BTreeSet::from([version.clone()]), true).unwrap();
+        assert_eq!((r.entries, r.kept_used), (4, 0));
+        c.memo_gc(month, &BTreeSet::new(), false).unwrap();
+        for (k, kept) in [(1, true), (2, true), (3, false), (4, false)] {
+            assert_eq!(c.memo_get("generate", &[k; 32]).unwrap().is_some(), kept, "key {k}");
+        }
+        // Version gc keeps the key list with the run entry it keeps.
+        let report = c.gc(&crate::GcOptions { keep: BTreeSet::from([version]), dry_run: false }).unwrap();
+        assert_eq!(report.objects, 0);
+        assert!(c.has_object(&entry.memo.unwrap()));
+    }
+
+    #[test]
+    fn a_bad_key_list_protects_nothing() {
+        assert!(parse_key_list(b"dvx-memo-keys 1\ngenerate\nzz\n").unwrap_err().contains("line 3"));
+        assert!(parse_key_list(b"other\n").is_err());
+        assert!(parse_key_list(b"dvx-memo-keys 1\n../x\n").is_err());
+        let keys = BTreeSet::from([[3u8; 32]]);
+        assert_eq!(parse_key_list(key_list("judge", &keys).as_bytes()).unwrap(), ("judge".to_string(), vec![[3; 32]]));
     }
 }

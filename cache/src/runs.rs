@@ -26,6 +26,10 @@ pub struct RunEntry {
     /// The stage's log (stdout/stderr), as an object.
     #[serde(default)]
     pub log: Option<Hash>,
+    /// The memo keys the run read or wrote, as an object (`Cache::put_memo_keys`),
+    /// so gc keeps the memo entries kept versions used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<Hash>,
     /// Seconds it took.
     #[serde(default)]
     pub seconds: f64,

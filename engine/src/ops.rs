@@ -196,10 +196,23 @@ impl Reproduced {
 /// What [`reproduce`] reports as it goes.
 #[derive(Debug)]
 pub enum Progress<'a> {
+    /// The version's sources are being restored into the scratch folder.
+    Restoring {
+        /// How many.
+        sources: usize,
+    },
     /// A stage starts executing.
     Started {
         /// Which stage starts.
         name: &'a str,
+        /// Its kind.
+        kind: &'a str,
+        /// Its place among the version's stages, from 1.
+        step: usize,
+        /// How many stages the version has.
+        of: usize,
+        /// Whether its kind is non-deterministic (answered from the memo unless fresh).
+        nondeterministic: bool,
     },
     /// A stage is done (identical, differs, failed or skipped).
     Finished(&'a Reproduced),
@@ -232,6 +245,7 @@ pub fn reproduce(
         .tempdir()
         .map_err(|e| EngineError::Other(format!("cannot create a scratch folder: {e}")))?;
     let root = scratch.path();
+    progress(Progress::Restoring { sources: body.sources.len() });
     for s in &body.sources {
         if !Path::new(&s.path).is_absolute() {
             cache.restore(s, &root.join(&s.path), LinkMode::Copy)?;
@@ -239,8 +253,10 @@ pub fn reproduce(
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut report: Vec<Reproduced> = Vec::new();
+    let of = body.stages.len();
     for (i, s) in body.stages.iter().enumerate() {
-        let r = reproduce_stage(cache, &body.stages[..i], &report, s, registry, root, threads, fresh, progress);
+        let at = (i + 1, of);
+        let r = reproduce_stage(cache, &body.stages[..i], &report, s, registry, root, threads, fresh, at, progress);
         progress(Progress::Finished(&r));
         report.push(r);
     }
@@ -258,6 +274,7 @@ fn reproduce_stage(
     root: &Path,
     threads: usize,
     fresh: bool,
+    (step, of): (usize, usize),
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Reproduced {
     let mut r = Reproduced {
@@ -298,7 +315,7 @@ fn reproduce_stage(
         origin: Origin::default(),
     };
     r.nondeterministic = !stage.deterministic();
-    progress(Progress::Started { name: &s.name });
+    progress(Progress::Started { name: &s.name, kind: &s.kind, step, of, nondeterministic: r.nondeterministic });
     let t0 = std::time::Instant::now();
     let memo = crate::CacheMemo::new(cache, &s.kind);
     let memo: &dyn crate::Memo = if fresh { &crate::NoMemo } else { &memo };

@@ -244,6 +244,7 @@ mod tests {
             outputs,
             metrics: Default::default(),
             log: None,
+            memo: None,
             seconds: 1.0,
         }
     }

@@ -219,6 +219,7 @@ impl Shared {
                     metrics: r.metrics.clone(),
                     // A log is only named when this cache has it.
                     log: r.log.clone().filter(|h| self.ws.cache.has_object(h)),
+                    memo: None,
                     seconds: 0.0,
                 };
                 if let Err(e) = self.ws.cache.put_run(&entry) {

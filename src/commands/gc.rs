@@ -34,16 +34,20 @@ pub fn gc(l: Store, scope: Scope, memo_older_than: Option<String>, dry_run: bool
     let memo_age = memo_older_than
         .map(|a| humantime::parse_duration(&a).map_err(|e| miette!("--memo-older-than `{a}`: {e} (use e.g. 30d or 12h)")))
         .transpose()?;
-    if versions_scoped {
-        version_gc(&l, keep_last, &keep, keep_since.as_deref(), dry_run, force)?;
-    }
+    // In a dry run the versions that would go are still there: the memo entries only they used count as going.
+    let going = if versions_scoped {
+        version_gc(&l, keep_last, &keep, keep_since.as_deref(), dry_run, force)?
+    } else {
+        BTreeSet::new()
+    };
     if let Some(age) = memo_age {
-        memo_gc(&l.ws.cache, age, dry_run, force)?;
+        memo_gc(&l.ws.cache, age, &going, dry_run, force)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Remove the versions outside the scope and what only they need.
+/// Remove the versions outside the scope and what only they need; in a
+/// dry run, returns the versions that would go (none are gone).
 fn version_gc(
     l: &Store,
     keep_last: Option<usize>,
@@ -51,7 +55,7 @@ fn version_gc(
     keep_since: Option<&str>,
     dry_run: bool,
     force: bool,
-) -> Result<()> {
+) -> Result<BTreeSet<dvx_cache::Hash>> {
     let cache = &l.ws.cache;
     let versions = cache.versions().map_err(EngineError::Cache)?; // newest first
     let mut kept = BTreeSet::new();
@@ -77,7 +81,7 @@ fn version_gc(
     print_kept_workspaces(&plan);
     if dry_run || nothing_to_remove(&plan) {
         print_report(&plan, if dry_run { "would remove" } else { "removed" });
-        return Ok(());
+        return Ok(plan.versions.iter().map(|v| v.hash.clone()).collect());
     }
     if !force {
         print_report(&plan, "would remove");
@@ -90,23 +94,37 @@ fn version_gc(
     }
     let report = cache.gc(&GcOptions { keep: kept, dry_run: false }).map_err(EngineError::Cache)?;
     print_report(&report, "removed");
-    Ok(())
+    Ok(BTreeSet::new())
 }
 
-/// Evict memo entries unused for `age` (`--memo-older-than`).
-fn memo_gc(cache: &dvx_cache::Cache, age: std::time::Duration, dry_run: bool, force: bool) -> Result<()> {
-    let plan = cache.memo_gc(age, true).map_err(EngineError::Cache)?;
+/// Evict memo entries unused for `age` (`--memo-older-than`) that no run of
+/// a kept version used (`going`: versions this gc removes in a dry run).
+fn memo_gc(
+    cache: &dvx_cache::Cache,
+    age: std::time::Duration,
+    going: &BTreeSet<dvx_cache::Hash>,
+    dry_run: bool,
+    force: bool,
+) -> Result<()> {
+    let plan = cache.memo_gc(age, going, true).map_err(EngineError::Cache)?;
     let unused = humantime::format_duration(age);
+    let kept = |r: &dvx_cache::MemoGcReport| {
+        if r.kept_used > 0 {
+            format!("; kept {} older ones that kept versions used", r.kept_used)
+        } else {
+            String::new()
+        }
+    };
     if dry_run || plan.entries == 0 {
         let verb = if dry_run { "would remove" } else { "removed" };
-        println!("{verb} {} memo entries ({}) unused for {unused}", plan.entries, HumanBytes(plan.bytes));
+        println!("{verb} {} memo entries ({}) unused for {unused}{}", plan.entries, HumanBytes(plan.bytes), kept(&plan));
         return Ok(());
     }
     if !force {
         confirm(&format!("remove {} memo entries ({}) unused for {unused}?", plan.entries, HumanBytes(plan.bytes)))?;
     }
-    let memo = cache.memo_gc(age, false).map_err(EngineError::Cache)?;
-    println!("removed {} memo entries ({}) unused for {unused}", memo.entries, HumanBytes(memo.bytes));
+    let memo = cache.memo_gc(age, going, false).map_err(EngineError::Cache)?;
+    println!("removed {} memo entries ({}) unused for {unused}{}", memo.entries, HumanBytes(memo.bytes), kept(&memo));
     Ok(())
 }
 

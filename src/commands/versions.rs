@@ -226,7 +226,18 @@ pub fn checkout(l: Store, prefix: &str, to: Option<&Path>) -> Result<ExitCode> {
 pub fn reproduce(l: Store, prefix: &str, fresh: bool) -> Result<ExitCode> {
     let hash = l.ws.cache.resolve_version(prefix).map_err(EngineError::Cache)?;
     let mut progress = |p: ops::Progress<'_>| match p {
-        ops::Progress::Started { name } => eprintln!("reproduce {name}: running"),
+        ops::Progress::Restoring { sources } => {
+            let plural = if sources == 1 { "" } else { "s" };
+            eprintln!("reproduce: restoring {sources} source{plural} into a scratch folder")
+        }
+        ops::Progress::Started { name, kind, step, of, nondeterministic } => {
+            let how = match (nondeterministic, fresh) {
+                (false, _) => String::new(),
+                (true, false) => ", non-deterministic: answered from the memo where it can be".to_string(),
+                (true, true) => ", non-deterministic: asked again (--fresh)".to_string(),
+            };
+            eprintln!("reproduce {name}: running (stage {step}/{of}, {kind}{how})")
+        }
         ops::Progress::Finished(r) => eprintln!("reproduce {}: {} ({:.1}s)", r.name, outcome(r), r.seconds),
     };
     let report = ops::reproduce(&l.ws.cache, &l.registry, &hash, fresh, &mut progress)?;

@@ -269,7 +269,7 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
     walkdir(dir).into_iter().filter(|f| std::fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))).map(|f| f.display().to_string()).collect()
 }
 
-fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = e.path();
@@ -345,4 +345,56 @@ fn kill_9_then_rerun_sends_only_the_unanswered() {
     // An answer handed over in the instant of the kill may not have reached the memo.
     assert!(sent >= 30 - answered && sent <= 30 - answered + 2, "sent {sent}, answered before the kill {answered}");
     assert_eq!(p.read("responses.jsonl").lines().count(), 30);
+}
+
+/// Set every file under `dir` `days` old.
+fn age_files(dir: &Path, days: u64) {
+    let old = std::time::SystemTime::now() - Duration::from_secs(days * 86400);
+    for f in walkdir(dir) {
+        std::fs::File::options().write(true).open(&f).unwrap().set_modified(old).unwrap();
+    }
+}
+
+#[test]
+fn gc_keeps_the_memo_of_kept_versions_and_evicts_the_rest_by_age() {
+    let models = Project::new();
+    train(&models);
+    let server = Server::start(&models.path("model"), Some(KEY));
+    let px = proxy(server.addr.clone(), false, Duration::ZERO);
+    let p = Project::new();
+    prompts(&p, 12);
+    pipeline(&p, &px.url, 0.5);
+    assert_eq!(run_gen(&p).code(), 0);
+    // A new temperature for teacher a: a second version, whose run used a's new answers and b's old ones.
+    pipeline(&p, &px.url, 0.9);
+    assert_eq!(run_gen(&p).code(), 0);
+    let a = p.read("responses.jsonl").lines().filter(|l| l.contains("\"_teacher\":\"a\"")).count();
+    assert!(a > 0 && a < 12, "{a}");
+    let memo = p.path(".dvx/cache/memo-v1");
+    assert_eq!(walkdir(&memo).len(), 12 + a);
+    p.age_cache();
+    age_files(&memo, 40);
+
+    // Memo gc alone: both versions are kept, so every entry is.
+    let r = p.dvx(&["gc", "--memo-older-than", "30d", "-f"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(r.stdout().contains(&format!("removed 0 memo entries")), "{}", r.stdout());
+    assert!(r.stdout().contains(&format!("kept {} older ones that kept versions used", 12 + a)), "{}", r.stdout());
+
+    // Dropping the first version: a dry run already counts what only it used as going.
+    let r = p.dvx(&["gc", "--keep-last", "1", "--memo-older-than", "30d", "--dry-run"]);
+    assert!(r.stdout().contains(&format!("would remove {a} memo entries")), "{}", r.stdout());
+    let r = p.dvx(&["gc", "--keep-last", "1", "--memo-older-than", "30d", "-f"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(r.stdout().contains(&format!("removed {a} memo entries")), "{}", r.stdout());
+    assert!(r.stdout().contains("kept 12 older ones"), "{}", r.stdout());
+    assert_eq!(walkdir(&memo).len(), 12);
+
+    // The kept version's answers are all there; the dropped one's old temperature is asked again.
+    let before = px.forwarded.load(Ordering::SeqCst);
+    assert_eq!(run_gen(&p).code(), 0);
+    assert_eq!(px.forwarded.load(Ordering::SeqCst), before);
+    pipeline(&p, &px.url, 0.5);
+    assert_eq!(run_gen(&p).code(), 0);
+    assert_eq!(px.forwarded.load(Ordering::SeqCst), before + a);
 }

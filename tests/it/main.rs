@@ -14,6 +14,7 @@ mod gc_scope;
 mod incremental;
 mod logs;
 mod metrics;
+mod phase0;
 mod llm;
 mod pipelines;
 mod restorable;

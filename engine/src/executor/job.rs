@@ -236,8 +236,9 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
     };
     // Progress stays on the node: the job's log holds what the stage logs.
     let memo = super::CacheMemo::new(&cache, &def.kind);
-    let done = local::execute(def, stage.as_ref(), &pipeline.wdir, threads, &crate::NoProgress, &memo)
+    let mut done = local::execute(def, stage.as_ref(), &pipeline.wdir, threads, &crate::NoProgress, &memo)
         .map_err(stage_err)?;
+    done.memo_keys = memo.used();
     {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&done.log);

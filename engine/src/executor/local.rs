@@ -20,7 +20,8 @@ pub struct Local;
 impl Executor for Local {
     fn run(&self, job: &Job<'_>) -> Result<RunEntry, Failure> {
         let memo = super::CacheMemo::new(job.cache, &job.def.kind);
-        let done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads, job.progress, &memo)?;
+        let mut done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads, job.progress, &memo)?;
+        done.memo_keys = memo.used();
         store(job.cache, job.stat, job.def, &job.pipeline.wdir, job.key, done)
     }
 }
@@ -45,6 +46,8 @@ pub struct Executed {
     pub log: Vec<u8>,
     /// Seconds it took.
     pub seconds: f64,
+    /// The memo keys it read or wrote (filled by the caller that owns the memo).
+    pub memo_keys: std::collections::BTreeSet<crate::MemoKey>,
 }
 
 /// The last `n` lines of a log.
@@ -119,7 +122,7 @@ pub fn execute(
             .map_err(|e| fail(format!("metrics file `{rel}` of stage `{}`: {e}", def.name), &log))?;
         metrics.extend(read);
     }
-    Ok(Executed { metrics, log, seconds })
+    Ok(Executed { metrics, log, seconds, memo_keys: Default::default() })
 }
 
 /// Store the outputs and log of an execution and record the run-cache entry.
@@ -145,6 +148,7 @@ pub fn store(
         def.outs.iter().zip(stored).map(|(rel, (kind, hash))| OutputRef { path: rel.clone(), kind, hash }).collect();
     let log =
         if done.log.is_empty() { None } else { Some(cache.put_bytes(&done.log).map_err(|e| fail(e.to_string()))?) };
+    let memo = cache.put_memo_keys(&def.kind, &done.memo_keys).map_err(|e| fail(e.to_string()))?;
     let entry = RunEntry {
         key: key.clone(),
         kind: def.kind.clone(),
@@ -152,6 +156,7 @@ pub fn store(
         outputs,
         metrics: done.metrics,
         log,
+        memo,
         seconds: done.seconds,
     };
     cache.put_run(&entry).map_err(|e| fail(e.to_string()))?;
