@@ -415,6 +415,9 @@ impl TypedStage for Score {
             round4(all.mean()),
             all.max
         )?;
+        if let Some(l) = seen.text_report("score") {
+            writeln!(ctx.log, "{l}")?;
+        }
         let mut m = Metrics::new();
         m.insert("records_in".into(), json!(all.n));
         m.insert("records_out".into(), json!(kept.n));
@@ -435,7 +438,7 @@ impl TypedStage for Score {
 /// `field`, and the category field when `top_k` is per category.
 fn fields_read(c: &Compiled) -> FieldsSeen {
     let p = &c.params;
-    let mut seen = FieldsSeen::new().name_all("text_fields", &p.text_fields);
+    let mut seen = FieldsSeen::new().name_all("text_fields", &p.text_fields).text_from(&p.text_fields);
     for (i, f) in c.features.iter().enumerate() {
         if let Some(path) = &f.spec.field {
             seen = seen.name(format!("features.{i}.field"), path);

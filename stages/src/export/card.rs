@@ -66,9 +66,9 @@ impl Card<'_> {
         let total: usize = self.splits.iter().map(|x| x.records).sum();
         let _ = writeln!(
             s,
-            "{total} records in {} split(s), as Parquet (`{}` records). Exported by dvx (stage `{}`, `kind: export`, layout `{}`).\n",
+            "{total} records in {} split(s), as Parquet ({}). Exported by dvx (stage `{}`, `kind: export`, layout `{}`).\n",
             self.splits.len(),
-            self.format,
+            if self.format == "records" { "records as they are".to_string() } else { format!("`{}` records", self.format) },
             self.stage,
             Layout::Hub.name()
         );
@@ -85,7 +85,7 @@ impl Card<'_> {
         s.push_str(
             "\nEach blake3 is the dvx object hash of the input file. The dvx version that holds this folder \
              is named by a hash of all its outputs, this card among them, so the card cannot state it; \
-             `dvx versions` lists it.\n",
+             `dvx log` lists it.\n",
         );
         Ok(s)
     }

@@ -253,7 +253,7 @@ impl TypedStage for Export {
             Layout::Axolotl => {
                 let cfg = layout::axolotl_config(&p.format, &present, &p.path_prefix);
                 let yaml = serde_saphyr::to_string(&cfg).map_err(|e| StageFailure::new(format!("cannot write axolotl.yaml: {e}")))?;
-                let text = format!("# axolotl dataset config written by dvx; file paths are relative to this folder\n{yaml}");
+                let text = format!("# axolotl datasets written by dvx; axolotl reads paths from where it runs (the export's `path_prefix` is put before each)\n{yaml}");
                 write_file(&folder.join("axolotl.yaml"), &text)?;
                 files.push("axolotl.yaml".into());
             }

@@ -197,6 +197,9 @@ impl TypedStage for Filter {
             .values()
             .fold(Tally::default(), |a, t| Tally { total: a.total + t.total, passed: a.passed + t.passed });
         writeln!(ctx.log, "{}", pass_rate_table(&tallies, total))?;
+        if let Some(l) = seen.text_report("filter") {
+            writeln!(ctx.log, "{l}")?;
+        }
         if malformed > 0 {
             writeln!(ctx.log, "skipped {malformed} malformed line(s)")?;
         }
@@ -218,7 +221,7 @@ fn fields_read(c: &Compiled) -> FieldsSeen {
     if !c.rules.is_empty() {
         seen = seen.name("category_field", &p.category_field);
     }
-    seen = seen.name_all("text_fields", &p.text_fields);
+    seen = seen.name_all("text_fields", &p.text_fields).text_from(&p.text_fields);
     let mut named = Vec::new();
     c.rules.values().chain(&c.default).for_each(|r| r.named_fields(&mut named));
     named.into_iter().fold(seen, |s, (param, field)| s.name(param, &field))
