@@ -11,12 +11,14 @@
 //! JSON, so it does not depend on the container it came from.
 
 mod error;
+mod features;
 mod format;
 mod hash;
 mod read;
 mod write;
 
 pub use error::{BadRecord, Unit};
+pub use features::hf_features;
 pub use format::{check_writable, detect, Format, WriteFormat};
 pub use hash::{field, record_hash};
 pub use read::{read_all, Raw, RawChunk, RecordReader, Source};

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use dvx_stage_api::StageFailure;
 use serde_json::Value;
 
-use crate::records::{field, Record};
+use crate::records::{field, Record, TextSources};
 
 /// Records whose field names are collected for the message; enough to show
 /// what the data looks like without holding on to a whole file's keys.
@@ -45,6 +45,8 @@ pub(crate) struct FieldsSeen {
     /// Field names of the sampled records (top level, and the siblings of a
     /// pending nested path), for the message.
     keys: Mutex<BTreeSet<String>>,
+    /// Where the records' text came from, when the kind reads their text.
+    text: Option<TextSources>,
 }
 
 impl FieldsSeen {
@@ -65,8 +67,24 @@ impl FieldsSeen {
         fields.iter().enumerate().fold(self, |s, (i, f)| s.name(format!("{param}.{i}"), f))
     }
 
+    /// Also tally where the records' text comes from (`fields`, or their
+    /// turns when empty), for [`FieldsSeen::text_report`].
+    pub(crate) fn text_from(mut self, fields: &[String]) -> Self {
+        self.text = Some(TextSources::new(fields));
+        self
+    }
+
+    /// The log lines saying which shape and fields the records' text came
+    /// from, with a warning when some texts hold no answer.
+    pub(crate) fn text_report(&self, stage: &str) -> Option<String> {
+        self.text.as_ref()?.report(stage)
+    }
+
     /// Note which named fields `record` has.
     pub(crate) fn observe(&self, record: &Record) {
+        if let Some(t) = &self.text {
+            t.observe(record);
+        }
         if self.pending.load(Ordering::Relaxed) == 0 {
             return;
         }

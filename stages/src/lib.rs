@@ -13,6 +13,7 @@ mod cmd;
 mod convert;
 mod dedup;
 mod example_record;
+mod export;
 mod fetch;
 mod field_check;
 mod filter;
@@ -59,6 +60,7 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(train::Train);
     r.register_typed(benchmark::Benchmark);
     r.register_typed(convert::Convert);
+    r.register_typed(export::Export);
     r.register_typed(llm::Generate);
     r.register_typed(llm::Judge);
     r

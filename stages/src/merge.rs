@@ -176,7 +176,7 @@ impl TypedStage for Merge {
         let mut bad = Vec::new();
         let fields = match p.dedup_key.as_deref() {
             None => FieldsSeen::new(),
-            Some("text") => FieldsSeen::new().name_all("text_fields", &p.text_fields),
+            Some("text") => FieldsSeen::new().name_all("text_fields", &p.text_fields).text_from(&p.text_fields),
             Some(path) => FieldsSeen::new().name("dedup_key", path),
         };
         for (src, dep) in ctx.deps.iter().enumerate() {
@@ -252,6 +252,9 @@ impl TypedStage for Merge {
         for (name, c) in names.iter().zip(&counts) {
             writeln!(ctx.log, "{name}: {} record(s), {} kept, {} duplicate(s)", c.records, c.kept, c.duplicates)?;
         }
+        if let Some(l) = fields.text_report("merge") {
+            writeln!(ctx.log, "{l}")?;
+        }
         let mut m = Metrics::new();
         m.insert("records_out".into(), json!(written));
         m.insert("duplicates".into(), json!(counts.iter().map(|c| c.duplicates).sum::<usize>()));
@@ -319,7 +322,11 @@ mod tests {
         assert_eq!(r.column(1, "_source"), vec!["a", "b"]);
         assert_eq!(r.metric("duplicates"), &json!(2));
         assert_eq!(r.metric("inputs")["b"], json!({"records": 2, "kept": 1, "duplicates": 1, "malformed": 0}));
-        assert_eq!(r.log, "a: 3 record(s), 2 kept, 1 duplicate(s)\nb: 2 record(s), 1 kept, 1 duplicate(s)\n");
+        assert_eq!(
+            r.log,
+            "a: 3 record(s), 2 kept, 1 duplicate(s)\nb: 2 record(s), 1 kept, 1 duplicate(s)\n\
+             merge: text of 5 record(s) from their turns: alpaca: instruction + output (5)\n"
+        );
     }
 
     #[test]

@@ -130,6 +130,137 @@ pub fn record_text(record: &Record, fields: &[String]) -> String {
     }
 }
 
+/// Field names that say which role a single-exchange record's field plays,
+/// in one list so a record's text source is a set of bits.
+const KNOWN_FIELDS: [&str; 9] =
+    ["system", "instruction", "prompt", "question", "input", "output", "response", "completion", "answer"];
+
+/// Where a record's text comes from, for a stage's log: its shape, the
+/// known fields it has, and whether the text holds an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextSource {
+    /// The record's shape.
+    pub shape: Shape,
+    /// Bit `i` set: the record has [`KNOWN_FIELDS`]`[i]` (Alpaca shape only).
+    fields: u16,
+    /// `Some(false)` when the text holds no answer; `None` when the shape
+    /// does not say (unknown shapes).
+    pub answered: Option<bool>,
+}
+
+/// Where `record`'s text comes from when read with `fields` (see [`record_text`]).
+pub fn text_source(record: &Record, fields: &[String]) -> TextSource {
+    let shape = detect_shape(record);
+    let mut bits = 0u16;
+    if shape == Shape::Alpaca {
+        for (i, f) in KNOWN_FIELDS.iter().enumerate() {
+            if record.contains_key(*f) {
+                bits |= 1 << i;
+            }
+        }
+    }
+    let answered = match shape {
+        Shape::Other => None,
+        _ if !fields.is_empty() => Some(fields.iter().any(|f| {
+            let top = f.split('.').next().unwrap_or(f);
+            ANSWER_FIELDS.contains(&top) || top == "messages" || top == "conversations"
+        })),
+        Shape::Alpaca => Some(
+            ANSWER_FIELDS.iter().find_map(|f| record.get(*f)).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty()),
+        ),
+        Shape::Chat | Shape::ShareGpt => Some(turns(record).iter().any(|(r, t)| r == "assistant" && !t.trim().is_empty())),
+    };
+    TextSource { shape, fields: bits, answered }
+}
+
+impl TextSource {
+    /// `alpaca: instruction + input + response`, `messages`, `conversations`,
+    /// `no known shape: every string field`.
+    pub fn describe(&self) -> String {
+        match self.shape {
+            Shape::Chat => "OpenAI `messages`".into(),
+            Shape::ShareGpt => "ShareGPT `conversations`".into(),
+            Shape::Other => "no known shape: every string field".into(),
+            Shape::Alpaca => {
+                // The fields `turns` reads: the first prompt field, `input`, the first answer field.
+                let has = |f: &str| KNOWN_FIELDS.iter().position(|k| *k == f).is_some_and(|i| self.fields & (1 << i) != 0);
+                let mut used: Vec<&str> = PROMPT_FIELDS.iter().copied().find(|f| has(f)).into_iter().collect();
+                if has("input") {
+                    used.push("input");
+                }
+                used.extend(ANSWER_FIELDS.iter().copied().find(|f| has(f)));
+                if used.is_empty() {
+                    "alpaca: no text field".into()
+                } else {
+                    format!("alpaca: {}", used.join(" + "))
+                }
+            }
+        }
+    }
+}
+
+/// A tally of [`TextSource`]s over a stage's records, kept from any thread,
+/// then written as the stage's log lines by [`TextSources::report`].
+#[derive(Debug)]
+pub struct TextSources {
+    fields: Vec<String>,
+    /// Records per source; a handful of distinct sources in practice.
+    seen: std::sync::Mutex<Vec<(TextSource, usize)>>,
+}
+
+impl TextSources {
+    /// A tally for a stage that reads records' text with `fields` (`[]` = their turns).
+    pub fn new(fields: &[String]) -> Self {
+        TextSources { fields: fields.to_vec(), seen: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// Count `record`.
+    pub fn observe(&self, record: &Record) {
+        let s = text_source(record, &self.fields);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.iter_mut().find(|(k, _)| *k == s) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((s, 1)),
+        }
+    }
+
+    /// The log lines: where the text came from, and a warning when some
+    /// records' text holds no answer. `None` when no record was seen.
+    pub fn report(&self, stage: &str) -> Option<String> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = seen.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut by: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for (s, n) in seen.iter() {
+            *by.entry(s.describe()).or_default() += n;
+        }
+        let shapes: Vec<String> = by.iter().map(|(d, n)| format!("{d} ({n})")).collect();
+        let mut out = if self.fields.is_empty() {
+            format!("{stage}: text of {total} record(s) from their turns: {}", shapes.join(", "))
+        } else {
+            format!("{stage}: text of {total} record(s) from fields {} (shapes: {})", self.fields.join(", "), shapes.join(", "))
+        };
+        let unanswered: usize = seen.iter().filter(|(s, _)| s.answered == Some(false)).map(|(_, n)| n).sum();
+        if unanswered > 0 {
+            let why = if self.fields.is_empty() {
+                format!("no answer field ({}) or assistant turn", ANSWER_FIELDS.join(", "))
+            } else {
+                "the fields named leave out the answer".to_string()
+            };
+            let warn = format!(
+                "{stage}: WARNING: the text of {unanswered} of {total} record(s) holds no answer ({why}): \
+                 records that share a prompt read as the same text"
+            );
+            tracing::warn!("{warn}");
+            out.push('\n');
+            out.push_str(&warn);
+        }
+        Some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,4 +300,29 @@ mod tests {
         let err = items[1].as_ref().unwrap_err();
         assert!(err.message.contains("x.jsonl:3: malformed JSON"), "{}", err.message);
     }
+
+    #[test]
+    fn text_sources_name_shape_fields_and_missing_answers() {
+        let t = TextSources::new(&[]);
+        t.observe(&rec(json!({"instruction": "q", "input": "x", "response": "a"})));
+        t.observe(&rec(json!({"instruction": "q", "input": "y", "response": "b"})));
+        t.observe(&rec(json!({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})));
+        t.observe(&rec(json!({"question": "only a question"})));
+        t.observe(&rec(json!({"text": "plain"})));
+        assert_eq!(
+            t.report("dedup").unwrap(),
+            "dedup: text of 5 record(s) from their turns: OpenAI `messages` (1), alpaca: instruction + input + response (2), \
+             alpaca: question (1), no known shape: every string field (1)\n\
+             dedup: WARNING: the text of 1 of 5 record(s) holds no answer (no answer field (output, response, completion, \
+             answer) or assistant turn): records that share a prompt read as the same text"
+        );
+        assert_eq!(TextSources::new(&[]).report("x"), None);
+        let named = TextSources::new(&["instruction".to_string(), "response".to_string()]);
+        named.observe(&rec(json!({"instruction": "q", "response": "a"})));
+        assert_eq!(
+            named.report("filter").unwrap(),
+            "filter: text of 1 record(s) from fields instruction, response (shapes: alpaca: instruction + response (1))"
+        );
+    }
+
 }

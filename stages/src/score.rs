@@ -416,6 +416,9 @@ impl TypedStage for Score {
             all.max
         )?;
         writeln!(ctx.log, "{}", reuse.summary())?;
+        if let Some(l) = seen.text_report("score") {
+            writeln!(ctx.log, "{l}")?;
+        }
         let mut m = Metrics::new();
         m.insert("records_in".into(), json!(all.n));
         m.insert("records_out".into(), json!(kept.n));
@@ -497,7 +500,7 @@ fn out_line(p: &Params, item: &Item, score: f64, line: Option<&str>) -> String {
 /// `field`, and the category field when `top_k` is per category.
 fn fields_read(c: &Compiled) -> FieldsSeen {
     let p = &c.params;
-    let mut seen = FieldsSeen::new().name_all("text_fields", &p.text_fields);
+    let mut seen = FieldsSeen::new().name_all("text_fields", &p.text_fields).text_from(&p.text_fields);
     for (i, f) in c.features.iter().enumerate() {
         if let Some(path) = &f.spec.field {
             seen = seen.name(format!("features.{i}.field"), path);

@@ -189,7 +189,7 @@ fn run(
     let spec = p.spec();
     // `score_field` only breaks ties when present, so the default is not
     // required of the records; one named on purpose is.
-    let mut watched = FieldsSeen::new().name_all("fields", &p.fields);
+    let mut watched = FieldsSeen::new().name_all("fields", &p.fields).text_from(&p.fields);
     if p.score_field != DedupParams::default().score_field {
         watched = watched.name("score_field", &p.score_field);
     }
@@ -209,6 +209,7 @@ fn run(
         progress.inc(bytes);
     }
     input_sketcher.check_fields()?;
+    log.extend(input_sketcher.text_report("dedup").map(|l| l + "\n").unwrap_or_default().bytes());
     corpus.end_inputs();
     for dep in &deps[n_inputs..] {
         let bytes = reading(dep);

@@ -70,6 +70,11 @@ impl Sketcher {
         self.fields.check()
     }
 
+    /// Where the watched records' text came from, for the log.
+    pub fn text_report(&self, stage: &str) -> Option<String> {
+        self.fields.text_report(stage)
+    }
+
     /// Parse item `line` of `source`.
     pub fn parse(&self, source: &Source, line: u64, text: &str) -> Result<Parsed, StageFailure> {
         let bad = |reason: String| {

@@ -201,6 +201,9 @@ impl TypedStage for Filter {
             writeln!(ctx.log, "skipped {malformed} malformed line(s)")?;
         }
         writeln!(ctx.log, "{}", reuse.summary())?;
+        if let Some(l) = seen.text_report("filter") {
+            writeln!(ctx.log, "{l}")?;
+        }
         let mut m = Metrics::new();
         let Value::Object(totals) = total.to_json() else { unreachable!() };
         m.extend(totals);
@@ -269,7 +272,7 @@ fn fields_read(c: &Compiled) -> FieldsSeen {
     if !c.rules.is_empty() {
         seen = seen.name("category_field", &p.category_field);
     }
-    seen = seen.name_all("text_fields", &p.text_fields);
+    seen = seen.name_all("text_fields", &p.text_fields).text_from(&p.text_fields);
     let mut named = Vec::new();
     c.rules.values().chain(&c.default).for_each(|r| r.named_fields(&mut named));
     named.into_iter().fold(seen, |s, (param, field)| s.name(param, &field))

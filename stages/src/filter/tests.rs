@@ -129,7 +129,8 @@ fn metrics_have_the_seed_000_table_shape() {
 | **Pagination** | 3 | 1 | 2 | 33.3% | poor |
 | **TOTAL** | **26** | **14** | **12** | **53.8%** | |
 ";
-    assert_eq!(r.log, format!("{table}records processed: 26, reused from earlier runs: 0\n"));
+    let text = "filter: text of 26 record(s) from their turns: alpaca: instruction + output (26)\n";
+    assert_eq!(r.log, format!("{table}records processed: 26, reused from earlier runs: 0\n{text}"));
 }
 
 #[test]

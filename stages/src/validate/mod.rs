@@ -166,7 +166,7 @@ fn yes() -> bool {
 /// themselves; the category and score fields are summarised when present,
 /// so only one named other than the default is required of the records.
 fn fields_read(p: &Params) -> FieldsSeen {
-    let mut seen = FieldsSeen::new().name_all("text_fields", &p.text_fields);
+    let mut seen = FieldsSeen::new().name_all("text_fields", &p.text_fields).text_from(&p.text_fields);
     if p.category_field != default_category_field() {
         seen = seen.name("category_field", &p.category_field);
     }
@@ -342,6 +342,9 @@ impl TypedStage for Validate {
         }
         ctx.log.write_all(markdown.as_bytes())?;
         writeln!(ctx.log, "{}", reuse.summary())?;
+        if let Some(l) = seen.text_report("validate") {
+            writeln!(ctx.log, "{l}")?;
+        }
         if !failed.is_empty() {
             let why: Vec<String> =
                 failed.iter().map(|c| format!("{} (limit {}, got {})", c.rule, c.limit, c.actual)).collect();

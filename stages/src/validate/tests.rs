@@ -53,7 +53,8 @@ fn stats_report() {
     assert!(md.contains("| Category | Records | % of Total |\n|----------|---------|------------|\n| x | 2 | 66.7% |\n| y | 1 | 33.3% |\n"));
     assert!(md.contains("| total | chars | 15 | 28.7 | 35 | 36 | 36 |\n"));
     assert!(md.contains("| max_duplicate_rate | <= 0.5 | 0.3333 | yes |\n"));
-    assert_eq!(r.log, format!("{md}records processed: 3, reused from earlier runs: 0\n"));
+    let text = "validate: text of 3 record(s) from their turns: OpenAI `messages` (1), alpaca: instruction + output (2)\n";
+    assert_eq!(r.log, format!("{md}records processed: 3, reused from earlier runs: 0\n{text}"));
     let svg = r.text(2);
     assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(svg.contains(">Records per category (3 in all)</text>"));
@@ -153,4 +154,33 @@ fn deterministic_across_threads() {
     }
     assert_eq!(a.metrics, b.metrics);
     assert_eq!(a.metric("duplicates"), &json!({"count": 1000, "rate": 0.2}));
+}
+
+/// Issue 15 §1b: seed 002's `instruction`/`response` records measured with
+/// `text_fields` set have their response lengths (they used to be 0), and
+/// the log says where the text came from.
+#[test]
+fn seed_shape_response_lengths_with_text_fields() {
+    let seed = jsonl(&[
+        json!({"instruction": "Sum two", "response": "use the plus sign", "source": "s", "category": "c"}),
+        json!({"instruction": "Say hi", "response": "hi", "source": "s", "category": "c"}),
+    ]);
+    let r = run(Validate, &[&seed], &OUTS[..1], json!({"text_fields": ["instruction", "response"]}), 1).unwrap();
+    let report: Value = serde_json::from_str(&r.text(0)).unwrap();
+    assert_eq!(report["lengths"]["tokens"]["response"]["max"], json!(4.0));
+    assert_eq!(report["lengths"]["tokens"]["response"]["min"], json!(1.0));
+    assert_eq!(report["lengths"]["tokens"]["total"]["max"], json!(6.0));
+    assert!(
+        r.log.contains("validate: text of 2 record(s) from fields instruction, response (shapes: alpaca: instruction + response (2))"),
+        "{}",
+        r.log
+    );
+    assert!(!r.log.contains("WARNING"), "{}", r.log);
+    // Text that leaves the answer out is a loud warning, not a silent default.
+    let r = run(Validate, &[&seed], &OUTS[..1], json!({"text_fields": ["instruction"]}), 1).unwrap();
+    assert!(
+        r.log.contains("validate: WARNING: the text of 2 of 2 record(s) holds no answer (the fields named leave out the answer)"),
+        "{}",
+        r.log
+    );
 }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Formats benchmark: 1M seed-002-shaped records JSONL -> Parquet -> JSONL,
+# dvx's `filter` (reading one format, writing the other, one thread) side by
+# side with pyarrow + Python's json on one core. Wall time and peak RSS.
+#   N=1000000 WORK=/tmp/dvx-formats-bench bench/formats/run.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+N=${N:-1000000}
+work=${WORK:-/tmp/dvx-formats-bench}
+venv=${VENV:-/tmp/formats-venv}
+mkdir -p "$work"
+
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q pyarrow
+fi
+py="$venv/bin/python"
+pin=(); if command -v taskset >/dev/null; then pin=(taskset -c 0); fi  # one core
+
+(cd "$root" && cargo build --release -q -p dvx-stages --example stage_bench)
+bench="$root/target/release/examples/stage_bench"
+# Passes every record; the point is reading and writing.
+params='{"default": {"field": "quality_score", "ge": 0}}'
+
+echo "== $N records"
+"$py" "$here/gen.py" "$N" "$work/in.jsonl" 1
+ls -l "$work/in.jsonl"
+timed() { local name=$1; shift; /usr/bin/time -f "%e s wall, %M KB peak RSS" -o "$work/$name.time" "$@"; echo "$name: $(cat "$work/$name.time")"; }
+timed pyarrow_to_parquet ${pin[@]+"${pin[@]}"} "$py" "$here/peer.py" to_parquet "$work/in.jsonl" "$work/py.parquet"
+timed dvx_to_parquet ${pin[@]+"${pin[@]}"} "$bench" filter --dep "$work/in.jsonl" --out "$work/dvx.parquet" --params "$params" > /dev/null 2>&1
+timed pyarrow_to_jsonl ${pin[@]+"${pin[@]}"} "$py" "$here/peer.py" to_jsonl "$work/py.parquet" "$work/py.jsonl"
+timed dvx_to_jsonl ${pin[@]+"${pin[@]}"} "$bench" filter --dep "$work/dvx.parquet" --out "$work/dvx.jsonl" --params "$params" > /dev/null 2>&1
+ls -l "$work"/*.parquet "$work"/*.jsonl
+cmp -s "$work/in.jsonl" "$work/dvx.jsonl" && echo "dvx round trip: byte-identical JSONL" || echo "dvx round trip: JSONL differs from the input"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+[ "${KEEP:-0}" = 1 ] || rm -rf "$work"
