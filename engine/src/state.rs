@@ -50,6 +50,9 @@ pub struct FailedRun {
     pub message: String,
     /// Unix seconds of the failure.
     pub at: u64,
+    /// Of a sharded stage: the keys of the shards that failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<StageKey>,
 }
 
 /// All of a workspace's state.

@@ -28,6 +28,7 @@ mod pipeline_tests;
 pub mod records;
 mod score;
 mod seeded;
+mod shards;
 pub mod serving;
 #[cfg(test)]
 mod shipped_pipelines;
@@ -61,5 +62,6 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(convert::Convert);
     r.register_typed(llm::Generate);
     r.register_typed(llm::Judge);
+    shards::register(&mut r);
     r
 }

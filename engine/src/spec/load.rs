@@ -464,6 +464,38 @@ fn resolve_stage(
         }
     };
 
+    let shards = match &raw.shards {
+        None => None,
+        Some(n) => {
+            let span = span_of(src, &n.referenced, n.value.to_string().len());
+            if !(1..=MAX_SHARDS).contains(&n.value) {
+                return Err(src
+                    .error(span, format!("invalid `shards` of stage `{stage_name}`: {}", n.value), "here")
+                    .with_help(format!("`shards` is how many record ranges the stage is split into: 1 to {MAX_SHARDS}")));
+            }
+            let Some(how) = registry.shards(&kind) else {
+                let able: Vec<&str> = registry.names().filter(|k| registry.shards(k).is_some()).collect();
+                return Err(src
+                    .error(span, format!("stage `{stage_name}` ({kind}) cannot be sharded"), "here")
+                    .with_help(format!(
+                        "only record-wise kinds take `shards`: {}; remove `shards`",
+                        able.join(", ")
+                    )));
+            };
+            if let Err(why) = how.check(&params, deps.len(), outs_as_written.len()) {
+                return Err(src.error(span, format!("stage `{stage_name}` ({kind}) cannot be sharded: {why}"), "here"));
+            }
+            if !metrics.is_empty() {
+                return Err(src.error(
+                    span,
+                    format!("stage `{stage_name}` has `shards` and `metrics` files: a sharded stage's metrics are its kind's"),
+                    "here",
+                ));
+            }
+            Some(n.value as usize)
+        }
+    };
+
     let cwd = relative_to(&wdir, root_wdir).unwrap_or_else(|| wdir.display().to_string());
     Ok(StageDef {
         name: stage_name.clone(),
@@ -479,9 +511,13 @@ fn resolve_stage(
         file_executor,
         resources,
         threads,
+        shards,
         origin,
     })
 }
+
+/// The most shards a stage may be split into.
+const MAX_SHARDS: i64 = 100_000;
 
 /// `path` with its longest existing prefix canonicalised.
 fn canonical_prefix(path: &Path) -> PathBuf {
