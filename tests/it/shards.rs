@@ -147,3 +147,55 @@ fn stages_that_cannot_be_sharded_are_refused_with_the_reason() {
     assert_ne!(r.code(), 0);
     assert!(r.stderr().contains("cannot be sharded: `top_k` keeps the best"), "{}", r.stderr());
 }
+
+/// On Slurm (called from `slurm::slurm_end_to_end`, which owns the
+/// cluster): `--shards keep=4` runs as ONE array job of 4 tasks and gives
+/// the local unsharded run's version; a changed range re-runs as an array
+/// of one task.
+pub(crate) fn sharded_on_slurm(c: &crate::slurm::Cluster) {
+    use crate::slurm::{json_of, text};
+    let mut lines = records();
+    let local = project(&lines);
+    let local_v = json(&local.dvx(&["run", "--json"]).ok());
+    let remote = project(&lines);
+    remote.write("dvx.toml", "shared = \"group\"\n");
+    let out = c.run(&remote, &["run", "--json", "--executor", "slurm", "--shards", "keep=4"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let v = json_of(&out);
+    assert_eq!(v["version"], local_v["version"], "sharded on Slurm = local unsharded");
+    assert_eq!(shards(&v), vec![("ran".to_string(), 10); 4]);
+    assert_eq!(remote.read("kept.jsonl"), local.read("kept.jsonl"));
+    // Slurm's records: the 4 shards are the tasks of one array job.
+    let keep_tasks = |c: &crate::slurm::Cluster| -> Vec<(String, String, String)> {
+        c.jobs_of(&remote)
+            .values()
+            .filter(|f| f["JobName"].starts_with("dvx:keep:"))
+            .map(|f| (f["ArrayJobId"].clone(), f["ArrayTaskId"].clone(), f["JobState"].clone()))
+            .collect()
+    };
+    let tasks = keep_tasks(c);
+    assert_eq!(tasks.len(), 4, "{tasks:?}");
+    assert!(tasks.iter().all(|t| t.0 == tasks[0].0 && t.2 == "COMPLETED"), "one array job: {tasks:?}");
+    let mut ids: Vec<&str> = tasks.iter().map(|t| t.1.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["0", "1", "2", "3"]);
+    assert_eq!(std::fs::read_dir(remote.path(".dvx/cache/jobs-v1")).unwrap().count(), 0, "job files removed");
+
+    // One record changed in the fourth range: an array of that one shard.
+    lines[33] = r#"{"id": 33, "category": "b", "text": "alpha changed on the cluster"}"#.to_string();
+    for p in [&local, &remote] {
+        p.write("in.jsonl", &format!("{}\n", lines.join("\n")));
+    }
+    let local_v = json(&local.dvx(&["run", "--json"]).ok());
+    let out = c.run(&remote, &["run", "--json", "--executor", "slurm", "--shards", "keep=4"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let v = json_of(&out);
+    assert_eq!(v["version"], local_v["version"]);
+    let s = shards(&v);
+    assert_eq!((count(&s, "ran"), count(&s, "cached")), (1, 3), "{s:?}");
+    let tasks = keep_tasks(c);
+    let first = tasks.iter().map(|t| t.0.parse::<u64>().unwrap()).min().unwrap();
+    let new: Vec<_> = tasks.iter().filter(|t| t.0.parse::<u64>().unwrap() != first).collect();
+    assert_eq!(new.len(), 1, "{tasks:?}");
+    assert_eq!(new[0].1, "3");
+}
