@@ -164,6 +164,10 @@ pub enum Command {
         /// Where stages run, unless a stage sets its own `executor:` (overrides the pipeline and dvx.toml).
         #[arg(long, value_enum, value_name = "EXECUTOR")]
         executor: Option<ExecutorArg>,
+        /// Split a record-wise stage into N shards for this run (repeatable); overrides its `shards:`.
+        /// Like `--executor`, it changes where work runs, not the version.
+        #[arg(long = "shards", value_name = "STAGE=N", value_parser = parse_shards)]
+        shards: Vec<(String, usize)>,
     },
     /// Execute one stage from a job spec and store it in the cache (what a Slurm job runs).
     #[command(hide = true)]
@@ -362,4 +366,11 @@ pub enum CacheCommand {
         #[command(flatten)]
         pipeline: PipelineArg,
     },
+}
+
+/// `STAGE=N` of `--shards`.
+fn parse_shards(s: &str) -> Result<(String, usize), String> {
+    let (stage, n) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected STAGE=N, e.g. `filter=8`"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("`{s}`: N must be a whole number of shards"))?;
+    Ok((stage.trim().to_string(), n))
 }

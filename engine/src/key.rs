@@ -117,6 +117,22 @@ impl<'a> KeyInputs<'a> {
     }
 }
 
+impl KeyInputs<'_> {
+    /// The key of one shard of a sharded stage (`shards: N`): these inputs
+    /// with the one dep's hash replaced by its part's, under another scheme
+    /// name. Neither the shard's index nor the count is in it, so a shard
+    /// whose records did not change keeps its key whatever moved around it.
+    pub fn shard_key(&self, part: &Hash) -> StageKey {
+        let path = self.deps.first().map(|d| d.0.clone()).unwrap_or_default();
+        let deps = [(path, OutputKind::File, part.clone())];
+        let whole = KeyInputs { deps: &deps, ..self.clone() }.key();
+        let mut h = KeyHasher(blake3::Hasher::new());
+        h.str("dvx-shard-key-v1");
+        h.str(whole.as_str());
+        StageKey::from_blake3(h.0.finalize())
+    }
+}
+
 /// The params of `def` as its kind normalises them for the key: parsed,
 /// with defaults filled in, so an explicit default is the same stage as an
 /// omitted one. `cmd` params are kept as written.

@@ -16,6 +16,7 @@ pub mod ops;
 mod plan;
 mod progress;
 mod run;
+mod shard;
 pub mod spec;
 mod state;
 pub mod version;
@@ -29,13 +30,14 @@ pub use executor::{exec_job, CacheMemo, Executor, JobError};
 pub use graph::Graph;
 pub use key::KeyInputs;
 pub use progress::StageProgress;
+pub use shard::{ShardResult, ShardStatus};
 pub use run::{check_sources, run, Action, RunOptions, RunReport, StageResult, Status};
 pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use state::{OwnedOuts, StageState, WorkspaceState};
 // The stage API, from `dvx-stage-api`, under the names it always had here.
 pub use dvx_stage_api::{
     parse_params, Count, FailureKind, FingerprintContext, Memo, MemoKey, Metrics, NoMemo, NoProgress, ParamDoc,
-    ParamError, ParamsDoc, Progress, Registry, Shape, Stage, StageContext, StageFailure, StageShape, Typed, TypedStage,
+    ParamError, ParamsDoc, Progress, RecordShards, Registry, Shape, Stage, StageContext, StageFailure, StageShape, Typed, TypedStage,
 };
 pub use why::StaleReason;
 pub use workspace::{ProjectConfig, Workspace};

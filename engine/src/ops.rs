@@ -312,6 +312,7 @@ fn reproduce_stage(
         file_executor: None,
         resources: None,
         threads: None,
+        shards: None,
         origin: Origin::default(),
     };
     r.nondeterministic = !stage.deterministic();

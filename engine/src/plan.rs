@@ -207,6 +207,7 @@ mod tests {
             file_executor: None,
             resources: None,
             threads: None,
+            shards: None,
             origin: Default::default(),
         }
     }

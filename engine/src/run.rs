@@ -20,6 +20,7 @@ use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
 use crate::key::KeyInputs;
 use crate::plan::{self, outputs_are_outs, Decision, Facts, Lookup, Plan};
+use crate::shard::{self, ShardResult, ShardStatus};
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
 use crate::state::{OwnedOuts, StageState, WorkspaceState};
 use crate::version::{RecordedStage, VersionBody};
@@ -95,6 +96,9 @@ pub struct StageResult {
     /// The stage's log object, when known (stages that ran or were restored).
     #[serde(skip)]
     pub log: Option<Hash>,
+    /// Of a sharded stage that executed (or, planned, would): each shard.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardResult>,
 }
 
 /// How to run.
@@ -113,6 +117,9 @@ pub struct RunOptions {
     pub jobs: usize,
     /// `--executor`: where stages run unless a stage names its own.
     pub executor: Option<ExecutorKind>,
+    /// `--shards STAGE=N`: shard these stages for this run, whatever their
+    /// `shards:` says. Like the executor, not part of any key or version.
+    pub shards: Vec<(String, usize)>,
 }
 
 /// The outcome of a run.
@@ -146,6 +153,8 @@ struct Shared {
     dry_run: bool,
     /// Where each stage executes.
     executors: Vec<ExecutorKind>,
+    /// How many shards each stage is split into (`None`: not sharded).
+    shards: Vec<Option<usize>>,
     /// The Slurm executor, when a selected stage uses it.
     slurm: Option<executor::Slurm>,
     /// Hears what happens.
@@ -174,11 +183,12 @@ impl Shared {
 impl Lookup for Shared {
     fn workspace_mismatch(&self, outputs: &[OutputRef]) -> Option<StaleReason> {
         for o in outputs {
-            if std::fs::symlink_metadata(abs(&self.p.wdir, &o.path)).is_err() {
-                return Some(StaleReason::OutputMissing { path: o.path.clone() });
-            }
             match self.hash_workspace(&o.path) {
                 Ok((k, h)) if k == o.kind && h == o.hash => {}
+                // Told apart only when it is not there as it was: one stat less per out on a no-op.
+                _ if std::fs::symlink_metadata(abs(&self.p.wdir, &o.path)).is_err() => {
+                    return Some(StaleReason::OutputMissing { path: o.path.clone() })
+                }
                 _ => return Some(StaleReason::OutputModified { path: o.path.clone() }),
             }
         }
@@ -367,6 +377,7 @@ pub fn run(
         }
         executor::Slurm::new()
     });
+    let shards = shard_counts(&p, &registry, &opts.shards)?;
     let mut ws = ws;
     if !opts.dry_run {
         // Everything this run restores, stores or writes stays alive against a concurrent gc.
@@ -385,6 +396,7 @@ pub fn run(
         sources: Mutex::new(Default::default()),
         dry_run: opts.dry_run,
         executors,
+        shards,
         slurm,
         observer: observer.clone(),
     });
@@ -448,7 +460,9 @@ fn remember_failures(state: &mut WorkspaceState, results: &[StageResult]) {
     for r in results {
         match (r.status, &r.error) {
             (Status::Failed, Some(message)) => {
-                let f = crate::state::FailedRun { key: r.key.clone(), message: message.clone(), at: now };
+                let shards =
+                    r.shards.iter().filter(|s| s.status == ShardStatus::Failed).map(|s| s.key.clone()).collect();
+                let f = crate::state::FailedRun { key: r.key.clone(), message: message.clone(), at: now, shards };
                 state.failed.insert(r.name.clone(), f);
             }
             (Status::Ran | Status::Cached | Status::Cutoff, _) => {
@@ -457,6 +471,35 @@ fn remember_failures(state: &mut WorkspaceState, results: &[StageResult]) {
             _ => {}
         }
     }
+}
+
+/// Each stage's shard count: its `shards:`, or what `--shards` says, checked
+/// as the loader checks `shards:`.
+fn shard_counts(p: &Pipeline, registry: &Registry, overrides: &[(String, usize)]) -> Result<Vec<Option<usize>>> {
+    let mut counts: Vec<Option<usize>> = p.stages.iter().map(|s| s.shards).collect();
+    for (name, n) in overrides {
+        let Some(i) = p.stages.iter().position(|s| &s.name == name) else { return Err(unknown_stage(p, name)) };
+        let def = &p.stages[i];
+        let refuse = |why: String| EngineError::Other(format!("--shards {name}={n}: {why}"));
+        if *n == 0 {
+            return Err(refuse("a stage is split into at least 1 shard".into()));
+        }
+        let Some(how) = registry.shards(&def.kind) else {
+            let able: Vec<&str> = registry.names().filter(|k| registry.shards(k).is_some()).collect();
+            return Err(refuse(format!(
+                "stage `{name}` ({}) cannot be sharded; only record-wise kinds can: {}",
+                def.kind,
+                able.join(", ")
+            )));
+        };
+        how.check(&def.params, def.deps.len(), def.kind_outs().len())
+            .map_err(|why| refuse(format!("stage `{name}` ({}) cannot be sharded: {why}", def.kind)))?;
+        if !def.metrics.is_empty() {
+            return Err(refuse(format!("stage `{name}` has `metrics` files, which a sharded stage cannot have")));
+        }
+        counts[i] = Some(*n);
+    }
+    Ok(counts)
 }
 
 fn unknown_stage(p: &Pipeline, name: &str) -> EngineError {
@@ -525,6 +568,7 @@ fn blank(name: &str, status: Status, action: Action) -> StageResult {
         metrics: Metrics::new(),
         kind: String::new(),
         log: None,
+        shards: Vec::new(),
     }
 }
 
@@ -630,7 +674,21 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
     if sh.dry_run || !plan.key_known {
         // Only for showing: how much each changed source moved.
         crate::why::size_changes(&mut plan.reasons, &sh.ws.cache, &sh.p.wdir);
-        return planned(def, plan, hit_status);
+        let shards = match (&plan.decision, sh.shards[si], sh.registry.shards(&def.kind)) {
+            (Decision::Run, Some(n), Some(how)) if plan.key_known => {
+                let failed = sh.state.lock().expect("state lock").failed.get(&def.name).map(|f| f.shards.clone());
+                let (wdir, state_dir) = (&sh.p.wdir, &sh.ws.state_dir);
+                shard::plan(how.as_ref(), def, n, wdir, state_dir, &inputs, &sh.ws.cache, &failed.unwrap_or_default())
+                    .unwrap_or_else(|f| {
+                        tracing::warn!(stage = %def.name, "cannot plan its shards: {}", f.message);
+                        Vec::new()
+                    })
+            }
+            _ => Vec::new(),
+        };
+        let mut r = planned(def, plan, hit_status);
+        r.shards = shards;
+        return r;
     }
     act(sh, si, stage.as_ref(), &inputs, prev.as_ref(), plan, hit_status, threads)
 }
@@ -755,6 +813,11 @@ fn act(
         say: &|l: &str| sh.observer.event(Event::Message { line: l }),
     };
     let ran = match (kind, &sh.slurm) {
+        _ if sh.shards[si].is_some() => {
+            let (ran, shards) = run_sharded(sh, si, stage, inputs, &key, threads, &job);
+            result.shards = shards;
+            ran
+        }
         (ExecutorKind::Slurm, Some(slurm)) => slurm.run(&job).and_then(|entry| {
             // The job wrote the workspace on the shared filesystem; check (and repair) it as for a hit.
             restore(sh, &entry.outputs).map(|()| entry).map_err(|e| Failure {
@@ -777,6 +840,107 @@ fn act(
         }
         Err(f) => failed(result, f),
     }
+}
+
+/// Execute a sharded stage (see [`crate::shard`]): cut its dep into parts,
+/// restore the shards the run-cache has, execute the others (here, or as
+/// one Slurm array job), then merge them and store the stage under `key`.
+/// Also each shard's outcome.
+fn run_sharded(
+    sh: &Shared,
+    si: usize,
+    stage: &dyn Stage,
+    inputs: &KeyInputs<'_>,
+    key: &StageKey,
+    threads: usize,
+    job: &Job<'_>,
+) -> (std::result::Result<dvx_cache::RunEntry, Failure>, Vec<ShardResult>) {
+    let def = &sh.p.stages[si];
+    let how = sh.registry.shards(&def.kind).expect("shards are checked at load").clone();
+    let n = sh.shards[si].unwrap_or(1);
+    let started = std::time::Instant::now();
+    let dir = shard::staging_dir(&sh.ws.state_dir, key);
+    let units = match shard::split(how.as_ref(), def, &sh.p.wdir, inputs, dir, n) {
+        Ok(u) => u,
+        Err(f) => return (Err(f), Vec::new()),
+    };
+    let mut results: Vec<ShardResult> = units
+        .units
+        .iter()
+        .map(|u| ShardResult {
+            index: u.index,
+            records: u.records,
+            key: u.key.clone(),
+            status: ShardStatus::Cached,
+            error: None,
+        })
+        .collect();
+    let mut entries: Vec<Option<dvx_cache::RunEntry>> = vec![None; n];
+    let mut todo = Vec::new();
+    for (i, u) in units.units.iter().enumerate() {
+        match shard::restore_unit(&sh.ws.cache, def, u, sh.ws.link).filter(|_| !sh.forced[si]) {
+            Some(e) => entries[i] = Some(e),
+            None => todo.push(i),
+        }
+    }
+    tracing::info!(stage = %def.name, shards = n, cached = n - todo.len(), to_run = todo.len(), "sharded");
+    (job.note)(&format!("{} of {n} shards to run", todo.len()));
+    let ran = match (sh.executors[si], &sh.slurm) {
+        (ExecutorKind::Slurm, Some(slurm)) => slurm
+            .run_shards(job, &units.units, &todo)
+            .into_iter()
+            .zip(&todo)
+            .map(|(r, &i)| {
+                // The task wrote its part's outs on the shared filesystem: check (and repair) them.
+                r.and_then(|_| {
+                    shard::restore_unit(&sh.ws.cache, def, &units.units[i], sh.ws.link).ok_or_else(|| Failure {
+                        message: format!("cannot restore the outputs of shard {i} from the cache"),
+                        log_tail: String::new(),
+                        kind: None,
+                    })
+                })
+            })
+            .collect(),
+        _ => {
+            let memo = executor::CacheMemo::new(&sh.ws.cache, &def.kind);
+            shard::run_local(&sh.ws.cache, def, stage, &sh.p.wdir, &units.units, &todo, threads, &memo)
+        }
+    };
+    let mut first_failure = None;
+    for (&i, r) in todo.iter().zip(ran) {
+        match r {
+            Ok(e) => {
+                tracing::info!(stage = %def.name, shard = i, records = units.units[i].records, "shard ran");
+                results[i].status = ShardStatus::Ran;
+                entries[i] = Some(e);
+            }
+            Err(f) => {
+                tracing::warn!(stage = %def.name, shard = i, "shard failed: {}", f.message);
+                results[i].status = ShardStatus::Failed;
+                results[i].error = Some(f.message.clone());
+                first_failure.get_or_insert((i, f));
+            }
+        }
+    }
+    if let Some((i, f)) = first_failure {
+        let failed = results.iter().filter(|r| r.status == ShardStatus::Failed).count();
+        let message = format!("{failed} of {n} shards failed (a re-run executes only those); shard {i}: {}", f.message);
+        return (Err(Failure { message, ..f }), results);
+    }
+    let entries: Vec<dvx_cache::RunEntry> = entries.into_iter().map(|e| e.expect("every shard is done")).collect();
+    // The stage's log: each shard's, under a header.
+    let mut log = Vec::new();
+    for (u, e) in units.units.iter().zip(&entries) {
+        let how_done = if results[u.index].status == ShardStatus::Ran { "ran" } else { "cached" };
+        log.extend(format!("== shard {} of {n}: {} records, {how_done} ==\n", u.index, u.records).into_bytes());
+        if let Some(bytes) = e.log.as_ref().and_then(|h| sh.ws.cache.read_object(h).ok()) {
+            log.extend(bytes);
+        }
+    }
+    let metrics: Vec<Metrics> = entries.iter().map(|e| e.metrics.clone()).collect();
+    let merged = shard::merge(how.as_ref(), def, &sh.p.wdir, &units.units, &metrics, log, started)
+        .and_then(|done| crate::executor::local::store(&sh.ws.cache, &sh.stat, def, &sh.p.wdir, key, done));
+    (merged, results)
 }
 
 fn failed(mut r: StageResult, f: Failure) -> StageResult {

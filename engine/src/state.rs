@@ -50,6 +50,9 @@ pub struct FailedRun {
     pub message: String,
     /// Unix seconds of the failure.
     pub at: u64,
+    /// Of a sharded stage: the keys of the shards that failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<StageKey>,
 }
 
 /// All of a workspace's state.
@@ -78,24 +81,34 @@ pub struct WorkspaceState {
     pub checked_out: Option<Hash>,
     #[serde(skip)]
     file: PathBuf,
+    /// Digest of the file as loaded: a save that would write the same bytes
+    /// (every no-op run) writes nothing.
+    #[serde(skip)]
+    loaded: Option<blake3::Hash>,
 }
 
 impl WorkspaceState {
     /// Load from `dir/state-v1.json` (missing → empty).
     pub fn load(dir: &Path) -> WorkspaceState {
         let file = dir.join("state-v1.json");
+        let bytes = std::fs::read(&file).ok();
         let mut s: WorkspaceState =
-            std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            bytes.as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
+        s.loaded = bytes.map(|b| blake3::hash(&b));
         s.file = file;
         s
     }
 
-    /// Save atomically.
+    /// Save atomically; nothing to do when the file already holds these bytes.
     pub fn save(&self) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(self).expect("state serialises");
+        if self.loaded == Some(blake3::hash(&bytes)) && self.file.is_file() {
+            return Ok(());
+        }
         let dir = self.file.parent().expect("state file has a parent");
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".state-{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(self).expect("state serialises"))?;
+        std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &self.file)
     }
 }

@@ -152,13 +152,22 @@ fn looks_like_pipeline(s: &str) -> bool {
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let cache = cli.cache.as_deref();
     match cli.command {
-        Command::Run { file, stages, pipeline, force, force_all, dry_run, jobs, json, executor } => {
+        Command::Run { file, stages, pipeline, force, force_all, dry_run, jobs, json, executor, shards } => {
             let executor = executor.map(|e| match e {
                 ExecutorArg::Local => ExecutorKind::Local,
                 ExecutorArg::Slurm => ExecutorKind::Slurm,
             });
             let (pipeline, stages) = run_target(file, stages, pipeline);
-            run::run(load(pipeline, cache, "run")?, stages, force, force_all, dry_run, jobs, json, executor)
+            let opts = dvx_engine::RunOptions {
+                targets: stages,
+                force,
+                force_all,
+                dry_run,
+                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+                executor,
+                shards,
+            };
+            run::run(load(pipeline, cache, "run")?, opts, json)
         }
         Command::ExecStage { spec } => Ok(exec_stage::exec_stage(&spec)),
         Command::Status { pipeline, json } => status::status(load(pipeline.named(), cache, "status")?, json),

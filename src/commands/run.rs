@@ -6,24 +6,13 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use dvx_engine::{Event, ExecutorKind, Observer, RunOptions, Status};
+use dvx_engine::{Event, Observer, RunOptions, Status};
 use miette::Result;
 
 use super::{print_json, Loaded};
 
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    l: Loaded,
-    stages: Vec<String>,
-    force: Vec<String>,
-    force_all: bool,
-    dry_run: bool,
-    jobs: Option<usize>,
-    json: bool,
-    executor: Option<ExecutorKind>,
-) -> Result<ExitCode> {
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let opts = RunOptions { targets: stages, force, force_all, dry_run, jobs, executor };
+pub fn run(l: Loaded, opts: RunOptions, json: bool) -> Result<ExitCode> {
+    let dry_run = opts.dry_run;
     let cache = l.ws.cache.clone();
     let bar = !json && !dry_run && super::fancy_stderr();
     // Stage lines as they happen wherever no bar shows them live: on stderr

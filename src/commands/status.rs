@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use dvx_engine::{Action, RunOptions, Silent, StageResult};
+use dvx_engine::{Action, RunOptions, ShardResult, ShardStatus, Silent, StageResult};
 use miette::Result;
 
 use super::{print_json, Loaded};
@@ -39,12 +39,16 @@ pub fn print_plan(stages: &[StageResult], json: bool) -> Result<()> {
         let v: Vec<serde_json::Value> = stages
             .iter()
             .map(|s| {
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "name": s.name,
                     "action": s.action,
                     "key": s.key,
                     "reasons": s.reasons,
-                })
+                });
+                if !s.shards.is_empty() {
+                    v["shards"] = serde_json::json!(s.shards);
+                }
+                v
             })
             .collect();
         return print_json(&serde_json::json!({ "stages": v }));
@@ -59,9 +63,28 @@ pub fn print_plan(stages: &[StageResult], json: bool) -> Result<()> {
         stale += 1;
         let why: Vec<String> = s.reasons.iter().map(|r| r.to_string()).collect();
         println!("{}: {verb}: {}", s.name, if why.is_empty() { "stale".into() } else { why.join("; ") });
+        print_shards(&s.shards);
     }
     if stale == 0 {
         println!("everything is up to date");
     }
     Ok(())
+}
+
+/// A sharded stage that would run: one line per shard (done, stale, or
+/// failed in the last run), so a user sees what a re-run executes.
+fn print_shards(shards: &[ShardResult]) {
+    if shards.is_empty() {
+        return;
+    }
+    let to_run = shards.iter().filter(|s| s.status != ShardStatus::Done).count();
+    println!("  {} shards, {to_run} to run:", shards.len());
+    for s in shards {
+        let state = match s.status {
+            ShardStatus::Done => "done",
+            ShardStatus::FailedLastRun => "failed (last run)",
+            _ => "stale",
+        };
+        println!("  shard {}: {state} ({} records)", s.index, s.records);
+    }
 }

@@ -48,12 +48,14 @@
 mod progress;
 mod memo;
 mod registry;
+mod shard;
 mod stage;
 mod typed;
 
 pub use progress::{NoProgress, Progress};
 pub use memo::{Memo, MemoKey, MemoryMemo, NoMemo};
 pub use registry::Registry;
+pub use shard::RecordShards;
 pub use stage::{
     FailureKind, FingerprintContext, Metrics, OutError, ParamError, Stage, StageContext, StageFailure, StageShape,
 };

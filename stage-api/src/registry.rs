@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::shard::RecordShards;
 use crate::stage::Stage;
 use crate::typed::{Typed, TypedStage};
 
@@ -11,6 +12,8 @@ use crate::typed::{Typed, TypedStage};
 #[derive(Default, Clone)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn Stage>>,
+    /// The kinds that may be sharded (`shards: N`), with how.
+    shards: BTreeMap<&'static str, Arc<dyn RecordShards>>,
 }
 
 impl Registry {
@@ -32,6 +35,16 @@ impl Registry {
     /// The kind called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Stage>> {
         self.kinds.get(name)
+    }
+
+    /// Let stages of `kind` take `shards: N`, split and merged by `shards`.
+    pub fn register_shards(&mut self, kind: &'static str, shards: Arc<dyn RecordShards>) {
+        self.shards.insert(kind, shards);
+    }
+
+    /// How stages of `kind` are sharded; `None` when the kind cannot be.
+    pub fn shards(&self, kind: &str) -> Option<&Arc<dyn RecordShards>> {
+        self.shards.get(kind)
     }
 
     /// Every registered kind name, sorted.

@@ -30,6 +30,7 @@ pub mod records;
 mod reuse;
 mod score;
 mod seeded;
+mod shards;
 #[cfg(test)]
 mod shipped_pipelines;
 mod source_files;
@@ -63,5 +64,6 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(export::Export);
     r.register_typed(llm::Generate);
     r.register_typed(llm::Judge);
+    shards::register(&mut r);
     r
 }

@@ -20,6 +20,7 @@ mod llm;
 mod pipelines;
 mod restorable;
 mod self_contained;
+mod shards;
 mod slurm;
 mod snapshots;
 mod status_truth;

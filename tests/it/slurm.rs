@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::Project;
 
-struct Cluster {
+pub(crate) struct Cluster {
     conf: PathBuf,
     /// The folder of a cluster this test started (stopped on drop).
     started: Option<PathBuf>,
@@ -77,12 +77,12 @@ impl Cluster {
         c
     }
 
-    fn run(&self, p: &Project, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, p: &Project, args: &[&str]) -> Output {
         self.dvx(p, args).output().expect("dvx runs")
     }
 
     /// Slurm's record of every job whose working folder is `p`: job id → fields.
-    fn jobs_of(&self, p: &Project) -> BTreeMap<u64, BTreeMap<String, String>> {
+    pub(crate) fn jobs_of(&self, p: &Project) -> BTreeMap<u64, BTreeMap<String, String>> {
         let wdir = p.dir.path().canonicalize().unwrap();
         let out = Command::new("scontrol")
             .args(["show", "job", "-o"])
@@ -120,11 +120,11 @@ impl Cluster {
     }
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn json_of(o: &Output) -> serde_json::Value {
+pub(crate) fn json_of(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&o.stdout), text(&o.stderr)))
 }
 
@@ -188,6 +188,7 @@ fn slurm_end_to_end() {
     failed_job_reports_state_and_log(&cluster);
     interrupt_cancels_jobs(&cluster);
     restart_after_crash_reuses_jobs(&cluster);
+    crate::shards::sharded_on_slurm(&cluster);
 }
 
 /// `--executor slurm` gives the local run's version; every stage that ran

@@ -141,6 +141,9 @@ pub(crate) fn write_job_file(cache: &Cache, path: &Path, bytes: &[u8]) -> dvx_ca
 /// Writes the outcome next to the spec, in the cache's `jobs-v1/` (where
 /// the cache is visible), and prints the stage's log to stdout (the job's log).
 pub fn exec_job(spec_path: &Path, registry: &Registry) -> Result<RunEntry, JobError> {
+    if super::shard_job::is_shard_spec(spec_path) {
+        return super::shard_job::exec_shard_job(spec_path, registry);
+    }
     let host = hostname();
     let text = match std::fs::read(spec_path) {
         Ok(t) => t,
@@ -174,7 +177,31 @@ pub fn exec_job(spec_path: &Path, registry: &Registry) -> Result<RunEntry, JobEr
     result
 }
 
-fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry, JobError> {
+/// A job spec checked against what this node sees: the pipeline, the stage,
+/// the cache and the key inputs, whose key is the one the scheduler expects.
+pub(crate) struct Checked {
+    pub pipeline: crate::Pipeline,
+    pub si: usize,
+    pub stage: std::sync::Arc<dyn crate::Stage>,
+    pub cache: Cache,
+    pub deps: Vec<(String, OutputKind, Hash)>,
+    pub params: serde_json::Value,
+    pub fingerprint: Option<serde_json::Value>,
+}
+
+impl Checked {
+    pub fn def(&self) -> &crate::StageDef {
+        &self.pipeline.stages[self.si]
+    }
+
+    pub fn inputs(&self) -> KeyInputs<'_> {
+        KeyInputs::for_stage(self.def(), self.stage.version(), &self.params, &self.deps, self.fingerprint.as_ref())
+    }
+}
+
+/// Load the pipeline on this node, find the stage, open the cache and
+/// re-derive the key; refuse when it is not `spec.key`.
+pub(crate) fn check_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<Checked, JobError> {
     if !spec.cache.join("CACHEDIR.TAG").is_file() {
         return Err(JobError::CacheNotVisible { path: spec.cache.clone(), host: host.to_string() });
     }
@@ -187,9 +214,12 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
     if pipeline.wdir != spec.wdir {
         return Err(JobError::WorkspaceNotVisible { path: spec.wdir.clone(), host: host.to_string() });
     }
-    let def = pipeline
-        .stage(&spec.stage)
+    let si = pipeline
+        .stages
+        .iter()
+        .position(|s| s.name == spec.stage)
         .ok_or_else(|| setup(format!("no stage `{}` in {} any more", spec.stage, spec.pipeline.display())))?;
+    let def = &pipeline.stages[si];
     let stage = registry.get(&def.kind).ok_or_else(|| setup(format!("unknown stage kind `{}`", def.kind)))?.clone();
     let cache = Cache::open(&spec.cache, CacheOptions { shared_group: spec.shared })
         .and_then(|c| c.with_lease())
@@ -214,20 +244,33 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
     let fingerprint = crate::key::fingerprint(&pipeline.wdir, def, stage.as_ref())
         .map_err(|e| setup(format!("cannot fingerprint: {e}")))?;
     let params = crate::key::normalised_params(def, stage.as_ref()).map_err(|e| setup(e.message))?;
-    let inputs = KeyInputs::for_stage(def, stage.version(), &params, &deps, fingerprint.as_ref());
-    let key = inputs.key();
+    let checked = Checked { pipeline, si, stage, cache, deps, params, fingerprint };
+    let key = checked.inputs().key();
     if key != spec.key {
         return Err(setup(format!(
             "computed key {key}, expected {}: the pipeline file or the dvx build differs between {} and this node",
             spec.key, spec.submit_host
         )));
     }
+    Ok(checked)
+}
 
-    // Exactly what the local executor does.
-    let threads = std::env::var("SLURM_CPUS_PER_TASK")
+/// The threads a job may use: what Slurm gave it, else the node's.
+pub(crate) fn job_threads() -> usize {
+    std::env::var("SLURM_CPUS_PER_TASK")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry, JobError> {
+    let checked = check_spec(spec, registry, host)?;
+    let (def, stage, cache, pipeline) = (checked.def(), &checked.stage, &checked.cache, &checked.pipeline);
+    let key = checked.inputs().key();
+    let stat = StatCache::in_memory();
+
+    // Exactly what the local executor does.
+    let threads = job_threads();
     let stage_err = |f: local::Failure| JobError::Stage {
         stage: spec.stage.clone(),
         host: host.to_string(),
@@ -235,7 +278,7 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
         log_tail: f.log_tail,
     };
     // Progress stays on the node: the job's log holds what the stage logs.
-    let memo = super::CacheMemo::new(&cache, &def.kind);
+    let memo = super::CacheMemo::new(cache, &def.kind);
     let mut done = local::execute(def, stage.as_ref(), &pipeline.wdir, threads, &crate::NoProgress, &memo)
         .map_err(stage_err)?;
     done.memo_keys = memo.used();
@@ -245,5 +288,5 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
         let _ = out.flush();
     }
     let stat = Mutex::new(stat);
-    local::store(&cache, &stat, def, &pipeline.wdir, &key, done).map_err(stage_err)
+    local::store(cache, &stat, def, &pipeline.wdir, &key, done).map_err(stage_err)
 }

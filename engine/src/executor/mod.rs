@@ -16,6 +16,7 @@
 mod job;
 pub(crate) mod local;
 mod memo;
+mod shard_job;
 mod slurm;
 
 use std::sync::Mutex;
@@ -94,6 +95,7 @@ mod tests {
             file_executor: file,
             resources: None,
             threads: None,
+            shards: None,
             origin: Default::default(),
         }
     }

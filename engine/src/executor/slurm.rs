@@ -26,6 +26,8 @@ use super::job::{hostname, outcome_path, write_job_file, JobOutcome, JobSpec};
 use super::local::{tail, Failure};
 use super::{Executor, Job};
 
+mod array;
+
 /// Submits stages as Slurm jobs and waits for them.
 #[derive(Debug)]
 pub struct Slurm {
@@ -194,6 +196,9 @@ pub(crate) struct JobInfo {
     pub exit_code: String,
     pub name: String,
     pub nodes: String,
+    /// The task's index in an array job (empty for a plain job; a range
+    /// such as `2-3` for tasks still pending together).
+    pub task: String,
 }
 
 /// Parse one line of `scontrol show job -o`.
@@ -207,6 +212,7 @@ pub(crate) fn parse_show_job(line: &str) -> JobInfo {
         exit_code: get("ExitCode"),
         name: get("JobName"),
         nodes: get("NodeList"),
+        task: get("ArrayTaskId"),
     }
 }
 
@@ -227,8 +233,9 @@ fn is_terminal(state: &str) -> bool {
     TERMINAL.contains(&state)
 }
 
-/// `Ok(None)` when Slurm no longer knows the job.
-fn query(id: &str) -> Result<Option<JobInfo>, String> {
+/// Every line Slurm shows for the job (one per task of an array job);
+/// `Ok(None)` when Slurm no longer knows it.
+fn query(id: &str) -> Result<Option<Vec<JobInfo>>, String> {
     let out = Command::new("scontrol")
         .args(["show", "job", "-o", id])
         .output()
@@ -241,12 +248,28 @@ fn query(id: &str) -> Result<Option<JobInfo>, String> {
         return Err(format!("scontrol show job {id}: {}", stderr.trim()));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    Ok(stdout.lines().find(|l| l.contains("JobId=")).map(parse_show_job))
+    let lines: Vec<JobInfo> = stdout.lines().filter(|l| l.contains("JobId=")).map(parse_show_job).collect();
+    Ok((!lines.is_empty()).then_some(lines))
 }
 
 /// Quote for `sh`.
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// What a job needs to find and check its stage.
+fn job_spec(job: &Job<'_>) -> JobSpec {
+    JobSpec {
+        format: 1,
+        pipeline: job.pipeline.file.clone(),
+        wdir: job.pipeline.wdir.clone(),
+        stage: job.def.name.clone(),
+        key: job.key.clone(),
+        deps: job.deps.to_vec(),
+        cache: job.cache.root().to_path_buf(),
+        shared: job.cache.is_shared(),
+        submit_host: hostname(),
+    }
 }
 
 fn job_name(stage: &str, key: &StageKey) -> String {
@@ -289,40 +312,39 @@ impl Slurm {
     /// A job for this key still in flight from an earlier dvx (crashed or killed).
     fn adoptable(&self, files: &Files, name: &str) -> Option<String> {
         let id = std::fs::read_to_string(&files.jobid).ok()?.trim().to_string();
-        let info = query(&id).ok()??;
+        let info = query(&id).ok()??.into_iter().next()?;
         (info.name == name && !is_terminal(&info.state)).then_some(id)
     }
 
     fn submit(&self, job: &Job<'_>, files: &Files, name: &str) -> Result<String, Failure> {
-        let spec = JobSpec {
-            format: 1,
-            pipeline: job.pipeline.file.clone(),
-            wdir: job.pipeline.wdir.clone(),
-            stage: job.def.name.clone(),
-            key: job.key.clone(),
-            deps: job.deps.to_vec(),
-            cache: job.cache.root().to_path_buf(),
-            shared: job.cache.is_shared(),
-            submit_host: hostname(),
-        };
+        let spec = job_spec(job);
         files.remove_results();
         let bytes = serde_json::to_vec_pretty(&spec).expect("job spec serialises");
         write_job_file(job.cache, &files.spec, &bytes).map_err(|e| fail(format!("cannot write the job spec: {e}")))?;
+        let id = self.sbatch(job, name, &files.log, &files.spec, None).inspect_err(|_| files.remove_all())?;
+        let _ = write_job_file(job.cache, &files.jobid, id.as_bytes());
+        Ok(id)
+    }
+
+    /// Submit `dvx exec-stage SPEC` with the stage's resources (as an array
+    /// job of the tasks `array`, `1,3,4`, when given); the job id. The job
+    /// counts as in flight (cancelled on a signal) from then on.
+    fn sbatch(&self, job: &Job<'_>, name: &str, log: &Path, spec: &Path, array: Option<&str>) -> Result<String, Failure> {
         let mut args = vec![
             "--parsable".to_string(),
             format!("--job-name={name}"),
-            format!("--output={}", files.log.display()),
+            format!("--output={}", log.display()),
             format!("--chdir={}", job.pipeline.wdir.display()),
             "--export=ALL".to_string(),
         ];
+        if let Some(tasks) = array {
+            args.push(format!("--array={tasks}"));
+        }
         if let Some(r) = &job.def.resources {
             args.extend(r.sbatch_args());
         }
-        let wrap = format!(
-            "exec {} exec-stage {}",
-            sh_quote(&self.exe.to_string_lossy()),
-            sh_quote(&files.spec.to_string_lossy())
-        );
+        let wrap =
+            format!("exec {} exec-stage {}", sh_quote(&self.exe.to_string_lossy()), sh_quote(&spec.to_string_lossy()));
         args.push(format!("--wrap={wrap}"));
 
         // Submitting under the tracker lock: the signal handler either runs
@@ -339,17 +361,10 @@ impl Slurm {
             // job writes (its log, its outputs in the shared workspace).
             sbatch.env("SLURM_UMASK", "0002");
         }
-        let out = match sbatch.args(&args).output() {
-            Ok(o) => o,
-            Err(e) => {
-                files.remove_all();
-                return Err(fail(format!(
-                    "cannot run `sbatch`: {e} (is Slurm installed on this machine and on PATH?)"
-                )));
-            }
-        };
+        let out = sbatch.args(&args).output().map_err(|e| {
+            fail(format!("cannot run `sbatch`: {e} (is Slurm installed on this machine and on PATH?)"))
+        })?;
         if !out.status.success() {
-            files.remove_all();
             return Err(fail(format!("sbatch refused the job: {}", String::from_utf8_lossy(&out.stderr).trim())));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -359,13 +374,17 @@ impl Slurm {
             return Err(fail(format!("cannot read the job id from sbatch's output `{}`", stdout.trim())));
         }
         t.live.insert(id.to_string());
-        drop(t);
-        let _ = write_job_file(job.cache, &files.jobid, id.as_bytes());
         Ok(id.to_string())
     }
 
     /// Wait until the job is over; its last state, or none if Slurm forgot it.
     fn wait(&self, job: &Job<'_>, id: &str) -> Result<Option<JobInfo>, Failure> {
+        self.wait_all(job, id).map(|lines| lines.into_iter().next())
+    }
+
+    /// Wait until every task of the job is over; their last states (none
+    /// if Slurm forgot the job).
+    fn wait_all(&self, job: &Job<'_>, id: &str) -> Result<Vec<JobInfo>, Failure> {
         let mut last = String::new();
         let mut delay = Duration::from_millis(100);
         let mut failing_since: Option<Instant> = None;
@@ -379,18 +398,19 @@ impl Slurm {
                 return Err(fail(format!("interrupted by {}: slurm job {id} cancelled", which.name())));
             }
             match query(id) {
-                Ok(Some(info)) => {
+                Ok(Some(lines)) => {
                     failing_since = None;
-                    if info.state != last {
-                        tracing::info!(stage = %job.def.name, job = id, state = %info.state, "slurm job");
-                        (job.note)(&format!("job {id} {}", info.state));
-                        last = info.state.clone();
+                    let state = summary(&lines);
+                    if state != last {
+                        tracing::info!(stage = %job.def.name, job = id, state = %state, "slurm job");
+                        (job.note)(&format!("job {id} {state}"));
+                        last = state;
                     }
-                    if is_terminal(&info.state) {
-                        return Ok(Some(info));
+                    if lines.iter().all(|i| is_terminal(&i.state)) {
+                        return Ok(lines);
                     }
                 }
-                Ok(None) => return Ok(None),
+                Ok(None) => return Ok(Vec::new()),
                 Err(e) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     tracing::warn!(stage = %job.def.name, job = id, "cannot ask Slurm about the job: {e}");
@@ -401,6 +421,18 @@ impl Slurm {
             }
         }
     }
+}
+
+/// A job's state in a word, or an array's as counts (`2 RUNNING, 1 COMPLETED`).
+fn summary(lines: &[JobInfo]) -> String {
+    if let [one] = lines {
+        return one.state.clone();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in lines {
+        *counts.entry(l.state.as_str()).or_default() += 1;
+    }
+    counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
 }
 
 impl Executor for Slurm {
@@ -492,6 +524,7 @@ mod tests {
                 exit_code: "1:0".into(),
                 name: "dvx:train:0123456789ab".into(),
                 nodes: "node7".into(),
+                task: String::new(),
             }
         );
         assert!(is_terminal(&i.state));

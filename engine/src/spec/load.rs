@@ -46,6 +46,7 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
         protected.push((toml, shown));
     }
 
+    let canon = Canon::default();
     let mut stages = Vec::new();
     let mut names: BTreeMap<String, (usize, Span)> = BTreeMap::new();
     // Imported files were pushed after the file importing them; define their stages first.
@@ -65,7 +66,8 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
             }
             names.insert(name.value.clone(), (lf.source, name_span));
             let file_executor = executor_of(src, lf.raw.executor.as_ref())?.or(executor);
-            stages.push(resolve_stage(src, lf, &root_wdir, &protected, name, name_span, raw, registry, file_executor)?);
+            let at = Place { src, lf, root_wdir: &root_wdir, protected: &protected, canon: &canon };
+            stages.push(resolve_stage(&at, name, name_span, raw, registry, file_executor)?);
         }
     }
     let files = loader.seen.into_iter().collect();
@@ -236,22 +238,29 @@ pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a 
         .map(|(_, c)| c)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where a stage is resolved: its file, the root folder, the files no out
+/// may overwrite, and the canonical folders met so far.
+struct Place<'a> {
+    src: &'a SourceFile,
+    lf: &'a LoadedFile,
+    root_wdir: &'a Path,
+    protected: &'a [(PathBuf, String)],
+    canon: &'a Canon,
+}
+
 fn resolve_stage(
-    src: &SourceFile,
-    lf: &LoadedFile,
-    root_wdir: &Path,
-    protected: &[(PathBuf, String)],
+    at: &Place<'_>,
     name: &Spanned<String>,
     name_span: Span,
     raw: &RawStage,
     registry: &Registry,
     file_executor: Option<ExecutorKind>,
 ) -> Result<StageDef, SpecError> {
+    let Place { src, lf, root_wdir, protected, canon } = *at;
     let stage_name = &name.value;
     // The stage folder, resolved through the canonical root so relative
     // comparisons work even when the pipeline was reached via a symlink.
-    let wdir = canonical_prefix(&lf.wdir);
+    let wdir = canon.dir(&lf.wdir);
     let kind = match (&raw.kind, &raw.cmd) {
         (Some(k), _) => {
             if registry.get(&k.value).is_none() {
@@ -333,7 +342,7 @@ fn resolve_stage(
         };
         // Resolved once (every symlink on the way): it must stay inside the
         // (canonical) wdir, and is what the protected files are checked against.
-        let resolved = canonical_prefix(&abs);
+        let resolved = canon.path(&abs);
         if !resolved.starts_with(&wdir) {
             return Err(Box::new(escape(" through a symlink")));
         }
@@ -464,6 +473,38 @@ fn resolve_stage(
         }
     };
 
+    let shards = match &raw.shards {
+        None => None,
+        Some(n) => {
+            let span = span_of(src, &n.referenced, n.value.to_string().len());
+            if !(1..=MAX_SHARDS).contains(&n.value) {
+                return Err(src
+                    .error(span, format!("invalid `shards` of stage `{stage_name}`: {}", n.value), "here")
+                    .with_help(format!("`shards` is how many record ranges the stage is split into: 1 to {MAX_SHARDS}")));
+            }
+            let Some(how) = registry.shards(&kind) else {
+                let able: Vec<&str> = registry.names().filter(|k| registry.shards(k).is_some()).collect();
+                return Err(src
+                    .error(span, format!("stage `{stage_name}` ({kind}) cannot be sharded"), "here")
+                    .with_help(format!(
+                        "only record-wise kinds take `shards`: {}; remove `shards`",
+                        able.join(", ")
+                    )));
+            };
+            if let Err(why) = how.check(&params, deps.len(), outs_as_written.len()) {
+                return Err(src.error(span, format!("stage `{stage_name}` ({kind}) cannot be sharded: {why}"), "here"));
+            }
+            if !metrics.is_empty() {
+                return Err(src.error(
+                    span,
+                    format!("stage `{stage_name}` has `shards` and `metrics` files: a sharded stage's metrics are its kind's"),
+                    "here",
+                ));
+            }
+            Some(n.value as usize)
+        }
+    };
+
     let cwd = relative_to(&wdir, root_wdir).unwrap_or_else(|| wdir.display().to_string());
     Ok(StageDef {
         name: stage_name.clone(),
@@ -479,8 +520,42 @@ fn resolve_stage(
         file_executor,
         resources,
         threads,
+        shards,
         origin,
     })
+}
+
+/// The most shards a stage may be split into.
+const MAX_SHARDS: i64 = 100_000;
+
+/// [`canonical_prefix`] with each folder resolved once per load: a
+/// pipeline of thousands of stages keeps its outs in a few folders, and
+/// resolving a path costs a stat per component.
+#[derive(Default)]
+struct Canon {
+    dirs: std::cell::RefCell<std::collections::HashMap<PathBuf, PathBuf>>,
+}
+
+impl Canon {
+    /// A folder, canonical (its longest existing prefix).
+    fn dir(&self, dir: &Path) -> PathBuf {
+        if let Some(c) = self.dirs.borrow().get(dir) {
+            return c.clone();
+        }
+        let c = canonical_prefix(dir);
+        self.dirs.borrow_mut().insert(dir.to_path_buf(), c.clone());
+        c
+    }
+
+    /// A normalised path, canonical: its folder's canonical form and its
+    /// name, unless the name itself is a symlink (then resolved in full).
+    fn path(&self, path: &Path) -> PathBuf {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return canonical_prefix(path) };
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => canonical_prefix(path),
+            _ => self.dir(parent).join(name),
+        }
+    }
 }
 
 /// `path` with its longest existing prefix canonicalised.
@@ -526,5 +601,30 @@ fn executor_of(src: &SourceFile, e: Option<&Spanned<String>>) -> Result<Option<E
             };
             Err(Box::new(err))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canon_resolves_as_canonical_prefix_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("real/sub")).unwrap();
+        std::fs::write(root.join("real/sub/f.txt"), "x").unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("link")).unwrap();
+        std::os::unix::fs::symlink(root.join("real/sub/f.txt"), root.join("real/sub/to_f")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("real/sub/out")).unwrap();
+        let canon = Canon::default();
+        for rel in ["real/sub/f.txt", "link/sub/f.txt", "link/sub/missing.txt", "real/sub/to_f", "real/sub/out", "new/a/b.txt"]
+        {
+            let p = root.join(rel);
+            assert_eq!(canon.path(&p), canonical_prefix(&p), "{rel}");
+            // Twice: the second answer comes from the memo.
+            assert_eq!(canon.path(&p), canonical_prefix(&p), "{rel}");
+        }
+        assert_eq!(canon.dir(&root.join("link/sub")), canonical_prefix(&root.join("real/sub")));
     }
 }

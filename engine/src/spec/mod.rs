@@ -75,6 +75,10 @@ pub struct StageDef {
     /// `threads:` of the stage: the compute threads it uses, counted against
     /// the run's thread budget (`-j`). `None`: it gets a share of what is free.
     pub threads: Option<usize>,
+    /// `shards:` of the stage: split its one record dep into this many
+    /// ranges, each executed (and cached) as its own unit, the outs merged
+    /// in order. Not part of the key: the merged outs are the unsharded bytes.
+    pub shards: Option<usize>,
     /// Where it was written.
     pub origin: Origin,
 }

@@ -48,6 +48,8 @@ pub(crate) struct RawStage {
     pub resources: Option<Spanned<Node>>,
     /// Compute threads the stage uses (its share of the run's thread budget).
     pub threads: Option<Spanned<i64>>,
+    /// Record ranges a record-wise stage is split into, each run as its own unit.
+    pub shards: Option<Spanned<i64>>,
     /// Free text for humans; accepted so pipelines can document stages.
     #[serde(default)]
     #[allow(dead_code)]
@@ -85,4 +87,4 @@ impl<'de> Deserialize<'de> for StageList {
 /// Field names, for "did you mean".
 pub(crate) const PIPELINE_FIELDS: &[&str] = &["name", "wdir", "imports", "cache", "link", "executor", "stages"];
 pub(crate) const STAGE_FIELDS: &[&str] =
-    &["kind", "deps", "outs", "metrics", "params", "cmd", "env", "executor", "resources", "threads", "desc"];
+    &["kind", "deps", "outs", "metrics", "params", "cmd", "env", "executor", "resources", "threads", "shards", "desc"];
