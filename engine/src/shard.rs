@@ -215,6 +215,8 @@ pub(crate) fn execute_unit(
         metrics: done.metrics,
         log,
         seconds: done.seconds,
+        // Memo entries a shard used are kept by age only (not listed per shard yet).
+        memo: None,
     };
     cache.put_run(&entry).map_err(|e| keep_log(e.to_string()))?;
     Ok(entry)
@@ -270,5 +272,10 @@ pub(crate) fn merge(
         let parts: Vec<PathBuf> = units.iter().map(|u| u.outs[j].clone()).collect();
         how.merge(&parts, &dest).map_err(|e| fail(format!("cannot merge the shards into `{out}`: {}", e.detail())))?;
     }
-    Ok(Executed { metrics: how.merge_metrics(metrics), log, seconds: started.elapsed().as_secs_f64() })
+    Ok(Executed {
+        metrics: how.merge_metrics(metrics),
+        log,
+        seconds: started.elapsed().as_secs_f64(),
+        memo_keys: Default::default(),
+    })
 }
