@@ -165,7 +165,8 @@ fn first_id(v: &Option<serde_json::Value>) -> Option<u32> {
 }
 
 /// The tokenizer of a folder: from its `dvx` section, else its
-/// `tokenizer.json` with the config's specials, else `None`.
+/// `tokenizer.json` with the specials of its `tokenizer_config.json`,
+/// `generation_config.json` and `config.json`, else `None`.
 pub fn folder_tokenizer(dir: &Path, cfg: &FolderConfig, eos: Option<EosSpec>) -> Result<Option<Tok>, String> {
     if let Some(meta) = &cfg.dvx {
         return Tok::from_info(&meta.tokenizer, dir).map(Some);
@@ -174,8 +175,18 @@ pub fn folder_tokenizer(dir: &Path, cfg: &FolderConfig, eos: Option<EosSpec>) ->
     if !p.is_file() {
         return Ok(None);
     }
-    let eos = eos.or_else(|| first_id(&cfg.eos_token_id).map(EosSpec::Id));
-    Tok::from_file(&p, eos, first_id(&cfg.bos_token_id)).map(Some)
+    let cfg_eos = crate::chat_template::token_ids(cfg.eos_token_id.as_ref());
+    Tok::from_model_folder(dir, eos, first_id(&cfg.bos_token_id), &cfg_eos).map(Some)
+}
+
+/// The chat template a Hugging Face folder brings (`tokenizer_config.json`
+/// or `chat_template.jinja`); `None` for dvx-trained folders (their template
+/// is in the `dvx` section) and folders without one.
+pub fn folder_chat_template(dir: &Path, cfg: &FolderConfig) -> Result<Option<crate::ChatTemplate>, String> {
+    if cfg.dvx.is_some() {
+        return Ok(None);
+    }
+    Ok(crate::ModelChat::read(dir)?.template)
 }
 
 /// A model ready to run: full weights, or a base with an adapter attached.

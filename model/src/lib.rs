@@ -1,7 +1,8 @@
 //! dvx's causal language model, shared by the `train` and `benchmark` stages
 //! and by `dvx serve`: architectures read from Hugging Face configs
 //! ([`arch`]), the transformer and its fused CPU kernels ([`model`],
-//! [`fused`]), tokenizers ([`tokenizer`]), chat templates ([`template`]),
+//! [`fused`]), tokenizers ([`tokenizer`]), chat templates ([`template`], and
+//! a model's own Jinja template: [`chat_template`]),
 //! LoRA adapters ([`lora`]), model folders ([`folder`]), generation with a KV
 //! cache ([`generate`]) and the small surface `dvx serve` uses ([`serving`]).
 //!
@@ -9,6 +10,7 @@
 //! turns, token ids and folders.
 
 pub mod arch;
+pub mod chat_template;
 pub mod folder;
 pub mod fused;
 pub mod generate;
@@ -27,5 +29,6 @@ mod arch_tests;
 
 pub use folder::load as load_model;
 pub use model::Transformer;
-pub use template::{Conversation, TemplateParam, TemplateSet};
+pub use chat_template::{ChatTemplate, ModelChat, Today};
+pub use template::{Conversation, Prompt, Rendered, TemplateParam, TemplateSet};
 pub use tokenizer::Tok;

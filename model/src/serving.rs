@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::{load_model, Conversation, TemplateParam, TemplateSet, Tok, Transformer};
+use crate::{load_model, Conversation, TemplateParam, TemplateSet, Today, Tok, Transformer};
 
 /// A loaded model ready to generate, on the CPU.
 pub struct ServedModel {
@@ -21,7 +21,10 @@ impl ServedModel {
         let tok = loaded.tok.ok_or_else(|| format!("{}: the model has no tokenizer", dir.display()))?;
         let templates = match &loaded.cfg.dvx {
             Some(meta) => meta.template.clone(),
-            None => TemplateParam::default().resolve()?,
+            None => match crate::folder::folder_chat_template(dir, &loaded.cfg)? {
+                Some(t) => TemplateSet::from_model(t),
+                None => TemplateParam::default().resolve()?,
+            },
         };
         Ok(ServedModel { model: loaded.model, tok, templates })
     }
@@ -32,12 +35,15 @@ impl ServedModel {
     }
 
     /// Prompt ids for `(role, content)` messages, ending where the
-    /// assistant's answer begins (the chat template the model trained with).
+    /// assistant's answer begins: the chat template the model trained with
+    /// (its own Jinja template with `add_generation_prompt`, when it has one).
     pub fn chat_prompt(&self, messages: &[(String, String)]) -> Result<Vec<u32>, String> {
         let mut turns = messages.to_vec();
         turns.push(("assistant".into(), String::new()));
-        let (prompt, _) = self.templates.prompt(&Conversation::chat(turns)).ok_or("no messages to answer")?;
-        self.text_prompt(&prompt)
+        let prompt = self.templates.prompt(&Conversation::chat(turns), Today::now())?.ok_or("no messages to answer")?;
+        let mut ids: Vec<u32> = self.tok.info.bos_token_id.filter(|_| prompt.bos).into_iter().collect();
+        ids.extend(self.tok.encode(&prompt.text)?);
+        Ok(ids)
     }
 
     /// Prompt ids for raw text (bos first when the tokenizer has one).
@@ -48,7 +54,7 @@ impl ServedModel {
     }
 
     /// Generate after `prompt` with the KV cache: greedy at temperature 0
-    /// (or unset), else seeded nucleus sampling. Stops at end of sequence,
+    /// (or unset), else seeded nucleus sampling. Stops at any of the model's eos ids,
     /// when the context is full, or when `on_token` returns false.
     pub fn generate(
         &self,
@@ -64,7 +70,7 @@ impl ServedModel {
             temperature,
             top_p,
             seed,
-            stop_ids: vec![self.tok.info.eos_token_id],
+            stop_ids: self.tok.info.stop_ids(),
             stop_strings: vec![],
         };
         crate::generate::generate(&self.model, None, prompt, &p, on_token)?;

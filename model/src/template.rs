@@ -1,9 +1,13 @@
 //! Chat templates: how a record's turns become the text a model is trained on
 //! and prompted with. Only assistant text (and its closing suffix) is trained
-//! on by default; prompts end with the assistant prefix.
+//! on by default; prompts end with the assistant prefix. A model's own Jinja
+//! template ([`ChatTemplate`]) replaces dvx's presets when it has one.
+
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chat_template::{ChatTemplate, Today};
 
 /// The `template` param: a preset name, a one-turn string with `{user}` and
 /// `{assistant}` (and optionally `{system}`), or per-role prefixes/suffixes.
@@ -48,6 +52,10 @@ pub struct TemplateSet {
     pub alpaca: Template,
     /// For chat-shaped records (`messages`, `conversations`).
     pub chat: Template,
+    /// The model's own chat template; when set it renders every record and
+    /// the presets above are unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ChatTemplate>,
 }
 
 /// What a template renders: a record's turns as `(role, text)`, whether they
@@ -70,13 +78,35 @@ impl Conversation {
     }
 }
 
-/// One piece of rendered text and whether the loss counts its tokens.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
+/// A conversation rendered for training: one text, tokenized whole (so a
+/// SentencePiece tokenizer sees it as the model's own template would give it),
+/// and which of its bytes the loss counts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rendered {
     /// The text.
     pub text: String,
-    /// Trained on (assistant text) or context only.
-    pub train: bool,
+    /// Byte ranges of `text` trained on; a token overlapping one is trained.
+    pub train: Vec<Range<usize>>,
+    /// Byte offsets where dvx's presets insert the eos id (trained): the
+    /// model learns to stop after each turn it speaks.
+    pub eos_at: Vec<usize>,
+    /// Put the tokenizer's bos id first (dvx's presets; a model's template
+    /// writes its own bos).
+    pub bos: bool,
+    /// Also train the special token right after each trained range: the
+    /// end-of-turn token a model's template writes after an answer.
+    pub train_closing_special: bool,
+}
+
+/// A generation prompt and the answer it should lead to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    /// The prompt, ending where the assistant's answer begins.
+    pub text: String,
+    /// The record's last assistant turn.
+    pub reference: String,
+    /// Put the tokenizer's bos id first (see [`Rendered::bos`]).
+    pub bos: bool,
 }
 
 fn alpaca() -> Template {
@@ -150,11 +180,11 @@ fn from_string(s: &str) -> Result<Template, String> {
 impl TemplateParam {
     /// The templates this param stands for.
     pub fn resolve(&self) -> Result<TemplateSet, String> {
-        let one = |t: Template| TemplateSet { alpaca: t.clone(), chat: t };
+        let one = |t: Template| TemplateSet { alpaca: t.clone(), chat: t, model: None };
         match self {
             TemplateParam::Roles(t) => Ok(one(t.clone())),
             TemplateParam::Text(s) => match s.as_str() {
-                "auto" => Ok(TemplateSet { alpaca: alpaca(), chat: chat() }),
+                "auto" => Ok(TemplateSet { alpaca: alpaca(), chat: chat(), model: None }),
                 "alpaca" => Ok(one(alpaca())),
                 "chat" => Ok(one(chat())),
                 "chatml" => Ok(one(chatml())),
@@ -174,27 +204,75 @@ impl TemplateSet {
         }
     }
 
+    /// The model's own template; presets kept as `auto`'s for records it cannot render.
+    pub fn from_model(t: ChatTemplate) -> TemplateSet {
+        TemplateSet { alpaca: alpaca(), chat: chat(), model: Some(t) }
+    }
+
+    /// The template when none is asked for: a trained model's own (`own`,
+    /// from its dvx section), else the model's Jinja template, else `auto`.
+    pub fn default_for(own: Option<TemplateSet>, model: Option<ChatTemplate>) -> Result<TemplateSet, String> {
+        match (own, model) {
+            (Some(t), _) => Ok(t),
+            (None, Some(m)) => Ok(TemplateSet::from_model(m)),
+            (None, None) => TemplateParam::default().resolve(),
+        }
+    }
+
+    /// Whether `param` asks for the default choice (unset or `auto`).
+    pub fn is_auto(param: Option<&TemplateParam>) -> bool {
+        match param {
+            None => true,
+            Some(TemplateParam::Text(s)) => s == "auto",
+            Some(TemplateParam::Roles(_)) => false,
+        }
+    }
+
     /// The training text of a conversation. One with no turns trains on its
     /// `text`, whole; `None` when there is nothing to train on.
-    pub fn render(&self, c: &Conversation) -> Option<Vec<Segment>> {
+    pub fn render(&self, c: &Conversation) -> Result<Option<Rendered>, String> {
         if c.turns.is_empty() {
-            let text = c.text.as_ref()?;
-            return Some(vec![Segment { text: text.clone(), train: true }]);
+            let Some(text) = c.text.as_ref() else { return Ok(None) };
+            let r = Rendered {
+                text: text.clone(),
+                train: vec![0..text.len()],
+                eos_at: vec![text.len()],
+                bos: true,
+                ..Rendered::default()
+            };
+            return Ok(Some(r));
+        }
+        if let Some(m) = &self.model {
+            let (text, train) = m.render_for_training(&c.turns)?;
+            let r = Rendered { text, train, eos_at: Vec::new(), bos: false, train_closing_special: true };
+            return Ok((!r.train.is_empty()).then_some(r));
         }
         let t = self.pick(c);
-        let mut out = Vec::new();
+        let mut r = Rendered { bos: true, ..Rendered::default() };
         for (role, text) in &c.turns {
             let (pre, end, train) = affixes(t, role);
-            out.push(Segment { text: pre.to_string(), train: false });
-            out.push(Segment { text: format!("{text}{end}"), train });
+            r.text.push_str(pre);
+            let start = r.text.len();
+            r.text.push_str(text);
+            r.text.push_str(end);
+            if train {
+                r.train.push(start..r.text.len());
+                r.eos_at.push(r.text.len());
+            }
         }
-        out.iter().any(|s| s.train).then_some(out)
+        Ok((!r.train.is_empty()).then_some(r))
     }
 
     /// The prompt for generating the last assistant turn, and that turn's
     /// text (the reference). `None` when there is no assistant turn.
-    pub fn prompt(&self, c: &Conversation) -> Option<(String, String)> {
-        let last = c.turns.iter().rposition(|(r, _)| r == "assistant")?;
+    /// `today` is the date a model's template may print (`strftime_now`).
+    pub fn prompt(&self, c: &Conversation, today: Today) -> Result<Option<Prompt>, String> {
+        let Some(last) = c.turns.iter().rposition(|(r, _)| r == "assistant") else { return Ok(None) };
+        let reference = c.turns[last].1.clone();
+        if let Some(m) = &self.model {
+            let text = m.render(&c.turns[..last], true, today)?;
+            return Ok(Some(Prompt { text, reference, bos: false }));
+        }
         let t = self.pick(c);
         let mut prompt = String::new();
         for (role, text) in &c.turns[..last] {
@@ -204,7 +282,7 @@ impl TemplateSet {
             prompt.push_str(end);
         }
         prompt.push_str(&t.assistant);
-        Some((prompt, c.turns[last].1.clone()))
+        Ok(Some(Prompt { text: prompt, reference, bos: true }))
     }
 }
 
@@ -229,38 +307,38 @@ mod tests {
         Conversation { turns: turns(&[("user", user), ("assistant", answer)]), single_exchange: true, text: None }
     }
 
-    fn joined(segs: &[Segment]) -> (String, String) {
-        let all: String = segs.iter().map(|s| s.text.as_str()).collect();
-        let trained: String = segs.iter().filter(|s| s.train).map(|s| s.text.as_str()).collect();
-        (all, trained)
+    fn joined(r: &Rendered) -> (String, String) {
+        let trained: String = r.train.iter().map(|s| &r.text[s.clone()]).collect();
+        (r.text.clone(), trained)
     }
 
     #[test]
     fn auto_alpaca_and_chat() {
         let set = TemplateParam::default().resolve().unwrap();
-        let (all, trained) = joined(&set.render(&exchange("Find X", "grep -rn X")).unwrap());
+        let (all, trained) = joined(&set.render(&exchange("Find X", "grep -rn X")).unwrap().unwrap());
         assert_eq!(all, "### Instruction:\nFind X\n\n### Response:\ngrep -rn X\n");
         assert_eq!(trained, "grep -rn X\n");
         let c = Conversation::chat(turns(&[("system", "S"), ("user", "q"), ("assistant", "a")]));
-        let (all, _) = joined(&set.render(&c).unwrap());
+        let (all, _) = joined(&set.render(&c).unwrap().unwrap());
         assert_eq!(all, "<|system|>\nS\n<|user|>\nq\n<|assistant|>\na\n");
-        let (prompt, reference) = set.prompt(&c).unwrap();
-        assert_eq!(prompt, "<|system|>\nS\n<|user|>\nq\n<|assistant|>\n");
-        assert_eq!(reference, "a");
+        let p = set.prompt(&c, Today::fixed()).unwrap().unwrap();
+        assert_eq!(p.text, "<|system|>\nS\n<|user|>\nq\n<|assistant|>\n");
+        assert_eq!(p.reference, "a");
+        assert!(p.bos);
     }
 
     #[test]
     fn string_template_and_text_records() {
         let set = TemplateParam::Text("Q: {user}\nA: {assistant}\n".into()).resolve().unwrap();
         let a = exchange("hi", "yo");
-        let (all, trained) = joined(&set.render(&a).unwrap());
+        let (all, trained) = joined(&set.render(&a).unwrap().unwrap());
         assert_eq!(all, "Q: hi\nA: yo\n");
         assert_eq!(trained, "yo\n");
-        assert_eq!(set.prompt(&a).unwrap().0, "Q: hi\nA: ");
+        assert_eq!(set.prompt(&a, Today::fixed()).unwrap().unwrap().text, "Q: hi\nA: ");
         let t = Conversation { text: Some("raw".into()), ..Conversation::default() };
-        assert_eq!(joined(&set.render(&t).unwrap()).1, "raw");
-        assert!(set.render(&Conversation::default()).is_none());
-        assert!(set.prompt(&t).is_none());
+        assert_eq!(joined(&set.render(&t).unwrap().unwrap()).1, "raw");
+        assert!(set.render(&Conversation::default()).unwrap().is_none());
+        assert!(set.prompt(&t, Today::fixed()).unwrap().is_none());
     }
 
     #[test]

@@ -3,12 +3,13 @@
 use dvx_model::generate::{generate, SamplingParams};
 use dvx_model::{Tok, Transformer};
 
-/// Generated ids (eos excluded) for a prompt of `ids`.
+/// Generated ids (the stopping eos excluded) for a prompt of `ids`; stops at
+/// any of the model's eos ids.
 pub fn greedy(model: &Transformer, tok: &Tok, prompt: &[u32], max_new: usize) -> Result<Vec<u32>, String> {
     let p = SamplingParams {
         max_new_tokens: max_new,
         temperature: 0.0,
-        stop_ids: vec![tok.info.eos_token_id],
+        stop_ids: tok.info.stop_ids(),
         ..SamplingParams::default()
     };
     Ok(generate(model, None, prompt, &p, |_| true)?.ids)

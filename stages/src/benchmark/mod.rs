@@ -34,7 +34,8 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::{field, value_text, Record};
-use dvx_model::{load_model, TemplateParam};
+use dvx_model::folder::folder_chat_template;
+use dvx_model::{load_model, TemplateSet, Today};
 
 use crate::train::{conversation, encode_record, eval_loss, run_on_pool, Example};
 use params::{BenchParams, Task};
@@ -176,8 +177,10 @@ fn bench_one(
     let tok = loaded.tok.as_ref().ok_or_else(|| fail(format!("{}: no tokenizer", dir.display())))?;
     let templates = match (&loaded.cfg.dvx, &p.template) {
         (Some(meta), _) => meta.template.clone(),
-        (None, Some(t)) => t.resolve().map_err(fail)?,
-        (None, None) => TemplateParam::default().resolve().map_err(fail)?,
+        (None, Some(t)) if !TemplateSet::is_auto(Some(t)) => t.resolve().map_err(fail)?,
+        (None, _) => {
+            TemplateSet::default_for(None, folder_chat_template(dir, &loaded.cfg).map_err(fail)?).map_err(fail)?
+        }
     };
     let model = &loaded.model;
     let ctx_len = model.cfg.max_position_embeddings;
@@ -200,10 +203,19 @@ fn bench_one(
     let mut samples = Vec::new();
     let (mut correct, mut labelled, mut exact, mut generated) = (0, 0, 0, 0);
     let limit = if p.prompts == 0 { usize::MAX } else { p.prompts };
-    for (line, rec) in records.iter().filter(|(_, r)| templates.prompt(&conversation(r)).is_some()).take(limit) {
-        let (prompt, _) = templates.prompt(&conversation(rec)).expect("filtered");
-        let mut ids: Vec<u32> = tok.info.bos_token_id.into_iter().collect();
-        ids.extend(tok.encode(&prompt).map_err(fail)?);
+    let mut prompts = Vec::new();
+    for (line, rec) in records {
+        if prompts.len() == limit {
+            break;
+        }
+        let prompt = templates.prompt(&conversation(rec), Today::fixed());
+        if let Some(pr) = prompt.map_err(|e| fail(format!("{}:{line}: {e}", eval_path.display())))? {
+            prompts.push((line, rec, pr));
+        }
+    }
+    for (line, rec, prompt) in prompts {
+        let mut ids: Vec<u32> = tok.info.bos_token_id.filter(|_| prompt.bos).into_iter().collect();
+        ids.extend(tok.encode(&prompt.text).map_err(fail)?);
         let out = generate::greedy(model, tok, &ids, p.max_new_tokens).map_err(|e| fail(format!("generation: {e}")))?;
         generated += out.len();
         let text = tok.decode(&out).map_err(fail)?;

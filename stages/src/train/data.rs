@@ -14,7 +14,8 @@ use crate::records::RecordReader;
 /// One tokenized record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
-    /// Token ids, bos first when the tokenizer has one.
+    /// Token ids: what the template renders, tokenized whole (a preset puts
+    /// the tokenizer's bos first; a model's own template writes its own).
     pub ids: Vec<u32>,
     /// Whether the loss counts predicting `ids[i]`.
     pub train: Vec<bool>,
@@ -55,22 +56,9 @@ pub fn encode_record(
     tok: &Tok,
     max_length: usize,
 ) -> Result<Option<(Example, bool)>, String> {
-    let Some(segments) = set.render(&conversation(record)) else { return Ok(None) };
-    let mut ex = Example { ids: Vec::new(), train: Vec::new() };
-    if let Some(bos) = tok.info.bos_token_id {
-        ex.ids.push(bos);
-        ex.train.push(false);
-    }
-    for seg in &segments {
-        let ids = tok.encode(&seg.text)?;
-        ex.train.extend(std::iter::repeat_n(seg.train, ids.len()));
-        ex.ids.extend(ids);
-        if seg.train {
-            // The model learns to stop after each turn it speaks.
-            ex.ids.push(tok.info.eos_token_id);
-            ex.train.push(true);
-        }
-    }
+    let Some(rendered) = set.render(&conversation(record))? else { return Ok(None) };
+    let (ids, train) = tok.encode_rendered(&rendered)?;
+    let mut ex = Example { ids, train };
     let truncated = ex.ids.len() > max_length;
     ex.ids.truncate(max_length);
     ex.train.truncate(max_length);
@@ -203,6 +191,30 @@ mod tests {
         let (ex, cut) = encode_record(r.as_object().unwrap(), &set, &tok, 5).unwrap().unwrap();
         assert_eq!(ex.ids.len(), 5);
         assert!(cut);
+    }
+
+    /// ShareGPT and OpenAI-messages records, through the record readers'
+    /// turns and a model's own template, give transformers' ids and masks
+    /// (fixtures in model/tests/fixtures/templates).
+    #[test]
+    fn records_match_apply_chat_template() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/templates");
+        for name in ["llama3", "qwen2.5", "zephyr"] {
+            let dir = root.join(name);
+            let tok = Tok::from_model_folder(&dir, None, None, &[]).unwrap();
+            let set = TemplateSet::from_model(dvx_model::ModelChat::read(&dir).unwrap().template.unwrap());
+            let cases: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+            for (i, case) in cases.as_array().unwrap().iter().enumerate() {
+                let (ex, cut) = encode_record(case["record"].as_object().unwrap(), &set, &tok, 4096).unwrap().unwrap();
+                let want: Vec<u32> =
+                    case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+                let mask: Vec<bool> = case["mask"].as_array().unwrap().iter().map(|x| x.as_u64() == Some(1)).collect();
+                assert_eq!(ex.ids, want, "{name} case {i}");
+                assert_eq!(ex.train, mask, "{name} case {i}");
+                assert!(!cut);
+            }
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ mod run;
 mod threads;
 
 #[cfg(test)]
+mod template_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 
 pub(crate) use data::{conversation, encode_record, Example};
@@ -59,7 +61,7 @@ use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailur
 use serde_json::{json, Value};
 
 use dvx_model::folder::{self, AdapterInfo, DvxMeta, FolderConfig};
-use dvx_model::{lora, model, TemplateParam, Tok, Transformer};
+use dvx_model::{lora, model, TemplateParam, TemplateSet, Tok, Transformer};
 use params::TrainParams;
 use run::{ce, History, LoopConfig};
 
@@ -172,7 +174,8 @@ fn execute(
                     cfg.arch.vocab_size
                 )));
             }
-            (cfg.arch, tok, file, meta.map(|m| m.template))
+            let model_template = folder::folder_chat_template(base, &cfg).map_err(fail)?;
+            (cfg.arch, tok, file, Some((meta.map(|m| m.template), model_template)))
         }
         None => {
             if p.lora.is_some() {
@@ -187,9 +190,14 @@ fn execute(
         }
     };
     let templates = match (&p.template, base_template) {
-        (Some(t), _) => t.resolve().map_err(fail)?,
-        (None, Some(t)) => t,
-        (None, None) => TemplateParam::default().resolve().map_err(fail)?,
+        (Some(t), _) if !TemplateSet::is_auto(Some(t)) => t.resolve().map_err(fail)?,
+        (_, Some((own, model))) => {
+            if own.is_none() && model.is_some() {
+                writeln!(log, "template: the base model's own chat template (tokenizer_config.json)")?;
+            }
+            TemplateSet::default_for(own, model).map_err(fail)?
+        }
+        (_, None) => TemplateParam::default().resolve().map_err(fail)?,
     };
     let context = arch.max_position_embeddings;
     let max_length = p.max_length.unwrap_or(context);

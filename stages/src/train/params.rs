@@ -124,7 +124,8 @@ pub struct TrainParams {
     pub model: Option<ModelParams>,
     /// Fine-tune a base with LoRA adapters instead of all weights.
     pub lora: Option<LoraParams>,
-    /// Chat template; default: the base's, else `auto`.
+    /// Chat template; unset or `auto`: a dvx-trained base's, else the base
+    /// model's own `chat_template`, else dvx's `auto` presets.
     pub template: Option<TemplateParam>,
     /// End-of-sequence token of a `tokenizer.json` (text or id).
     pub eos_token: Option<EosSpec>,
@@ -182,8 +183,18 @@ impl ParamsDoc for TrainParams {
                 "Architecture when training from scratch (not with a base model).",
             ),
             ParamDoc::new("lora", "map", "-", "Fine-tune the base with LoRA adapters instead of all weights."),
-            ParamDoc::new("template", "name or map", "-", "Chat template; default: the base's, else `auto`."),
-            ParamDoc::new("eos_token", "string or id", "-", "End-of-sequence token of a `tokenizer.json`."),
+            ParamDoc::new(
+                "template",
+                "name or map",
+                "-",
+                "Chat template; unset or `auto`: the base's (its own `chat_template` for a Hugging Face base), else dvx's presets.",
+            ),
+            ParamDoc::new(
+                "eos_token",
+                "string or id",
+                "-",
+                "End-of-sequence token; default: the model's (`tokenizer_config.json`, `generation_config.json`).",
+            ),
             ParamDoc::new("epochs", "integer", "1", "Passes over the training set (or `steps`)."),
             ParamDoc::new("steps", "integer", "-", "Optimizer steps (instead of `epochs`)."),
             ParamDoc::new("batch_size", "integer", "8", "Examples per micro-batch."),
