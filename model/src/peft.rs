@@ -281,6 +281,27 @@ pub fn load(dir: &Path, base: Option<&Path>, dev: &Device) -> Result<Loaded, Str
     Ok(Loaded { model: m, cfg, tok, weight_bytes: folder::size_on_disk(std::slice::from_ref(&ad.file)), params })
 }
 
+/// An adapter folder in either layout dvx reads: PEFT's, or dvx's older
+/// `adapter.safetensors` + `config.json` with a `dvx.adapter` section.
+pub fn read_any(dir: &Path, num_layers: usize, dev: &Device) -> Result<PeftAdapter, String> {
+    if is_peft(dir) {
+        return read(dir, num_layers, dev);
+    }
+    let cfg = folder::read_config(dir)?;
+    let meta = cfg.dvx.clone().filter(|m| m.adapter.is_some());
+    let Some(info) = meta.as_ref().and_then(|m| m.adapter.clone()) else {
+        return Err(format!("{}: not a LoRA adapter (no {CONFIG}, no `dvx.adapter` in config.json)", dir.display()));
+    };
+    let files = folder::weight_files(dir, true)?;
+    let weights = folder::load_tensors(&files, &lora::adapter_shapes(&cfg.arch, &info.lora), dev)?;
+    Ok(PeftAdapter { lora: LoraParams { merge: false, ..info.lora }, weights, meta, file: files[0].clone() })
+}
+
+/// Whether `dir` holds an adapter in either layout.
+pub fn is_adapter(dir: &Path) -> bool {
+    is_peft(dir) || folder::read_config(dir).is_ok_and(|c| c.dvx.is_some_and(|m| m.adapter.is_some()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

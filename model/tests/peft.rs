@@ -11,6 +11,12 @@ use dvx_model::hf_files::{self, TokenizerFiles};
 use dvx_model::{lora, peft, TemplateParam, Tok, Transformer};
 use serde_json::Value;
 
+/// Where a test leaves what check_dvx_adapter.py loads: `DVX_PEFT_CHECK_DIR`
+/// when set, else `tmp`.
+fn out_dir(tmp: &Path) -> PathBuf {
+    std::env::var_os("DVX_PEFT_CHECK_DIR").map_or_else(|| tmp.to_path_buf(), PathBuf::from)
+}
+
 fn fixture(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft").join(p)
 }
@@ -182,7 +188,7 @@ fn merged(dir: &Path) -> (PathBuf, BTreeMap<String, Tensor>) {
     let m = lora::merge(&bcfg.arch, &ad.lora, &w, &ad.weights).unwrap();
     let tok = Tok::from_file(&base.join("tokenizer.json"), Some(dvx_model::tokenizer::EosSpec::Id(2)), Some(0)).unwrap();
     let tset = TemplateParam::Text("chatml".into()).resolve().unwrap();
-    let out = dir.join("merged");
+    let out = out_dir(dir).join("merged");
     let dtype = hf_files::folder_dtype(&files).unwrap();
     assert_eq!(dtype, DType::BF16);
     let tf = TokenizerFiles { tok: &tok, tokenizer_json: Some(&base.join("tokenizer.json")), base: None, template: &tset.chat };
@@ -223,7 +229,7 @@ fn gguf_export_reads_back_with_matching_logits() {
     let want = logits(&Transformer::new(&cfg.arch, &w, &dev).unwrap(), &r.ids);
     // f16: ≤ 1e-2 relative; q8_0: ≤ 5e-2 (8-bit blocks; measured in the report).
     for (ty, tol) in [(GgufType::F16, 1e-2), (GgufType::Q8_0, 5e-2)] {
-        let p = dir.path().join("m.gguf");
+        let p = out_dir(dir.path()).join(format!("merged-{ty:?}.gguf").to_lowercase());
         gguf::write_model(&p, &cfg.arch, &w, &tok, Some(&out.join("tokenizer.json")), ty, "merged").unwrap();
         let (gcfg, gw) = gguf::read_model(&p, &dev).unwrap();
         let got = logits(&Transformer::new(&gcfg, &gw, &dev).unwrap(), &r.ids);
@@ -240,7 +246,7 @@ fn gguf_export_reads_back_with_matching_logits() {
     }
     // The adapter as a llama.cpp LoRA GGUF: alpha and weights read back.
     let ad = peft::read(&fixture("adapter"), 2, &dev).unwrap();
-    let p = dir.path().join("lora.gguf");
+    let p = out_dir(dir.path()).join("adapter.gguf");
     gguf::write_lora(&p, &cfg.arch, &ad.lora, &ad.weights, GgufType::F32, "adapter").unwrap();
     let g = gguf::read(&p, &dev).unwrap();
     assert_eq!(g.metadata["general.type"].to_string().unwrap(), "adapter");
@@ -251,4 +257,37 @@ fn gguf_export_reads_back_with_matching_logits() {
     for (k, t) in &ad.weights {
         assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), back[k].flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{k}");
     }
+}
+
+/// Folders dvx wrote before PEFT's layout (`adapter.safetensors` and a
+/// `dvx.adapter` section in `config.json`) still load, to the same numbers.
+#[test]
+fn older_dvx_adapter_folders_still_load() {
+    let r = reference();
+    let dev = Device::Cpu;
+    let base = fixture("base");
+    let bcfg = folder::read_config(&base).unwrap();
+    let ad = peft::read(&fixture("adapter"), 2, &dev).unwrap();
+    let tok = Tok::from_file(&base.join("tokenizer.json"), Some(dvx_model::tokenizer::EosSpec::Id(2)), Some(0)).unwrap();
+    let info = folder::AdapterInfo {
+        lora: ad.lora.clone(),
+        base_weights: folder::fingerprint(&folder::weight_files(&base, false).unwrap()).unwrap(),
+    };
+    let meta = folder::DvxMeta {
+        format: folder::FORMAT,
+        tokenizer: tok.info.clone(),
+        template: TemplateParam::default().resolve().unwrap(),
+        adapter: Some(info),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    let cfg = FolderConfig { dvx: Some(meta), ..bcfg };
+    folder::write(&old, &cfg, &ad.weights, "adapter.safetensors", Some(&base.join("tokenizer.json"))).unwrap();
+    let m = dvx_model::load_model(&old, Some(&base), &dev).unwrap();
+    let l = loss(&logits(&m.model, &r.ids), &r.ids, m.cfg.arch.vocab_size);
+    assert!((l - r.loss).abs() < 1e-4, "{l} vs {}", r.loss);
+    // And read as an adapter for export.
+    let again = peft::read_any(&old, 2, &dev).unwrap();
+    assert_eq!(again.lora, ad.lora);
+    assert!(peft::is_adapter(&old) && peft::is_adapter(&fixture("adapter")) && !peft::is_adapter(&base));
 }

@@ -13,6 +13,7 @@ mod cmd;
 mod convert;
 mod dedup;
 mod example_record;
+mod export_model;
 mod fetch;
 mod field_check;
 mod filter;
@@ -56,6 +57,7 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(fetch::Fetch);
     r.register_typed(html_extract::HtmlExtract);
     r.register_typed(train::Train);
+    r.register_typed(export_model::ExportModel);
     r.register_typed(benchmark::Benchmark);
     r.register_typed(convert::Convert);
     r.register_typed(llm::Generate);

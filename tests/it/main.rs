@@ -8,6 +8,7 @@ mod core_run;
 mod deps;
 mod diff;
 mod errors;
+mod export_model;
 mod formats;
 mod fuzz;
 mod gc_scope;
