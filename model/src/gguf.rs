@@ -255,7 +255,9 @@ fn tokenizer_metadata(tok: &Tok, tokenizer_json: Option<&Path>, vocab: usize) ->
                     a.iter()
                         .filter_map(|m| match m {
                             serde_json::Value::String(s) => Some(s.clone()),
-                            serde_json::Value::Array(p) => Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?)),
+                            serde_json::Value::Array(p) => {
+                                Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
+                            }
                             _ => None,
                         })
                         .map(Value::String)
@@ -378,7 +380,11 @@ pub fn read(path: &Path, dev: &Device) -> Result<GgufRead, String> {
 }
 
 fn meta_u(m: &HashMap<String, Value>, k: &str) -> Result<usize, String> {
-    m.get(k).ok_or_else(|| format!("GGUF key `{k}` is missing"))?.to_u32().map(|v| v as usize).map_err(|e| format!("`{k}`: {e}"))
+    m.get(k)
+        .ok_or_else(|| format!("GGUF key `{k}` is missing"))?
+        .to_u32()
+        .map(|v| v as usize)
+        .map_err(|e| format!("`{k}`: {e}"))
 }
 fn meta_f(m: &HashMap<String, Value>, k: &str) -> Result<f32, String> {
     m.get(k).ok_or_else(|| format!("GGUF key `{k}` is missing"))?.to_f32().map_err(|e| format!("`{k}`: {e}"))

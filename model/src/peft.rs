@@ -180,7 +180,9 @@ pub fn read(dir: &Path, num_layers: usize, dev: &Device) -> Result<PeftAdapter, 
     let cfg: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cpath.display()))?;
     refuse_unsupported(&cfg, &cpath)?;
     let num = |field: &str| {
-        cfg.get(field).and_then(Value::as_f64).ok_or_else(|| format!("{}: `{field}` is missing or not a number", cpath.display()))
+        cfg.get(field)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| format!("{}: `{field}` is missing or not a number", cpath.display()))
     };
     let rank = num("r")?;
     let alpha = num("lora_alpha")?;
@@ -205,8 +207,7 @@ pub fn read(dir: &Path, num_layers: usize, dev: &Device) -> Result<PeftAdapter, 
         weights.insert(dvx, crate::model::to_f32(t).map_err(|e| format!("{}: `{name}`: {e}", file.display()))?);
     }
     // Canonical order, so the same adapter always reads to the same params.
-    let targets: Vec<String> =
-        LORA_TARGETS.iter().filter(|t| targets.contains(**t)).map(|t| t.to_string()).collect();
+    let targets: Vec<String> = LORA_TARGETS.iter().filter(|t| targets.contains(**t)).map(|t| t.to_string()).collect();
     if targets.is_empty() {
         return Err(format!("{}: no LoRA weights", file.display()));
     }
@@ -219,13 +220,21 @@ pub fn read(dir: &Path, num_layers: usize, dev: &Device) -> Result<PeftAdapter, 
                 })?;
                 let r = if ab == "lora_a" { t.dims()[0] } else { t.dims().get(1).copied().unwrap_or(0) };
                 if t.rank() != 2 || r != rank {
-                    return Err(format!("{}: `{}` has shape {:?}, not rank {rank}", file.display(), peft_name(&n), t.dims()));
+                    return Err(format!(
+                        "{}: `{}` has shape {:?}, not rank {rank}",
+                        file.display(),
+                        peft_name(&n),
+                        t.dims()
+                    ));
                 }
             }
         }
     }
     if weights.len() != 2 * num_layers * targets.len() {
-        return Err(format!("{}: adapter weights for layers the base does not have ({num_layers} layers)", file.display()));
+        return Err(format!(
+            "{}: adapter weights for layers the base does not have ({num_layers} layers)",
+            file.display()
+        ));
     }
     let meta = match dir.join(DVX) {
         p if p.is_file() => {
@@ -324,7 +333,10 @@ mod tests {
         refuse_unsupported(&ok, p).unwrap();
         let mut dora = ok.clone();
         dora["use_dora"] = json!(true);
-        assert_eq!(refuse_unsupported(&dora, p).unwrap_err(), "a/adapter_config.json: `use_dora: true` is not supported");
+        assert_eq!(
+            refuse_unsupported(&dora, p).unwrap_err(),
+            "a/adapter_config.json: `use_dora: true` is not supported"
+        );
         let mut ia3 = ok.clone();
         ia3["peft_type"] = json!("IA3");
         assert!(refuse_unsupported(&ia3, p).unwrap_err().contains("only LORA"));

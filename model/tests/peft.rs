@@ -85,7 +85,10 @@ fn reads_an_adapter_peft_wrote_with_the_same_loss() {
     assert!((l - r.loss).abs() < 1e-4, "dvx {l} vs PEFT {}", r.loss);
     assert!((l - r.base_loss).abs() > 0.1, "the adapter must matter");
     let ad = peft::read(&fixture("adapter"), 2, &Device::Cpu).unwrap();
-    assert_eq!((ad.lora.rank, ad.lora.alpha, ad.lora.targets.clone()), (4, 8.0, vec!["q".into(), "v".into(), "down".into()]));
+    assert_eq!(
+        (ad.lora.rank, ad.lora.alpha, ad.lora.targets.clone()),
+        (4, 8.0, vec!["q".into(), "v".into(), "down".into()])
+    );
     assert!(ad.meta.is_none());
     // Without a base: the same message as dvx's own adapters.
     let e = dvx_model::load_model(&fixture("adapter"), None, &Device::Cpu).err().unwrap();
@@ -166,7 +169,10 @@ fn writes_an_adapter_peft_layout_and_reads_it_back() {
     let back = peft::read(&out, 2, &dev).unwrap();
     assert_eq!(back.lora, p);
     for (k, t) in &ad.weights {
-        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), back.weights[k].flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            back.weights[k].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
     let m = dvx_model::load_model(&out, Some(&fixture("base")), &dev).unwrap();
     let l = loss(&logits(&m.model, &r.ids), &r.ids, m.cfg.arch.vocab_size);
@@ -186,12 +192,18 @@ fn merged(dir: &Path) -> (PathBuf, BTreeMap<String, Tensor>) {
     let w = folder::load_tensors(&files, &bcfg.arch.weight_shapes(), &dev).unwrap();
     let ad = peft::read(&fixture("adapter"), 2, &dev).unwrap();
     let m = lora::merge(&bcfg.arch, &ad.lora, &w, &ad.weights).unwrap();
-    let tok = Tok::from_file(&base.join("tokenizer.json"), Some(dvx_model::tokenizer::EosSpec::Id(2)), Some(0)).unwrap();
+    let tok =
+        Tok::from_file(&base.join("tokenizer.json"), Some(dvx_model::tokenizer::EosSpec::Id(2)), Some(0)).unwrap();
     let tset = TemplateParam::Text("chatml".into()).resolve().unwrap();
     let out = out_dir(dir).join("merged");
     let dtype = hf_files::folder_dtype(&files).unwrap();
     assert_eq!(dtype, DType::BF16);
-    let tf = TokenizerFiles { tok: &tok, tokenizer_json: Some(&base.join("tokenizer.json")), base: None, template: &tset.chat };
+    let tf = TokenizerFiles {
+        tok: &tok,
+        tokenizer_json: Some(&base.join("tokenizer.json")),
+        base: None,
+        template: &tset.chat,
+    };
     hf_files::write_model(&out, &bcfg, &m, dtype, &tf).unwrap();
     (out, m)
 }
@@ -250,12 +262,18 @@ fn gguf_export_reads_back_with_matching_logits() {
     gguf::write_lora(&p, &cfg.arch, &ad.lora, &ad.weights, GgufType::F32, "adapter").unwrap();
     let g = gguf::read(&p, &dev).unwrap();
     assert_eq!(g.metadata["general.type"].to_string().unwrap(), "adapter");
-    assert!(g.tensors.contains_key("blk.0.attn_q.weight.lora_a") && g.tensors.contains_key("blk.1.ffn_down.weight.lora_b"));
+    assert!(
+        g.tensors.contains_key("blk.0.attn_q.weight.lora_a") && g.tensors.contains_key("blk.1.ffn_down.weight.lora_b")
+    );
     let (alpha, back) = gguf::read_lora(&p, &cfg.arch, &dev).unwrap();
     assert_eq!(alpha, 8.0);
     assert_eq!(back.len(), ad.weights.len());
     for (k, t) in &ad.weights {
-        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), back[k].flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{k}");
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            back[k].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "{k}"
+        );
     }
 }
 
@@ -268,7 +286,8 @@ fn older_dvx_adapter_folders_still_load() {
     let base = fixture("base");
     let bcfg = folder::read_config(&base).unwrap();
     let ad = peft::read(&fixture("adapter"), 2, &dev).unwrap();
-    let tok = Tok::from_file(&base.join("tokenizer.json"), Some(dvx_model::tokenizer::EosSpec::Id(2)), Some(0)).unwrap();
+    let tok =
+        Tok::from_file(&base.join("tokenizer.json"), Some(dvx_model::tokenizer::EosSpec::Id(2)), Some(0)).unwrap();
     let info = folder::AdapterInfo {
         lora: ad.lora.clone(),
         base_weights: folder::fingerprint(&folder::weight_files(&base, false).unwrap()).unwrap(),

@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Tensor};
 use dvx_model::folder::{self, DvxMeta, FolderConfig};
 use dvx_model::gguf::{self, GgufType};
 use dvx_model::hf_files::{self, TokenizerFiles};
-use dvx_model::{lora, peft, Tok, TemplateParam};
+use dvx_model::{lora, peft, TemplateParam, Tok};
 use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
 use serde_json::json;
 
@@ -70,13 +70,19 @@ fn read_source(deps: &[PathBuf], dev: &Device) -> Result<Source, String> {
         return Err(format!("{}: not a model folder", first.display()));
     }
     if peft::is_adapter(first) {
-        let base = deps.get(1).ok_or_else(|| format!("{} holds a LoRA adapter: add its base folder as the second dep", first.display()))?;
+        let base = deps.get(1).ok_or_else(|| {
+            format!("{} holds a LoRA adapter: add its base folder as the second dep", first.display())
+        })?;
         let cfg = folder::read_config(base)?;
         let ad = peft::read_any(first, cfg.arch.num_hidden_layers, dev)?;
         return Ok(Source { model_dir: base.clone(), cfg, adapter: Some((first.clone(), ad)) });
     }
     if let Some(extra) = deps.get(1) {
-        return Err(format!("{}: a full model takes no second dep ({} is not an adapter)", extra.display(), first.display()));
+        return Err(format!(
+            "{}: a full model takes no second dep ({} is not an adapter)",
+            extra.display(),
+            first.display()
+        ));
     }
     Ok(Source { model_dir: first.clone(), cfg: folder::read_config(first)?, adapter: None })
 }
@@ -124,11 +130,13 @@ fn execute(
             gguf::write_model(out, &src.cfg.arch, &w, &tok, tok_file.as_deref(), gguf_type(), &name).map_err(fail)?;
         }
         Format::GgufLora => {
-            let (_, ad) = src.adapter.as_ref().ok_or_else(|| fail(format!("{}: not a LoRA adapter", deps[0].display())))?;
+            let (_, ad) =
+                src.adapter.as_ref().ok_or_else(|| fail(format!("{}: not a LoRA adapter", deps[0].display())))?;
             gguf::write_lora(out, &src.cfg.arch, &ad.lora, &ad.weights, gguf_type(), &name).map_err(fail)?;
         }
         Format::Peft => {
-            let (_, ad) = src.adapter.as_ref().ok_or_else(|| fail(format!("{}: not a LoRA adapter", deps[0].display())))?;
+            let (_, ad) =
+                src.adapter.as_ref().ok_or_else(|| fail(format!("{}: not a LoRA adapter", deps[0].display())))?;
             let (_, tok_file, meta) = tokenizer(&src).map_err(fail)?;
             let meta = ad.meta.clone().or(meta.map(|m| DvxMeta { adapter: None, ..m }));
             peft::write(out, &ad.lora, &folder_name(&src.model_dir), &ad.weights, meta.as_ref(), tok_file.as_deref())
@@ -151,7 +159,12 @@ fn execute(
             let meta = meta.map(|m| DvxMeta { adapter: None, ..m });
             let cfg = FolderConfig { dvx: meta, ..src.cfg.clone() };
             // The model's own tokenizer_config (chat template) when it has one.
-            let tf = TokenizerFiles { tok: &tok, tokenizer_json: tok_file.as_deref(), base: Some(&src.model_dir), template: &template.chat };
+            let tf = TokenizerFiles {
+                tok: &tok,
+                tokenizer_json: tok_file.as_deref(),
+                base: Some(&src.model_dir),
+                template: &template.chat,
+            };
             hf_files::write_model(out, &cfg, &w, dtype, &tf).map_err(fail)?;
         }
     }
