@@ -1,6 +1,8 @@
 //! Model folders: `config.json` (Hugging Face fields plus a `dvx` section),
 //! `model.safetensors` (or shards `model-*.safetensors`) or
 //! `adapter.safetensors`, and `tokenizer.json` when the model has one.
+//! Adapters are written in PEFT's layout ([`crate::peft`]); folders holding
+//! `adapter.safetensors` and a `dvx.adapter` section (dvx before PEFT) still load.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -205,6 +207,9 @@ pub struct Loaded {
 
 /// Load the model in `dir`; an adapter needs its `base` folder.
 pub fn load(dir: &Path, base: Option<&Path>, dev: &Device) -> Result<Loaded, String> {
+    if crate::peft::is_peft(dir) {
+        return crate::peft::load(dir, base, dev);
+    }
     let cfg = read_config(dir)?;
     let adapter = cfg.dvx.as_ref().and_then(|m| m.adapter.clone());
     let own_files = weight_files(dir, adapter.is_some())?;

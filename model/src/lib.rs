@@ -2,8 +2,9 @@
 //! and by `dvx serve`: architectures read from Hugging Face configs
 //! ([`arch`]), the transformer and its fused CPU kernels ([`model`],
 //! [`fused`]), tokenizers ([`tokenizer`]), chat templates ([`template`], and
-//! a model's own Jinja template: [`chat_template`]),
-//! LoRA adapters ([`lora`]), model folders ([`folder`]), generation with a KV
+//! a model's own Jinja template: [`chat_template`]), LoRA adapters ([`lora`];
+//! PEFT's layout in [`peft`]), model folders ([`folder`], transformers-ready
+//! ones in [`hf_files`]), GGUF for llama.cpp ([`gguf`]), generation with a KV
 //! cache ([`generate`]) and the small surface `dvx serve` uses ([`serving`]).
 //!
 //! Nothing here knows about stages, records or the cache: callers hand it
@@ -14,8 +15,11 @@ pub mod chat_template;
 pub mod folder;
 pub mod fused;
 pub mod generate;
+pub mod gguf;
+pub mod hf_files;
 pub mod lora;
 pub mod model;
+pub mod peft;
 pub mod rng;
 pub mod serving;
 pub mod template;

@@ -14,6 +14,7 @@ mod convert;
 mod dedup;
 mod example_record;
 mod export;
+mod export_model;
 mod fetch;
 mod field_check;
 mod filter;
@@ -59,6 +60,7 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(fetch::Fetch);
     r.register_typed(html_extract::HtmlExtract);
     r.register_typed(train::Train);
+    r.register_typed(export_model::ExportModel);
     r.register_typed(benchmark::Benchmark);
     r.register_typed(convert::Convert);
     r.register_typed(export::Export);

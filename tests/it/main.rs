@@ -9,6 +9,7 @@ mod deps;
 mod diff;
 mod errors;
 mod export;
+mod export_model;
 mod formats;
 mod fuzz;
 mod gc_scope;

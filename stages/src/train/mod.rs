@@ -10,10 +10,13 @@
 //!
 //! outs: `[model folder, metrics.json, (loss.svg)]`.
 //!
-//! outs[0] holds `config.json` (Hugging Face fields + a `dvx` section with the
-//! tokenizer, template and, for adapters, the LoRA settings and the base's
-//! weights hash), `model.safetensors` or `adapter.safetensors`, and
-//! `tokenizer.json` when one is used. outs[1] `metrics.json`: params, steps,
+//! outs[0] holds, for a LoRA adapter, PEFT's layout (`adapter_config.json`,
+//! `adapter_model.safetensors`, which `PeftModel.from_pretrained` loads) and
+//! `dvx.json` (tokenizer, template, LoRA settings and the base's weights
+//! hash); for a merged LoRA model, `model.safetensors` in the base's dtype,
+//! `config.json` (Hugging Face fields + a `dvx` section), `tokenizer.json`,
+//! `tokenizer_config.json` and `generation_config.json`; for full training,
+//! `config.json` and `model.safetensors` (f32). outs[1] `metrics.json`: params, steps,
 //! initial/final valid loss, train loss per step, valid loss per eval, data
 //! counts. outs[2] a loss-curve SVG.
 //!
@@ -61,7 +64,8 @@ use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailur
 use serde_json::{json, Value};
 
 use dvx_model::folder::{self, AdapterInfo, DvxMeta, FolderConfig};
-use dvx_model::{lora, model, TemplateParam, TemplateSet, Tok, Transformer};
+use dvx_model::hf_files::{self, TokenizerFiles};
+use dvx_model::{lora, model, peft, TemplateParam, TemplateSet, Tok, Transformer};
 use params::TrainParams;
 use run::{ce, History, LoopConfig};
 
@@ -73,16 +77,23 @@ struct Inputs {
     train: PathBuf,
     valid: PathBuf,
     base: Option<PathBuf>,
+    /// A LoRA adapter (PEFT's layout or dvx's older one) to train on from.
+    adapter: Option<PathBuf>,
     tokenizer: Option<PathBuf>,
 }
 
 fn classify(deps: &[PathBuf]) -> Result<Inputs, StageFailure> {
-    let mut inputs = Inputs { train: deps[0].clone(), valid: deps[1].clone(), base: None, tokenizer: None };
+    let mut inputs =
+        Inputs { train: deps[0].clone(), valid: deps[1].clone(), base: None, adapter: None, tokenizer: None };
     for d in &deps[2..] {
-        let slot = if d.is_dir() { &mut inputs.base } else { &mut inputs.tokenizer };
+        let slot = match (d.is_dir(), peft::is_adapter(d)) {
+            (true, true) => &mut inputs.adapter,
+            (true, false) => &mut inputs.base,
+            _ => &mut inputs.tokenizer,
+        };
         if slot.replace(d.clone()).is_some() {
             return Err(StageFailure::bad_input(format!(
-                "{}: at most one base folder and one tokenizer.json after the two JSONL deps",
+                "{}: at most one base folder, one adapter folder and one tokenizer.json after the two JSONL deps",
                 d.display()
             )));
         }
@@ -108,7 +119,8 @@ fn peak_rss_mib() -> f64 {
 impl TypedStage for Train {
     const KIND: &'static str = "train";
     // 2: fused CPU kernels changed the trained weights.
-    const VERSION: u32 = 2;
+    // 3: adapters in PEFT's layout; merged models in the base's dtype.
+    const VERSION: u32 = 3;
     const DEPS: Count = Count::Between(2, 4);
     const OUTS: Count = Count::Between(2, 3);
     const DEPS_ARE: &'static str = "train.jsonl, valid.jsonl, then optionally a base model folder and a tokenizer.json";
@@ -146,6 +158,12 @@ fn execute(
                 return Err(fail(
                     "`model` is for training from scratch; a base model brings its own architecture".into(),
                 ));
+            }
+            if peft::is_peft(base) {
+                return Err(fail(format!(
+                    "{}: a LoRA adapter cannot be a base; train it with `lora.merge: true`",
+                    base.display()
+                )));
             }
             let cfg = folder::read_config(base).map_err(fail)?;
             let meta = cfg.dvx.clone();
@@ -224,6 +242,10 @@ fn execute(
         train_stats.examples, train_stats.skipped, train_stats.truncated, valid_stats.examples, train_stats.tokens
     )?;
 
+    // An adapter to continue from brings its own LoRA settings.
+    let resumed = resume_adapter(p, &inputs, &arch, &dev)?;
+    let lora_p = resumed.as_ref().map(|ad| ad.lora.clone()).or(p.lora.clone());
+
     // Weights: base (frozen under LoRA) and the trainable variables.
     let seed = p.seed;
     let base_files = match &inputs.base {
@@ -240,9 +262,13 @@ fn execute(
     let var_tensors = |v: &[(String, Var)]| -> BTreeMap<String, Tensor> {
         v.iter().map(|(k, var)| (k.clone(), var.as_tensor().clone())).collect()
     };
-    let (vars, model) = match &p.lora {
+    let (vars, model) = match &lora_p {
         Some(lp) => {
-            let vars = to_vars(&lora::init_adapters(&arch, lp, seed, &dev).map_err(ce("init"))?)?;
+            let init = match &resumed {
+                Some(ad) => ad.weights.clone(),
+                None => lora::init_adapters(&arch, lp, seed, &dev).map_err(ce("init"))?,
+            };
+            let vars = to_vars(&init)?;
             let mut m = Transformer::new(&arch, &base_w, &dev).map_err(ce("model"))?;
             lora::attach(&mut m, lp, &var_tensors(&vars)).map_err(ce("lora"))?;
             (vars, m)
@@ -254,7 +280,7 @@ fn execute(
         }
     };
     let params_total = model::count_params(base_w.values())
-        + if p.lora.is_some() { model::count_params(vars.iter().map(|(_, v)| v.as_tensor())) } else { 0 };
+        + if lora_p.is_some() { model::count_params(vars.iter().map(|(_, v)| v.as_tensor())) } else { 0 };
     let trainable = model::count_params(vars.iter().map(|(_, v)| v.as_tensor()));
     writeln!(log, "model: {params_total} params, {trainable} trainable, context {context}, vocab {}", arch.vocab_size)?;
 
@@ -287,18 +313,16 @@ fn execute(
         template: templates.clone(),
         adapter,
     };
-    let (weights, file, meta) = match (&p.lora, &base_files) {
-        (Some(lp), Some(files)) if !lp.merge => {
-            let info = AdapterInfo { lora: lp.clone(), base_weights: folder::fingerprint(files).map_err(fail)? };
-            (trained, "adapter.safetensors", meta(Some(info)))
-        }
-        (Some(lp), _) => {
-            (lora::merge(&arch, lp, &base_w, &trained).map_err(ce("merge"))?, "model.safetensors", meta(None))
-        }
-        (None, _) => (trained, "model.safetensors", meta(None)),
-    };
-    let fcfg = FolderConfig { arch: arch.clone(), bos_token_id: None, eos_token_id: None, dvx: Some(meta) };
-    folder::write(&outs[0], &fcfg, &weights, file, tok_file.as_deref()).map_err(fail)?;
+    write_model_folder(
+        &outs[0],
+        p,
+        lora_p.as_ref(),
+        &arch,
+        Written { base: inputs.base.as_deref(), base_files: base_files.as_deref(), base_w: &base_w, trained },
+        &tok,
+        tok_file.as_deref(),
+        meta,
+    )?;
 
     let summary = Summary::new(&hist, params_total, trainable, train_ex.len());
     let mut doc = summary.json();
@@ -326,6 +350,103 @@ fn execute(
         json!({"wall_s": r6(wall), "train_s": r6(hist.train_secs), "tokens_per_s": tps.round(), "peak_rss_mib": rss.round()}),
     );
     Ok(metrics)
+}
+
+/// The adapter deps name to continue training from: read, checked against
+/// the base (its weights hash, when dvx wrote it) and against `lora` (rank,
+/// alpha and targets must be the adapter's; dropout and merge are the run's).
+fn resume_adapter(
+    p: &TrainParams,
+    inputs: &Inputs,
+    arch: &dvx_model::model::ArchConfig,
+    dev: &candle_core::Device,
+) -> Result<Option<peft::PeftAdapter>, StageFailure> {
+    let fail = |m: String| StageFailure::new(m);
+    let Some(dir) = &inputs.adapter else { return Ok(None) };
+    let Some(base) = &inputs.base else {
+        return Err(fail(format!("{}: a LoRA adapter trains on its base: add the base folder to deps", dir.display())));
+    };
+    let mut ad = peft::read_any(dir, arch.num_hidden_layers, dev).map_err(fail)?;
+    if let Some(info) = ad.meta.as_ref().and_then(|m| m.adapter.as_ref()) {
+        let files = folder::weight_files(base, false).map_err(fail)?;
+        if folder::fingerprint(&files).map_err(fail)? != info.base_weights {
+            return Err(fail(format!(
+                "{}: the adapter was trained on other base weights than {}",
+                dir.display(),
+                base.display()
+            )));
+        }
+    }
+    for (name, shape) in lora::adapter_shapes(arch, &ad.lora) {
+        if ad.weights[&name].dims() != shape.as_slice() {
+            return Err(fail(format!("{}: `{name}` does not fit base {}", dir.display(), base.display())));
+        }
+    }
+    if let Some(lp) = &p.lora {
+        let mut want = lp.targets.clone();
+        want.sort();
+        let mut have = ad.lora.targets.clone();
+        have.sort();
+        if (lp.rank, lp.alpha, want) != (ad.lora.rank, ad.lora.alpha, have) {
+            return Err(fail(format!(
+                "lora: rank {}, alpha {} and targets [{}] must be the adapter's ({})",
+                ad.lora.rank,
+                ad.lora.alpha,
+                ad.lora.targets.join(", "),
+                dir.display()
+            )));
+        }
+        ad.lora.dropout = lp.dropout;
+        ad.lora.merge = lp.merge;
+        ad.lora.targets = lp.targets.clone();
+    }
+    Ok(Some(ad))
+}
+
+/// What training produced and what it started from.
+struct Written<'a> {
+    base: Option<&'a Path>,
+    base_files: Option<&'a [PathBuf]>,
+    base_w: &'a BTreeMap<String, Tensor>,
+    trained: BTreeMap<String, Tensor>,
+}
+
+/// outs[0]: a PEFT adapter (LoRA), a merged model in the base's dtype with
+/// the files transformers loads (LoRA with `merge`), or full weights.
+fn write_model_folder(
+    dir: &Path,
+    p: &TrainParams,
+    lora_p: Option<&lora::LoraParams>,
+    arch: &dvx_model::model::ArchConfig,
+    w: Written<'_>,
+    tok: &Tok,
+    tok_file: Option<&Path>,
+    meta: impl Fn(Option<AdapterInfo>) -> DvxMeta,
+) -> Result<(), StageFailure> {
+    let fail = |m: String| StageFailure::new(m);
+    let fcfg = |m: DvxMeta| FolderConfig { arch: arch.clone(), bos_token_id: None, eos_token_id: None, dvx: Some(m) };
+    match (lora_p, w.base, w.base_files) {
+        (Some(lp), Some(base), Some(files)) if !lp.merge => {
+            let info = AdapterInfo { lora: lp.clone(), base_weights: folder::fingerprint(files).map_err(fail)? };
+            // The base's folder name: a path would tie the bytes to where the pipeline ran.
+            let base_name = base.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            peft::write(dir, lp, &base_name, &w.trained, Some(&meta(Some(info))), tok_file).map_err(fail)
+        }
+        (Some(lp), Some(base), Some(files)) => {
+            let merged = lora::merge(arch, lp, w.base_w, &w.trained).map_err(ce("merge"))?;
+            let m = meta(None);
+            let dtype = hf_files::folder_dtype(files).map_err(fail)?;
+            // The base's own tokenizer_config (its chat template) when training used the base's template.
+            let tf = TokenizerFiles {
+                tok,
+                tokenizer_json: tok_file,
+                base: p.template.is_none().then_some(base),
+                template: &m.template.chat,
+            };
+            hf_files::write_model(dir, &fcfg(m.clone()), &merged, dtype, &tf).map_err(fail)
+        }
+        _ => folder::write(dir, &fcfg(meta(None)), &w.trained, "model.safetensors", tok_file).map_err(fail),
+    }
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StageFailure> {

@@ -186,17 +186,22 @@ fn lora_trains_only_adapters() {
     assert_eq!(base_before, bytes(&base.join("model.safetensors")));
     // 1 layer × (q: 4·32+32·4, v: 4·32+32·4, down: 4·64+32·4).
     assert_eq!(m["trainable_params"], json!(256 + 256 + 384));
-    let cfg = folder::read_config(&outs[0]).unwrap();
-    let info = cfg.dvx.unwrap().adapter.unwrap();
-    assert_eq!(info.lora.rank, 4);
-    assert!(!outs[0].join("model.safetensors").exists());
-    let ad = candle_core::safetensors::load(outs[0].join("adapter.safetensors"), &Device::Cpu).unwrap();
+    // PEFT's layout: adapter_config.json with module names, PEFT tensor names.
+    let ac: Value = serde_json::from_slice(&bytes(&outs[0].join("adapter_config.json"))).unwrap();
+    assert_eq!(ac["peft_type"], json!("LORA"));
+    assert_eq!((ac["r"].clone(), ac["lora_alpha"].clone()), (json!(4), json!(8.0)));
+    assert_eq!(ac["target_modules"], json!(["down_proj", "q_proj", "v_proj"]));
+    assert_eq!(ac["base_model_name_or_path"], json!(base.file_name().unwrap().to_str().unwrap()));
+    let dvx: Value = serde_json::from_slice(&bytes(&outs[0].join("dvx.json"))).unwrap();
+    assert_eq!(dvx["adapter"]["lora"]["rank"], json!(4));
+    assert!(!outs[0].join("model.safetensors").exists() && !outs[0].join("config.json").exists());
+    let ad = candle_core::safetensors::load(outs[0].join("adapter_model.safetensors"), &Device::Cpu).unwrap();
     let mut names: Vec<&String> = ad.keys().collect();
     names.sort();
     assert_eq!(names.len(), 6);
-    assert_eq!(names[0], "model.layers.0.mlp.down_proj.lora_a.weight");
+    assert_eq!(names[0], "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight");
     // B started at zero and moved.
-    let b = ad["model.layers.0.self_attn.q_proj.lora_b.weight"].abs().unwrap().sum_all().unwrap();
+    let b = ad["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"].abs().unwrap().sum_all().unwrap();
     assert!(b.to_scalar::<f32>().unwrap() > 0.0);
 
     // Merged: untargeted weights bit-identical to the base, targeted ones changed.
@@ -225,12 +230,13 @@ fn adapter_reloads_onto_its_base_only() {
     let params = json!({"lora": {"rank": 2}, "steps": 3, "batch_size": 4, "lr": 0.01, "log_every": 0});
     let outs = [dir.path().join("ad"), dir.path().join("ad.json")];
     let (r, log) = run_stage(&Typed::new(Train), &params, &[t.clone(), v.clone(), base.clone()], &outs, 1);
-    r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let r = Ok::<_, ()>(r.unwrap_or_else(|e| panic!("{e}\n{log}")));
     let dev = Device::Cpu;
     let err = folder::load(&outs[0], None, &dev).err().unwrap();
     assert!(err.ends_with("holds a LoRA adapter: name its base model"), "{err}");
     let loaded = folder::load(&outs[0], Some(base), &dev).unwrap();
-    assert_eq!(loaded.weight_bytes, std::fs::metadata(outs[0].join("adapter.safetensors")).unwrap().len());
+    assert_eq!(loaded.weight_bytes, std::fs::metadata(outs[0].join("adapter_model.safetensors")).unwrap().len());
+    assert_eq!(loaded.cfg.dvx.as_ref().unwrap().adapter.as_ref().unwrap().lora.rank, 2);
     // Another base of the same shape is refused.
     let other = dir.path().join("other");
     let cfg = folder::read_config(base).unwrap();
@@ -238,6 +244,18 @@ fn adapter_reloads_onto_its_base_only() {
     folder::write(&other, &cfg, &w, "model.safetensors", None).unwrap();
     let err = folder::load(&outs[0], Some(&other), &dev).err().unwrap();
     assert!(err.contains("trained on other base weights"), "{err}");
+
+    // Training continues from the adapter: it starts where the first run ended.
+    let first = r.unwrap();
+    let outs2 = [dir.path().join("ad2"), dir.path().join("ad2.json")];
+    let deps = [t.clone(), v.clone(), outs[0].clone(), base.clone()];
+    let (r2, log) = run_stage(&Typed::new(Train), &params, &deps, &outs2, 1);
+    let second = r2.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert_eq!(second["initial_valid_loss"], first["final_valid_loss"]);
+    let e = run_stage(&Typed::new(Train), &json!({"lora": {"rank": 3}, "steps": 1}), &deps, &outs2, 1).0.unwrap_err();
+    assert!(e.message.starts_with("lora: rank 2, alpha 32 and targets [q, v] must be the adapter's"), "{}", e.message);
+    let e = run_stage(&Typed::new(Train), &json!({"steps": 1}), &deps[..3], &outs2, 1).0.unwrap_err();
+    assert!(e.message.ends_with("a LoRA adapter trains on its base: add the base folder to deps"), "{}", e.message);
 }
 
 /// A Hugging Face style Qwen2 folder: HF config fields only, bf16 weights,
@@ -275,17 +293,34 @@ fn lora_on_a_hugging_face_qwen2_folder() {
     let params = json!({"lora": {"rank": 2, "targets": ["q", "k", "v", "o"]}, "template": "{user} : {assistant}",
         "steps": 30, "batch_size": 2, "lr": 0.05, "log_every": 0});
     let outs = [dir.path().join("ad"), dir.path().join("m.json")];
-    let (r, log) = run_stage(&Typed::new(Train), &params, &[t, v, base.clone()], &outs, 1);
+    let deps = [t, v, base.clone()];
+    let (r, log) = run_stage(&Typed::new(Train), &params, &deps, &outs, 1);
     let m = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
     assert!(m["final_valid_loss"].as_f64().unwrap() < m["initial_valid_loss"].as_f64().unwrap());
-    let cfg: Value = serde_json::from_slice(&bytes(&outs[0].join("config.json"))).unwrap();
-    assert_eq!(cfg["model_type"], json!("qwen2"));
+    let dvx: Value = serde_json::from_slice(&bytes(&outs[0].join("dvx.json"))).unwrap();
     assert_eq!(
-        cfg["dvx"]["tokenizer"],
+        dvx["tokenizer"],
         json!({"kind": "tokenizer.json", "bos_token_id": null, "eos_token_id": 1, "pad_token_id": 1})
     );
     assert!(outs[0].join("tokenizer.json").is_file());
-    folder::load(&outs[0], Some(&base), &Device::Cpu).unwrap();
+    let loaded = folder::load(&outs[0], Some(&base), &Device::Cpu).unwrap();
+    assert_eq!(loaded.cfg.arch.model_type, "qwen2");
+
+    // Merged: bf16 like the base, with the files transformers reads.
+    let mut params = params;
+    params["lora"]["merge"] = json!(true);
+    let outs = [dir.path().join("merged"), dir.path().join("m2.json")];
+    let (r, log) = run_stage(&Typed::new(Train), &params, &deps, &outs, 1);
+    r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let dtype = dvx_model::hf_files::safetensors_dtype(&outs[0].join("model.safetensors")).unwrap();
+    assert_eq!(dtype, candle_core::DType::BF16);
+    let cfg: Value = serde_json::from_slice(&bytes(&outs[0].join("config.json"))).unwrap();
+    assert_eq!((cfg["model_type"].clone(), cfg["torch_dtype"].clone()), (json!("qwen2"), json!("bfloat16")));
+    let tc: Value = serde_json::from_slice(&bytes(&outs[0].join("tokenizer_config.json"))).unwrap();
+    assert_eq!(tc["eos_token"], json!("</s>"));
+    assert!(tc["chat_template"].as_str().unwrap().contains(r#"{{ " : " }}"#), "{tc}");
+    assert!(outs[0].join("generation_config.json").is_file());
+    folder::load(&outs[0], None, &Device::Cpu).unwrap();
 }
 
 #[test]
