@@ -25,8 +25,10 @@ mod multiply;
 mod params_docs;
 #[cfg(test)]
 mod pipeline_tests;
+mod plots;
 pub mod records;
 mod score;
+mod scores;
 mod seeded;
 #[cfg(test)]
 mod shipped_pipelines;
@@ -57,6 +59,7 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(html_extract::HtmlExtract);
     r.register_typed(train::Train);
     r.register_typed(benchmark::Benchmark);
+    r.register_typed(scores::Scores);
     r.register_typed(convert::Convert);
     r.register_typed(llm::Generate);
     r.register_typed(llm::Judge);
