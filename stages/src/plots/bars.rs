@@ -53,7 +53,6 @@ pub fn panels(title: &str, models: &[String], panels: &[Panel]) -> Result<String
         }
         root.present().map_err(err)?;
     }
-    svg.push('\n');
     Ok(svg)
 }
 

@@ -82,7 +82,6 @@ pub fn loss_curve(title: &str, train: &[(f64, f64)], valid: &[(f64, f64)]) -> Re
             .map_err(err)?;
         root.present().map_err(err)?;
     }
-    svg.push('\n');
     Ok(svg)
 }
 

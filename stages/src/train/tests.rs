@@ -130,9 +130,10 @@ fn loss_falls_and_runs_are_identical() {
     assert_eq!(m1["params"], m1["trainable_params"]);
     assert!(m1["timing"]["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(log.contains("step 10/40: loss"), "{log}");
-    // Same seed on one thread instead of two: the same bytes.
+    // Same seed on one thread instead of two: the same bytes (the chart's
+    // title names the model folder: the same name here).
     let dir = tempfile::tempdir().unwrap();
-    let outs = [dir.path().join("b"), dir.path().join("b.json"), dir.path().join("b.svg")];
+    let outs = [dir.path().join("base"), dir.path().join("b.json"), dir.path().join("b.svg")];
     let (r, log2) =
         run_stage(&Typed::new(Train), &tiny_params(BASE_STEPS), &[s.train.clone(), s.valid.clone()], &outs, 1);
     r.unwrap_or_else(|e| panic!("{e}\n{log2}"));
