@@ -27,9 +27,11 @@ mod multiply;
 mod params_docs;
 #[cfg(test)]
 mod pipeline_tests;
+mod plots;
 pub mod records;
 mod reuse;
 mod score;
+mod scores;
 mod seeded;
 mod shards;
 #[cfg(test)]
@@ -62,6 +64,7 @@ pub fn builtin_registry() -> Registry {
     r.register_typed(train::Train);
     r.register_typed(export_model::ExportModel);
     r.register_typed(benchmark::Benchmark);
+    r.register_typed(scores::Scores);
     r.register_typed(convert::Convert);
     r.register_typed(export::Export);
     r.register_typed(llm::Generate);

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod benchmark;
 mod chunks;
 mod cli_discovery;
 mod core_run;

@@ -31,6 +31,16 @@ pub fn classify(text: &str) -> &'static str {
     }
 }
 
+/// The class of an answer that may have been cut: a cut answer that
+/// already shows grep or read keeps that class, but one that shows neither
+/// is `truncated`, not `direct` (the command may have come after the cut).
+pub fn classify_answer(text: &str, truncated: bool) -> &'static str {
+    match classify(text) {
+        "direct" if truncated => "truncated",
+        c => c,
+    }
+}
+
 /// A label as written in the eval set, normalised for comparison.
 pub fn normalise(label: &str) -> String {
     label.trim().to_lowercase()
@@ -50,5 +60,8 @@ mod tests {
         assert_eq!(classify("A decorator wraps a function."), "direct");
         assert_eq!(classify("Already grepped it"), "direct");
         assert_eq!(normalise(" Grep\n"), "grep");
+        assert_eq!(classify_answer("To find the router, I would run", true), "truncated");
+        assert_eq!(classify_answer("To find the router, run grep -rn", true), "grep");
+        assert_eq!(classify_answer("A decorator wraps a function.", false), "direct");
     }
 }

@@ -1,10 +1,38 @@
-//! Greedy decoding for the benchmark, through train's KV-cache generation.
+//! Decoding for the benchmark, through the model crate's KV-cache generation.
 
-use dvx_model::generate::{generate, SamplingParams};
+use dvx_model::generate::{generate, Finish, SamplingParams};
 use dvx_model::{Tok, Transformer};
 
-/// Generated ids (the stopping eos excluded) for a prompt of `ids`; stops at
-/// any of the model's eos ids.
+/// One answer: its ids and whether it was cut (hit `max_new_tokens` or the context).
+pub struct Answer {
+    /// Generated ids, eos excluded.
+    pub ids: Vec<u32>,
+    /// Cut before the model said eos.
+    pub truncated: bool,
+}
+
+/// Sample an answer with the benchmark's sampling params (greedy at temperature 0).
+pub fn answer(
+    model: &Transformer,
+    tok: &Tok,
+    prompt: &[u32],
+    p: &super::params::BenchParams,
+) -> Result<Answer, String> {
+    let s = SamplingParams {
+        max_new_tokens: p.max_new_tokens,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        seed: p.seed,
+        // Any of the model's eos ids ends the answer (Llama 3: <|eot_id|> and <|end_of_text|>).
+        stop_ids: tok.info.stop_ids(),
+        ..SamplingParams::default()
+    };
+    let g = generate(model, None, prompt, &s, |_| true)?;
+    Ok(Answer { ids: g.ids, truncated: matches!(g.finish, Finish::Length | Finish::Context) })
+}
+
+/// Greedy ids (eos excluded) for a prompt of `ids`; stops at any of the model's eos ids.
+#[cfg(test)]
 pub fn greedy(model: &Transformer, tok: &Tok, prompt: &[u32], max_new: usize) -> Result<Vec<u32>, String> {
     let p = SamplingParams {
         max_new_tokens: max_new,

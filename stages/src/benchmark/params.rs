@@ -9,6 +9,10 @@ use dvx_model::TemplateParam;
 
 use crate::train::DeviceParam;
 
+/// Columns the scoring sheet writes itself; no criterion may take their names.
+pub const RESERVED: [&str; 8] =
+    ["model", "id", "question", "answer", "truncated", "template_bleed", "agent_opening", "notes"];
+
 /// One model dep: its display name and, for a LoRA adapter, the name of the
 /// entry holding its base.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,13 +88,33 @@ pub struct BenchParams {
     pub models: Vec<ModelEntry>,
     /// Entry the others are compared with; default: the first.
     pub baseline: Option<String>,
-    /// Eval records used for generation and accuracy (the first N that have
-    /// an assistant turn; 0 = all).
-    #[serde(default = "d_prompts")]
+    /// Eval records generated for: 0 = all that have an assistant turn;
+    /// N = a seeded sample of N stratified by label (at least one per class).
+    #[serde(default)]
     pub prompts: usize,
-    /// Greedy decoding stops after this many tokens (or at eos).
+    /// Generation stops after this many tokens (or at eos); an answer that
+    /// hits it is counted as truncated.
     #[serde(default = "d_new")]
     pub max_new_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[serde(default)]
+    pub temperature: f64,
+    /// Nucleus sampling: keep the most likely tokens up to this probability.
+    #[serde(default = "d_top_p")]
+    pub top_p: f64,
+    /// Seeds the stratified sample and the sampling draws.
+    #[serde(default)]
+    pub seed: u64,
+    /// Answers opening with one of these (case-insensitive) count as agent-like.
+    #[serde(default = "d_openings")]
+    pub agent_openings: Vec<String>,
+    /// Field of a questions-file record holding the question (records with
+    /// an assistant turn are prompted like eval records instead).
+    #[serde(default = "d_question")]
+    pub question_field: String,
+    /// Score columns of the scoring sheet (`.csv` out), each 0–10.
+    #[serde(default = "d_criteria")]
+    pub criteria: Vec<String>,
     /// The labelled task.
     #[serde(default)]
     pub task: Task,
@@ -128,12 +152,38 @@ impl ParamsDoc for BenchParams {
                 "One entry per model dep, in order; `base` names the entry an adapter was trained on.",
             ),
             ParamDoc::new("baseline", "string", "-", "Entry the others are compared with; default: the first."),
-            ParamDoc::new("prompts", "integer", "16", "Eval records used for generation and accuracy (0 = all)."),
+            ParamDoc::new(
+                "prompts",
+                "integer",
+                "0",
+                "Eval records generated for: 0 = all; N = a seeded sample stratified by label, at least one per class.",
+            ),
             ParamDoc::new(
                 "max_new_tokens",
                 "integer",
                 "64",
-                "Greedy decoding stops after this many tokens (or at eos).",
+                "Generation stops after this many tokens (or at eos); hitting it counts as truncated.",
+            ),
+            ParamDoc::new("temperature", "number", "0", "Sampling temperature; 0 = greedy."),
+            ParamDoc::new("top_p", "number", "1", "Nucleus sampling: keep the most likely tokens up to this probability."),
+            ParamDoc::new("seed", "integer", "0", "Seeds the stratified sample and the sampling draws."),
+            ParamDoc::new(
+                "agent_openings",
+                "list of strings",
+                "I'll start by, Let me analyze, …",
+                "Answers opening with one of these (any case) count as agent-like.",
+            ),
+            ParamDoc::new(
+                "question_field",
+                "field path",
+                "question",
+                "Questions-file field holding the question (records with an assistant turn are prompted as chats).",
+            ),
+            ParamDoc::new(
+                "criteria",
+                "list of strings",
+                "accuracy, style, completeness",
+                "Score columns (0–10) of the scoring sheet (`.csv` out).",
             ),
             ParamDoc::new("task", "tool_choice | none", "tool_choice", "What accuracy measures."),
             ParamDoc::new("label_field", "field path", "pattern", "Field holding the expected label."),
@@ -147,7 +197,7 @@ impl ParamsDoc for BenchParams {
                 "tolerance",
                 "{accuracy_pts, loss_pct}",
                 "{accuracy_pts: 0, loss_pct: 2}",
-                "How much worse than the baseline counts as a regression.",
+                "How much worse than the baseline counts as a regression: accuracy when the whole 95% interval of the drop is above `accuracy_pts`; loss beyond `loss_pct`.",
             ),
             ParamDoc::new(
                 "deterministic",
@@ -168,8 +218,17 @@ impl ParamsDoc for BenchParams {
     }
 }
 
-fn d_prompts() -> usize {
-    16
+fn d_top_p() -> f64 {
+    1.0
+}
+fn d_openings() -> Vec<String> {
+    super::checks::DEFAULT_AGENT_OPENINGS.iter().map(|s| s.to_string()).collect()
+}
+fn d_question() -> String {
+    "question".into()
+}
+fn d_criteria() -> Vec<String> {
+    ["accuracy", "style", "completeness"].iter().map(|s| s.to_string()).collect()
 }
 fn d_new() -> usize {
     64
@@ -191,11 +250,12 @@ impl BenchParams {
         if p.models.is_empty() {
             return Err(ParamError::field("models", "name at least one model"));
         }
-        if deps != p.models.len() + 1 {
+        if deps != p.models.len() + 1 && deps != p.models.len() + 2 {
             return Err(ParamError::field(
                 "models",
                 format!(
-                    "{} models named but {deps} deps: give one model folder per entry, then the eval JSONL",
+                    "{} models named but {deps} deps: give one model folder per entry, then the eval JSONL \
+                     (then, optionally, a questions file)",
                     p.models.len()
                 ),
             ));
@@ -221,6 +281,24 @@ impl BenchParams {
                 return Err(ParamError::field("baseline", format!("no model is named `{b}`")));
             }
         }
+        if !(p.temperature >= 0.0 && p.temperature.is_finite()) {
+            return Err(ParamError::field("temperature", "must be a number ≥ 0"));
+        }
+        if !(p.top_p > 0.0 && p.top_p <= 1.0) {
+            return Err(ParamError::field("top_p", "must be in (0, 1]"));
+        }
+        if p.max_new_tokens == 0 {
+            return Err(ParamError::field("max_new_tokens", "must be at least 1"));
+        }
+        let mut names = BTreeSet::new();
+        for (i, c) in p.criteria.iter().enumerate() {
+            if c.trim().is_empty() || !names.insert(c.as_str()) || RESERVED.contains(&c.as_str()) {
+                return Err(ParamError::field(
+                    format!("criteria.{i}"),
+                    format!("`{c}` is empty, repeated or a sheet column of its own"),
+                ));
+            }
+        }
         if p.batch_size == 0 {
             return Err(ParamError::field("batch_size", "must be at least 1"));
         }
@@ -228,6 +306,11 @@ impl BenchParams {
             t.resolve().map_err(|e| ParamError::field("template", e))?;
         }
         p.device.check()
+    }
+
+    /// Whether a questions file follows the eval file.
+    pub fn has_questions(&self, deps: usize) -> bool {
+        deps == self.models.len() + 2
     }
 
     /// The baseline's index.
@@ -253,7 +336,10 @@ mod tests {
         assert_eq!(p.baseline_index(), 1);
         assert!(p.deterministic);
         let field = |v, deps| parse(&v, deps).unwrap_err().field;
-        assert_eq!(field(json!({"models": ["a"]}), 3).as_deref(), Some("models"));
+        assert_eq!(field(json!({"models": ["a"]}), 4).as_deref(), Some("models"));
+        assert!(parse(&json!({"models": ["a"]}), 3).unwrap().has_questions(3));
+        assert_eq!(field(json!({"models": ["a"], "criteria": ["notes"]}), 2).as_deref(), Some("criteria.0"));
+        assert_eq!(field(json!({"models": ["a"], "temperature": -1}), 2).as_deref(), Some("temperature"));
         assert_eq!(field(json!({"models": ["a", "a"]}), 3).as_deref(), Some("models.1.name"));
         assert_eq!(field(json!({"models": ["a", {"name": "b", "base": "c"}]}), 3).as_deref(), Some("models.1.base"));
         assert_eq!(field(json!({"models": ["a"], "baseline": "z"}), 2).as_deref(), Some("baseline"));

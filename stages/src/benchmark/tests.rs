@@ -117,5 +117,41 @@ fn bad_inputs_fail_clearly() {
     let e = run_stage(&Typed::new(Benchmark), &json!({"models": ["a", "b"]}), &deps, &outs, 1).0.unwrap_err().message;
     assert!(e.starts_with("models: 2 models named but 2 deps"), "{e}");
     let e = run_stage(&Typed::new(Benchmark), &json!({"models": ["a"]}), &deps, &outs[..1], 1).0.unwrap_err().message;
-    assert!(e.contains("takes 2 to 3 outs (table.md, results.json"), "{e}");
+    assert!(e.contains("takes 2 to 4 outs (table.md, results.json"), "{e}");
+    let outs = [dir.path().join("t.md"), dir.path().join("t.json"), dir.path().join("t.png")];
+    let stage = Typed::new(Benchmark);
+    let e = dvx_stage_api::Stage::check_outs(&stage, &["t.md", "t.json", "t.png"]).unwrap_err();
+    assert_eq!(e.index, 2);
+    assert!(e.message.contains("one `.svg` chart and one `.csv` scoring sheet"), "{}", e.message);
+    let _ = outs;
+    let e = run_stage(&stage, &json!({"models": ["a"], "top_p": 0}), &deps, &outs[..2], 1).0.unwrap_err().message;
+    assert!(e.starts_with("top_p: must be in (0, 1]"), "{e}");
+}
+
+#[test]
+fn cut_answers_count_as_truncated_and_samples_are_stratified() {
+    // Two new tokens (bytes) cannot spell `grep -`: every answer is cut.
+    let p = json!({"models": ["base"], "max_new_tokens": 2, "prompts": 3, "seed": 4});
+    let s = shared_base();
+    let dir = tempfile::tempdir().unwrap();
+    let outs = [dir.path().join("t.md"), dir.path().join("t.json"), dir.path().join("s.csv")];
+    let (r, log) = run_stage(&Typed::new(Benchmark), &p, &[s.base.clone(), s.valid.clone()], &outs, 1);
+    let m = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let json: Value = serde_json::from_slice(&std::fs::read(&outs[1]).unwrap()).unwrap();
+    let row = &json["models"][0];
+    assert_eq!(json["sample"]["per_class"], json!({"direct": 1, "grep": 1, "read": 1}));
+    assert_eq!(row["truncated"], json!(3), "{row}");
+    assert_eq!(row["accuracy"], json!(0.0));
+    assert!(row["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["predicted"] == "truncated" && s["flags"]["truncated"] == true));
+    assert_eq!(row["per_class"]["grep"]["truncated"], json!(1));
+    assert_eq!(m["models"]["base"]["checks"]["truncated"], json!(3));
+    assert!(log.contains("base:   grep: 0/1 = 0.0% (95% CI 0.0–79.3%), 1 truncated"), "{log}");
+    // No questions file: the sheet holds the eval prompts, one row each.
+    let sheet = std::fs::read_to_string(&outs[2]).unwrap();
+    assert_eq!(sheet.lines().count(), 4, "{sheet}");
+    assert!(sheet.lines().nth(1).unwrap().starts_with("base,"), "{sheet}");
 }

@@ -40,7 +40,6 @@
 mod data;
 mod optim;
 pub(crate) mod params;
-mod plot;
 mod run;
 mod threads;
 
@@ -51,7 +50,6 @@ pub(crate) mod tests;
 
 pub(crate) use data::{conversation, encode_record, Example};
 pub(crate) use params::DeviceParam;
-pub(crate) use plot::bars as bar_chart;
 pub(crate) use run::eval_loss;
 pub(crate) use threads::run_on_pool;
 
@@ -336,8 +334,9 @@ fn execute(
     if let Some(svg) = outs.get(2) {
         let train_pts: Vec<(f64, f64)> = hist.train.iter().map(|(s, l, _)| (*s as f64, *l)).collect();
         let valid_pts: Vec<(f64, f64)> = hist.valid.iter().map(|(s, l)| (*s as f64, *l)).collect();
-        let chart = plot::lines("loss", "step", "loss per token", &[("train", train_pts), ("valid", valid_pts)]);
-        write_file(svg, chart.as_bytes())?;
+        let rank = p.lora.as_ref().map(|l| l.rank);
+        let title = crate::plots::train_title(&outs[0], inputs.base.as_deref(), rank, params_total);
+        write_file(svg, crate::plots::loss_curve(&title, &train_pts, &valid_pts).map_err(fail)?.as_bytes())?;
     }
 
     let tps = hist.tokens as f64 / hist.train_secs.max(1e-9);
@@ -473,7 +472,11 @@ impl Summary {
     fn new(h: &History, params: usize, trainable: usize, n_train: usize) -> Self {
         // The last tenth of the steps: one step's loss is too noisy to report.
         let tail = (h.train.len() / 10).max(1);
-        let final_train = h.train.iter().rev().take(tail).map(|t| t.1).sum::<f64>() / tail as f64;
+        // `steps: 0` (evaluation only) has no train loss.
+        let final_train = match h.train.is_empty() {
+            true => f64::NAN,
+            false => h.train.iter().rev().take(tail).map(|t| t.1).sum::<f64>() / tail as f64,
+        };
         Summary {
             params,
             trainable,

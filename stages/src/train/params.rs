@@ -131,7 +131,7 @@ pub struct TrainParams {
     pub eos_token: Option<EosSpec>,
     /// Passes over the training set (default 1 when `steps` is unset).
     pub epochs: Option<usize>,
-    /// Optimizer steps (instead of `epochs`).
+    /// Optimizer steps (instead of `epochs`); 0 evaluates only.
     pub steps: Option<usize>,
     /// Examples per micro-batch.
     #[serde(default = "d_batch")]
@@ -196,7 +196,7 @@ impl ParamsDoc for TrainParams {
                 "End-of-sequence token; default: the model's (`tokenizer_config.json`, `generation_config.json`).",
             ),
             ParamDoc::new("epochs", "integer", "1", "Passes over the training set (or `steps`)."),
-            ParamDoc::new("steps", "integer", "-", "Optimizer steps (instead of `epochs`)."),
+            ParamDoc::new("steps", "integer", "-", "Optimizer steps (instead of `epochs`); 0 only evaluates the base."),
             ParamDoc::new("batch_size", "integer", "8", "Examples per micro-batch."),
             ParamDoc::new("grad_accum", "integer", "1", "Micro-batches per optimizer step."),
             ParamDoc::new("lr", "number", "0.001", "Peak learning rate."),
@@ -259,9 +259,7 @@ impl TrainParams {
         };
         positive("batch_size", self.batch_size)?;
         positive("grad_accum", self.grad_accum)?;
-        if let Some(s) = self.steps {
-            positive("steps", s)?;
-        }
+        // `steps: 0` is allowed: evaluate only (the base's valid loss).
         if let Some(e) = self.epochs {
             positive("epochs", e)?;
         }

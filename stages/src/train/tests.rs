@@ -130,9 +130,10 @@ fn loss_falls_and_runs_are_identical() {
     assert_eq!(m1["params"], m1["trainable_params"]);
     assert!(m1["timing"]["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(log.contains("step 10/40: loss"), "{log}");
-    // Same seed on one thread instead of two: the same bytes.
+    // Same seed on one thread instead of two: the same bytes (the chart's
+    // title names the model folder: the same name here).
     let dir = tempfile::tempdir().unwrap();
-    let outs = [dir.path().join("b"), dir.path().join("b.json"), dir.path().join("b.svg")];
+    let outs = [dir.path().join("base"), dir.path().join("b.json"), dir.path().join("b.svg")];
     let (r, log2) =
         run_stage(&Typed::new(Train), &tiny_params(BASE_STEPS), &[s.train.clone(), s.valid.clone()], &outs, 1);
     r.unwrap_or_else(|e| panic!("{e}\n{log2}"));
@@ -348,4 +349,22 @@ fn bad_inputs_fail_clearly() {
     std::fs::write(&bad, "{\"text\": \"ok\"}\n[1]\n").unwrap();
     let e = fail(json!({}), &[bad, v.clone()]);
     assert!(e.ends_with("bad.jsonl:2: not a JSON object"), "{e}");
+}
+
+#[test]
+fn zero_steps_only_evaluates_the_base() {
+    let Shared { base, train: t, valid: v, metrics, .. } = shared_base();
+    let dir = tempfile::tempdir().unwrap();
+    let params = json!({"lora": {"rank": 2}, "steps": 0, "log_every": 0});
+    let outs = [dir.path().join("ad"), dir.path().join("ad.json")];
+    let (r, log) = run_stage(&Typed::new(Train), &params, &[t.clone(), v.clone(), base.clone()], &outs, 1);
+    let m = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert_eq!(m["steps"], json!(0));
+    assert_eq!(m["train_tokens"], json!(0));
+    // The base's own valid loss: the one its training run ended with.
+    assert_eq!(m["initial_valid_loss"], m["final_valid_loss"]);
+    let base_final = metrics["final_valid_loss"].as_f64().unwrap();
+    assert!((m["final_valid_loss"].as_f64().unwrap() - base_final).abs() < 1e-5, "{m:?} vs {base_final}");
+    assert!(m["final_train_loss"].is_null(), "{m:?}");
+    assert!(log.contains("step 0/0: valid loss"), "{log}");
 }
