@@ -10,6 +10,7 @@
 
 pub mod arch;
 pub mod folder;
+pub mod frozen;
 pub mod fused;
 pub mod generate;
 pub mod lora;

@@ -19,6 +19,7 @@ use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Activation, HfFields};
+use crate::frozen;
 use crate::fused;
 use crate::lora::Lora;
 use crate::rng::Rng;
@@ -173,7 +174,8 @@ pub fn init_weights(cfg: &ArchConfig, seed: u64, dev: &Device) -> Result<BTreeMa
 
 /// A linear map `x W^T + b`, optionally with a LoRA adapter beside it.
 pub struct Linear {
-    /// `[out, in]`.
+    /// `[out, in]`: trainable when it is a candle `Var` (f32), else frozen
+    /// in its stored dtype (see [`frozen`]).
     pub w: Tensor,
     /// `[out]`.
     pub b: Option<Tensor>,
@@ -184,7 +186,7 @@ pub struct Linear {
 impl Linear {
     /// `x`: `[n, in]` → `[n, out]`. `rng` is set while training (LoRA dropout).
     pub fn forward(&self, x: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
-        let mut y = x.matmul(&self.w.t()?)?;
+        let mut y = if self.w.is_variable() { x.matmul(&self.w.t()?)? } else { frozen::matmul_t(x, &self.w)? };
         if let Some(b) = &self.b {
             y = y.broadcast_add(b)?;
         }
@@ -263,11 +265,14 @@ pub fn module_path(l: usize, target: &str) -> String {
 impl Transformer {
     /// Build from named weights (see [`ArchConfig::weight_shapes`]).
     pub fn new(cfg: &ArchConfig, w: &BTreeMap<String, Tensor>, dev: &Device) -> Result<Self> {
+        // Matrices stay in their dtype; norms and biases (small) become f32,
+        // the dtype of the activations.
         let get = |name: &str| -> Result<Tensor> {
             w.get(name).cloned().ok_or_else(|| candle_core::Error::Msg(format!("weight `{name}` is missing")))
         };
+        let get32 = |name: &str| get(name).and_then(to_f32);
         let lin = |p: &str, bias: bool| -> Result<Linear> {
-            let b = if bias { Some(get(&format!("{p}.bias"))?) } else { None };
+            let b = if bias { Some(get32(&format!("{p}.bias"))?) } else { None };
             Ok(Linear { w: get(&format!("{p}.weight"))?, b, lora: None })
         };
         let bad_config = |e: String| candle_core::Error::Msg(e);
@@ -276,19 +281,19 @@ impl Transformer {
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
             let qk_norm = if cfg.qk_norm() {
-                Some((get(&format!("{p}.self_attn.q_norm.weight"))?, get(&format!("{p}.self_attn.k_norm.weight"))?))
+                Some((get32(&format!("{p}.self_attn.q_norm.weight"))?, get32(&format!("{p}.self_attn.k_norm.weight"))?))
             } else {
                 None
             };
             blocks.push(Block {
-                ln1: get(&format!("{p}.input_layernorm.weight"))?,
+                ln1: get32(&format!("{p}.input_layernorm.weight"))?,
                 qk_norm,
                 window: cfg.layer_window(l).map_err(bad_config)?,
                 q: lin(&module_path(l, "q"), qb)?,
                 k: lin(&module_path(l, "k"), qb)?,
                 v: lin(&module_path(l, "v"), qb)?,
                 o: lin(&module_path(l, "o"), cfg.o_bias())?,
-                ln2: get(&format!("{p}.post_attention_layernorm.weight"))?,
+                ln2: get32(&format!("{p}.post_attention_layernorm.weight"))?,
                 gate: lin(&module_path(l, "gate"), mb)?,
                 up: lin(&module_path(l, "up"), mb)?,
                 down: lin(&module_path(l, "down"), mb)?,
@@ -299,10 +304,10 @@ impl Transformer {
         let head = if cfg.tie_word_embeddings { embed.clone() } else { get("lm_head.weight")? };
         Ok(Transformer {
             cfg: cfg.clone(),
-            pos_embed: if cfg.learned_positions { Some(get("model.embed_positions.weight")?) } else { None },
+            pos_embed: if cfg.learned_positions { Some(get32("model.embed_positions.weight")?) } else { None },
             embed,
             blocks,
-            norm: get("model.norm.weight")?,
+            norm: get32("model.norm.weight")?,
             head,
             act,
             device: dev.clone(),
@@ -332,11 +337,40 @@ impl Transformer {
 
     /// Logits `[rows*len, vocab]` for input ids `[rows, len]` (u32).
     pub fn forward(&self, ids: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
+        let x = self.hidden(ids, rng)?;
+        self.project_head(&x)
+    }
+
+    /// Sum over positions of `weight · −log p(target)` for input ids
+    /// `[rows, len]`, targets and weights `[rows*len]`, as a scalar. The
+    /// same value as [`weighted_nll`] over [`Transformer::forward`]'s
+    /// logits, but a frozen head on the CPU makes the logits a block of the
+    /// vocabulary at a time (see [`frozen::head_nll`]).
+    pub fn loss(&self, ids: &Tensor, target: &[u32], weight: &[f32], rng: Option<&mut Rng>) -> Result<Tensor> {
+        let x = self.hidden(ids, rng)?;
+        if self.device.is_cpu() && !self.head.is_variable() {
+            return frozen::head_nll(&x, &self.head, target, weight);
+        }
+        let logits = self.project_head(&x)?;
+        let dev = logits.device();
+        weighted_nll(&logits, &Tensor::from_slice(target, target.len(), dev)?, &Tensor::from_slice(weight, weight.len(), dev)?)
+    }
+
+    /// Final hidden states `[rows*len, width]` (after the last norm).
+    fn hidden(&self, ids: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
         let (_, len) = ids.dims2()?;
         self.check_len(len)?;
-        let fused = fused::usable(&self.embed);
-        let tables = self.tables(len, fused)?;
+        // Activations are f32 whatever the weights' dtype.
+        let tables = self.tables(len, self.device.is_cpu())?;
         self.run(ids, &tables, None, rng)
+    }
+
+    fn project_head(&self, x: &Tensor) -> Result<Tensor> {
+        if self.head.is_variable() {
+            x.matmul(&self.head.t()?)
+        } else {
+            frozen::matmul_t(x, &self.head)
+        }
     }
 
     /// A cache to generate with: empty, one slot per layer.
@@ -369,7 +403,7 @@ impl Transformer {
         }
         let tables = Tables::Plain { rope, mask: mask(start, n, None, &self.device)?, windowed };
         let input = Tensor::from_slice(ids, (1, n), &self.device)?;
-        let logits = self.run(&input, &tables, Some(cache), None)?;
+        let logits = self.project_head(&self.run(&input, &tables, Some(cache), None)?)?;
         cache.seen += n;
         Ok(logits)
     }
@@ -382,8 +416,8 @@ impl Transformer {
         Ok(())
     }
 
-    /// The network over `ids` `[rows, len]`; with a cache, `rows` is 1 and
-    /// the ids follow the cached tokens.
+    /// The network over `ids` `[rows, len]` up to the final norm; with a
+    /// cache, `rows` is 1 and the ids follow the cached tokens.
     fn run(
         &self,
         ids: &Tensor,
@@ -393,7 +427,7 @@ impl Transformer {
     ) -> Result<Tensor> {
         let (rows, len) = ids.dims2()?;
         let start = cache.as_ref().map_or(0, |c| c.seen);
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?;
+        let mut x = to_f32(self.embed.index_select(&ids.flatten_all()?, 0)?)?;
         if let Some(pe) = &self.pos_embed {
             let c = self.cfg.hidden_size;
             x = x.reshape((rows, len, c))?.broadcast_add(&pe.narrow(0, start, len)?)?.reshape((rows * len, c))?;
@@ -411,8 +445,7 @@ impl Transformer {
             let u = b.up.forward(&h, rng.as_deref_mut())?;
             x = (x + b.down.forward(&(g * u)?, rng.as_deref_mut())?)?;
         }
-        let x = norm(&x, &self.norm)?;
-        x.matmul(&self.head.t()?)
+        norm(&x, &self.norm)
     }
 
     fn activate(&self, x: &Tensor) -> Result<Tensor> {

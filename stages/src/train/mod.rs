@@ -223,6 +223,10 @@ fn execute(
         None => None,
     };
     let base_w = match &base_files {
+        // A frozen base stays in its stored dtype (bf16: half of f32's memory).
+        Some(files) if p.lora.is_some() => {
+            dvx_model::frozen::load_stored(files, &arch.weight_shapes(), &dev).map_err(fail)?
+        }
         Some(files) => folder::load_tensors(files, &arch.weight_shapes(), &dev).map_err(fail)?,
         None => model::init_weights(&arch, seed, &dev).map_err(ce("init"))?,
     };
