@@ -9,6 +9,7 @@
 //! turns, token ids and folders.
 
 pub mod arch;
+pub mod checkpoint;
 pub mod folder;
 pub mod frozen;
 pub mod fused;

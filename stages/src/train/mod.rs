@@ -241,6 +241,8 @@ fn execute(
             let vars = to_vars(&lora::init_adapters(&arch, lp, seed, &dev).map_err(ce("init"))?)?;
             let mut m = Transformer::new(&arch, &base_w, &dev).map_err(ce("model"))?;
             lora::attach(&mut m, lp, &var_tensors(&vars)).map_err(ce("lora"))?;
+            // A frozen base is where memory is tight: keep only block inputs.
+            m.set_checkpointing(true);
             (vars, m)
         }
         None => {

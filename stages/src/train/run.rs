@@ -118,7 +118,7 @@ pub fn train(
             loss_sum += loss.to_scalar::<f32>().map_err(ce("loss"))? as f64;
             let scaled: Tensor = (loss / cfg.grad_accum as f64).map_err(ce("loss"))?;
             let grads = scaled.backward().map_err(ce("backward"))?;
-            acc.add(&var_list, &grads).map_err(ce("gradients"))?;
+            acc.add(&var_list, &grads, &model.take_block_grads()).map_err(ce("gradients"))?;
         }
         let mut grads = acc.take();
         clip(&mut grads, cfg.max_grad_norm).map_err(ce("clipping"))?;
