@@ -12,7 +12,9 @@
 
 pub mod arch;
 pub mod chat_template;
+pub mod checkpoint;
 pub mod folder;
+pub mod frozen;
 pub mod fused;
 pub mod generate;
 pub mod gguf;

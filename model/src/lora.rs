@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{module_path, ArchConfig, Transformer, LORA_TARGETS};
+use crate::model::{module_path, to_f32, ArchConfig, Transformer, LORA_TARGETS};
 use crate::rng::Rng;
 
 /// The `lora` param, also stored in an adapter's `config.json`.
@@ -158,7 +158,9 @@ pub fn merge(
             let name = format!("{m}.weight");
             let a = &adapters[&format!("{m}.lora_a.weight")];
             let b = &adapters[&format!("{m}.lora_b.weight")];
-            let w = (&base[&name] + (b.matmul(a)? * p.scale())?)?;
+            // In f32, then back to the base's dtype (bf16 stays bf16).
+            let stored = &base[&name];
+            let w = (to_f32(stored.clone())? + (b.matmul(a)? * p.scale())?)?.to_dtype(stored.dtype())?;
             out.insert(name, w);
         }
     }

@@ -19,6 +19,8 @@ use candle_core::{DType, Device, Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Activation, HfFields};
+use crate::checkpoint::{self, GradSink};
+use crate::frozen;
 use crate::fused;
 use crate::lora::Lora;
 use crate::rng::Rng;
@@ -173,7 +175,8 @@ pub fn init_weights(cfg: &ArchConfig, seed: u64, dev: &Device) -> Result<BTreeMa
 
 /// A linear map `x W^T + b`, optionally with a LoRA adapter beside it.
 pub struct Linear {
-    /// `[out, in]`.
+    /// `[out, in]`: trainable when it is a candle `Var` (f32), else frozen
+    /// in its stored dtype (see [`frozen`]).
     pub w: Tensor,
     /// `[out]`.
     pub b: Option<Tensor>,
@@ -184,7 +187,7 @@ pub struct Linear {
 impl Linear {
     /// `x`: `[n, in]` → `[n, out]`. `rng` is set while training (LoRA dropout).
     pub fn forward(&self, x: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
-        let mut y = x.matmul(&self.w.t()?)?;
+        let mut y = if self.w.is_variable() { x.matmul(&self.w.t()?)? } else { frozen::matmul_t(x, &self.w)? };
         if let Some(b) = &self.b {
             y = y.broadcast_add(b)?;
         }
@@ -195,7 +198,7 @@ impl Linear {
     }
 }
 
-struct Block {
+pub(crate) struct Block {
     ln1: Tensor,
     /// Qwen3's per-head norms of queries and keys.
     qk_norm: Option<(Tensor, Tensor)>,
@@ -217,17 +220,32 @@ pub struct Transformer {
     pub cfg: ArchConfig,
     embed: Tensor,
     pos_embed: Option<Tensor>,
-    blocks: Vec<Block>,
+    /// Shared with checkpointed ops, which recompute a block in backward.
+    blocks: Vec<Arc<Block>>,
     norm: Tensor,
     head: Tensor,
     act: Activation,
     device: Device,
     /// Per (sequence length, fused kernels): rotary tables and mask.
     tables: Mutex<HashMap<(usize, bool), Arc<Tables>>>,
+    /// Recompute each block's activations in backward instead of keeping them.
+    checkpoint: bool,
+    /// Gradients of trainable tensors inside checkpointed blocks.
+    sink: Arc<GradSink>,
+}
+
+/// What running a block needs besides its weights.
+#[derive(Clone, Copy)]
+pub(crate) struct Dims {
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    eps: f64,
+    act: Activation,
 }
 
 /// What attention needs per sequence length.
-enum Tables {
+pub(crate) enum Tables {
     /// For the fused CPU kernels (the mask is implicit).
     Fused { rope: Option<fused::RopeTables> },
     /// For plain tensor ops: additive masks, the causal one and, per
@@ -263,11 +281,14 @@ pub fn module_path(l: usize, target: &str) -> String {
 impl Transformer {
     /// Build from named weights (see [`ArchConfig::weight_shapes`]).
     pub fn new(cfg: &ArchConfig, w: &BTreeMap<String, Tensor>, dev: &Device) -> Result<Self> {
+        // Matrices stay in their dtype; norms and biases (small) become f32,
+        // the dtype of the activations.
         let get = |name: &str| -> Result<Tensor> {
             w.get(name).cloned().ok_or_else(|| candle_core::Error::Msg(format!("weight `{name}` is missing")))
         };
+        let get32 = |name: &str| get(name).and_then(to_f32);
         let lin = |p: &str, bias: bool| -> Result<Linear> {
-            let b = if bias { Some(get(&format!("{p}.bias"))?) } else { None };
+            let b = if bias { Some(get32(&format!("{p}.bias"))?) } else { None };
             Ok(Linear { w: get(&format!("{p}.weight"))?, b, lora: None })
         };
         let bad_config = |e: String| candle_core::Error::Msg(e);
@@ -276,43 +297,70 @@ impl Transformer {
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
             let qk_norm = if cfg.qk_norm() {
-                Some((get(&format!("{p}.self_attn.q_norm.weight"))?, get(&format!("{p}.self_attn.k_norm.weight"))?))
+                Some((get32(&format!("{p}.self_attn.q_norm.weight"))?, get32(&format!("{p}.self_attn.k_norm.weight"))?))
             } else {
                 None
             };
-            blocks.push(Block {
-                ln1: get(&format!("{p}.input_layernorm.weight"))?,
+            blocks.push(Arc::new(Block {
+                ln1: get32(&format!("{p}.input_layernorm.weight"))?,
                 qk_norm,
                 window: cfg.layer_window(l).map_err(bad_config)?,
                 q: lin(&module_path(l, "q"), qb)?,
                 k: lin(&module_path(l, "k"), qb)?,
                 v: lin(&module_path(l, "v"), qb)?,
                 o: lin(&module_path(l, "o"), cfg.o_bias())?,
-                ln2: get(&format!("{p}.post_attention_layernorm.weight"))?,
+                ln2: get32(&format!("{p}.post_attention_layernorm.weight"))?,
                 gate: lin(&module_path(l, "gate"), mb)?,
                 up: lin(&module_path(l, "up"), mb)?,
                 down: lin(&module_path(l, "down"), mb)?,
-            });
+            }));
         }
         let act = cfg.activation().map_err(bad_config)?;
         let embed = get("model.embed_tokens.weight")?;
         let head = if cfg.tie_word_embeddings { embed.clone() } else { get("lm_head.weight")? };
         Ok(Transformer {
             cfg: cfg.clone(),
-            pos_embed: if cfg.learned_positions { Some(get("model.embed_positions.weight")?) } else { None },
+            pos_embed: if cfg.learned_positions { Some(get32("model.embed_positions.weight")?) } else { None },
             embed,
             blocks,
-            norm: get("model.norm.weight")?,
+            norm: get32("model.norm.weight")?,
             head,
             act,
             device: dev.clone(),
             tables: Mutex::new(HashMap::new()),
+            checkpoint: false,
+            sink: Arc::new(GradSink::default()),
         })
+    }
+
+    /// Gradient checkpointing: keep only each block's input from the
+    /// forward pass and recompute the block in backward (less memory, one
+    /// more forward's work). Gradients of tensors inside the blocks then
+    /// come from [`Transformer::take_block_grads`], not the backward's store.
+    pub fn set_checkpointing(&mut self, on: bool) {
+        self.checkpoint = on;
+    }
+
+    /// Whether gradient checkpointing is on.
+    pub fn checkpointing(&self) -> bool {
+        self.checkpoint
+    }
+
+    /// The gradients checkpointed blocks produced since the last call,
+    /// summed per trainable tensor (by id).
+    pub fn take_block_grads(&self) -> HashMap<candle_core::TensorId, Tensor> {
+        self.sink.take()
+    }
+
+    fn dims(&self) -> Dims {
+        let c = &self.cfg;
+        Dims { nh: c.num_attention_heads, nkv: c.kv_heads(), hd: c.head_dim(), eps: c.rms_norm_eps, act: self.act }
     }
 
     /// The Linear layer named by `target` in layer `l`.
     pub fn linear_mut(&mut self, l: usize, target: &str) -> Option<&mut Linear> {
-        let b = self.blocks.get_mut(l)?;
+        // Only while no checkpointed op holds the block (between steps).
+        let b = Arc::get_mut(self.blocks.get_mut(l)?)?;
         Some(match target {
             "q" => &mut b.q,
             "k" => &mut b.k,
@@ -332,11 +380,40 @@ impl Transformer {
 
     /// Logits `[rows*len, vocab]` for input ids `[rows, len]` (u32).
     pub fn forward(&self, ids: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
+        let x = self.hidden(ids, rng)?;
+        self.project_head(&x)
+    }
+
+    /// Sum over positions of `weight · −log p(target)` for input ids
+    /// `[rows, len]`, targets and weights `[rows*len]`, as a scalar. The
+    /// same value as [`weighted_nll`] over [`Transformer::forward`]'s
+    /// logits, but a frozen head on the CPU makes the logits a block of the
+    /// vocabulary at a time (see [`frozen::head_nll`]).
+    pub fn loss(&self, ids: &Tensor, target: &[u32], weight: &[f32], rng: Option<&mut Rng>) -> Result<Tensor> {
+        let x = self.hidden(ids, rng)?;
+        if self.device.is_cpu() && !self.head.is_variable() {
+            return frozen::head_nll(&x, &self.head, target, weight);
+        }
+        let logits = self.project_head(&x)?;
+        let dev = logits.device();
+        weighted_nll(&logits, &Tensor::from_slice(target, target.len(), dev)?, &Tensor::from_slice(weight, weight.len(), dev)?)
+    }
+
+    /// Final hidden states `[rows*len, width]` (after the last norm).
+    fn hidden(&self, ids: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
         let (_, len) = ids.dims2()?;
         self.check_len(len)?;
-        let fused = fused::usable(&self.embed);
-        let tables = self.tables(len, fused)?;
+        // Activations are f32 whatever the weights' dtype.
+        let tables = self.tables(len, self.device.is_cpu())?;
         self.run(ids, &tables, None, rng)
+    }
+
+    fn project_head(&self, x: &Tensor) -> Result<Tensor> {
+        if self.head.is_variable() {
+            x.matmul(&self.head.t()?)
+        } else {
+            frozen::matmul_t(x, &self.head)
+        }
     }
 
     /// A cache to generate with: empty, one slot per layer.
@@ -367,9 +444,9 @@ impl Transformer {
         for w in self.blocks.iter().filter_map(|b| b.window) {
             windowed.insert(w, mask(start, n, Some(w), &self.device)?);
         }
-        let tables = Tables::Plain { rope, mask: mask(start, n, None, &self.device)?, windowed };
+        let tables = Arc::new(Tables::Plain { rope, mask: mask(start, n, None, &self.device)?, windowed });
         let input = Tensor::from_slice(ids, (1, n), &self.device)?;
-        let logits = self.run(&input, &tables, Some(cache), None)?;
+        let logits = self.project_head(&self.run(&input, &tables, Some(cache), None)?)?;
         cache.seen += n;
         Ok(logits)
     }
@@ -382,47 +459,38 @@ impl Transformer {
         Ok(())
     }
 
-    /// The network over `ids` `[rows, len]`; with a cache, `rows` is 1 and
-    /// the ids follow the cached tokens.
+    /// The network over `ids` `[rows, len]` up to the final norm; with a
+    /// cache, `rows` is 1 and the ids follow the cached tokens.
     fn run(
         &self,
         ids: &Tensor,
-        tables: &Tables,
+        tables: &Arc<Tables>,
         mut cache: Option<&mut KvCache>,
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         let (rows, len) = ids.dims2()?;
         let start = cache.as_ref().map_or(0, |c| c.seen);
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?;
+        let mut x = to_f32(self.embed.index_select(&ids.flatten_all()?, 0)?)?;
         if let Some(pe) = &self.pos_embed {
             let c = self.cfg.hidden_size;
             x = x.reshape((rows, len, c))?.broadcast_add(&pe.narrow(0, start, len)?)?.reshape((rows * len, c))?;
         }
-        let fused = matches!(tables, Tables::Fused { .. });
-        let eps = self.cfg.rms_norm_eps;
-        let norm = |x: &Tensor, w: &Tensor| if fused { fused::rms_norm(x, w, eps) } else { rms_norm(x, w, eps) };
+        let d = self.dims();
         for (l, b) in self.blocks.iter().enumerate() {
-            let h = norm(&x, &b.ln1)?;
-            let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            let a = self.attention(b, &h, rows, len, tables, kv, rng.as_deref_mut())?;
-            x = (x + a)?;
-            let h = norm(&x, &b.ln2)?;
-            let g = self.activate(&b.gate.forward(&h, rng.as_deref_mut())?)?;
-            let u = b.up.forward(&h, rng.as_deref_mut())?;
-            x = (x + b.down.forward(&(g * u)?, rng.as_deref_mut())?)?;
+            x = match cache.as_deref_mut() {
+                None if self.checkpoint => {
+                    let at = checkpoint::At { dims: d, block: b.clone(), tables: tables.clone(), rows, len };
+                    checkpoint::block(&x, at, rng.as_deref_mut(), &self.sink)?
+                }
+                cache => {
+                    let kv = cache.map(|c| &mut c.layers[l]);
+                    block_forward(&d, b, &x, rows, len, tables, kv, rng.as_deref_mut())?
+                }
+            };
         }
-        let x = norm(&x, &self.norm)?;
-        x.matmul(&self.head.t()?)
+        norm(tables, d.eps, &x, &self.norm)
     }
 
-    fn activate(&self, x: &Tensor) -> Result<Tensor> {
-        match self.act {
-            Activation::Silu => x.silu(),
-            Activation::GeluErf => x.gelu_erf(),
-            Activation::GeluTanh => x.gelu(),
-            Activation::Relu => x.relu(),
-        }
-    }
 
     /// Rotary tables and mask for sequences of `len`, built once per length.
     fn tables(&self, len: usize, fused: bool) -> Result<Arc<Tables>> {
@@ -452,9 +520,87 @@ impl Transformer {
         Ok(t)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
+    /// cos and sin of positions `from..to`, `[to - from, head_dim]`
+    /// row-major, in the rotate-half layout Llama uses, with the
+    /// frequencies of a pass over `seq_len` tokens (dynamic scaling).
+    fn rope_values(&self, from: usize, to: usize, seq_len: usize) -> (Vec<f32>, Vec<f32>) {
+        let hd = self.cfg.head_dim();
+        let inv_freq = self.cfg.inv_freq(seq_len);
+        let mut cos = Vec::with_capacity((to - from) * hd);
+        let mut sin = Vec::with_capacity((to - from) * hd);
+        for p in from..to {
+            // The product in f32, as transformers computes it.
+            let row: Vec<f64> = inv_freq.iter().map(|f| (p as f32 * f) as f64).collect();
+            for _ in 0..2 {
+                cos.extend(row.iter().map(|a| a.cos() as f32));
+                sin.extend(row.iter().map(|a| a.sin() as f32));
+            }
+        }
+        (cos, sin)
+    }
+}
+
+/// RMSNorm with the fused kernel when the tables are for it.
+fn norm(tables: &Tables, eps: f64, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if matches!(tables, Tables::Fused { .. }) {
+        fused::rms_norm(x, w, eps)
+    } else {
+        rms_norm(x, w, eps)
+    }
+}
+
+fn activate(act: Activation, x: &Tensor) -> Result<Tensor> {
+    match act {
+        Activation::Silu => x.silu(),
+        Activation::GeluErf => x.gelu_erf(),
+        Activation::GeluTanh => x.gelu(),
+        Activation::Relu => x.relu(),
+    }
+}
+
+impl Block {
+    /// The trainable (`Var`) tensors of this block.
+    pub(crate) fn vars(&self) -> Vec<&Tensor> {
+        let mut out = vec![&self.ln1, &self.ln2];
+        if let Some((q, k)) = &self.qk_norm {
+            out.extend([q, k]);
+        }
+        for lin in [&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down] {
+            out.push(&lin.w);
+            out.extend(&lin.b);
+            if let Some(l) = &lin.lora {
+                out.extend([&l.a, &l.b]);
+            }
+        }
+        out.retain(|t| t.is_variable());
+        out
+    }
+}
+
+/// One block over `x` `[rows*len, width]`: attention and MLP, each with its residual.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn block_forward(
+    d: &Dims,
+    b: &Block,
+    x: &Tensor,
+    rows: usize,
+    len: usize,
+    tables: &Tables,
+    kv: Option<&mut Option<(Tensor, Tensor)>>,
+    mut rng: Option<&mut Rng>,
+) -> Result<Tensor> {
+    let h = norm(tables, d.eps, x, &b.ln1)?;
+    let a = attention(d, b, &h, rows, len, tables, kv, rng.as_deref_mut())?;
+    let x = (x + a)?;
+    let h = norm(tables, d.eps, &x, &b.ln2)?;
+    let g = activate(d.act, &b.gate.forward(&h, rng.as_deref_mut())?)?;
+    let u = b.up.forward(&h, rng.as_deref_mut())?;
+    x + b.down.forward(&(g * u)?, rng)?
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention(
+        d: &Dims,
         b: &Block,
         h: &Tensor,
         rows: usize,
@@ -463,9 +609,9 @@ impl Transformer {
         kv: Option<&mut Option<(Tensor, Tensor)>>,
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
-        let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
+        let (nh, nkv, hd) = (d.nh, d.nkv, d.hd);
         let fused = matches!(tables, Tables::Fused { .. });
-        let eps = self.cfg.rms_norm_eps;
+        let eps = d.eps;
         // [rows*len, n*hd] → [rows, n, len, hd], after Qwen3's per-head norm.
         let split = |t: Tensor, n: usize, w: Option<&Tensor>| -> Result<Tensor> {
             let t = match w {
@@ -527,26 +673,6 @@ impl Transformer {
         };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((rows * len, nh * hd))?;
         b.o.forward(&y, rng)
-    }
-
-    /// cos and sin of positions `from..to`, `[to - from, head_dim]`
-    /// row-major, in the rotate-half layout Llama uses, with the
-    /// frequencies of a pass over `seq_len` tokens (dynamic scaling).
-    fn rope_values(&self, from: usize, to: usize, seq_len: usize) -> (Vec<f32>, Vec<f32>) {
-        let hd = self.cfg.head_dim();
-        let inv_freq = self.cfg.inv_freq(seq_len);
-        let mut cos = Vec::with_capacity((to - from) * hd);
-        let mut sin = Vec::with_capacity((to - from) * hd);
-        for p in from..to {
-            // The product in f32, as transformers computes it.
-            let row: Vec<f64> = inv_freq.iter().map(|f| (p as f32 * f) as f64).collect();
-            for _ in 0..2 {
-                cos.extend(row.iter().map(|a| a.cos() as f32));
-                sin.extend(row.iter().map(|a| a.sin() as f32));
-            }
-        }
-        (cos, sin)
-    }
 }
 
 /// Additive mask `[n, start + n]` for queries at `start..start + n`: a key

@@ -251,6 +251,10 @@ fn execute(
         None => None,
     };
     let base_w = match &base_files {
+        // A frozen base stays in its stored dtype (bf16: half of f32's memory).
+        Some(files) if p.lora.is_some() => {
+            dvx_model::frozen::load_stored(files, &arch.weight_shapes(), &dev).map_err(fail)?
+        }
         Some(files) => folder::load_tensors(files, &arch.weight_shapes(), &dev).map_err(fail)?,
         None => model::init_weights(&arch, seed, &dev).map_err(ce("init"))?,
     };
@@ -269,6 +273,8 @@ fn execute(
             let vars = to_vars(&init)?;
             let mut m = Transformer::new(&arch, &base_w, &dev).map_err(ce("model"))?;
             lora::attach(&mut m, lp, &var_tensors(&vars)).map_err(ce("lora"))?;
+            // A frozen base is where memory is tight: keep only block inputs.
+            m.set_checkpointing(true);
             (vars, m)
         }
         None => {

@@ -2,7 +2,9 @@
 //! gradient accumulation, global-norm clipping, and the learning-rate schedule.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use std::collections::HashMap;
+
+use candle_core::{Result, Tensor, TensorId, Var};
 use serde::{Deserialize, Serialize};
 
 /// Shape of the learning rate after warmup.
@@ -44,10 +46,11 @@ impl GradAccum {
         GradAccum { sums: vec![None; n] }
     }
 
-    /// Add one backward pass's gradients.
-    pub fn add(&mut self, vars: &[Var], grads: &GradStore) -> Result<()> {
+    /// Add one backward pass's gradients: from its store, or for tensors
+    /// inside checkpointed blocks, from `blocks` (by tensor id).
+    pub fn add(&mut self, vars: &[Var], grads: &GradStore, blocks: &HashMap<TensorId, Tensor>) -> Result<()> {
         for (slot, var) in self.sums.iter_mut().zip(vars) {
-            if let Some(g) = grads.get(var) {
+            if let Some(g) = grads.get(var).or_else(|| blocks.get(&var.id())) {
                 *slot = Some(match slot.take() {
                     Some(s) => (s + g)?,
                     None => g.clone(),
@@ -163,7 +166,7 @@ mod tests {
             let loss = x.as_tensor().sqr().unwrap().sum_all().unwrap();
             let grads = loss.backward().unwrap();
             let mut acc = GradAccum::new(1);
-            acc.add(std::slice::from_ref(&x), &grads).unwrap();
+            acc.add(std::slice::from_ref(&x), &grads, &HashMap::new()).unwrap();
             let mut g = acc.take();
             clip(&mut g, 1.0).unwrap();
             opt.step(&g, 0.05).unwrap();

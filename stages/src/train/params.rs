@@ -34,7 +34,11 @@ impl DeviceParam {
     /// Error when this build cannot use the device.
     pub fn check(self) -> Result<(), ParamError> {
         if self == DeviceParam::Cuda && !cfg!(feature = "cuda") {
-            return Err(ParamError::field("device", "this dvx was built without the `cuda` feature"));
+            return Err(ParamError::field(
+                "device",
+                "this dvx was built without CUDA; build one with `cargo install --path . --features cuda` \
+                 (or `cargo build --release --features cuda`) on a machine with the CUDA toolkit (nvcc)",
+            ));
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use dvx_stage_api::{Progress, StageFailure};
 
-use dvx_model::model::{weighted_nll, Transformer};
+use dvx_model::model::Transformer;
 use dvx_model::rng::Rng;
 
 use super::data::{batch, Batch, Example, Sampler};
@@ -68,9 +68,8 @@ pub fn eval_loss(model: &Transformer, examples: &[Example], bs: usize, pad: u32)
     for chunk in examples.chunks(bs.max(1)) {
         let refs: Vec<&Example> = chunk.iter().collect();
         let b = batch(&refs, pad);
-        let (ids, target, weight) = batch_tensors(&b, model.device())?;
-        let logits = model.forward(&ids, None)?;
-        sum += weighted_nll(&logits, &target, &weight)?.to_scalar::<f32>()? as f64;
+        let ids = batch_ids(&b, model.device())?;
+        sum += model.loss(&ids, &b.target, &b.weight, None)?.to_scalar::<f32>()? as f64;
         count += b.weight.iter().map(|&w| w as f64).sum::<f64>();
     }
     Ok(if count > 0.0 { sum / count } else { f64::NAN })
@@ -113,13 +112,13 @@ pub fn train(
             hist.examples_seen += b.rows;
             window.1 += b.tokens;
             let n: f32 = b.weight.iter().sum();
-            let (ids, target, weight) = batch_tensors(&b, dev).map_err(ce("batch"))?;
-            let logits = model.forward(&ids, Some(&mut dropout)).map_err(ce("forward"))?;
-            let loss = (weighted_nll(&logits, &target, &weight).map_err(ce("loss"))? / n as f64).map_err(ce("loss"))?;
+            let ids = batch_ids(&b, dev).map_err(ce("batch"))?;
+            let nll = model.loss(&ids, &b.target, &b.weight, Some(&mut dropout)).map_err(ce("forward"))?;
+            let loss = (nll / n as f64).map_err(ce("loss"))?;
             loss_sum += loss.to_scalar::<f32>().map_err(ce("loss"))? as f64;
             let scaled: Tensor = (loss / cfg.grad_accum as f64).map_err(ce("loss"))?;
             let grads = scaled.backward().map_err(ce("backward"))?;
-            acc.add(&var_list, &grads).map_err(ce("gradients"))?;
+            acc.add(&var_list, &grads, &model.take_block_grads()).map_err(ce("gradients"))?;
         }
         let mut grads = acc.take();
         clip(&mut grads, cfg.max_grad_norm).map_err(ce("clipping"))?;
@@ -147,11 +146,7 @@ pub fn train(
     Ok(hist)
 }
 
-/// Tensors for one batch: ids `[rows, len]`, targets and weights `[rows*len]`.
-fn batch_tensors(b: &Batch, dev: &Device) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    Ok((
-        Tensor::from_slice(&b.input, (b.rows, b.len), dev)?,
-        Tensor::from_slice(&b.target, b.rows * b.len, dev)?,
-        Tensor::from_slice(&b.weight, b.rows * b.len, dev)?,
-    ))
+/// Input ids `[rows, len]` of one batch.
+fn batch_ids(b: &Batch, dev: &Device) -> candle_core::Result<Tensor> {
+    Tensor::from_slice(&b.input, (b.rows, b.len), dev)
 }

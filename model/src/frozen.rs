@@ -1,0 +1,397 @@
+//! Frozen weights: a base model's matrices kept in their stored dtype (a
+//! bf16 base stays bf16, half the memory of f32) and used without ever
+//! computing a gradient for them.
+//!
+//! candle's matmul backward computes the gradient of both operands, so a
+//! LoRA step through plain `x.matmul(w.t())` also builds a full-size
+//! gradient of every frozen matrix (doubling the step's work and memory).
+//! [`matmul_t`] is a custom op whose backward yields only the input's
+//! gradient. A half-precision weight is widened to f32 a block of rows at a
+//! time inside the op, so there is never a full-precision copy of it.
+//! [`head_nll`] does the same for the output head fused with the
+//! cross-entropy, over blocks of the vocabulary, so the full-vocabulary
+//! logits of all positions never exist at once.
+//!
+//! Block sizes depend on the shapes only, so results do not depend on the
+//! thread count; with an f32 weight small enough for one block the ops
+//! compute exactly what the plain tensor ops did.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+
+use crate::fused::slice;
+
+/// Elements of f32 scratch per block (16 MiB).
+const BLOCK_ELEMS: usize = 1 << 22;
+
+/// Rows of a `[rows, cols]` weight per block, when `n` input rows also
+/// make a `[n, block]` product.
+fn block_rows(rows: usize, cols: usize, n: usize) -> usize {
+    (BLOCK_ELEMS / cols.max(1)).min(BLOCK_ELEMS / n.max(1)).clamp(1, rows.max(1))
+}
+
+/// Rows `start..start + len` of `w` as f32.
+fn rows_f32(w: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    let b = w.narrow(0, start, len)?;
+    if b.dtype() == DType::F32 {
+        Ok(b)
+    } else {
+        b.to_dtype(DType::F32)
+    }
+}
+
+/// Whether `w` is used as a whole (f32, one block): then the ops run the
+/// same single matmul the plain tensor ops would.
+fn whole(w: &Tensor, n: usize) -> Result<bool> {
+    let (rows, cols) = w.dims2()?;
+    Ok(w.dtype() == DType::F32 && block_rows(rows, cols, n) == rows)
+}
+
+/// `x w^T` for `x` `[n, in]` f32 and `w` `[out, in]` (any float dtype).
+fn project(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    if whole(w, n)? {
+        return x.matmul(&w.t()?);
+    }
+    let (rows, cols) = w.dims2()?;
+    let step = block_rows(rows, cols, n);
+    let mut parts = Vec::with_capacity(rows.div_ceil(step));
+    for start in (0..rows).step_by(step) {
+        let len = step.min(rows - start);
+        parts.push(x.matmul(&rows_f32(w, start, len)?.t()?)?);
+    }
+    Tensor::cat(&parts, 1)
+}
+
+/// `g w` for `g` `[n, out]` and `w` `[out, in]`: the input's gradient.
+fn back_project(g: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let n = g.dim(0)?;
+    if whole(w, n)? {
+        return g.matmul(w);
+    }
+    let (rows, cols) = w.dims2()?;
+    let step = block_rows(rows, cols, n);
+    let mut sum: Option<Tensor> = None;
+    for start in (0..rows).step_by(step) {
+        let len = step.min(rows - start);
+        let part = g.narrow(1, start, len)?.contiguous()?.matmul(&rows_f32(w, start, len)?)?;
+        sum = Some(match sum {
+            Some(s) => (s + part)?,
+            None => part,
+        });
+    }
+    sum.ok_or_else(|| candle_core::Error::Msg("frozen matmul: empty weight".into()))
+}
+
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "dvx-frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "frozen matmul")?;
+        let (out, inp) = self.w.dims2()?;
+        let d = l.dims();
+        if d.last() != Some(&inp) {
+            candle_core::bail!("frozen matmul: input {d:?} for a weight of {out}x{inp}");
+        }
+        let n = x.len() / inp.max(1);
+        let y = project(&Tensor::from_slice(x, (n, inp), &Device::Cpu)?, &self.w)?;
+        let mut dims = d.to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = out;
+        }
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), Shape::from(dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let out = self.w.dim(0)?;
+        let g = g.reshape((g.elem_count() / out.max(1), out))?;
+        Ok(Some(back_project(&g, &self.w)?.reshape(x.shape())?))
+    }
+}
+
+/// `x w^T` for `x` `[n, in]` (f32) and a frozen `w` `[out, in]`: no
+/// gradient is computed for `w`, and a half-precision `w` is widened a
+/// block at a time.
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.matmul(&w.to_dtype(x.dtype())?.t()?);
+    }
+    if !x.track_op() {
+        return project(x, w);
+    }
+    x.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })
+}
+
+/// Rows of `x` `[n, c]` (f32 tensor) as a host vector.
+fn host(x: &Tensor) -> Result<Vec<f32>> {
+    x.flatten_all()?.to_vec1::<f32>()
+}
+
+struct HeadNll {
+    head: Tensor,
+    target: Arc<Vec<u32>>,
+    weight: Arc<Vec<f32>>,
+    /// Per row: max logit and log of the sum of exp(logit − max), from the forward.
+    norms: OnceLock<Vec<(f32, f32)>>,
+}
+
+impl HeadNll {
+    /// Per-row (max, ln Σ exp(l − max)) and the target's logit, one pass
+    /// over the vocabulary blocks.
+    fn norms(&self, x: &Tensor) -> Result<(Vec<(f32, f32)>, Vec<f32>)> {
+        let n = x.dim(0)?;
+        let (rows, cols) = self.head.dims2()?;
+        let step = block_rows(rows, cols, n);
+        let mut max = vec![f32::NEG_INFINITY; n];
+        let mut sum = vec![0f32; n];
+        let mut picked = vec![0f32; n];
+        for start in (0..rows).step_by(step) {
+            let len = step.min(rows - start);
+            let logits = host(&x.matmul(&rows_f32(&self.head, start, len)?.t()?)?)?;
+            for (i, l) in logits.chunks(len).enumerate() {
+                if self.weight[i] == 0.0 {
+                    continue;
+                }
+                let t = self.target[i] as usize;
+                if (start..start + len).contains(&t) {
+                    picked[i] = l[t - start];
+                }
+                let m = l.iter().fold(max[i], |m, &a| m.max(a));
+                // Rescale the running sum to the new max (a no-op for one block).
+                let prev = if sum[i] == 0.0 { 0.0 } else { sum[i] * (max[i] - m).exp() };
+                sum[i] = prev + l.iter().map(|a| (a - m).exp()).sum::<f32>();
+                max[i] = m;
+            }
+        }
+        Ok((max.into_iter().zip(sum).map(|(m, s)| (m, s.ln())).collect(), picked))
+    }
+}
+
+impl CustomOp1 for HeadNll {
+    fn name(&self) -> &'static str {
+        "dvx-head-nll"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "head_nll")?;
+        let c = self.head.dim(1)?;
+        let n = self.target.len();
+        if x.len() != n * c {
+            candle_core::bail!("head_nll: {n} targets for {} rows of {c}", x.len() / c.max(1));
+        }
+        let (norms, picked) = self.norms(&Tensor::from_slice(x, (n, c), &Device::Cpu)?)?;
+        let total: f64 = (0..n)
+            .filter(|&i| self.weight[i] != 0.0)
+            .map(|i| (self.weight[i] * (norms[i].0 + norms[i].1 - picked[i])) as f64)
+            .sum();
+        let _ = self.norms.set(norms);
+        Ok((CpuStorage::F32(vec![total as f32]), Shape::from(())))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let g = g.to_scalar::<f32>()?;
+        let norms = match self.norms.get() {
+            Some(n) => n.clone(),
+            None => self.norms(x)?.0,
+        };
+        let n = x.dim(0)?;
+        let (rows, cols) = self.head.dims2()?;
+        let step = block_rows(rows, cols, n);
+        let mut grad: Option<Tensor> = None;
+        for start in (0..rows).step_by(step) {
+            let len = step.min(rows - start);
+            let w = rows_f32(&self.head, start, len)?;
+            let logits = host(&x.matmul(&w.t()?)?)?;
+            let mut d = vec![0f32; logits.len()];
+            for (i, (d, l)) in d.chunks_mut(len).zip(logits.chunks(len)).enumerate() {
+                let wg = self.weight[i] * g;
+                if wg == 0.0 {
+                    continue;
+                }
+                let (max, ln) = norms[i];
+                for (d, l) in d.iter_mut().zip(l) {
+                    *d = wg * (l - max - ln).exp();
+                }
+                let t = self.target[i] as usize;
+                if (start..start + len).contains(&t) {
+                    d[t - start] -= wg;
+                }
+            }
+            let part = Tensor::from_vec(d, (n, len), x.device())?.matmul(&w)?;
+            grad = Some(match grad {
+                Some(s) => (s + part)?,
+                None => part,
+            });
+        }
+        Ok(grad)
+    }
+}
+
+/// Sum over rows of `weight[i] · −log softmax(x[i] head^T)[target[i]]`, a
+/// scalar, for hidden states `x` `[n, c]` and a frozen `head` `[vocab, c]`:
+/// the logits are made a block of the vocabulary at a time and dropped.
+pub fn head_nll(x: &Tensor, head: &Tensor, target: &[u32], weight: &[f32]) -> Result<Tensor> {
+    let v = head.dim(0)?;
+    if let Some(t) = target.iter().find(|&&t| t as usize >= v) {
+        candle_core::bail!("target id {t} is outside the vocabulary of {v}");
+    }
+    if weight.len() != target.len() {
+        candle_core::bail!("head_nll: {} weights for {} targets", weight.len(), target.len());
+    }
+    x.contiguous()?.apply_op1(HeadNll {
+        head: head.clone(),
+        target: Arc::new(target.to_vec()),
+        weight: Arc::new(weight.to_vec()),
+        norms: OnceLock::new(),
+    })
+}
+
+/// Load the named tensors (checking shapes) in their stored dtype: f32,
+/// bf16 and f16 stay as they are, other dtypes become f32. The files are
+/// read tensor by tensor rather than mapped, so the peak memory is the
+/// weights once, not the mapping plus the copy.
+pub fn load_stored(
+    files: &[PathBuf],
+    shapes: &[(String, Vec<usize>)],
+    dev: &Device,
+) -> std::result::Result<BTreeMap<String, Tensor>, String> {
+    // Where each tensor is: file index, dtype, shape, absolute byte range.
+    let mut index: BTreeMap<String, (usize, DType, Vec<usize>, u64, u64)> = BTreeMap::new();
+    for (fi, f) in files.iter().enumerate() {
+        let err = |e: String| format!("cannot read {}: {e}", f.display());
+        let file = std::fs::File::open(f).map_err(|e| err(e.to_string()))?;
+        // SAFETY: only the header is read through the mapping, and the file
+        // is a stage input the engine does not modify during the run.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| err(e.to_string()))?;
+        let (header, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| err(e.to_string()))?;
+        for (name, info) in meta.tensors() {
+            let dtype = DType::try_from(info.dtype).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+            let base = 8 + header as u64;
+            let (a, b) = info.data_offsets;
+            index.insert(name, (fi, dtype, info.shape.clone(), base + a as u64, base + b as u64));
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut open: Option<(usize, std::fs::File)> = None;
+    for (name, shape) in shapes {
+        let Some((fi, dtype, stored, from, to)) = index.get(name) else {
+            return Err(format!("{}: weight `{name}` is missing", files[0].display()));
+        };
+        let path = &files[*fi];
+        if stored != shape {
+            return Err(format!("{}: weight `{name}` has shape {stored:?}, expected {shape:?}", path.display()));
+        }
+        let err = |e: String| format!("cannot read {}: weight `{name}`: {e}", path.display());
+        if open.as_ref().is_none_or(|(i, _)| i != fi) {
+            open = Some((*fi, std::fs::File::open(path).map_err(|e| err(e.to_string()))?));
+        }
+        let Some((_, file)) = open.as_mut() else { unreachable!("opened above") };
+        let mut bytes = vec![0u8; (to - from) as usize];
+        file.seek(SeekFrom::Start(*from)).map_err(|e| err(e.to_string()))?;
+        file.read_exact(&mut bytes).map_err(|e| err(e.to_string()))?;
+        let t = Tensor::from_raw_buffer(&bytes, *dtype, shape, dev).map_err(|e| err(e.to_string()))?;
+        drop(bytes);
+        let t = match dtype {
+            DType::F32 | DType::BF16 | DType::F16 => t,
+            _ => t.to_dtype(DType::F32).map_err(|e| err(e.to_string()))?,
+        };
+        out.insert(name.clone(), t);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::rng::Rng::for_name(seed, "frozen-test");
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn close(a: &Tensor, b: &Tensor, tol: f32) {
+        let (a, b) = (host(a).unwrap(), host(b).unwrap());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    /// Blocked bf16 matmul and head loss agree with the plain ops on the
+    /// widened weight, values and input gradients, and give no weight gradient.
+    #[test]
+    fn blocked_ops_match_plain_ops() {
+        // Wide enough for several blocks: 4096 rows of 2048 > BLOCK_ELEMS.
+        let (n, c, v) = (3, 2048, 4096);
+        let w16 = rand(&[v, c], 1).to_dtype(DType::BF16).unwrap();
+        let w32 = w16.to_dtype(DType::F32).unwrap();
+        assert!(block_rows(v, c, n) < v);
+        let x = Var::from_tensor(&rand(&[n, c], 2)).unwrap();
+
+        let probe = rand(&[n, v], 3);
+        let a = matmul_t(x.as_tensor(), &w16).unwrap();
+        let b = x.as_tensor().matmul(&w32.t().unwrap()).unwrap();
+        close(&a, &b, 1e-4);
+        let ga = (&a * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (&b * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        close(ga.get(&x).unwrap(), gb.get(&x).unwrap(), 1e-4);
+        assert!(ga.get(&w16).is_none());
+
+        let (target, weight) = (vec![5u32, 4000, 77], vec![1f32, 0.5, 0.0]);
+        let a = head_nll(x.as_tensor(), &w16, &target, &weight).unwrap();
+        let logits = x.as_tensor().matmul(&w32.t().unwrap()).unwrap();
+        let b = crate::fused::weighted_nll(&logits, &target, &weight).unwrap();
+        close(&a, &b, 1e-5);
+        let ga = a.backward().unwrap();
+        let gb = b.backward().unwrap();
+        close(ga.get(&x).unwrap(), gb.get(&x).unwrap(), 1e-4);
+    }
+
+    /// With an f32 weight of one block the ops are the plain ops, bit for bit.
+    #[test]
+    fn one_block_is_exact() {
+        let (w, x) = (rand(&[11, 16], 4), Var::from_tensor(&rand(&[5, 16], 5)).unwrap());
+        let a = matmul_t(x.as_tensor(), &w).unwrap();
+        let b = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+        assert_eq!(host(&a).unwrap(), host(&b).unwrap());
+        let (t, wt) = (vec![1u32, 2, 3, 4, 10], vec![1f32, 1.0, 0.0, 0.25, 1.0]);
+        let a = head_nll(x.as_tensor(), &w, &t, &wt).unwrap();
+        let b = crate::fused::weighted_nll(&b, &t, &wt).unwrap();
+        assert_eq!(a.to_scalar::<f32>().unwrap(), b.to_scalar::<f32>().unwrap());
+        let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+        assert_eq!(host(ga.get(&x).unwrap()).unwrap(), host(gb.get(&x).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn load_keeps_bf16() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let a = rand(&[4, 3], 6).to_dtype(DType::BF16).unwrap();
+        let b = rand(&[2], 7);
+        candle_core::safetensors::save(&std::collections::HashMap::from([("a", a.clone()), ("b", b.clone())]), &p)
+            .unwrap();
+        let shapes = vec![("a".to_string(), vec![4, 3]), ("b".to_string(), vec![2])];
+        let got = load_stored(std::slice::from_ref(&p), &shapes, &Device::Cpu).unwrap();
+        assert_eq!(got["a"].dtype(), DType::BF16);
+        assert_eq!(got["a"].to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            a.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(got["b"].to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+        let bad = vec![("a".to_string(), vec![3, 4])];
+        assert!(load_stored(std::slice::from_ref(&p), &bad, &Device::Cpu).unwrap_err().contains("has shape [4, 3]"));
+        let missing = vec![("c".to_string(), vec![1])];
+        assert!(load_stored(&[p], &missing, &Device::Cpu).unwrap_err().contains("`c` is missing"));
+    }
+}
