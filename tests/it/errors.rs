@@ -126,6 +126,7 @@ fn every_shipped_pipeline_parses() {
     // pipelines"), not passed vacuously over an empty or moved folder.
     checked.sort();
     let shipped = [
+        "pipelines/phase0.yaml",
         "pipelines/phase5.yaml",
         "pipelines/phase6.yaml",
         "pipelines/phase7-github.yaml",
