@@ -52,6 +52,8 @@ fn v5_8_curated_on_the_example() {
 | **CRUD** | 215 | 134 | 81 | 62.3% | good |
 | **Pagination** | 211 | 129 | 82 | 61.1% | good |
 | **TOTAL** | **1704** | **1378** | **326** | **80.9%** | |
+records processed: 1704, reused from earlier runs: 0
+filter: text of 1704 record(s) from their turns: alpaca: instruction + output (1704)
 "
     );
     let kept = filtered.text(0);

@@ -59,11 +59,12 @@ fn auto_uses_the_base_models_chat_template_end_to_end() {
     let want_tokens: usize = cases.as_array().unwrap().iter().map(|c| c["ids"].as_array().unwrap().len()).sum();
     assert_eq!(m["data"]["train"]["tokens"], json!(want_tokens), "{}", m["data"]);
 
-    let cfg: Value = serde_json::from_slice(&std::fs::read(outs[0].join("config.json")).unwrap()).unwrap();
+    // A LoRA run writes a PEFT adapter; dvx's own settings sit beside it in dvx.json.
+    let dvx: Value = serde_json::from_slice(&std::fs::read(outs[0].join("dvx.json")).unwrap()).unwrap();
     let src = std::fs::read_to_string(fixture().join("../src/qwen2.5.jinja")).unwrap();
-    assert_eq!(cfg["dvx"]["template"]["model"]["source"].as_str().unwrap().trim_end(), src.trim_end());
-    assert_eq!(cfg["dvx"]["template"]["model"].get("bos_token"), None);
-    let tok = &cfg["dvx"]["tokenizer"];
+    assert_eq!(dvx["template"]["model"]["source"].as_str().unwrap().trim_end(), src.trim_end());
+    assert_eq!(dvx["template"]["model"].get("bos_token"), None);
+    let tok = &dvx["tokenizer"];
     assert_eq!(tok["bos_token_id"], Value::Null, "Qwen has no bos");
     assert_eq!(tok["stop_token_ids"].as_array().unwrap().len(), 1, "{tok}");
 
