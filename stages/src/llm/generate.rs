@@ -104,7 +104,7 @@ impl TypedStage for Generate {
 
     fn prepare(&self, p: Params, _shape: Shape) -> Result<Prepared, ParamError> {
         teachers::check(&p.teachers)?;
-        p.limits.check().map_err(|e| ParamError { field: e.field.map(|f| format!("limits.{f}")), ..e })?;
+        p.limits.check()?;
         let prompt = Prompt::new(p.prompt.as_deref(), p.system.as_deref())?;
         Ok(Prepared { p, prompt })
     }

@@ -118,7 +118,7 @@ impl TypedStage for Judge {
 
     fn prepare(&self, p: Params, _shape: Shape) -> Result<Prepared, ParamError> {
         teachers::check(&p.teachers)?;
-        p.limits.check().map_err(|e| ParamError { field: e.field.map(|f| format!("limits.{f}")), ..e })?;
+        p.limits.check()?;
         let rubric = compile(&p.rubric).map_err(|e| ParamError::field("rubric", e))?;
         if p.dimensions.is_empty() {
             return Err(ParamError::field("dimensions", "name at least one dimension"));

@@ -59,17 +59,18 @@ fn sixty() -> f64 {
 }
 
 impl Sending {
-    /// The param error, if any.
+    /// The param error, if any, naming the field as it sits in every kind
+    /// that sends requests: under `limits:`.
     pub fn check(&self) -> Result<(), dvx_stage_api::ParamError> {
         use dvx_stage_api::ParamError;
         if self.max_concurrent == 0 {
-            return Err(ParamError::field("max_concurrent", "must be at least 1"));
+            return Err(ParamError::field("limits.max_concurrent", "must be at least 1"));
         }
         if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
-            return Err(ParamError::field("timeout_s", "must be a positive number of seconds"));
+            return Err(ParamError::field("limits.timeout_s", "must be a positive number of seconds"));
         }
         if !(self.backoff_s.is_finite() && self.backoff_s >= 0.0) {
-            return Err(ParamError::field("backoff_s", "must be zero or more seconds"));
+            return Err(ParamError::field("limits.backoff_s", "must be zero or more seconds"));
         }
         Ok(())
     }
