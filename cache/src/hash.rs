@@ -90,18 +90,35 @@ impl Hash {
 
 /// Hash a file's bytes, streaming.
 pub fn hash_file(path: &Path) -> Result<Hash> {
-    hash_reader(std::fs::File::open(path).at(path)?, path)
+    hash_file_reporting(path, &mut |_| {})
 }
 
-fn hash_reader(mut file: impl Read, path: &Path) -> Result<Hash> {
+/// [`hash_file`], telling `read` how many more bytes were hashed every
+/// [`REPORT_EVERY`] bytes (and at the end), for progress on large files.
+pub(crate) fn hash_file_reporting(path: &Path, read: &mut dyn FnMut(u64)) -> Result<Hash> {
+    hash_reader(std::fs::File::open(path).at(path)?, path, read)
+}
+
+/// How many bytes are hashed between two progress reports.
+pub(crate) const REPORT_EVERY: u64 = 8 << 20;
+
+fn hash_reader(mut file: impl Read, path: &Path, read: &mut dyn FnMut(u64)) -> Result<Hash> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
+    let mut unreported = 0u64;
     loop {
         let n = file.read(&mut buf).at(path)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        unreported += n as u64;
+        if unreported >= REPORT_EVERY {
+            read(std::mem::take(&mut unreported));
+        }
+    }
+    if unreported > 0 {
+        read(unreported);
     }
     Ok(Hash::from_blake3(hasher.finalize()))
 }
@@ -120,7 +137,7 @@ pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Hash a file of the store (see [`open_regular`]), streaming.
 pub(crate) fn hash_object(path: &Path) -> Result<Hash> {
-    hash_reader(open_regular(path).at(path)?, path)
+    hash_reader(open_regular(path).at(path)?, path, &mut |_| {})
 }
 
 #[cfg(test)]

@@ -233,9 +233,31 @@ pub fn hash_path(path: &Path, stat: &mut StatCache) -> Result<(OutputKind, Hash)
 /// folder walk and any file reads happen without holding the lock, so
 /// several stages hash their deps in parallel.
 pub fn hash_path_locked(path: &Path, stat: &std::sync::Mutex<StatCache>) -> Result<(OutputKind, Hash)> {
+    hash_path_reporting(path, stat, &|_| {})
+}
+
+/// How far hashing a path has got: bytes read, and bytes to read in all
+/// (only what the stat cache could not answer counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashProgress {
+    /// Bytes hashed so far.
+    pub done: u64,
+    /// Bytes to hash in all.
+    pub total: u64,
+}
+
+/// [`hash_path_locked`], telling `report` how far it is while it reads files
+/// the stat cache does not know (a large dep takes seconds to hash; whoever
+/// runs the stage wants to see that). Never called when nothing is read.
+pub fn hash_path_reporting(
+    path: &Path,
+    stat: &std::sync::Mutex<StatCache>,
+    report: &(dyn Fn(HashProgress) + Sync),
+) -> Result<(OutputKind, Hash)> {
     let meta = std::fs::metadata(path).at(path)?;
     if !meta.is_dir() {
-        return Ok((OutputKind::File, hash_one_locked(path, &meta, stat)?));
+        let mut progress = HashProgress { done: 0, total: meta.len() };
+        return Ok((OutputKind::File, hash_one_locked(path, &meta, stat, &mut progress, report)?));
     }
     let files = walk(path, EscapingLinks::Follow)?;
     // A folder whose files all keep their identity keeps its manifest hash:
@@ -244,13 +266,24 @@ pub fn hash_path_locked(path: &Path, stat: &std::sync::Mutex<StatCache>) -> Resu
     if let Some(h) = stat.lock().expect("stat cache lock").lookup_folder(path, &identity) {
         return Ok((OutputKind::Dir, h));
     }
+    let total = {
+        let stat = stat.lock().expect("stat cache lock");
+        files
+            .iter()
+            .filter_map(|(_, w)| match w {
+                Walked::File(abs, meta) if stat.lookup(abs, meta).is_none() => Some(meta.len()),
+                _ => None,
+            })
+            .sum()
+    };
+    let mut progress = HashProgress { done: 0, total };
     let mut entries = Vec::with_capacity(files.len());
     let mut racy = false;
     for (rel, w) in &files {
         entries.push(match w {
             Walked::File(abs, meta) => {
                 racy |= StatCache::is_racy(meta);
-                let hash = hash_one_locked(abs, meta, stat)?;
+                let hash = hash_one_locked(abs, meta, stat, &mut progress, report)?;
                 TreeEntry { path: rel.clone(), exec: is_exec(meta), hash, link: None }
             }
             Walked::Link(target) => link_entry(rel, target),
@@ -263,11 +296,22 @@ pub fn hash_path_locked(path: &Path, stat: &std::sync::Mutex<StatCache>) -> Resu
     Ok((OutputKind::Dir, hash))
 }
 
-fn hash_one_locked(abs: &Path, meta: &std::fs::Metadata, stat: &std::sync::Mutex<StatCache>) -> Result<Hash> {
+fn hash_one_locked(
+    abs: &Path,
+    meta: &std::fs::Metadata,
+    stat: &std::sync::Mutex<StatCache>,
+    progress: &mut HashProgress,
+    report: &(dyn Fn(HashProgress) + Sync),
+) -> Result<Hash> {
     if let Some(h) = stat.lock().expect("stat cache lock").lookup(abs, meta) {
         return Ok(h);
     }
-    let h = crate::hash::hash_file(abs)?;
+    let h = crate::hash::hash_file_reporting(abs, &mut |n| {
+        progress.done += n;
+        // A file that grew while it was read: never report more done than in all.
+        progress.total = progress.total.max(progress.done);
+        report(*progress);
+    })?;
     stat.lock().expect("stat cache lock").record(abs, meta, &h);
     Ok(h)
 }
@@ -752,4 +796,42 @@ fn make_writable(dir: &Path) {
 /// Refresh an object's mtime: gc keeps objects touched after it started.
 fn touch(path: &Path) {
     let _ = open_regular(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn reports(path: &Path, stat: &Mutex<StatCache>) -> (Hash, Vec<HashProgress>) {
+        let seen = Mutex::new(Vec::new());
+        let (_, h) = hash_path_reporting(path, stat, &|p| seen.lock().unwrap().push(p)).unwrap();
+        (h, seen.into_inner().unwrap())
+    }
+
+    #[test]
+    fn hashing_reports_bytes_read_up_to_the_total_and_nothing_for_known_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).unwrap();
+        let big = folder.join("big.bin");
+        let size = crate::hash::REPORT_EVERY * 2 + 7;
+        std::fs::write(&big, vec![7u8; size as usize]).unwrap();
+        // Past the racy window, so the stat cache trusts it on the second look.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let stat = Mutex::new(StatCache::in_memory());
+
+        let (h, seen) = reports(&big, &stat);
+        assert_eq!(h, crate::hash_file(&big).unwrap());
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen.iter().all(|p| p.total == size));
+        assert_eq!(seen.last().unwrap().done, size);
+        let (_, again) = reports(&big, &stat);
+        assert!(again.is_empty(), "a file the stat cache knows is not read: {again:?}");
+
+        // A folder counts only the bytes it has to read.
+        std::fs::write(folder.join("new.bin"), b"twelve bytes").unwrap();
+        let (_, seen) = reports(&folder, &stat);
+        assert_eq!(seen.last().copied(), Some(HashProgress { done: 12, total: 12 }), "{seen:?}");
+    }
 }

@@ -82,6 +82,46 @@ impl Progress for StageProgress<'_> {
     }
 }
 
+/// Deps smaller than this hash in well under a second: no progress for them.
+pub(crate) const HASH_PROGRESS_FROM: u64 = 64 << 20;
+
+const MIB: u64 = 1 << 20;
+
+/// Hashing a stage's large dep, shown as that stage's progress in MiB
+/// (`MiB 512/1480 (34%) hashing dep raw.jsonl ETA 3s`).
+pub(crate) struct HashingProgress<'a> {
+    progress: StageProgress<'a>,
+    dep: &'a str,
+    /// MiB reported so far; `None` until the first report (or forever, for a small dep).
+    reported: Mutex<Option<u64>>,
+}
+
+impl<'a> HashingProgress<'a> {
+    pub(crate) fn new(stage: &'a str, dep: &'a str, observer: &'a dyn Observer) -> Self {
+        HashingProgress { progress: StageProgress::new(stage, observer), dep, reported: Mutex::new(None) }
+    }
+
+    pub(crate) fn report(&self, p: dvx_cache::HashProgress) {
+        if p.total < HASH_PROGRESS_FROM {
+            return;
+        }
+        let mut reported = self.reported.lock().expect("hashing progress lock");
+        let done = if p.done >= p.total { p.total.div_ceil(MIB) } else { p.done / MIB };
+        let before = match *reported {
+            Some(r) => r,
+            None => {
+                self.progress.set_total(p.total.div_ceil(MIB), "MiB");
+                self.progress.message(&format!("hashing dep {}", self.dep));
+                0
+            }
+        };
+        if done > before {
+            self.progress.inc(done - before);
+        }
+        *reported = Some(done.max(before));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +148,23 @@ mod tests {
         assert_eq!(got.first(), Some(&(0, Some(1000), String::new())));
         assert_eq!(got.last(), Some(&(1000, Some(1000), String::new())));
         assert!(got.len() < 10, "a tight loop must not send an event per call: {}", got.len());
+    }
+
+    #[test]
+    fn hashing_a_large_dep_reports_mib_to_the_end_and_a_small_one_nothing() {
+        let seen = Seen::default();
+        let h = HashingProgress::new("s", "raw.jsonl", &seen);
+        let total = 100 * MIB + 5;
+        for done in (0..=total).step_by(8 << 20).chain([total]) {
+            h.report(dvx_cache::HashProgress { done, total });
+        }
+        let got = seen.0.lock().unwrap().clone();
+        assert_eq!(got.first().map(|g| (g.0, g.1)), Some((0, Some(101))));
+        assert_eq!(got.last(), Some(&(101, Some(101), "hashing dep raw.jsonl".to_string())));
+
+        let seen = Seen::default();
+        let h = HashingProgress::new("s", "small.jsonl", &seen);
+        h.report(dvx_cache::HashProgress { done: MIB, total: MIB });
+        assert!(seen.0.lock().unwrap().is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use dvx_cache::{hash_path_locked, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache, VersionMeta};
+use dvx_cache::{hash_path_locked, hash_path_reporting, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache, VersionMeta};
 use serde::Serialize;
 
 use crate::budget;
@@ -19,6 +19,7 @@ use crate::executor::local::{abs, Failure};
 use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
 use crate::key::KeyInputs;
+use crate::progress::HashingProgress;
 use crate::plan::{self, outputs_are_outs, Decision, Facts, Lookup, Plan};
 use crate::shard::{self, ShardResult, ShardStatus};
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
@@ -167,10 +168,24 @@ impl Shared {
     }
 
     fn hash_source(&self, rel: &str) -> std::result::Result<(OutputKind, Hash), String> {
+        self.hash_source_for(rel, None)
+    }
+
+    /// [`Self::hash_source`] for a stage about to be planned: hashing a large
+    /// dep the stat cache does not know shows as that stage's progress.
+    fn hash_source_for(&self, rel: &str, stage: Option<&str>) -> std::result::Result<(OutputKind, Hash), String> {
         if let Some(h) = self.sources.lock().expect("sources lock").get(rel) {
             return Ok(h.clone());
         }
-        let h = self.hash_workspace(rel)?;
+        let path = abs(&self.p.wdir, rel);
+        let h = match stage {
+            Some(stage) => {
+                let progress = HashingProgress::new(stage, rel, self.observer.as_ref());
+                hash_path_reporting(&path, &self.stat, &|p| progress.report(p))
+            }
+            None => hash_path_locked(&path, &self.stat),
+        }
+        .map_err(|e| e.to_string())?;
         self.sources.lock().expect("sources lock").insert(rel.to_string(), h.clone());
         Ok(h)
     }
@@ -607,7 +622,7 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
                 up.outputs.get(pr.out).map(|o| (o.kind, o.hash.clone()))
             }
             Some(pr) if sh.dry_run && sh.result(pr.stage).is_some_and(|u| u.action == Action::Run) => None,
-            None => match sh.hash_source(d) {
+            None => match sh.hash_source_for(d, Some(&def.name)) {
                 Ok(x) => Some(x),
                 Err(e) => {
                     let mut r = blank(&def.name, Status::Failed, Action::Run);

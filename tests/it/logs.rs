@@ -130,6 +130,31 @@ fn long_stages_report_progress() {
 }
 
 #[test]
+fn hashing_a_large_dep_shows_as_progress_of_the_stage_that_reads_it() {
+    let p = Project::new();
+    let mib = 70u64;
+    let line = "x".repeat(1023) + "\n";
+    p.write("big.txt", &line.repeat(1024 * mib as usize));
+    // Past the stat cache's racy window, so the second run can trust what the first hashed.
+    std::thread::sleep(Duration::from_millis(300));
+    p.write("dvx.yaml", "stages:\n  count:\n    deps: [big.txt]\n    cmd: wc -l big.txt > n.txt\n    outs: [n.txt]\n");
+    let r = p.dvx(&["run"]).ok();
+    let lines = stage_lines(&r.stderr());
+    let hashing: Vec<&String> =
+        lines.iter().filter(|l| l.1 == "progress" && l.2 == "count").map(|l| &l.3).collect();
+    assert!(
+        hashing.iter().any(|l| l.starts_with(&format!("MiB {mib}/{mib} (100%) hashing dep big.txt"))),
+        "{}",
+        r.stderr()
+    );
+    assert!(time_of(&lines, "progress", "count") < time_of(&lines, "ran", "count"));
+
+    // Known to the stat cache the second time: nothing is read, nothing shown.
+    let r = p.dvx(&["run"]).ok();
+    assert!(!r.stderr().contains("hashing dep"), "{}", r.stderr());
+}
+
+#[test]
 fn thread_budget_runs_wide_stages_one_at_a_time() {
     let p = Project::new();
     let stage = |name: &str, threads: &str| {
