@@ -27,6 +27,11 @@ pub struct VersionRecord {
 pub struct VersionMeta {
     /// Unix seconds of the latest run that produced it.
     pub created: u64,
+    /// The nanoseconds within that second: two versions made in one second
+    /// still sort in the order they were made (`gc --keep-last` relies on it).
+    /// Records written before it existed read as 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_nanos: u32,
     /// Pipeline file it came from.
     pub pipeline_file: String,
     /// Stage name → metrics.
@@ -35,6 +40,23 @@ pub struct VersionMeta {
     /// Stage name → status in the run that wrote this record.
     #[serde(default)]
     pub statuses: serde_json::Map<String, serde_json::Value>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl VersionMeta {
+    /// Meta stamped with the current time.
+    pub fn now(pipeline_file: String) -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        VersionMeta { created: now.as_secs(), created_nanos: now.subsec_nanos(), pipeline_file, ..Default::default() }
+    }
+
+    /// When it was made, to the nanosecond where known: the newest sorts last.
+    pub fn made_at(&self) -> (u64, u32) {
+        (self.created, self.created_nanos)
+    }
 }
 
 /// The canonical JSON bytes of a value: object keys sorted, no whitespace.
@@ -79,7 +101,23 @@ fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_json;
+    use super::{canonical_json, VersionMeta};
+
+    #[test]
+    fn versions_made_in_one_second_list_newest_first_whatever_their_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = crate::Cache::open(dir.path(), crate::CacheOptions::default()).unwrap();
+        let meta = |nanos| VersionMeta { created: 1_700_000_000, created_nanos: nanos, ..Default::default() };
+        let made: Vec<_> = (0..6u32)
+            .map(|i| cache.put_version(serde_json::json!({ "n": i }), meta(1000 * (i + 1))).unwrap())
+            .collect();
+        let listed: Vec<_> = cache.versions().unwrap().into_iter().map(|v| v.hash).collect();
+        assert_eq!(listed, made.into_iter().rev().collect::<Vec<_>>());
+        // Records from before the field read as the start of their second.
+        let old: VersionMeta = serde_json::from_str(r#"{"created": 5, "pipeline_file": "p.yaml"}"#).unwrap();
+        assert_eq!(old.made_at(), (5, 0));
+        assert!(!serde_json::to_string(&old).unwrap().contains("created_nanos"));
+    }
 
     #[test]
     fn canonical_is_sorted_compact_json() {
@@ -215,7 +253,7 @@ impl Cache {
                 Err(e) => tracing::warn!("skipping version {}: {e}", h.short()),
             }
         }
-        v.sort_by(|a, b| b.meta.created.cmp(&a.meta.created).then(a.hash.cmp(&b.hash)));
+        v.sort_by(|a, b| b.meta.made_at().cmp(&a.meta.made_at()).then(a.hash.cmp(&b.hash)));
         Ok(v)
     }
 

@@ -124,7 +124,7 @@ pub fn workspace_version(cache: &Cache, state_dir: &Path) -> Option<Hash> {
     if let Some(v) = state.checked_out {
         return Some(v);
     }
-    state.last_version.values().filter_map(|v| cache.get_version(v).ok()).max_by_key(|r| r.meta.created).map(|r| r.hash)
+    state.last_version.values().filter_map(|v| cache.get_version(v).ok()).max_by_key(|r| r.meta.made_at()).map(|r| r.hash)
 }
 
 /// The version made before `v` by the same pipeline (by name), if any.

@@ -1067,11 +1067,7 @@ fn write_version(sh: &Shared, selected: &[usize], results: &[StageResult]) -> Re
     }
 
     let mut stages = Vec::new();
-    let mut meta = VersionMeta {
-        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        pipeline_file: p.file.display().to_string(),
-        ..Default::default()
-    };
+    let mut meta = VersionMeta::now(p.file.display().to_string());
     for (&si, r) in selected.iter().zip(results) {
         let s = &p.stages[si];
         stages.push(RecordedStage {

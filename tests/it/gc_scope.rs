@@ -13,13 +13,12 @@ fn yaml(word: &str) -> String {
     format!("name: g\nstages:\n  make:\n    cmd: echo {word} > out.txt\n    outs: [out.txt]\n")
 }
 
-/// Three versions, each in its own second so `log` orders them; returns them oldest first.
+/// Three versions; returns them oldest first.
 fn three_versions(p: &Project) -> Vec<String> {
     let mut v = Vec::new();
     for word in ["one", "two", "three"] {
         write_pipeline(p, word);
         v.push(p.dvx(&["run"]).ok().version());
-        std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     v
 }

@@ -212,7 +212,6 @@ fn logs_prints_a_stage_log_from_the_cache() {
     };
     p.write("dvx.yaml", &pipeline("one"));
     let v1 = p.dvx(&["run"]).ok().version();
-    std::thread::sleep(Duration::from_millis(1100));
     p.write("dvx.yaml", &pipeline("two"));
     let v2 = p.dvx(&["run"]).ok().version();
 

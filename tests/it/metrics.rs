@@ -43,16 +43,11 @@ fn project(lr: &str) -> Project {
     p
 }
 
-/// Runs in different seconds, so `log` and "the version before" have one order.
-fn next_second() {
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-}
 
 /// Two versions, lr 0.1 then lr 0.01: (v1, v2).
 fn two_learning_rates() -> (Project, String, String) {
     let p = project("0.1");
     let v1 = p.dvx(&["run"]).ok().version();
-    next_second();
     p.write("dvx.yaml", &pipeline("0.01"));
     let v2 = p.dvx(&["run"]).ok().version();
     (p, v1, v2)
@@ -123,7 +118,6 @@ fn a_cmd_stages_metrics_file_is_in_every_version_command() {
 fn moves_within_tolerance_are_not_regressions() {
     let p = project("0.1");
     let v1 = p.dvx(&["run"]).ok().version();
-    next_second();
     p.write("dvx.yaml", &pipeline("0.05"));
     let v2 = p.dvx(&["run"]).ok().version();
     let mut r = Redact::new(&p);

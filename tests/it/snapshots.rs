@@ -104,11 +104,6 @@ fn checked(run: Run, r: &mut Redact, code: i32) -> String {
     run.snapshot(r)
 }
 
-/// Versions are listed newest first by their creation second, ties by hash:
-/// keep runs that make versions in different seconds so `log` has one order.
-fn next_second() {
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-}
 
 #[test]
 fn run_first_noop_json_dry_force_and_targets() {
@@ -204,7 +199,6 @@ fn versions_log_show_diff_checkout() {
     let mut r = Redact::new(&p).path(to.path(), "[TO]");
     assert_snapshot!("log_empty", snap(&p, &mut r, &["log"], 0));
     let v1 = p.dvx(&["run"]).ok().version();
-    next_second();
     p.write("dvx.yaml", &demo("!", "gamma"));
     let v2 = p.dvx(&["run"]).ok().version();
     assert_snapshot!("log", snap(&p, &mut r, &["log"], 0));
@@ -253,7 +247,6 @@ fn gc_dry_run_and_gc() {
     let p = demo_project();
     let mut r = Redact::new(&p);
     p.dvx(&["run"]).ok();
-    next_second();
     p.write("dvx.yaml", &demo("?", "gamma"));
     p.write("input.txt", "other\n");
     p.dvx(&["run"]).ok();

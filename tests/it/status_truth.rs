@@ -60,7 +60,6 @@ fn a_stage_whose_last_run_failed_says_so() {
 fn after_checkout_status_names_the_version_and_what_differs() {
     let p = project();
     let v1 = p.dvx(&["run"]).ok().version();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     p.write("dvx.yaml", &pipeline("y", false));
     p.dvx(&["run"]).ok();
     let mut r = Redact::new(&p);

@@ -73,21 +73,12 @@ impl Project {
     /// gc keeps whatever was written in the 2 seconds before it started (a
     /// writer may still need it); make everything in the cache older than that.
     pub fn age_cache(&self) {
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        fn walk(dir: &Path, old: std::time::SystemTime) {
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                let path = e.path();
-                if path.is_dir() {
-                    walk(&path, old);
-                }
-                std::fs::File::open(&path).unwrap().set_modified(old).unwrap();
-            }
-        }
-        walk(&self.path(".dvx/cache"), old);
+        age_cache_at(&self.path(".dvx/cache"));
     }
     pub fn dvx(&self, args: &[&str]) -> Run {
         self.dvx_in(self.dir.path(), args)
     }
+
     pub fn dvx_in(&self, cwd: &Path, args: &[&str]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_dvx"))
             .args(args)
@@ -242,4 +233,20 @@ impl Run {
     pub fn snapshot(&self, r: &mut Redact) -> String {
         format!("exit: {}\n--- stdout\n{}--- stderr\n{}", self.code(), r.apply(&self.stdout()), r.apply(&self.stderr()))
     }
+}
+
+/// Make every file of a cache an hour old: past gc's grace for what was
+/// written just before it started, as a real cache's older versions are.
+pub fn age_cache_at(cache: &Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fn walk(dir: &Path, old: std::time::SystemTime) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, old);
+            }
+            std::fs::File::open(&path).unwrap().set_modified(old).unwrap();
+        }
+    }
+    walk(cache, old);
 }
