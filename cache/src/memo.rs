@@ -190,6 +190,13 @@ impl Cache {
         self.put_bytes(key_list(ns, keys).as_bytes()).map(Some)
     }
 
+    /// The keys a list stored by [`Cache::put_memo_keys`] names (with their
+    /// namespace): a sharded stage's run lists the union of its shards'.
+    pub fn memo_keys(&self, list: &Hash) -> Result<(String, Vec<[u8; 32]>)> {
+        let bytes = self.read_object(list)?;
+        parse_key_list(&bytes).map_err(|why| CacheError::BadRecord { path: self.object_path(list), message: why })
+    }
+
     /// The memo entries (namespace, key) that the runs of the versions in
     /// the cache, except `going`, used. A run entry or key list that cannot
     /// be read protects nothing (warned): its entries fall back to age.

@@ -916,10 +916,7 @@ fn run_sharded(
                 })
             })
             .collect(),
-        _ => {
-            let memo = executor::CacheMemo::new(&sh.ws.cache, &def.kind);
-            shard::run_local(&sh.ws.cache, def, stage, &sh.p.wdir, &units.units, &todo, threads, &memo)
-        }
+        _ => shard::run_local(&sh.ws.cache, def, stage, &sh.p.wdir, &units.units, &todo, threads),
     };
     let mut first_failure = None;
     for (&i, r) in todo.iter().zip(ran) {
@@ -954,6 +951,10 @@ fn run_sharded(
     }
     let metrics: Vec<Metrics> = entries.iter().map(|e| e.metrics.clone()).collect();
     let merged = shard::merge(how.as_ref(), def, &sh.p.wdir, &units.units, &metrics, log, started)
+        .map(|mut done| {
+            done.memo_keys = shard::memo_keys_of(&sh.ws.cache, &entries);
+            done
+        })
         .and_then(|done| crate::executor::local::store(&sh.ws.cache, &sh.stat, def, &sh.p.wdir, key, done));
     (merged, results)
 }

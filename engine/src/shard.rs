@@ -27,7 +27,7 @@ use crate::executor::local::{self, abs, tail, Executed, Failure};
 use crate::key::KeyInputs;
 use crate::plan::outputs_are_outs;
 use crate::spec::StageDef;
-use crate::{Memo, Metrics, NoProgress, RecordShards, Stage};
+use crate::{Metrics, NoProgress, RecordShards, Stage};
 
 /// What happened to (or would happen to) one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -187,13 +187,14 @@ pub(crate) fn execute_unit(
     wdir: &Path,
     unit: &Unit,
     threads: usize,
-    memo: &dyn Memo,
 ) -> Result<RunEntry, Failure> {
     let mut d = def.clone();
     d.deps = vec![unit.part.display().to_string()];
     d.outs = unit.outs.iter().map(|o| o.display().to_string()).collect();
     d.metrics = Vec::new();
-    let done = local::execute(&d, stage, wdir, threads, &NoProgress, memo)?;
+    // Each shard lists the memo keys it used, so gc keeps them while a version uses the stage.
+    let memo = crate::executor::CacheMemo::new(cache, &def.kind);
+    let done = local::execute(&d, stage, wdir, threads, &NoProgress, &memo)?;
     let refs: Vec<&Path> = unit.outs.iter().map(PathBuf::as_path).collect();
     let keep_log = |message: String| Failure { message, log_tail: tail(&done.log, 20), kind: None };
     let stored = cache
@@ -207,6 +208,7 @@ pub(crate) fn execute_unit(
         .map(|(rel, (kind, hash))| OutputRef { path: rel.clone(), kind, hash })
         .collect();
     let log = if done.log.is_empty() { None } else { Some(cache.put_bytes(&done.log).map_err(|e| keep_log(e.to_string()))?) };
+    let memo = cache.put_memo_keys(&def.kind, &memo.used()).map_err(|e| keep_log(e.to_string()))?;
     let entry = RunEntry {
         key: unit.key.clone(),
         kind: def.kind.clone(),
@@ -215,8 +217,7 @@ pub(crate) fn execute_unit(
         metrics: done.metrics,
         log,
         seconds: done.seconds,
-        // Memo entries a shard used are kept by age only (not listed per shard yet).
-        memo: None,
+        memo,
     };
     cache.put_run(&entry).map_err(|e| keep_log(e.to_string()))?;
     Ok(entry)
@@ -233,7 +234,6 @@ pub(crate) fn run_local(
     units: &[Unit],
     todo: &[usize],
     threads: usize,
-    memo: &dyn Memo,
 ) -> Vec<Result<RunEntry, Failure>> {
     let workers = threads.max(1).min(todo.len().max(1));
     let per = (threads / workers).max(1);
@@ -244,12 +244,26 @@ pub(crate) fn run_local(
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&ui) = todo.get(k) else { break };
-                let r = execute_unit(cache, def, stage, wdir, &units[ui], per, memo);
+                let r = execute_unit(cache, def, stage, wdir, &units[ui], per);
                 results.lock().expect("shard results lock")[k] = Some(r);
             });
         }
     });
     results.into_inner().expect("shard results lock").into_iter().map(|r| r.expect("every shard ran")).collect()
+}
+
+/// The memo keys the shards' runs used: the stage's run lists them all, so
+/// gc keeps them while a version uses the stage. A list that cannot be read
+/// protects nothing (warned): its entries fall back to age.
+pub(crate) fn memo_keys_of(cache: &Cache, entries: &[RunEntry]) -> std::collections::BTreeSet<crate::MemoKey> {
+    let mut keys = std::collections::BTreeSet::new();
+    for list in entries.iter().filter_map(|e| e.memo.as_ref()) {
+        match cache.memo_keys(list) {
+            Ok((_, k)) => keys.extend(k),
+            Err(e) => tracing::warn!("memo key list {}: {e}; its entries are kept by age only", list.short()),
+        }
+    }
+    keys
 }
 
 /// Every shard is in its staging place: merge outs and metrics into the

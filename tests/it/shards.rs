@@ -199,3 +199,33 @@ pub(crate) fn sharded_on_slurm(c: &crate::slurm::Cluster) {
     assert_eq!(new.len(), 1, "{tasks:?}");
     assert_eq!(new[0].1, "3");
 }
+
+#[test]
+fn gc_keeps_the_memo_a_sharded_stage_used_while_a_version_uses_it() {
+    let p = project(&records());
+    let v = p.dvx(&["run", "--shards", "keep=3"]).ok().version();
+    let memo = p.path(".dvx/cache/memo-v1/filter");
+    let entries = crate::llm::walkdir(&memo);
+    assert!(!entries.is_empty(), "filter keeps per-record results in the memo");
+    let age_memo = || {
+        p.age_cache();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86400);
+        for f in &entries {
+            std::fs::File::options().write(true).open(f).unwrap().set_modified(old).unwrap();
+        }
+    };
+    age_memo();
+
+    // The version stays: every entry its shards used stays, however old.
+    let r = p.dvx(&["gc", "--keep", &v[..8], "--memo-older-than", "30d", "-f"]).ok();
+    assert!(r.stdout().contains("removed 0 memo entries"), "{}", r.stdout());
+    assert!(r.stdout().contains(&format!("kept {} older ones that kept versions used", entries.len())), "{}", r.stdout());
+
+    // Once no kept version uses the stage, age decides.
+    p.write("dvx.yaml", "name: sharded\nstages:\n  other:\n    cmd: echo x > x.txt\n    outs: [x.txt]\n");
+    p.dvx(&["run"]).ok();
+    age_memo();
+    let r = p.dvx(&["gc", "--keep-last", "1", "--memo-older-than", "30d", "-f"]).ok();
+    assert!(r.stdout().contains(&format!("removed version {v}")), "{}", r.stdout());
+    assert!(r.stdout().contains(&format!("removed {} memo entries", entries.len())), "{}", r.stdout());
+}

@@ -105,7 +105,6 @@ fn run_task(spec: &ShardJobSpec, index: usize, registry: &Registry, host: &str) 
     }
     let unit =
         Unit { index, records: task.records, part: task.part.clone(), outs: task.outs.clone(), key: task.key.clone() };
-    let memo = super::CacheMemo::new(&checked.cache, &def.kind);
     let entry = shard::execute_unit(
         &checked.cache,
         def,
@@ -113,7 +112,6 @@ fn run_task(spec: &ShardJobSpec, index: usize, registry: &Registry, host: &str) 
         &checked.pipeline.wdir,
         &unit,
         job_threads(),
-        &memo,
     )
     .map_err(|f| JobError::Stage {
         stage: spec.job.stage.clone(),
