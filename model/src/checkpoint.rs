@@ -117,7 +117,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor, Var};
 
     use crate::lora::{attach, init_adapters, LoraParams};
-    use crate::model::{init_weights, Transformer};
+    use crate::model::{init_weights, Checkpointing, Transformer};
     use crate::rng::Rng;
     use crate::testkit::tiny;
 
@@ -142,7 +142,7 @@ mod tests {
         let mut m = Transformer::new(&cfg, &base, &dev).unwrap();
         let adapters = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
         attach(&mut m, &p, &adapters).unwrap();
-        m.set_checkpointing(checkpoint);
+        m.set_checkpointing(if checkpoint { Checkpointing::On } else { Checkpointing::Off });
         let ids = Tensor::from_slice(&[1u32, 5, 9, 3, 7, 2, 30, 4], (2, 4), &dev).unwrap();
         let (target, weight) = ([5u32, 9, 3, 8, 2, 30, 4, 1], [1f32, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.5]);
         let loss = m.loss(&ids, &target, &weight, Some(&mut Rng::new(3))).unwrap();
