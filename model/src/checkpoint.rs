@@ -188,4 +188,25 @@ mod tests {
         // The adapters do move the loss: a real test, not a constant.
         assert!(g0.iter().flatten().any(|g| g.abs() > 1e-6));
     }
+
+    /// `Auto` checkpoints a pass only when its activations would take more
+    /// than the frozen weights: not a short one, but a long one.
+    #[test]
+    fn auto_checkpoints_only_big_passes() {
+        let mut cfg = tiny(37);
+        cfg.num_hidden_layers = 2;
+        let base: BTreeMap<String, Tensor> = init_weights(&cfg, 1, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, t.to_dtype(DType::BF16).unwrap()))
+            .collect();
+        let mut m = Transformer::new(&cfg, &base, &Device::Cpu).unwrap();
+        assert!(!m.checkpoints(64, 32));
+        m.set_checkpointing(Checkpointing::Auto);
+        assert!(m.activation_bytes(1, 2) < m.activation_bytes(2, 2));
+        assert!(!m.checkpoints(1, 2));
+        assert!(m.checkpoints(64, 32));
+        m.set_checkpointing(Checkpointing::On);
+        assert!(m.checkpoints(1, 2));
+    }
 }
