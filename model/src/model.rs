@@ -376,7 +376,8 @@ impl Transformer {
     /// repeated keys and values, scores, MLP, LoRA dropout masks).
     pub fn activation_bytes(&self, rows: usize, len: usize) -> usize {
         let c = &self.cfg;
-        let (w, q, kv, i) = (c.hidden_size, c.num_attention_heads * c.head_dim(), c.kv_heads() * c.head_dim(), c.intermediate_size);
+        let (w, q, kv, i) =
+            (c.hidden_size, c.num_attention_heads * c.head_dim(), c.kv_heads() * c.head_dim(), c.intermediate_size);
         let per_block = |b: &Block| {
             let lora: usize = [(&b.q, w), (&b.k, w), (&b.v, w), (&b.o, q), (&b.gate, w), (&b.up, w), (&b.down, i)]
                 .iter()
@@ -385,7 +386,7 @@ impl Transformer {
                 .sum();
             rows * len * (6 * w + 6 * q + 4 * kv + 4 * i + lora) + rows * c.num_attention_heads * len * len * 2
         };
-        4 * self.blocks.iter().map(|b| per_block(b)).sum::<usize>()
+        4 * self.blocks.iter().map(|b| per_block(b.as_ref())).sum::<usize>()
     }
 
     /// Bytes of the frozen (not trainable) matrices.
