@@ -117,7 +117,7 @@ mod tests {
     use candle_core::{DType, Device, Tensor, Var};
 
     use crate::lora::{attach, init_adapters, LoraParams};
-    use crate::model::{init_weights, Transformer};
+    use crate::model::{init_weights, Checkpointing, Transformer};
     use crate::rng::Rng;
     use crate::testkit::tiny;
 
@@ -142,7 +142,7 @@ mod tests {
         let mut m = Transformer::new(&cfg, &base, &dev).unwrap();
         let adapters = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
         attach(&mut m, &p, &adapters).unwrap();
-        m.set_checkpointing(checkpoint);
+        m.set_checkpointing(if checkpoint { Checkpointing::On } else { Checkpointing::Off });
         let ids = Tensor::from_slice(&[1u32, 5, 9, 3, 7, 2, 30, 4], (2, 4), &dev).unwrap();
         let (target, weight) = ([5u32, 9, 3, 8, 2, 30, 4, 1], [1f32, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.5]);
         let loss = m.loss(&ids, &target, &weight, Some(&mut Rng::new(3))).unwrap();
@@ -187,5 +187,26 @@ mod tests {
         close(&g2, &g0, 1e-4);
         // The adapters do move the loss: a real test, not a constant.
         assert!(g0.iter().flatten().any(|g| g.abs() > 1e-6));
+    }
+
+    /// `Auto` checkpoints a pass only when its activations would take more
+    /// than the frozen weights: not a short one, but a long one.
+    #[test]
+    fn auto_checkpoints_only_big_passes() {
+        let mut cfg = tiny(37);
+        cfg.num_hidden_layers = 2;
+        let base: BTreeMap<String, Tensor> = init_weights(&cfg, 1, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, t.to_dtype(DType::BF16).unwrap()))
+            .collect();
+        let mut m = Transformer::new(&cfg, &base, &Device::Cpu).unwrap();
+        assert!(!m.checkpoints(64, 32));
+        m.set_checkpointing(Checkpointing::Auto);
+        assert!(m.activation_bytes(1, 2) < m.activation_bytes(2, 2));
+        assert!(!m.checkpoints(1, 2));
+        assert!(m.checkpoints(64, 32));
+        m.set_checkpointing(Checkpointing::On);
+        assert!(m.checkpoints(1, 2));
     }
 }

@@ -214,6 +214,20 @@ pub(crate) struct Block {
     down: Linear,
 }
 
+/// When a training pass recomputes blocks in backward rather than keeping
+/// their activations (gradient checkpointing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpointing {
+    /// Keep all activations.
+    Off,
+    /// Keep only each block's input.
+    On,
+    /// Checkpoint only a pass whose activations would take more memory than
+    /// the frozen weights ([`Transformer::activation_bytes`]): at most about
+    /// twice the weights, without the recompute when the pass is small.
+    Auto,
+}
+
 /// The decoder-only transformer that `train` fits and `benchmark` runs.
 pub struct Transformer {
     /// Its architecture, as written to `config.json`.
@@ -228,8 +242,8 @@ pub struct Transformer {
     device: Device,
     /// Per (sequence length, fused kernels): rotary tables and mask.
     tables: Mutex<HashMap<(usize, bool), Arc<Tables>>>,
-    /// Recompute each block's activations in backward instead of keeping them.
-    checkpoint: bool,
+    /// When to recompute each block's activations in backward instead of keeping them.
+    checkpoint: Checkpointing,
     /// Gradients of trainable tensors inside checkpointed blocks.
     sink: Arc<GradSink>,
 }
@@ -328,7 +342,7 @@ impl Transformer {
             act,
             device: dev.clone(),
             tables: Mutex::new(HashMap::new()),
-            checkpoint: false,
+            checkpoint: Checkpointing::Off,
             sink: Arc::new(GradSink::default()),
         })
     }
@@ -337,13 +351,55 @@ impl Transformer {
     /// forward pass and recompute the block in backward (less memory, one
     /// more forward's work). Gradients of tensors inside the blocks then
     /// come from [`Transformer::take_block_grads`], not the backward's store.
-    pub fn set_checkpointing(&mut self, on: bool) {
-        self.checkpoint = on;
+    pub fn set_checkpointing(&mut self, mode: Checkpointing) {
+        self.checkpoint = mode;
     }
 
-    /// Whether gradient checkpointing is on.
-    pub fn checkpointing(&self) -> bool {
+    /// How blocks are checkpointed.
+    pub fn checkpointing(&self) -> Checkpointing {
         self.checkpoint
+    }
+
+    /// Whether a training pass over `rows` sequences of `len` tokens
+    /// checkpoints its blocks.
+    pub fn checkpoints(&self, rows: usize, len: usize) -> bool {
+        match self.checkpoint {
+            Checkpointing::Off => false,
+            Checkpointing::On => true,
+            Checkpointing::Auto => self.activation_bytes(rows, len) > self.frozen_bytes(),
+        }
+    }
+
+    /// About how many bytes the blocks' activations of a training pass over
+    /// `rows × len` tokens take when all are kept for the backward pass
+    /// (f32: norms, projections and their head-split copies, rotary, the
+    /// repeated keys and values, scores, MLP, LoRA dropout masks).
+    pub fn activation_bytes(&self, rows: usize, len: usize) -> usize {
+        let c = &self.cfg;
+        let (w, q, kv, i) =
+            (c.hidden_size, c.num_attention_heads * c.head_dim(), c.kv_heads() * c.head_dim(), c.intermediate_size);
+        let per_block = |b: &Block| {
+            let lora: usize = [(&b.q, w), (&b.k, w), (&b.v, w), (&b.o, q), (&b.gate, w), (&b.up, w), (&b.down, i)]
+                .iter()
+                .filter(|(l, _)| l.lora.is_some())
+                .map(|(_, inp)| 2 * inp)
+                .sum();
+            rows * len * (6 * w + 6 * q + 4 * kv + 4 * i + lora) + rows * c.num_attention_heads * len * len * 2
+        };
+        4 * self.blocks.iter().map(|b| per_block(b.as_ref())).sum::<usize>()
+    }
+
+    /// Bytes of the frozen (not trainable) matrices.
+    fn frozen_bytes(&self) -> usize {
+        let bytes = |t: &Tensor| if t.is_variable() { 0 } else { t.elem_count() * t.dtype().size_in_bytes() };
+        let mut sum = bytes(&self.embed);
+        if !self.cfg.tie_word_embeddings {
+            sum += bytes(&self.head);
+        }
+        for b in &self.blocks {
+            sum += [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down].iter().map(|l| bytes(&l.w)).sum::<usize>();
+        }
+        sum
     }
 
     /// The gradients checkpointed blocks produced since the last call,
@@ -476,9 +532,11 @@ impl Transformer {
             x = x.reshape((rows, len, c))?.broadcast_add(&pe.narrow(0, start, len)?)?.reshape((rows * len, c))?;
         }
         let d = self.dims();
+        // Only a pass that may be differentiated is worth checkpointing.
+        let checkpoint = cache.is_none() && self.checkpoints(rows, len);
         for (l, b) in self.blocks.iter().enumerate() {
             x = match cache.as_deref_mut() {
-                None if self.checkpoint => {
+                None if checkpoint => {
                     let at = checkpoint::At { dims: d, block: b.clone(), tables: tables.clone(), rows, len };
                     checkpoint::block(&x, at, rng.as_deref_mut(), &self.sink)?
                 }

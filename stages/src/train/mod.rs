@@ -273,8 +273,9 @@ fn execute(
             let vars = to_vars(&init)?;
             let mut m = Transformer::new(&arch, &base_w, &dev).map_err(ce("model"))?;
             lora::attach(&mut m, lp, &var_tensors(&vars)).map_err(ce("lora"))?;
-            // A frozen base is where memory is tight: keep only block inputs.
-            m.set_checkpointing(true);
+            // A frozen base is where memory is tight: keep only block inputs
+            // when the activations would outgrow the weights.
+            m.set_checkpointing(dvx_model::model::Checkpointing::Auto);
             (vars, m)
         }
         None => {
