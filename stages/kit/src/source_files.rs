@@ -148,19 +148,7 @@ pub mod testing {
             }
         }
         let mut log = Vec::new();
-        let mut ctx = StageContext {
-            name: "test",
-            cwd,
-            deps,
-            outs,
-            params: &params,
-            cmd: None,
-            env: &[],
-            log: &mut log,
-            threads: 2,
-            progress: &dvx_stage_api::NoProgress,
-            memo: &dvx_stage_api::NoMemo,
-        };
+        let mut ctx = StageContext::new("test", cwd, deps, outs, &params, &mut log).with_threads(2);
         let r = stage.execute(&mut ctx);
         (r, String::from_utf8_lossy(&log).into_owned())
     }

@@ -82,19 +82,8 @@ pub fn run_with_memo<T: TypedStage>(
     stage.check(&shape).map_err(|e| format!("{}: {}", e.field.unwrap_or_default(), e.message))?;
     stage.check_outs(out_names).map_err(|e| format!("outs.{}: {}", e.index, e.message))?;
     let mut log = Vec::new();
-    let mut ctx = StageContext {
-        name: "t",
-        cwd: dir.path(),
-        deps: &deps,
-        outs: &outs,
-        params: &params,
-        cmd: None,
-        env: &[],
-        log: &mut log,
-        threads,
-        progress: &dvx_stage_api::NoProgress,
-        memo,
-    };
+    let mut ctx =
+        StageContext::new("t", dir.path(), &deps, &outs, &params, &mut log).with_threads(threads).with_memo(memo);
     let metrics = stage.execute(&mut ctx).map_err(|e| e.message)?;
     Ok(Run { metrics, log: String::from_utf8(log).unwrap(), outs, _dir: dir })
 }

@@ -34,19 +34,7 @@ fn run_kind(
     let shape = StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: None };
     stage.check(&shape).map_err(|e| StageFailure::new(format!("{e:?}")))?;
     let mut log = Vec::new();
-    let mut ctx = StageContext {
-        name: "t",
-        cwd: dir,
-        deps: &deps,
-        outs: &outs,
-        params: &params,
-        cmd: None,
-        env: &[],
-        log: &mut log,
-        threads,
-        progress: &dvx_stage_api::NoProgress,
-        memo: &dvx_stage_api::NoMemo,
-    };
+    let mut ctx = StageContext::new("t", dir, &deps, &outs, &params, &mut log).with_threads(threads);
     let metrics = stage.execute(&mut ctx)?;
     let outs = outs.iter().map(|o| String::from_utf8_lossy(&std::fs::read(o).unwrap()).into_owned()).collect();
     Ok(Run { metrics, outs, log: String::from_utf8(log).unwrap() })

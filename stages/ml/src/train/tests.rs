@@ -65,20 +65,7 @@ pub(crate) fn run_stage(
     }
     let mut log = Vec::new();
     let cwd = std::env::temp_dir();
-    let progress = &dvx_stage_api::NoProgress;
-    let mut ctx = StageContext {
-        name: "t",
-        cwd: &cwd,
-        deps,
-        outs,
-        params,
-        cmd: None,
-        env: &[],
-        log: &mut log,
-        threads,
-        progress,
-        memo: &dvx_stage_api::NoMemo,
-    };
+    let mut ctx = StageContext::new("t", &cwd, deps, outs, params, &mut log).with_threads(threads);
     let r = stage.execute(&mut ctx);
     (r, String::from_utf8(log).unwrap())
 }
