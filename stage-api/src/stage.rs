@@ -38,6 +38,64 @@ pub struct StageContext<'a> {
     pub memo: &'a dyn crate::Memo,
 }
 
+impl<'a> StageContext<'a> {
+    /// A context with what every execution names; the rest takes its
+    /// default until set with the `with_` methods below: no `cmd`, no
+    /// `env`, one thread, silent progress, no memo.
+    pub fn new(
+        name: &'a str,
+        cwd: &'a Path,
+        deps: &'a [PathBuf],
+        outs: &'a [PathBuf],
+        params: &'a serde_json::Value,
+        log: &'a mut dyn Write,
+    ) -> Self {
+        StageContext {
+            name,
+            cwd,
+            deps,
+            outs,
+            params,
+            cmd: None,
+            env: &[],
+            log,
+            threads: 1,
+            progress: &crate::NoProgress,
+            memo: &crate::NoMemo,
+        }
+    }
+
+    /// The interpolated shell command (`cmd` stages).
+    pub fn with_cmd(mut self, cmd: Option<&'a str>) -> Self {
+        self.cmd = cmd;
+        self
+    }
+
+    /// The stage's declared environment.
+    pub fn with_env(mut self, env: &'a [(String, String)]) -> Self {
+        self.env = env;
+        self
+    }
+
+    /// The stage's thread budget.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Where progress goes.
+    pub fn with_progress(mut self, progress: &'a dyn crate::Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The memo answers are kept in.
+    pub fn with_memo(mut self, memo: &'a dyn crate::Memo) -> Self {
+        self.memo = memo;
+        self
+    }
+}
+
 /// What sort of failure a stage had: whether running it again could help,
 /// and whose side the problem is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

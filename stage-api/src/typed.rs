@@ -432,19 +432,7 @@ mod tests {
         let fp = FingerprintContext { cwd: std::path::Path::new("/"), deps: &deps, params: &params };
         assert_eq!(s.fingerprint(&fp).unwrap(), Some(json!(1)));
         let mut log = Vec::new();
-        let mut ctx = StageContext {
-            name: "t",
-            cwd: std::path::Path::new("/"),
-            deps: &deps,
-            outs: &outs,
-            params: &params,
-            cmd: None,
-            env: &[],
-            log: &mut log,
-            threads: 1,
-            progress: &crate::NoProgress,
-            memo: &crate::NoMemo,
-        };
+        let mut ctx = StageContext::new("t", std::path::Path::new("/"), &deps, &outs, &params, &mut log);
         assert_eq!(s.execute(&mut ctx).unwrap()["items"], json!(1));
         assert_eq!(s.kind.0.load(Ordering::SeqCst), 1, "check, fingerprint and execute share one prepare");
 

@@ -45,19 +45,7 @@ fn run() -> Result<(), String> {
     stage.check(&shape).map_err(|e| format!("{:?}: {}", e.field, e.message))?;
     let cwd: PathBuf = std::env::current_dir().map_err(|e| e.to_string())?;
     let mut log = Vec::new();
-    let mut ctx = StageContext {
-        name: "stage_bench",
-        cwd: &cwd,
-        deps: &deps,
-        outs: &outs,
-        params: &params,
-        cmd: None,
-        env: &[],
-        log: &mut log,
-        threads,
-        progress: &dvx_stage_api::NoProgress,
-        memo: &dvx_stage_api::NoMemo,
-    };
+    let mut ctx = StageContext::new("stage_bench", &cwd, &deps, &outs, &params, &mut log).with_threads(threads);
     let started = Instant::now();
     let metrics = stage.execute(&mut ctx).map_err(|e| e.message)?;
     let seconds = started.elapsed().as_secs_f64();

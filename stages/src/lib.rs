@@ -1,51 +1,33 @@
-//! Built-in stage kinds. Each kind is one module implementing
-//! [`dvx_stage_api::TypedStage`] (registered through the
-//! [`dvx_stage_api::Typed`] adapter); [`builtin_registry`] lists them all.
-//! This crate builds against the stage API alone, never the engine.
+//! Built-in stage kinds, registered. The kinds live in crates grouped by the
+//! heavy dependency they bring (`dvx-stages-data`: none; `-extract`: ruff's
+//! parser, tl; `-net`: reqwest; `-ml`: candle), each implementing
+//! [`dvx_stage_api::TypedStage`] on the shared `dvx-stage-kit`;
+//! [`builtin_registry`] lists them all. Builds against the stage API alone,
+//! never the engine.
 
 use dvx_stage_api::Registry;
 
-pub mod ast_extract;
-mod balance;
-mod benchmark;
-mod clone;
-mod cmd;
-mod convert;
-mod dedup;
-mod example_record;
-mod export;
-mod export_model;
-mod fetch;
-mod field_check;
-mod filter;
-mod grep_sim;
-mod html_extract;
-mod llm;
-mod merge;
-mod multiply;
+pub use dvx_stages_data as data;
+pub use dvx_stages_extract as extract;
+pub use dvx_stages_extract::ast_extract;
+pub use dvx_stages_ml as ml;
+pub use dvx_stages_net as net;
+
+#[cfg(test)]
+mod cross_kind_tests;
 #[cfg(test)]
 mod params_docs;
 #[cfg(test)]
 mod pipeline_tests;
-mod plots;
-pub mod records;
-mod reuse;
-mod score;
-mod scores;
-mod seeded;
-mod shards;
 #[cfg(test)]
 mod shipped_pipelines;
-mod source_files;
-mod split;
-mod support;
-#[cfg(test)]
-mod testkit;
-mod train;
-mod validate;
 
 /// A registry with every built-in stage kind.
 pub fn builtin_registry() -> Registry {
+    use dvx_stages_data::{balance, cmd, convert, dedup, export, filter, merge, multiply, score, shards, split, validate};
+    use dvx_stages_extract::{ast_extract, html_extract};
+    use dvx_stages_ml::{benchmark, export_model, scores, train};
+    use dvx_stages_net::{clone, fetch, llm};
     let mut r = Registry::new();
     r.register_typed(cmd::Cmd);
     r.register_typed(balance::Balance);

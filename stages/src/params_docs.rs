@@ -8,6 +8,11 @@
 
 use dvx_stage_api::ParamDoc;
 
+use dvx_stages_data::{balance, dedup, filter, merge, multiply, score, split, validate};
+use dvx_stages_extract::{ast_extract, html_extract};
+use dvx_stages_ml::{benchmark, train};
+use dvx_stages_net::{clone, fetch, llm};
+
 use crate::builtin_registry;
 
 const END: &str = "<!-- /params -->";
@@ -117,21 +122,21 @@ fn tables_list_exactly_the_fields_serde_knows() {
     fn same<P: serde::de::DeserializeOwned + dvx_stage_api::ParamsDoc>(kind: &str) {
         assert_eq!(documented::<P>(), serde_fields::<P>(), "`{kind}`");
     }
-    same::<crate::filter::Params>("filter");
-    same::<crate::score::Params>("score");
-    same::<crate::balance::Params>("balance");
-    same::<crate::merge::Params>("merge");
-    same::<crate::split::Params>("split");
-    same::<crate::validate::Params>("validate");
-    same::<crate::dedup::params::DedupParams>("dedup");
-    same::<crate::dedup::params::IndexParams>("minhash-index");
-    same::<crate::clone::Params>("clone");
-    same::<crate::ast_extract::Params>("ast-extract");
-    same::<crate::html_extract::Params>("html-extract");
-    same::<crate::multiply::Params>("multiply");
-    same::<crate::fetch::Params>("fetch");
-    same::<crate::train::params::TrainParams>("train");
-    same::<crate::benchmark::params::BenchParams>("benchmark");
-    same::<crate::llm::GenerateParams>("generate");
-    same::<crate::llm::JudgeParams>("judge");
+    same::<filter::Params>("filter");
+    same::<score::Params>("score");
+    same::<balance::Params>("balance");
+    same::<merge::Params>("merge");
+    same::<split::Params>("split");
+    same::<validate::Params>("validate");
+    same::<dedup::params::DedupParams>("dedup");
+    same::<dedup::params::IndexParams>("minhash-index");
+    same::<clone::Params>("clone");
+    same::<ast_extract::Params>("ast-extract");
+    same::<html_extract::Params>("html-extract");
+    same::<multiply::Params>("multiply");
+    same::<fetch::Params>("fetch");
+    same::<train::params::TrainParams>("train");
+    same::<benchmark::params::BenchParams>("benchmark");
+    same::<llm::GenerateParams>("generate");
+    same::<llm::JudgeParams>("judge");
 }

@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::testkit::{example, pipeline_params, run};
-use crate::{balance::Balance, filter::Filter, split::Split, validate::Validate};
+use dvx_stage_kit::testkit::{example, pipeline_params, run};
+use dvx_stages_data::{balance::Balance, filter::Filter, split::Split, validate::Validate};
 
 const PIPELINE: &str = "v5_8_curated.yaml";
 

@@ -14,7 +14,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dvx-seeded", &[]),
     // The model knows nothing of stages, records or the cache.
     ("dvx-model", &["dvx-seeded"]),
-    ("dvx-stages", &["dvx-stage-api", "dvx-cache", "dvx-records", "dvx-model", "dvx-seeded"]),
+    // The kinds' shared kit, and the kind crates grouped by heavy dependency.
+    ("dvx-stage-kit", &["dvx-stage-api", "dvx-cache", "dvx-records", "dvx-seeded"]),
+    ("dvx-stages-data", &["dvx-stage-api", "dvx-stage-kit", "dvx-cache", "dvx-records"]),
+    ("dvx-stages-extract", &["dvx-stage-api", "dvx-stage-kit"]),
+    ("dvx-stages-net", &["dvx-stage-api", "dvx-stage-kit", "dvx-cache"]),
+    ("dvx-stages-ml", &["dvx-stage-api", "dvx-stage-kit", "dvx-model", "dvx-seeded"]),
+    // The registry of every built-in kind.
+    (
+        "dvx-stages",
+        &["dvx-stage-api", "dvx-stage-kit", "dvx-stages-data", "dvx-stages-extract", "dvx-stages-net", "dvx-stages-ml", "dvx-model"],
+    ),
     ("dvx-serve", &["dvx-model"]),
     ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages", "dvx-records", "dvx-serve"]),
 ];
@@ -116,4 +126,41 @@ fn table_knows_every_member() {
     for (name, _) in ALLOWED {
         assert!(packages.contains_key(*name), "ALLOWED names `{name}`, which is not a workspace member");
     }
+}
+
+/// Heavy crates a crate must never compile, not even through another: a
+/// stage author working on dataset kinds does not build a model runtime, an
+/// HTTP stack or a Python parser.
+const BANNED: &[(&str, &[&str])] = &[
+    ("dvx-stage-api", &["candle-core", "reqwest", "ruff_python_parser", "tl", "tokio"]),
+    ("dvx-engine", &["candle-core", "reqwest", "ruff_python_parser", "tl"]),
+    ("dvx-stage-kit", &["candle-core", "reqwest", "ruff_python_parser", "tl", "plotters"]),
+    ("dvx-stages-data", &["candle-core", "reqwest", "ruff_python_parser", "tl", "plotters"]),
+    ("dvx-stages-extract", &["candle-core", "reqwest", "plotters"]),
+    ("dvx-stages-net", &["candle-core", "ruff_python_parser", "tl", "plotters"]),
+];
+
+/// The packages `package` compiles (normal and build dependencies, this
+/// platform), from `cargo tree`.
+fn compiled(package: &str) -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["tree", "--offline", "-e", "normal,build", "--prefix", "none", "--format", "{p}", "-p", package])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo tree");
+    assert!(out.status.success(), "cargo tree -p {package}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect()
+}
+
+#[test]
+fn crates_do_not_reach_banned_dependencies() {
+    let mut bad = Vec::new();
+    for (package, banned) in BANNED {
+        let reached = compiled(package);
+        assert!(reached.contains(*package), "cargo tree -p {package} does not list the package itself");
+        bad.extend(banned.iter().filter(|b| reached.contains(**b)).map(|b| format!("`{package}` compiles `{b}`")));
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

@@ -93,19 +93,13 @@ pub fn execute(
     let mut log = Vec::new();
     let started = Instant::now();
     let result = {
-        let mut ctx = StageContext {
-            name: &def.name,
-            cwd: &cwd,
-            deps: &deps,
-            outs: &outs[..def.kind_outs().len()],
-            params: &def.params,
-            cmd: def.cmd.as_deref(),
-            env: &env,
-            log: &mut log,
-            threads,
-            progress,
-            memo,
-        };
+        let kind_outs = &outs[..def.kind_outs().len()];
+        let mut ctx = StageContext::new(&def.name, &cwd, &deps, kind_outs, &def.params, &mut log)
+            .with_cmd(def.cmd.as_deref())
+            .with_env(&env)
+            .with_threads(threads)
+            .with_progress(progress)
+            .with_memo(memo);
         stage.execute(&mut ctx)
     };
     let seconds = started.elapsed().as_secs_f64();

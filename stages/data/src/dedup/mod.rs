@@ -1,0 +1,299 @@
+//! `kind: dedup` — drop exact and near-duplicate records (MinHash-LSH with
+//! every candidate confirmed by exact Jaccard), and `kind: minhash-index` —
+//! sketch reference records once into a signature file dedup can reuse.
+//!
+//! How it works: each record's text (`fields`, default the record's text) is
+//! normalised; its exact key is a 128-bit hash of that text. Each distinct
+//! text is cut into shingles (hashed with XXH64), signed with MinHash
+//! permutations, and bucketed per LSH band. Pairs sharing a bucket whose
+//! shingle sets reach `threshold` Jaccard are linked; clusters are the
+//! connected components; each keeps its highest-`score_field` record (first
+//! in input order on ties), or none when it holds a reference record.
+//!
+//! The hash scheme (XXH64, splitmix64-derived permutations mod 2^61 − 1,
+//! 32-bit signature entries, shingling) is fixed by [`SCHEME_VERSION`]: it
+//! is part of `version()` and of every signature file, and must be bumped
+//! whenever a signature could change.
+//!
+//! # `dedup`
+//!
+//! deps: one or more JSONL inputs (deduplicated together, in order), then
+//! `reference` reference deps (JSONL or `minhash-index` signature files).
+//! outs: `[0]` kept records (input lines copied byte for byte, input order);
+//! optional `[1]` clusters JSONL, one line per cluster that dropped something:
+//! `{"kept": i, "dropped": [j, ...], "jaccard": [..]}` with 0-based input
+//! indices (`"kept": null, "reference": {"source", "line"}` when a reference
+//! covers it); optional `[2]` lineage JSONL, one line per dropped record:
+//! `{"index", "source", "line", "match": "exact"|"near", "jaccard",
+//! "duplicate_of": {"source", "line", "index" | "reference": true}}`.
+//! The Jaccard shown is to the kept record; a record linked through another
+//! cluster member may show less than the threshold.
+//!
+//! params (defaults):
+//! - `mode: both` — `exact` (same normalised text), `near` (MinHash-LSH;
+//!   identical texts are found as Jaccard 1 and labelled near) or `both`.
+//! - `fields: []` — dotted field paths joined by newlines; empty: the
+//!   record's text (`records::record_text`).
+//! - `normalize: {lowercase: true, collapse_whitespace: true, strip_punctuation: false}`
+//! - `shingle: {unit: words, size: 5}` — `words` or `chars`; a text shorter
+//!   than one shingle is one shingle (all empty texts are equal).
+//! - `num_perm: 128`, `seed: 42` — MinHash permutations.
+//! - `threshold: 0.8` — Jaccard at or above which records are duplicates.
+//! - `bands`, `rows` — LSH shape (both or neither, `bands × rows ≤
+//!   num_perm`); by default the largest `rows`, then fewest `bands`, that
+//!   make a pair at `threshold` a candidate with probability ≥ 0.9
+//!   (13 × 8 for 0.8 and 128: p = 0.908; datasketch picks 9 × 13: p = 0.40).
+//! - `score_field: score` — dotted path; the highest value is kept (numbers
+//!   or numeric strings; records without it rank last).
+//! - `reference: 0` — how many of the last deps are references.
+//!
+//! metrics: `input`, `reference` (records read from references; a signature
+//! file holds each distinct text once), `exact_dups`, `near_dups`
+//! (`exact_dups + near_dups = input − kept`), `reference_dups` (of those,
+//! dropped for a reference), `empty_texts`, `kept`, `clusters`,
+//! `candidate_pairs` (distinct pairs whose Jaccard was computed; pairs
+//! already in one cluster are not re-checked), `confirmed_pairs`, `bands`,
+//! `rows` (0 in exact mode).
+//!
+//! # `minhash-index`
+//!
+//! deps: JSONL files; outs: `[0]` a signature file (format in `sigfile.rs`,
+//! magic `DVXMHSIG`, header with scheme version, `num_perm`, `seed`,
+//! `fields`, `normalize`, `shingle`). params: `fields`, `normalize`,
+//! `shingle`, `num_perm`, `seed` as in `dedup`, which must match the dedup
+//! that reads it (it refuses the file otherwise; in exact mode only the text
+//! settings must match). metrics: `records`, `distinct`, `bytes`.
+
+mod cluster;
+mod corpus;
+mod hash;
+mod index;
+mod lsh;
+mod minhash;
+mod output;
+pub mod params;
+mod shingle;
+mod sigfile;
+mod sketch;
+#[cfg(test)]
+mod tests;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dvx_stage_api::{Count, Metrics, ParamError, Shape, StageContext, StageFailure, TypedStage};
+use serde_json::json;
+
+use cluster::UnionFind;
+use corpus::Corpus;
+use params::{DedupParams, Mode, SketchSpec};
+use sketch::Sketcher;
+
+use crate::field_check::FieldsSeen;
+
+pub use index::MinhashIndex;
+
+/// Version of the hash scheme; signature files carry it.
+pub const SCHEME_VERSION: u32 = 1;
+/// Version of dedup's outputs beyond the hashes (formats, keeper rules).
+const OUTPUT_REVISION: u32 = 1;
+
+/// The `dedup` stage kind.
+pub struct Dedup;
+
+impl TypedStage for Dedup {
+    const KIND: &'static str = "dedup";
+    const VERSION: u32 = SCHEME_VERSION * 1000 + OUTPUT_REVISION;
+    const DEPS: Count = Count::AtLeast(1);
+    const OUTS: Count = Count::Between(1, 3);
+    const DEPS_ARE: &'static str = "JSONL inputs, then `reference` JSONL or signature files";
+    const OUTS_ARE: &'static str = "kept records, then optionally clusters and lineage";
+    type Params = DedupParams;
+    type Prepared = DedupParams;
+
+    fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
+        crate::support::check_record_outs(outs, ..1)
+    }
+
+    fn prepare(&self, p: DedupParams, shape: Shape) -> Result<DedupParams, ParamError> {
+        p.validate(shape.deps)?;
+        Ok(p)
+    }
+
+    fn execute(&self, p: &DedupParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let pool = crate::support::pool(ctx.threads)?;
+        let (deps, outs, cwd, progress) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress);
+        // The stage log is not `Send`; collect the lines and copy them after.
+        let mut log = Vec::new();
+        let result = pool.install(|| run(p, deps, outs, cwd, &mut log, progress));
+        ctx.log.write_all(&log)?;
+        result
+    }
+}
+
+/// A dep's name in outputs: relative to the pipeline folder, so outputs do
+/// not depend on where the workspace lives.
+fn source_name(cwd: &Path, dep: &Path) -> String {
+    let rel = dep.strip_prefix(cwd).unwrap_or(dep);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+/// Refuse a signature file built with other settings than this stage's.
+fn check_compatible(path: &Path, theirs: &SketchSpec, ours: &SketchSpec, mode: Mode) -> Result<(), StageFailure> {
+    let mut diffs = Vec::new();
+    let mut cmp = |name: &str, a: String, b: String| {
+        if a != b {
+            diffs.push(format!("{name} = {a} (this stage: {b})"));
+        }
+    };
+    cmp("scheme version", theirs.scheme.to_string(), ours.scheme.to_string());
+    cmp("fields", json!(theirs.fields).to_string(), json!(ours.fields).to_string());
+    cmp("normalize", json!(theirs.normalize).to_string(), json!(ours.normalize).to_string());
+    // Exact keys depend on the text only; signatures on everything.
+    if mode != Mode::Exact {
+        cmp("num_perm", theirs.num_perm.to_string(), ours.num_perm.to_string());
+        cmp("seed", theirs.seed.to_string(), ours.seed.to_string());
+        cmp("shingle", json!(theirs.shingle).to_string(), json!(ours.shingle).to_string());
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(StageFailure::bad_input(format!(
+        "reference {} was built with other settings: {}; rebuild it with the same params as this dedup",
+        path.display(),
+        diffs.join(", ")
+    )))
+}
+
+fn run(
+    p: &DedupParams,
+    deps: &[PathBuf],
+    outs: &[PathBuf],
+    cwd: &Path,
+    log: &mut Vec<u8>,
+    progress: &dyn dvx_stage_api::Progress,
+) -> Result<Metrics, StageFailure> {
+    let started = Instant::now();
+    // Progress: the bytes of the deps read and sketched, then the phases after.
+    let size = |d: &PathBuf| std::fs::metadata(d).map(|m| m.len()).unwrap_or(0);
+    progress.set_total(deps.iter().map(size).sum(), "bytes");
+    let reading = |dep: &PathBuf| -> u64 {
+        progress.message(&format!("sketching {}", source_name(cwd, dep)));
+        size(dep)
+    };
+    let (bands, rows) = match p.mode {
+        Mode::Exact => (0, 0),
+        _ => p.bands_rows()?,
+    };
+    let spec = p.spec();
+    // `score_field` only breaks ties when present, so the default is not
+    // required of the records; one named on purpose is.
+    let mut watched = FieldsSeen::new().name_all("fields", &p.fields).text_from(&p.fields);
+    if p.score_field != DedupParams::default().score_field {
+        watched = watched.name("score_field", &p.score_field);
+    }
+    let input_sketcher = Sketcher::new(spec.clone(), bands * rows, Some(p.score_field.clone())).watching(watched);
+    let ref_sketcher = Sketcher::new(spec.clone(), bands * rows, None);
+    let n_inputs = deps.len() - p.reference;
+    let mut corpus = Corpus::new(bands, rows);
+    for dep in &deps[..n_inputs] {
+        if sigfile::is_signature_file(dep) {
+            return Err(StageFailure::bad_input(format!(
+                "{} is a signature file; only reference deps (the last `reference` deps) may be",
+                dep.display()
+            )));
+        }
+        let bytes = reading(dep);
+        corpus.add_jsonl(&input_sketcher, dep, source_name(cwd, dep))?;
+        progress.inc(bytes);
+    }
+    input_sketcher.check_fields()?;
+    log.extend(input_sketcher.text_report("dedup").map(|l| l + "\n").unwrap_or_default().bytes());
+    corpus.end_inputs();
+    for dep in &deps[n_inputs..] {
+        let bytes = reading(dep);
+        if sigfile::is_signature_file(dep) {
+            let reader = sigfile::Reader::open(dep)?;
+            check_compatible(dep, &reader.header.spec, &spec, p.mode)?;
+            corpus.add_signatures(reader)?;
+        } else {
+            corpus.add_jsonl(&ref_sketcher, dep, source_name(cwd, dep))?;
+        }
+        progress.inc(bytes);
+    }
+    let sketched_at = started.elapsed();
+    progress.message("linking duplicates");
+
+    let mut uf = UnionFind::new(corpus.len());
+    cluster::link_exact(&corpus, &mut uf);
+    let pairs = match p.mode {
+        Mode::Exact => cluster::PairStats::default(),
+        _ => cluster::link_near(&corpus, &mut uf, p.threshold),
+    };
+    let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near);
+    let linked_at = started.elapsed();
+    progress.message("writing");
+
+    let kept = output::write_kept(&deps[..n_inputs], &drops, &outs[0])?;
+    if let Some(path) = outs.get(1) {
+        output::write_clusters(&corpus, &clusters, &drops, path)?;
+    }
+    if let Some(path) = outs.get(2) {
+        output::write_lineage(&corpus, &drops, path)?;
+    }
+
+    let exact_dups = drops.iter().flatten().filter(|d| d.exact).count();
+    let near_dups = drops.iter().flatten().filter(|d| !d.exact).count();
+    let reference_dups = drops.iter().flatten().filter(|d| corpus.is_ref(d.keeper)).count();
+    let recall = if bands > 0 { lsh::candidate_probability(p.threshold, bands, rows) } else { 1.0 };
+    writeln!(
+        log,
+        "dedup: {} input records, {} reference records, {} distinct texts sketched",
+        corpus.n_input,
+        corpus.len() - corpus.n_input,
+        corpus.sketched.len()
+    )?;
+    if corpus.empty_inputs > 0 {
+        writeln!(
+            log,
+            "warning: {} input records have an empty text (check `fields`); they all count as one text",
+            corpus.empty_inputs
+        )?;
+    }
+    if bands > 0 {
+        writeln!(
+            log,
+            "lsh: {bands} bands × {rows} rows of {} permutations; a pair at Jaccard {} is a candidate with p = {recall:.3}",
+            p.num_perm, p.threshold
+        )?;
+    }
+    writeln!(
+        log,
+        "kept {kept}, dropped {exact_dups} exact + {near_dups} near ({reference_dups} matched a reference); \
+         {} candidate pairs, {} confirmed",
+        pairs.candidates, pairs.confirmed
+    )?;
+    writeln!(
+        log,
+        "time: read+sketch {:.2}s, link {:.2}s, write {:.2}s",
+        sketched_at.as_secs_f64(),
+        (linked_at - sketched_at).as_secs_f64(),
+        (started.elapsed() - linked_at).as_secs_f64()
+    )?;
+
+    let mut m = Metrics::new();
+    m.insert("input".into(), json!(corpus.n_input));
+    m.insert("reference".into(), json!(corpus.len() - corpus.n_input));
+    m.insert("exact_dups".into(), json!(exact_dups));
+    m.insert("near_dups".into(), json!(near_dups));
+    m.insert("reference_dups".into(), json!(reference_dups));
+    m.insert("empty_texts".into(), json!(corpus.empty_inputs));
+    m.insert("kept".into(), json!(kept));
+    m.insert("clusters".into(), json!(clusters.len()));
+    m.insert("candidate_pairs".into(), json!(pairs.candidates));
+    m.insert("confirmed_pairs".into(), json!(pairs.confirmed));
+    m.insert("bands".into(), json!(bands));
+    m.insert("rows".into(), json!(rows));
+    Ok(m)
+}

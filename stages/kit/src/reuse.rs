@@ -1,0 +1,439 @@
+//! Record-wise reuse: a kind whose result for a record depends on that
+//! record alone (`filter`, `score`, `multiply`, `convert`, `validate`'s
+//! per-record stats, `dedup`'s signatures) processes only the records its
+//! earlier runs have not seen, and writes the same bytes as a full run.
+//!
+//! The input is cut into content-defined batches of items (a JSONL line, a
+//! Parquet row as JSON text): a batch ends after a line whose xxh3 hash
+//! hits [`AVG`] (once it holds [`MIN`] items, at [`MAX`] at the latest, and
+//! at the end of each file). So an append, an edit or a deletion changes
+//! only the batches around it. A batch is known by its *anchor* (the line
+//! that ended the batch before it, or its file's name at a file's start):
+//! one memo entry per anchor holds the batch's content hash, a 128-bit
+//! blake3 id per item and the kind's per-item result. A batch whose content
+//! hash matches is replayed whole without parsing a line; one that differs
+//! (an edit, an append to the last batch) reuses the results of the items
+//! whose id the entry holds and processes the rest. Entries are keyed by
+//! the kind, its version and its normalised params (the salt), so a change
+//! to any of those starts afresh. The memo is written as batches finish; a
+//! memo that cannot write only costs the next run its reuse.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use dvx_records::{Raw, RawChunk, RecordReader, Source};
+use dvx_stage_api::{Memo, MemoKey, StageFailure};
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A batch ends after a line whose hash is 0 modulo this: batches of about
+/// `MIN + AVG` items, a few hundred memo entries for a million records.
+const AVG: u64 = 2048;
+/// Items a batch holds before a hash may end it.
+const MIN: usize = 1024;
+/// Items a batch holds at most.
+const MAX: usize = 16384;
+/// Items read from the reader at once.
+const READ: usize = 2048;
+/// Memo entry format; changing it makes old entries misses, not errors.
+const ENTRY_MAGIC: &[u8; 8] = b"dvxrb01\n";
+
+/// One unparsed input item: JSON text, or why it could not be read.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// The item's JSON text (a line, or a row/element written as JSON).
+    Text(String),
+    /// Bad UTF-8 and the like: the reader's reason.
+    Unreadable(String),
+}
+
+impl Item {
+    fn from_raw(raw: Raw) -> Item {
+        match raw {
+            Raw::Text(Ok(t)) => Item::Text(t),
+            Raw::Text(Err(reason)) => Item::Unreadable(reason),
+            Raw::Value(v) => Item::Text(v.to_string()),
+        }
+    }
+
+    fn feed(&self, h: &mut blake3::Hasher) {
+        let (tag, bytes) = match self {
+            Item::Text(t) => (0u8, t.as_bytes()),
+            Item::Unreadable(r) => (1u8, r.as_bytes()),
+        };
+        h.update(&[tag]);
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+
+    fn id(&self) -> [u8; 16] {
+        let mut h = blake3::Hasher::new();
+        self.feed(&mut h);
+        h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+    }
+
+    /// The text, for parsing; unreadable items have none.
+    pub fn text(&self) -> Result<&str, &str> {
+        match self {
+            Item::Text(t) => Ok(t),
+            Item::Unreadable(r) => Err(r),
+        }
+    }
+}
+
+/// A run of consecutive items of one file.
+pub struct Batch {
+    /// The file they come from.
+    pub source: Source,
+    /// `(line/row/element number, item)`.
+    pub items: Vec<(usize, Item)>,
+    anchor: [u8; 32],
+}
+
+impl Batch {
+    /// Parse item `i` (a bad one as the reader names it).
+    pub fn parse(&self, i: usize) -> Result<dvx_records::Record, dvx_records::BadRecord> {
+        let (at, item) = &self.items[i];
+        let raw = match item {
+            Item::Text(t) => Raw::Text(Ok(t.clone())),
+            Item::Unreadable(r) => Raw::Text(Err(r.clone())),
+        };
+        self.source.parse(*at, raw).map(|(_, r)| r)
+    }
+}
+
+impl Batch {
+    /// Item `i`'s bad-record report as a full run gives it, for a kind's
+    /// rejects out: the reason kept from an earlier run, the place from this one.
+    pub fn bad_line(&self, line: usize, item: &Item, reason: String) -> dvx_records::BadRecord {
+        let text = item.text().unwrap_or_default().to_string();
+        dvx_records::BadRecord { path: self.source.path.clone(), line, unit: self.source.unit, text, reason }
+    }
+}
+
+/// An `Option<f64>` kept as its bits: JSON text would not promise the same number back.
+pub mod opt_f64_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(f64::to_bits).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(f64::from_bits))
+    }
+}
+
+/// Reads a dep as content-defined [`Batch`]es.
+pub struct Batches {
+    reader: RecordReader,
+    /// Items read but not yet batched, with their file.
+    pending: Option<(Source, std::collections::VecDeque<(usize, Raw)>)>,
+    /// The anchor of the next batch.
+    anchor: [u8; 32],
+    /// The file the next batch continues, if any.
+    file: Option<std::path::PathBuf>,
+    /// Anchors handed out so far and how often: a repeated anchor (the same
+    /// line ending two batches) is told apart by its occurrence, so the two
+    /// batches do not overwrite each other's entry on every run.
+    anchors: HashMap<[u8; 32], u32>,
+}
+
+fn file_anchor(path: &Path) -> [u8; 32] {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    *blake3::Hasher::new().update(b"file\0").update(name.as_bytes()).finalize().as_bytes()
+}
+
+impl Batches {
+    /// Open `path` (any format `dvx-records` reads).
+    pub fn open(path: &Path) -> Result<Batches, StageFailure> {
+        let reader = RecordReader::open(path)?;
+        tracing::debug!(path = %path.display(), format = reader.format().name(), "reading records in batches");
+        Ok(Batches { reader, pending: None, anchor: [0; 32], file: None, anchors: HashMap::new() })
+    }
+
+    fn fill(&mut self) -> Result<bool, StageFailure> {
+        if self.pending.as_ref().is_some_and(|(_, q)| !q.is_empty()) {
+            return Ok(true);
+        }
+        match self.reader.raw_chunk(READ)? {
+            None => Ok(false),
+            Some(RawChunk { source, items }) => {
+                self.pending = Some((source, items.into()));
+                Ok(true)
+            }
+        }
+    }
+
+    /// The next batch; `None` when the dep is done.
+    pub fn next_batch(&mut self) -> Result<Option<Batch>, StageFailure> {
+        let mut items = Vec::new();
+        let mut source: Option<Source> = None;
+        while self.fill()? {
+            let (src, queue) = self.pending.as_mut().expect("filled");
+            if self.file.as_deref() != Some(src.path.as_path()) {
+                if !items.is_empty() {
+                    break; // a new file starts a new batch
+                }
+                self.file = Some(src.path.clone());
+                self.anchor = file_anchor(&src.path);
+            }
+            if source.is_none() {
+                source = Some(src.clone());
+            }
+            let mut ended = false;
+            while let Some((at, raw)) = queue.pop_front() {
+                let item = Item::from_raw(raw);
+                let h = match &item {
+                    Item::Text(t) => twox_hash::XxHash3_64::oneshot(t.as_bytes()),
+                    Item::Unreadable(r) => twox_hash::XxHash3_64::oneshot(r.as_bytes()),
+                };
+                items.push((at, item));
+                if (items.len() >= MIN && h % AVG == 0) || items.len() >= MAX {
+                    ended = true;
+                    break;
+                }
+            }
+            if ended {
+                let anchor = self.unique(self.anchor);
+                let (_, last) = items.last().expect("an item");
+                self.anchor = *blake3::Hasher::new().update(b"after\0").update(&last.id()).finalize().as_bytes();
+                return Ok(Some(Batch { source: source.expect("set"), items, anchor }));
+            }
+        }
+        let anchor = self.unique(self.anchor);
+        Ok(source.map(|source| Batch { source, items, anchor }))
+    }
+
+    /// `anchor` the first time, then `anchor` with its occurrence number.
+    fn unique(&mut self, anchor: [u8; 32]) -> [u8; 32] {
+        let n = self.anchors.entry(anchor).or_default();
+        *n += 1;
+        if *n == 1 {
+            return anchor;
+        }
+        *blake3::Hasher::new().update(&anchor).update(&n.to_le_bytes()).finalize().as_bytes()
+    }
+}
+
+/// The default of every record-wise kind's `reuse` param.
+pub fn on() -> bool {
+    true
+}
+
+/// `reuse: true` is left out of normalised params, so adding the param
+/// changed no key; `reuse: false` is a different key, and so a real re-run.
+pub fn is_on(v: &bool) -> bool {
+    *v
+}
+
+/// The docs row of the `reuse` param.
+pub fn param_doc() -> dvx_stage_api::ParamDoc {
+    dvx_stage_api::ParamDoc::new(
+        "reuse",
+        "bool",
+        "true",
+        "Reuse earlier runs' per-record results for unchanged records; `false` processes every record.",
+    )
+}
+
+/// Per-item results of one kind, kept across runs through the memo.
+pub struct Reuse<'a> {
+    memo: Option<&'a dyn Memo>,
+    salt: [u8; 32],
+    /// Items processed this run.
+    pub processed: usize,
+    /// Items whose result came from an earlier run.
+    pub reused: usize,
+}
+
+impl<'a> Reuse<'a> {
+    /// Reuse for `kind` at `version` with these (normalised) params; off
+    /// (every item processed, nothing kept) when `on` is false.
+    pub fn new(memo: &'a dyn Memo, kind: &str, version: u32, params: &impl Serialize, on: bool) -> Self {
+        let params = serde_json::to_value(params).unwrap_or_default();
+        let mut h = blake3::Hasher::new();
+        h.update(b"dvx record reuse\0").update(kind.as_bytes()).update(b"\0");
+        h.update(&version.to_le_bytes());
+        h.update(&dvx_cache::canonical_json(&params));
+        Reuse { memo: on.then_some(memo), salt: *h.finalize().as_bytes(), processed: 0, reused: 0 }
+    }
+
+    /// The result of every item of `batch`, in order: from the memo where an
+    /// earlier run kept it, else from `f(index in batch)` on `pool`. An
+    /// error from `f` (the first by position) ends the stage.
+    pub fn results<R>(
+        &mut self,
+        batch: &Batch,
+        pool: &rayon::ThreadPool,
+        f: impl Fn(usize) -> Result<R, StageFailure> + Sync + Send,
+    ) -> Result<Vec<R>, StageFailure>
+    where
+        R: Serialize + DeserializeOwned + Clone + Send,
+    {
+        let n = batch.items.len();
+        let Some(memo) = self.memo else {
+            self.processed += n;
+            return compute(pool, (0..n).collect(), &f).map(|v| v.into_iter().map(|(_, r)| r).collect());
+        };
+        let key: MemoKey = *blake3::Hasher::new().update(&self.salt).update(&batch.anchor).finalize().as_bytes();
+        let content = {
+            let mut h = blake3::Hasher::new();
+            batch.items.iter().for_each(|(_, it)| it.feed(&mut h));
+            *h.finalize().as_bytes()
+        };
+        let old: Option<Entry<R>> = memo.get(&key).and_then(|b| Entry::decode(&b));
+        if let Some(e) = &old {
+            if e.content == content && e.results.len() == n {
+                self.reused += n;
+                return Ok(old.expect("checked").results);
+            }
+        }
+        let ids: Vec<[u8; 16]> = pool.install(|| batch.items.par_iter().map(|(_, it)| it.id()).collect());
+        let mut results: Vec<Option<R>> = vec![None; n];
+        if let Some(e) = old {
+            let by_id: HashMap<[u8; 16], usize> = e.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+            for (slot, id) in results.iter_mut().zip(&ids) {
+                if let Some(&j) = by_id.get(id) {
+                    *slot = Some(e.results[j].clone());
+                }
+            }
+        }
+        let todo: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
+        self.reused += n - todo.len();
+        self.processed += todo.len();
+        for (i, r) in compute(pool, todo, &f)? {
+            results[i] = Some(r);
+        }
+        let results: Vec<R> = results.into_iter().map(|r| r.expect("every item has a result")).collect();
+        let entry = Entry { content, ids, results };
+        if let Err(e) = memo.put(&key, &entry.encode()) {
+            tracing::warn!("cannot keep per-record results for the next run: {e}");
+        }
+        Ok(entry.results)
+    }
+
+    /// One line for the stage log: how much was reused.
+    pub fn summary(&self) -> String {
+        format!("records processed: {}, reused from earlier runs: {}", self.processed, self.reused)
+    }
+}
+
+fn compute<R: Send>(
+    pool: &rayon::ThreadPool,
+    todo: Vec<usize>,
+    f: &(impl Fn(usize) -> Result<R, StageFailure> + Sync + Send),
+) -> Result<Vec<(usize, R)>, StageFailure> {
+    let done: Vec<Result<R, StageFailure>> = pool.install(|| todo.par_iter().map(|&i| f(i)).collect());
+    todo.into_iter().zip(done).map(|(i, r)| r.map(|r| (i, r))).collect()
+}
+
+/// A batch's memo entry: content hash, item ids, results.
+struct Entry<R> {
+    content: [u8; 32],
+    ids: Vec<[u8; 16]>,
+    results: Vec<R>,
+}
+
+impl<R: Serialize + DeserializeOwned> Entry<R> {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(48 + self.ids.len() * 40);
+        b.extend_from_slice(ENTRY_MAGIC);
+        b.extend_from_slice(&self.content);
+        b.extend_from_slice(&(self.ids.len() as u64).to_le_bytes());
+        self.ids.iter().for_each(|id| b.extend_from_slice(id));
+        serde_json::to_writer(&mut b, &self.results).expect("results serialise");
+        b
+    }
+
+    /// `None` for anything malformed: an entry is only ever a hint.
+    fn decode(b: &[u8]) -> Option<Self> {
+        let rest = b.strip_prefix(ENTRY_MAGIC)?;
+        let content: [u8; 32] = rest.get(..32)?.try_into().ok()?;
+        let n = u64::from_le_bytes(rest.get(32..40)?.try_into().ok()?) as usize;
+        let ids_end = 40usize.checked_add(n.checked_mul(16)?)?;
+        let ids = rest.get(40..ids_end)?.chunks_exact(16).map(|c| c.try_into().expect("16")).collect();
+        let results: Vec<R> = serde_json::from_slice(rest.get(ids_end..)?).ok()?;
+        (results.len() == n).then_some(Entry { content, ids, results })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dvx_stage_api::MemoryMemo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn write(dir: &Path, lines: &[String]) -> std::path::PathBuf {
+        let p = dir.join("in.jsonl");
+        std::fs::write(&p, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        p
+    }
+
+    /// Runs a "length of the line" kind over `path`; returns results and how many were computed.
+    fn run(path: &Path, memo: &MemoryMemo) -> (Vec<usize>, usize) {
+        let pool = crate::support::pool(2).unwrap();
+        let mut reuse = Reuse::new(memo, "test", 1, &serde_json::json!({}), true);
+        let calls = AtomicUsize::new(0);
+        let mut batches = Batches::open(path).unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = batches.next_batch().unwrap() {
+            let r = reuse
+                .results(&b, &pool, |i| {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    Ok(b.items[i].1.text().unwrap().len())
+                })
+                .unwrap();
+            out.extend(r);
+        }
+        assert_eq!(reuse.processed, calls.load(Ordering::Relaxed));
+        (out, reuse.processed)
+    }
+
+    #[test]
+    fn only_new_and_changed_items_are_processed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines: Vec<String> = (0..20_000).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let p = write(dir.path(), &lines);
+        let memo = MemoryMemo::default();
+        let (full, processed) = run(&p, &memo);
+        assert_eq!((full.len(), processed), (20_000, 20_000));
+        assert!(memo.len() > 3, "several batches: {}", memo.len());
+        assert_eq!(run(&p, &memo).1, 0, "no-op re-run processes nothing");
+        lines.extend((0..500).map(|i| format!("{{\"new\":{i}}}")));
+        let p = write(dir.path(), &lines);
+        let (appended, processed) = run(&p, &memo);
+        assert_eq!(processed, 500);
+        assert_eq!(appended, lines.iter().map(String::len).collect::<Vec<_>>());
+        lines[7_000] = "{\"edited\":true}".into();
+        lines.remove(12_345);
+        let p = write(dir.path(), &lines);
+        let (edited, processed) = run(&p, &memo);
+        assert_eq!(processed, 1);
+        assert_eq!(edited, lines.iter().map(String::len).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_line_ending_two_batches_does_not_make_them_share_an_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        // Find a line that ends a batch, then repeat the whole block: the
+        // same line ends two batches.
+        let block: Vec<String> = (0..6000).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let lines: Vec<String> = block.iter().chain(&block).cloned().collect();
+        let p = write(dir.path(), &lines);
+        let memo = MemoryMemo::default();
+        assert_eq!(run(&p, &memo).1, 12_000);
+        assert_eq!(run(&p, &memo).1, 0, "an unchanged input reuses everything");
+    }
+
+    #[test]
+    fn damaged_entries_are_misses() {
+        assert!(Entry::<u8>::decode(b"dvxrb01\nshort").is_none());
+        let e = Entry { content: [1; 32], ids: vec![[2; 16]], results: vec![7u8] };
+        let mut b = e.encode();
+        assert_eq!(Entry::<u8>::decode(&b).unwrap().results, vec![7]);
+        b.truncate(b.len() - 1);
+        assert!(Entry::<u8>::decode(&b).is_none());
+    }
+}
