@@ -3,6 +3,7 @@
 # dvx's `filter` (reading one format, writing the other, one thread) side by
 # side with pyarrow + Python's json on one core. Wall time and peak RSS.
 #   N=1000000 WORK=/tmp/dvx-formats-bench bench/formats/run.sh
+#   BENCH=target/release/examples/stage_bench bench/formats/run.sh   # skip the build
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -18,14 +19,20 @@ fi
 py="$venv/bin/python"
 pin=(); if command -v taskset >/dev/null; then pin=(taskset -c 0); fi  # one core
 
-(cd "$root" && cargo build --release -q -p dvx-stages --example stage_bench)
-bench="$root/target/release/examples/stage_bench"
+if [ -z "${BENCH:-}" ]; then
+    # The workspace-wide build: a `-p` build unifies features differently and rebuilds the ML crates.
+    (cd "$root" && cargo build --release -q --workspace --bins --examples)
+    BENCH="$root/target/release/examples/stage_bench"
+fi
+bench=$(cd "$(dirname "$BENCH")" && pwd)/$(basename "$BENCH")
 # Passes every record; the point is reading and writing.
 params='{"default": {"field": "quality_score", "ge": 0}}'
 
 echo "== $N records"
-"$py" "$here/gen.py" "$N" "$work/in.jsonl" 1
-ls -l "$work/in.jsonl"
+# KEEP=1 keeps the work folder, and a later run reuses its input.
+[ -s "$work/in-$N.jsonl" ] || "$py" "$here/gen.py" "$N" "$work/in-$N.jsonl" 1
+ln -sf "in-$N.jsonl" "$work/in.jsonl"
+ls -lL "$work/in.jsonl"
 timed() { local name=$1; shift; /usr/bin/time -f "%e s wall, %M KB peak RSS" -o "$work/$name.time" "$@"; echo "$name: $(cat "$work/$name.time")"; }
 timed pyarrow_to_parquet ${pin[@]+"${pin[@]}"} "$py" "$here/peer.py" to_parquet "$work/in.jsonl" "$work/py.parquet"
 timed dvx_to_parquet ${pin[@]+"${pin[@]}"} "$bench" filter --dep "$work/in.jsonl" --out "$work/dvx.parquet" --params "$params" > /dev/null 2>&1
