@@ -255,6 +255,9 @@ fn run(
         corpus.len() - corpus.n_input,
         corpus.sketched.len()
     )?;
+    if corpus.spilled_bytes() > 0 {
+        writeln!(log, "shingle hashes past memory: {} MiB spilled to disk", corpus.spilled_bytes() >> 20)?;
+    }
     if corpus.empty_inputs > 0 {
         writeln!(
             log,

@@ -78,11 +78,6 @@ impl ShingleStore {
         ShingleStore { spill, end: Vec::new(), mem: Vec::new(), mem_slots: 0, file: None }
     }
 
-    /// Number of slots.
-    pub fn len(&self) -> usize {
-        self.end.len()
-    }
-
     /// Bytes of hashes spilled to disk so far.
     pub fn spilled_bytes(&self) -> u64 {
         self.file.as_ref().map_or(0, |f| f.flushed + f.pending.len() as u64)
@@ -99,7 +94,7 @@ impl ShingleStore {
             let file = match &mut self.file {
                 Some(f) => f,
                 None => {
-                    let file = tempfile::tempfile_in(&self.spill.dir).map_err(|e| self.io_error(&e))?;
+                    let file = unnamed_file(&self.spill.dir).map_err(|e| self.io_error(&e))?;
                     tracing::info!(dir = %self.spill.dir.display(), memory = self.spill.memory, "dedup: spilling shingle hashes to disk");
                     self.file.insert(SpillFile { file, flushed: 0, pending: Vec::with_capacity(WRITE_BUFFER) })
                 }
@@ -149,6 +144,17 @@ impl ShingleStore {
     }
 }
 
+/// A new file in `dir`, unlinked at once: it is freed when closed, even
+/// after a crash, and nothing else sees it.
+fn unnamed_file(dir: &Path) -> std::io::Result<File> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".dvx-dedup-spill-{}-{n}", std::process::id()));
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
 fn io_error(dir: &Path, e: &std::io::Error) -> StageFailure {
     StageFailure::new(format!(
         "dedup: cannot spill shingle hashes to a temporary file in {}: {e} (free some disk there, or raise DVX_DEDUP_MEMORY)",
@@ -174,7 +180,7 @@ mod tests {
             for s in &want {
                 store.push(s).unwrap();
             }
-            assert_eq!(store.len(), want.len());
+            assert_eq!(store.end.len(), want.len());
             for (i, s) in want.iter().enumerate() {
                 assert_eq!(store.get(i).unwrap().as_ref(), s.as_slice(), "slot {i} with memory {memory}");
             }
