@@ -34,7 +34,9 @@ echo "== $N records, load $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 ln -sf "in-$N.jsonl" "$work/in.jsonl"
 ls -lL "$work/in.jsonl"
 # Wall time, CPU time (user + sys: steadier than wall on a shared machine) and peak RSS.
-timed() { local name=$1; shift; /usr/bin/time -f "%e s wall, %U s user + %S s sys, %M KB peak RSS" -o "$work/$name.time" "$@"; echo "$name: $(cat "$work/$name.time")"; }
+# Prints on fd 3, as the dvx calls send the stage's own output to /dev/null.
+exec 3>&1
+timed() { local name=$1; shift; /usr/bin/time -f "%e s wall, %U s user + %S s sys, %M KB peak RSS" -o "$work/$name.time" "$@"; echo "$name: $(cat "$work/$name.time")" >&3; }
 timed pyarrow_to_parquet ${pin[@]+"${pin[@]}"} "$py" "$here/peer.py" to_parquet "$work/in.jsonl" "$work/py.parquet"
 timed dvx_to_parquet ${pin[@]+"${pin[@]}"} "$bench" filter --dep "$work/in.jsonl" --out "$work/dvx.parquet" --params "$params" > /dev/null 2>&1
 timed pyarrow_to_jsonl ${pin[@]+"${pin[@]}"} "$py" "$here/peer.py" to_jsonl "$work/py.parquet" "$work/py.jsonl"
