@@ -1,7 +1,8 @@
 //! `dvx run`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -52,12 +53,14 @@ pub fn run(l: Loaded, opts: RunOptions, json: bool) -> Result<ExitCode> {
     if json {
         print_json(&serde_json::to_value(&report).expect("report serialises"))?;
     } else {
-        println!("{:<28} {:<8} {:>9}  key", "stage", "status", "seconds");
+        // The table in one write, not one per stage.
+        let mut table = format!("{:<28} {:<8} {:>9}  key\n", "stage", "status", "seconds");
         for s in &report.stages {
             let status = status_word(s.status);
             let key = s.key.as_ref().map_or("-", |k| k.short());
-            println!("{:<28} {:<8} {:>9.2}  {}", s.name, status, s.seconds, key);
+            let _ = writeln!(table, "{:<28} {:<8} {:>9.2}  {}", s.name, status, s.seconds, key);
         }
+        print!("{table}");
         // Built-in kinds write a short report (pass-rate tables, distributions) to their log.
         for s in report.stages.iter().filter(|s| s.status == Status::Ran && s.kind != "cmd") {
             if let Some(text) = s.log.as_ref().and_then(|h| cache.read_object(h).ok()) {
@@ -136,14 +139,16 @@ impl Renderer {
         let Some(stream) = self.lines else { return };
         let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
         let text = if rest.is_empty() {
-            format!("{now} {what:<8} {stage}")
+            format!("{now} {what:<8} {stage}\n")
         } else {
-            format!("{now} {what:<8} {stage}  {rest}")
+            format!("{now} {what:<8} {stage}  {rest}\n")
         };
-        match stream {
-            Stream::Stdout => println!("{text}"),
-            Stream::Stderr => eprintln!("{text}"),
-        }
+        // One write per line (`eprintln!` makes two on unbuffered stderr):
+        // a no-op run of a big pipeline writes thousands of these.
+        let _ = match stream {
+            Stream::Stdout => std::io::stdout().lock().write_all(text.as_bytes()),
+            Stream::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+        };
     }
 
     fn progress(&self, stage: &str, p: ProgressText) {

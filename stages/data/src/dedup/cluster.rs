@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 
+use dvx_stage_api::StageFailure;
 use rayon::prelude::*;
 
 use super::corpus::Corpus;
@@ -70,7 +71,7 @@ pub fn link_exact(corpus: &Corpus, uf: &mut UnionFind) {
 }
 
 /// Link near-duplicates found through LSH and confirmed by exact Jaccard.
-pub fn link_near(corpus: &Corpus, uf: &mut UnionFind, threshold: f64) -> PairStats {
+pub fn link_near(corpus: &Corpus, uf: &mut UnionFind, threshold: f64) -> Result<PairStats, StageFailure> {
     let mut stats = PairStats::default();
     let bands = corpus.bands;
     let n = corpus.sketched.len();
@@ -82,10 +83,10 @@ pub fn link_near(corpus: &Corpus, uf: &mut UnionFind, threshold: f64) -> PairSta
         // Ids are distinct, so the unstable sort still has one outcome.
         entries.par_sort_unstable();
         for bucket in entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
-            link_bucket(corpus, uf, threshold, bucket, &mut rejected, &mut stats);
+            link_bucket(corpus, uf, threshold, bucket, &mut rejected, &mut stats)?;
         }
     }
-    stats
+    Ok(stats)
 }
 
 /// Link the records of one bucket (sorted by id). Members are kept in
@@ -99,31 +100,38 @@ fn link_bucket(
     bucket: &[(u64, u32)],
     rejected: &mut HashSet<u64>,
     stats: &mut PairStats,
-) {
+) -> Result<(), StageFailure> {
     let mut groups: Vec<Vec<u32>> = Vec::new();
     for &(_, j) in bucket {
         let mut joined = vec![j];
         let mut apart = Vec::with_capacity(groups.len());
-        for group in groups.drain(..) {
-            let linked = uf.find(group[0]) == uf.find(j)
-                || group.iter().any(|&i| {
-                    if corpus.is_ref(i) && corpus.is_ref(j) {
-                        return false;
-                    }
-                    let key = (u64::from(i) << 32) | u64::from(j);
-                    if rejected.contains(&key) {
-                        return false;
-                    }
-                    stats.candidates += 1;
-                    if jaccard(corpus.shingles_of(i), corpus.shingles_of(j)) >= threshold {
-                        uf.union(i, j);
-                        stats.confirmed += 1;
-                        true
-                    } else {
-                        rejected.insert(key);
-                        false
-                    }
-                });
+        // j's shingles, read once they are first needed (they may be on disk).
+        let mut of_j = None;
+        for group in std::mem::take(&mut groups) {
+            let mut linked = uf.find(group[0]) == uf.find(j);
+            for &i in &group {
+                if linked {
+                    break;
+                }
+                if corpus.is_ref(i) && corpus.is_ref(j) {
+                    continue;
+                }
+                let key = (u64::from(i) << 32) | u64::from(j);
+                if rejected.contains(&key) {
+                    continue;
+                }
+                stats.candidates += 1;
+                if of_j.is_none() {
+                    of_j = Some(corpus.shingles_of(j)?);
+                }
+                if jaccard(&corpus.shingles_of(i)?, of_j.as_deref().expect("read above")) >= threshold {
+                    uf.union(i, j);
+                    stats.confirmed += 1;
+                    linked = true;
+                } else {
+                    rejected.insert(key);
+                }
+            }
             if linked {
                 joined.extend(group);
             } else {
@@ -133,6 +141,7 @@ fn link_bucket(
         apart.push(joined);
         groups = apart;
     }
+    Ok(())
 }
 
 /// Why a record was dropped.
@@ -159,7 +168,11 @@ pub struct Cluster {
 /// (all inputs are then dropped), else the input with the highest score,
 /// the earliest on ties. Returns the clusters in order of their first input
 /// record, and per input record why it was dropped.
-pub fn decide(corpus: &Corpus, uf: &mut UnionFind, label_exact: bool) -> (Vec<Cluster>, Vec<Option<Dropped>>) {
+pub fn decide(
+    corpus: &Corpus,
+    uf: &mut UnionFind,
+    label_exact: bool,
+) -> Result<(Vec<Cluster>, Vec<Option<Dropped>>), StageFailure> {
     const NONE: u32 = u32::MAX;
     let n = corpus.len();
     let roots: Vec<u32> = (0..n as u32).map(|id| uf.find(id)).collect();
@@ -199,10 +212,10 @@ pub fn decide(corpus: &Corpus, uf: &mut UnionFind, label_exact: bool) -> (Vec<Cl
         let dropped: Vec<u32> = inputs.into_iter().filter(|&id| id != keeper).collect();
         for &d in &dropped {
             let same = corpus.exact[d as usize] == corpus.exact[keeper as usize];
-            let jaccard = if same { 1.0 } else { jaccard(corpus.shingles_of(d), corpus.shingles_of(keeper)) };
+            let jaccard = if same { 1.0 } else { jaccard(&corpus.shingles_of(d)?, &corpus.shingles_of(keeper)?) };
             drops[d as usize] = Some(Dropped { keeper, exact: same && label_exact, jaccard });
         }
         clusters.push(Cluster { keeper, dropped });
     }
-    (clusters, drops)
+    Ok((clusters, drops))
 }

@@ -1,8 +1,10 @@
 //! Every record dedup looks at, stored compactly: per record its place,
 //! score and exact key; per distinct text (the first record with it, its
 //! "representative") the shingle hashes and LSH band hashes. Signatures are
-//! reduced to band hashes at once and never kept.
+//! reduced to band hashes at once and never kept; shingle hashes past a
+//! memory budget are spilled to disk (`spill.rs`).
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,6 +14,7 @@ use dvx_stage_api::StageFailure;
 use super::lsh::band_hashes;
 use super::sigfile::Reader;
 use super::sketch::{read_chunks, Sketcher};
+use super::spill::{ShingleStore, Spill};
 
 /// No slot: the record is not a representative.
 const NONE: u32 = u32::MAX;
@@ -39,8 +42,8 @@ pub struct Corpus {
     slot: Vec<u32>,
     /// Per slot: the record.
     pub sketched: Vec<u32>,
-    shingle_end: Vec<usize>,
-    shingles: Vec<u64>,
+    /// Per slot: its shingle hashes.
+    shingles: ShingleStore,
     /// Band hashes, `bands` per slot.
     pub band_hash: Vec<u64>,
     /// LSH bands (0 when not sketching).
@@ -51,7 +54,8 @@ pub struct Corpus {
 
 impl Corpus {
     /// An empty corpus; with `bands == 0` no sketches are made (exact mode).
-    pub fn new(bands: usize, rows: usize) -> Self {
+    /// Shingle hashes past `spill`'s budget go to disk.
+    pub fn new(bands: usize, rows: usize, spill: Spill) -> Self {
         Corpus {
             sources: Vec::new(),
             source: Vec::new(),
@@ -64,8 +68,7 @@ impl Corpus {
             inputs_done: false,
             slot: Vec::new(),
             sketched: Vec::new(),
-            shingle_end: Vec::new(),
-            shingles: Vec::new(),
+            shingles: ShingleStore::new(spill),
             band_hash: Vec::new(),
             bands,
             rows,
@@ -83,11 +86,15 @@ impl Corpus {
         id as usize >= self.n_input
     }
 
-    /// Shingle hashes of a sketched record.
-    pub fn shingles_of(&self, id: u32) -> &[u64] {
+    /// Shingle hashes of a sketched record (read back from disk when spilled).
+    pub fn shingles_of(&self, id: u32) -> Result<Cow<'_, [u64]>, StageFailure> {
         let slot = self.slot[self.rep[id as usize] as usize] as usize;
-        let start = if slot == 0 { 0 } else { self.shingle_end[slot - 1] };
-        &self.shingles[start..self.shingle_end[slot]]
+        self.shingles.get(slot)
+    }
+
+    /// Bytes of shingle hashes spilled to disk.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.shingles.spilled_bytes()
     }
 
     /// Add a record; returns its id and whether its text is new.
@@ -106,12 +113,12 @@ impl Corpus {
         (id, new)
     }
 
-    fn add_sketch(&mut self, id: u32, shingles: &[u64], sig: &[u32]) {
+    fn add_sketch(&mut self, id: u32, shingles: &[u64], sig: &[u32]) -> Result<(), StageFailure> {
         self.slot[id as usize] = self.sketched.len() as u32;
         self.sketched.push(id);
-        self.shingles.extend_from_slice(shingles);
-        self.shingle_end.push(self.shingles.len());
+        self.shingles.push(shingles)?;
         band_hashes(sig, self.bands, self.rows, &mut self.band_hash);
+        Ok(())
     }
 
     fn add_source(&mut self, name: String) -> u32 {
@@ -137,7 +144,7 @@ impl Corpus {
             }
             let norms: Vec<&str> = fresh.iter().map(|(_, n)| *n).collect();
             for ((id, _), s) in fresh.iter().zip(sk.sketch_all(&norms)) {
-                self.add_sketch(*id, &s.shingles, &s.sig);
+                self.add_sketch(*id, &s.shingles, &s.sig)?;
             }
             Ok(())
         })
@@ -154,7 +161,7 @@ impl Corpus {
         while let Some(e) = reader.next_entry()? {
             let (id, new) = self.push(base + e.source, e.line, f64::NEG_INFINITY, e.exact);
             if new && self.bands > 0 {
-                self.add_sketch(id, &e.shingles, &e.sig);
+                self.add_sketch(id, &e.shingles, &e.sig)?;
             }
         }
         Ok(())

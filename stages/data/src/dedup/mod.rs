@@ -75,6 +75,7 @@ pub mod params;
 mod shingle;
 mod sigfile;
 mod sketch;
+mod spill;
 #[cfg(test)]
 mod tests;
 
@@ -196,7 +197,7 @@ fn run(
     let input_sketcher = Sketcher::new(spec.clone(), bands * rows, Some(p.score_field.clone())).watching(watched);
     let ref_sketcher = Sketcher::new(spec.clone(), bands * rows, None);
     let n_inputs = deps.len() - p.reference;
-    let mut corpus = Corpus::new(bands, rows);
+    let mut corpus = Corpus::new(bands, rows, spill::Spill::beside(&outs[0])?);
     for dep in &deps[..n_inputs] {
         if sigfile::is_signature_file(dep) {
             return Err(StageFailure::bad_input(format!(
@@ -229,9 +230,9 @@ fn run(
     cluster::link_exact(&corpus, &mut uf);
     let pairs = match p.mode {
         Mode::Exact => cluster::PairStats::default(),
-        _ => cluster::link_near(&corpus, &mut uf, p.threshold),
+        _ => cluster::link_near(&corpus, &mut uf, p.threshold)?,
     };
-    let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near);
+    let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near)?;
     let linked_at = started.elapsed();
     progress.message("writing");
 
@@ -254,6 +255,9 @@ fn run(
         corpus.len() - corpus.n_input,
         corpus.sketched.len()
     )?;
+    if corpus.spilled_bytes() > 0 {
+        writeln!(log, "shingle hashes past memory: {} MiB spilled to disk", corpus.spilled_bytes() >> 20)?;
+    }
     if corpus.empty_inputs > 0 {
         writeln!(
             log,
