@@ -123,10 +123,10 @@ impl TypedStage for Dedup {
 
     fn execute(&self, p: &DedupParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let pool = crate::support::pool(ctx.threads)?;
-        let (deps, outs, cwd, progress) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress);
+        let (deps, outs, cwd, progress, memo) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress, ctx.memo);
         // The stage log is not `Send`; collect the lines and copy them after.
         let mut log = Vec::new();
-        let result = pool.install(|| run(p, deps, outs, cwd, &mut log, progress));
+        let result = pool.install(|| run(p, deps, outs, cwd, &mut log, progress, memo, &pool));
         ctx.log.write_all(&log)?;
         result
     }
@@ -173,6 +173,8 @@ fn run(
     cwd: &Path,
     log: &mut Vec<u8>,
     progress: &dyn dvx_stage_api::Progress,
+    memo: &dyn dvx_stage_api::Memo,
+    pool: &rayon::ThreadPool,
 ) -> Result<Metrics, StageFailure> {
     let started = Instant::now();
     // Progress: the bytes of the deps read and sketched, then the phases after.
@@ -197,6 +199,12 @@ fn run(
     let ref_sketcher = Sketcher::new(spec.clone(), bands * rows, None);
     let n_inputs = deps.len() - p.reference;
     let mut corpus = Corpus::new(bands, rows);
+    // A record's sketch depends on these alone, so only they salt the memo
+    // (a new threshold with the same LSH shape still reuses every sketch).
+    let salt = json!({"spec": spec, "bands": bands, "rows": rows, "score_field": p.score_field,
+                      "watched": p.score_field != DedupParams::default().score_field});
+    let mut reuse =
+        crate::reuse::Reuse::new(memo, "dedup", Dedup::VERSION, &salt, p.reuse && input_sketcher.fits_mask());
     for dep in &deps[..n_inputs] {
         if sigfile::is_signature_file(dep) {
             return Err(StageFailure::bad_input(format!(
@@ -205,9 +213,10 @@ fn run(
             )));
         }
         let bytes = reading(dep);
-        corpus.add_jsonl(&input_sketcher, dep, source_name(cwd, dep))?;
+        corpus.add_input(&input_sketcher, dep, source_name(cwd, dep), &mut reuse, pool)?;
         progress.inc(bytes);
     }
+    tracing::info!(processed = reuse.processed, reused = reuse.reused, "dedup sketches");
     input_sketcher.check_fields()?;
     log.extend(input_sketcher.text_report("dedup").map(|l| l + "\n").unwrap_or_default().bytes());
     corpus.end_inputs();
@@ -225,13 +234,23 @@ fn run(
     let sketched_at = started.elapsed();
     progress.message("linking duplicates");
 
-    let mut uf = UnionFind::new(corpus.len());
-    cluster::link_exact(&corpus, &mut uf);
-    let pairs = match p.mode {
-        Mode::Exact => cluster::PairStats::default(),
-        _ => cluster::link_near(&corpus, &mut uf, p.threshold),
+    let lacking = cluster::lacking_shingles(&corpus);
+    if !lacking.is_empty() {
+        progress.message(&format!("reading the shingles of {} replayed records", lacking.len()));
+        corpus.fill_shingles(&input_sketcher, &deps[..n_inputs], &lacking)?;
+    }
+    let (clusters, drops, pairs) = if p.stable {
+        cluster::decide_stable(&corpus, p.threshold, p.mode != Mode::Near)
+    } else {
+        let mut uf = UnionFind::new(corpus.len());
+        cluster::link_exact(&corpus, &mut uf);
+        let pairs = match p.mode {
+            Mode::Exact => cluster::PairStats::default(),
+            _ => cluster::link_near(&corpus, &mut uf, p.threshold),
+        };
+        let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near);
+        (clusters, drops, pairs)
     };
-    let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near);
     let linked_at = started.elapsed();
     progress.message("writing");
 
@@ -274,6 +293,7 @@ fn run(
          {} candidate pairs, {} confirmed",
         pairs.candidates, pairs.confirmed
     )?;
+    writeln!(log, "{}", reuse.summary())?;
     writeln!(
         log,
         "time: read+sketch {:.2}s, link {:.2}s, write {:.2}s",
