@@ -367,6 +367,26 @@ pub(crate) mod testing {
 
     use crate::testkit::{run_with_memo, Run};
 
+    /// Lines `from..to` of [`incremental_line`].
+    pub(crate) fn lines(from: usize, to: usize) -> Vec<String> {
+        (from..to).map(incremental_line).collect()
+    }
+
+/// A line of the incremental checks: categories, spaced and compact JSON,
+/// scores, some records failing rules or schema.
+pub(crate) fn incremental_line(i: usize) -> String {
+    let cat = ["a", "b", "c"][i % 3];
+    let word = if i % 4 == 0 { "bad" } else { "good" };
+    let score = (i * 37 % 100) as f64 / 100.0;
+    if i % 5 == 0 {
+        format!("{{\"category\": \"{cat}\", \"instruction\": \"task {i} é?\", \"output\": \"{word} answer {i}\", \"score\": {score}}}")
+    } else if i % 11 == 0 {
+        format!(r#"{{"category":"{cat}","instruction":"task {i}","score":"high"}}"#)
+    } else {
+        format!(r#"{{"category":"{cat}","instruction":"task {i}","output":"{word} answer {i}","score":{score}}}"#)
+    }
+}
+
     /// The `records processed: N` figure of a log.
     pub(crate) fn processed(r: &Run) -> usize {
         let line = r.log.lines().find(|l| l.starts_with("records processed: ")).unwrap_or_else(|| panic!("{}", r.log));
