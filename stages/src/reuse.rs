@@ -376,11 +376,11 @@ pub(crate) mod testing {
 /// scores, some records failing rules or schema.
 pub(crate) fn incremental_line(i: usize) -> String {
     let cat = ["a", "b", "c"][i % 3];
-    let word = if i % 4 == 0 { "bad" } else { "good" };
+    let word = if i.is_multiple_of(4) { "bad" } else { "good" };
     let score = (i * 37 % 100) as f64 / 100.0;
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         format!("{{\"category\": \"{cat}\", \"instruction\": \"task {i} é?\", \"output\": \"{word} answer {i}\", \"score\": {score}}}")
-    } else if i % 11 == 0 {
+    } else if i.is_multiple_of(11) {
         format!(r#"{{"category":"{cat}","instruction":"task {i}","score":"high"}}"#)
     } else {
         format!(r#"{{"category":"{cat}","instruction":"task {i}","output":"{word} answer {i}","score":{score}}}"#)

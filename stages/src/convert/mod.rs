@@ -226,7 +226,7 @@ impl TypedStage for Convert {
         m.insert("records_out".into(), json!(written));
         m.insert("rejected".into(), json!(rejected));
         m.insert("malformed".into(), json!(malformed));
-        m.insert("shapes".into(), Value::Object(shapes_seen.into_iter().map(|(k, v)| (k.into(), json!(v))).collect()));
+        m.insert("shapes".into(), Value::Object(shapes_seen.into_iter().map(|(k, v)| (k, json!(v))).collect()));
         Ok(m)
     }
 }

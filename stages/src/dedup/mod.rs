@@ -126,7 +126,8 @@ impl TypedStage for Dedup {
         let (deps, outs, cwd, progress, memo) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress, ctx.memo);
         // The stage log is not `Send`; collect the lines and copy them after.
         let mut log = Vec::new();
-        let result = pool.install(|| run(p, deps, outs, cwd, &mut log, progress, memo, &pool));
+        let services = Services { progress, memo, pool: &pool };
+        let result = pool.install(|| run(p, deps, outs, cwd, &mut log, &services));
         ctx.log.write_all(&log)?;
         result
     }
@@ -166,16 +167,22 @@ fn check_compatible(path: &Path, theirs: &SketchSpec, ours: &SketchSpec, mode: M
     )))
 }
 
+/// What `run` is given from the stage context besides paths.
+struct Services<'a> {
+    progress: &'a dyn dvx_stage_api::Progress,
+    memo: &'a dyn dvx_stage_api::Memo,
+    pool: &'a rayon::ThreadPool,
+}
+
 fn run(
     p: &DedupParams,
     deps: &[PathBuf],
     outs: &[PathBuf],
     cwd: &Path,
     log: &mut Vec<u8>,
-    progress: &dyn dvx_stage_api::Progress,
-    memo: &dyn dvx_stage_api::Memo,
-    pool: &rayon::ThreadPool,
+    services: &Services<'_>,
 ) -> Result<Metrics, StageFailure> {
+    let Services { progress, memo, pool } = *services;
     let started = Instant::now();
     // Progress: the bytes of the deps read and sketched, then the phases after.
     let size = |d: &PathBuf| std::fs::metadata(d).map(|m| m.len()).unwrap_or(0);
