@@ -4,9 +4,7 @@
 # 0.8, fields instruction + response, score quality_score), as in
 # bench/scale/dvx.yaml; prints wall seconds and peak RSS. Input and kept
 # records are zstd JSONL to spare the disk (10M records: ~3.4 GB instead of
-# 17 GB each); dedup spills shingle hashes past DVX_DEDUP_MEMORY (default
-# 1 GiB) beside the out, ~1.6 KB per distinct text. The data is deleted
-# afterwards unless KEEP=1.
+# 17 GB each). The data is deleted afterwards unless KEEP=1.
 #   N=10000000 PARTS=2 WORK=/var/tmp/dvx-dedup-scale bench/dedup/scale.sh
 #   BENCH=target/release/examples/stage_bench ...   # skip the build
 set -euo pipefail
@@ -17,7 +15,7 @@ PARTS=${PARTS:-2}     # generator processes; the input is this many deps
 THREADS=${THREADS:-$(nproc)}
 work=${WORK:-/var/tmp/dvx-dedup-scale}
 mkdir -p "$work"
-echo "free disk in $work: $(df -h "$work" | awk 'NR==2 {print $4}') (needs ~$((N / 1000000 * 2 + 1)) GB for input, output and spill)"
+echo "free disk in $work: $(df -h "$work" | awk 'NR==2 {print $4}') (needs ~$((N / 1000000 * 2 + 1)) GB for input and output)"
 
 if [ -z "${BENCH:-}" ]; then
     (cd "$root" && cargo build --release -q --workspace --bins --examples)

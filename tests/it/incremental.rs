@@ -1,10 +1,14 @@
 //! Work proportional to the change (docs/incremental.md): after an append,
 //! a deletion in the middle or an edit of one record, a record-wise stage
+//! (`filter`, `score`, `validate`, `dedup`, `multiply`, `convert`)
 //! processes only the new or changed records, and its outputs (and the
 //! version) are byte-identical to a full run from scratch on the same input.
 
 use crate::support::Project;
 
+// `near-stable` has its own seed: with the same sketch settings as `near` it
+// would reuse `near`'s sketches (the memo is shared by kind), and how many
+// depends on which of the two runs first.
 const PIPELINE: &str = "\
 stages:
   keep:
@@ -36,11 +40,44 @@ stages:
     deps: [data.jsonl]
     outs: [report.json, report.md]
     params: {required_fields: [instruction, output], types: {score: number}, score_field: score}
+  near:
+    kind: dedup
+    deps: [data.jsonl]
+    outs: [deduped.jsonl, clusters.jsonl, lineage.jsonl]
+    params: {fields: [instruction, output], shingle: {unit: chars, size: 4}, threshold: 0.6}
+  near-stable:
+    kind: dedup
+    deps: [data.jsonl]
+    outs: [stable.jsonl]
+    params: {fields: [instruction, output], shingle: {unit: chars, size: 4}, threshold: 0.6, stable: true, seed: 7}
+  variants:
+    kind: multiply
+    deps: [data.jsonl]
+    outs: [variants.jsonl]
+    params: {base: ['Do {instruction}', {prompt: 'Again: {instruction}', answer: '{output}!'}], answer: '{output}', keep: [category]}
+  chat:
+    kind: convert
+    deps: [data.jsonl]
+    outs: [chat.jsonl]
+    params: {to: messages}
 ";
 
 /// The outs the reference run compares, and the record-wise stages.
-const OUTS: [&str; 6] = ["kept.jsonl", "rejected.jsonl", "ranked.jsonl", "best.jsonl", "report.json", "report.md"];
-const STAGES: [&str; 4] = ["keep", "rank", "best", "check"];
+const OUTS: [&str; 12] = [
+    "kept.jsonl",
+    "rejected.jsonl",
+    "ranked.jsonl",
+    "best.jsonl",
+    "report.json",
+    "report.md",
+    "deduped.jsonl",
+    "clusters.jsonl",
+    "lineage.jsonl",
+    "stable.jsonl",
+    "variants.jsonl",
+    "chat.jsonl",
+];
+const STAGES: [&str; 8] = ["keep", "rank", "best", "check", "near", "near-stable", "variants", "chat"];
 
 /// `n` records in three categories, some written with spaces (so their
 /// compact form is not the input line), some failing their rule.
@@ -107,6 +144,7 @@ fn record_wise_kinds_process_only_changed_records_and_match_a_full_run() {
     check(&lines, 0, "delete in the middle");
     lines[2222] = record(100_000);
     check(&lines, 1, "edit one record");
+    assert!(p.read("lineage.jsonl").lines().count() > 100, "the dedup stages see duplicates");
 }
 
 #[test]
@@ -145,4 +183,31 @@ fn stable_stratified_split_moves_no_record_on_append() {
     assert!(valid.lines().all(|l| has(&valid2, l)), "a valid record moved");
     let n = valid2.lines().count();
     assert!((450..750).contains(&n), "valid has {n} of 6000");
+}
+
+#[test]
+fn stable_dedup_balance_split_never_move_a_record_on_append() {
+    let p = Project::new();
+    p.write(
+        "dvx.yaml",
+        "stages:\n  dedup:\n    kind: dedup\n    deps: [data.jsonl]\n    outs: [deduped.jsonl]\n    \
+         params: {fields: [instruction, output], shingle: {unit: chars, size: 4}, threshold: 0.6, stable: true}\n  \
+         balance:\n    kind: balance\n    deps: [deduped.jsonl]\n    outs: [balanced.jsonl]\n    \
+         params: {cap: 1200, stable: true}\n  \
+         split:\n    kind: split\n    deps: [balanced.jsonl]\n    outs: [train.jsonl, valid.jsonl]\n    \
+         params: {ratio: [0.9, 0.1], seed: 7, stratify_by: category, stable: true}\n",
+    );
+    let mut lines: Vec<String> = (0..5000).map(record).collect();
+    write_data(&p, &lines);
+    p.dvx(&["run"]).ok();
+    let (train, valid) = (p.read("train.jsonl"), p.read("valid.jsonl"));
+    lines.extend((5000..6000).map(record));
+    write_data(&p, &lines);
+    p.dvx(&["run"]).ok();
+    assert_eq!(processed(&p, "dedup"), 1000);
+    let (train2, valid2) = (p.read("train.jsonl"), p.read("valid.jsonl"));
+    let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+    assert!(train.lines().all(|l| has(&train2, l)), "a train record moved or dropped");
+    assert!(valid.lines().all(|l| has(&valid2, l)), "a valid record moved or dropped");
+    assert!(valid2.lines().count() > valid.lines().count(), "the append added valid records");
 }

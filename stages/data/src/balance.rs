@@ -15,7 +15,12 @@
 //! Which records a category keeps is decided by a seeded hash of each
 //! record's canonical content (smallest first, input order breaking ties),
 //! so the choice does not depend on where a record sits or what else is in
-//! the file. Kept records stay in input order. Under `proportions`,
+//! the file. With `stable: true` a category keeps its first records in
+//! input order instead: appended records only fill what the cap leaves, so
+//! a record kept once stays kept while its category's target does not
+//! shrink (a cap, or `proportions` with `total`; without `total`, the
+//! largest-remainder split of a growing total can take one record from a
+//! share). Kept records stay in input order. Under `proportions`,
 //! categories not listed are dropped, and a category with fewer records
 //! than its share gives what it has (the shortfall is reported, not
 //! redistributed). Records without the category field count as `(none)`.
@@ -60,6 +65,11 @@ pub struct Params {
     seed: u64,
     #[serde(default)]
     on_error: OnError,
+    /// Keep each category's first records in input order instead of the
+    /// smallest hashes, so an append never drops a kept record. Left out of
+    /// the key when off, so it changes no existing key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    stable: bool,
 }
 
 impl ParamsDoc for Params {
@@ -86,6 +96,13 @@ impl ParamsDoc for Params {
                 "fail | skip",
                 "fail",
                 "What a malformed line does: stop, or count it and go on.",
+            ),
+            ParamDoc::new(
+                "stable",
+                "bool",
+                "false",
+                "Append-stable: keep each category's first records in input order (not the smallest hashes), \
+                 so an append never drops a kept record.",
             ),
         ]
     }
@@ -171,9 +188,12 @@ impl TypedStage for Balance {
         }
         let targets = targets(p, &cats, &before);
 
-        // Within each category, the smallest keys win.
+        // Within each category, the smallest keys win; under `stable`, the
+        // first records (an append only adds records after them).
         let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by_key(|&i| (keys[i].0, keys[i].1, i));
+        if !p.stable {
+            order.sort_by_key(|&i| (keys[i].0, keys[i].1, i));
+        }
         let mut keep = vec![false; keys.len()];
         let mut after = vec![0usize; cats.len()];
         for i in order {
@@ -367,6 +387,34 @@ mod tests {
         assert_eq!(r.metric("after"), &json!({"a": 10, "b": 10, "x": 0}));
         assert_eq!(r.metric("shortfall"), &json!({"a": 10, "z": 10}));
         assert!(r.log.ends_with("a: 10 short of its target\nz: 10 short of its target\n"));
+    }
+
+    #[test]
+    fn stable_keeps_what_was_kept_when_records_are_appended() {
+        let n = 3000;
+        let recs = |from: usize, to: usize| -> Vec<Value> {
+            (from..to).map(|i| json!({"id": i, "category": (["a", "b", "c"][i % 3])})).collect()
+        };
+        let first = jsonl(&recs(0, n));
+        let appended = first.clone() + &jsonl(&recs(n, n + 1000));
+        let kept = |r: &Run| r.text(0).lines().map(str::to_string).collect::<std::collections::BTreeSet<_>>();
+        for params in [json!({"cap": 400, "seed": 3}), json!({"proportions": {"a": 0.5, "b": 0.3, "c": 0.2}, "total": 1500})] {
+            let lost = |stable: bool| {
+                let mut p = params.clone();
+                p["stable"] = json!(stable);
+                let before = run(Balance, &[&first], &["o"], p.clone(), 2).unwrap();
+                let after = run(Balance, &[&appended], &["o"], p.clone(), 2).unwrap();
+                assert_eq!(after.metric("after"), before.metric("after"), "{p}");
+                kept(&before).difference(&kept(&after)).count()
+            };
+            assert!(lost(false) > 50, "{params}: the hash choice happened to be stable");
+            assert_eq!(lost(true), 0, "{params}");
+        }
+        // From scratch on the combined input, `stable` keeps each category's
+        // first records: the same as the run after the append.
+        let r = run(Balance, &[&appended], &["o"], json!({"cap": 2, "stable": true}), 1).unwrap();
+        let ids: Vec<u64> = r.records(0).iter().map(|x| x["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, vec![0, 1, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -23,7 +23,8 @@ use serde_json::{json, Value};
 
 use crate::example_record::Format;
 use crate::field_check::FieldsSeen;
-use crate::records::{field, value_text, Record, RecordReader, RecordWriter};
+use crate::records::{field, value_text, Record, RecordWriter};
+use crate::reuse::{Batch, Batches, Reuse};
 use crate::seeded::{sample_indices, SplitMix64};
 use crate::template::{compile, fill, Piece};
 
@@ -92,6 +93,10 @@ pub struct Params {
     /// Input fields copied to every output record.
     #[serde(default)]
     pub keep: Vec<String>,
+    /// Reuse earlier runs' results per input record (see docs/incremental.md).
+    /// Left out of the key when on, so it changes no existing key.
+    #[serde(default = "crate::reuse::on", skip_serializing_if = "crate::reuse::is_on")]
+    pub reuse: bool,
 }
 
 impl ParamsDoc for Params {
@@ -116,6 +121,7 @@ impl ParamsDoc for Params {
             ParamDoc::new("seed", "integer", "0", "Sampling seed."),
             ParamDoc::new("format", "chat | alpaca", "chat", "Output record shape."),
             ParamDoc::new("keep", "list of fields", "[]", "Input fields copied to every output record."),
+            crate::reuse::param_doc(),
         ]
     }
 }
@@ -211,59 +217,36 @@ impl TypedStage for Multiply {
     }
 
     fn execute(&self, prepared: &Prepared, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let Prepared { params: p, base, sets } = prepared;
-        let type_field = p.by_type.as_ref().map(|b| b.field.as_str());
-
-        let mut results: Vec<Record> = Vec::new();
+        let p = &prepared.params;
+        let pool = crate::support::pool(ctx.threads)?;
+        // Output lines, in order: every example of every record.
+        let mut results: Vec<String> = Vec::new();
         // type -> (records, examples)
         let mut per_type: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let mut records = 0;
         let mut seen = FieldsSeen::new().name_all("keep", &p.keep);
-        if let Some(f) = type_field {
-            seen = seen.name("by_type.field", f);
+        if let Some(b) = &p.by_type {
+            seen = seen.name("by_type.field", &b.field);
         }
+        let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse && seen.fits_mask());
         for dep in ctx.deps {
             let label = dep_label(dep, ctx.cwd);
-            for item in RecordReader::open(dep)? {
-                let (line, rec) = item?;
-                seen.observe(&rec);
-                records += 1;
-                let at = format!("{label}:{line}");
-                let ty = type_field.and_then(|f| field(&rec, f)).map(value_text);
-                let extra = ty.as_ref().and_then(|t| sets.get(t)).map(Vec::as_slice).unwrap_or(&[]);
-                let entry = per_type.entry(ty.clone().unwrap_or_else(|| "(none)".into())).or_default();
-                entry.0 += 1;
-                for t in base.iter().chain(extra) {
-                    let prompt = fill(&t.prompt, &rec, &t.id, &at)?;
-                    let answer = fill(&t.answer, &rec, &t.id, &at)?;
-                    let mut out = Record::new();
-                    match p.format {
-                        Format::Chat => {
-                            out.insert(
-                                "messages".into(),
-                                json!([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]),
-                            );
-                        }
-                        Format::Alpaca => {
-                            out.insert("instruction".into(), json!(prompt));
-                            out.insert("input".into(), json!(""));
-                            out.insert("output".into(), json!(answer));
-                        }
-                    }
-                    out.insert("variation".into(), json!(t.id));
-                    out.insert("type".into(), json!(ty));
-                    out.insert("source".into(), json!(at));
-                    for k in &p.keep {
-                        if let Some(v) = field(&rec, k) {
-                            out.insert(k.clone(), v.clone());
-                        }
-                    }
-                    results.push(out);
-                    entry.1 += 1;
+            let mut batches = Batches::open(dep)?;
+            while let Some(batch) = batches.next_batch()? {
+                let made = reuse.results(&batch, &pool, |i| examples(prepared, &seen, &batch, i, &label))?;
+                for ((line, _), m) in batch.items.iter().zip(made) {
+                    seen.mark(m.fields);
+                    records += 1;
+                    let entry = per_type.entry(m.ty.unwrap_or_else(|| "(none)".into())).or_default();
+                    entry.0 += 1;
+                    entry.1 += m.lines.len();
+                    let at = json!(format!("{label}:{line}")).to_string();
+                    results.extend(m.lines.into_iter().map(|l| l.with_source(&at)));
                 }
             }
         }
-
+        tracing::info!(stage = ctx.name, processed = reuse.processed, reused = reuse.reused, "multiply done");
+        writeln!(ctx.log, "{}", reuse.summary())?;
         seen.check()?;
         let produced = results.len();
         if produced < p.min {
@@ -281,7 +264,7 @@ impl TypedStage for Multiply {
         };
         let mut w = RecordWriter::create(&ctx.outs[0])?;
         for i in &kept {
-            w.write(&results[*i])?;
+            w.write_json_line(&results[*i])?;
         }
         let written = w.finish()?;
 
@@ -302,6 +285,104 @@ impl TypedStage for Multiply {
         m.insert("per_type".into(), Value::Object(table));
         Ok(m)
     }
+}
+
+/// What `multiply` made of one input record, kept across runs.
+#[derive(Clone, Serialize, Deserialize)]
+struct Made {
+    /// The record's type (`by_type.field`), if any.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    ty: Option<String>,
+    /// The watched fields it has.
+    #[serde(rename = "f", default)]
+    fields: u64,
+    /// Its examples' lines.
+    #[serde(rename = "l")]
+    lines: Vec<Line>,
+}
+
+/// An example's JSON line, which names its source line: kept as the text
+/// around the `source` value so a record that moved (a deletion above it)
+/// reuses its examples.
+#[derive(Clone, Serialize, Deserialize)]
+enum Line {
+    /// The line with the source value cut out.
+    #[serde(rename = "a")]
+    Around(String, String),
+    /// A line without the source (`keep` names a field `source`).
+    #[serde(rename = "w")]
+    Whole(String),
+}
+
+impl Line {
+    /// The record's JSON line with `source` set to `at` (JSON text), cut
+    /// where a marker value put there shows alone.
+    fn cut(mut out: Record) -> Result<Line, StageFailure> {
+        let written = |r: &Record| serde_json::to_string(r).map_err(|e| StageFailure::new(format!("cannot write an example: {e}")));
+        if out.get("source") != Some(&Value::String(SOURCE_MARK.into())) {
+            return Ok(Line::Whole(written(&out)?));
+        }
+        for k in 0u32.. {
+            let mark = format!("{SOURCE_MARK}{k}");
+            out.insert("source".into(), json!(mark));
+            let line = written(&out)?;
+            let quoted = json!(mark).to_string();
+            let mut at = line.match_indices(&quoted);
+            if let (Some((i, _)), None) = (at.next(), at.next()) {
+                return Ok(Line::Around(line[..i].into(), line[i + quoted.len()..].into()));
+            }
+        }
+        unreachable!("a line holds finitely many markers")
+    }
+
+    fn with_source(self, at: &str) -> String {
+        match self {
+            Line::Around(head, tail) => head + at + &tail,
+            Line::Whole(line) => line,
+        }
+    }
+}
+
+/// The `source` value an example is built with, replaced when written.
+const SOURCE_MARK: &str = "\u{0}dvx:source\u{0}";
+
+/// The examples of item `i` of `batch`.
+fn examples(prepared: &Prepared, seen: &FieldsSeen, batch: &Batch, i: usize, label: &str) -> Result<Made, StageFailure> {
+    let Prepared { params: p, base, sets } = prepared;
+    let rec = batch.parse(i)?;
+    seen.observe(&rec);
+    let at = format!("{label}:{}", batch.items[i].0);
+    let ty = p.by_type.as_ref().and_then(|b| field(&rec, &b.field)).map(value_text);
+    let extra = ty.as_ref().and_then(|t| sets.get(t)).map(Vec::as_slice).unwrap_or(&[]);
+    let mut lines = Vec::new();
+    for t in base.iter().chain(extra) {
+        let prompt = fill(&t.prompt, &rec, &t.id, &at)?;
+        let answer = fill(&t.answer, &rec, &t.id, &at)?;
+        let mut out = Record::new();
+        match p.format {
+            Format::Chat => {
+                out.insert(
+                    "messages".into(),
+                    json!([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]),
+                );
+            }
+            Format::Alpaca => {
+                out.insert("instruction".into(), json!(prompt));
+                out.insert("input".into(), json!(""));
+                out.insert("output".into(), json!(answer));
+            }
+        }
+        out.insert("variation".into(), json!(t.id));
+        out.insert("type".into(), json!(ty));
+        out.insert("source".into(), json!(SOURCE_MARK));
+        for k in &p.keep {
+            if let Some(v) = field(&rec, k) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        lines.push(Line::cut(out)?);
+    }
+    Ok(Made { ty, fields: seen.present(&rec), lines })
 }
 
 /// A dep as shown in messages: relative to the stage folder when inside it.
@@ -436,5 +517,22 @@ mod tests {
         assert!(
             compile("{{literal}} {a.b}").unwrap() == vec![Piece::Text("{literal} ".into()), Piece::Field("a.b".into())]
         );
+    }
+
+    #[test]
+    fn a_rerun_makes_examples_only_for_new_records_and_writes_what_a_full_run_does() {
+        // Examples name their source line: a deletion above a record moves
+        // it, and its reused examples must carry the new line.
+        let line = |i: usize| {
+            let ty = ["a", "b", "c"][i % 3];
+            format!(r#"{{"component": "C{i}", "file_type": "{ty}", "content": "body {i}", "file": "f{i}.ts", "source": "s{i}"}}"#)
+        };
+        let params = json!({"base": ["Write {component}"], "by_type": {"sets": {"a": ["A: {file}"]}}, "keep": ["file"]});
+        let lines: Vec<String> = (0..5000).map(line).collect();
+        let more: Vec<String> = (5000..5200).map(line).collect();
+        crate::reuse::testing::assert_incremental(|| Multiply, lines.clone(), more.clone(), line(9999), &["o.jsonl"], params);
+        // `keep: [source]` overrides the source with the record's own.
+        let params = json!({"base": ["Write {component}"], "keep": ["source"], "max": 3000, "seed": 4});
+        crate::reuse::testing::assert_incremental(|| Multiply, lines, more, line(9999), &["o.jsonl"], params);
     }
 }

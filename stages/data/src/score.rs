@@ -722,4 +722,11 @@ features:
         assert_eq!(a.metrics, b.metrics);
         assert_eq!(a.records(0).len(), 300);
     }
+
+    #[test]
+    fn a_rerun_scores_only_new_records_and_writes_what_a_full_run_does() {
+        use crate::reuse::testing::{assert_incremental, incremental_line, lines};
+        let params = json!({"features": [{"feature": "words"}, {"feature": "questions"}], "top_k": 3000});
+        assert_incremental(|| Score, lines(0, 5000), lines(5000, 5200), incremental_line(99_999), &["o.jsonl"], params);
+    }
 }

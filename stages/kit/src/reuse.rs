@@ -359,6 +359,76 @@ impl<R: Serialize + DeserializeOwned> Entry<R> {
     }
 }
 
+/// For each kind's tests: an incremental run equals a full run.
+#[cfg(any(test, feature = "testkit"))]
+pub mod testing {
+    use dvx_stage_api::{MemoryMemo, TypedStage};
+    use serde_json::Value;
+
+    use crate::testkit::{run_with_memo, Run};
+
+    /// Lines `from..to` of [`incremental_line`].
+    pub fn lines(from: usize, to: usize) -> Vec<String> {
+        (from..to).map(incremental_line).collect()
+    }
+
+/// A line of the incremental checks: categories, spaced and compact JSON,
+/// scores, some records failing rules or schema.
+pub fn incremental_line(i: usize) -> String {
+    let cat = ["a", "b", "c"][i % 3];
+    let word = if i.is_multiple_of(4) { "bad" } else { "good" };
+    let score = (i * 37 % 100) as f64 / 100.0;
+    if i.is_multiple_of(5) {
+        format!("{{\"category\": \"{cat}\", \"instruction\": \"task {i} é?\", \"output\": \"{word} answer {i}\", \"score\": {score}}}")
+    } else if i.is_multiple_of(11) {
+        format!(r#"{{"category":"{cat}","instruction":"task {i}","score":"high"}}"#)
+    } else {
+        format!(r#"{{"category":"{cat}","instruction":"task {i}","output":"{word} answer {i}","score":{score}}}"#)
+    }
+}
+
+    /// The `records processed: N` figure of a log.
+    pub fn processed(r: &Run) -> usize {
+        let line = r.log.lines().find(|l| l.starts_with("records processed: ")).unwrap_or_else(|| panic!("{}", r.log));
+        line["records processed: ".len()..].split(',').next().unwrap().parse().unwrap()
+    }
+
+    /// Runs `kind` over `lines` through one memo, then after an append of
+    /// `more`, a deletion in the middle and an edit of one line (to `edit`),
+    /// and checks that each re-run processes only the new or changed lines
+    /// and writes the bytes and metrics of a full run without a memo.
+    pub fn assert_incremental<T: TypedStage>(
+        kind: impl Fn() -> T,
+        mut lines: Vec<String>,
+        more: Vec<String>,
+        edit: String,
+        outs: &[&str],
+        params: Value,
+    ) {
+        let memo = MemoryMemo::default();
+        let step = |lines: &[String], what: &str, expect: usize| {
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            let inc = run_with_memo(kind(), &[&text], outs, params.clone(), 2, &memo).unwrap();
+            let full = run_with_memo(kind(), &[&text], outs, params.clone(), 2, &MemoryMemo::default()).unwrap();
+            assert_eq!(processed(&inc), expect, "{what}: {}", inc.log);
+            for i in 0..outs.len() {
+                assert!(inc.text(i) == full.text(i), "{what}: outs[{i}] differs from a full run");
+            }
+            assert_eq!(inc.metrics, full.metrics, "{what}");
+        };
+        step(&lines, "first run", lines.len());
+        step(&lines, "no change", 0);
+        let n = more.len();
+        lines.extend(more);
+        step(&lines, "append", n);
+        lines.remove(lines.len() / 2);
+        step(&lines, "delete in the middle", 0);
+        let at = lines.len() / 3;
+        lines[at] = edit;
+        step(&lines, "edit one record", 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

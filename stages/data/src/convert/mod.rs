@@ -31,7 +31,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::records::{Record, RecordWriter};
-use crate::support::{bad_line_record, file_name, par_map, pool, read_chunk, ChunkReader, OnError};
+use crate::reuse::{Batch, Batches, Reuse};
+use crate::support::{bad_line_record, file_name, pool, OnError};
 use shapes::{RecordShape, RoleNames, SystemPolicy};
 
 /// The `convert` stage kind.
@@ -56,6 +57,10 @@ pub struct Params {
     drop_fields: Vec<String>,
     #[serde(default)]
     on_error: OnError,
+    /// Reuse earlier runs' conversions (see docs/incremental.md). Left out
+    /// of the key when on, so it changes no existing key.
+    #[serde(default = "crate::reuse::on", skip_serializing_if = "crate::reuse::is_on")]
+    reuse: bool,
 }
 
 impl ParamsDoc for Params {
@@ -84,6 +89,7 @@ impl ParamsDoc for Params {
                 "fail",
                 "What an unconvertible or malformed record does: stop, or go to outs[1].",
             ),
+            crate::reuse::param_doc(),
         ]
     }
 }
@@ -139,20 +145,22 @@ impl TypedStage for Convert {
     const DEPS_ARE: &'static str = "records";
     const OUTS_ARE: &'static str = "converted records, then optionally the rejects";
     type Params = Params;
-    type Prepared = Converter;
+    type Prepared = Prepared;
 
     fn check_outs(&self, outs: &[&str]) -> Result<(), dvx_stage_api::OutError> {
         crate::support::check_record_outs(outs, ..)
     }
 
-    fn prepare(&self, p: Params, _shape: Shape) -> Result<Converter, ParamError> {
+    fn prepare(&self, p: Params, _shape: Shape) -> Result<Prepared, ParamError> {
         if p.from == Some(RecordShape::Text) {
             return Err(ParamError::field("from", "a `text` record has no turns to convert from"));
         }
         if p.drop_system && p.system_prompt.is_some() {
             return Err(ParamError::field("system_prompt", "set `system_prompt` or `drop_system`, not both"));
         }
-        Ok(Converter {
+        let salt = serde_json::to_value(&p).map_err(|e| ParamError::whole(e.to_string()))?;
+        let reuse = p.reuse;
+        let conv = Converter {
             from: p.from,
             to: p.to,
             roles: p.roles,
@@ -160,57 +168,47 @@ impl TypedStage for Convert {
             keep_fields: p.keep_fields,
             drop_fields: p.drop_fields,
             on_error: p.on_error,
-        })
+        };
+        Ok(Prepared { conv, salt, reuse })
     }
 
-    fn execute(&self, conv: &Converter, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+    fn execute(&self, prepared: &Prepared, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
+        let conv = &prepared.conv;
         let dep = &ctx.deps[0];
         let pool = pool(ctx.threads)?;
         // Under `skip`, unconvertible records go to outs[1] (only counted without it).
-        let on_error = conv.on_error;
         let mut out = RecordWriter::create(&ctx.outs[0])?;
         let mut rejects = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
-        let mut reader = ChunkReader::open(dep)?;
         let (mut records_in, mut rejected, mut malformed) = (0usize, 0usize, 0usize);
-        let mut shapes_seen: BTreeMap<&'static str, usize> = BTreeMap::new();
-        let mut bad = Vec::new();
-        loop {
-            let chunk = read_chunk(&mut reader, &pool, on_error, &mut bad)?;
-            for b in bad.drain(..) {
-                malformed += 1;
-                if let Some(w) = rejects.as_mut() {
-                    w.write(&bad_line_record(&b, "_error"))?;
-                }
-            }
-            if chunk.is_empty() {
-                break;
-            }
-            records_in += chunk.len();
-            let results = par_map(&pool, &chunk, |(_, rec)| conv.convert(rec.clone()));
-            for ((at, rec), result) in chunk.into_iter().zip(results) {
+        let mut shapes_seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, &prepared.salt, prepared.reuse);
+        let mut batches = Batches::open(dep)?;
+        while let Some(batch) = batches.next_batch()? {
+            let results = reuse.results(&batch, &pool, |i| converted(conv, dep, &batch, i))?;
+            for ((at, item), result) in batch.items.iter().zip(results) {
                 match result {
-                    Ok((converted, from)) => {
-                        *shapes_seen.entry(from.name()).or_default() += 1;
-                        out.write(&converted)?;
+                    Converted::Out { shape, line } => {
+                        records_in += 1;
+                        *shapes_seen.entry(shape).or_default() += 1;
+                        out.write_json_line(&line)?;
                     }
-                    Err(reason) if on_error == OnError::Skip => {
+                    Converted::Rejected { line } => {
+                        records_in += 1;
                         rejected += 1;
                         if let Some(w) = rejects.as_mut() {
-                            let mut r = rec;
-                            r.insert("_error".into(), json!(reason));
-                            w.write(&r)?;
+                            w.write_json_line(&line)?;
                         }
                     }
-                    Err(reason) => {
-                        return Err(StageFailure::bad_input(format!(
-                            "{}: record {at}: cannot convert to {}: {reason}",
-                            file_name(dep),
-                            conv.to.name()
-                        )))
+                    Converted::Bad { reason } => {
+                        malformed += 1;
+                        if let Some(w) = rejects.as_mut() {
+                            w.write(&bad_line_record(&batch.bad_line(*at, item, reason), "_error"))?;
+                        }
                     }
                 }
             }
         }
+        tracing::info!(stage = ctx.name, processed = reuse.processed, reused = reuse.reused, "convert done");
         let written = out.finish()?;
         if let Some(w) = rejects {
             w.finish()?;
@@ -222,13 +220,70 @@ impl TypedStage for Convert {
             if seen.is_empty() { "nothing".into() } else { seen.join(", ") },
             conv.to.name()
         )?;
+        writeln!(ctx.log, "{}", reuse.summary())?;
         let mut m = Metrics::new();
         m.insert("records_in".into(), json!(records_in));
         m.insert("records_out".into(), json!(written));
         m.insert("rejected".into(), json!(rejected));
         m.insert("malformed".into(), json!(malformed));
-        m.insert("shapes".into(), Value::Object(shapes_seen.into_iter().map(|(k, v)| (k.into(), json!(v))).collect()));
+        m.insert("shapes".into(), Value::Object(shapes_seen.into_iter().map(|(k, v)| (k, json!(v))).collect()));
         Ok(m)
+    }
+}
+
+/// `convert`'s params, ready: the converter, and what salts its memo.
+pub struct Prepared {
+    conv: Converter,
+    salt: Value,
+    reuse: bool,
+}
+
+/// What `convert` made of one input item, kept across runs.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+enum Converted {
+    /// Converted: the shape it was read as, and the line written.
+    #[serde(rename = "o")]
+    Out {
+        #[serde(rename = "s")]
+        shape: String,
+        #[serde(rename = "l")]
+        line: String,
+    },
+    /// Unconvertible (under `skip`): the record with its `_error`.
+    #[serde(rename = "r")]
+    Rejected {
+        #[serde(rename = "l")]
+        line: String,
+    },
+    /// Malformed (under `skip`): the reader's reason.
+    #[serde(rename = "b")]
+    Bad {
+        #[serde(rename = "r")]
+        reason: String,
+    },
+}
+
+/// Convert item `i` of `batch`; under `fail`, a bad or unconvertible record ends the stage.
+fn converted(conv: &Converter, dep: &std::path::Path, batch: &Batch, i: usize) -> Result<Converted, StageFailure> {
+    let rec = match batch.parse(i) {
+        Ok(rec) => rec,
+        Err(b) if conv.on_error == OnError::Skip => return Ok(Converted::Bad { reason: b.reason }),
+        Err(b) => return Err(b.into()),
+    };
+    let line = |r: &Record| serde_json::to_string(r).map_err(|e| StageFailure::new(format!("cannot write a record: {e}")));
+    match conv.convert(rec.clone()) {
+        Ok((converted, from)) => Ok(Converted::Out { shape: from.name().into(), line: line(&converted)? }),
+        Err(reason) if conv.on_error == OnError::Skip => {
+            let mut r = rec;
+            r.insert("_error".into(), json!(reason));
+            Ok(Converted::Rejected { line: line(&r)? })
+        }
+        Err(reason) => Err(StageFailure::bad_input(format!(
+            "{}: record {}: cannot convert to {}: {reason}",
+            file_name(dep),
+            batch.items[i].0,
+            conv.to.name()
+        ))),
     }
 }
 
@@ -331,5 +386,18 @@ mod tests {
     fn outs_that_cannot_hold_records_are_refused() {
         let err = run(Convert, &[&jsonl(&[seed("q", "a")])], &["o.csv"], json!({"to": "messages"}), 1).unwrap_err();
         assert!(err.contains("records are written as .jsonl, .jsonl.gz, .jsonl.zst or .parquet"), "{err}");
+    }
+
+    #[test]
+    fn a_rerun_converts_only_new_records_and_writes_what_a_full_run_does() {
+        let line = |i: usize| match i % 7 {
+            0 => format!(r#"{{"conversations": [{{"from": "human", "value": "q{i}"}}, {{"from": "human", "value": "x"}}]}}"#),
+            3 => format!("{{not json {i}"),
+            _ => seed(&format!("q{i}"), &format!("a{i}")).to_string(),
+        };
+        let lines: Vec<String> = (0..5000).map(line).collect();
+        let more: Vec<String> = (5000..5200).map(line).collect();
+        let params = json!({"to": "sharegpt", "on_error": "skip", "drop_fields": ["quality_score"]});
+        crate::reuse::testing::assert_incremental(|| Convert, lines, more, line(9998), &["o.jsonl", "rej.jsonl"], params);
     }
 }

@@ -8,9 +8,8 @@
 //! and a rejected pair is remembered so other bands do not re-check it.
 //! Clusters are the connected components of the links (union-find).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use dvx_stage_api::StageFailure;
 use rayon::prelude::*;
 
 use super::corpus::Corpus;
@@ -70,12 +69,11 @@ pub fn link_exact(corpus: &Corpus, uf: &mut UnionFind) {
     }
 }
 
-/// Link near-duplicates found through LSH and confirmed by exact Jaccard.
-pub fn link_near(corpus: &Corpus, uf: &mut UnionFind, threshold: f64) -> Result<PairStats, StageFailure> {
-    let mut stats = PairStats::default();
+/// Calls `f` with each LSH bucket of more than one record, band by band
+/// (a bucket sorted by record id).
+fn for_each_bucket(corpus: &Corpus, mut f: impl FnMut(&[(u64, u32)])) {
     let bands = corpus.bands;
     let n = corpus.sketched.len();
-    let mut rejected: HashSet<u64> = HashSet::new();
     let mut entries: Vec<(u64, u32)> = Vec::with_capacity(n);
     for band in 0..bands {
         entries.clear();
@@ -83,10 +81,30 @@ pub fn link_near(corpus: &Corpus, uf: &mut UnionFind, threshold: f64) -> Result<
         // Ids are distinct, so the unstable sort still has one outcome.
         entries.par_sort_unstable();
         for bucket in entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
-            link_bucket(corpus, uf, threshold, bucket, &mut rejected, &mut stats)?;
+            f(bucket);
         }
     }
-    Ok(stats)
+}
+
+/// The records whose shingles a Jaccard check may need but which were
+/// replayed without them: those sharing a bucket with another record.
+pub fn lacking_shingles(corpus: &Corpus) -> Vec<u32> {
+    if !corpus.lacks_shingles() {
+        return Vec::new();
+    }
+    let mut want = HashSet::new();
+    for_each_bucket(corpus, |bucket| want.extend(bucket.iter().map(|x| x.1).filter(|&id| corpus.lacks(id))));
+    let mut want: Vec<u32> = want.into_iter().collect();
+    want.sort_unstable();
+    want
+}
+
+/// Link near-duplicates found through LSH and confirmed by exact Jaccard.
+pub fn link_near(corpus: &Corpus, uf: &mut UnionFind, threshold: f64) -> PairStats {
+    let mut stats = PairStats::default();
+    let mut rejected: HashSet<u64> = HashSet::new();
+    for_each_bucket(corpus, |bucket| link_bucket(corpus, uf, threshold, bucket, &mut rejected, &mut stats));
+    stats
 }
 
 /// Link the records of one bucket (sorted by id). Members are kept in
@@ -100,38 +118,31 @@ fn link_bucket(
     bucket: &[(u64, u32)],
     rejected: &mut HashSet<u64>,
     stats: &mut PairStats,
-) -> Result<(), StageFailure> {
+) {
     let mut groups: Vec<Vec<u32>> = Vec::new();
     for &(_, j) in bucket {
         let mut joined = vec![j];
         let mut apart = Vec::with_capacity(groups.len());
-        // j's shingles, read once they are first needed (they may be on disk).
-        let mut of_j = None;
-        for group in std::mem::take(&mut groups) {
-            let mut linked = uf.find(group[0]) == uf.find(j);
-            for &i in &group {
-                if linked {
-                    break;
-                }
-                if corpus.is_ref(i) && corpus.is_ref(j) {
-                    continue;
-                }
-                let key = (u64::from(i) << 32) | u64::from(j);
-                if rejected.contains(&key) {
-                    continue;
-                }
-                stats.candidates += 1;
-                if of_j.is_none() {
-                    of_j = Some(corpus.shingles_of(j)?);
-                }
-                if jaccard(&corpus.shingles_of(i)?, of_j.as_deref().expect("read above")) >= threshold {
-                    uf.union(i, j);
-                    stats.confirmed += 1;
-                    linked = true;
-                } else {
-                    rejected.insert(key);
-                }
-            }
+        for group in groups.drain(..) {
+            let linked = uf.find(group[0]) == uf.find(j)
+                || group.iter().any(|&i| {
+                    if corpus.is_ref(i) && corpus.is_ref(j) {
+                        return false;
+                    }
+                    let key = (u64::from(i) << 32) | u64::from(j);
+                    if rejected.contains(&key) {
+                        return false;
+                    }
+                    stats.candidates += 1;
+                    if jaccard(corpus.shingles_of(i), corpus.shingles_of(j)) >= threshold {
+                        uf.union(i, j);
+                        stats.confirmed += 1;
+                        true
+                    } else {
+                        rejected.insert(key);
+                        false
+                    }
+                });
             if linked {
                 joined.extend(group);
             } else {
@@ -141,7 +152,6 @@ fn link_bucket(
         apart.push(joined);
         groups = apart;
     }
-    Ok(())
 }
 
 /// Why a record was dropped.
@@ -168,11 +178,7 @@ pub struct Cluster {
 /// (all inputs are then dropped), else the input with the highest score,
 /// the earliest on ties. Returns the clusters in order of their first input
 /// record, and per input record why it was dropped.
-pub fn decide(
-    corpus: &Corpus,
-    uf: &mut UnionFind,
-    label_exact: bool,
-) -> Result<(Vec<Cluster>, Vec<Option<Dropped>>), StageFailure> {
+pub fn decide(corpus: &Corpus, uf: &mut UnionFind, label_exact: bool) -> (Vec<Cluster>, Vec<Option<Dropped>>) {
     const NONE: u32 = u32::MAX;
     let n = corpus.len();
     let roots: Vec<u32> = (0..n as u32).map(|id| uf.find(id)).collect();
@@ -212,10 +218,87 @@ pub fn decide(
         let dropped: Vec<u32> = inputs.into_iter().filter(|&id| id != keeper).collect();
         for &d in &dropped {
             let same = corpus.exact[d as usize] == corpus.exact[keeper as usize];
-            let jaccard = if same { 1.0 } else { jaccard(&corpus.shingles_of(d)?, &corpus.shingles_of(keeper)?) };
+            let jaccard = if same { 1.0 } else { jaccard(corpus.shingles_of(d), corpus.shingles_of(keeper)) };
             drops[d as usize] = Some(Dropped { keeper, exact: same && label_exact, jaccard });
         }
         clusters.push(Cluster { keeper, dropped });
     }
-    Ok((clusters, drops))
+    (clusters, drops)
+}
+
+/// The append-stable choice (`stable: true`): records are judged in order,
+/// references first, then inputs in input order; a record is dropped when
+/// its text equals, or reaches `threshold` Jaccard with, a record kept
+/// before it (the most similar one, the earliest on ties, is its keeper),
+/// and kept otherwise. A record's fate depends only on what precedes it, so
+/// appending records never changes an earlier one's; scores play no part.
+pub fn decide_stable(corpus: &Corpus, threshold: f64, label_exact: bool) -> (Vec<Cluster>, Vec<Option<Dropped>>, PairStats) {
+    let n_refs = corpus.len() - corpus.n_input;
+    // Where a record comes in the judging order.
+    let pos = |id: u32| if corpus.is_ref(id) { id as usize - corpus.n_input } else { id as usize + n_refs };
+    // The LSH buckets of more than one record, and each record's buckets.
+    let mut in_bucket: Vec<(u32, u32)> = Vec::new();
+    let mut n_buckets = 0u32;
+    for_each_bucket(corpus, |bucket| {
+        in_bucket.extend(bucket.iter().map(|&(_, id)| (id, n_buckets)));
+        n_buckets += 1;
+    });
+    in_bucket.sort_unstable();
+    let buckets_of = |id: u32| {
+        let from = in_bucket.partition_point(|x| x.0 < id);
+        let to = in_bucket.partition_point(|x| x.0 <= id);
+        in_bucket[from..to].iter().map(|x| x.1 as usize)
+    };
+    let mut kept_in: Vec<Vec<u32>> = vec![Vec::new(); n_buckets as usize];
+    let mut kept_text: HashMap<u128, u32> = HashMap::new();
+    let mut drops: Vec<Option<Dropped>> = vec![None; corpus.n_input];
+    let mut stats = PairStats::default();
+    for i in (corpus.n_input..corpus.len()).chain(0..corpus.n_input) {
+        let id = i as u32;
+        let rep = corpus.rep[i];
+        let verdict = if corpus.is_ref(id) {
+            None
+        } else if let Some(&k) = kept_text.get(&corpus.exact[i]) {
+            Some(Dropped { keeper: k, exact: label_exact, jaccard: 1.0 })
+        } else if rep != id {
+            // The same text came earlier and was dropped: so is this one.
+            drops[rep as usize].map(|d| Dropped { exact: false, ..d })
+        } else {
+            let mut cands: Vec<u32> = buckets_of(id).flat_map(|b| kept_in[b].iter().copied()).collect();
+            cands.sort_unstable_by_key(|&c| pos(c));
+            cands.dedup();
+            let mut best: Option<(f64, u32)> = None;
+            for c in cands {
+                stats.candidates += 1;
+                let j = jaccard(corpus.shingles_of(c), corpus.shingles_of(id));
+                if j >= threshold {
+                    stats.confirmed += 1;
+                    if best.is_none_or(|(b, _)| j > b) {
+                        best = Some((j, c));
+                    }
+                }
+            }
+            best.map(|(jaccard, keeper)| Dropped { keeper, exact: false, jaccard })
+        };
+        match verdict {
+            Some(d) => drops[i] = Some(d),
+            None => {
+                kept_text.entry(corpus.exact[i]).or_insert(id);
+                for b in buckets_of(rep) {
+                    kept_in[b].push(id);
+                }
+            }
+        }
+    }
+    // Clusters: per keeper its drops, in order of their first input record.
+    let mut by_keeper: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (i, d) in drops.iter().enumerate() {
+        if let Some(d) = d {
+            by_keeper.entry(d.keeper).or_default().push(i as u32);
+        }
+    }
+    let mut clusters: Vec<Cluster> = by_keeper.into_iter().map(|(keeper, dropped)| Cluster { keeper, dropped }).collect();
+    let first = |c: &Cluster| if corpus.is_ref(c.keeper) { c.dropped[0] } else { c.keeper.min(c.dropped[0]) };
+    clusters.sort_unstable_by_key(first);
+    (clusters, drops, stats)
 }

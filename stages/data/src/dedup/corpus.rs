@@ -1,23 +1,25 @@
 //! Every record dedup looks at, stored compactly: per record its place,
 //! score and exact key; per distinct text (the first record with it, its
 //! "representative") the shingle hashes and LSH band hashes. Signatures are
-//! reduced to band hashes at once and never kept; shingle hashes past a
-//! memory budget are spilled to disk (`spill.rs`).
+//! reduced to band hashes at once and never kept.
 
-use std::borrow::Cow;
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dvx_stage_api::StageFailure;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::lsh::band_hashes;
 use super::sigfile::Reader;
 use super::sketch::{read_chunks, Sketcher};
-use super::spill::{ShingleStore, Spill};
+use crate::reuse::{Batch, Batches, Reuse};
 
 /// No slot: the record is not a representative.
 const NONE: u32 = u32::MAX;
+/// A slot whose shingles are not at hand.
+const MISSING: (usize, usize) = (usize::MAX, 0);
 
 /// The records of a dedup run: inputs first (ids `0..n_input`), then references.
 pub struct Corpus {
@@ -42,8 +44,11 @@ pub struct Corpus {
     slot: Vec<u32>,
     /// Per slot: the record.
     pub sketched: Vec<u32>,
-    /// Per slot: its shingle hashes.
-    shingles: ShingleStore,
+    /// Per slot: its range in `shingles`; `MISSING` when the sketch was
+    /// replayed from an earlier run and the shingles are not yet read again
+    /// (see [`Corpus::fill_shingles`]).
+    shingle_at: Vec<(usize, usize)>,
+    shingles: Vec<u64>,
     /// Band hashes, `bands` per slot.
     pub band_hash: Vec<u64>,
     /// LSH bands (0 when not sketching).
@@ -54,8 +59,7 @@ pub struct Corpus {
 
 impl Corpus {
     /// An empty corpus; with `bands == 0` no sketches are made (exact mode).
-    /// Shingle hashes past `spill`'s budget go to disk.
-    pub fn new(bands: usize, rows: usize, spill: Spill) -> Self {
+    pub fn new(bands: usize, rows: usize) -> Self {
         Corpus {
             sources: Vec::new(),
             source: Vec::new(),
@@ -68,7 +72,8 @@ impl Corpus {
             inputs_done: false,
             slot: Vec::new(),
             sketched: Vec::new(),
-            shingles: ShingleStore::new(spill),
+            shingle_at: Vec::new(),
+            shingles: Vec::new(),
             band_hash: Vec::new(),
             bands,
             rows,
@@ -86,15 +91,12 @@ impl Corpus {
         id as usize >= self.n_input
     }
 
-    /// Shingle hashes of a sketched record (read back from disk when spilled).
-    pub fn shingles_of(&self, id: u32) -> Result<Cow<'_, [u64]>, StageFailure> {
+    /// Shingle hashes of a sketched record.
+    pub fn shingles_of(&self, id: u32) -> &[u64] {
         let slot = self.slot[self.rep[id as usize] as usize] as usize;
-        self.shingles.get(slot)
-    }
-
-    /// Bytes of shingle hashes spilled to disk.
-    pub fn spilled_bytes(&self) -> u64 {
-        self.shingles.spilled_bytes()
+        let (start, end) = self.shingle_at[slot];
+        assert!(start != usize::MAX, "shingles of record {id} were never read: fill_shingles missed it");
+        &self.shingles[start..end]
     }
 
     /// Add a record; returns its id and whether its text is new.
@@ -113,17 +115,115 @@ impl Corpus {
         (id, new)
     }
 
-    fn add_sketch(&mut self, id: u32, shingles: &[u64], sig: &[u32]) -> Result<(), StageFailure> {
+    fn add_sketch(&mut self, id: u32, shingles: &[u64], sig: &[u32]) {
+        self.add_slot(id, Some(shingles));
+        band_hashes(sig, self.bands, self.rows, &mut self.band_hash);
+    }
+
+    /// Make `id` a sketched representative (its band hashes pushed by the caller).
+    fn add_slot(&mut self, id: u32, shingles: Option<&[u64]>) {
         self.slot[id as usize] = self.sketched.len() as u32;
         self.sketched.push(id);
-        self.shingles.push(shingles)?;
-        band_hashes(sig, self.bands, self.rows, &mut self.band_hash);
-        Ok(())
+        self.shingle_at.push(match shingles {
+            Some(sh) => {
+                self.shingles.extend_from_slice(sh);
+                (self.shingles.len() - sh.len(), self.shingles.len())
+            }
+            None => MISSING,
+        });
     }
 
     fn add_source(&mut self, name: String) -> u32 {
         self.sources.push(name);
         (self.sources.len() - 1) as u32
+    }
+
+    /// Read an input file (any format `dvx-records` reads) through `reuse`:
+    /// records an earlier run saw are replayed from the memo, the rest are
+    /// parsed and sketched. A replayed text's shingles are read again only
+    /// when it meets a candidate (see [`Corpus::fill_shingles`]).
+    pub fn add_input(
+        &mut self,
+        sk: &Sketcher,
+        path: &Path,
+        name: String,
+        reuse: &mut Reuse<'_>,
+        pool: &rayon::ThreadPool,
+    ) -> Result<(), StageFailure> {
+        let source = self.add_source(name);
+        let (bands, rows) = (self.bands, self.rows);
+        let mut batches = Batches::open(path)?;
+        while let Some(batch) = batches.next_batch()? {
+            let seen = reuse.results(&batch, pool, |i| Seen::of(sk, &batch, i, bands, rows))?;
+            for ((at, _), s) in batch.items.iter().zip(seen) {
+                sk.mark(s.fields);
+                if s.empty {
+                    self.empty_inputs += 1;
+                }
+                let (id, new) = self.push(source, *at as u64, f64::from_bits(s.score), s.exact());
+                if new && bands > 0 {
+                    if s.bands.len() != bands {
+                        return Err(StageFailure::new("a replayed dedup sketch has the wrong number of bands"));
+                    }
+                    self.add_slot(id, s.shingles.as_deref());
+                    self.band_hash.extend_from_slice(&s.bands);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether some sketched record's shingles were replayed rather than read.
+    pub fn lacks_shingles(&self) -> bool {
+        self.shingle_at.contains(&MISSING)
+    }
+
+    /// Whether record `id`'s text lacks its shingles.
+    pub fn lacks(&self, id: u32) -> bool {
+        let slot = self.slot[self.rep[id as usize] as usize];
+        slot != NONE && self.shingle_at[slot as usize] == MISSING
+    }
+
+    /// Read again the shingles of the input records `ids` (representatives
+    /// whose sketch was replayed), from `inputs` (the input deps, in the
+    /// order they were added).
+    pub fn fill_shingles(&mut self, sk: &Sketcher, inputs: &[PathBuf], ids: &[u32]) -> Result<(), StageFailure> {
+        let mut wanted: Vec<HashMap<u64, u32>> = vec![HashMap::new(); inputs.len()];
+        for &id in ids {
+            let i = id as usize;
+            wanted[self.source[i] as usize].insert(self.line[i], id);
+        }
+        for (input, wanted) in inputs.iter().zip(&wanted) {
+            if wanted.is_empty() {
+                continue;
+            }
+            read_chunks(input, |file, chunk| {
+                let todo: Vec<(u32, &(u64, String))> =
+                    chunk.iter().filter_map(|item| wanted.get(&item.0).map(|&id| (id, item))).collect();
+                let found: Vec<Result<(u32, Vec<u64>), StageFailure>> = todo
+                    .par_iter()
+                    .map(|(id, (line, text))| {
+                        let (_, record) = file.parse_str(*line as usize, text)?;
+                        Ok((*id, sk.shingles(&sk.normalised(&record))))
+                    })
+                    .collect();
+                for f in found {
+                    let (id, shingles) = f?;
+                    let slot = self.slot[id as usize] as usize;
+                    self.shingles.extend_from_slice(&shingles);
+                    self.shingle_at[slot] = (self.shingles.len() - shingles.len(), self.shingles.len());
+                }
+                Ok(())
+            })?;
+        }
+        match ids.iter().find(|&&id| self.lacks(id)) {
+            Some(&id) => Err(StageFailure::new(format!(
+                "{} changed while dedup was running (line {} is gone)",
+                inputs[self.source[id as usize] as usize].display(),
+                self.line[id as usize]
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Read a JSONL file (inputs must all come before references).
@@ -144,7 +244,7 @@ impl Corpus {
             }
             let norms: Vec<&str> = fresh.iter().map(|(_, n)| *n).collect();
             for ((id, _), s) in fresh.iter().zip(sk.sketch_all(&norms)) {
-                self.add_sketch(*id, &s.shingles, &s.sig)?;
+                self.add_sketch(*id, &s.shingles, &s.sig);
             }
             Ok(())
         })
@@ -161,7 +261,7 @@ impl Corpus {
         while let Some(e) = reader.next_entry()? {
             let (id, new) = self.push(base + e.source, e.line, f64::NEG_INFINITY, e.exact);
             if new && self.bands > 0 {
-                self.add_sketch(id, &e.shingles, &e.sig)?;
+                self.add_sketch(id, &e.shingles, &e.sig);
             }
         }
         Ok(())
@@ -171,5 +271,57 @@ impl Corpus {
     pub fn end_inputs(&mut self) {
         self.n_input = self.len();
         self.inputs_done = true;
+    }
+}
+
+/// What dedup keeps of one input record across runs (through the memo):
+/// everything but the shingles, which are large and needed only for the
+/// few records that meet a candidate.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Seen {
+    /// The exact key, as two halves (JSON numbers hold 64 bits).
+    #[serde(rename = "x")]
+    exact: [u64; 2],
+    /// The score's bits (`-inf` when none).
+    #[serde(rename = "s")]
+    score: u64,
+    /// Watched fields present.
+    #[serde(rename = "f", default)]
+    fields: u64,
+    /// The normalised text is empty.
+    #[serde(rename = "e", default)]
+    empty: bool,
+    /// LSH band hashes (none in exact mode).
+    #[serde(rename = "b", default)]
+    bands: Vec<u64>,
+    /// Shingles, when computed this run; never kept in the memo.
+    #[serde(skip)]
+    shingles: Option<Vec<u64>>,
+}
+
+impl Seen {
+    /// Parse and sketch item `i` of `batch` (`bands == 0`: no sketch).
+    fn of(sk: &Sketcher, batch: &Batch, i: usize, bands: usize, rows: usize) -> Result<Seen, StageFailure> {
+        let (at, item) = &batch.items[i];
+        let text = item.text().map_err(|reason| batch.bad_line(*at, item, reason.to_string()))?;
+        let p = sk.parse(&batch.source, *at as u64, text)?;
+        let mut s = Seen {
+            exact: [(p.exact >> 64) as u64, p.exact as u64],
+            score: p.score.to_bits(),
+            fields: p.fields,
+            empty: p.norm.is_empty(),
+            bands: Vec::new(),
+            shingles: None,
+        };
+        if bands > 0 {
+            let sketch = sk.sketch(&p.norm);
+            band_hashes(&sketch.sig, bands, rows, &mut s.bands);
+            s.shingles = Some(sketch.shingles);
+        }
+        Ok(s)
+    }
+
+    fn exact(&self) -> u128 {
+        (u128::from(self.exact[0]) << 64) | u128::from(self.exact[1])
     }
 }

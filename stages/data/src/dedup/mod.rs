@@ -75,7 +75,6 @@ pub mod params;
 mod shingle;
 mod sigfile;
 mod sketch;
-mod spill;
 #[cfg(test)]
 mod tests;
 
@@ -124,10 +123,11 @@ impl TypedStage for Dedup {
 
     fn execute(&self, p: &DedupParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let pool = crate::support::pool(ctx.threads)?;
-        let (deps, outs, cwd, progress) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress);
+        let (deps, outs, cwd, progress, memo) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress, ctx.memo);
         // The stage log is not `Send`; collect the lines and copy them after.
         let mut log = Vec::new();
-        let result = pool.install(|| run(p, deps, outs, cwd, &mut log, progress));
+        let services = Services { progress, memo, pool: &pool };
+        let result = pool.install(|| run(p, deps, outs, cwd, &mut log, &services));
         ctx.log.write_all(&log)?;
         result
     }
@@ -167,14 +167,22 @@ fn check_compatible(path: &Path, theirs: &SketchSpec, ours: &SketchSpec, mode: M
     )))
 }
 
+/// What `run` is given from the stage context besides paths.
+struct Services<'a> {
+    progress: &'a dyn dvx_stage_api::Progress,
+    memo: &'a dyn dvx_stage_api::Memo,
+    pool: &'a rayon::ThreadPool,
+}
+
 fn run(
     p: &DedupParams,
     deps: &[PathBuf],
     outs: &[PathBuf],
     cwd: &Path,
     log: &mut Vec<u8>,
-    progress: &dyn dvx_stage_api::Progress,
+    services: &Services<'_>,
 ) -> Result<Metrics, StageFailure> {
+    let Services { progress, memo, pool } = *services;
     let started = Instant::now();
     // Progress: the bytes of the deps read and sketched, then the phases after.
     let size = |d: &PathBuf| std::fs::metadata(d).map(|m| m.len()).unwrap_or(0);
@@ -197,7 +205,13 @@ fn run(
     let input_sketcher = Sketcher::new(spec.clone(), bands * rows, Some(p.score_field.clone())).watching(watched);
     let ref_sketcher = Sketcher::new(spec.clone(), bands * rows, None);
     let n_inputs = deps.len() - p.reference;
-    let mut corpus = Corpus::new(bands, rows, spill::Spill::beside(&outs[0])?);
+    let mut corpus = Corpus::new(bands, rows);
+    // A record's sketch depends on these alone, so only they salt the memo
+    // (a new threshold with the same LSH shape still reuses every sketch).
+    let salt = json!({"spec": spec, "bands": bands, "rows": rows, "score_field": p.score_field,
+                      "watched": p.score_field != DedupParams::default().score_field});
+    let mut reuse =
+        crate::reuse::Reuse::new(memo, "dedup", Dedup::VERSION, &salt, p.reuse && input_sketcher.fits_mask());
     for dep in &deps[..n_inputs] {
         if sigfile::is_signature_file(dep) {
             return Err(StageFailure::bad_input(format!(
@@ -206,9 +220,10 @@ fn run(
             )));
         }
         let bytes = reading(dep);
-        corpus.add_jsonl(&input_sketcher, dep, source_name(cwd, dep))?;
+        corpus.add_input(&input_sketcher, dep, source_name(cwd, dep), &mut reuse, pool)?;
         progress.inc(bytes);
     }
+    tracing::info!(processed = reuse.processed, reused = reuse.reused, "dedup sketches");
     input_sketcher.check_fields()?;
     log.extend(input_sketcher.text_report("dedup").map(|l| l + "\n").unwrap_or_default().bytes());
     corpus.end_inputs();
@@ -226,13 +241,23 @@ fn run(
     let sketched_at = started.elapsed();
     progress.message("linking duplicates");
 
-    let mut uf = UnionFind::new(corpus.len());
-    cluster::link_exact(&corpus, &mut uf);
-    let pairs = match p.mode {
-        Mode::Exact => cluster::PairStats::default(),
-        _ => cluster::link_near(&corpus, &mut uf, p.threshold)?,
+    let lacking = cluster::lacking_shingles(&corpus);
+    if !lacking.is_empty() {
+        progress.message(&format!("reading the shingles of {} replayed records", lacking.len()));
+        corpus.fill_shingles(&input_sketcher, &deps[..n_inputs], &lacking)?;
+    }
+    let (clusters, drops, pairs) = if p.stable {
+        cluster::decide_stable(&corpus, p.threshold, p.mode != Mode::Near)
+    } else {
+        let mut uf = UnionFind::new(corpus.len());
+        cluster::link_exact(&corpus, &mut uf);
+        let pairs = match p.mode {
+            Mode::Exact => cluster::PairStats::default(),
+            _ => cluster::link_near(&corpus, &mut uf, p.threshold),
+        };
+        let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near);
+        (clusters, drops, pairs)
     };
-    let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near)?;
     let linked_at = started.elapsed();
     progress.message("writing");
 
@@ -255,9 +280,6 @@ fn run(
         corpus.len() - corpus.n_input,
         corpus.sketched.len()
     )?;
-    if corpus.spilled_bytes() > 0 {
-        writeln!(log, "shingle hashes past memory: {} MiB spilled to disk", corpus.spilled_bytes() >> 20)?;
-    }
     if corpus.empty_inputs > 0 {
         writeln!(
             log,
@@ -278,6 +300,7 @@ fn run(
          {} candidate pairs, {} confirmed",
         pairs.candidates, pairs.confirmed
     )?;
+    writeln!(log, "{}", reuse.summary())?;
     writeln!(
         log,
         "time: read+sketch {:.2}s, link {:.2}s, write {:.2}s",

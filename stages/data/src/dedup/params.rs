@@ -94,6 +94,14 @@ pub struct DedupParams {
     pub score_field: String,
     /// The last `reference` deps are references: never output, only matched.
     pub reference: usize,
+    /// Keep the first copy in input order, each record judged against the
+    /// records kept before it: an append never drops a kept record.
+    /// Left out of the key when off, so it changes no existing key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stable: bool,
+    /// Reuse earlier runs' per-record sketches (see docs/incremental.md).
+    #[serde(skip_serializing_if = "crate::reuse::is_on")]
+    pub reuse: bool,
 }
 
 impl Default for DedupParams {
@@ -110,6 +118,8 @@ impl Default for DedupParams {
             seed: 42,
             score_field: "score".into(),
             reference: 0,
+            stable: false,
+            reuse: true,
         }
     }
 }
@@ -145,6 +155,14 @@ impl ParamsDoc for DedupParams {
             ParamDoc::new("rows", "integer", "-", "Rows per LSH band, with `bands`."),
             ParamDoc::new("score_field", "field path", "score", "The copy with the highest value is kept."),
             ParamDoc::new("reference", "integer", "0", "The last N deps are references: matched, never output."),
+            ParamDoc::new(
+                "stable",
+                "bool",
+                "false",
+                "Append-stable: keep the first copy in input order, so an append never drops a kept record \
+                 (`score_field` is not used).",
+            ),
+            crate::reuse::param_doc(),
         ]);
         rows
     }

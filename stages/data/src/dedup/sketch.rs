@@ -30,6 +30,8 @@ pub struct Parsed {
     pub norm: String,
     /// Exact-match key of `norm`.
     pub exact: u128,
+    /// Which watched fields the record has ([`FieldsSeen::present`]).
+    pub fields: u64,
 }
 
 /// The near-duplicate view of one text.
@@ -65,6 +67,16 @@ impl Sketcher {
         self
     }
 
+    /// Count a record parsed by an earlier run, with the watched fields in `mask`.
+    pub fn mark(&self, mask: u64) {
+        self.fields.mark(mask);
+    }
+
+    /// Whether [`Parsed::fields`] covers every watched field (else records cannot be replayed).
+    pub fn fits_mask(&self) -> bool {
+        self.fields.fits_mask()
+    }
+
     /// Fail when a watched field occurs in no record parsed.
     pub fn check_fields(&self) -> Result<(), StageFailure> {
         self.fields.check()
@@ -89,6 +101,7 @@ impl Sketcher {
         let (_, record): (usize, Record) =
             source.parse_str(line as usize, text).map_err(|b| dvx_records::BadRecord { text: text.into(), ..b })?;
         self.fields.observe(&record);
+        let fields = self.fields.present(&record);
         let score = match &self.score_field {
             None => f64::NEG_INFINITY,
             Some(f) => match records::field(&record, f) {
@@ -101,9 +114,19 @@ impl Sketcher {
                 Some(other) => return Err(bad(format!("score field `{f}` is not a number: {other}"))),
             },
         };
-        let norm = shingle::normalize(&records::record_text(&record, &self.spec.fields), &self.spec.normalize);
+        let norm = self.normalised(&record);
         let exact = shingle::exact_key(&norm);
-        Ok(Parsed { line, score, norm, exact })
+        Ok(Parsed { line, score, norm, exact, fields })
+    }
+
+    /// A record's normalised text.
+    pub fn normalised(&self, record: &Record) -> String {
+        shingle::normalize(&records::record_text(record, &self.spec.fields), &self.spec.normalize)
+    }
+
+    /// The shingles of a normalised text (without its signature).
+    pub fn shingles(&self, norm: &str) -> Vec<u64> {
+        shingle::shingles(norm, &self.spec.shingle)
     }
 
     /// Shingles and signature of a normalised text.

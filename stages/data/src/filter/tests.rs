@@ -205,3 +205,10 @@ fn same_bytes_whatever_the_thread_count() {
     assert_eq!(a.metrics, b.metrics);
     assert_eq!(a.metric("passed"), &json!(1667));
 }
+
+#[test]
+fn a_rerun_tests_only_new_records_and_writes_what_a_full_run_does() {
+    use crate::reuse::testing::{assert_incremental, incremental_line, lines};
+    let params = json!({"rules": {"a": {"contains": "good"}, "b": {"field": "score", "ge": 0.5}}, "default": {"min_len": 20}});
+    assert_incremental(|| Filter, lines(0, 5000), lines(5000, 5200), incremental_line(99_999), &["k.jsonl", "r.jsonl"], params);
+}

@@ -184,3 +184,10 @@ fn seed_shape_response_lengths_with_text_fields() {
         r.log
     );
 }
+
+#[test]
+fn a_rerun_checks_only_new_records_and_writes_what_a_full_run_does() {
+    use crate::reuse::testing::{assert_incremental, incremental_line, lines};
+    let params = json!({"required_fields": ["instruction", "output"], "types": {"score": "number"}, "score_field": "score", "max_invalid": 1000});
+    assert_incremental(|| Validate, lines(0, 5000), lines(5000, 5200), incremental_line(99_999), &OUTS[..2], params);
+}
