@@ -163,6 +163,11 @@ impl Categories {
         self.names.len()
     }
 
+    /// Whether there are none yet.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
     /// `(name, id)` sorted by name.
     pub fn sorted(&self) -> impl Iterator<Item = (&str, u32)> {
         self.ids.iter().map(|(n, &id)| (n.as_str(), id))

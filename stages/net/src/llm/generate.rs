@@ -24,9 +24,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::prompt::Prompt;
-use super::runner::{ask_all, failures_by_teacher, Request, Sending};
-use super::teachers::{self, route, Teacher};
-use crate::records::{Record, RecordReader, RecordWriter};
+use super::runner::{ask_all, failures_by_teacher, requests_for, Sending};
+use super::teachers::{self, Teacher};
+use crate::records::{Record, RecordWriter};
 
 /// The shape of the records written.
 #[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize)]
@@ -111,18 +111,7 @@ impl TypedStage for Generate {
 
     fn execute(&self, prepared: &Prepared, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let Prepared { p, prompt } = prepared;
-        let mut records: Vec<Record> = Vec::new();
-        let mut requests = Vec::new();
-        for dep in ctx.deps {
-            let label = dep.strip_prefix(ctx.cwd).unwrap_or(dep).display().to_string();
-            for item in RecordReader::open(dep)? {
-                let (line, rec) = item?;
-                let messages = prompt.messages(&rec, &format!("{label}:{line}"))?;
-                let teacher = route(&p.teachers, &rec, p.seed);
-                requests.push(Request { teacher, body: p.teachers[teacher].body(Value::Array(messages)) });
-                records.push(rec);
-            }
-        }
+        let (records, requests) = requests_for(ctx.deps, ctx.cwd, &p.teachers, p.seed, |rec, at| prompt.messages(rec, at))?;
         let report = ask_all(&p.teachers, &requests, &p.limits, ctx.memo, &|_| true, 0)?;
 
         let mut out = RecordWriter::create(&ctx.outs[0])?;

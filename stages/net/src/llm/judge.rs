@@ -28,10 +28,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::generate::default_limits;
-use super::runner::{ask_all, Request, Sending};
-use super::teachers::{self, route, Teacher};
+use super::runner::{ask_all, requests_for, Sending};
+use super::teachers::{self, Teacher};
 use crate::template::{compile, fill, Piece};
-use crate::records::{RecordReader, RecordWriter};
+use crate::records::RecordWriter;
 use crate::support::round4;
 
 /// Params of `judge`.
@@ -147,23 +147,14 @@ impl TypedStage for Judge {
             p.dimensions.join(", "),
             p.dimensions.iter().map(|d| format!("\"{d}\": {hi}")).collect::<Vec<_>>().join(", ")
         );
-        let mut records = Vec::new();
-        let mut requests = Vec::new();
-        for dep in ctx.deps {
-            let label = dep.strip_prefix(ctx.cwd).unwrap_or(dep).display().to_string();
-            for item in RecordReader::open(dep)? {
-                let (line, rec) = item?;
-                let mut messages = Vec::new();
-                if let Some(s) = &p.system {
-                    messages.push(json!({"role": "system", "content": s}));
-                }
-                let text = fill(rubric, &rec, "rubric", &format!("{label}:{line}"))? + &ask;
-                messages.push(json!({"role": "user", "content": text}));
-                let teacher = route(&p.teachers, &rec, p.seed);
-                requests.push(Request { teacher, body: p.teachers[teacher].body(Value::Array(messages)) });
-                records.push(rec);
+        let (records, requests) = requests_for(ctx.deps, ctx.cwd, &p.teachers, p.seed, |rec, at| {
+            let mut messages = Vec::new();
+            if let Some(s) = &p.system {
+                messages.push(json!({"role": "system", "content": s}));
             }
-        }
+            messages.push(json!({"role": "user", "content": fill(rubric, rec, "rubric", at)? + &ask}));
+            Ok(messages)
+        })?;
         let accept = |a: &super::client::Answer| parser.parse(&a.content).is_some();
         let report = ask_all(&p.teachers, &requests, &p.limits, ctx.memo, &accept, p.parse_retries)?;
 

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 
 use super::client::{self, Answer, Policy};
 use super::ratelimit::RateLimit;
-use super::teachers::{api_key, Teacher};
+use super::teachers::{api_key, route, Teacher};
+use crate::records::{Record, RecordReader};
 use crate::support::{round4, summary};
 
 /// How requests go out: params shared by `generate` and `judge`.
@@ -82,6 +83,32 @@ pub struct Request {
     pub teacher: usize,
     /// The chat-completions body.
     pub body: Value,
+}
+
+/// Every record of the stage's deps, in order, with its request: `chat`
+/// makes a record's messages (told its `file:line`, for errors), and the
+/// record's content picks its teacher (`route`). What generate and judge
+/// both do before asking.
+pub fn requests_for(
+    deps: &[std::path::PathBuf],
+    cwd: &std::path::Path,
+    teachers: &[Teacher],
+    seed: u64,
+    chat: impl Fn(&Record, &str) -> Result<Vec<Value>, StageFailure>,
+) -> Result<(Vec<Record>, Vec<Request>), StageFailure> {
+    let mut records = Vec::new();
+    let mut requests = Vec::new();
+    for dep in deps {
+        let label = dep.strip_prefix(cwd).unwrap_or(dep).display().to_string();
+        for item in RecordReader::open(dep)? {
+            let (line, rec) = item?;
+            let messages = chat(&rec, &format!("{label}:{line}"))?;
+            let teacher = route(teachers, &rec, seed);
+            requests.push(Request { teacher, body: teachers[teacher].body(Value::Array(messages)) });
+            records.push(rec);
+        }
+    }
+    Ok((records, requests))
 }
 
 /// How one request ended.
