@@ -177,15 +177,14 @@ impl Shared {
         if let Some(h) = self.sources.lock().expect("sources lock").get(rel) {
             return Ok(h.clone());
         }
-        let path = abs(&self.p.wdir, rel);
         let h = match stage {
             Some(stage) => {
                 let progress = HashingProgress::new(stage, rel, self.observer.as_ref());
-                hash_path_reporting(&path, &self.stat, &|p| progress.report(p))
+                hash_path_reporting(&abs(&self.p.wdir, rel), &self.stat, &|p| progress.report(p))
+                    .map_err(|e| e.to_string())?
             }
-            None => hash_path_locked(&path, &self.stat),
-        }
-        .map_err(|e| e.to_string())?;
+            None => self.hash_workspace(rel)?,
+        };
         self.sources.lock().expect("sources lock").insert(rel.to_string(), h.clone());
         Ok(h)
     }

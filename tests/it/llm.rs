@@ -348,7 +348,7 @@ fn kill_9_then_rerun_sends_only_the_unanswered() {
 }
 
 /// Set every file under `dir` `days` old.
-fn age_files(dir: &Path, days: u64) {
+pub(crate) fn age_files(dir: &Path, days: u64) {
     let old = std::time::SystemTime::now() - Duration::from_secs(days * 86400);
     for f in walkdir(dir) {
         std::fs::File::options().write(true).open(&f).unwrap().set_modified(old).unwrap();

@@ -209,10 +209,7 @@ fn gc_keeps_the_memo_a_sharded_stage_used_while_a_version_uses_it() {
     assert!(!entries.is_empty(), "filter keeps per-record results in the memo");
     let age_memo = || {
         p.age_cache();
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86400);
-        for f in &entries {
-            std::fs::File::options().write(true).open(f).unwrap().set_modified(old).unwrap();
-        }
+        crate::llm::age_files(&memo, 40);
     };
     age_memo();
 
