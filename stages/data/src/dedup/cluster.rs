@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use dvx_stage_api::StageFailure;
 use rayon::prelude::*;
 
 use super::corpus::Corpus;
@@ -70,41 +71,49 @@ pub fn link_exact(corpus: &Corpus, uf: &mut UnionFind) {
 }
 
 /// Calls `f` with each LSH bucket of more than one record, band by band
-/// (a bucket sorted by record id).
-fn for_each_bucket(corpus: &Corpus, mut f: impl FnMut(&[(u64, u32)])) {
-    let bands = corpus.bands;
-    let n = corpus.sketched.len();
-    let mut entries: Vec<(u64, u32)> = Vec::with_capacity(n);
-    for band in 0..bands {
+/// (a bucket sorted by record id), and `band_done` after each band.
+fn for_each_bucket(
+    corpus: &Corpus,
+    band_done: &dyn Fn(),
+    mut f: impl FnMut(&[(u64, u32)]),
+) -> Result<(), StageFailure> {
+    let mut entries: Vec<(u64, u32)> = Vec::with_capacity(corpus.band_hash.len());
+    for band in 0..corpus.bands {
         entries.clear();
-        entries.extend((0..n).map(|slot| (corpus.band_hash[slot * bands + band], corpus.sketched[slot])));
+        corpus.band_hash.for_each_in_band(band, |slot, h| entries.push((h, corpus.sketched[slot])))?;
         // Ids are distinct, so the unstable sort still has one outcome.
         entries.par_sort_unstable();
         for bucket in entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
             f(bucket);
         }
+        band_done();
     }
+    Ok(())
 }
 
-/// The records whose shingles a Jaccard check may need but which were
-/// replayed without them: those sharing a bucket with another record.
-pub fn lacking_shingles(corpus: &Corpus) -> Vec<u32> {
-    if !corpus.lacks_shingles() {
-        return Vec::new();
-    }
+/// The records whose shingles a Jaccard check may need but which are not
+/// at hand (input texts): those sharing a bucket with another record, by id.
+pub fn lacking_shingles(corpus: &Corpus, band_done: &dyn Fn()) -> Result<Vec<u32>, StageFailure> {
     let mut want = HashSet::new();
-    for_each_bucket(corpus, |bucket| want.extend(bucket.iter().map(|x| x.1).filter(|&id| corpus.lacks(id))));
+    for_each_bucket(corpus, band_done, |bucket| {
+        want.extend(bucket.iter().map(|x| x.1).filter(|&id| corpus.lacks(id)))
+    })?;
     let mut want: Vec<u32> = want.into_iter().collect();
     want.sort_unstable();
-    want
+    Ok(want)
 }
 
 /// Link near-duplicates found through LSH and confirmed by exact Jaccard.
-pub fn link_near(corpus: &Corpus, uf: &mut UnionFind, threshold: f64) -> PairStats {
+pub fn link_near(
+    corpus: &Corpus,
+    uf: &mut UnionFind,
+    threshold: f64,
+    band_done: &dyn Fn(),
+) -> Result<PairStats, StageFailure> {
     let mut stats = PairStats::default();
     let mut rejected: HashSet<u64> = HashSet::new();
-    for_each_bucket(corpus, |bucket| link_bucket(corpus, uf, threshold, bucket, &mut rejected, &mut stats));
-    stats
+    for_each_bucket(corpus, band_done, |bucket| link_bucket(corpus, uf, threshold, bucket, &mut rejected, &mut stats))?;
+    Ok(stats)
 }
 
 /// Link the records of one bucket (sorted by id). Members are kept in
@@ -232,17 +241,22 @@ pub fn decide(corpus: &Corpus, uf: &mut UnionFind, label_exact: bool) -> (Vec<Cl
 /// before it (the most similar one, the earliest on ties, is its keeper),
 /// and kept otherwise. A record's fate depends only on what precedes it, so
 /// appending records never changes an earlier one's; scores play no part.
-pub fn decide_stable(corpus: &Corpus, threshold: f64, label_exact: bool) -> (Vec<Cluster>, Vec<Option<Dropped>>, PairStats) {
+pub fn decide_stable(
+    corpus: &Corpus,
+    threshold: f64,
+    label_exact: bool,
+    band_done: &dyn Fn(),
+) -> Result<(Vec<Cluster>, Vec<Option<Dropped>>, PairStats), StageFailure> {
     let n_refs = corpus.len() - corpus.n_input;
     // Where a record comes in the judging order.
     let pos = |id: u32| if corpus.is_ref(id) { id as usize - corpus.n_input } else { id as usize + n_refs };
     // The LSH buckets of more than one record, and each record's buckets.
     let mut in_bucket: Vec<(u32, u32)> = Vec::new();
     let mut n_buckets = 0u32;
-    for_each_bucket(corpus, |bucket| {
+    for_each_bucket(corpus, band_done, |bucket| {
         in_bucket.extend(bucket.iter().map(|&(_, id)| (id, n_buckets)));
         n_buckets += 1;
-    });
+    })?;
     in_bucket.sort_unstable();
     let buckets_of = |id: u32| {
         let from = in_bucket.partition_point(|x| x.0 < id);
@@ -300,5 +314,5 @@ pub fn decide_stable(corpus: &Corpus, threshold: f64, label_exact: bool) -> (Vec
     let mut clusters: Vec<Cluster> = by_keeper.into_iter().map(|(keeper, dropped)| Cluster { keeper, dropped }).collect();
     let first = |c: &Cluster| if corpus.is_ref(c.keeper) { c.dropped[0] } else { c.keeper.min(c.dropped[0]) };
     clusters.sort_unstable_by_key(first);
-    (clusters, drops, stats)
+    Ok((clusters, drops, stats))
 }

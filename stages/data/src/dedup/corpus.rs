@@ -1,7 +1,11 @@
 //! Every record dedup looks at, stored compactly: per record its place,
 //! score and exact key; per distinct text (the first record with it, its
-//! "representative") the shingle hashes and LSH band hashes. Signatures are
-//! reduced to band hashes at once and never kept.
+//! "representative") its LSH band hashes (see [`BandTable`]). Signatures are
+//! reduced to band hashes at once and never kept. An input text's shingle
+//! hashes are not kept either (they are most of a record's size): once the
+//! buckets are known, [`Corpus::fill_shingles`] reads again, from the input,
+//! only the texts that share a bucket with another, whose Jaccard may be
+//! checked. Reference texts keep their shingles.
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
@@ -11,6 +15,7 @@ use dvx_stage_api::StageFailure;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::bands::BandTable;
 use super::lsh::band_hashes;
 use super::sigfile::Reader;
 use super::sketch::{read_chunks, Sketcher};
@@ -44,13 +49,12 @@ pub struct Corpus {
     slot: Vec<u32>,
     /// Per slot: the record.
     pub sketched: Vec<u32>,
-    /// Per slot: its range in `shingles`; `MISSING` when the sketch was
-    /// replayed from an earlier run and the shingles are not yet read again
-    /// (see [`Corpus::fill_shingles`]).
+    /// Per slot: its range in `shingles`; `MISSING` for an input text until
+    /// it is read again (see [`Corpus::fill_shingles`]).
     shingle_at: Vec<(usize, usize)>,
     shingles: Vec<u64>,
     /// Band hashes, `bands` per slot.
-    pub band_hash: Vec<u64>,
+    pub band_hash: BandTable,
     /// LSH bands (0 when not sketching).
     pub bands: usize,
     rows: usize,
@@ -59,7 +63,8 @@ pub struct Corpus {
 
 impl Corpus {
     /// An empty corpus; with `bands == 0` no sketches are made (exact mode).
-    pub fn new(bands: usize, rows: usize) -> Self {
+    /// Band hashes past their memory budget are spilled into `spill_dir`.
+    pub fn new(bands: usize, rows: usize, spill_dir: &Path) -> Self {
         Corpus {
             sources: Vec::new(),
             source: Vec::new(),
@@ -74,7 +79,7 @@ impl Corpus {
             sketched: Vec::new(),
             shingle_at: Vec::new(),
             shingles: Vec::new(),
-            band_hash: Vec::new(),
+            band_hash: BandTable::new(bands, spill_dir),
             bands,
             rows,
             seen: HashMap::new(),
@@ -115,9 +120,11 @@ impl Corpus {
         (id, new)
     }
 
-    fn add_sketch(&mut self, id: u32, shingles: &[u64], sig: &[u32]) {
+    fn add_sketch(&mut self, id: u32, shingles: &[u64], sig: &[u32]) -> Result<(), StageFailure> {
         self.add_slot(id, Some(shingles));
-        band_hashes(sig, self.bands, self.rows, &mut self.band_hash);
+        let mut hashes = Vec::with_capacity(self.bands);
+        band_hashes(sig, self.bands, self.rows, &mut hashes);
+        self.band_hash.push(&hashes)
     }
 
     /// Make `id` a sketched representative (its band hashes pushed by the caller).
@@ -140,8 +147,9 @@ impl Corpus {
 
     /// Read an input file (any format `dvx-records` reads) through `reuse`:
     /// records an earlier run saw are replayed from the memo, the rest are
-    /// parsed and sketched. A replayed text's shingles are read again only
-    /// when it meets a candidate (see [`Corpus::fill_shingles`]).
+    /// parsed and sketched. Either way a text's shingles are not kept; they
+    /// are read again only when it meets a candidate (see
+    /// [`Corpus::fill_shingles`]).
     pub fn add_input(
         &mut self,
         sk: &Sketcher,
@@ -165,17 +173,12 @@ impl Corpus {
                     if s.bands.len() != bands {
                         return Err(StageFailure::new("a replayed dedup sketch has the wrong number of bands"));
                     }
-                    self.add_slot(id, s.shingles.as_deref());
-                    self.band_hash.extend_from_slice(&s.bands);
+                    self.add_slot(id, None);
+                    self.band_hash.push(&s.bands)?;
                 }
             }
         }
         Ok(())
-    }
-
-    /// Whether some sketched record's shingles were replayed rather than read.
-    pub fn lacks_shingles(&self) -> bool {
-        self.shingle_at.contains(&MISSING)
     }
 
     /// Whether record `id`'s text lacks its shingles.
@@ -185,21 +188,43 @@ impl Corpus {
     }
 
     /// Read again the shingles of the input records `ids` (representatives
-    /// whose sketch was replayed), from `inputs` (the input deps, in the
-    /// order they were added).
-    pub fn fill_shingles(&mut self, sk: &Sketcher, inputs: &[PathBuf], ids: &[u32]) -> Result<(), StageFailure> {
-        let mut wanted: Vec<HashMap<u64, u32>> = vec![HashMap::new(); inputs.len()];
-        for &id in ids {
-            let i = id as usize;
-            wanted[self.source[i] as usize].insert(self.line[i], id);
-        }
-        for (input, wanted) in inputs.iter().zip(&wanted) {
-            if wanted.is_empty() {
+    /// without them, sorted by id) from `inputs` (the input deps, in the
+    /// order they were added): one streaming pass in input order that parses
+    /// only those records, in parallel a chunk at a time. `done(n)` is told
+    /// of every `n` records found.
+    pub fn fill_shingles(
+        &mut self,
+        sk: &Sketcher,
+        inputs: &[PathBuf],
+        ids: &[u32],
+        done: &dyn Fn(u64),
+    ) -> Result<(), StageFailure> {
+        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        // Ids are given in input order, so each input's wanted records are a
+        // run of `ids`, in line order.
+        let mut next = 0usize;
+        for (k, input) in inputs.iter().enumerate() {
+            let from = next;
+            while next < ids.len() && self.source[ids[next] as usize] as usize == k {
+                next += 1;
+            }
+            let mut wanted = ids[from..next].iter().copied().peekable();
+            if wanted.peek().is_none() {
                 continue;
             }
             read_chunks(input, |file, chunk| {
-                let todo: Vec<(u32, &(u64, String))> =
-                    chunk.iter().filter_map(|item| wanted.get(&item.0).map(|&id| (id, item))).collect();
+                let mut todo: Vec<(u32, &(u64, String))> = Vec::new();
+                for item in &chunk {
+                    while let Some(&id) = wanted.peek() {
+                        if self.line[id as usize] > item.0 {
+                            break;
+                        }
+                        wanted.next();
+                        if self.line[id as usize] == item.0 {
+                            todo.push((id, item));
+                        }
+                    }
+                }
                 let found: Vec<Result<(u32, Vec<u64>), StageFailure>> = todo
                     .par_iter()
                     .map(|(id, (line, text))| {
@@ -213,6 +238,7 @@ impl Corpus {
                     self.shingles.extend_from_slice(&shingles);
                     self.shingle_at[slot] = (self.shingles.len() - shingles.len(), self.shingles.len());
                 }
+                done(todo.len() as u64);
                 Ok(())
             })?;
         }
@@ -244,7 +270,7 @@ impl Corpus {
             }
             let norms: Vec<&str> = fresh.iter().map(|(_, n)| *n).collect();
             for ((id, _), s) in fresh.iter().zip(sk.sketch_all(&norms)) {
-                self.add_sketch(*id, &s.shingles, &s.sig);
+                self.add_sketch(*id, &s.shingles, &s.sig)?;
             }
             Ok(())
         })
@@ -261,7 +287,7 @@ impl Corpus {
         while let Some(e) = reader.next_entry()? {
             let (id, new) = self.push(base + e.source, e.line, f64::NEG_INFINITY, e.exact);
             if new && self.bands > 0 {
-                self.add_sketch(id, &e.shingles, &e.sig);
+                self.add_sketch(id, &e.shingles, &e.sig)?;
             }
         }
         Ok(())
@@ -272,11 +298,18 @@ impl Corpus {
         self.n_input = self.len();
         self.inputs_done = true;
     }
+
+    /// All records are in: make the band hashes readable, and drop the
+    /// exact-key map that only adding records needs.
+    pub fn seal(&mut self) -> Result<(), StageFailure> {
+        self.seen = HashMap::new();
+        self.band_hash.seal()
+    }
 }
 
-/// What dedup keeps of one input record across runs (through the memo):
-/// everything but the shingles, which are large and needed only for the
-/// few records that meet a candidate.
+/// What dedup keeps of one input record, in memory and across runs (through
+/// the memo): everything but the shingles, which are large and needed only
+/// for the few records that meet a candidate.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Seen {
     /// The exact key, as two halves (JSON numbers hold 64 bits).
@@ -294,9 +327,6 @@ pub struct Seen {
     /// LSH band hashes (none in exact mode).
     #[serde(rename = "b", default)]
     bands: Vec<u64>,
-    /// Shingles, when computed this run; never kept in the memo.
-    #[serde(skip)]
-    shingles: Option<Vec<u64>>,
 }
 
 impl Seen {
@@ -311,12 +341,10 @@ impl Seen {
             fields: p.fields,
             empty: p.norm.is_empty(),
             bands: Vec::new(),
-            shingles: None,
         };
         if bands > 0 {
             let sketch = sk.sketch(&p.norm);
             band_hashes(&sketch.sig, bands, rows, &mut s.bands);
-            s.shingles = Some(sketch.shingles);
         }
         Ok(s)
     }

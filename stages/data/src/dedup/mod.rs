@@ -64,6 +64,7 @@
 //! that reads it (it refuses the file otherwise; in exact mode only the text
 //! settings must match). metrics: `records`, `distinct`, `bytes`.
 
+mod bands;
 mod cluster;
 mod corpus;
 mod hash;
@@ -205,7 +206,9 @@ fn run(
     let input_sketcher = Sketcher::new(spec.clone(), bands * rows, Some(p.score_field.clone())).watching(watched);
     let ref_sketcher = Sketcher::new(spec.clone(), bands * rows, None);
     let n_inputs = deps.len() - p.reference;
-    let mut corpus = Corpus::new(bands, rows);
+    // Spill files go beside the outputs: on the disk meant for this data.
+    let spill_dir = outs[0].parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut corpus = Corpus::new(bands, rows, spill_dir);
     // A record's sketch depends on these alone, so only they salt the memo
     // (a new threshold with the same LSH shape still reuses every sketch).
     let salt = json!({"spec": spec, "bands": bands, "rows": rows, "score_field": p.score_field,
@@ -238,30 +241,40 @@ fn run(
         }
         progress.inc(bytes);
     }
+    corpus.seal()?;
     let sketched_at = started.elapsed();
-    progress.message("linking duplicates");
 
-    let lacking = cluster::lacking_shingles(&corpus);
+    // Pass 2: the input texts that share a bucket with another are the only
+    // ones whose Jaccard may be checked; read them again, in input order.
+    let band_done = || progress.inc(1);
+    progress.set_total(bands as u64, "bands");
+    progress.message("finding candidates");
+    let lacking = cluster::lacking_shingles(&corpus, &band_done)?;
     if !lacking.is_empty() {
-        progress.message(&format!("reading the shingles of {} replayed records", lacking.len()));
-        corpus.fill_shingles(&input_sketcher, &deps[..n_inputs], &lacking)?;
+        progress.set_total(lacking.len() as u64, "records");
+        progress.message("reading candidates again");
+        corpus.fill_shingles(&input_sketcher, &deps[..n_inputs], &lacking, &|n| progress.inc(n))?;
     }
+    let reread_at = started.elapsed();
+    progress.set_total(bands as u64, "bands");
+    progress.message("linking duplicates");
     let (clusters, drops, pairs) = if p.stable {
-        cluster::decide_stable(&corpus, p.threshold, p.mode != Mode::Near)
+        cluster::decide_stable(&corpus, p.threshold, p.mode != Mode::Near, &band_done)?
     } else {
         let mut uf = UnionFind::new(corpus.len());
         cluster::link_exact(&corpus, &mut uf);
         let pairs = match p.mode {
             Mode::Exact => cluster::PairStats::default(),
-            _ => cluster::link_near(&corpus, &mut uf, p.threshold),
+            _ => cluster::link_near(&corpus, &mut uf, p.threshold, &band_done)?,
         };
         let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near);
         (clusters, drops, pairs)
     };
     let linked_at = started.elapsed();
+    progress.set_total(deps[..n_inputs].iter().map(size).sum(), "bytes");
     progress.message("writing");
 
-    let kept = output::write_kept(&deps[..n_inputs], &drops, &outs[0])?;
+    let kept = output::write_kept(&deps[..n_inputs], &drops, &outs[0], &|dep| progress.inc(size(dep)))?;
     if let Some(path) = outs.get(1) {
         output::write_clusters(&corpus, &clusters, &drops, path)?;
     }
@@ -293,6 +306,12 @@ fn run(
             "lsh: {bands} bands × {rows} rows of {} permutations; a pair at Jaccard {} is a candidate with p = {recall:.3}",
             p.num_perm, p.threshold
         )?;
+        writeln!(
+            log,
+            "candidates: {} input texts share an LSH bucket with another and were read again to check their Jaccard{}",
+            lacking.len(),
+            if corpus.band_hash.spilled() { "; band hashes spilled to disk" } else { "" }
+        )?;
     }
     writeln!(
         log,
@@ -303,9 +322,10 @@ fn run(
     writeln!(log, "{}", reuse.summary())?;
     writeln!(
         log,
-        "time: read+sketch {:.2}s, link {:.2}s, write {:.2}s",
+        "time: read+sketch {:.2}s, read candidates {:.2}s, link {:.2}s, write {:.2}s",
         sketched_at.as_secs_f64(),
-        (linked_at - sketched_at).as_secs_f64(),
+        (reread_at - sketched_at).as_secs_f64(),
+        (linked_at - reread_at).as_secs_f64(),
         (started.elapsed() - linked_at).as_secs_f64()
     )?;
 

@@ -47,8 +47,13 @@ impl Out {
 
 /// Copy the kept records in input order: a JSONL input's lines byte for
 /// byte, other inputs as their records' JSON; the out's format follows its
-/// extension.
-pub fn write_kept(inputs: &[PathBuf], drops: &[Option<Dropped>], path: &Path) -> Result<usize, StageFailure> {
+/// extension. `input_done` is called after each input.
+pub fn write_kept(
+    inputs: &[PathBuf],
+    drops: &[Option<Dropped>],
+    path: &Path,
+    input_done: &dyn Fn(&PathBuf),
+) -> Result<usize, StageFailure> {
     let mut out = RecordWriter::create(path)?;
     let mut index = 0usize;
     let mut kept = 0usize;
@@ -64,6 +69,7 @@ pub fn write_kept(inputs: &[PathBuf], drops: &[Option<Dropped>], path: &Path) ->
             index += 1;
             Ok(())
         })?;
+        input_done(input);
     }
     if index != drops.len() {
         return Err(StageFailure::new("an input changed while dedup was running"));
