@@ -75,7 +75,7 @@ pub fn link_exact(corpus: &Corpus, uf: &mut UnionFind) {
 fn for_each_bucket(
     corpus: &Corpus,
     band_done: &dyn Fn(),
-    mut f: impl FnMut(&[(u64, u32)]),
+    mut f: impl FnMut(&[(u64, u32)]) -> Result<(), StageFailure>,
 ) -> Result<(), StageFailure> {
     let mut entries: Vec<(u64, u32)> = Vec::with_capacity(corpus.band_hash.len());
     for band in 0..corpus.bands {
@@ -84,7 +84,7 @@ fn for_each_bucket(
         // Ids are distinct, so the unstable sort still has one outcome.
         entries.par_sort_unstable();
         for bucket in entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
-            f(bucket);
+            f(bucket)?;
         }
         band_done();
     }
@@ -96,7 +96,8 @@ fn for_each_bucket(
 pub fn lacking_shingles(corpus: &Corpus, band_done: &dyn Fn()) -> Result<Vec<u32>, StageFailure> {
     let mut want = HashSet::new();
     for_each_bucket(corpus, band_done, |bucket| {
-        want.extend(bucket.iter().map(|x| x.1).filter(|&id| corpus.lacks(id)))
+        want.extend(bucket.iter().map(|x| x.1).filter(|&id| corpus.lacks(id)));
+        Ok(())
     })?;
     let mut want: Vec<u32> = want.into_iter().collect();
     want.sort_unstable();
@@ -116,6 +117,11 @@ pub fn link_near(
     Ok(stats)
 }
 
+/// The exact Jaccard similarity of two sketched records' texts.
+fn similarity(corpus: &Corpus, a: u32, b: u32) -> Result<f64, StageFailure> {
+    Ok(jaccard(&corpus.shingles_of(a)?, &corpus.shingles_of(b)?))
+}
+
 /// Link the records of one bucket (sorted by id). Members are kept in
 /// groups that are already connected; a record is checked against one
 /// member of each other group after another until one confirms, so a bucket
@@ -127,31 +133,33 @@ fn link_bucket(
     bucket: &[(u64, u32)],
     rejected: &mut HashSet<u64>,
     stats: &mut PairStats,
-) {
+) -> Result<(), StageFailure> {
     let mut groups: Vec<Vec<u32>> = Vec::new();
     for &(_, j) in bucket {
         let mut joined = vec![j];
         let mut apart = Vec::with_capacity(groups.len());
         for group in groups.drain(..) {
-            let linked = uf.find(group[0]) == uf.find(j)
-                || group.iter().any(|&i| {
-                    if corpus.is_ref(i) && corpus.is_ref(j) {
-                        return false;
-                    }
-                    let key = (u64::from(i) << 32) | u64::from(j);
-                    if rejected.contains(&key) {
-                        return false;
-                    }
-                    stats.candidates += 1;
-                    if jaccard(corpus.shingles_of(i), corpus.shingles_of(j)) >= threshold {
-                        uf.union(i, j);
-                        stats.confirmed += 1;
-                        true
-                    } else {
-                        rejected.insert(key);
-                        false
-                    }
-                });
+            let mut linked = uf.find(group[0]) == uf.find(j);
+            for &i in &group {
+                if linked {
+                    break;
+                }
+                if corpus.is_ref(i) && corpus.is_ref(j) {
+                    continue;
+                }
+                let key = (u64::from(i) << 32) | u64::from(j);
+                if rejected.contains(&key) {
+                    continue;
+                }
+                stats.candidates += 1;
+                if similarity(corpus, i, j)? >= threshold {
+                    uf.union(i, j);
+                    stats.confirmed += 1;
+                    linked = true;
+                } else {
+                    rejected.insert(key);
+                }
+            }
             if linked {
                 joined.extend(group);
             } else {
@@ -161,6 +169,7 @@ fn link_bucket(
         apart.push(joined);
         groups = apart;
     }
+    Ok(())
 }
 
 /// Why a record was dropped.
@@ -187,7 +196,11 @@ pub struct Cluster {
 /// (all inputs are then dropped), else the input with the highest score,
 /// the earliest on ties. Returns the clusters in order of their first input
 /// record, and per input record why it was dropped.
-pub fn decide(corpus: &Corpus, uf: &mut UnionFind, label_exact: bool) -> (Vec<Cluster>, Vec<Option<Dropped>>) {
+pub fn decide(
+    corpus: &Corpus,
+    uf: &mut UnionFind,
+    label_exact: bool,
+) -> Result<(Vec<Cluster>, Vec<Option<Dropped>>), StageFailure> {
     const NONE: u32 = u32::MAX;
     let n = corpus.len();
     let roots: Vec<u32> = (0..n as u32).map(|id| uf.find(id)).collect();
@@ -227,12 +240,12 @@ pub fn decide(corpus: &Corpus, uf: &mut UnionFind, label_exact: bool) -> (Vec<Cl
         let dropped: Vec<u32> = inputs.into_iter().filter(|&id| id != keeper).collect();
         for &d in &dropped {
             let same = corpus.exact[d as usize] == corpus.exact[keeper as usize];
-            let jaccard = if same { 1.0 } else { jaccard(corpus.shingles_of(d), corpus.shingles_of(keeper)) };
+            let jaccard = if same { 1.0 } else { similarity(corpus, d, keeper)? };
             drops[d as usize] = Some(Dropped { keeper, exact: same && label_exact, jaccard });
         }
         clusters.push(Cluster { keeper, dropped });
     }
-    (clusters, drops)
+    Ok((clusters, drops))
 }
 
 /// The append-stable choice (`stable: true`): records are judged in order,
@@ -256,6 +269,7 @@ pub fn decide_stable(
     for_each_bucket(corpus, band_done, |bucket| {
         in_bucket.extend(bucket.iter().map(|&(_, id)| (id, n_buckets)));
         n_buckets += 1;
+        Ok(())
     })?;
     in_bucket.sort_unstable();
     let buckets_of = |id: u32| {
@@ -284,7 +298,7 @@ pub fn decide_stable(
             let mut best: Option<(f64, u32)> = None;
             for c in cands {
                 stats.candidates += 1;
-                let j = jaccard(corpus.shingles_of(c), corpus.shingles_of(id));
+                let j = similarity(corpus, c, id)?;
                 if j >= threshold {
                     stats.confirmed += 1;
                     if best.is_none_or(|(b, _)| j > b) {

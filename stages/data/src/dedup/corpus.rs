@@ -5,7 +5,8 @@
 //! hashes are not kept either (they are most of a record's size): once the
 //! buckets are known, [`Corpus::fill_shingles`] reads again, from the input,
 //! only the texts that share a bucket with another, whose Jaccard may be
-//! checked. Reference texts keep their shingles.
+//! checked. Reference texts keep their shingles. Shingles past a memory
+//! budget go to disk ([`ShingleStore`]).
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
@@ -16,6 +17,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::bands::BandTable;
+use super::shingles::ShingleStore;
+use std::borrow::Cow;
 use super::lsh::band_hashes;
 use super::sigfile::Reader;
 use super::sketch::{read_chunks, Sketcher};
@@ -23,8 +26,6 @@ use crate::reuse::{Batch, Batches, Reuse};
 
 /// No slot: the record is not a representative.
 const NONE: u32 = u32::MAX;
-/// A slot whose shingles are not at hand.
-const MISSING: (usize, usize) = (usize::MAX, 0);
 
 /// The records of a dedup run: inputs first (ids `0..n_input`), then references.
 pub struct Corpus {
@@ -49,10 +50,10 @@ pub struct Corpus {
     slot: Vec<u32>,
     /// Per slot: the record.
     pub sketched: Vec<u32>,
-    /// Per slot: its range in `shingles`; `MISSING` for an input text until
+    /// Per slot: its handle in `shingles`; `NONE` for an input text until
     /// it is read again (see [`Corpus::fill_shingles`]).
-    shingle_at: Vec<(usize, usize)>,
-    shingles: Vec<u64>,
+    shingle_of: Vec<u32>,
+    shingles: ShingleStore,
     /// Band hashes, `bands` per slot.
     pub band_hash: BandTable,
     /// LSH bands (0 when not sketching).
@@ -77,8 +78,8 @@ impl Corpus {
             inputs_done: false,
             slot: Vec::new(),
             sketched: Vec::new(),
-            shingle_at: Vec::new(),
-            shingles: Vec::new(),
+            shingle_of: Vec::new(),
+            shingles: ShingleStore::new(spill_dir),
             band_hash: BandTable::new(bands, spill_dir),
             bands,
             rows,
@@ -97,11 +98,12 @@ impl Corpus {
     }
 
     /// Shingle hashes of a sketched record.
-    pub fn shingles_of(&self, id: u32) -> &[u64] {
+    pub fn shingles_of(&self, id: u32) -> Result<Cow<'_, [u64]>, StageFailure> {
         let slot = self.slot[self.rep[id as usize] as usize] as usize;
-        let (start, end) = self.shingle_at[slot];
-        assert!(start != usize::MAX, "shingles of record {id} were never read: fill_shingles missed it");
-        &self.shingles[start..end]
+        match self.shingle_of[slot] {
+            NONE => Err(StageFailure::new(format!("dedup: the shingles of record {id} were never read"))),
+            h => self.shingles.get(h),
+        }
     }
 
     /// Add a record; returns its id and whether its text is new.
@@ -121,23 +123,22 @@ impl Corpus {
     }
 
     fn add_sketch(&mut self, id: u32, shingles: &[u64], sig: &[u32]) -> Result<(), StageFailure> {
-        self.add_slot(id, Some(shingles));
+        self.add_slot(id, Some(shingles))?;
         let mut hashes = Vec::with_capacity(self.bands);
         band_hashes(sig, self.bands, self.rows, &mut hashes);
         self.band_hash.push(&hashes)
     }
 
     /// Make `id` a sketched representative (its band hashes pushed by the caller).
-    fn add_slot(&mut self, id: u32, shingles: Option<&[u64]>) {
+    fn add_slot(&mut self, id: u32, shingles: Option<&[u64]>) -> Result<(), StageFailure> {
         self.slot[id as usize] = self.sketched.len() as u32;
         self.sketched.push(id);
-        self.shingle_at.push(match shingles {
-            Some(sh) => {
-                self.shingles.extend_from_slice(sh);
-                (self.shingles.len() - sh.len(), self.shingles.len())
-            }
-            None => MISSING,
-        });
+        let handle = match shingles {
+            Some(sh) => self.shingles.add(sh)?,
+            None => NONE,
+        };
+        self.shingle_of.push(handle);
+        Ok(())
     }
 
     fn add_source(&mut self, name: String) -> u32 {
@@ -173,7 +174,7 @@ impl Corpus {
                     if s.bands.len() != bands {
                         return Err(StageFailure::new("a replayed dedup sketch has the wrong number of bands"));
                     }
-                    self.add_slot(id, None);
+                    self.add_slot(id, None)?;
                     self.band_hash.push(&s.bands)?;
                 }
             }
@@ -184,7 +185,7 @@ impl Corpus {
     /// Whether record `id`'s text lacks its shingles.
     pub fn lacks(&self, id: u32) -> bool {
         let slot = self.slot[self.rep[id as usize] as usize];
-        slot != NONE && self.shingle_at[slot as usize] == MISSING
+        slot != NONE && self.shingle_of[slot as usize] == NONE
     }
 
     /// Read again the shingles of the input records `ids` (representatives
@@ -235,8 +236,7 @@ impl Corpus {
                 for f in found {
                     let (id, shingles) = f?;
                     let slot = self.slot[id as usize] as usize;
-                    self.shingles.extend_from_slice(&shingles);
-                    self.shingle_at[slot] = (self.shingles.len() - shingles.len(), self.shingles.len());
+                    self.shingle_of[slot] = self.shingles.add(&shingles)?;
                 }
                 done(todo.len() as u64);
                 Ok(())
@@ -301,9 +301,19 @@ impl Corpus {
 
     /// All records are in: make the band hashes readable, and drop the
     /// exact-key map that only adding records needs.
-    pub fn seal(&mut self) -> Result<(), StageFailure> {
+    pub fn seal_bands(&mut self) -> Result<(), StageFailure> {
         self.seen = HashMap::new();
         self.band_hash.seal()
+    }
+
+    /// All shingles needed are in: make them readable.
+    pub fn seal_shingles(&mut self) -> Result<(), StageFailure> {
+        self.shingles.seal()
+    }
+
+    /// Whether band hashes and shingles went to disk.
+    pub fn spilled(&self) -> (bool, bool) {
+        (self.band_hash.spilled(), self.shingles.spilled())
     }
 }
 

@@ -74,6 +74,7 @@ mod minhash;
 mod output;
 pub mod params;
 mod shingle;
+mod shingles;
 mod sigfile;
 mod sketch;
 #[cfg(test)]
@@ -241,7 +242,7 @@ fn run(
         }
         progress.inc(bytes);
     }
-    corpus.seal()?;
+    corpus.seal_bands()?;
     let sketched_at = started.elapsed();
 
     // Pass 2: the input texts that share a bucket with another are the only
@@ -255,6 +256,7 @@ fn run(
         progress.message("reading candidates again");
         corpus.fill_shingles(&input_sketcher, &deps[..n_inputs], &lacking, &|n| progress.inc(n))?;
     }
+    corpus.seal_shingles()?;
     let reread_at = started.elapsed();
     progress.set_total(bands as u64, "bands");
     progress.message("linking duplicates");
@@ -267,7 +269,7 @@ fn run(
             Mode::Exact => cluster::PairStats::default(),
             _ => cluster::link_near(&corpus, &mut uf, p.threshold, &band_done)?,
         };
-        let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near);
+        let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near)?;
         (clusters, drops, pairs)
     };
     let linked_at = started.elapsed();
@@ -306,11 +308,16 @@ fn run(
             "lsh: {bands} bands × {rows} rows of {} permutations; a pair at Jaccard {} is a candidate with p = {recall:.3}",
             p.num_perm, p.threshold
         )?;
+        let spilled = match corpus.spilled() {
+            (false, false) => "",
+            (true, false) => "; band hashes spilled to disk",
+            (false, true) => "; shingles spilled to disk",
+            (true, true) => "; band hashes and shingles spilled to disk",
+        };
         writeln!(
             log,
-            "candidates: {} input texts share an LSH bucket with another and were read again to check their Jaccard{}",
+            "candidates: {} input texts share an LSH bucket with another and were read again to check their Jaccard{spilled}",
             lacking.len(),
-            if corpus.band_hash.spilled() { "; band hashes spilled to disk" } else { "" }
         )?;
     }
     writeln!(

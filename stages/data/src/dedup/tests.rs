@@ -314,6 +314,43 @@ fn same_bytes_with_one_or_four_threads() {
     assert_eq!(std::fs::read(dir.path().join("1.mhsig")).unwrap(), std::fs::read(dir.path().join("4.mhsig")).unwrap());
 }
 
+/// The `candidates: N input texts ...` figure of a dedup log.
+fn candidates_read(r: &Run) -> usize {
+    let line = r.log.lines().find(|l| l.starts_with("candidates: ")).unwrap_or_else(|| panic!("{}", r.log));
+    line["candidates: ".len()..].split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn only_candidates_are_read_again_and_spilling_gives_the_same_bytes() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let docs = planted(3000);
+    write(dir.path(), "in.jsonl", &docs);
+    for params in [json!({}), json!({"stable": true}), json!({"mode": "near"})] {
+        let outs = ["m.jsonl", "m.c", "m.l"];
+        let held = run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &outs, params.clone(), 2).unwrap();
+        // Other tests running meanwhile spill too; their outputs must not change either.
+        let budgets = (super::bands::BUDGET.swap(0, Ordering::Relaxed), super::shingles::BUDGET.swap(0, Ordering::Relaxed));
+        let outs = ["s.jsonl", "s.c", "s.l"];
+        let spilled = run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &outs, params.clone(), 2);
+        super::bands::BUDGET.store(budgets.0, Ordering::Relaxed);
+        super::shingles::BUDGET.store(budgets.1, Ordering::Relaxed);
+        let spilled = spilled.unwrap();
+        assert!(spilled.log.contains("band hashes and shingles spilled to disk"), "{}", spilled.log);
+        assert!(held.outs == spilled.outs, "{params}: spilling changed the outputs");
+        assert_eq!(held.metrics, spilled.metrics);
+        // A third of the records are planted copies: they and their
+        // originals meet in buckets; the unrelated rest is never read again.
+        let read = candidates_read(&held);
+        assert_eq!(read, candidates_read(&spilled));
+        let dropped = (metric(&held, "exact_dups") + metric(&held, "near_dups")) as usize;
+        assert!(read > dropped && read < docs.len() * 3 / 4, "{read} of {} read again: {}", docs.len(), held.log);
+    }
+    // Exact mode sketches nothing and reads nothing again.
+    let exact = dedup(dir.path(), &["in.jsonl"], &["e.jsonl"], json!({"mode": "exact"}));
+    assert!(!exact.log.contains("candidates: "), "{}", exact.log);
+}
+
 #[test]
 fn a_bucket_of_mutual_duplicates_needs_one_check_per_record() {
     let dir = tempfile::tempdir().unwrap();
