@@ -7,10 +7,14 @@
 # 17 GB each). The data is deleted afterwards unless KEEP=1.
 #   N=10000000 PARTS=2 WORK=/var/tmp/dvx-dedup-scale bench/dedup/scale.sh
 #   BENCH=target/release/examples/stage_bench ...   # skip the build
+#   N=10000000 TILE=10 ...   # gen.py makes N/10 records, tile.py the 9
+#                            # letter-permuted copies (minutes instead of
+#                            # over an hour on 2 cores; same Jaccard structure)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 N=${N:-10000000}
+TILE=${TILE:-1}
 PARTS=${PARTS:-2}     # generator processes; the input is this many deps
 THREADS=${THREADS:-$(nproc)}
 work=${WORK:-/var/tmp/dvx-dedup-scale}
@@ -24,10 +28,11 @@ fi
 
 # Record i depends only on (seed, i): the parts are the corpus cut in ranges.
 deps=()
-per=$(( (N + PARTS - 1) / PARTS ))
+base=$(( N / TILE ))
+per=$(( (base + PARTS - 1) / PARTS ))
 pids=()
 for ((k = 0; k < PARTS; k++)); do
-    start=$((k * per)); n=$(( N - start < per ? N - start : per ))
+    start=$((k * per)); n=$(( base - start < per ? base - start : per ))
     f="$work/part$k-$start-$n.jsonl.zst"
     deps+=(--dep "$f")
     [ -s "$f" ] && continue
@@ -36,13 +41,27 @@ for ((k = 0; k < PARTS; k++)); do
     pids+=($!)
 done
 for p in ${pids[@]+"${pids[@]}"}; do wait "$p"; done
-ls -l "$work"/part*.jsonl.zst
+# Copies 1.. of the base corpus, each part permuted on its own (in parallel).
+parts=("${deps[@]}")
+pids=()
+for ((c = 1; c < TILE; c++)); do
+    for ((i = 1; i < ${#parts[@]}; i += 2)); do
+        src=${parts[$i]}; f="${src%.jsonl.zst}-copy$c.jsonl.zst"
+        deps+=(--dep "$f")
+        [ -s "$f" ] && continue
+        (zstdcat "$src" | python3 "$here/tile.py" --copy "$c" | zstd -3 -T1 -q -c > "$f.part" && mv "$f.part" "$f") &
+        pids+=($!)
+        if [ ${#pids[@]} -ge "$PARTS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+    done
+done
+for p in ${pids[@]+"${pids[@]}"}; do wait "$p"; done
+ls -l "$work"/part*.jsonl.zst | head -4; du -ch "$work"/part*.jsonl.zst | tail -1
 
 params='{"mode": "both", "threshold": 0.8, "fields": ["instruction", "response"], "score_field": "quality_score"}'
 echo "== dedup of $N records, $THREADS threads, load $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 /usr/bin/time -v "$BENCH" dedup "${deps[@]}" --out "$work/kept.jsonl.zst" --threads "$THREADS" --params "$params" \
     > "$work/dedup.json" 2> "$work/dedup.err"
-grep -E '^(dedup|kept|lsh|time|shingle hashes)' "$work/dedup.err" || true
+grep -E '^(dedup|kept|lsh|time|candidates)' "$work/dedup.err" || true
 grep -E 'Elapsed|Maximum resident|User time|System time' "$work/dedup.err"
 cat "$work/dedup.json"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
