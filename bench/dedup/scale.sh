@@ -19,7 +19,7 @@ PARTS=${PARTS:-2}     # generator processes; the input is this many deps
 THREADS=${THREADS:-$(nproc)}
 work=${WORK:-/var/tmp/dvx-dedup-scale}
 mkdir -p "$work"
-echo "free disk in $work: $(df -h "$work" | awk 'NR==2 {print $4}') (needs ~$((N / 1000000 * 2 + 1)) GB for input and output)"
+echo "free disk in $work: $(df -h "$work" | awk 'NR==2 {print $4}') (needs ~$((N / 1000000 * 7 / 10 + 2)) GB for input, output and spill files)"
 
 if [ -z "${BENCH:-}" ]; then
     (cd "$root" && cargo build --release -q --workspace --bins --examples)

@@ -10,6 +10,13 @@
 //! connected components; each keeps its highest-`score_field` record (first
 //! in input order on ties), or none when it holds a reference record.
 //!
+//! Memory: pass 1 streams the inputs and keeps per record only its place,
+//! score and exact key, and per distinct text its band hashes (spilled to
+//! disk past a budget, `bands.rs`). Pass 2 finds the texts that share a
+//! bucket and reads just those again from the input, in input order, for
+//! their shingles (kept up to a budget, then spilled, `shingles.rs`); then
+//! links, and writes the kept records in a third streaming pass.
+//!
 //! The hash scheme (XXH64, splitmix64-derived permutations mod 2^61 − 1,
 //! 32-bit signature entries, shingling) is fixed by [`SCHEME_VERSION`]: it
 //! is part of `version()` and of every signature file, and must be bumped
@@ -53,7 +60,8 @@
 //! dropped for a reference), `empty_texts`, `kept`, `clusters`,
 //! `candidate_pairs` (distinct pairs whose Jaccard was computed; pairs
 //! already in one cluster are not re-checked), `confirmed_pairs`, `bands`,
-//! `rows` (0 in exact mode).
+//! `rows` (0 in exact mode). The log's `candidates:` line says how many
+//! input texts were read again in pass 2.
 //!
 //! # `minhash-index`
 //!
