@@ -248,6 +248,9 @@ pub fn decide(
     Ok((clusters, drops))
 }
 
+/// What [`decide_stable`] finds: clusters, drops and the pairs it checked.
+pub type StableVerdicts = (Vec<Cluster>, Vec<Option<Dropped>>, PairStats);
+
 /// The append-stable choice (`stable: true`): records are judged in order,
 /// references first, then inputs in input order; a record is dropped when
 /// its text equals, or reaches `threshold` Jaccard with, a record kept
@@ -259,7 +262,7 @@ pub fn decide_stable(
     threshold: f64,
     label_exact: bool,
     band_done: &dyn Fn(),
-) -> Result<(Vec<Cluster>, Vec<Option<Dropped>>, PairStats), StageFailure> {
+) -> Result<StableVerdicts, StageFailure> {
     let n_refs = corpus.len() - corpus.n_input;
     // Where a record comes in the judging order.
     let pos = |id: u32| if corpus.is_ref(id) { id as usize - corpus.n_input } else { id as usize + n_refs };
