@@ -265,6 +265,7 @@ fn run(
         corpus.fill_shingles(&input_sketcher, &deps[..n_inputs], &lacking, &|n| progress.inc(n))?;
     }
     corpus.seal_shingles()?;
+    tracing::info!(candidates = lacking.len(), spilled = ?corpus.spilled(), "dedup re-read candidate texts");
     let reread_at = started.elapsed();
     progress.set_total(bands as u64, "bands");
     progress.message("linking duplicates");
