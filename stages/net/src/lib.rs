@@ -9,4 +9,5 @@ use dvx_stage_kit::{example_record, field_check, records, reuse, seeded, source_
 
 pub mod clone;
 pub mod fetch;
+pub mod http;
 pub mod llm;

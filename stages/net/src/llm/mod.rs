@@ -12,7 +12,7 @@ mod fake;
 mod generate;
 mod judge;
 mod prompt;
-mod ratelimit;
+pub(crate) mod ratelimit;
 mod runner;
 mod teachers;
 
