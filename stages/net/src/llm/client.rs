@@ -57,7 +57,9 @@ enum Attempt {
     Fatal(String),
 }
 
-/// POST `body` to `url` until it answers or the retries run out.
+/// POST `body` to `url` until it answers, the retries run out or `cancel`
+/// trips (then no further attempt is made and the wait ends early).
+#[allow(clippy::too_many_arguments)]
 pub fn call(
     client: &Client,
     url: &str,
@@ -66,6 +68,7 @@ pub fn call(
     tokens: u64,
     policy: Policy,
     limit: &RateLimit,
+    cancel: &dvx_stage_api::Cancel,
 ) -> Called {
     let started = Instant::now();
     let mut rng = SplitMix64::new(started.elapsed().as_nanos() as u64 ^ jitter_seed());
@@ -85,7 +88,13 @@ pub fn call(
                 // A server's Retry-After already paused everyone (see `attempt`).
                 let delay = if wait.is_some() { Duration::ZERO } else { jittered };
                 tracing::debug!("retrying in {delay:?}: {e}");
-                std::thread::sleep(delay);
+                let until = Instant::now() + delay;
+                while !cancel.is_cancelled() && Instant::now() < until {
+                    std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+                }
+                if cancel.is_cancelled() {
+                    return Called { result: Err(scrub(&format!("cancelled: {e}"), key)), retries, latency: started.elapsed() };
+                }
                 retries += 1;
                 continue;
             }

@@ -156,7 +156,7 @@ impl TypedStage for Judge {
             Ok(messages)
         })?;
         let accept = |a: &super::client::Answer| parser.parse(&a.content).is_some();
-        let report = ask_all(&p.teachers, &requests, &p.limits, ctx.memo, &accept, p.parse_retries)?;
+        let report = ask_all(&p.teachers, &requests, &p.limits, ctx.memo, &accept, p.parse_retries, &ctx.cancel)?;
 
         let mut kept = RecordWriter::create(&ctx.outs[0])?;
         let mut rest = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
