@@ -284,6 +284,7 @@ impl TypedStage for Fetch {
         let mut files = serde_json::Map::new();
         let mut total = 0;
         for f in &p.files {
+            ctx.cancel.check()?;
             let src = if is_http(&f.url) {
                 let ident = identity(f, ctx.cwd, p.timeout_s)?;
                 download(&f.url, &cache, &ident, p.timeout_s)?
