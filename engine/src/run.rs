@@ -187,6 +187,8 @@ struct Shared {
     cancel: crate::Cancel,
     /// Let other stages run on after a failure.
     keep_going: bool,
+    /// Whether the tripped token kept a stage from starting.
+    held_back: std::sync::atomic::AtomicBool,
     /// The shared HTTP client.
     http: Option<Arc<dyn crate::Http>>,
 }
@@ -444,6 +446,7 @@ pub fn run(
         observer: observer.clone(),
         cancel: opts.cancel.clone(),
         keep_going: opts.keep_going,
+        held_back: Default::default(),
         http: opts.http.clone(),
     });
 
@@ -464,7 +467,8 @@ pub fn run(
         selected.iter().map(|&i| r[i].clone().expect("every selected stage has a result")).collect()
     };
     let mut version = None;
-    // A stopped run has stages that did not run: it is no version.
+    // A stopped run has stages that did not run: it is no version. It is
+    // reported as stopped when that stopped something.
     let stopped = sh.cancel.reason();
     if !opts.dry_run {
         let failed = results.iter().any(|r| matches!(r.status, Status::Failed | Status::Cancelled));
@@ -498,7 +502,9 @@ pub fn run(
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "state saved");
     }
-    Ok(RunReport { version, stages: results, stopped })
+    let stopped_any = sh.held_back.load(std::sync::atomic::Ordering::SeqCst)
+        || results.iter().any(|r| r.status == Status::Cancelled);
+    Ok(RunReport { version, stages: results, stopped: stopped.filter(|_| stopped_any) })
 }
 
 /// Remember which stages failed (and forget those that now succeeded), so
@@ -642,6 +648,7 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
     if let Some(why) = sh.cancel.reason().filter(|_| !sh.dry_run) {
         let mut r = blank(&def.name, Status::Skipped, Action::Run);
         r.error = Some(format!("not started: {why}"));
+        sh.held_back.store(true, std::sync::atomic::Ordering::SeqCst);
         return r;
     }
     // Upstream stages that (would) produce new outputs in this run.

@@ -16,6 +16,9 @@ pub(crate) mod ratelimit;
 mod runner;
 mod teachers;
 
+#[cfg(test)]
+mod testing;
+
 pub use generate::Generate;
 pub use generate::Params as GenerateParams;
 pub use judge::Judge;

@@ -149,7 +149,8 @@ pub fn memo_key(t: &Teacher, body: &Value) -> MemoKey {
 
 /// Ask every request. `accept` says whether an answer is usable (a judge's
 /// must parse): one that is not is asked again up to `reasks` times, and
-/// only usable answers are memoised. Fails on setup problems (a missing
+/// only usable answers are memoised. Requests go out through `http`, the
+/// run's shared client. Fails on setup problems (a missing
 /// API key variable) and when `cancel` trips before every request was
 /// asked: the workers take no new request, the answers already in are in
 /// the memo, so a re-run asks only the rest. Failed requests come back as
@@ -163,6 +164,7 @@ pub fn ask_all(
     accept: &(dyn Fn(&Answer) -> bool + Sync),
     reasks: u32,
     cancel: &Cancel,
+    http: &dyn dvx_stage_api::Http,
 ) -> Result<Report, StageFailure> {
     let keys: Vec<Option<String>> =
         teachers.iter().map(api_key).collect::<Result<_, _>>().map_err(StageFailure::bad_input)?;
@@ -184,12 +186,16 @@ pub fn ask_all(
     tracing::info!("{} requests: {} from the memo, {} to send", requests.len(), requests.len() - misses.len(), misses.len());
 
     let limit = RateLimit::new(sending.rpm, sending.tpm);
-    let policy = Policy { max_retries: sending.max_retries, backoff: Duration::from_secs_f64(sending.backoff_s) };
+    let policy = Policy {
+        max_retries: sending.max_retries,
+        backoff: Duration::from_secs_f64(sending.backoff_s),
+        timeout: Duration::from_secs_f64(sending.timeout_s),
+    };
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Done, u32, Duration)>> = Mutex::new(Vec::new());
     let memo_errors = AtomicUsize::new(0);
-    let worker = |http: &reqwest::blocking::Client| loop {
+    let worker = || loop {
         if cancel.is_cancelled() {
             break;
         }
@@ -232,23 +238,13 @@ pub fn ask_all(
         results.lock().expect("results lock").push((i, Done { answer, from_memo: false }, retries, latency));
     };
     if !misses.is_empty() {
-        let timeout = Duration::from_secs_f64(sending.timeout_s);
-        // reqwest's blocking client must live and die off any async runtime: all of it happens on threads of our own.
         let workers = sending.max_concurrent.min(misses.len());
         let worker = &worker;
         std::thread::scope(|s| {
-            s.spawn(|| -> Result<(), StageFailure> {
-                let http = client::client(timeout).map_err(StageFailure::permanent)?;
-                std::thread::scope(|inner| {
-                    for _ in 0..workers {
-                        inner.spawn(|| worker(&http));
-                    }
-                });
-                Ok(())
-            })
-            .join()
-            .expect("request workers panicked")
-        })?;
+            for _ in 0..workers {
+                s.spawn(worker);
+            }
+        });
     }
 
     let mut tallies: Vec<Tally> = teachers.iter().map(|_| Tally::default()).collect();
