@@ -43,7 +43,7 @@ pub fn run(l: Loaded, opts: RunOptions, json: bool) -> Result<ExitCode> {
     let mut opts = opts;
     if !dry_run {
         // One HTTP client for every stage of the run.
-        opts.http = Some(Arc::new(dvx_stages_net::http::Client::standard().map_err(|e| miette::miette!("{e}"))?));
+        opts.http = Some(Arc::new(dvx_stages_net::http::Client::standard()));
     }
     let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts, progress.clone());
     progress.clear();

@@ -18,8 +18,7 @@ fn run<T: dvx_stage_api::TypedStage>(
     let http = crate::http::Client::new(
         Duration::from_secs(10),
         crate::http::Retry { max_retries: 2, base: Duration::from_millis(10), max_wait: Duration::from_secs(1) },
-    )
-    .unwrap();
+    );
     run_with(kind, cwd, deps, outs, params, Some(&http), &dvx_stage_api::Cancel::new())
 }
 
@@ -281,7 +280,7 @@ fn a_cancelled_fetch_stops_and_caches_nothing() {
     let out = dir.path().join("out");
     let cancel = dvx_stage_api::Cancel::new();
     cancel.cancel("stage `boom` failed");
-    let http = crate::http::Client::standard().unwrap();
+    let http = crate::http::Client::standard();
     let (r, _) = run_with(Fetch, dir.path(), &[], std::slice::from_ref(&out), params, Some(&http), &cancel);
     assert_eq!(r.unwrap_err().kind, dvx_stage_api::FailureKind::Cancelled);
     assert_eq!(server.gets.load(Ordering::SeqCst), 0);

@@ -11,6 +11,7 @@
 //! short-lived thread of its own.
 
 use std::io::Read;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dvx_stage_api::{Cancel, Http, HttpError, HttpRequest, HttpResponse};
@@ -35,35 +36,44 @@ impl Default for Retry {
     }
 }
 
-/// The reqwest [`Http`]: one pool, one retry policy.
+/// The reqwest [`Http`]: one pool, one retry policy. The reqwest client
+/// is built on first use, so a run that sends nothing pays nothing for it.
 #[derive(Debug)]
 pub struct Client {
-    inner: reqwest::blocking::Client,
+    inner: OnceLock<Result<reqwest::blocking::Client, String>>,
     retry: Retry,
     timeout: Duration,
 }
 
 impl Client {
     /// A client whose attempts time out after `timeout` unless a request says otherwise.
-    pub fn new(timeout: Duration, retry: Retry) -> Result<Client, String> {
-        // Built on a thread of its own, as it may be made on a runtime's thread too.
-        let inner = std::thread::scope(|s| {
-            s.spawn(|| reqwest::blocking::Client::builder().timeout(None).build()).join().expect("client builder panicked")
-        })
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-        Ok(Client { inner, retry, timeout })
+    pub fn new(timeout: Duration, retry: Retry) -> Client {
+        Client { inner: OnceLock::new(), retry, timeout }
     }
 
     /// The client dvx runs with: 60 s per attempt, [`Retry::default`].
-    pub fn standard() -> Result<Client, String> {
+    pub fn standard() -> Client {
         Client::new(Duration::from_secs(60), Retry::default())
     }
 
-    fn attempt(&self, r: &HttpRequest) -> Result<HttpResponse, reqwest::Error> {
+    fn inner(&self) -> Result<&reqwest::blocking::Client, HttpError> {
+        let built = self.inner.get_or_init(|| {
+            // On a thread of its own, as this may run on a runtime's thread.
+            std::thread::scope(|s| {
+                s.spawn(|| reqwest::blocking::Client::builder().timeout(None).build())
+                    .join()
+                    .expect("client builder panicked")
+            })
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))
+        });
+        built.as_ref().map_err(|e| HttpError { message: e.clone(), transient: false, cancelled: false, retries: 0 })
+    }
+
+    fn attempt(&self, inner: &reqwest::blocking::Client, r: &HttpRequest) -> Result<HttpResponse, reqwest::Error> {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let method = reqwest::Method::from_bytes(r.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-                let mut b = self.inner.request(method, &r.url).timeout(r.timeout.unwrap_or(self.timeout));
+                let mut b = inner.request(method, &r.url).timeout(r.timeout.unwrap_or(self.timeout));
                 for (k, v) in &r.headers {
                     b = b.header(k.as_str(), v.as_str());
                 }
@@ -143,6 +153,7 @@ fn describe(e: &reqwest::Error) -> String {
 
 impl Http for Client {
     fn send(&self, r: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        let inner = self.inner()?;
         let max = r.max_retries.unwrap_or(self.retry.max_retries);
         let mut rng = SplitMix64::new(Instant::now().elapsed().as_nanos() as u64 ^ jitter_seed());
         let cancelled = |retries| HttpError {
@@ -156,7 +167,7 @@ impl Http for Client {
             if r.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
                 return Err(cancelled(retries));
             }
-            let (why, wait) = match self.attempt(r) {
+            let (why, wait) = match self.attempt(inner, r) {
                 Ok(mut resp) if !busy(resp.status) || retries >= max => {
                     resp.retries = retries;
                     return Ok(resp);

@@ -58,7 +58,6 @@ fn quick(max_retries: u32) -> Client {
         Duration::from_secs(5),
         Retry { max_retries, base: Duration::from_millis(10), max_wait: Duration::from_secs(5) },
     )
-    .unwrap()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::testkit::{run_with, Run, Services};
 /// A shared client that never retries by itself: the LLM client's own
 /// retries are what the tests count.
 pub fn http() -> Client {
-    Client::new(Duration::from_secs(60), Retry { max_retries: 0, ..Retry::default() }).unwrap()
+    Client::new(Duration::from_secs(60), Retry { max_retries: 0, ..Retry::default() })
 }
 
 /// [`crate::testkit::run`] with an HTTP client.
