@@ -423,14 +423,14 @@ mod tests {
         let cache = Cache::open(dir.path(), CacheOptions::default()).unwrap();
         let v = version(&cache);
 
-        let report = reproduce(&cache, &registry(false), &v, false, &mut |_| {}).unwrap();
+        let report = reproduce(&cache, &registry(false), &v, false, None, &mut |_| {}).unwrap();
         let (ask, copy) = (&report[0], &report[1]);
         assert!(ask.nondeterministic && ask.differs == ["a.txt"] && ask.reproduced(), "{ask:?}");
         // `copy` read the recorded a.txt, so it reproduces exactly.
         assert!(!copy.nondeterministic && copy.differs.is_empty() && copy.reproduced(), "{copy:?}");
 
         // The same kind claiming to be deterministic fails to reproduce.
-        let report = reproduce(&cache, &registry(true), &v, false, &mut |_| {}).unwrap();
+        let report = reproduce(&cache, &registry(true), &v, false, None, &mut |_| {}).unwrap();
         assert!(!report[0].reproduced() && report[0].differs == ["a.txt"], "{:?}", report[0]);
         assert!(!report[1].reproduced(), "{:?}", report[1]);
     }
