@@ -33,7 +33,9 @@ mod array;
 pub struct Slurm {
     exe: PathBuf,
     poll: Duration,
-    /// Job ids in flight: what a cancelled run `scancel`s.
+    /// Job ids in flight. Submitting happens under its lock, after a look
+    /// at the token: a cancel comes either before a submission (nothing is
+    /// submitted) or after it (the job's wait sees it and `scancel`s it).
     live: Mutex<BTreeSet<String>>,
     /// The run's token: once tripped, nothing more is submitted and every
     /// wait cancels its job and returns.
