@@ -168,6 +168,10 @@ pub enum Command {
         /// Like `--executor`, it changes where work runs, not the version.
         #[arg(long = "shards", value_name = "STAGE=N", value_parser = parse_shards)]
         shards: Vec<(String, usize)>,
+        /// When a stage fails, let the other stages run on (default: stop early, asking the
+        /// stages in flight to stop and starting no new one).
+        #[arg(long, short = 'k')]
+        keep_going: bool,
     },
     /// Execute one stage from a job spec and store it in the cache (what a Slurm job runs).
     #[command(hide = true)]

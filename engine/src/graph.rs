@@ -55,18 +55,20 @@ impl Graph {
                 outs.insert(o, (si, oi));
             }
         }
-        // Nested outs (one inside another) would make restores fight.
-        let keys: Vec<&str> = outs.keys().copied().collect();
-        for w in keys.windows(2) {
-            if w[1].starts_with(w[0]) && w[1].as_bytes().get(w[0].len()) == Some(&b'/') {
-                let (si, oi) = outs[w[1]];
+        // Nested outs (one inside another) would make restores fight. Each
+        // out's parent folders are looked up (sorted neighbours miss `a/b`
+        // holding `a/b/c` when `a/b-x` sorts between them).
+        for (&o, &(si, oi)) in &outs {
+            let mut cur = o;
+            while let Some(i) = cur.rfind('/') {
+                cur = &cur[..i];
+                let Some(&(os, _)) = outs.get(cur) else { continue };
                 let s = &p.stages[si];
-                let (os, _) = outs[w[0]];
                 return Err(p
                     .error_at(
                         &s.origin,
                         s.origin.outs[oi],
-                        format!("`{}` lies inside `{}`, an out of `{}`", w[1], w[0], p.stages[os].name),
+                        format!("`{o}` lies inside `{cur}`, an out of `{}`", p.stages[os].name),
                         "nested out",
                     )
                     .into());

@@ -25,7 +25,7 @@ mod workspace;
 
 pub use error::{EngineError, Result, SourceFile, Span, SpecError};
 pub use event::{Event, Observer, Silent};
-pub use executor::local::{abs, execute, tail, Failure};
+pub use executor::local::{abs, execute, execute_with, tail, Failure, Services};
 pub use executor::{exec_job, CacheMemo, Executor, JobError};
 pub use graph::Graph;
 pub use key::KeyInputs;
@@ -36,7 +36,7 @@ pub use spec::{load_pipeline, ExecutorKind, Pipeline, Resources, StageDef};
 pub use state::{OwnedOuts, StageState, WorkspaceState};
 // The stage API, from `dvx-stage-api`, under the names it always had here.
 pub use dvx_stage_api::{
-    parse_params, Count, FailureKind, FingerprintContext, Memo, MemoKey, Metrics, NoMemo, NoProgress, ParamDoc,
+    parse_params, Cancel, Http, HttpError, HttpRequest, HttpResponse, Count, FailureKind, FingerprintContext, Memo, MemoKey, Metrics, NoMemo, NoProgress, ParamDoc,
     ParamError, ParamsDoc, Progress, RecordShards, Registry, Shape, Stage, StageContext, StageFailure, StageShape, Typed, TypedStage,
 };
 pub use why::StaleReason;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use dvx_cache::{hash_path, Cache, Hash, LinkMode, OutputRef, StatCache};
 
 use crate::error::{EngineError, Result};
-use crate::executor::local::{abs, execute};
+use crate::executor::local::abs;
 use crate::spec::{Origin, StageDef};
 pub use crate::version::{body_of, RecordedStage, VersionBody};
 use crate::Registry;
@@ -231,12 +231,13 @@ fn reads(d: &str, o: &str) -> bool {
 /// against the inputs they had. `progress` hears when each stage starts and
 /// finishes. Stages are served from the memo of `cache` (an LLM stage
 /// answers from the responses it kept) unless `fresh`, when every request
-/// is made again and nothing is kept.
+/// is made again and nothing is kept. Stages that reach the network use `http`.
 pub fn reproduce(
     cache: &Cache,
     registry: &Registry,
     hash: &Hash,
     fresh: bool,
+    http: Option<&dyn crate::Http>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Vec<Reproduced>> {
     let body = body_of(&cache.get_version(hash)?)?;
@@ -256,7 +257,8 @@ pub fn reproduce(
     let of = body.stages.len();
     for (i, s) in body.stages.iter().enumerate() {
         let at = (i + 1, of);
-        let r = reproduce_stage(cache, &body.stages[..i], &report, s, registry, root, threads, fresh, at, progress);
+        let r =
+            reproduce_stage(cache, &body.stages[..i], &report, s, registry, root, threads, fresh, http, at, progress);
         progress(Progress::Finished(&r));
         report.push(r);
     }
@@ -274,6 +276,7 @@ fn reproduce_stage(
     root: &Path,
     threads: usize,
     fresh: bool,
+    http: Option<&dyn crate::Http>,
     (step, of): (usize, usize),
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Reproduced {
@@ -320,7 +323,8 @@ fn reproduce_stage(
     let t0 = std::time::Instant::now();
     let memo = crate::CacheMemo::new(cache, &s.kind);
     let memo: &dyn crate::Memo = if fresh { &crate::NoMemo } else { &memo };
-    let executed = execute(&def, stage.as_ref(), root, threads, &crate::NoProgress, memo);
+    let services = crate::Services { progress: &crate::NoProgress, memo, cancel: crate::Cancel::default(), http };
+    let executed = crate::execute_with(&def, stage.as_ref(), root, threads, services);
     r.seconds = t0.elapsed().as_secs_f64();
     if let Err(f) = executed {
         r.error = Some(f.message);
@@ -419,14 +423,14 @@ mod tests {
         let cache = Cache::open(dir.path(), CacheOptions::default()).unwrap();
         let v = version(&cache);
 
-        let report = reproduce(&cache, &registry(false), &v, false, &mut |_| {}).unwrap();
+        let report = reproduce(&cache, &registry(false), &v, false, None, &mut |_| {}).unwrap();
         let (ask, copy) = (&report[0], &report[1]);
         assert!(ask.nondeterministic && ask.differs == ["a.txt"] && ask.reproduced(), "{ask:?}");
         // `copy` read the recorded a.txt, so it reproduces exactly.
         assert!(!copy.nondeterministic && copy.differs.is_empty() && copy.reproduced(), "{copy:?}");
 
         // The same kind claiming to be deterministic fails to reproduce.
-        let report = reproduce(&cache, &registry(true), &v, false, &mut |_| {}).unwrap();
+        let report = reproduce(&cache, &registry(true), &v, false, None, &mut |_| {}).unwrap();
         assert!(!report[0].reproduced() && report[0].differs == ["a.txt"], "{:?}", report[0]);
         assert!(!report[1].reproduced(), "{:?}", report[1]);
     }

@@ -42,8 +42,11 @@ pub enum Status {
     Cutoff,
     /// Failed.
     Failed,
-    /// Not run because an upstream stage failed.
+    /// Not run because an upstream stage failed, or the run stopped first.
     Skipped,
+    /// Stopped part way because the run was cancelled (another stage
+    /// failed, or dvx was interrupted); nothing of it was cached.
+    Cancelled,
 }
 
 /// What a dry run (or `status`) would do with a stage.
@@ -121,6 +124,17 @@ pub struct RunOptions {
     /// `--shards STAGE=N`: shard these stages for this run, whatever their
     /// `shards:` says. Like the executor, not part of any key or version.
     pub shards: Vec<(String, usize)>,
+    /// `--keep-going`: when a stage fails, let the others run on. Without
+    /// it the run stops early: stages in flight are asked to stop (their
+    /// token trips) and no new stage starts.
+    pub keep_going: bool,
+    /// The run's cancellation token, handed to every stage. The engine
+    /// trips it when a stage fails (unless `keep_going`); the caller may
+    /// trip it too (the CLI does on SIGINT/SIGTERM).
+    pub cancel: crate::Cancel,
+    /// The HTTP client every stage of the run shares (the CLI gives
+    /// dvx-stages-net's). Not part of any key. `None`: stages that need one fail, saying so.
+    pub http: Option<Arc<dyn crate::Http>>,
 }
 
 /// The outcome of a run.
@@ -130,12 +144,21 @@ pub struct RunReport {
     pub version: Option<Hash>,
     /// Stages in topological order.
     pub stages: Vec<StageResult>,
+    /// Why the run stopped early, when it did ("stage `x` failed",
+    /// "interrupted by SIGINT").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 impl RunReport {
-    /// Whether any stage failed.
+    /// Whether any stage failed or was cancelled.
     pub fn failed(&self) -> bool {
-        self.stages.iter().any(|s| s.status == Status::Failed)
+        self.stages.iter().any(|s| matches!(s.status, Status::Failed | Status::Cancelled))
+    }
+
+    /// The stages that were stopped part way.
+    pub fn cancelled(&self) -> impl Iterator<Item = &StageResult> {
+        self.stages.iter().filter(|s| s.status == Status::Cancelled)
     }
 }
 
@@ -160,6 +183,14 @@ struct Shared {
     slurm: Option<executor::Slurm>,
     /// Hears what happens.
     observer: Arc<dyn Observer>,
+    /// The run's token (see [`RunOptions::cancel`]).
+    cancel: crate::Cancel,
+    /// Let other stages run on after a failure.
+    keep_going: bool,
+    /// Whether the tripped token kept a stage from starting.
+    held_back: std::sync::atomic::AtomicBool,
+    /// The shared HTTP client.
+    http: Option<Arc<dyn crate::Http>>,
 }
 
 impl Shared {
@@ -389,7 +420,7 @@ pub fn run(
                 ws.cache.root().display()
             );
         }
-        executor::Slurm::new()
+        executor::Slurm::new(opts.cancel.clone())
     });
     let shards = shard_counts(&p, &registry, &opts.shards)?;
     let mut ws = ws;
@@ -413,6 +444,10 @@ pub fn run(
         shards,
         slurm,
         observer: observer.clone(),
+        cancel: opts.cancel.clone(),
+        keep_going: opts.keep_going,
+        held_back: Default::default(),
+        http: opts.http.clone(),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -432,9 +467,12 @@ pub fn run(
         selected.iter().map(|&i| r[i].clone().expect("every selected stage has a result")).collect()
     };
     let mut version = None;
+    // A stopped run has stages that did not run: it is no version. It is
+    // reported as stopped when that stopped something.
+    let stopped = sh.cancel.reason();
     if !opts.dry_run {
-        let failed = results.iter().any(|r| r.status == Status::Failed);
-        if !failed {
+        let failed = results.iter().any(|r| matches!(r.status, Status::Failed | Status::Cancelled));
+        if !failed && stopped.is_none() {
             version = Some(write_version(&sh, &selected, &results)?);
             tracing::debug!(elapsed = ?t0.elapsed(), "version written");
         }
@@ -464,7 +502,9 @@ pub fn run(
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "state saved");
     }
-    Ok(RunReport { version, stages: results })
+    let stopped_any = sh.held_back.load(std::sync::atomic::Ordering::SeqCst)
+        || results.iter().any(|r| r.status == Status::Cancelled);
+    Ok(RunReport { version, stages: results, stopped: stopped.filter(|_| stopped_any) })
 }
 
 /// Remember which stages failed (and forget those that now succeeded), so
@@ -554,6 +594,10 @@ async fn schedule(sh: Arc<Shared>, selected: &[usize], budget: usize) {
             Err(e) => panic!("stage task panicked: {e}"),
         };
         free += charge;
+        if result.status == Status::Failed && !sh.keep_going && !sh.dry_run {
+            // Fail fast: the stages in flight are asked to stop, no new one starts.
+            sh.cancel.cancel(format!("stage `{}` failed", result.name));
+        }
         sh.results.lock().expect("results lock")[si] = Some(result);
         done += 1;
         for &d in &sh.graph.downstream[si] {
@@ -591,13 +635,20 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
     let def = &sh.p.stages[si];
     let stage = sh.registry.get(&def.kind).expect("kinds are checked at load").clone();
     let ups: Vec<StageResult> = sh.graph.upstream[si].iter().filter_map(|&u| sh.result(u)).collect();
-    if let Some(bad) = ups.iter().find(|u| matches!(u.status, Status::Failed | Status::Skipped)) {
+    if let Some(bad) = ups.iter().find(|u| matches!(u.status, Status::Failed | Status::Skipped | Status::Cancelled)) {
         let mut r = blank(&def.name, Status::Skipped, Action::Run);
-        r.error = Some(format!(
-            "upstream {} {}",
-            bad.name,
-            if bad.status == Status::Failed { "failed" } else { "was skipped" }
-        ));
+        let what = match bad.status {
+            Status::Failed => "failed",
+            Status::Cancelled => "was cancelled",
+            _ => "was skipped",
+        };
+        r.error = Some(format!("upstream {} {what}", bad.name));
+        return r;
+    }
+    if let Some(why) = sh.cancel.reason().filter(|_| !sh.dry_run) {
+        let mut r = blank(&def.name, Status::Skipped, Action::Run);
+        r.error = Some(format!("not started: {why}"));
+        sh.held_back.store(true, std::sync::atomic::Ordering::SeqCst);
         return r;
     }
     // Upstream stages that (would) produce new outputs in this run.
@@ -825,6 +876,8 @@ fn act(
         progress: &progress,
         note: &|n: &str| sh.observer.event(Event::Note { stage: &def.name, note: n }),
         say: &|l: &str| sh.observer.event(Event::Message { line: l }),
+        cancel: &sh.cancel,
+        http: sh.http.as_deref(),
     };
     let ran = match (kind, &sh.slurm) {
         _ if sh.shards[si].is_some() => {
@@ -959,7 +1012,7 @@ fn run_sharded(
 }
 
 fn failed(mut r: StageResult, f: Failure) -> StageResult {
-    r.status = Status::Failed;
+    r.status = if f.kind == Some(crate::FailureKind::Cancelled) { Status::Cancelled } else { Status::Failed };
     r.error = Some(f.message);
     r.error_kind = f.kind.filter(|k| k.label().is_some());
     r.log_tail = (!f.log_tail.is_empty()).then_some(f.log_tail);

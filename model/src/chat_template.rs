@@ -225,7 +225,11 @@ impl ChatTemplate {
     /// An environment configured as transformers configures Jinja2:
     /// `trim_blocks`, `lstrip_blocks`, loop controls, Python string and dict
     /// methods, `raise_exception`, `strftime_now` and a Python-style `tojson`.
-    fn environment(&self, today: Today) -> Result<Environment<'_>, String> {
+    ///
+    /// `{% generation %}` blocks (transformers' assistant-mask extension)
+    /// render their body; with `mark`, between [`GENERATION_OPEN`] and
+    /// [`GENERATION_CLOSE`], so training can find them.
+    fn environment(&self, today: Today, mark: bool) -> Result<Environment<'static>, String> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -238,9 +242,22 @@ impl ChatTemplate {
             Ok(Value::from(s))
         });
         env.add_filter("tojson", tojson);
-        env.add_template("chat_template", &self.source)
+        env.add_function(GENERATION_FN, move |state: &minijinja::State, kwargs: Kwargs| -> Result<Value, Error> {
+            let caller: Value = kwargs.get("caller")?;
+            kwargs.assert_all_used()?;
+            let body = caller.call(state, &[])?;
+            let body = body.as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
+            Ok(Value::from_safe_string(if mark { format!("{GENERATION_OPEN}{body}{GENERATION_CLOSE}") } else { body }))
+        });
+        env.add_template_owned("chat_template", with_generation_calls(&self.source))
             .map_err(|e| format!("the chat template does not parse: {e}"))?;
         Ok(env)
+    }
+
+    /// Whether the template marks what the assistant generates with
+    /// `{% generation %}` blocks.
+    pub fn has_generation_blocks(&self) -> bool {
+        with_generation_calls(&self.source) != self.source
     }
 
     /// The text of `messages` (`(role, content)`), as `apply_chat_template`
@@ -251,17 +268,25 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         today: Today,
     ) -> Result<String, String> {
-        let env = self.environment(today)?;
+        let env = self.environment(today, false)?;
         render_with(&env, self, messages, add_generation_prompt)
     }
 
-    /// The training text of `messages` and the byte ranges of each assistant
-    /// message's content in it. A message is found right after the text the
-    /// template renders for the conversation before it (with the generation
-    /// prompt); templates that render earlier turns differently fall back to
-    /// searching after the previous assistant message.
-    pub fn render_for_training(&self, messages: &[(String, String)]) -> Result<(String, Vec<Range<usize>>), String> {
-        let env = self.environment(Today::fixed())?;
+    /// The training text of `messages` and the byte ranges trained on.
+    ///
+    /// A template with `{% generation %}` blocks says itself what the
+    /// assistant generates: the text of each block, as transformers'
+    /// `return_assistant_tokens_mask` takes it (end-of-turn tokens included
+    /// where the block holds them). Otherwise each assistant message's
+    /// content is found right after the text the template renders for the
+    /// conversation before it (with the generation prompt); templates that
+    /// render earlier turns differently fall back to searching after the
+    /// previous assistant message.
+    pub fn render_for_training(&self, messages: &[(String, String)]) -> Result<TrainingText, String> {
+        if self.has_generation_blocks() {
+            return self.render_generation_blocks(messages);
+        }
+        let env = self.environment(Today::fixed(), false)?;
         let text = render_with(&env, self, messages, false)?;
         let mut spans = Vec::new();
         let mut after = 0;
@@ -280,8 +305,94 @@ impl ChatTemplate {
             after = found.end;
             spans.push(found);
         }
-        Ok((text, spans))
+        Ok(TrainingText { text, spans, from_generation_blocks: false })
     }
+
+    fn render_generation_blocks(&self, messages: &[(String, String)]) -> Result<TrainingText, String> {
+        for (i, (_, content)) in messages.iter().enumerate() {
+            if content.contains([GENERATION_OPEN, GENERATION_CLOSE]) {
+                return Err(format!(
+                    "message {} holds the character U+F0000 or U+F0001, which dvx uses to find the template's \
+                     {{% generation %}} blocks",
+                    i + 1
+                ));
+            }
+        }
+        let env = self.environment(Today::fixed(), true)?;
+        let marked = render_with(&env, self, messages, false)?;
+        let mut text = String::with_capacity(marked.len());
+        let mut spans = Vec::new();
+        let mut open: Option<usize> = None;
+        for c in marked.chars() {
+            match c {
+                GENERATION_OPEN if open.is_none() => open = Some(text.len()),
+                GENERATION_CLOSE => {
+                    // Nested blocks count once, as the outer one.
+                    if let Some(start) = open.take().filter(|&s| s < text.len()) {
+                        spans.push(start..text.len());
+                    }
+                }
+                GENERATION_OPEN => {}
+                c => text.push(c),
+            }
+        }
+        Ok(TrainingText { text, spans, from_generation_blocks: true })
+    }
+}
+
+/// A conversation rendered for training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingText {
+    /// The text the template renders.
+    pub text: String,
+    /// Byte ranges of `text` trained on.
+    pub spans: Vec<Range<usize>>,
+    /// Whether the spans are the template's `{% generation %}` blocks (then
+    /// they hold what the assistant generates, end-of-turn tokens included
+    /// where the template puts them inside).
+    pub from_generation_blocks: bool,
+}
+
+/// Marks the start of a `{% generation %}` block's output while rendering for training.
+const GENERATION_OPEN: char = '\u{F0000}';
+/// Marks its end.
+const GENERATION_CLOSE: char = '\u{F0001}';
+/// The function a `{% generation %}` block becomes a `{% call %}` of.
+const GENERATION_FN: &str = "__dvx_generation";
+
+/// `source` with `{% generation %}` / `{% endgeneration %}` (whitespace
+/// control kept) turned into a call block of [`GENERATION_FN`]: transformers
+/// implements the tag as a call block too, so scoping and whitespace are
+/// Jinja's own.
+fn with_generation_calls(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find("{%") {
+        out.push_str(&rest[..at]);
+        let tag = &rest[at..];
+        let Some(end) = tag.find("%}") else { break };
+        let inner = &tag[2..end];
+        let (left, body) = match inner.strip_prefix(['-', '+']) {
+            Some(b) => (&inner[..1], b),
+            None => ("", inner),
+        };
+        let (body, right) = match body.strip_suffix(['-', '+']) {
+            Some(b) => (b, &body[body.len() - 1..]),
+            None => (body, ""),
+        };
+        let replaced = match body.trim() {
+            "generation" => Some(format!("{{%{left} call {GENERATION_FN}() {right}%}}")),
+            "endgeneration" => Some(format!("{{%{left} endcall {right}%}}")),
+            _ => None,
+        };
+        match replaced {
+            Some(r) => out.push_str(&r),
+            None => out.push_str(&tag[..end + 2]),
+        }
+        rest = &tag[end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn render_with(
@@ -347,8 +458,51 @@ mod tests {
         let m = msgs(&[("user", " hi "), ("assistant", "yo")]);
         assert_eq!(tpl.render(&m, false, Today::fixed()).unwrap(), "<s>[U]hi[A]yo</s>");
         assert_eq!(tpl.render(&m[..1], true, Today::fixed()).unwrap(), "<s>[U]hi[A]");
-        let (text, spans) = tpl.render_for_training(&m).unwrap();
-        assert_eq!(&text[spans[0].clone()], "yo");
+        let t = tpl.render_for_training(&m).unwrap();
+        assert_eq!(&t.text[t.spans[0].clone()], "yo");
+        assert!(!t.from_generation_blocks && !tpl.has_generation_blocks());
+    }
+
+    /// transformers' `{% generation %}` tag (SmolLM3- and OLMo-style
+    /// templates): rendered as its body, with Jinja's whitespace control on
+    /// the tag, and training takes exactly the blocks' text.
+    #[test]
+    fn generation_blocks_render_their_body_and_are_what_training_takes() {
+        let src = "{%- for m in messages -%}\n\
+            {%- if m.role == 'assistant' -%}\n\
+            <|im_start|>assistant\n{% generation %}{{ m.content }}<|im_end|>{% endgeneration %}\n\n\
+            {%- else -%}\n\
+            <|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n\n\
+            {%- endif -%}\n\
+            {%- endfor -%}\n\
+            {%- if add_generation_prompt %}<|im_start|>assistant\n{% endif -%}";
+        let tpl = t(src);
+        assert!(tpl.has_generation_blocks());
+        let m = msgs(&[("user", "hi"), ("assistant", "yo"), ("user", "again"), ("assistant", "sure")]);
+        let plain = tpl.render(&m, false, Today::fixed()).unwrap();
+        // The same template with the tags deleted renders the same text.
+        let untagged = t(&src.replace("{% generation %}", "").replace("{% endgeneration %}", ""));
+        assert_eq!(plain, untagged.render(&m, false, Today::fixed()).unwrap());
+        // transformers 5.24 (`render_jinja_template`) renders this text and
+        // gives the generation indices (51, 63) and (117, 131).
+        assert_eq!(
+            plain,
+            "<|im_start|>user\nhi<|im_end|><|im_start|>assistant\nyo<|im_end|>\
+             <|im_start|>user\nagain<|im_end|><|im_start|>assistant\nsure<|im_end|>"
+        );
+        let r = tpl.render_for_training(&m).unwrap();
+        assert_eq!(r.text, plain);
+        assert!(r.from_generation_blocks);
+        let trained: Vec<&str> = r.spans.iter().map(|s| &r.text[s.clone()]).collect();
+        assert_eq!(trained, ["yo<|im_end|>", "sure<|im_end|>"]);
+        assert_eq!(r.spans, vec![51..63, 117..131]);
+        // Whitespace control on the tag itself is kept.
+        let trimmed = t("A  {%- generation -%}  B  {%- endgeneration -%}  C");
+        assert_eq!(trimmed.render(&[], false, Today::fixed()).unwrap(), "ABC");
+        let r = trimmed.render_for_training(&[]).unwrap();
+        assert_eq!((r.text.as_str(), r.spans.clone()), ("ABC", vec![1..2]));
+        let err = tpl.render_for_training(&msgs(&[("user", "\u{F0000}")])).unwrap_err();
+        assert!(err.contains("U+F0000"), "{err}");
     }
 
     #[test]

@@ -243,8 +243,10 @@ impl TemplateSet {
             return Ok(Some(r));
         }
         if let Some(m) = &self.model {
-            let (text, train) = m.render_for_training(&c.turns)?;
-            let r = Rendered { text, train, eos_at: Vec::new(), bos: false, train_closing_special: true };
+            let t = m.render_for_training(&c.turns)?;
+            // Generation blocks hold the end-of-turn token themselves where the template trains it.
+            let closing = !t.from_generation_blocks;
+            let r = Rendered { text: t.text, train: t.spans, eos_at: Vec::new(), bos: false, train_closing_special: closing };
             return Ok((!r.train.is_empty()).then_some(r));
         }
         let t = self.pick(c);

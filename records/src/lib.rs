@@ -10,13 +10,16 @@
 //! [`check_writable`]. A record's identity ([`record_hash`]) is its canonical
 //! JSON, so it does not depend on the container it came from.
 
+mod compact;
 mod error;
 mod features;
 mod format;
 mod hash;
+mod infer;
 mod read;
 mod write;
 
+pub use compact::{compact, compact_into};
 pub use error::{BadRecord, Unit};
 pub use features::hf_features;
 pub use format::{check_writable, detect, Format, WriteFormat};

@@ -6,10 +6,10 @@
 //! threaded: both give the same bytes for the same records.
 //!
 //! `.parquet` needs one schema for the whole file, so records are spooled
-//! as JSONL next to the out, the schema is inferred from all of them
-//! (arrow-json: integers with floats become doubles, fields in first-seen
-//! order, a field missing from a record is null), then the spool is encoded
-//! a row group at a time. Fixed settings so the bytes are reproducible:
+//! as JSONL next to the out while their schema is inferred (arrow-json's
+//! rules, see `infer.rs`: integers with floats become doubles, fields in
+//! first-seen order, a field missing from a record is null), then the spool
+//! is decoded once and encoded a row group at a time. Fixed settings so the bytes are reproducible:
 //! Snappy compression, [`PARQUET_ROW_GROUP`] rows per row group, and
 //! `created_by` = `dvx` (no library version, no timestamps). A field whose
 //! values have two JSON types that do not convert (a string and a number)
@@ -20,6 +20,7 @@ use std::io::{BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_schema::Schema;
 use dvx_stage_api::StageFailure;
 use flate2::write::GzEncoder;
 use parquet::arrow::ArrowWriter;
@@ -27,6 +28,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::format::WriteFormat;
+use crate::infer::SchemaInference;
 use crate::Record;
 
 /// Rows per Parquet row group: what a reader holds in memory at once.
@@ -39,8 +41,21 @@ enum Sink {
     Jsonl(BufWriter<File>),
     Gz(BufWriter<GzEncoder<File>>),
     Zst(BufWriter<zstd::Encoder<'static, File>>),
-    /// JSONL spool, turned into Parquet at [`RecordWriter::finish`].
-    Parquet(BufWriter<tempfile::NamedTempFile>),
+    /// JSONL spool and the schema of what it holds, turned into Parquet
+    /// at [`RecordWriter::finish`].
+    Parquet(BufWriter<tempfile::NamedTempFile>, Box<SchemaInference>),
+}
+
+impl Sink {
+    /// The JSONL stream of a JSONL sink (plain or compressed).
+    fn jsonl(&mut self) -> Option<&mut dyn Write> {
+        match self {
+            Sink::Jsonl(w) => Some(w),
+            Sink::Gz(w) => Some(w),
+            Sink::Zst(w) => Some(w),
+            Sink::Parquet(..) => None,
+        }
+    }
 }
 
 /// Writes records to one out, in the format its extension names.
@@ -48,6 +63,8 @@ pub struct RecordWriter {
     path: PathBuf,
     sink: Sink,
     count: usize,
+    /// A line's buffer, kept between records.
+    scratch: String,
 }
 
 impl RecordWriter {
@@ -61,7 +78,7 @@ impl RecordWriter {
         const BUF: usize = 1 << 20;
         let sink = if format == WriteFormat::Parquet {
             let spool = tempfile::Builder::new().prefix(".dvx-spool-").tempfile_in(parent).map_err(|e| cannot(&e))?;
-            Sink::Parquet(BufWriter::with_capacity(BUF, spool))
+            Sink::Parquet(BufWriter::with_capacity(BUF, spool), Box::default())
         } else {
             let file = File::create(path).map_err(|e| cannot(&e))?;
             match format {
@@ -78,20 +95,20 @@ impl RecordWriter {
                 WriteFormat::Parquet => unreachable!("handled above"),
             }
         };
-        Ok(RecordWriter { path: path.to_path_buf(), sink, count: 0 })
+        Ok(RecordWriter { path: path.to_path_buf(), sink, count: 0, scratch: String::new() })
     }
 
     /// Append one record.
     pub fn write(&mut self, record: &Record) -> Result<(), StageFailure> {
-        let out: &mut dyn Write = match &mut self.sink {
-            Sink::Jsonl(w) => w,
-            Sink::Gz(w) => w,
-            Sink::Zst(w) => w,
-            Sink::Parquet(w) => w,
-        };
+        let failed = |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot write {}: {e}", self.path.display()));
+        if let Sink::Parquet(..) = self.sink {
+            // The schema is inferred from the text, so it is made first.
+            return self.put(&serde_json::to_string(record).map_err(|e| failed(&e))?);
+        }
+        let out = self.sink.jsonl().expect("not Parquet");
         serde_json::to_writer(&mut *out, record)
             .and_then(|()| out.write_all(b"\n").map_err(serde_json::Error::io))
-            .map_err(|e| StageFailure::new(format!("cannot write {}: {e}", self.path.display())))?;
+            .map_err(|e| failed(&e))?;
         self.count += 1;
         Ok(())
     }
@@ -100,13 +117,38 @@ impl RecordWriter {
     /// input's line kept byte for byte). The caller has parsed it as an
     /// object; Parquet outs re-read it when encoding.
     pub fn write_json_line(&mut self, json: &str) -> Result<(), StageFailure> {
-        let out: &mut dyn Write = match &mut self.sink {
-            Sink::Jsonl(w) => w,
-            Sink::Gz(w) => w,
-            Sink::Zst(w) => w,
-            Sink::Parquet(w) => w,
+        self.put(json)
+    }
+
+    /// Append one record given as JSON object text in any layout (any
+    /// spacing, escapes of any kind): JSONL outs get the compact line
+    /// `serde_json` writes for the parsed record, without parsing it where
+    /// [`crate::compact_into`] can; Parquet outs take a one-line text as it is.
+    pub fn write_json_text(&mut self, json: &str) -> Result<(), StageFailure> {
+        if matches!(self.sink, Sink::Parquet(..)) && !json.contains('\n') {
+            return self.put(json);
+        }
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
+        if !crate::compact_into(json, &mut line) {
+            line = crate::compact(json)
+                .ok_or_else(|| StageFailure::new(format!("cannot write {}: a record is not JSON", self.path.display())))?;
+        }
+        let put = self.put(&line);
+        self.scratch = line;
+        put
+    }
+
+    /// Write one record's JSON text, on one line, and its newline.
+    fn put(&mut self, line: &str) -> Result<(), StageFailure> {
+        let out = match &mut self.sink {
+            Sink::Parquet(w, schema) => {
+                schema.add(line).map_err(|e| parquet_failure(&self.path, &e))?;
+                w as &mut dyn Write
+            }
+            sink => sink.jsonl().expect("not Parquet"),
         };
-        out.write_all(json.as_bytes())
+        out.write_all(line.as_bytes())
             .and_then(|()| out.write_all(b"\n"))
             .map_err(|e| StageFailure::new(format!("cannot write {}: {e}", self.path.display())))?;
         self.count += 1;
@@ -134,28 +176,28 @@ impl RecordWriter {
             Sink::Zst(w) => {
                 w.into_inner().map_err(|e| cannot(&e.into_error()))?.finish().map_err(|e| cannot(&e))?;
             }
-            Sink::Parquet(w) => {
+            Sink::Parquet(w, schema) => {
                 let spool = w.into_inner().map_err(|e| cannot(&e.into_error()))?;
-                spool_to_parquet(spool, &path)?;
+                spool_to_parquet(spool, schema.schema(), &path)?;
             }
         }
         Ok(self.count)
     }
 }
 
-/// Encode a JSONL spool as the Parquet file `out` (see the module docs).
-fn spool_to_parquet(mut spool: tempfile::NamedTempFile, out: &Path) -> Result<(), StageFailure> {
-    let fail = |e: &dyn std::fmt::Display| {
-        StageFailure::bad_input(format!(
-            "cannot write {} as Parquet: {e} (Parquet holds one type per field; write .jsonl to keep mixed types)",
-            out.display()
-        ))
-    };
+/// A record that Parquet cannot hold, as the out's failure.
+fn parquet_failure(out: &Path, e: &dyn std::fmt::Display) -> StageFailure {
+    StageFailure::bad_input(format!(
+        "cannot write {} as Parquet: {e} (Parquet holds one type per field; write .jsonl to keep mixed types)",
+        out.display()
+    ))
+}
+
+/// Encode a JSONL spool of records with this `schema` as the Parquet file
+/// `out` (see the module docs).
+fn spool_to_parquet(mut spool: tempfile::NamedTempFile, schema: Schema, out: &Path) -> Result<(), StageFailure> {
+    let fail = |e: &dyn std::fmt::Display| parquet_failure(out, e);
     let io = |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot write {}: {e}", out.display()));
-    spool.rewind().map_err(|e| io(&e))?;
-    let (schema, _) =
-        arrow_json::reader::infer_json_schema(BufReader::with_capacity(1 << 20, spool.as_file()), None)
-            .map_err(|e| fail(&e))?;
     let schema = Arc::new(schema);
     spool.rewind().map_err(|e| io(&e))?;
     let rows = arrow_json::ReaderBuilder::new(schema.clone())

@@ -9,7 +9,12 @@ use dvx_engine::JobError;
 
 pub fn exec_stage(spec: &Path) -> ExitCode {
     let registry = dvx_stages::builtin_registry();
-    match dvx_engine::exec_job(spec, &registry) {
+    // `scancel` sends SIGTERM: the stage is asked to stop (a `cmd` child's
+    // process group with it), as in a local run.
+    let cancel = dvx_engine::Cancel::new();
+    let _heard = dvx_engine::executor::listen(cancel.clone(), |which| std::process::exit(which.exit_code().into()));
+    let http = dvx_stages_net::http::Client::standard();
+    match dvx_engine::exec_job(spec, &registry, &cancel, Some(&http)) {
         Ok(entry) => {
             eprintln!("dvx exec-stage: stage `{}` stored as key {}", entry.stage, entry.key);
             ExitCode::SUCCESS

@@ -152,7 +152,7 @@ fn looks_like_pipeline(s: &str) -> bool {
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let cache = cli.cache.as_deref();
     match cli.command {
-        Command::Run { file, stages, pipeline, force, force_all, dry_run, jobs, json, executor, shards } => {
+        Command::Run { file, stages, pipeline, force, force_all, dry_run, jobs, json, executor, shards, keep_going } => {
             let executor = executor.map(|e| match e {
                 ExecutorArg::Local => ExecutorKind::Local,
                 ExecutorArg::Slurm => ExecutorKind::Slurm,
@@ -166,6 +166,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
                 executor,
                 shards,
+                keep_going,
+                ..Default::default()
             };
             run::run(load(pipeline, cache, "run")?, opts, json)
         }

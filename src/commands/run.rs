@@ -33,19 +33,26 @@ pub fn run(l: Loaded, opts: RunOptions, json: bool) -> Result<ExitCode> {
         lines,
         last_progress: Mutex::new(HashMap::new()),
     });
-    // On SIGINT/SIGTERM the Slurm executor cancels its jobs and reports it;
-    // the library returns, and a command-line dvx stops there and then
-    // (local stages too) with the conventional status.
-    let _ = std::thread::Builder::new().name("dvx-interrupt".into()).spawn(|| {
-        let which = dvx_engine::executor::wait_for_interrupt();
-        std::process::exit(which.exit_code().into());
+    // The first SIGINT/SIGTERM trips the run's token: stages stop where they
+    // can, Slurm jobs are cancelled, the run returns (leases released) and
+    // dvx exits with the conventional status. A second one exits at once.
+    let heard = dvx_engine::executor::listen(opts.cancel.clone(), |which| {
+        eprintln!("dvx: {}: quitting at once", which.name());
+        std::process::exit(which.exit_code().into())
     });
+    let mut opts = opts;
+    if !dry_run {
+        // One HTTP client for every stage of the run.
+        opts.http = Some(Arc::new(dvx_stages_net::http::Client::standard()));
+    }
     let report = dvx_engine::run(l.pipeline.clone(), l.registry, l.ws, opts, progress.clone());
     progress.clear();
-    if let Some(which) = dvx_engine::executor::interrupted() {
+    let report = report?;
+    if let Some(which) = heard.received() {
+        report_cancelled(&report);
+        eprintln!("dvx: interrupted by {}; no version written (what finished stays cached)", which.name());
         return Ok(ExitCode::from(which.exit_code()));
     }
-    let report = report?;
     if dry_run {
         super::status::print_plan(&report.stages, json)?;
         return Ok(ExitCode::SUCCESS);
@@ -71,18 +78,29 @@ pub fn run(l: Loaded, opts: RunOptions, json: bool) -> Result<ExitCode> {
             }
         }
         for s in report.stages.iter().filter(|s| s.status == Status::Failed) {
+            // A cancelled stage is listed below, not as a failure.
             let kind = s.error_kind.and_then(|k| k.label()).map(|l| format!(" ({l})")).unwrap_or_default();
             eprintln!("\nstage `{}` failed{kind}: {}", s.name, s.error.as_deref().unwrap_or("unknown error"));
             if let Some(tail) = &s.log_tail {
                 eprintln!("--- last lines of its log ---\n{tail}");
             }
         }
+        report_cancelled(&report);
         match &report.version {
             Some(v) => println!("version: {v}"),
             None => eprintln!("no version written: a stage failed (stages that succeeded stay cached)"),
         }
     }
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Name the stages the run stopped part way, and why it stopped.
+fn report_cancelled(report: &dvx_engine::RunReport) {
+    let names: Vec<String> = report.cancelled().map(|s| format!("`{}`", s.name)).collect();
+    let why = report.stopped.as_deref().unwrap_or("the run was cancelled");
+    if !names.is_empty() {
+        eprintln!("\ncancelled ({why}): {} (not cached; the next run executes them)", names.join(", "));
+    }
 }
 
 /// Where stage lines go.
@@ -228,6 +246,7 @@ fn status_word(s: Status) -> &'static str {
         Status::Cutoff => "cut off",
         Status::Failed => "FAILED",
         Status::Skipped => "skipped",
+        Status::Cancelled => "cancelled",
     }
 }
 

@@ -240,7 +240,8 @@ pub fn reproduce(l: Store, prefix: &str, fresh: bool) -> Result<ExitCode> {
         }
         ops::Progress::Finished(r) => eprintln!("reproduce {}: {} ({:.1}s)", r.name, outcome(r), r.seconds),
     };
-    let report = ops::reproduce(&l.ws.cache, &l.registry, &hash, fresh, &mut progress)?;
+    let http = dvx_stages_net::http::Client::standard();
+    let report = ops::reproduce(&l.ws.cache, &l.registry, &hash, fresh, Some(&http), &mut progress)?;
     let mut all_same = true;
     for r in &report {
         all_same &= r.reproduced();

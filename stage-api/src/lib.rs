@@ -7,7 +7,8 @@
 //! one adapter, [`Typed`], and put in a [`Registry`] the engine looks kinds
 //! up in by name. When it runs, a stage gets a [`StageContext`]: resolved
 //! input and output paths, its params, a log, a thread budget and a
-//! [`Progress`] to report how far it is. It never
+//! [`Progress`] to report how far it is, a [`Cancel`] token to stop early
+//! and, when its caller supplies one, the run's shared [`Http`] client. It never
 //! sees the cache, keys or versions.
 //!
 //! ```no_run
@@ -45,6 +46,8 @@
 
 #![deny(missing_docs)]
 
+mod cancel;
+mod http;
 mod progress;
 mod memo;
 mod registry;
@@ -52,6 +55,8 @@ mod shard;
 mod stage;
 mod typed;
 
+pub use cancel::Cancel;
+pub use http::{Http, HttpError, HttpRequest, HttpResponse};
 pub use progress::{NoProgress, Progress};
 pub use memo::{Memo, MemoKey, MemoryMemo, NoMemo};
 pub use registry::Registry;

@@ -36,12 +36,17 @@ pub struct StageContext<'a> {
     pub progress: &'a dyn crate::Progress,
     /// Answers kept across runs (see [`crate::Memo`]).
     pub memo: &'a dyn crate::Memo,
+    /// Tripped when the run asks its stages to stop (see [`crate::Cancel`]).
+    pub cancel: crate::Cancel,
+    /// The run's shared HTTP client, when the caller supplied one.
+    pub http: Option<&'a dyn crate::Http>,
 }
 
 impl<'a> StageContext<'a> {
     /// A context with what every execution names; the rest takes its
     /// default until set with the `with_` methods below: no `cmd`, no
-    /// `env`, one thread, silent progress, no memo.
+    /// `env`, one thread, silent progress, no memo, a token nobody
+    /// trips, no HTTP client.
     pub fn new(
         name: &'a str,
         cwd: &'a Path,
@@ -62,6 +67,8 @@ impl<'a> StageContext<'a> {
             threads: 1,
             progress: &crate::NoProgress,
             memo: &crate::NoMemo,
+            cancel: crate::Cancel::default(),
+            http: None,
         }
     }
 
@@ -94,6 +101,30 @@ impl<'a> StageContext<'a> {
         self.memo = memo;
         self
     }
+
+    /// The run's cancellation token.
+    pub fn with_cancel(mut self, cancel: crate::Cancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The shared HTTP client.
+    pub fn with_http(mut self, http: Option<&'a dyn crate::Http>) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// The shared HTTP client, or a failure saying the stage needs one
+    /// (a caller that runs stages over the network must supply it).
+    pub fn need_http(&self) -> Result<&'a dyn crate::Http, StageFailure> {
+        self.http.ok_or_else(|| {
+            StageFailure::permanent(format!(
+                "stage `{}` needs an HTTP client and whoever runs it supplied none (a library caller must pass one, \
+                 e.g. dvx-stages-net's `Client`)",
+                self.name
+            ))
+        })
+    }
 }
 
 /// What sort of failure a stage had: whether running it again could help,
@@ -107,6 +138,8 @@ pub enum FailureKind {
     Transient,
     /// The stage's inputs or params are malformed: fix the data, not the stage.
     BadInput,
+    /// The run asked the stage to stop (see [`crate::Cancel`]); not a fault of the stage.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -117,6 +150,7 @@ impl FailureKind {
             FailureKind::Permanent => None,
             FailureKind::Transient => Some("transient"),
             FailureKind::BadInput => Some("bad input"),
+            FailureKind::Cancelled => Some("cancelled"),
         }
     }
 }
@@ -154,6 +188,11 @@ impl StageFailure {
     /// A failure that may pass if the stage runs again.
     pub fn transient(message: impl Into<String>) -> Self {
         StageFailure::of_kind(FailureKind::Transient, message)
+    }
+
+    /// The stage stopped because the run asked it to.
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        StageFailure::of_kind(FailureKind::Cancelled, message)
     }
 
     /// Malformed inputs or params.

@@ -125,19 +125,7 @@ fn main() {
     let stage = registry.get("train").expect("train is registered");
     let mut log = Vec::new();
     let cwd = dir.path().to_path_buf();
-    let mut ctx = StageContext {
-        name: "bench",
-        cwd: &cwd,
-        deps: &deps,
-        outs: &outs,
-        params: &params,
-        cmd: None,
-        env: &[],
-        log: &mut log,
-        threads,
-        progress: &dvx_stage_api::NoProgress,
-        memo: &dvx_stage_api::NoMemo,
-    };
+    let mut ctx = StageContext::new("bench", &cwd, &deps, &outs, &params, &mut log).with_threads(threads);
     let m = stage.execute(&mut ctx).unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&log)));
     eprintln!("{}", String::from_utf8_lossy(&log));
     println!(

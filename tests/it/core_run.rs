@@ -119,12 +119,13 @@ fn failure_in_one_branch_lets_the_other_finish() {
     outs: [good.txt]
 "#,
     );
-    let r = p.dvx(&["run", "-j", "2", "--json"]);
+    // With --keep-going; without it the run stops early (tests/it/cancel.rs).
+    let r = p.dvx(&["run", "-j", "2", "--json", "--keep-going"]);
     assert_eq!(r.code(), 1);
     assert_eq!(r.status_of("bad"), "failed");
     assert_eq!(r.status_of("after_bad"), "skipped");
     assert_eq!(r.status_of("good"), "ran");
-    let table = p.dvx(&["run", "-j", "2"]);
+    let table = p.dvx(&["run", "-j", "2", "--keep-going"]);
     assert_eq!(table.code(), 1);
     assert!(table.stderr().contains("stage `bad` failed: command failed (exit code 3)"), "{}", table.stderr());
     assert!(table.stderr().contains("about to fail, disk on fire"), "{}", table.stderr());

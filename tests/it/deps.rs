@@ -26,7 +26,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["dvx-stage-api", "dvx-stage-kit", "dvx-stages-data", "dvx-stages-extract", "dvx-stages-net", "dvx-stages-ml", "dvx-model"],
     ),
     ("dvx-serve", &["dvx-model"]),
-    ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages", "dvx-records", "dvx-serve"]),
+    // dvx-stages-net: the binary builds the run's shared HTTP client from it.
+    ("dvx", &["dvx-stage-api", "dvx-cache", "dvx-engine", "dvx-stages", "dvx-stages-net", "dvx-records", "dvx-serve"]),
 ];
 
 fn read(path: &Path) -> toml::Table {

@@ -3,6 +3,7 @@
 mod support;
 
 mod benchmark;
+mod cancel;
 mod chunks;
 mod cli_discovery;
 mod core_run;

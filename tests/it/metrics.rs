@@ -204,7 +204,8 @@ fn a_missing_or_malformed_metrics_file_fails_the_stage_naming_it() {
          absent:\n    cmd: \"true\"\n    metrics: [nowhere.yaml]\n  listy:\n    cmd: \"echo '[1, 2]' > l.json\"\n    \
          metrics: [l.json]\n",
     );
-    let run = p.dvx(&["run"]);
+    // --keep-going: every failing stage gets its say.
+    let run = p.dvx(&["run", "--keep-going"]);
     assert_eq!(run.code(), 1);
     let err = run.stderr();
     assert!(err.contains("stage `broken` failed: metrics file `m.json` of stage `broken`: not valid JSON"), "{err}");

@@ -471,6 +471,20 @@ fn error_nested_outs() {
     );
 }
 
+/// A sibling that sorts between an out and one inside it (`d-x` between
+/// `d` and `d/x`) does not hide the nesting.
+#[test]
+fn nested_outs_found_past_a_sibling_that_sorts_between() {
+    let p = Project::new();
+    p.write(
+        "dvx.yaml",
+        "stages:\n  a:\n    outs: [d]\n    cmd: mkdir -p d\n  s:\n    outs: [d-x]\n    cmd: touch d-x\n  b:\n    outs: [d/x]\n    cmd: touch d/x\n",
+    );
+    let r = p.dvx(&["run"]);
+    assert_eq!(r.code(), 2, "{}", r.stderr());
+    assert!(r.stderr().contains("`d/x` lies inside `d`, an out of `a`"), "{}", r.stderr());
+}
+
 #[test]
 fn error_cycle() {
     spec_error(

@@ -140,7 +140,14 @@ pub(crate) fn write_job_file(cache: &Cache, path: &Path, bytes: &[u8]) -> dvx_ca
 /// shared workspace and store it in the shared cache, as `dvx exec-stage`.
 /// Writes the outcome next to the spec, in the cache's `jobs-v1/` (where
 /// the cache is visible), and prints the stage's log to stdout (the job's log).
-pub fn exec_job(spec_path: &Path, registry: &Registry) -> Result<RunEntry, JobError> {
+/// The stage gets `cancel` (the binary trips it on SIGTERM, which is how
+/// `scancel` asks) and `http`.
+pub fn exec_job(
+    spec_path: &Path,
+    registry: &Registry,
+    cancel: &crate::Cancel,
+    http: Option<&dyn crate::Http>,
+) -> Result<RunEntry, JobError> {
     if super::shard_job::is_shard_spec(spec_path) {
         return super::shard_job::exec_shard_job(spec_path, registry);
     }
@@ -158,7 +165,7 @@ pub fn exec_job(spec_path: &Path, registry: &Registry) -> Result<RunEntry, JobEr
     };
     let spec: JobSpec = serde_json::from_slice(&text)
         .map_err(|e| JobError::BadSpec { path: spec_path.to_path_buf(), message: e.to_string() })?;
-    let result = run_spec(&spec, registry, &host);
+    let result = run_spec(&spec, registry, &host, cancel, http);
     let outcome = match &result {
         Ok(entry) => {
             JobOutcome { host: host.clone(), entry: Some(entry.clone()), error: None, log_tail: String::new() }
@@ -263,7 +270,13 @@ pub(crate) fn job_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
-fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry, JobError> {
+fn run_spec(
+    spec: &JobSpec,
+    registry: &Registry,
+    host: &str,
+    cancel: &crate::Cancel,
+    http: Option<&dyn crate::Http>,
+) -> Result<RunEntry, JobError> {
     let checked = check_spec(spec, registry, host)?;
     let (def, stage, cache, pipeline) = (checked.def(), &checked.stage, &checked.cache, &checked.pipeline);
     let key = checked.inputs().key();
@@ -279,8 +292,8 @@ fn run_spec(spec: &JobSpec, registry: &Registry, host: &str) -> Result<RunEntry,
     };
     // Progress stays on the node: the job's log holds what the stage logs.
     let memo = super::CacheMemo::new(cache, &def.kind);
-    let mut done = local::execute(def, stage.as_ref(), &pipeline.wdir, threads, &crate::NoProgress, &memo)
-        .map_err(stage_err)?;
+    let services = local::Services { progress: &crate::NoProgress, memo: &memo, cancel: cancel.clone(), http };
+    let mut done = local::execute_with(def, stage.as_ref(), &pipeline.wdir, threads, services).map_err(stage_err)?;
     done.memo_keys = memo.used();
     {
         let mut out = std::io::stdout().lock();

@@ -20,7 +20,8 @@ pub struct Local;
 impl Executor for Local {
     fn run(&self, job: &Job<'_>) -> Result<RunEntry, Failure> {
         let memo = super::CacheMemo::new(job.cache, &job.def.kind);
-        let mut done = execute(job.def, job.stage, &job.pipeline.wdir, job.threads, job.progress, &memo)?;
+        let services = Services { progress: job.progress, memo: &memo, cancel: job.cancel.clone(), http: job.http };
+        let mut done = execute_with(job.def, job.stage, &job.pipeline.wdir, job.threads, services)?;
         done.memo_keys = memo.used();
         store(job.cache, job.stat, job.def, &job.pipeline.wdir, job.key, done)
     }
@@ -66,10 +67,19 @@ pub fn abs(wdir: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// Run `stage` for `def` with the workspace rooted at `wdir`: remove old
-/// outs, execute (with `memo` as the stage's memo), check every declared
-/// out exists, read its `metrics:` files into its metrics (a file's names
-/// win over the kind's own).
+/// What a stage reaches through its context besides its own inputs.
+pub struct Services<'a> {
+    /// Where it reports how far it is.
+    pub progress: &'a dyn Progress,
+    /// Its answers kept across runs.
+    pub memo: &'a dyn crate::Memo,
+    /// Tripped when the run asks it to stop.
+    pub cancel: crate::Cancel,
+    /// The run's shared HTTP client, if any.
+    pub http: Option<&'a dyn crate::Http>,
+}
+
+/// [`execute_with`] with `progress` and `memo`, a token nobody trips and no HTTP client.
 pub fn execute(
     def: &StageDef,
     stage: &dyn Stage,
@@ -77,6 +87,23 @@ pub fn execute(
     threads: usize,
     progress: &dyn Progress,
     memo: &dyn crate::Memo,
+) -> Result<Executed, Failure> {
+    let services = Services { progress, memo, cancel: crate::Cancel::default(), http: None };
+    execute_with(def, stage, wdir, threads, services)
+}
+
+/// Run `stage` for `def` with the workspace rooted at `wdir`: remove old
+/// outs, execute (with `services` in its context), check every declared
+/// out exists, read its `metrics:` files into its metrics (a file's names
+/// win over the kind's own). A stage that stops on its token fails with
+/// [`crate::FailureKind::Cancelled`], so nothing it wrote is stored; one that
+/// finishes anyway (it does not check) succeeds as usual.
+pub fn execute_with(
+    def: &StageDef,
+    stage: &dyn Stage,
+    wdir: &Path,
+    threads: usize,
+    services: Services<'_>,
 ) -> Result<Executed, Failure> {
     let cwd = abs(wdir, &def.cwd);
     let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(wdir, d)).collect();
@@ -98,13 +125,16 @@ pub fn execute(
             .with_cmd(def.cmd.as_deref())
             .with_env(&env)
             .with_threads(threads)
-            .with_progress(progress)
-            .with_memo(memo);
+            .with_progress(services.progress)
+            .with_memo(services.memo)
+            .with_cancel(services.cancel.clone())
+            .with_http(services.http);
         stage.execute(&mut ctx)
     };
     let seconds = started.elapsed().as_secs_f64();
     let mut metrics =
         result.map_err(|e| Failure { message: e.detail(), log_tail: tail(&log, 20), kind: Some(e.kind) })?;
+
     for (o, rel) in outs.iter().zip(&def.outs) {
         if std::fs::symlink_metadata(o).is_err() {
             let what = if def.metrics.contains(rel) { "metrics file" } else { "out" };

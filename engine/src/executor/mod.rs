@@ -13,6 +13,7 @@
 //! `--executor` on the command line, `executor:` of the stage's file (or of
 //! the root pipeline), `executor` in dvx.toml, else local.
 
+mod interrupt;
 mod job;
 pub(crate) mod local;
 mod memo;
@@ -30,7 +31,8 @@ use local::Failure;
 pub use job::{exec_job, JobError, JobOutcome, JobSpec};
 pub use local::Local;
 pub use memo::CacheMemo;
-pub use slurm::{interrupted, wait_for_interrupt, Interrupt, Slurm};
+pub use interrupt::{listen, Interrupt, Interrupts};
+pub use slurm::Slurm;
 
 /// One stage key to execute, with everything an executor needs.
 pub struct Job<'a> {
@@ -56,6 +58,10 @@ pub struct Job<'a> {
     pub note: &'a (dyn Fn(&str) + Sync),
     /// Called with a line worth printing (a job submitted).
     pub say: &'a (dyn Fn(&str) + Sync),
+    /// The run's cancellation token.
+    pub cancel: &'a crate::Cancel,
+    /// The run's shared HTTP client, if its caller gave one.
+    pub http: Option<&'a dyn crate::Http>,
 }
 
 /// Runs one stage key.

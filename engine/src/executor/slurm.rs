@@ -8,16 +8,15 @@
 //! They are removed when the job succeeds and kept when it fails.
 //!
 //! Jobs are followed with `scontrol show job -o` (works without accounting,
-//! unlike `sacct`; finished jobs stay visible for Slurm's `MinJobAge`). SIGINT
-//! or SIGTERM to dvx cancels every job it has in flight (`scancel`), refuses
-//! further submissions and makes every wait return a failure; the library
-//! never exits the process: the caller learns of it through [`interrupted`] or
-//! [`wait_for_interrupt`] and decides (the `dvx` binary exits 130 or 143).
+//! unlike `sacct`; finished jobs stay visible for Slurm's `MinJobAge`). When
+//! the run's [`Cancel`] token trips (SIGINT or SIGTERM to dvx, see
+//! [`super::interrupt`], or another stage failed) every wait cancels its job
+//! (`scancel`) and returns, and nothing more is submitted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dvx_cache::{Bucket, RunEntry, StageKey};
@@ -25,6 +24,7 @@ use dvx_cache::{Bucket, RunEntry, StageKey};
 use super::job::{hostname, outcome_path, write_job_file, JobOutcome, JobSpec};
 use super::local::{tail, Failure};
 use super::{Executor, Job};
+use crate::Cancel;
 
 mod array;
 
@@ -33,90 +33,20 @@ mod array;
 pub struct Slurm {
     exe: PathBuf,
     poll: Duration,
-    tracker: &'static Tracker,
+    /// Job ids in flight. Submitting happens under its lock, after a look
+    /// at the token: a cancel comes either before a submission (nothing is
+    /// submitted) or after it (the job's wait sees it and `scancel`s it).
+    live: Mutex<BTreeSet<String>>,
+    /// The run's token: once tripped, nothing more is submitted and every
+    /// wait cancels its job and returns.
+    cancel: Cancel,
 }
-
-/// Jobs in flight, shared with the signal handler.
-#[derive(Debug, Default)]
-struct Tracker {
-    state: Mutex<Tracked>,
-    /// Notified once the handler has cancelled the jobs in flight.
-    done: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct Tracked {
-    live: BTreeSet<String>,
-    /// Set by the signal handler: submit nothing more, stop waiting.
-    cancelled: bool,
-    /// Set once the jobs in flight have been cancelled.
-    interrupt: Option<Interrupt>,
-}
-
-/// The signal that interrupted a run using the Slurm executor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interrupt {
-    /// Ctrl-C.
-    Sigint,
-    /// A polite kill (`kill`, Slurm's own time limits, a shutdown).
-    Sigterm,
-}
-
-impl Interrupt {
-    /// The signal's name, as in messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Interrupt::Sigint => "SIGINT",
-            Interrupt::Sigterm => "SIGTERM",
-        }
-    }
-
-    /// The conventional exit status of a process stopped by it (128 + signal number).
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Interrupt::Sigint => 130,
-            Interrupt::Sigterm => 143,
-        }
-    }
-}
-
-impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tracked> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The signal that interrupted this process's Slurm jobs, once their
-/// cancelling is over; `None` if none came (or no Slurm executor was made).
-pub fn interrupted() -> Option<Interrupt> {
-    TRACKER.get().and_then(|t| t.lock().interrupt)
-}
-
-/// Block until a signal has interrupted the Slurm jobs and they have been
-/// cancelled; never returns in a process that makes no Slurm executor or
-/// gets no signal. For a binary that wants to exit on it from a thread of its own.
-pub fn wait_for_interrupt() -> Interrupt {
-    let tracker = TRACKER.get_or_init(Tracker::default);
-    let mut t = tracker.lock();
-    loop {
-        if let Some(i) = t.interrupt {
-            return i;
-        }
-        t = tracker.done.wait(t).unwrap_or_else(|p| p.into_inner());
-    }
-}
-
-static TRACKER: OnceLock<Tracker> = OnceLock::new();
 
 impl Slurm {
-    /// A Slurm executor. The job runs this same `dvx` binary (or
-    /// `$DVX_SLURM_EXE`), which must be at the same path on the nodes.
-    /// Starts (once per process) the SIGINT/SIGTERM listener that cancels
-    /// in-flight jobs.
-    pub fn new() -> Slurm {
-        let tracker = TRACKER.get_or_init(Tracker::default);
-        static LISTENING: std::sync::Once = std::sync::Once::new();
-        LISTENING.call_once(install_signal_handler);
+    /// A Slurm executor for a run cancelled through `cancel`. The job runs
+    /// this same `dvx` binary (or `$DVX_SLURM_EXE`), which must be at the
+    /// same path on the nodes.
+    pub fn new(cancel: Cancel) -> Slurm {
         let exe = std::env::var_os("DVX_SLURM_EXE")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -127,64 +57,27 @@ impl Slurm {
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(2));
-        Slurm { exe, poll, tracker }
+        Slurm { exe, poll, live: Mutex::default(), cancel }
     }
-}
 
-impl Default for Slurm {
-    fn default() -> Self {
-        Slurm::new()
+    fn live(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-/// On SIGINT/SIGTERM: cancel the jobs in flight, then record the
-/// [`Interrupt`] and wake [`wait_for_interrupt`]. Exiting is the caller's call.
-fn install_signal_handler() {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new().name("dvx-signals".into()).spawn(move || {
-        use tokio::signal::unix::{signal, SignalKind};
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(_) => return,
+    /// `scancel` job `id` (the run was cancelled), saying so; the failure its stage reports.
+    fn cancel_job(&self, job: &Job<'_>, id: &str) -> Failure {
+        let why = self.cancel.reason().unwrap_or_else(|| "the run was cancelled".into());
+        let line = match Command::new("scancel").arg(id).output() {
+            Ok(o) if o.status.success() => format!("dvx: {why}: cancelled Slurm job(s) {id}"),
+            Ok(o) => format!("dvx: {why}: `scancel {id}` failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+            Err(e) => format!("dvx: {why}: cannot run scancel: {e}; cancel job {id} by hand"),
         };
-        let which = rt.block_on(async move {
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-                let _ = ready_tx.send(());
-                return None;
-            };
-            let _ = ready_tx.send(());
-            tokio::select! {
-                _ = int.recv() => Some(Interrupt::Sigint),
-                _ = term.recv() => Some(Interrupt::Sigterm),
-            }
-        });
-        let Some(which) = which else { return };
-        let name = which.name();
-        let tracker = TRACKER.get_or_init(Tracker::default);
-        let ids: Vec<String> = {
-            let mut t = tracker.lock();
-            t.cancelled = true;
-            t.live.iter().cloned().collect()
-        };
-        if ids.is_empty() {
-            eprintln!("\ndvx: {name}: stopping");
-        } else {
-            let out = Command::new("scancel").args(&ids).output();
-            match out {
-                Ok(o) if o.status.success() => eprintln!("\ndvx: {name}: cancelled Slurm job(s) {}", ids.join(", ")),
-                Ok(o) => eprintln!(
-                    "\ndvx: {name}: `scancel {}` failed: {}",
-                    ids.join(" "),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-                Err(e) => eprintln!("\ndvx: {name}: cannot run scancel: {e}; cancel job(s) {} by hand", ids.join(", ")),
-            }
+        (job.say)(&line);
+        Failure {
+            message: format!("cancelled: {why}: slurm job {id} cancelled"),
+            log_tail: String::new(),
+            kind: Some(crate::FailureKind::Cancelled),
         }
-        tracker.lock().interrupt = Some(which);
-        tracker.done.notify_all();
-    });
-    if spawned.is_ok() {
-        let _ = ready_rx.recv_timeout(Duration::from_secs(5));
     }
 }
 
@@ -347,11 +240,12 @@ impl Slurm {
             format!("exec {} exec-stage {}", sh_quote(&self.exe.to_string_lossy()), sh_quote(&spec.to_string_lossy()));
         args.push(format!("--wrap={wrap}"));
 
-        // Submitting under the tracker lock: the signal handler either runs
-        // before (and nothing is submitted) or after (and sees the job).
-        let mut t = self.tracker.lock();
-        if t.cancelled {
-            return Err(fail("interrupted before the job was submitted".into()));
+        // Submitting under the lock of the jobs in flight, checking the
+        // token first: a cancel either comes before (nothing is submitted)
+        // or after (the job's wait sees it and cancels the job).
+        let mut t = self.live();
+        if let Err(f) = self.cancel.check() {
+            return Err(Failure { message: format!("{} before the job was submitted", f.message), log_tail: String::new(), kind: Some(f.kind) });
         }
         tracing::debug!(stage = %job.def.name, ?args, "sbatch");
         let mut sbatch = Command::new("sbatch");
@@ -373,7 +267,7 @@ impl Slurm {
             // Submitted, perhaps, but not trackable: say what sbatch said.
             return Err(fail(format!("cannot read the job id from sbatch's output `{}`", stdout.trim())));
         }
-        t.live.insert(id.to_string());
+        t.insert(id.to_string());
         Ok(id.to_string())
     }
 
@@ -389,13 +283,14 @@ impl Slurm {
         let mut delay = Duration::from_millis(100);
         let mut failing_since: Option<Instant> = None;
         loop {
-            std::thread::sleep(delay);
+            // Sleep in slices, so a cancel is acted on within a tenth of a second.
+            let woke = Instant::now() + delay;
+            while !self.cancel.is_cancelled() && Instant::now() < woke {
+                std::thread::sleep(Duration::from_millis(100).min(delay));
+            }
             delay = (delay * 2).min(self.poll);
-            if self.tracker.lock().cancelled {
-                // Return once the handler is through with `scancel`, so the
-                // caller sees the interrupt recorded.
-                let which = wait_for_interrupt();
-                return Err(fail(format!("interrupted by {}: slurm job {id} cancelled", which.name())));
+            if self.cancel.is_cancelled() {
+                return Err(self.cancel_job(job, id));
             }
             match query(id) {
                 Ok(Some(lines)) => {
@@ -447,7 +342,7 @@ impl Executor for Slurm {
                     "slurm: stage `{}` is still running as job {id} from an earlier dvx; waiting for it",
                     job.def.name
                 ));
-                self.tracker.lock().live.insert(id.clone());
+                self.live().insert(id.clone());
                 id
             }
             None => {
@@ -458,7 +353,7 @@ impl Executor for Slurm {
         };
         (job.note)(&format!("job {id} submitted"));
         let waited = self.wait(job, &id);
-        self.tracker.lock().live.remove(&id);
+        self.live().remove(&id);
         let info = waited?;
         let outcome: Option<JobOutcome> =
             std::fs::read(&files.outcome).ok().and_then(|b| serde_json::from_slice(&b).ok());

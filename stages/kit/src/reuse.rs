@@ -94,12 +94,12 @@ pub struct Batch {
 impl Batch {
     /// Parse item `i` (a bad one as the reader names it).
     pub fn parse(&self, i: usize) -> Result<dvx_records::Record, dvx_records::BadRecord> {
-        let (at, item) = &self.items[i];
-        let raw = match item {
-            Item::Text(t) => Raw::Text(Ok(t.clone())),
-            Item::Unreadable(r) => Raw::Text(Err(r.clone())),
-        };
-        self.source.parse(*at, raw).map(|(_, r)| r)
+        match &self.items[i] {
+            (at, Item::Text(t)) => {
+                self.source.parse_str(*at, t).map(|(_, r)| r).map_err(|b| dvx_records::BadRecord { text: t.clone(), ..b })
+            }
+            (at, Item::Unreadable(r)) => self.source.parse(*at, Raw::Text(Err(r.clone()))).map(|(_, r)| r),
+        }
     }
 }
 
@@ -278,9 +278,12 @@ impl<'a> Reuse<'a> {
             return compute(pool, (0..n).collect(), &f).map(|v| v.into_iter().map(|(_, r)| r).collect());
         };
         let key: MemoKey = *blake3::Hasher::new().update(&self.salt).update(&batch.anchor).finalize().as_bytes();
+        // The content hash is the hash of the item ids, so each item's bytes are hashed once.
+        let ids: Vec<[u8; 16]> = pool.install(|| batch.items.par_iter().map(|(_, it)| it.id()).collect());
         let content = {
             let mut h = blake3::Hasher::new();
-            batch.items.iter().for_each(|(_, it)| it.feed(&mut h));
+            h.update(b"ids\0");
+            ids.iter().for_each(|id| _ = h.update(id));
             *h.finalize().as_bytes()
         };
         let old: Option<Entry<R>> = memo.get(&key).and_then(|b| Entry::decode(&b));
@@ -290,7 +293,6 @@ impl<'a> Reuse<'a> {
                 return Ok(old.expect("checked").results);
             }
         }
-        let ids: Vec<[u8; 16]> = pool.install(|| batch.items.par_iter().map(|(_, it)| it.id()).collect());
         let mut results: Vec<Option<R>> = vec![None; n];
         if let Some(e) = old {
             let by_id: HashMap<[u8; 16], usize> = e.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use dvx_stage_api::{Memo, MemoryMemo, Metrics, Stage, StageContext, StageShape, Typed, TypedStage};
+use dvx_stage_api::{Cancel, Http, Memo, MemoryMemo, Metrics, Stage, StageContext, StageShape, Typed, TypedStage};
 use serde_json::Value;
 
 /// What a stage run left behind.
@@ -64,6 +64,36 @@ pub fn run_with_memo<T: TypedStage>(
     threads: usize,
     memo: &dyn Memo,
 ) -> Result<Run, String> {
+    run_with(kind, inputs, outs, params, threads, Services { memo, ..Services::default() })
+}
+
+/// The services a stage run by [`run_with`] gets through its context.
+pub struct Services<'a> {
+    /// Its memo.
+    pub memo: &'a dyn Memo,
+    /// Its cancellation token: trip a clone to see the stage stop.
+    pub cancel: Cancel,
+    /// Its HTTP client (none by default, as a caller that supplies none).
+    pub http: Option<&'a dyn Http>,
+}
+
+impl Default for Services<'_> {
+    fn default() -> Self {
+        static NO_MEMO: dvx_stage_api::NoMemo = dvx_stage_api::NoMemo;
+        Services { memo: &NO_MEMO, cancel: Cancel::new(), http: None }
+    }
+}
+
+/// [`run`] with the given services.
+pub fn run_with<T: TypedStage>(
+    kind: T,
+    inputs: &[&str],
+    outs: &[&str],
+    params: Value,
+    threads: usize,
+    services: Services<'_>,
+) -> Result<Run, String> {
+    let memo = services.memo;
     let stage = Typed::new(kind);
     let dir = tempfile::tempdir().unwrap();
     let deps: Vec<PathBuf> = inputs
@@ -82,8 +112,11 @@ pub fn run_with_memo<T: TypedStage>(
     stage.check(&shape).map_err(|e| format!("{}: {}", e.field.unwrap_or_default(), e.message))?;
     stage.check_outs(out_names).map_err(|e| format!("outs.{}: {}", e.index, e.message))?;
     let mut log = Vec::new();
-    let mut ctx =
-        StageContext::new("t", dir.path(), &deps, &outs, &params, &mut log).with_threads(threads).with_memo(memo);
+    let mut ctx = StageContext::new("t", dir.path(), &deps, &outs, &params, &mut log)
+        .with_threads(threads)
+        .with_memo(memo)
+        .with_cancel(services.cancel)
+        .with_http(services.http);
     let metrics = stage.execute(&mut ctx).map_err(|e| e.message)?;
     Ok(Run { metrics, log: String::from_utf8(log).unwrap(), outs, _dir: dir })
 }

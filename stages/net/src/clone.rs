@@ -278,6 +278,7 @@ impl TypedStage for CloneRepos {
         let mut per_repo = serde_json::Map::new();
         let mut total = 0;
         for r in &p.repos {
+            ctx.cancel.check()?;
             let (commit, refname) = resolve(r, ctx.cwd)?;
             let dest = root.join(&r.name);
             fetch_into(r, &commit, refname.as_deref(), &dest, ctx.cwd, ctx.log)?;

@@ -63,7 +63,7 @@ impl Slurm {
             units.len()
         ));
         let waited = self.wait_all(job, &id);
-        self.tracker.lock().live.remove(&id);
+        self.live().remove(&id);
         let lines = match waited {
             Ok(l) => l,
             Err(f) => return all_fail(f),

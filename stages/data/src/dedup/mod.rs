@@ -136,7 +136,7 @@ impl TypedStage for Dedup {
         let (deps, outs, cwd, progress, memo) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress, ctx.memo);
         // The stage log is not `Send`; collect the lines and copy them after.
         let mut log = Vec::new();
-        let services = Services { progress, memo, pool: &pool };
+        let services = Services { progress, memo, pool: &pool, cancel: &ctx.cancel };
         let result = pool.install(|| run(p, deps, outs, cwd, &mut log, &services));
         ctx.log.write_all(&log)?;
         result
@@ -182,6 +182,7 @@ struct Services<'a> {
     progress: &'a dyn dvx_stage_api::Progress,
     memo: &'a dyn dvx_stage_api::Memo,
     pool: &'a rayon::ThreadPool,
+    cancel: &'a dvx_stage_api::Cancel,
 }
 
 fn run(
@@ -192,7 +193,7 @@ fn run(
     log: &mut Vec<u8>,
     services: &Services<'_>,
 ) -> Result<Metrics, StageFailure> {
-    let Services { progress, memo, pool } = *services;
+    let Services { progress, memo, pool, cancel } = *services;
     let started = Instant::now();
     // Progress: the bytes of the deps read and sketched, then the phases after.
     let size = |d: &PathBuf| std::fs::metadata(d).map(|m| m.len()).unwrap_or(0);
@@ -231,6 +232,7 @@ fn run(
                 dep.display()
             )));
         }
+        cancel.check()?;
         let bytes = reading(dep);
         corpus.add_input(&input_sketcher, dep, source_name(cwd, dep), &mut reuse, pool)?;
         progress.inc(bytes);
@@ -240,6 +242,7 @@ fn run(
     log.extend(input_sketcher.text_report("dedup").map(|l| l + "\n").unwrap_or_default().bytes());
     corpus.end_inputs();
     for dep in &deps[n_inputs..] {
+        cancel.check()?;
         let bytes = reading(dep);
         if sigfile::is_signature_file(dep) {
             let reader = sigfile::Reader::open(dep)?;
@@ -252,6 +255,7 @@ fn run(
     }
     corpus.seal_bands()?;
     let sketched_at = started.elapsed();
+    cancel.check()?;
 
     // Pass 2: the input texts that share a bucket with another are the only
     // ones whose Jaccard may be checked; read them again, in input order.
@@ -267,6 +271,7 @@ fn run(
     corpus.seal_shingles()?;
     tracing::info!(candidates = lacking.len(), spilled = ?corpus.spilled(), "dedup re-read candidate texts");
     let reread_at = started.elapsed();
+    cancel.check()?;
     progress.set_total(bands as u64, "bands");
     progress.message("linking duplicates");
     let (clusters, drops, pairs) = if p.stable {

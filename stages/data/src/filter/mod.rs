@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::field_check::FieldsSeen;
-use crate::records::{BadLine, Record, RecordWriter};
+use crate::records::{BadLine, RecordWriter};
 use crate::reuse::{Batch, Batches, Reuse};
 use crate::support::{bad_line_record, category_of, pool, round4, OnError};
 use rule::{parse_rules, Rule, Subject};
@@ -174,7 +174,11 @@ impl TypedStage for Filter {
                         match miss {
                             None => {
                                 t.passed += 1;
-                                kept.write_json_line(line.as_deref().or(item.text().ok()).unwrap_or_default())?;
+                                match line {
+                                    // Kept by an earlier run that stored the compact line.
+                                    Some(l) => kept.write_json_line(&l)?,
+                                    None => kept.write_json_text(item.text().unwrap_or_default())?,
+                                }
                             }
                             Some(path) => {
                                 *reasons.entry(path).or_default() += 1;
@@ -233,8 +237,9 @@ enum Verdict {
         /// The deciding rule's path, when rejected.
         #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
         miss: Option<String>,
-        /// The line written: the rejected record with its reason, or a kept
-        /// one whose compact form is not the input text itself.
+        /// The rejected record with its reason, as written. (Runs before
+        /// 2026-12 also kept the compact line of a kept record whose input
+        /// was not compact; now the writer makes it from the input text.)
         #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
         line: Option<String>,
     },
@@ -253,12 +258,11 @@ fn verdict(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<V
     let cat = category_of(&rec, &p.category_field);
     let rule = c.rules.get(&cat).or(c.default.as_ref());
     let miss = rule.and_then(|r| r.test(&Subject::new(&rec, &p.text_fields)).err().map(|m| (m.counted_as(), m.describe())));
-    let written = |rec: &Record| serde_json::to_string(rec).map_err(|e| StageFailure::new(format!("cannot write a record: {e}")));
     let line = match &miss {
-        None => Some(written(&rec)?).filter(|l| batch.items[i].1.text().ok() != Some(l.as_str())),
+        None => None,
         Some((_, why)) => {
             rec.insert(p.reason_field.clone(), Value::String(why.clone()));
-            Some(written(&rec)?)
+            Some(serde_json::to_string(&rec).map_err(|e| StageFailure::new(format!("cannot write a record: {e}")))?)
         }
     };
     Ok(Verdict::Record { cat, fields, miss: miss.map(|(path, _)| path), line })

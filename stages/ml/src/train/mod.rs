@@ -132,8 +132,8 @@ impl TypedStage for Train {
     }
 
     fn execute(&self, p: &TrainParams, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
-        let (deps, outs, progress) = (ctx.deps, ctx.outs, ctx.progress);
-        threads::run_on_pool(ctx.threads, ctx.log, |log| execute(p, deps, outs, log, progress))
+        let (deps, outs, progress, cancel) = (ctx.deps, ctx.outs, ctx.progress, &ctx.cancel);
+        threads::run_on_pool(ctx.threads, ctx.log, |log| execute(p, deps, outs, log, progress, cancel))
     }
 }
 
@@ -143,6 +143,7 @@ fn execute(
     outs: &[PathBuf],
     log: &mut dyn std::io::Write,
     progress: &dyn dvx_stage_api::Progress,
+    cancel: &dvx_stage_api::Cancel,
 ) -> Result<Metrics, StageFailure> {
     let started = Instant::now();
     let fail = |m: String| StageFailure::new(m);
@@ -308,7 +309,7 @@ fn execute(
         seed,
     };
     tracing::info!(steps, examples = train_ex.len(), params = params_total, trainable, "training");
-    let hist = run::train(&model, &vars, &train_ex, &valid_ex, &cfg, log, progress)?;
+    let hist = run::train(&model, &vars, &train_ex, &valid_ex, &cfg, log, progress, cancel)?;
 
     // Outputs.
     let trained = var_tensors(&vars);

@@ -75,7 +75,9 @@ pub fn eval_loss(model: &Transformer, examples: &[Example], bs: usize, pad: u32)
     Ok(if count > 0.0 { sum / count } else { f64::NAN })
 }
 
-/// Train `vars` (the trainable part of `model`) on `train`.
+/// Train `vars` (the trainable part of `model`) on `train`, stopping between
+/// steps when `cancel` trips.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     model: &Transformer,
     vars: &[(String, Var)],
@@ -84,6 +86,7 @@ pub fn train(
     cfg: &LoopConfig,
     log: &mut dyn Write,
     progress: &dyn Progress,
+    cancel: &dvx_stage_api::Cancel,
 ) -> Result<History, StageFailure> {
     let dev: &Device = model.device();
     let var_list: Vec<Var> = vars.iter().map(|(_, v)| v.clone()).collect();
@@ -101,6 +104,8 @@ pub fn train(
     progress.set_total(cfg.steps as u64, "step");
     let mut window = (Instant::now(), 0usize);
     for step in 0..cfg.steps {
+        // Between steps: a cancelled run stops here, its model never written.
+        cancel.check()?;
         let t0 = Instant::now();
         let mut acc = GradAccum::new(var_list.len());
         let mut loss_sum = 0f64;

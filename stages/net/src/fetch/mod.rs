@@ -1,8 +1,8 @@
 //! `kind: fetch` — download files (or copy local ones) into a folder.
 //!
 //! - params: `files: [{url, path, sha256?, blake3?}]`; `cache_dir` (default
-//!   `.dvx/downloads`, relative to the stage folder) where `cached-path` keeps
-//!   downloads between runs; `timeout_s` (default 60).
+//!   `.dvx/downloads`, relative to the stage folder) where downloads are kept
+//!   between runs; `timeout_s` (default 60).
 //! - outs[0]: a folder; each file lands at `outs[0]/<path>`.
 //! - fingerprint: an expected hash, when given, is the content's identity (no
 //!   network needed). Otherwise http(s) URLs get a HEAD request and its ETag,
@@ -15,15 +15,20 @@
 //!   stage, naming both hashes.
 //! - metrics: `files.<path>.{bytes, sha256, blake3}`, `bytes`.
 //!
-//! HTTP runs on a thread of its own: `reqwest::blocking` must not run on an
-//! async runtime's thread, and the engine's scheduler may call us from one.
+//! Downloads go through the run's shared HTTP client (its retries and
+//! connection pool; see `crate::http`) and stop between chunks when the run
+//! is cancelled. The fingerprint's HEAD requests run before the stage has a
+//! context, on a client of their own, on a thread of its own:
+//! `reqwest::blocking` must not run on an async runtime's thread, and the
+//! engine's scheduler may call us from one.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use dvx_stage_api::{
-    Count, FingerprintContext, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext, StageFailure, TypedStage,
+    Cancel, Count, FingerprintContext, Http, HttpRequest, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, StageContext,
+    StageFailure, TypedStage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -225,23 +230,74 @@ fn check_params(p: &Params) -> Result<(), ParamError> {
     Ok(())
 }
 
-/// Download through `cached-path`, in a cache subfolder named after the
-/// file's identity so a changed file never comes back stale from the cache
-/// (cached-path alone keys on the ETag and would reuse a file whose server
-/// sends none).
-fn download(url: &str, cache: &Path, ident: &Value, timeout: u64) -> Result<PathBuf, StageFailure> {
+/// Where a download of `url` with identity `ident` is kept: a folder named
+/// after the identity, so a changed file never comes back stale from the
+/// download cache, and a file named after the URL.
+fn cached_download(cache: &Path, url: &str, ident: &Value) -> PathBuf {
     let sub = blake3::hash(ident.to_string().as_bytes()).to_hex()[..16].to_string();
-    off_runtime(|| {
-        let c = cached_path::Cache::builder()
-            .dir(cache.to_path_buf())
-            .timeout(Duration::from_secs(timeout))
-            .max_retries(1)
-            .progress_bar(None)
-            .build()
-            .map_err(|e| StageFailure::new(format!("cannot open the download cache {}: {e}", cache.display())))?;
-        c.cached_path_with_options(url, &cached_path::Options::default().subdir(&sub))
-            .map_err(|e| StageFailure::new(format!("download {url}: {e}")))
-    })
+    let name = blake3::hash(url.as_bytes()).to_hex()[..16].to_string();
+    cache.join(sub).join(name)
+}
+
+/// Download `url` through the run's shared HTTP client (its retries and
+/// connection pool) into the download cache, unless it is there already;
+/// the cached file. The body streams to a temporary file, checking
+/// `cancel` between chunks, and is renamed into place only when whole.
+fn download(
+    http: &dyn Http,
+    url: &str,
+    cache: &Path,
+    ident: &Value,
+    timeout: u64,
+    cancel: &Cancel,
+    progress: &dyn dvx_stage_api::Progress,
+) -> Result<PathBuf, StageFailure> {
+    let dest = cached_download(cache, url, ident);
+    if dest.is_file() {
+        return Ok(dest);
+    }
+    let dir = dest.parent().expect("a cache file has a folder");
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StageFailure::new(format!("cannot create the download cache {}: {e}", dir.display())))?;
+    let req = HttpRequest::get(url).timeout(Duration::from_secs(timeout)).cancel(cancel.clone());
+    let resp = http.send(&req)?;
+    if !resp.is_success() {
+        let message = format!("download {url}: HTTP {}", resp.status);
+        return Err(if resp.status == 429 || resp.status >= 500 {
+            StageFailure::transient(message)
+        } else {
+            StageFailure::new(message)
+        });
+    }
+    if let Some(total) = resp.header("content-length").and_then(|v| v.parse::<u64>().ok()) {
+        progress.set_total(total, "bytes");
+    }
+    let tmp = dir.join(format!(".{}.part-{}", dest.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let written = (|| -> Result<(), StageFailure> {
+        let mut file = std::fs::File::create(&tmp)?;
+        let mut body = resp.body;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            cancel.check()?;
+            let n = body.read(&mut buf).map_err(|e| {
+                let f = StageFailure::from(e);
+                StageFailure::of_kind(f.kind, format!("download {url}: {}", f.message))
+            })?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n])?;
+            progress.inc(n as u64);
+        }
+        file.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &dest)?;
+    Ok(dest)
 }
 
 /// The `fetch` kind.
@@ -284,9 +340,11 @@ impl TypedStage for Fetch {
         let mut files = serde_json::Map::new();
         let mut total = 0;
         for f in &p.files {
+            ctx.cancel.check()?;
             let src = if is_http(&f.url) {
                 let ident = identity(f, ctx.cwd, p.timeout_s)?;
-                download(&f.url, &cache, &ident, p.timeout_s)?
+                let http = ctx.need_http()?;
+                download(http, &f.url, &cache, &ident, p.timeout_s, &ctx.cancel, ctx.progress)?
             } else {
                 local_path(&f.url, ctx.cwd)
             };

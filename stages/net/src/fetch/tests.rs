@@ -4,8 +4,46 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::source_files::testing::run;
 use dvx_stage_api::{Stage, StageShape, Typed};
+
+/// Check then execute `kind` in `cwd` with a shared HTTP client, as a run
+/// would; the log too.
+fn run<T: dvx_stage_api::TypedStage>(
+    kind: T,
+    cwd: &Path,
+    deps: &[PathBuf],
+    outs: &[PathBuf],
+    params: Value,
+) -> (Result<Metrics, StageFailure>, String) {
+    let http = crate::http::Client::new(
+        Duration::from_secs(10),
+        crate::http::Retry { max_retries: 2, base: Duration::from_millis(10), max_wait: Duration::from_secs(1) },
+    );
+    run_with(kind, cwd, deps, outs, params, Some(&http), &dvx_stage_api::Cancel::new())
+}
+
+fn run_with<T: dvx_stage_api::TypedStage>(
+    kind: T,
+    cwd: &Path,
+    deps: &[PathBuf],
+    outs: &[PathBuf],
+    params: Value,
+    http: Option<&dyn Http>,
+    cancel: &dvx_stage_api::Cancel,
+) -> (Result<Metrics, StageFailure>, String) {
+    let stage = Typed::new(kind);
+    let shape = StageShape { params: &params, deps: deps.len(), outs: outs.len(), cmd: None };
+    if let Err(e) = stage.check(&shape) {
+        return (Err(StageFailure::new(format!("check: {:?}: {}", e.field, e.message))), String::new());
+    }
+    for o in outs {
+        std::fs::create_dir_all(o.parent().unwrap()).unwrap();
+    }
+    let mut log = Vec::new();
+    let mut ctx = StageContext::new("test", cwd, deps, outs, &params, &mut log).with_http(http).with_cancel(cancel.clone());
+    let r = stage.execute(&mut ctx);
+    (r, String::from_utf8_lossy(&log).into_owned())
+}
 
 /// Which validators the test server sends.
 #[derive(Clone, Copy)]
@@ -220,4 +258,43 @@ fn param_errors_name_the_field() {
         Some("files.1.path")
     );
     assert_eq!(check(json!({"files": [{"path": "x"}]})).field.as_deref(), Some("files.0.url"));
+}
+
+#[test]
+fn a_download_needs_the_runs_http_client() {
+    let server = Server::start(b"data", Validators::ETag);
+    let dir = tempfile::tempdir().unwrap();
+    let params = json!({"files": [{"url": server.url, "path": "d.txt"}], "cache_dir": "cache"});
+    let out = dir.path().join("out");
+    let (r, _) = run_with(Fetch, dir.path(), &[], std::slice::from_ref(&out), params, None, &dvx_stage_api::Cancel::new());
+    let e = r.unwrap_err();
+    assert!(e.message.contains("needs an HTTP client"), "{e}");
+    assert_eq!(server.gets.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_cancelled_fetch_stops_and_caches_nothing() {
+    let server = Server::start(b"data", Validators::ETag);
+    let dir = tempfile::tempdir().unwrap();
+    let params = json!({"files": [{"url": server.url, "path": "d.txt"}], "cache_dir": "cache"});
+    let out = dir.path().join("out");
+    let cancel = dvx_stage_api::Cancel::new();
+    cancel.cancel("stage `boom` failed");
+    let http = crate::http::Client::standard();
+    let (r, _) = run_with(Fetch, dir.path(), &[], std::slice::from_ref(&out), params, Some(&http), &cancel);
+    assert_eq!(r.unwrap_err().kind, dvx_stage_api::FailureKind::Cancelled);
+    assert_eq!(server.gets.load(Ordering::SeqCst), 0);
+    assert!(!dir.path().join("out/d.txt").exists());
+}
+
+#[test]
+fn a_missing_remote_file_fails_naming_the_status() {
+    let server = Server::start(b"data", Validators::ETag);
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url.replace("/data.txt", "/missing");
+    let params = json!({"files": [{"url": url, "path": "d.txt", "sha256": "0".repeat(64)}], "cache_dir": "cache"});
+    let out = dir.path().join("out");
+    let (r, _) = run(Fetch, dir.path(), &[], std::slice::from_ref(&out), params);
+    let e = r.unwrap_err();
+    assert!(e.message.contains("HTTP 404"), "{e}");
 }

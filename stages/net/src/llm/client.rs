@@ -3,10 +3,16 @@
 //! server's `Retry-After` and `x-ratelimit-*` headers pause every worker.
 //! The API key goes in the `Authorization` header only and is scrubbed
 //! from any error text.
+//!
+//! Requests go out through the run's shared HTTP client (one connection
+//! pool for the run), one attempt per send: the retries stay here because
+//! they follow the stage's own `limits` (`max_retries`, `backoff_s`), also
+//! re-ask when an answer's body is garbled, and a `Retry-After` pauses
+//! every worker of the stage through its rate limiter, not one request.
 
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::Client;
+use dvx_stage_api::{Http, HttpRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -33,6 +39,8 @@ pub struct Policy {
     pub max_retries: u32,
     /// First backoff; doubles each retry, capped at a minute.
     pub backoff: Duration,
+    /// How long one attempt may take.
+    pub timeout: Duration,
 }
 
 /// A call's result and how many retries it took.
@@ -45,11 +53,6 @@ pub struct Called {
     pub latency: Duration,
 }
 
-/// An HTTP client for teachers; `timeout` bounds each attempt.
-pub fn client(timeout: Duration) -> Result<Client, String> {
-    Client::builder().timeout(timeout).build().map_err(|e| format!("cannot build an HTTP client: {e}"))
-}
-
 enum Attempt {
     Done(Answer),
     /// Try again, after at least this long when the server said.
@@ -57,22 +60,25 @@ enum Attempt {
     Fatal(String),
 }
 
-/// POST `body` to `url` until it answers or the retries run out.
+/// POST `body` to `url` until it answers, the retries run out or `cancel`
+/// trips (then no further attempt is made and the wait ends early).
+#[allow(clippy::too_many_arguments)]
 pub fn call(
-    client: &Client,
+    http: &dyn Http,
     url: &str,
     key: Option<&str>,
     body: &[u8],
     tokens: u64,
     policy: Policy,
     limit: &RateLimit,
+    cancel: &dvx_stage_api::Cancel,
 ) -> Called {
     let started = Instant::now();
     let mut rng = SplitMix64::new(started.elapsed().as_nanos() as u64 ^ jitter_seed());
     let mut retries = 0;
     loop {
         limit.acquire(tokens);
-        let result = match attempt(client, url, key, body, limit) {
+        let result = match attempt(http, url, key, body, limit, policy.timeout) {
             Attempt::Done(a) => Ok(a),
             Attempt::Fatal(e) => Err(e),
             Attempt::Again(e, _) if retries >= policy.max_retries => {
@@ -85,7 +91,13 @@ pub fn call(
                 // A server's Retry-After already paused everyone (see `attempt`).
                 let delay = if wait.is_some() { Duration::ZERO } else { jittered };
                 tracing::debug!("retrying in {delay:?}: {e}");
-                std::thread::sleep(delay);
+                let until = Instant::now() + delay;
+                while !cancel.is_cancelled() && Instant::now() < until {
+                    std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+                }
+                if cancel.is_cancelled() {
+                    return Called { result: Err(scrub(&format!("cancelled: {e}"), key)), retries, latency: started.elapsed() };
+                }
                 retries += 1;
                 continue;
             }
@@ -100,17 +112,22 @@ fn jitter_seed() -> u64 {
     RandomState::new().hash_one(std::thread::current().id())
 }
 
-fn attempt(client: &Client, url: &str, key: Option<&str>, body: &[u8], limit: &RateLimit) -> Attempt {
-    let mut req = client.post(url).header("content-type", "application/json").body(body.to_vec());
+fn attempt(http: &dyn Http, url: &str, key: Option<&str>, body: &[u8], limit: &RateLimit, timeout: Duration) -> Attempt {
+    let mut req = HttpRequest::new("POST", url)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .timeout(timeout)
+        .max_retries(0);
     if let Some(k) = key {
-        req = req.bearer_auth(k);
+        req = req.header("authorization", format!("Bearer {k}"));
     }
-    let resp = match req.send() {
+    let resp = match http.send(&req) {
         Ok(r) => r,
-        Err(e) => return Attempt::Again(describe(&e), None),
+        Err(e) => return Attempt::Again(e.message, None),
     };
-    let status = resp.status();
-    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // As `HTTP 500 Internal Server Error` in messages.
+    let status = reqwest::StatusCode::from_u16(resp.status).unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    let header = |name: &str| resp.header(name).map(str::to_string);
     for (remaining, reset) in [
         ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
         ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
@@ -125,9 +142,9 @@ fn attempt(client: &Client, url: &str, key: Option<&str>, body: &[u8], limit: &R
     if let Some(w) = wait {
         limit.pause_until(Instant::now() + w);
     }
-    let text = match resp.text() {
-        Ok(t) => t,
-        Err(e) => return Attempt::Again(format!("reading the answer: {}", describe(&e)), wait),
+    let text = match resp.bytes() {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => return Attempt::Again(format!("reading the answer: {e}"), wait),
     };
     if status.as_u16() == 429 || status.is_server_error() {
         return Attempt::Again(format!("HTTP {status}: {}", snippet(&text)), wait);
@@ -156,23 +173,6 @@ pub fn parse_answer(text: &str) -> Result<Answer, String> {
         prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
         completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
     })
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "connection failed"
-    };
-    let mut s = format!("{what}: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(&format!(": {inner}"));
-        src = inner.source();
-    }
-    s
 }
 
 fn snippet(text: &str) -> String {

@@ -112,7 +112,7 @@ impl TypedStage for Generate {
     fn execute(&self, prepared: &Prepared, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let Prepared { p, prompt } = prepared;
         let (records, requests) = requests_for(ctx.deps, ctx.cwd, &p.teachers, p.seed, |rec, at| prompt.messages(rec, at))?;
-        let report = ask_all(&p.teachers, &requests, &p.limits, ctx.memo, &|_| true, 0)?;
+        let report = ask_all(&p.teachers, &requests, &p.limits, ctx.memo, &|_| true, 0, &ctx.cancel, ctx.need_http()?)?;
 
         let mut out = RecordWriter::create(&ctx.outs[0])?;
         let mut rejects = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
@@ -208,7 +208,8 @@ mod tests {
 
     use super::super::fake::{Fake, Fault};
     use super::*;
-    use crate::testkit::{jsonl, run, run_with_memo};
+    use super::super::testing::{run, run_with_memo};
+    use crate::testkit::jsonl;
 
     fn prompts(range: std::ops::Range<usize>) -> String {
         jsonl(&range.map(|i| json!({"id": i, "topic": format!("topic {i}")})).collect::<Vec<_>>())
@@ -255,6 +256,43 @@ mod tests {
                 .unwrap();
         let share_a = changed.records(0).iter().filter(|r| r["_teacher"] == "a").count();
         assert_eq!(fake.count(), 60 + share_a, "a new temperature for a re-sends a's share only");
+    }
+
+    #[test]
+    fn cancel_stops_further_requests_and_a_rerun_resumes_from_the_memo() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        use dvx_stage_api::Cancel;
+
+        use crate::testkit::{run_with, Services};
+
+        let http = super::super::testing::http();
+
+        // The teacher trips the run's token as it answers the 5th request.
+        let cancel = Cancel::new();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let (tripper, count) = (cancel.clone(), answered.clone());
+        let fake = Fake::with(move |body| {
+            if count.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
+                tripper.cancel("stage `boom` failed");
+            }
+            format!("answer to: {}", body["messages"].as_array().unwrap().last().unwrap()["content"])
+        });
+        let mut p = params(&fake.base_url, 0.5);
+        p["limits"] = json!({"backoff_s": 0.01, "max_concurrent": 1});
+        let memo = MemoryMemo::default();
+        let with = |cancel| Services { memo: &memo, cancel, http: Some(&http) };
+        let e = run_with(Generate, &[&prompts(0..20)], &["out.jsonl"], p.clone(), 1, with(cancel)).unwrap_err();
+        assert!(e.starts_with("cancelled: stage `boom` failed"), "{e}");
+        assert!(e.contains("5 of 20 requests to send were answered"), "{e}");
+        assert_eq!(fake.count(), 5, "no request goes out after the token trips");
+        assert_eq!(memo.len(), 5, "the answers that arrived are kept");
+
+        let r = run_with(Generate, &[&prompts(0..20)], &["out.jsonl"], p, 1, with(Cancel::new())).unwrap();
+        assert_eq!(fake.count(), 20, "the re-run sends only the other 15");
+        assert_eq!(r.metric("from_memo"), &json!(5));
+        assert_eq!(r.records(0).len(), 20);
     }
 
     #[test]

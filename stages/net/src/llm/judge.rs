@@ -156,7 +156,7 @@ impl TypedStage for Judge {
             Ok(messages)
         })?;
         let accept = |a: &super::client::Answer| parser.parse(&a.content).is_some();
-        let report = ask_all(&p.teachers, &requests, &p.limits, ctx.memo, &accept, p.parse_retries)?;
+        let report = ask_all(&p.teachers, &requests, &p.limits, ctx.memo, &accept, p.parse_retries, &ctx.cancel, ctx.need_http()?)?;
 
         let mut kept = RecordWriter::create(&ctx.outs[0])?;
         let mut rest = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
@@ -310,7 +310,8 @@ mod tests {
 
     use super::super::fake::Fake;
     use super::*;
-    use crate::testkit::{jsonl, run_with_memo};
+    use super::super::testing::run_with_memo;
+    use crate::testkit::jsonl;
 
     fn dims(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()

@@ -12,9 +12,12 @@ mod fake;
 mod generate;
 mod judge;
 mod prompt;
-mod ratelimit;
+pub(crate) mod ratelimit;
 mod runner;
 mod teachers;
+
+#[cfg(test)]
+mod testing;
 
 pub use generate::Generate;
 pub use generate::Params as GenerateParams;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dvx_stage_api::{Memo, MemoKey, StageFailure};
+use dvx_stage_api::{Cancel, Memo, MemoKey, StageFailure};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -149,8 +149,13 @@ pub fn memo_key(t: &Teacher, body: &Value) -> MemoKey {
 
 /// Ask every request. `accept` says whether an answer is usable (a judge's
 /// must parse): one that is not is asked again up to `reasks` times, and
-/// only usable answers are memoised. Fails only on setup problems (a
-/// missing API key variable); failed requests come back as `Err` answers.
+/// only usable answers are memoised. Requests go out through `http`, the
+/// run's shared client. Fails on setup problems (a missing
+/// API key variable) and when `cancel` trips before every request was
+/// asked: the workers take no new request, the answers already in are in
+/// the memo, so a re-run asks only the rest. Failed requests come back as
+/// `Err` answers.
+#[allow(clippy::too_many_arguments)]
 pub fn ask_all(
     teachers: &[Teacher],
     requests: &[Request],
@@ -158,6 +163,8 @@ pub fn ask_all(
     memo: &dyn Memo,
     accept: &(dyn Fn(&Answer) -> bool + Sync),
     reasks: u32,
+    cancel: &Cancel,
+    http: &dyn dvx_stage_api::Http,
 ) -> Result<Report, StageFailure> {
     let keys: Vec<Option<String>> =
         teachers.iter().map(api_key).collect::<Result<_, _>>().map_err(StageFailure::bad_input)?;
@@ -179,12 +186,19 @@ pub fn ask_all(
     tracing::info!("{} requests: {} from the memo, {} to send", requests.len(), requests.len() - misses.len(), misses.len());
 
     let limit = RateLimit::new(sending.rpm, sending.tpm);
-    let policy = Policy { max_retries: sending.max_retries, backoff: Duration::from_secs_f64(sending.backoff_s) };
+    let policy = Policy {
+        max_retries: sending.max_retries,
+        backoff: Duration::from_secs_f64(sending.backoff_s),
+        timeout: Duration::from_secs_f64(sending.timeout_s),
+    };
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Done, u32, Duration)>> = Mutex::new(Vec::new());
     let memo_errors = AtomicUsize::new(0);
-    let worker = |http: &reqwest::blocking::Client| loop {
+    let worker = || loop {
+        if cancel.is_cancelled() {
+            break;
+        }
         let n = next.fetch_add(1, Ordering::Relaxed);
         let Some(&i) = misses.get(n) else { break };
         let r = &requests[i];
@@ -196,7 +210,7 @@ pub fn ask_all(
         let mut latency = Duration::ZERO;
         let mut answer = Err(String::new());
         for _ in 0..=reasks {
-            let called = client::call(http, &t.url(), key, &bytes, tokens, policy, &limit);
+            let called = client::call(http, &t.url(), key, &bytes, tokens, policy, &limit, cancel);
             retries += called.retries;
             latency = called.latency;
             answer = called.result;
@@ -213,6 +227,10 @@ pub fn ask_all(
                 Err(_) => break,
             }
         }
+        if answer.is_err() && cancel.is_cancelled() {
+            // Stopped part way, not failed: left unasked, for the re-run.
+            break;
+        }
         let k = finished.fetch_add(1, Ordering::Relaxed) + 1;
         if k.is_multiple_of(100) || k == misses.len() {
             tracing::info!("{k}/{} requests answered", misses.len());
@@ -220,23 +238,13 @@ pub fn ask_all(
         results.lock().expect("results lock").push((i, Done { answer, from_memo: false }, retries, latency));
     };
     if !misses.is_empty() {
-        let timeout = Duration::from_secs_f64(sending.timeout_s);
-        // reqwest's blocking client must live and die off any async runtime: all of it happens on threads of our own.
         let workers = sending.max_concurrent.min(misses.len());
         let worker = &worker;
         std::thread::scope(|s| {
-            s.spawn(|| -> Result<(), StageFailure> {
-                let http = client::client(timeout).map_err(StageFailure::permanent)?;
-                std::thread::scope(|inner| {
-                    for _ in 0..workers {
-                        inner.spawn(|| worker(&http));
-                    }
-                });
-                Ok(())
-            })
-            .join()
-            .expect("request workers panicked")
-        })?;
+            for _ in 0..workers {
+                s.spawn(worker);
+            }
+        });
     }
 
     let mut tallies: Vec<Tally> = teachers.iter().map(|_| Tally::default()).collect();
@@ -252,6 +260,16 @@ pub fn ask_all(
             latencies.push(latency.as_secs_f64());
         }
         done[i] = Some(d);
+    }
+    let unasked = done.iter().filter(|d| d.is_none()).count();
+    if unasked > 0 {
+        let asked = misses.len() - unasked;
+        let f = cancel.check().expect_err("requests go unasked only when cancelled");
+        return Err(StageFailure::cancelled(format!(
+            "{} ({asked} of {} requests to send were answered and are kept in the memo; a re-run sends the other {unasked})",
+            f.message,
+            misses.len()
+        )));
     }
     let done: Vec<Done> = done.into_iter().map(|d| d.expect("every request answered or failed")).collect();
     for (r, d) in requests.iter().zip(&done) {
