@@ -968,7 +968,17 @@ fn run_sharded(
                 })
             })
             .collect(),
-        _ => shard::run_local(&sh.ws.cache, def, stage, &sh.p.wdir, &units.units, &todo, threads),
+        _ => shard::run_local(
+            &sh.ws.cache,
+            def,
+            stage,
+            &sh.p.wdir,
+            &units.units,
+            &todo,
+            threads,
+            &sh.cancel,
+            sh.http.as_deref(),
+        ),
     };
     let mut first_failure = None;
     for (&i, r) in todo.iter().zip(ran) {

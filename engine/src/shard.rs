@@ -180,6 +180,8 @@ pub(crate) fn restore_unit(cache: &Cache, def: &StageDef, unit: &Unit, link: Lin
 }
 
 /// Execute one shard into its staging place and store it under its key.
+/// The shard gets the run's token and HTTP client, as a whole stage does.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn execute_unit(
     cache: &Cache,
     def: &StageDef,
@@ -187,6 +189,8 @@ pub(crate) fn execute_unit(
     wdir: &Path,
     unit: &Unit,
     threads: usize,
+    cancel: &crate::Cancel,
+    http: Option<&dyn crate::Http>,
 ) -> Result<RunEntry, Failure> {
     let mut d = def.clone();
     d.deps = vec![unit.part.display().to_string()];
@@ -194,7 +198,8 @@ pub(crate) fn execute_unit(
     d.metrics = Vec::new();
     // Each shard lists the memo keys it used, so gc keeps them while a version uses the stage.
     let memo = crate::executor::CacheMemo::new(cache, &def.kind);
-    let done = local::execute(&d, stage, wdir, threads, &NoProgress, &memo)?;
+    let services = local::Services { progress: &NoProgress, memo: &memo, cancel: cancel.clone(), http };
+    let done = local::execute_with(&d, stage, wdir, threads, services)?;
     let refs: Vec<&Path> = unit.outs.iter().map(PathBuf::as_path).collect();
     let keep_log = |message: String| Failure { message, log_tail: tail(&done.log, 20), kind: None };
     let stored = cache
@@ -234,6 +239,8 @@ pub(crate) fn run_local(
     units: &[Unit],
     todo: &[usize],
     threads: usize,
+    cancel: &crate::Cancel,
+    http: Option<&dyn crate::Http>,
 ) -> Vec<Result<RunEntry, Failure>> {
     let workers = threads.max(1).min(todo.len().max(1));
     let per = (threads / workers).max(1);
@@ -244,7 +251,7 @@ pub(crate) fn run_local(
             s.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&ui) = todo.get(k) else { break };
-                let r = execute_unit(cache, def, stage, wdir, &units[ui], per);
+                let r = execute_unit(cache, def, stage, wdir, &units[ui], per, cancel, http);
                 results.lock().expect("shard results lock")[k] = Some(r);
             });
         }

@@ -149,7 +149,7 @@ pub fn exec_job(
     http: Option<&dyn crate::Http>,
 ) -> Result<RunEntry, JobError> {
     if super::shard_job::is_shard_spec(spec_path) {
-        return super::shard_job::exec_shard_job(spec_path, registry);
+        return super::shard_job::exec_shard_job(spec_path, registry, cancel, http);
     }
     let host = hostname();
     let text = match std::fs::read(spec_path) {

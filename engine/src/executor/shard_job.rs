@@ -59,7 +59,12 @@ pub(crate) fn task_log(spec: &Path, index: Option<usize>) -> PathBuf {
 }
 
 /// Execute this task's shard, as `dvx exec-stage` in an array job.
-pub(crate) fn exec_shard_job(spec_path: &Path, registry: &Registry) -> Result<RunEntry, JobError> {
+pub(crate) fn exec_shard_job(
+    spec_path: &Path,
+    registry: &Registry,
+    cancel: &crate::Cancel,
+    http: Option<&dyn crate::Http>,
+) -> Result<RunEntry, JobError> {
     let host = hostname();
     let bad = |message: String| JobError::BadSpec { path: spec_path.to_path_buf(), message };
     let text = std::fs::read(spec_path).map_err(|e| bad(e.to_string()))?;
@@ -68,7 +73,7 @@ pub(crate) fn exec_shard_job(spec_path: &Path, registry: &Registry) -> Result<Ru
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .ok_or_else(|| bad("no SLURM_ARRAY_TASK_ID: a sharded stage's spec is run by a task of an array job".into()))?;
-    let result = run_task(&spec, index, registry, &host);
+    let result = run_task(&spec, index, registry, &host, cancel, http);
     let outcome = match &result {
         Ok(entry) => JobOutcome { host: host.clone(), entry: Some(entry.clone()), error: None, log_tail: String::new() },
         Err(JobError::Stage { message, log_tail, .. }) => {
@@ -85,7 +90,14 @@ pub(crate) fn exec_shard_job(spec_path: &Path, registry: &Registry) -> Result<Ru
     result
 }
 
-fn run_task(spec: &ShardJobSpec, index: usize, registry: &Registry, host: &str) -> Result<RunEntry, JobError> {
+fn run_task(
+    spec: &ShardJobSpec,
+    index: usize,
+    registry: &Registry,
+    host: &str,
+    cancel: &crate::Cancel,
+    http: Option<&dyn crate::Http>,
+) -> Result<RunEntry, JobError> {
     let setup = |message: String| JobError::Setup { stage: spec.job.stage.clone(), host: host.to_string(), message };
     let task = spec
         .tasks
@@ -112,6 +124,8 @@ fn run_task(spec: &ShardJobSpec, index: usize, registry: &Registry, host: &str) 
         &checked.pipeline.wdir,
         &unit,
         job_threads(),
+        cancel,
+        http,
     )
     .map_err(|f| JobError::Stage {
         stage: spec.job.stage.clone(),

@@ -27,7 +27,10 @@ impl ParamsDoc for Params {
 /// Runs `cmd` with `sh -c`; stdout and stderr become the stage's log.
 pub struct Cmd;
 
-/// How often a running command looks at the cancel token.
+/// How often a running command looks at the cancel token, at most. The
+/// first looks come sooner (from 1 ms, doubling), so a command that ends in
+/// a few milliseconds is not held for a whole interval: a pipeline of many
+/// small stages would pay it on each.
 const POLL: Duration = Duration::from_millis(50);
 /// How long a cancelled command has to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
@@ -92,6 +95,7 @@ fn read_all(pipe: Option<impl Read>) -> Vec<u8> {
 /// Wait for the command; if `cancel` trips first, SIGTERM its process
 /// group, then SIGKILL what is left after [`GRACE`]. Also whether it was stopped.
 fn wait_or_stop(child: &mut Child, cancel: &Cancel) -> std::io::Result<(ExitStatus, bool)> {
+    let mut pause = Duration::from_millis(1);
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok((status, false));
@@ -99,7 +103,8 @@ fn wait_or_stop(child: &mut Child, cancel: &Cancel) -> std::io::Result<(ExitStat
         if cancel.is_cancelled() {
             break;
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(POLL);
     }
     let group = child.id() as libc::pid_t;
     tracing::info!(pid = group, "run cancelled: stopping the command's process group");
