@@ -5,6 +5,7 @@
 #   bench/scale/run.sh              # 100K and 300K
 #   bench/scale/run.sh 1000000      # by hand: needs ~10 GB free in $WORK
 #   DVX=target/debug/dvx bench/scale/run.sh 20000   # smoke test, no release build
+#   YAML=my.yaml bench/scale/run.sh 300000          # another pipeline over the same data
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -26,7 +27,7 @@ timed() {
 cache_bytes() { du -sb "$1/.dvx/cache" | cut -f1; }
 
 for n in "${sizes[@]}"; do
-    p="$work/n$n"; rm -rf "$p"; mkdir -p "$p"; cp "$here/dvx.yaml" "$p/"
+    p="$work/n$n"; rm -rf "$p"; mkdir -p "$p"; cp "${YAML:-$here/dvx.yaml}" "$p/dvx.yaml"
     python3 "$here/gen.py" --n "$n" --seed 1 --out "$p/data.jsonl"
     echo "== $n records ($(du -h "$p/data.jsonl" | cut -f1)), load $(cut -d' ' -f1-3 /proc/loadavg)"
     cd "$p"
