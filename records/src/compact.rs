@@ -85,14 +85,21 @@ impl Compactor<'_> {
         })
     }
 
+    /// If the next byte is `b`, copy it out and move past it.
+    fn take(&mut self, b: u8) -> bool {
+        let hit = self.s.get(self.at) == Some(&b);
+        if hit {
+            self.at += 1;
+            self.out.push(b as char);
+        }
+        hit
+    }
+
     fn object(&mut self, depth: usize) -> Option<()> {
-        self.at += 1;
-        self.out.push('{');
+        self.take(b'{');
         let first_key = self.keys.len();
         self.ws();
-        if self.s.get(self.at) == Some(&b'}') {
-            self.at += 1;
-            self.out.push('}');
+        if self.take(b'}') {
             return Some(());
         }
         loop {
@@ -109,52 +116,35 @@ impl Compactor<'_> {
             }
             self.keys.push(key);
             self.ws();
-            if self.s.get(self.at) != Some(&b':') {
+            if !self.take(b':') {
                 return None;
             }
-            self.at += 1;
-            self.out.push(':');
             self.value(depth + 1)?;
             self.ws();
-            match self.s.get(self.at)? {
-                b',' => {
-                    self.at += 1;
-                    self.out.push(',');
-                }
-                b'}' => {
-                    self.at += 1;
-                    self.out.push('}');
-                    self.keys.truncate(first_key);
-                    return Some(());
-                }
-                _ => return None,
+            if self.take(b'}') {
+                self.keys.truncate(first_key);
+                return Some(());
+            }
+            if !self.take(b',') {
+                return None;
             }
         }
     }
 
     fn array(&mut self, depth: usize) -> Option<()> {
-        self.at += 1;
-        self.out.push('[');
+        self.take(b'[');
         self.ws();
-        if self.s.get(self.at) == Some(&b']') {
-            self.at += 1;
-            self.out.push(']');
+        if self.take(b']') {
             return Some(());
         }
         loop {
             self.value(depth + 1)?;
             self.ws();
-            match self.s.get(self.at)? {
-                b',' => {
-                    self.at += 1;
-                    self.out.push(',');
-                }
-                b']' => {
-                    self.at += 1;
-                    self.out.push(']');
-                    return Some(());
-                }
-                _ => return None,
+            if self.take(b']') {
+                return Some(());
+            }
+            if !self.take(b',') {
+                return None;
             }
         }
     }
@@ -253,7 +243,11 @@ impl Compactor<'_> {
         let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
         if integer {
             // serde_json reads `-0` and integers past 64 bits as floats.
-            let fits = if token.starts_with('-') { token.parse::<i64>().is_ok_and(|v| v != 0) } else { token.parse::<u64>().is_ok() };
+            let fits = if token.starts_with('-') {
+                token.parse::<i64>().is_ok_and(|v| v != 0)
+            } else {
+                token.parse::<u64>().is_ok()
+            };
             if !fits || (digits.len() > 1 && digits.starts_with('0')) {
                 return None;
             }
@@ -309,10 +303,14 @@ mod tests {
 
     #[test]
     fn common_shapes_take_the_fast_route_and_match_serde() {
-        fast(r#"{"instruction": "Sum 2 + 2?", "response": "4 ✓", "source": "wizardlm", "quality_score": 0.7609, "category": "math"}"#);
+        fast(
+            r#"{"instruction": "Sum 2 + 2?", "response": "4 ✓", "source": "wizardlm", "quality_score": 0.7609, "category": "math"}"#,
+        );
         fast(r#"{"a":1,"b":-2,"c":18446744073709551615,"d":-9223372036854775808,"e":true,"f":false,"g":null}"#);
         fast(" {\n\t\"x\" : [ 1 , 2.50 , 1e5 , -0.0 , 3E-2 , 1.0 ] ,\r\n \"y\" : { } , \"z\" : [ ] } \n");
-        fast(r#"{"messages": [{"role": "user", "content": "caf\u00e9 \ud83d\ude00 \/ \"q\" \\ \b\f\n\r\t \u0001 \u001F \u007f \u2028"}]}"#);
+        fast(
+            r#"{"messages": [{"role": "user", "content": "caf\u00e9 \ud83d\ude00 \/ \"q\" \\ \b\f\n\r\t \u0001 \u001F \u007f \u2028"}]}"#,
+        );
         fast(r#"{"deep": [[[[{"k": [{"k": "v"}]}]]]], "k": "same key name inside is fine"}"#);
         fast(r#""a bare string""#);
         fast("123");
@@ -321,12 +319,12 @@ mod tests {
     #[test]
     fn refuses_what_would_differ_and_compact_still_matches() {
         for text in [
-            r#"{"a": 1, "a": 2}"#,           // serde keeps one of them
-            r#"{"a\u0062": 1}"#,             // an escaped key
-            r#"{"n": -0}"#,                  // read as a float
+            r#"{"a": 1, "a": 2}"#,            // serde keeps one of them
+            r#"{"a\u0062": 1}"#,              // an escaped key
+            r#"{"n": -0}"#,                   // read as a float
             r#"{"n": 18446744073709551616}"#, // past u64
             r#"{"n": -9223372036854775809}"#, // past i64
-            r#"{"s": "\ud800"}"#,            // a lone surrogate: not readable at all
+            r#"{"s": "\ud800"}"#,             // a lone surrogate: not readable at all
             r#"{"a": 1} x"#,
             r#"{"a": 01}"#,
             "{\"s\": \"raw\u{1}control\"}",
@@ -343,13 +341,7 @@ mod tests {
     /// fast route answers, it answers what serde_json does.
     #[test]
     fn random_texts_match_serde() {
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::test_rng::below(0x9E37_79B9_7F4A_7C15);
         let mut taken = 0;
         for _ in 0..3000 {
             let mut text = String::new();
@@ -375,8 +367,23 @@ mod tests {
             0 => t.push_str(["true", "false", "null"][next(3) as usize]),
             1 => t.push_str(
                 [
-                    "0", "7", "-7", "42", "1.5", "-0.25", "1e3", "2.5E-3", "1.0", "100.000", "-0", "0.1", "123456789012",
-                    "1e300", "3.14159265358979323846", "9007199254740993", "-1.0e-7",
+                    "0",
+                    "7",
+                    "-7",
+                    "42",
+                    "1.5",
+                    "-0.25",
+                    "1e3",
+                    "2.5E-3",
+                    "1.0",
+                    "100.000",
+                    "-0",
+                    "0.1",
+                    "123456789012",
+                    "1e300",
+                    "3.14159265358979323846",
+                    "9007199254740993",
+                    "-1.0e-7",
                 ][next(17) as usize],
             ),
             2 | 3 => gen_string(next, t),
@@ -415,8 +422,25 @@ mod tests {
         for _ in 0..next(6) {
             t.push_str(
                 [
-                    "a", "é", "✓", "😀", "\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\u0000", "\\u001f", "\\u007F", "\\b",
-                    "\\t", "\\ud83d\\ude00", "\\u2028", " ", "\\f", "\\r",
+                    "a",
+                    "é",
+                    "✓",
+                    "😀",
+                    "\\n",
+                    "\\\"",
+                    "\\\\",
+                    "\\/",
+                    "\\u00e9",
+                    "\\u0000",
+                    "\\u001f",
+                    "\\u007F",
+                    "\\b",
+                    "\\t",
+                    "\\ud83d\\ude00",
+                    "\\u2028",
+                    " ",
+                    "\\f",
+                    "\\r",
                 ][next(19) as usize],
             );
         }

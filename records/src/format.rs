@@ -56,11 +56,7 @@ const ARROW_STREAM: &[u8] = &[0xff, 0xff, 0xff, 0xff];
 pub fn detect(path: &Path) -> std::io::Result<Format> {
     if path.is_dir() {
         let hf = ["state.json", "dataset_info.json", "dataset_dict.json"];
-        return Ok(if hf.iter().any(|f| path.join(f).is_file()) {
-            Format::HfDisk
-        } else {
-            Format::ParquetFolder
-        });
+        return Ok(if hf.iter().any(|f| path.join(f).is_file()) { Format::HfDisk } else { Format::ParquetFolder });
     }
     let mut head = [0u8; 6];
     let mut file = File::open(path)?;

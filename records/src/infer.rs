@@ -148,7 +148,11 @@ fn path_of(parent: &str, key: &str) -> String {
     }
 }
 
-fn collect_object(fields: &mut IndexMap<String, Inferred>, entries: &[(Cow<str>, Skeleton)], parent: &str) -> Result<(), String> {
+fn collect_object(
+    fields: &mut IndexMap<String, Inferred>,
+    entries: &[(Cow<str>, Skeleton)],
+    parent: &str,
+) -> Result<(), String> {
     for (key, value) in entries {
         let key: &str = key;
         let path = || path_of(parent, key);
@@ -244,7 +248,9 @@ fn element_type(items: &[Skeleton], path: &str) -> Result<Inferred, String> {
                     Skeleton::Float => _ = set.insert(DataType::Float64),
                     Skeleton::Str => _ = set.insert(DataType::Utf8),
                     Skeleton::Array(_) | Skeleton::Object(_) => {
-                        return Err(format!("field `{path}` is a list of scalars with an element that is a list or an object"))
+                        return Err(format!(
+                            "field `{path}` is a list of scalars with an element that is a list or an object"
+                        ))
                     }
                 }
             }
@@ -334,7 +340,9 @@ mod tests {
 
     fn arrow_json_schema(lines: &[String]) -> Result<Schema, String> {
         let text = lines.join("\n");
-        arrow_json::reader::infer_json_schema(std::io::Cursor::new(text), None).map(|(s, _)| s).map_err(|e| e.to_string())
+        arrow_json::reader::infer_json_schema(std::io::Cursor::new(text), None)
+            .map(|(s, _)| s)
+            .map_err(|e| e.to_string())
     }
 
     fn ours(lines: &[String]) -> Result<Schema, String> {
@@ -348,8 +356,14 @@ mod tests {
     #[test]
     fn agrees_with_arrow_json_on_shapes_people_write() {
         let cases: Vec<Vec<&str>> = vec![
-            vec![r#"{"instruction": "a", "response": "b", "quality_score": 0.5, "n": 3, "ok": true}"#, r#"{"quality_score": 1, "extra": null}"#],
-            vec![r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{}"}}]}]}"#, r#"{"messages": []}"#],
+            vec![
+                r#"{"instruction": "a", "response": "b", "quality_score": 0.5, "n": 3, "ok": true}"#,
+                r#"{"quality_score": 1, "extra": null}"#,
+            ],
+            vec![
+                r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{}"}}]}]}"#,
+                r#"{"messages": []}"#,
+            ],
             vec![r#"{"a": 1}"#, r#"{"a": [2, 3.5]}"#, r#"{"a": null}"#],
             vec![r#"{"a": [1, null]}"#, r#"{"a": 5}"#],
             vec![r#"{"a": []}"#, r#"{"a": [[1], [2.5, null]]}"#, r#"{"a": [[]]}"#],
@@ -385,30 +399,26 @@ mod tests {
     /// schema whenever arrow-json gives one, and refuse the same ones.
     #[test]
     fn random_records_agree_with_arrow_json() {
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::test_rng::below(0x2545_F491_4F6C_DD1D);
         let mut agreed = 0;
         for _ in 0..400 {
-            let lines: Vec<String> = (0..1 + next(4)).map(|_| {
-                let mut t = String::from("{");
-                for k in ["a", "b", "c"] {
-                    if next(3) == 0 {
-                        continue;
+            let lines: Vec<String> = (0..1 + next(4))
+                .map(|_| {
+                    let mut t = String::from("{");
+                    for k in ["a", "b", "c"] {
+                        if next(3) == 0 {
+                            continue;
+                        }
+                        if t.len() > 1 {
+                            t.push(',');
+                        }
+                        t.push_str(&format!("\"{k}\":"));
+                        gen(&mut next, &mut t, 0);
                     }
-                    if t.len() > 1 {
-                        t.push(',');
-                    }
-                    t.push_str(&format!("\"{k}\":"));
-                    gen(&mut next, &mut t, 0);
-                }
-                t.push('}');
-                t
-            }).collect();
+                    t.push('}');
+                    t
+                })
+                .collect();
             match (ours(&lines), arrow_json_schema(&lines)) {
                 (Ok(a), Ok(b)) => {
                     assert_eq!(a, b, "{lines:?}");

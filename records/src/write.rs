@@ -100,7 +100,8 @@ impl RecordWriter {
 
     /// Append one record.
     pub fn write(&mut self, record: &Record) -> Result<(), StageFailure> {
-        let failed = |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot write {}: {e}", self.path.display()));
+        let failed =
+            |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot write {}: {e}", self.path.display()));
         if let Sink::Parquet(..) = self.sink {
             // The schema is inferred from the text, so it is made first.
             return self.put(&serde_json::to_string(record).map_err(|e| failed(&e))?);
@@ -131,8 +132,9 @@ impl RecordWriter {
         let mut line = std::mem::take(&mut self.scratch);
         line.clear();
         if !crate::compact_into(json, &mut line) {
-            line = crate::compact(json)
-                .ok_or_else(|| StageFailure::new(format!("cannot write {}: a record is not JSON", self.path.display())))?;
+            line = crate::compact(json).ok_or_else(|| {
+                StageFailure::new(format!("cannot write {}: a record is not JSON", self.path.display()))
+            })?;
         }
         let put = self.put(&line);
         self.scratch = line;
@@ -211,8 +213,8 @@ fn spool_to_parquet(mut spool: tempfile::NamedTempFile, schema: Schema, out: &Pa
         .set_created_by("dvx".into())
         .build();
     let file = File::create(out).map_err(|e| io(&e))?;
-    let mut writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props))
-        .map_err(|e| fail(&e))?;
+    let mut writer =
+        ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props)).map_err(|e| fail(&e))?;
     for batch in rows {
         writer.write(&batch.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
     }

@@ -175,7 +175,11 @@ fn unsupported_out_extensions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["o.csv", "o.arrow", "o.json"] {
         let err = RecordWriter::create(&dir.path().join(name)).err().unwrap();
-        assert!(err.message.contains("records are written as .jsonl, .jsonl.gz, .jsonl.zst or .parquet"), "{}", err.message);
+        assert!(
+            err.message.contains("records are written as .jsonl, .jsonl.gz, .jsonl.zst or .parquet"),
+            "{}",
+            err.message
+        );
         assert!(!dir.path().join(name).exists());
     }
 }

@@ -36,7 +36,8 @@ pub(super) struct ArrowRows {
 
 /// Rows of a Parquet file, streamed a row group at a time.
 pub(super) fn parquet(path: &Path, file: File) -> Result<Box<dyn Feed>, StageFailure> {
-    let cannot = |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot read {} as Parquet: {e}", path.display()));
+    let cannot =
+        |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot read {} as Parquet: {e}", path.display()));
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| cannot(&e))?;
     check_schema(path, builder.schema())?;
     let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| cannot(&e))?;
@@ -136,9 +137,12 @@ fn unreadable(name: &str, ty: &DataType) -> Option<(String, DataType)> {
     let nested = |child: &str, ty: &DataType| unreadable(&format!("{name}.{child}"), ty);
     match ty {
         Null | Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32
-        | Float64 | Utf8 | LargeUtf8 | Utf8View | Date32 | Date64 | Timestamp(..) | Decimal128(..)
-        | Decimal256(..) => None,
-        List(f) | LargeList(f) | FixedSizeList(f, _) | ListView(f) | LargeListView(f) => unreadable(name, f.data_type()),
+        | Float64 | Utf8 | LargeUtf8 | Utf8View | Date32 | Date64 | Timestamp(..) | Decimal128(..) | Decimal256(..) => {
+            None
+        }
+        List(f) | LargeList(f) | FixedSizeList(f, _) | ListView(f) | LargeListView(f) => {
+            unreadable(name, f.data_type())
+        }
         Struct(fields) => fields.iter().find_map(|f| nested(f.name(), f.data_type())),
         Map(entries, _) => unreadable(name, entries.data_type()),
         Dictionary(_, values) => unreadable(name, values),

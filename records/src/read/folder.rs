@@ -22,8 +22,8 @@ pub(super) fn parquet_shards(dir: &Path) -> Result<Vec<PathBuf>, StageFailure> {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StageFailure> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| StageFailure::new(format!("cannot list {}: {e}", dir.display())))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| StageFailure::new(format!("cannot list {}: {e}", dir.display())))?;
     for entry in entries {
         let path = entry.map_err(|e| StageFailure::new(format!("cannot list {}: {e}", dir.display())))?.path();
         if path.is_dir() {

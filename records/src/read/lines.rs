@@ -171,7 +171,9 @@ impl JsonArray {
                     break;
                 }
                 (_, None) => return Err(self.fail("the array ends without `]`".into())),
-                (_, Some(b)) => return Err(self.fail(format!("expected `,` or `]` after an element, found `{}`", b as char))),
+                (_, Some(b)) => {
+                    return Err(self.fail(format!("expected `,` or `]` after an element, found `{}`", b as char)))
+                }
             }
             if self.peek_byte()? != Some(b'{') {
                 return Err(self.fail("not a JSON object".into()));

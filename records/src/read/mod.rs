@@ -65,7 +65,13 @@ impl Source {
 impl Source {
     /// Parse item number `at`, given as JSON text, into a record.
     pub fn parse_str(&self, at: usize, text: &str) -> Result<(usize, Record), BadRecord> {
-        let bad = |reason: String| BadRecord { path: self.path.clone(), line: at, unit: self.unit, text: String::new(), reason };
+        let bad = |reason: String| BadRecord {
+            path: self.path.clone(),
+            line: at,
+            unit: self.unit,
+            text: String::new(),
+            reason,
+        };
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => Ok((at, map)),
             Ok(_) => Err(bad("not a JSON object".into())),
@@ -112,8 +118,14 @@ impl RecordReader {
             Format::HfDisk => folder::save_to_disk_files(path)?.into(),
             _ => [path.to_path_buf()].into(),
         };
-        let mut reader =
-            RecordReader { path: path.to_path_buf(), format, files, current: None, ahead: VecDeque::new(), done: false };
+        let mut reader = RecordReader {
+            path: path.to_path_buf(),
+            format,
+            files,
+            current: None,
+            ahead: VecDeque::new(),
+            done: false,
+        };
         // Open the first file now, so a bad header fails at open and the
         // format (array or lines) is known for logs.
         reader.open_next()?;
@@ -221,9 +233,5 @@ fn open_file(path: &Path) -> Result<Box<dyn Feed>, StageFailure> {
     // A `.jsonl` file starting with `[` is JSONL with a bad first line.
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     let starts_array = starts_array && !name.contains(".jsonl");
-    Ok(if starts_array {
-        Box::new(lines::JsonArray::new(path, text))
-    } else {
-        Box::new(lines::Lines::new(path, text))
-    })
+    Ok(if starts_array { Box::new(lines::JsonArray::new(path, text)) } else { Box::new(lines::Lines::new(path, text)) })
 }
