@@ -9,6 +9,12 @@
 //! Parquet writer a second parse of its whole spool, and reads each record
 //! into a skeleton (types only: no string is copied) rather than a
 //! `serde_json::Value`.
+//!
+//! Most files repeat a handful of record shapes, so each record is first
+//! scanned into its *shape*: its keys and value types in order, without
+//! allocating. A shape whose last full inference left the schema exactly
+//! as it was, with no change to the schema since, is skipped: inferring it
+//! again is known to change nothing. Anything else takes the full path.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -28,19 +34,48 @@ enum Inferred {
     Any,
 }
 
+/// Shapes remembered at most; past this the memory starts afresh.
+const KNOWN_SHAPES: usize = 4096;
+
 /// The schema of the records added so far.
 #[derive(Debug, Default)]
 pub(crate) struct SchemaInference {
     fields: IndexMap<String, Inferred>,
+    /// Bumped whenever `fields` changes.
+    generation: u64,
+    /// Shape → the generation at which inferring it changed nothing.
+    known: std::collections::HashMap<Vec<u8>, u64>,
+    /// The shape being scanned, kept between records.
+    shape: Vec<u8>,
 }
 
 impl SchemaInference {
     /// Take one record given as JSON text.
     pub fn add(&mut self, text: &str) -> Result<(), String> {
-        match serde_json::from_str::<Skeleton>(text).map_err(|e| format!("malformed JSON: {e}"))? {
-            Skeleton::Object(entries) => collect_object(&mut self.fields, &entries, ""),
-            _ => Err("a record is not a JSON object".into()),
+        self.shape.clear();
+        let scanned = scan_shape(text, &mut self.shape).is_ok();
+        if scanned && self.known.get(&self.shape) == Some(&self.generation) {
+            return Ok(());
         }
+        let before = self.fields.clone();
+        match serde_json::from_str::<Skeleton>(text).map_err(|e| format!("malformed JSON: {e}"))? {
+            Skeleton::Object(entries) => collect_object(&mut self.fields, &entries, "")?,
+            _ => return Err("a record is not a JSON object".into()),
+        }
+        if !same_fields(&before, &self.fields) {
+            self.generation += 1;
+        } else if scanned {
+            if self.known.len() >= KNOWN_SHAPES {
+                self.known.clear();
+            }
+            self.known.insert(self.shape.clone(), self.generation);
+        }
+        Ok(())
+    }
+
+    /// A number that changes whenever the schema does.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The Arrow schema of every record added.
@@ -137,6 +172,108 @@ impl<'de> Deserialize<'de> for Key<'de> {
             }
         }
         d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Scan `text` into `shape`: a token per value in order (`n`ull, `b`ool,
+/// `i`nt, `f`loat, `s`tring, `[`…`]`, `{`…`}`), each key as its length and
+/// bytes. Equal shapes give equal skeletons.
+fn scan_shape(text: &str, shape: &mut Vec<u8>) -> serde_json::Result<()> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(ShapeSeed(shape), &mut de)?;
+    de.end()
+}
+
+struct ShapeSeed<'a>(&'a mut Vec<u8>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ShapeSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ShapeSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.push(b'n');
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.0.push(b'b');
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.0.push(b'i');
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push(if i64::try_from(v).is_ok() { b'i' } else { b'f' });
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.0.push(b'f');
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.0.push(b's');
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        while seq.next_element_seed(ShapeSeed(self.0))?.is_some() {}
+        self.0.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.push(b'{');
+        while map.next_key_seed(ShapeKey(self.0))?.is_some() {
+            map.next_value_seed(ShapeSeed(self.0))?;
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
+}
+
+/// An object key into the shape: its length, then its bytes.
+struct ShapeKey<'a>(&'a mut Vec<u8>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ShapeKey<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ShapeKey<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(v.as_bytes());
+        Ok(())
+    }
+}
+
+/// Order-sensitive equality of two inferred field maps (`IndexMap`'s own
+/// `==` ignores order, and first-seen order is part of the schema).
+fn same_fields(a: &IndexMap<String, Inferred>, b: &IndexMap<String, Inferred>) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((ka, ta), (kb, tb))| ka == kb && same(ta, tb))
+}
+
+fn same(a: &Inferred, b: &Inferred) -> bool {
+    match (a, b) {
+        (Inferred::Scalar(x), Inferred::Scalar(y)) => x.len() == y.len() && x.iter().eq(y.iter()),
+        (Inferred::Array(x), Inferred::Array(y)) => same(x, y),
+        (Inferred::Object(x), Inferred::Object(y)) => same_fields(x, y),
+        (Inferred::Any, Inferred::Any) => true,
+        _ => false,
     }
 }
 
@@ -402,23 +539,7 @@ mod tests {
         let mut next = crate::test_rng::below(0x2545_F491_4F6C_DD1D);
         let mut agreed = 0;
         for _ in 0..400 {
-            let lines: Vec<String> = (0..1 + next(4))
-                .map(|_| {
-                    let mut t = String::from("{");
-                    for k in ["a", "b", "c"] {
-                        if next(3) == 0 {
-                            continue;
-                        }
-                        if t.len() > 1 {
-                            t.push(',');
-                        }
-                        t.push_str(&format!("\"{k}\":"));
-                        gen(&mut next, &mut t, 0);
-                    }
-                    t.push('}');
-                    t
-                })
-                .collect();
+            let lines: Vec<String> = (0..1 + next(4)).map(|_| record(&mut next)).collect();
             match (ours(&lines), arrow_json_schema(&lines)) {
                 (Ok(a), Ok(b)) => {
                     assert_eq!(a, b, "{lines:?}");
@@ -429,6 +550,55 @@ mod tests {
             }
         }
         assert!(agreed > 150, "only {agreed} of 400 gave a schema");
+    }
+
+    /// Records repeating a few random shapes, as files do: skipping shapes
+    /// already inferred gives the schema (or the refusal) a full inference
+    /// of every record gives.
+    #[test]
+    fn skipping_known_shapes_changes_no_schema() {
+        let mut next = crate::test_rng::below(0x9E37_79B9_7F4A_7C15);
+        let mut skipped = 0;
+        for _ in 0..200 {
+            let pool: Vec<String> = (0..1 + next(5)).map(|_| record(&mut next)).collect();
+            let lines: Vec<String> = (0..40).map(|_| pool[next(pool.len() as u64) as usize].clone()).collect();
+            let mut inf = SchemaInference::default();
+            let mut full = SchemaInference::default();
+            let mut ours = Ok(());
+            let mut want = Ok(());
+            for l in &lines {
+                if ours.is_ok() {
+                    ours = inf.add(l);
+                }
+                if want.is_ok() {
+                    full.known.clear();
+                    want = full.add(l);
+                }
+            }
+            assert_eq!(ours.is_ok(), want.is_ok(), "{lines:?}");
+            if ours.is_ok() {
+                assert_eq!(inf.schema(), full.schema(), "{lines:?}");
+                assert_eq!(inf.schema(), arrow_json_schema(&lines).unwrap(), "{lines:?}");
+            }
+            skipped += inf.known.len();
+        }
+        assert!(skipped > 100, "the shape memory was used: {skipped}");
+    }
+
+    fn record(next: &mut impl FnMut(u64) -> u64) -> String {
+        let mut t = String::from("{");
+        for k in ["a", "b", "c"] {
+            if next(3) == 0 {
+                continue;
+            }
+            if t.len() > 1 {
+                t.push(',');
+            }
+            t.push_str(&format!("\"{k}\":"));
+            gen(next, &mut t, 0);
+        }
+        t.push('}');
+        t
     }
 
     fn gen(next: &mut impl FnMut(u64) -> u64, t: &mut String, depth: usize) {

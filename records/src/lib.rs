@@ -16,6 +16,7 @@ mod features;
 mod format;
 mod hash;
 mod infer;
+mod parquet_sink;
 mod read;
 mod write;
 
@@ -25,7 +26,8 @@ pub use features::hf_features;
 pub use format::{check_writable, detect, Format, WriteFormat};
 pub use hash::{field, record_hash};
 pub use read::{read_all, Raw, RawChunk, RecordReader, Source};
-pub use write::{RecordWriter, PARQUET_ROW_GROUP};
+pub use parquet_sink::PARQUET_ROW_GROUP;
+pub use write::RecordWriter;
 
 /// One record: a JSON object, keys in the order they were read.
 pub type Record = serde_json::Map<String, serde_json::Value>;

@@ -5,45 +5,28 @@
 //! no file name in the header; `.jsonl.zst` uses zstd level 3, single
 //! threaded: both give the same bytes for the same records.
 //!
-//! `.parquet` needs one schema for the whole file, so records are spooled
-//! as JSONL next to the out while their schema is inferred (arrow-json's
-//! rules, see `infer.rs`: integers with floats become doubles, fields in
-//! first-seen order, a field missing from a record is null), then the spool
-//! is decoded once and encoded a row group at a time. Fixed settings so the bytes are reproducible:
-//! Snappy compression, [`PARQUET_ROW_GROUP`] rows per row group, and
-//! `created_by` = `dvx` (no library version, no timestamps). A field whose
+//! `.parquet` needs one schema for the whole file: see `parquet_sink.rs`
+//! for how it is inferred and how the file is made in one pass where it can
+//! be, with fixed settings so the bytes are reproducible. A field whose
 //! values have two JSON types that do not convert (a string and a number)
 //! is an error naming the field: Parquet cannot hold it.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow_schema::Schema;
 use dvx_stage_api::StageFailure;
 use flate2::write::GzEncoder;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 
 use crate::format::WriteFormat;
-use crate::infer::SchemaInference;
+use crate::parquet_sink::ParquetSink;
 use crate::Record;
-
-/// Rows per Parquet row group: what a reader holds in memory at once.
-pub const PARQUET_ROW_GROUP: usize = 65_536;
-
-/// Rows arrow-json decodes at once when encoding the spool.
-const ENCODE_BATCH: usize = 8192;
 
 enum Sink {
     Jsonl(BufWriter<File>),
     Gz(BufWriter<GzEncoder<File>>),
     Zst(BufWriter<zstd::Encoder<'static, File>>),
-    /// JSONL spool and the schema of what it holds, turned into Parquet
-    /// at [`RecordWriter::finish`].
-    Parquet(BufWriter<tempfile::NamedTempFile>, Box<SchemaInference>),
+    Parquet(Box<ParquetSink>),
 }
 
 impl Sink {
@@ -53,7 +36,7 @@ impl Sink {
             Sink::Jsonl(w) => Some(w),
             Sink::Gz(w) => Some(w),
             Sink::Zst(w) => Some(w),
-            Sink::Parquet(..) => None,
+            Sink::Parquet(_) => None,
         }
     }
 }
@@ -77,8 +60,7 @@ impl RecordWriter {
         std::fs::create_dir_all(parent).map_err(|e| cannot(&e))?;
         const BUF: usize = 1 << 20;
         let sink = if format == WriteFormat::Parquet {
-            let spool = tempfile::Builder::new().prefix(".dvx-spool-").tempfile_in(parent).map_err(|e| cannot(&e))?;
-            Sink::Parquet(BufWriter::with_capacity(BUF, spool), Box::default())
+            Sink::Parquet(Box::new(ParquetSink::new(path, parent)))
         } else {
             let file = File::create(path).map_err(|e| cannot(&e))?;
             match format {
@@ -102,7 +84,7 @@ impl RecordWriter {
     pub fn write(&mut self, record: &Record) -> Result<(), StageFailure> {
         let failed =
             |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot write {}: {e}", self.path.display()));
-        if let Sink::Parquet(..) = self.sink {
+        if let Sink::Parquet(_) = self.sink {
             // The schema is inferred from the text, so it is made first.
             return self.put(&serde_json::to_string(record).map_err(|e| failed(&e))?);
         }
@@ -126,7 +108,7 @@ impl RecordWriter {
     /// `serde_json` writes for the parsed record, without parsing it where
     /// [`crate::compact_into`] can; Parquet outs take a one-line text as it is.
     pub fn write_json_text(&mut self, json: &str) -> Result<(), StageFailure> {
-        if matches!(self.sink, Sink::Parquet(..)) && !json.contains('\n') {
+        if matches!(self.sink, Sink::Parquet(_)) && !json.contains('\n') {
             return self.put(json);
         }
         let mut line = std::mem::take(&mut self.scratch);
@@ -144,9 +126,10 @@ impl RecordWriter {
     /// Write one record's JSON text, on one line, and its newline.
     fn put(&mut self, line: &str) -> Result<(), StageFailure> {
         let out = match &mut self.sink {
-            Sink::Parquet(w, schema) => {
-                schema.add(line).map_err(|e| parquet_failure(&self.path, &e))?;
-                w as &mut dyn Write
+            Sink::Parquet(p) => {
+                p.put(line)?;
+                self.count += 1;
+                return Ok(());
             }
             sink => sink.jsonl().expect("not Parquet"),
         };
@@ -178,46 +161,8 @@ impl RecordWriter {
             Sink::Zst(w) => {
                 w.into_inner().map_err(|e| cannot(&e.into_error()))?.finish().map_err(|e| cannot(&e))?;
             }
-            Sink::Parquet(w, schema) => {
-                let spool = w.into_inner().map_err(|e| cannot(&e.into_error()))?;
-                spool_to_parquet(spool, schema.schema(), &path)?;
-            }
+            Sink::Parquet(p) => p.finish()?,
         }
         Ok(self.count)
     }
-}
-
-/// A record that Parquet cannot hold, as the out's failure.
-fn parquet_failure(out: &Path, e: &dyn std::fmt::Display) -> StageFailure {
-    StageFailure::bad_input(format!(
-        "cannot write {} as Parquet: {e} (Parquet holds one type per field; write .jsonl to keep mixed types)",
-        out.display()
-    ))
-}
-
-/// Encode a JSONL spool of records with this `schema` as the Parquet file
-/// `out` (see the module docs).
-fn spool_to_parquet(mut spool: tempfile::NamedTempFile, schema: Schema, out: &Path) -> Result<(), StageFailure> {
-    let fail = |e: &dyn std::fmt::Display| parquet_failure(out, e);
-    let io = |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot write {}: {e}", out.display()));
-    let schema = Arc::new(schema);
-    spool.rewind().map_err(|e| io(&e))?;
-    let rows = arrow_json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(ENCODE_BATCH)
-        .with_strict_mode(true)
-        .build(BufReader::with_capacity(1 << 20, spool.as_file()))
-        .map_err(|e| fail(&e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP))
-        .set_created_by("dvx".into())
-        .build();
-    let file = File::create(out).map_err(|e| io(&e))?;
-    let mut writer =
-        ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema, Some(props)).map_err(|e| fail(&e))?;
-    for batch in rows {
-        writer.write(&batch.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
-    }
-    writer.into_inner().map_err(|e| fail(&e))?.into_inner().map_err(|e| io(&e.into_error()))?;
-    Ok(())
 }

@@ -33,15 +33,45 @@ pub const ANSWER_FIELDS: [&str; 4] = ["output", "response", "completion", "answe
 
 /// Detect the shape of a record from its fields.
 pub fn detect_shape(record: &Record) -> Shape {
-    if record.get("messages").is_some_and(Value::is_array) {
+    shape_and_fields(record).0
+}
+
+/// The record's shape, and which of [`KNOWN_FIELDS`] it has (bit `i` for
+/// field `i`). Small records are read in one pass over their keys: cheaper
+/// than a dozen hashed lookups, and this runs for every record.
+fn shape_and_fields(record: &Record) -> (Shape, u16) {
+    let (mut bits, mut chat, mut sharegpt) = (0u16, false, false);
+    if record.len() <= 32 {
+        for (k, v) in record {
+            match k.as_str() {
+                "messages" => chat = v.is_array(),
+                "conversations" => sharegpt = v.is_array(),
+                k => {
+                    if let Some(i) = KNOWN_FIELDS.iter().position(|f| *f == k) {
+                        bits |= 1 << i;
+                    }
+                }
+            }
+        }
+    } else {
+        chat = record.get("messages").is_some_and(Value::is_array);
+        sharegpt = record.get("conversations").is_some_and(Value::is_array);
+        for (i, f) in KNOWN_FIELDS.iter().enumerate() {
+            if record.contains_key(*f) {
+                bits |= 1 << i;
+            }
+        }
+    }
+    let shape = if chat {
         Shape::Chat
-    } else if record.get("conversations").is_some_and(Value::is_array) {
+    } else if sharegpt {
         Shape::ShareGpt
-    } else if PROMPT_FIELDS.iter().chain(&ANSWER_FIELDS).any(|f| record.contains_key(*f)) {
+    } else if bits & !(1 << SYSTEM) & !(1 << INPUT) != 0 {
         Shape::Alpaca
     } else {
         Shape::Other
-    }
+    };
+    (shape, bits)
 }
 
 /// The turns of a conversation record as `(role, text)`, whatever its shape.
@@ -134,6 +164,9 @@ pub fn record_text(record: &Record, fields: &[String]) -> String {
 /// in one list so a record's text source is a set of bits.
 const KNOWN_FIELDS: [&str; 9] =
     ["system", "instruction", "prompt", "question", "input", "output", "response", "completion", "answer"];
+/// Places in [`KNOWN_FIELDS`] of the two that alone make no Alpaca record.
+const SYSTEM: usize = 0;
+const INPUT: usize = 4;
 
 /// Where a record's text comes from, for a stage's log: its shape, the
 /// known fields it has, and whether the text holds an answer.
@@ -150,14 +183,9 @@ pub struct TextSource {
 
 /// Where `record`'s text comes from when read with `fields` (see [`record_text`]).
 pub fn text_source(record: &Record, fields: &[String]) -> TextSource {
-    let shape = detect_shape(record);
-    let mut bits = 0u16;
-    if shape == Shape::Alpaca {
-        for (i, f) in KNOWN_FIELDS.iter().enumerate() {
-            if record.contains_key(*f) {
-                bits |= 1 << i;
-            }
-        }
+    let (shape, mut bits) = shape_and_fields(record);
+    if shape != Shape::Alpaca {
+        bits = 0;
     }
     let answered = match shape {
         Shape::Other => None,
@@ -166,7 +194,12 @@ pub fn text_source(record: &Record, fields: &[String]) -> TextSource {
             ANSWER_FIELDS.contains(&top) || top == "messages" || top == "conversations"
         })),
         Shape::Alpaca => Some(
-            ANSWER_FIELDS.iter().find_map(|f| record.get(*f)).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty()),
+            ANSWER_FIELDS
+                .iter()
+                .find(|f| KNOWN_FIELDS.iter().position(|k| k == *f).is_some_and(|i| bits & (1 << i) != 0))
+                .and_then(|f| record.get(*f))
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.trim().is_empty()),
         ),
         Shape::Chat | Shape::ShareGpt => Some(turns(record).iter().any(|(r, t)| r == "assistant" && !t.trim().is_empty())),
     };
