@@ -140,6 +140,12 @@ impl RecordWriter {
         Ok(())
     }
 
+    /// Whether the out is JSONL (plain or compressed): lines as
+    /// [`RecordWriter::write_json_line`] takes them.
+    pub fn writes_jsonl(&self) -> bool {
+        !matches!(self.sink, Sink::Parquet(_))
+    }
+
     /// How many records were written.
     pub fn count(&self) -> usize {
         self.count

@@ -9,11 +9,13 @@
 //! at the end of each file). So an append, an edit or a deletion changes
 //! only the batches around it. A batch is known by its *anchor* (the line
 //! that ended the batch before it, or its file's name at a file's start):
-//! one memo entry per anchor holds the batch's content hash, a 128-bit
-//! blake3 id per item and the kind's per-item result. A batch whose content
-//! hash matches is replayed whole without parsing a line; one that differs
-//! (an edit, an append to the last batch) reuses the results of the items
-//! whose id the entry holds and processes the rest. Entries are keyed by
+//! one memo entry per anchor holds the batch's content hash (blake3 of all
+//! its items at once, which hashes several KiB-chunks side by side), a
+//! 128-bit blake3 id per item and the kind's per-item result. A batch whose
+//! content hash matches is replayed whole without parsing a line or hashing
+//! its items one by one; one that differs (an edit, an append to the last
+//! batch) reuses the results of the items whose id the entry holds and
+//! processes the rest. Entries are keyed by
 //! the kind, its version and its normalised params (the salt), so a change
 //! to any of those starts afresh. The memo is written as batches finish; a
 //! memo that cannot write only costs the next run its reuse.
@@ -37,7 +39,11 @@ const MAX: usize = 16384;
 /// Items read from the reader at once.
 const READ: usize = 2048;
 /// Memo entry format; changing it makes old entries misses, not errors.
-const ENTRY_MAGIC: &[u8; 8] = b"dvxrb01\n";
+const ENTRY_MAGIC: &[u8; 8] = b"dvxrb02\n";
+/// The format before the content hash covered the items' bytes at once:
+/// its content hash is that of the item ids. Still read, so an upgrade
+/// reprocesses nothing.
+const ENTRY_MAGIC_V1: &[u8; 8] = b"dvxrb01\n";
 
 /// One unparsed input item: JSON text, or why it could not be read.
 #[derive(Debug, Clone)]
@@ -57,19 +63,25 @@ impl Item {
         }
     }
 
-    fn feed(&self, h: &mut blake3::Hasher) {
-        let (tag, bytes) = match self {
-            Item::Text(t) => (0u8, t.as_bytes()),
-            Item::Unreadable(r) => (1u8, r.as_bytes()),
-        };
-        h.update(&[tag]);
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
+    fn parts(&self) -> (u8, &[u8]) {
+        match self {
+            Item::Text(t) => (0, t.as_bytes()),
+            Item::Unreadable(r) => (1, r.as_bytes()),
+        }
+    }
+
+    /// Append the item as it is hashed: a tag, its length, its bytes.
+    fn frame_into(&self, buf: &mut Vec<u8>) {
+        let (tag, bytes) = self.parts();
+        buf.push(tag);
+        buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        buf.extend_from_slice(bytes);
     }
 
     fn id(&self) -> [u8; 16] {
+        let (tag, bytes) = self.parts();
         let mut h = blake3::Hasher::new();
-        self.feed(&mut h);
+        h.update(&[tag]).update(&(bytes.len() as u64).to_le_bytes()).update(bytes);
         h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
     }
 
@@ -104,6 +116,16 @@ impl Batch {
 }
 
 impl Batch {
+    /// The content hash: every item framed, hashed in one call so blake3
+    /// works on many chunks at once.
+    fn content(&self) -> [u8; 32] {
+        let len: usize = self.items.iter().map(|(_, it)| 9 + it.parts().1.len()).sum();
+        let mut buf = Vec::with_capacity(6 + len);
+        buf.extend_from_slice(b"items\0");
+        self.items.iter().for_each(|(_, it)| it.frame_into(&mut buf));
+        *blake3::hash(&buf).as_bytes()
+    }
+
     /// Item `i`'s bad-record report as a full run gives it, for a kind's
     /// rejects out: the reason kept from an earlier run, the place from this one.
     pub fn bad_line(&self, line: usize, item: &Item, reason: String) -> dvx_records::BadRecord {
@@ -278,20 +300,19 @@ impl<'a> Reuse<'a> {
             return compute(pool, (0..n).collect(), &f).map(|v| v.into_iter().map(|(_, r)| r).collect());
         };
         let key: MemoKey = *blake3::Hasher::new().update(&self.salt).update(&batch.anchor).finalize().as_bytes();
-        // The content hash is the hash of the item ids, so each item's bytes are hashed once.
+        let content = batch.content();
+        let mut old: Option<Entry<R>> = memo.get(&key).and_then(|b| Entry::decode(&b));
+        if let Some(e) = old.take_if(|e| e.content == Content::Items(content) && e.results.len() == n) {
+            self.reused += n;
+            return Ok(e.results);
+        }
         let ids: Vec<[u8; 16]> = pool.install(|| batch.items.par_iter().map(|(_, it)| it.id()).collect());
-        let content = {
-            let mut h = blake3::Hasher::new();
-            h.update(b"ids\0");
-            ids.iter().for_each(|id| _ = h.update(id));
-            *h.finalize().as_bytes()
-        };
-        let old: Option<Entry<R>> = memo.get(&key).and_then(|b| Entry::decode(&b));
-        if let Some(e) = &old {
-            if e.content == content && e.results.len() == n {
-                self.reused += n;
-                return Ok(old.expect("checked").results);
-            }
+        if let Some(e) = old.take_if(|e| e.content == Content::Ids(ids_hash(&ids)) && e.results.len() == n) {
+            // An entry of the earlier format, for this very batch: kept in the new one.
+            self.reused += n;
+            let entry = Entry { content: Content::Items(content), ids, results: e.results };
+            self.keep(memo, &key, &entry);
+            return Ok(entry.results);
         }
         let mut results: Vec<Option<R>> = vec![None; n];
         if let Some(e) = old {
@@ -309,11 +330,15 @@ impl<'a> Reuse<'a> {
             results[i] = Some(r);
         }
         let results: Vec<R> = results.into_iter().map(|r| r.expect("every item has a result")).collect();
-        let entry = Entry { content, ids, results };
-        if let Err(e) = memo.put(&key, &entry.encode()) {
+        let entry = Entry { content: Content::Items(content), ids, results };
+        self.keep(memo, &key, &entry);
+        Ok(entry.results)
+    }
+
+    fn keep<R: Serialize + DeserializeOwned>(&self, memo: &dyn Memo, key: &MemoKey, entry: &Entry<R>) {
+        if let Err(e) = memo.put(key, &entry.encode()) {
             tracing::warn!("cannot keep per-record results for the next run: {e}");
         }
-        Ok(entry.results)
     }
 
     /// One line for the stage log: how much was reused.
@@ -331,9 +356,26 @@ fn compute<R: Send>(
     todo.into_iter().zip(done).map(|(i, r)| r.map(|r| (i, r))).collect()
 }
 
+/// The hash of a batch's item ids: the content hash of [`ENTRY_MAGIC_V1`] entries.
+fn ids_hash(ids: &[[u8; 16]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"ids\0");
+    ids.iter().for_each(|id| _ = h.update(id));
+    *h.finalize().as_bytes()
+}
+
+/// What an entry's content hash covers.
+#[derive(Debug, PartialEq, Eq)]
+enum Content {
+    /// The items' framed bytes ([`Batch::content`]).
+    Items([u8; 32]),
+    /// Their ids ([`ids_hash`]), in entries of the earlier format.
+    Ids([u8; 32]),
+}
+
 /// A batch's memo entry: content hash, item ids, results.
 struct Entry<R> {
-    content: [u8; 32],
+    content: Content,
     ids: Vec<[u8; 16]>,
     results: Vec<R>,
 }
@@ -341,8 +383,12 @@ struct Entry<R> {
 impl<R: Serialize + DeserializeOwned> Entry<R> {
     fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(48 + self.ids.len() * 40);
-        b.extend_from_slice(ENTRY_MAGIC);
-        b.extend_from_slice(&self.content);
+        let (magic, content) = match &self.content {
+            Content::Items(c) => (ENTRY_MAGIC, c),
+            Content::Ids(c) => (ENTRY_MAGIC_V1, c),
+        };
+        b.extend_from_slice(magic);
+        b.extend_from_slice(content);
         b.extend_from_slice(&(self.ids.len() as u64).to_le_bytes());
         self.ids.iter().for_each(|id| b.extend_from_slice(id));
         serde_json::to_writer(&mut b, &self.results).expect("results serialise");
@@ -351,8 +397,11 @@ impl<R: Serialize + DeserializeOwned> Entry<R> {
 
     /// `None` for anything malformed: an entry is only ever a hint.
     fn decode(b: &[u8]) -> Option<Self> {
-        let rest = b.strip_prefix(ENTRY_MAGIC)?;
-        let content: [u8; 32] = rest.get(..32)?.try_into().ok()?;
+        let (rest, content): (&[u8], fn([u8; 32]) -> Content) = match b.strip_prefix(ENTRY_MAGIC) {
+            Some(rest) => (rest, Content::Items),
+            None => (b.strip_prefix(ENTRY_MAGIC_V1)?, Content::Ids),
+        };
+        let content = content(rest.get(..32)?.try_into().ok()?);
         let n = u64::from_le_bytes(rest.get(32..40)?.try_into().ok()?) as usize;
         let ids_end = 40usize.checked_add(n.checked_mul(16)?)?;
         let ids = rest.get(40..ids_end)?.chunks_exact(16).map(|c| c.try_into().expect("16")).collect();
@@ -434,7 +483,7 @@ pub fn incremental_line(i: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dvx_stage_api::MemoryMemo;
+    use dvx_stage_api::{Memo, MemoryMemo};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn write(dir: &Path, lines: &[String]) -> std::path::PathBuf {
@@ -444,7 +493,7 @@ mod tests {
     }
 
     /// Runs a "length of the line" kind over `path`; returns results and how many were computed.
-    fn run(path: &Path, memo: &MemoryMemo) -> (Vec<usize>, usize) {
+    fn run(path: &Path, memo: &dyn Memo) -> (Vec<usize>, usize) {
         let pool = crate::support::pool(2).unwrap();
         let mut reuse = Reuse::new(memo, "test", 1, &serde_json::json!({}), true);
         let calls = AtomicUsize::new(0);
@@ -499,10 +548,62 @@ mod tests {
         assert_eq!(run(&p, &memo).1, 0, "an unchanged input reuses everything");
     }
 
+    /// Stores entries in the earlier format, as a memo written before the
+    /// content hash changed holds them.
+    struct V1Memo<'a>(&'a MemoryMemo);
+
+    impl Memo for V1Memo<'_> {
+        fn get(&self, key: &dvx_stage_api::MemoKey) -> Option<Vec<u8>> {
+            self.0.get(key)
+        }
+        fn put(&self, key: &dvx_stage_api::MemoKey, value: &[u8]) -> Result<(), String> {
+            let mut v = value.to_vec();
+            assert!(v.starts_with(ENTRY_MAGIC));
+            let n = u64::from_le_bytes(v[40..48].try_into().unwrap()) as usize;
+            let ids: Vec<[u8; 16]> = v[48..48 + 16 * n].chunks_exact(16).map(|c| c.try_into().unwrap()).collect();
+            v[..8].copy_from_slice(ENTRY_MAGIC_V1);
+            v[8..40].copy_from_slice(&ids_hash(&ids));
+            self.0.put(key, &v)
+        }
+    }
+
+    #[test]
+    fn entries_of_the_earlier_format_are_reused_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines: Vec<String> = (0..9_000).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let p = write(dir.path(), &lines);
+        let memo = MemoryMemo::default();
+        let (full, processed) = run(&p, &V1Memo(&memo));
+        assert_eq!((full.len(), processed), (9_000, 9_000));
+        let rewrites = CountPuts(&memo, AtomicUsize::new(0));
+        assert_eq!(run(&p, &rewrites), (full, 0), "old entries replay");
+        assert_eq!(rewrites.1.load(Ordering::Relaxed), memo.len(), "each is rewritten in the new format");
+        let again = CountPuts(&memo, AtomicUsize::new(0));
+        assert_eq!(run(&p, &again).1, 0);
+        assert_eq!(again.1.load(Ordering::Relaxed), 0, "new-format entries replay as they are");
+        lines.push("{\"new\":1}".into());
+        let p = write(dir.path(), &lines);
+        assert_eq!(run(&p, &memo).1, 1, "reuse by item id");
+    }
+
+    /// Counts the entries written through it.
+    struct CountPuts<'a>(&'a MemoryMemo, AtomicUsize);
+
+    impl Memo for CountPuts<'_> {
+        fn get(&self, key: &dvx_stage_api::MemoKey) -> Option<Vec<u8>> {
+            self.0.get(key)
+        }
+        fn put(&self, key: &dvx_stage_api::MemoKey, value: &[u8]) -> Result<(), String> {
+            assert!(value.starts_with(ENTRY_MAGIC));
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.put(key, value)
+        }
+    }
+
     #[test]
     fn damaged_entries_are_misses() {
-        assert!(Entry::<u8>::decode(b"dvxrb01\nshort").is_none());
-        let e = Entry { content: [1; 32], ids: vec![[2; 16]], results: vec![7u8] };
+        assert!(Entry::<u8>::decode(b"dvxrb02\nshort").is_none());
+        let e = Entry { content: Content::Items([1; 32]), ids: vec![[2; 16]], results: vec![7u8] };
         let mut b = e.encode();
         assert_eq!(Entry::<u8>::decode(&b).unwrap().results, vec![7]);
         b.truncate(b.len() - 1);

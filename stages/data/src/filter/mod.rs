@@ -149,6 +149,7 @@ impl TypedStage for Filter {
         let pool = pool(ctx.threads)?;
         let mut batches = Batches::open(&ctx.deps[0])?;
         let mut kept = RecordWriter::create(&ctx.outs[0])?;
+        let jsonl_out = kept.writes_jsonl();
         let mut rejected = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
         let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -156,7 +157,7 @@ impl TypedStage for Filter {
         let seen = fields_read(c);
         let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse && seen.fits_mask());
         while let Some(batch) = batches.next_batch()? {
-            let verdicts = reuse.results(&batch, &pool, |i| verdict(c, &seen, &batch, i))?;
+            let verdicts = reuse.results(&batch, &pool, |i| verdict(c, &seen, &batch, i, jsonl_out))?;
             for ((at, item), v) in batch.items.iter().zip(verdicts) {
                 match v {
                     Verdict::Bad { reason } => {
@@ -167,17 +168,19 @@ impl TypedStage for Filter {
                             w.write(&bad_line_record(&b, &p.reason_field))?;
                         }
                     }
-                    Verdict::Record { cat, fields, miss, line } => {
+                    Verdict::Record { cat, fields, miss, line, compact, compacted } => {
                         seen.mark(fields);
                         let t = tallies.entry(cat).or_default();
                         t.total += 1;
                         match miss {
                             None => {
                                 t.passed += 1;
-                                match line {
+                                let text = item.text().unwrap_or_default();
+                                match (line, compacted) {
                                     // Kept by an earlier run that stored the compact line.
-                                    Some(l) => kept.write_json_line(&l)?,
-                                    None => kept.write_json_text(item.text().unwrap_or_default())?,
+                                    (Some(l), _) | (None, Some(l)) => kept.write_json_line(&l)?,
+                                    (None, None) if compact => kept.write_json_line(text)?,
+                                    (None, None) => kept.write_json_text(text)?,
                                 }
                             }
                             Some(path) => {
@@ -242,11 +245,19 @@ enum Verdict {
         /// was not compact; now the writer makes it from the input text.)
         #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
         line: Option<String>,
+        /// A kept record whose input text is known to be the compact line
+        /// a JSONL out gets, so a re-run writes it without re-reading it.
+        #[serde(rename = "k", default, skip_serializing_if = "std::ops::Not::not")]
+        compact: bool,
+        /// The compact line of a kept record whose input text is not
+        /// compact, made in the parallel pass; this run only.
+        #[serde(skip)]
+        compacted: Option<String>,
     },
 }
 
 /// The verdict on item `i` of `batch`: the rule its category picks, tested.
-fn verdict(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<Verdict, StageFailure> {
+fn verdict(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize, jsonl_out: bool) -> Result<Verdict, StageFailure> {
     let p = &c.params;
     let mut rec = match batch.parse(i) {
         Ok(rec) => rec,
@@ -258,6 +269,16 @@ fn verdict(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<V
     let cat = category_of(&rec, &p.category_field);
     let rule = c.rules.get(&cat).or(c.default.as_ref());
     let miss = rule.and_then(|r| r.test(&Subject::new(&rec, &p.text_fields)).err().map(|m| (m.counted_as(), m.describe())));
+    let (mut compact, mut compacted) = (false, None);
+    if miss.is_none() && jsonl_out {
+        // Compacting here runs on every thread, not in the one that writes.
+        let text = batch.items[i].1.text().unwrap_or_default();
+        let mut l = String::with_capacity(text.len());
+        if dvx_records::compact_into(text, &mut l) {
+            compact = l == text;
+            compacted = (!compact).then_some(l);
+        }
+    }
     let line = match &miss {
         None => None,
         Some((_, why)) => {
@@ -265,7 +286,7 @@ fn verdict(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<V
             Some(serde_json::to_string(&rec).map_err(|e| StageFailure::new(format!("cannot write a record: {e}")))?)
         }
     };
-    Ok(Verdict::Record { cat, fields, miss: miss.map(|(path, _)| path), line })
+    Ok(Verdict::Record { cat, fields, miss: miss.map(|(path, _)| path), line, compact, compacted })
 }
 
 /// The record fields the params name: the category field (when a rule is
