@@ -397,11 +397,12 @@ impl<R: Serialize + DeserializeOwned> Entry<R> {
 
     /// `None` for anything malformed: an entry is only ever a hint.
     fn decode(b: &[u8]) -> Option<Self> {
-        let (rest, content): (&[u8], fn([u8; 32]) -> Content) = match b.strip_prefix(ENTRY_MAGIC) {
-            Some(rest) => (rest, Content::Items),
-            None => (b.strip_prefix(ENTRY_MAGIC_V1)?, Content::Ids),
+        let (rest, v1) = match b.strip_prefix(ENTRY_MAGIC) {
+            Some(rest) => (rest, false),
+            None => (b.strip_prefix(ENTRY_MAGIC_V1)?, true),
         };
-        let content = content(rest.get(..32)?.try_into().ok()?);
+        let hash: [u8; 32] = rest.get(..32)?.try_into().ok()?;
+        let content = if v1 { Content::Ids(hash) } else { Content::Items(hash) };
         let n = u64::from_le_bytes(rest.get(32..40)?.try_into().ok()?) as usize;
         let ids_end = 40usize.checked_add(n.checked_mul(16)?)?;
         let ids = rest.get(40..ids_end)?.chunks_exact(16).map(|c| c.try_into().expect("16")).collect();
