@@ -26,7 +26,9 @@
 //! redistributed). Records without the category field count as `(none)`.
 //!
 //! deps: one JSONL file. outs[0]: the kept records. Memory: one hash and one
-//! category id per record; the input is read twice.
+//! category id per record; the input is read twice, and parsed once: a
+//! re-run takes each unchanged record's category and hash from its earlier
+//! runs (docs/incremental.md) and parses only new or changed records.
 //! Metrics: `records_in`, `records_out`, `dropped`, `malformed`, `before` and
 //! `after` ({category: count}), `targets` ({category: wanted}), `shortfall`
 //! ({category: missing}, only categories short of their target).
@@ -40,9 +42,8 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
-use crate::support::{
-    apportion, category_of, content_hash, par_map, pool, read_chunk, round4, Categories, ChunkReader, OnError,
-};
+use crate::reuse::{Batch, Batches, Reuse};
+use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
 /// The `balance` stage kind.
 pub struct Balance;
@@ -70,6 +71,10 @@ pub struct Params {
     /// the key when off, so it changes no existing key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     stable: bool,
+    /// Reuse earlier runs' per-record categories and hashes (see
+    /// docs/incremental.md). Left out of the key when on.
+    #[serde(default = "crate::reuse::on", skip_serializing_if = "crate::reuse::is_on")]
+    reuse: bool,
 }
 
 impl ParamsDoc for Params {
@@ -104,6 +109,7 @@ impl ParamsDoc for Params {
                 "Append-stable: keep each category's first records in input order (not the smallest hashes), \
                  so an append never drops a kept record.",
             ),
+            crate::reuse::param_doc(),
         ]
     }
 }
@@ -162,24 +168,35 @@ impl TypedStage for Balance {
         let pool = pool(ctx.threads)?;
         let dep = &ctx.deps[0];
 
-        // Pass 1: a (category, key) per record.
+        // Pass 1: a (category, key) per record, from the memo where it can.
         let mut cats = Categories::default();
         let mut keys: Vec<(u32, u64)> = Vec::new();
-        let mut bad = Vec::new();
+        // Per item: whether it is a record, for pass 2.
+        let mut is_rec: Vec<bool> = Vec::new();
         let mut malformed = 0;
         let seen = FieldsSeen::new().name("category_field", &p.category_field);
-        let mut reader = ChunkReader::open(dep)?;
-        loop {
-            let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
-            malformed += bad.drain(..).count();
-            if chunk.is_empty() {
-                break;
+        let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse);
+        let mut batches = Batches::open(dep)?;
+        while let Some(batch) = batches.next_batch()? {
+            for (at, r) in reuse.results(&batch, &pool, |i| keyed(p, &seen, &batch, i))?.into_iter().enumerate() {
+                match r {
+                    Keyed::Record { cat, key, has_cat } => {
+                        if has_cat {
+                            seen.mark(1);
+                        }
+                        keys.push((cats.id(cat), key));
+                        is_rec.push(true);
+                    }
+                    Keyed::Bad { .. } if p.on_error == OnError::Skip => {
+                        malformed += 1;
+                        is_rec.push(false);
+                    }
+                    Keyed::Bad { reason } => {
+                        let (line, item) = &batch.items[at];
+                        return Err(batch.bad_line(*line, item, reason).into());
+                    }
+                }
             }
-            let found = par_map(&pool, &chunk, |(_, rec)| {
-                seen.observe(rec);
-                (category_of(rec, &p.category_field), content_hash(rec, p.seed, &[]))
-            });
-            keys.extend(found.into_iter().map(|(cat, h)| (cats.id(cat), h)));
         }
         seen.check()?;
         let mut before = vec![0usize; cats.len()];
@@ -204,19 +221,19 @@ impl TypedStage for Balance {
             }
         }
 
-        // Pass 2: copy the kept records.
+        // Pass 2: copy the kept records (malformed items were given no key).
         let mut writer = RecordWriter::create(&ctx.outs[0])?;
-        let mut reader = ChunkReader::open(dep)?;
-        let mut i = 0;
-        loop {
-            let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad)?;
-            bad.clear();
-            if chunk.is_empty() {
-                break;
-            }
-            for (_, rec) in chunk {
+        let mut batches = Batches::open(dep)?;
+        let (mut item, mut i) = (0, 0);
+        while let Some(batch) = batches.next_batch()? {
+            for (_, it) in &batch.items {
+                let record = is_rec.get(item).copied().unwrap_or(false);
+                item += 1;
+                if !record {
+                    continue;
+                }
                 if keep[i] {
-                    writer.write(&rec)?;
+                    writer.write_json_text(it.text().unwrap_or_default())?;
                 }
                 i += 1;
             }
@@ -238,6 +255,7 @@ impl TypedStage for Balance {
             }
         }
         writeln!(ctx.log, "{}", distribution_table(&cats, &before, &after))?;
+        writeln!(ctx.log, "{}", reuse.summary())?;
         for (cat, n) in &shortfall {
             writeln!(ctx.log, "{cat}: {n} short of its target")?;
         }
@@ -252,6 +270,38 @@ impl TypedStage for Balance {
         m.insert("shortfall".into(), Value::Object(shortfall));
         Ok(m)
     }
+}
+
+/// What pass 1 finds for one input item, as kept across runs.
+#[derive(Clone, Serialize, Deserialize)]
+enum Keyed {
+    #[serde(rename = "b")]
+    Bad {
+        #[serde(rename = "r")]
+        reason: String,
+    },
+    #[serde(rename = "r")]
+    Record {
+        #[serde(rename = "c")]
+        cat: String,
+        /// Its seeded content hash, the order within its category.
+        #[serde(rename = "k")]
+        key: u64,
+        /// Whether it has the category field.
+        #[serde(rename = "h")]
+        has_cat: bool,
+    },
+}
+
+/// Item `i`'s category and key.
+fn keyed(p: &Params, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<Keyed, StageFailure> {
+    let rec = match batch.parse(i) {
+        Ok(rec) => rec,
+        Err(b) => return Ok(Keyed::Bad { reason: b.reason }),
+    };
+    seen.observe(&rec);
+    let has_cat = seen.present(&rec) != 0;
+    Ok(Keyed::Record { cat: category_of(&rec, &p.category_field), key: content_hash(&rec, p.seed, &[]), has_cat })
 }
 
 /// How many records each present category may keep (by category id).
@@ -348,7 +398,8 @@ mod tests {
             r.log,
             "| Category | Before | After | % of Total |\n|----------|--------|-------|------------|\n\
              | a | 10 | 5 | 50.0% |\n| b | 3 | 3 | 30.0% |\n| c | 6 | 2 | 20.0% |\n\
-             | **Total** | **19** | **10** | **100%** |\n"
+             | **Total** | **19** | **10** | **100%** |\n\
+             records processed: 19, reused from earlier runs: 0\n"
         );
     }
 
@@ -387,6 +438,14 @@ mod tests {
         assert_eq!(r.metric("after"), &json!({"a": 10, "b": 10, "x": 0}));
         assert_eq!(r.metric("shortfall"), &json!({"a": 10, "z": 10}));
         assert!(r.log.ends_with("a: 10 short of its target\nz: 10 short of its target\n"));
+    }
+
+    #[test]
+    fn a_rerun_parses_only_new_records_and_writes_what_a_full_run_does() {
+        use crate::reuse::testing::{assert_incremental, incremental_line, lines};
+        for params in [json!({"cap": 900, "seed": 3}), json!({"cap": 900, "stable": true, "on_error": "skip"})] {
+            assert_incremental(|| Balance, lines(0, 4000), lines(4000, 4300), incremental_line(77_777), &["o.jsonl"], params);
+        }
     }
 
     #[test]
