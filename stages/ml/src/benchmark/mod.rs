@@ -199,7 +199,7 @@ fn execute(
 fn pick_prompts<'a>(p: &BenchParams, records: &'a [(usize, Record)]) -> Vec<Prompt<'a>> {
     let eligible: Vec<Prompt<'a>> = records
         .iter()
-        .filter(|(_, r)| conversation(r).turns.iter().any(|(role, _)| role == "assistant"))
+        .filter(|(_, r)| crate::records::turns(r).iter().any(|(role, _)| role == "assistant"))
         .map(|(line, record)| {
             let class = match p.task {
                 Task::ToolChoice => label_of(p, record).map_or("-".to_string(), |l| classify::normalise(&l)),
@@ -231,7 +231,8 @@ fn read_questions(p: &BenchParams, path: &Path) -> Result<Vec<Question>, StageFa
     let mut out = Vec::new();
     for (line, rec) in read_records(path)? {
         let id = rec.get("id").map(value_text).unwrap_or_else(|| line.to_string());
-        let mut conv = conversation(&rec);
+        let mut conv =
+            conversation(&rec).map_err(|e| StageFailure::bad_input(format!("{}:{line}: {e}", path.display())))?;
         if !conv.turns.iter().any(|(r, _)| r == "assistant") {
             let q =
                 field(&rec, &p.question_field).map(value_text).filter(|q| !q.trim().is_empty()).ok_or_else(|| {
@@ -243,7 +244,7 @@ fn read_questions(p: &BenchParams, path: &Path) -> Result<Vec<Question>, StageFa
                 })?;
             conv = Conversation::chat(vec![("user".into(), q), ("assistant".into(), String::new())]);
         }
-        let text = last_user_turn(&conv);
+        let text = last_user_turn(&conv.turns);
         out.push(Question { id, text, conversation: conv });
     }
     if out.is_empty() {
@@ -252,9 +253,9 @@ fn read_questions(p: &BenchParams, path: &Path) -> Result<Vec<Question>, StageFa
     Ok(out)
 }
 
-fn last_user_turn(c: &Conversation) -> String {
-    let last = c.turns.iter().rposition(|(r, _)| r == "assistant").unwrap_or(c.turns.len());
-    c.turns[..last].iter().rev().find(|(r, _)| r != "system").map(|(_, t)| t.clone()).unwrap_or_default()
+fn last_user_turn(turns: &[(String, String)]) -> String {
+    let last = turns.iter().rposition(|(r, _)| r == "assistant").unwrap_or(turns.len());
+    turns[..last].iter().rev().find(|(r, _)| r != "system").map(|(_, t)| t.clone()).unwrap_or_default()
 }
 
 fn r6(x: f64) -> f64 {
@@ -335,8 +336,8 @@ fn bench_one(
     // Per class: (n, correct, truncated).
     let mut classes: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
     for q in input.prompts {
-        let (text, cut, n) = gen
-            .answer(&conversation(q.record))
+        let (text, cut, n) = conversation(q.record)
+            .and_then(|c| gen.answer(&c))
             .map_err(|e| fail(format!("{}:{}: {e}", input.eval_path.display(), q.line)))?;
         generated += n;
         let flags = checker.check(&text, cut);
@@ -445,7 +446,9 @@ fn scoring_sheet(p: &BenchParams, rows: &[Row], prompts: &[Prompt<'_>]) -> Sheet
             r.samples
                 .iter()
                 .zip(prompts)
-                .map(|(s, q)| (s.line.to_string(), last_user_turn(&conversation(q.record)), s.text.as_str(), s.flags))
+                .map(|(s, q)| {
+                    (s.line.to_string(), last_user_turn(&crate::records::turns(q.record)), s.text.as_str(), s.flags)
+                })
                 .collect()
         } else {
             r.questions.iter().map(|q| (q.id.clone(), q.question.clone(), q.text.as_str(), q.flags)).collect()
