@@ -24,6 +24,7 @@ pub mod hf_files;
 pub mod lora;
 pub mod model;
 pub mod peft;
+pub mod quantized;
 pub mod rng;
 pub mod serving;
 pub mod template;
