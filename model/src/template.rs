@@ -121,18 +121,16 @@ impl Conversation {
         }
     }
 
-    /// Whether the conversation uses tools: offers them, calls them or answers a call.
+    /// Whether the conversation offers tools or calls them.
     pub fn uses_tools(&self) -> bool {
-        let msgs = self.template_messages();
-        let chat = Chat { messages: &msgs, tools: self.tools.as_deref() };
-        self.tools.is_some() || (0..msgs.len()).any(|i| chat.calls_tools(i) || chat.role(i) == "tool")
+        self.tools.is_some() || self.messages.iter().any(|m| m.get("tool_calls").is_some_and(|c| !c.is_null()))
     }
 
-    /// dvx's presets have no tool support: refuse rather than drop the calls.
+    /// dvx's presets have no tool support: refuse rather than drop the tools and calls.
     fn check_no_tools(&self) -> Result<(), String> {
         match self.uses_tools() {
-            true => Err("the record uses tools (`tools`, `tool_calls` or `tool` messages), which dvx's preset \
-                         templates cannot render; use a base model with its own chat template that supports tools"
+            true => Err("the record uses tools (`tools` or `tool_calls`), which dvx's preset templates cannot \
+                         render; use a base model with its own chat template that supports tools"
                 .into()),
             false => Ok(()),
         }
