@@ -634,4 +634,56 @@ mod tests {
             }
         }
     }
+
+    /// The GGUF files llama.cpp reads back (model/tests/fixtures/gguf,
+    /// `compare_llama_cpp.py` there, run by hand): a tiny two-layer llama in
+    /// f16 and q8_0 and dvx's logits on fixed ids — of the f32 model and of
+    /// each file run on its blocks. `DVX_BLESS=1` writes them; otherwise dvx
+    /// must still give the committed logits for the committed files.
+    #[test]
+    fn llama_cpp_fixture() {
+        let dev = Device::Cpu;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf");
+        let ids: Vec<u32> = vec![1, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10, 7, 200];
+        let run = |m: &Transformer| -> Vec<Vec<f32>> {
+            let t = Tensor::from_slice(&ids, (1, ids.len()), &dev).unwrap();
+            m.forward(&t, None).unwrap().to_vec2::<f32>().unwrap()
+        };
+        let types = [(GgufType::F16, "f16"), (GgufType::Q8_0, "q8_0")];
+        if std::env::var_os("DVX_BLESS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = ArchConfig {
+                hidden_size: 64,
+                intermediate_size: 128,
+                num_hidden_layers: 2,
+                max_position_embeddings: 64,
+                tie_word_embeddings: false,
+                ..tiny(crate::tokenizer::BYTE_VOCAB)
+            };
+            // Weights ×4 so the logits are far from uniform.
+            let w: BTreeMap<String, Tensor> = init_weights(&cfg, 23, &dev)
+                .unwrap()
+                .into_iter()
+                .map(|(k, t)| if k.ends_with("norm.weight") { (k, t) } else { (k, (t * 4.0).unwrap()) })
+                .collect();
+            let mut doc = json!({"ids": ids, "f32": run(&Transformer::new(&cfg, &w, &dev).unwrap())});
+            for (ty, name) in types {
+                let p = dir.join(format!("tiny-{name}.gguf"));
+                write_model(&p, &cfg, &w, &Tok::bytes(), None, ty, "dvx-tiny").unwrap();
+                doc[name] = json!(run(&read_quantized(&p, &dev).unwrap().transformer(&dev).unwrap()));
+            }
+            std::fs::write(dir.join("dvx_logits.json"), serde_json::to_string(&doc).unwrap() + "\n").unwrap();
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("dvx_logits.json")).unwrap()).unwrap();
+        let flat = |v: &serde_json::Value| -> Vec<f32> {
+            v.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect()
+        };
+        for (_, name) in types {
+            let m = read_quantized(&dir.join(format!("tiny-{name}.gguf")), &dev).unwrap().transformer(&dev).unwrap();
+            let got: Vec<f32> = run(&m).into_iter().flatten().collect();
+            assert!(rel_err(&flat(&doc[name]), &got) < 1e-5, "{name}: dvx's logits changed");
+            assert!(rel_err(&flat(&doc["f32"]), &got) < 3e-2, "{name}: far from f32");
+        }
+    }
 }
