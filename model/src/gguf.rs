@@ -677,7 +677,11 @@ mod tests {
         let doc: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("dvx_logits.json")).unwrap()).unwrap();
         let flat = |v: &serde_json::Value| -> Vec<f32> {
-            v.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect()
+            v.as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+                .collect()
         };
         for (_, name) in types {
             let m = read_quantized(&dir.join(format!("tiny-{name}.gguf")), &dev).unwrap().transformer(&dev).unwrap();

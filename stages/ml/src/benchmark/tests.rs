@@ -166,8 +166,13 @@ fn a_q8_0_gguf_is_benchmarked_beside_its_source() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("base-q8_0.gguf");
     let export = Typed::new(crate::export_model::ExportModel);
-    let (r, log) =
-        run_stage(&export, &json!({"format": "gguf", "dtype": "q8_0"}), &[s.base.clone()], &[gguf.clone()], 1);
+    let (r, log) = run_stage(
+        &export,
+        &json!({"format": "gguf", "dtype": "q8_0"}),
+        std::slice::from_ref(&s.base),
+        std::slice::from_ref(&gguf),
+        1,
+    );
     r.unwrap_or_else(|e| panic!("{e}\n{log}"));
     let outs = [dir.path().join("q.md"), dir.path().join("q.json")];
     let p = json!({"models": ["base", {"name": "q8", "from": "base"}], "max_new_tokens": 12, "deterministic": false});
