@@ -275,7 +275,7 @@ impl ChatTemplate {
 
     /// The source that renders `chat`: `tool_use` when tools are offered and
     /// the model has one, as transformers picks it; refused when the chat's
-    /// tools, tool calls or tool results would be dropped by it.
+    /// tools or tool calls would be dropped by it.
     fn source_for(&self, chat: Chat<'_>) -> Result<&str, String> {
         let source = match (&self.tool_use, chat.tools) {
             (Some(t), Some(_)) => t.as_str(),
