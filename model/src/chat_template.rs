@@ -12,6 +12,8 @@ use minijinja::{Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::chat_input::Chat;
+
 /// The date `strftime_now` renders where the output must be reproducible
 /// (training, benchmarks): Llama 3.1's template falls back to this date too.
 pub const FIXED_DATE: (i32, u32, u32) = (2024, 7, 26);
@@ -24,6 +26,10 @@ pub const FIXED_DATE: (i32, u32, u32) = (2024, 7, 26);
 pub struct ChatTemplate {
     /// The Jinja source.
     pub source: String,
+    /// The template named `tool_use` where the model lists several:
+    /// transformers renders conversations that offer tools with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_use: Option<String>,
     /// `bos_token` as the template sees it (absent for models without one, e.g. Qwen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_token: Option<String>,
@@ -85,17 +91,22 @@ fn read_json(p: &Path) -> Result<Option<Json>, String> {
 }
 
 /// `chat_template` is a string or a list of `{name, template}`; transformers
-/// uses the one named `default` unless asked for another.
-fn pick_template(v: &Json, p: &Path) -> Result<Option<String>, String> {
+/// uses the one named `default`, or `tool_use` when tools are offered.
+/// Returns (default, tool_use).
+fn pick_template(v: &Json, p: &Path) -> Result<Option<(String, Option<String>)>, String> {
     match v {
         Json::Null => Ok(None),
-        Json::String(s) => Ok(Some(s.clone())),
+        Json::String(s) => Ok(Some((s.clone(), None))),
         Json::Array(list) => {
             let named = |n: &str| {
-                list.iter().find(|t| t.get("name").and_then(Json::as_str) == Some(n)).and_then(|t| t.get("template"))
+                list.iter()
+                    .find(|t| t.get("name").and_then(Json::as_str) == Some(n))
+                    .and_then(|t| t.get("template"))
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
             };
-            match named("default").and_then(Json::as_str) {
-                Some(s) => Ok(Some(s.to_string())),
+            match named("default") {
+                Some(s) => Ok(Some((s, named("tool_use")))),
                 None => Err(format!("{}: `chat_template` lists templates but none is named `default`", p.display())),
             }
         }
@@ -120,15 +131,17 @@ impl ModelChat {
         // Newer transformers save the template beside the config.
         let jinja = dir.join("chat_template.jinja");
         let source = if jinja.is_file() {
-            Some(std::fs::read_to_string(&jinja).map_err(|e| format!("cannot read {}: {e}", jinja.display()))?)
+            let s = std::fs::read_to_string(&jinja).map_err(|e| format!("cannot read {}: {e}", jinja.display()))?;
+            Some((s, None))
         } else {
             match tc_field("chat_template") {
                 Some(t) => pick_template(t, &tc_path)?,
                 None => None,
             }
         };
-        out.template = source.map(|source| ChatTemplate {
+        out.template = source.map(|(source, tool_use)| ChatTemplate {
             source,
+            tool_use,
             bos_token: bos,
             eos_token: out.eos_token.clone(),
             pad_token: out.pad_token.clone(),
@@ -229,7 +242,7 @@ impl ChatTemplate {
     /// `{% generation %}` blocks (transformers' assistant-mask extension)
     /// render their body; with `mark`, between [`GENERATION_OPEN`] and
     /// [`GENERATION_CLOSE`], so training can find them.
-    fn environment(&self, today: Today, mark: bool) -> Result<Environment<'static>, String> {
+    fn environment(source: &str, today: Today, mark: bool) -> Result<Environment<'static>, String> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -249,7 +262,7 @@ impl ChatTemplate {
             let body = body.as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
             Ok(Value::from_safe_string(if mark { format!("{GENERATION_OPEN}{body}{GENERATION_CLOSE}") } else { body }))
         });
-        env.add_template_owned("chat_template", with_generation_calls(&self.source))
+        env.add_template_owned("chat_template", with_generation_calls(source))
             .map_err(|e| format!("the chat template does not parse: {e}"))?;
         Ok(env)
     }
@@ -260,16 +273,23 @@ impl ChatTemplate {
         with_generation_calls(&self.source) != self.source
     }
 
-    /// The text of `messages` (`(role, content)`), as `apply_chat_template`
-    /// renders it (`tools` and `documents` unset).
-    pub fn render(
-        &self,
-        messages: &[(String, String)],
-        add_generation_prompt: bool,
-        today: Today,
-    ) -> Result<String, String> {
-        let env = self.environment(today, false)?;
-        render_with(&env, self, messages, add_generation_prompt)
+    /// The source that renders `chat`: `tool_use` when tools are offered and
+    /// the model has one, as transformers picks it; refused when the chat's
+    /// tools or tool calls would be dropped by it.
+    fn source_for(&self, chat: Chat<'_>) -> Result<&str, String> {
+        let source = match (&self.tool_use, chat.tools) {
+            (Some(t), Some(_)) => t.as_str(),
+            _ => self.source.as_str(),
+        };
+        chat.check_supported_by(source)?;
+        Ok(source)
+    }
+
+    /// The text of `chat`, as `apply_chat_template(messages, tools=...)`
+    /// renders it (`documents` unset).
+    pub fn render(&self, chat: Chat<'_>, add_generation_prompt: bool, today: Today) -> Result<String, String> {
+        let env = Self::environment(self.source_for(chat)?, today, false)?;
+        render_with(&env, self, chat, add_generation_prompt)
     }
 
     /// The training text of `messages` and the byte ranges trained on.
@@ -282,35 +302,77 @@ impl ChatTemplate {
     /// conversation before it (with the generation prompt); templates that
     /// render earlier turns differently fall back to searching after the
     /// previous assistant message.
-    pub fn render_for_training(&self, messages: &[(String, String)]) -> Result<TrainingText, String> {
-        if self.has_generation_blocks() {
-            return self.render_generation_blocks(messages);
+    ///
+    /// An assistant message that calls tools is trained from where its turn
+    /// begins (its content, or the end of the generation prompt) to the end
+    /// of what the template renders for it, less trailing whitespace and the
+    /// eos text (the end-of-turn token is then trained as the closing special
+    /// token): the calls as the template writes them. Tool results are not
+    /// trained.
+    pub fn render_for_training(&self, chat: Chat<'_>) -> Result<TrainingText, String> {
+        let source = self.source_for(chat)?;
+        if with_generation_calls(source) != source {
+            return self.render_generation_blocks(source, chat);
         }
-        let env = self.environment(Today::fixed(), false)?;
-        let text = render_with(&env, self, messages, false)?;
+        let env = Self::environment(source, Today::fixed(), false)?;
+        let text = render_with(&env, self, chat, false)?;
         let mut spans = Vec::new();
         let mut after = 0;
-        for (i, (role, content)) in messages.iter().enumerate() {
-            if role != "assistant" || content.trim().is_empty() {
+        for i in 0..chat.messages.len() {
+            let content = chat.content(i);
+            let calls = chat.calls_tools(i);
+            if chat.role(i) != "assistant" || (content.trim().is_empty() && !calls) {
                 continue;
             }
-            let prefix = render_with(&env, self, &messages[..i], true)?;
-            let from = if text.starts_with(&prefix) { prefix.len().max(after) } else { after };
-            let found = [content.as_str(), content.trim()]
-                .iter()
-                .find_map(|c| text[from..].find(c).map(|at| from + at..from + at + c.len()))
-                .ok_or_else(|| {
-                    format!("the chat template does not show assistant message {} as it is (it rewrites it)", i + 1)
-                })?;
-            after = found.end;
-            spans.push(found);
+            let prefix = render_with(&env, self, chat.upto(i), true)?;
+            let prefix_fits = text.starts_with(&prefix);
+            let from = if prefix_fits { prefix.len().max(after) } else { after };
+            let found = if content.trim().is_empty() {
+                None
+            } else {
+                let found = [content, content.trim()]
+                    .iter()
+                    .find_map(|c| text[from..].find(c).map(|at| from + at..from + at + c.len()))
+                    .ok_or_else(|| {
+                        format!("the chat template does not show assistant message {} as it is (it rewrites it)", i + 1)
+                    })?;
+                Some(found)
+            };
+            let span = if calls {
+                let turn = render_with(&env, self, chat.upto(i + 1), false)?;
+                let not_found = || {
+                    format!(
+                        "cannot find assistant message {}'s tool calls: the chat template renders the conversation \
+                         before it differently once later messages follow",
+                        i + 1
+                    )
+                };
+                if !prefix_fits || !text.starts_with(&turn) || turn.len() < from {
+                    return Err(not_found());
+                }
+                let mut end = turn.trim_end().len();
+                if let Some(eos) = self.eos_token.as_deref().filter(|e| !e.is_empty()) {
+                    if turn[..end].ends_with(eos) {
+                        end -= eos.len();
+                    }
+                }
+                let start = found.map_or(from, |f| f.start);
+                if end <= start {
+                    return Err(not_found());
+                }
+                start..end
+            } else {
+                found.expect("content is not empty")
+            };
+            after = span.end;
+            spans.push(span);
         }
         Ok(TrainingText { text, spans, from_generation_blocks: false })
     }
 
-    fn render_generation_blocks(&self, messages: &[(String, String)]) -> Result<TrainingText, String> {
-        for (i, (_, content)) in messages.iter().enumerate() {
-            if content.contains([GENERATION_OPEN, GENERATION_CLOSE]) {
+    fn render_generation_blocks(&self, source: &str, chat: Chat<'_>) -> Result<TrainingText, String> {
+        for (i, m) in chat.messages.iter().enumerate() {
+            if m.to_string().contains([GENERATION_OPEN, GENERATION_CLOSE]) {
                 return Err(format!(
                     "message {} holds the character U+F0000 or U+F0001, which dvx uses to find the template's \
                      {{% generation %}} blocks",
@@ -318,8 +380,8 @@ impl ChatTemplate {
                 ));
             }
         }
-        let env = self.environment(Today::fixed(), true)?;
-        let marked = render_with(&env, self, messages, false)?;
+        let env = Self::environment(source, Today::fixed(), true)?;
+        let marked = render_with(&env, self, chat, false)?;
         let mut text = String::with_capacity(marked.len());
         let mut spans = Vec::new();
         let mut open: Option<usize> = None;
@@ -398,17 +460,13 @@ fn with_generation_calls(source: &str) -> String {
 fn render_with(
     env: &Environment<'_>,
     t: &ChatTemplate,
-    messages: &[(String, String)],
+    chat: Chat<'_>,
     add_generation_prompt: bool,
 ) -> Result<String, String> {
-    let msgs: Vec<Value> = messages
-        .iter()
-        .map(|(r, c)| Value::from_iter([("role", Value::from(r.as_str())), ("content", Value::from(c.as_str()))]))
-        .collect();
     let mut ctx: Vec<(&str, Value)> = vec![
-        ("messages", Value::from(msgs)),
+        ("messages", Value::from_serialize(chat.messages)),
         ("add_generation_prompt", Value::from(add_generation_prompt)),
-        ("tools", Value::from(())),
+        ("tools", chat.tools.map_or(Value::from(()), Value::from_serialize)),
         ("documents", Value::from(())),
     ];
     // Unset specials stay undefined, as in transformers' special_tokens_map.
@@ -441,6 +499,7 @@ mod tests {
     fn t(src: &str) -> ChatTemplate {
         ChatTemplate {
             source: src.into(),
+            tool_use: None,
             bos_token: Some("<s>".into()),
             eos_token: Some("</s>".into()),
             pad_token: None,
@@ -448,17 +507,21 @@ mod tests {
         }
     }
 
-    fn msgs(m: &[(&str, &str)]) -> Vec<(String, String)> {
-        m.iter().map(|(r, c)| (r.to_string(), c.to_string())).collect()
+    fn msgs(m: &[(&str, &str)]) -> Vec<Json> {
+        m.iter().map(|(r, c)| crate::chat_input::plain_message(r, c)).collect()
+    }
+
+    fn chat(m: &[Json]) -> Chat<'_> {
+        Chat { messages: m, tools: None }
     }
 
     #[test]
     fn renders_with_hf_settings() {
         let tpl = t("{{ bos_token }}{% for m in messages %}\n{% if m.role == 'user' %}\n[U]{{ m['content'].strip() }}{% else %}\n[A]{{ m.content }}{{ eos_token }}{% endif %}\n{% endfor %}\n{% if add_generation_prompt %}[A]{% endif %}\n");
         let m = msgs(&[("user", " hi "), ("assistant", "yo")]);
-        assert_eq!(tpl.render(&m, false, Today::fixed()).unwrap(), "<s>[U]hi[A]yo</s>");
-        assert_eq!(tpl.render(&m[..1], true, Today::fixed()).unwrap(), "<s>[U]hi[A]");
-        let t = tpl.render_for_training(&m).unwrap();
+        assert_eq!(tpl.render(chat(&m), false, Today::fixed()).unwrap(), "<s>[U]hi[A]yo</s>");
+        assert_eq!(tpl.render(chat(&m[..1]), true, Today::fixed()).unwrap(), "<s>[U]hi[A]");
+        let t = tpl.render_for_training(chat(&m)).unwrap();
         assert_eq!(&t.text[t.spans[0].clone()], "yo");
         assert!(!t.from_generation_blocks && !tpl.has_generation_blocks());
     }
@@ -479,10 +542,10 @@ mod tests {
         let tpl = t(src);
         assert!(tpl.has_generation_blocks());
         let m = msgs(&[("user", "hi"), ("assistant", "yo"), ("user", "again"), ("assistant", "sure")]);
-        let plain = tpl.render(&m, false, Today::fixed()).unwrap();
+        let plain = tpl.render(chat(&m), false, Today::fixed()).unwrap();
         // The same template with the tags deleted renders the same text.
         let untagged = t(&src.replace("{% generation %}", "").replace("{% endgeneration %}", ""));
-        assert_eq!(plain, untagged.render(&m, false, Today::fixed()).unwrap());
+        assert_eq!(plain, untagged.render(chat(&m), false, Today::fixed()).unwrap());
         // transformers 5.24 (`render_jinja_template`) renders this text and
         // gives the generation indices (51, 63) and (117, 131).
         assert_eq!(
@@ -490,7 +553,7 @@ mod tests {
             "<|im_start|>user\nhi<|im_end|><|im_start|>assistant\nyo<|im_end|>\
              <|im_start|>user\nagain<|im_end|><|im_start|>assistant\nsure<|im_end|>"
         );
-        let r = tpl.render_for_training(&m).unwrap();
+        let r = tpl.render_for_training(chat(&m)).unwrap();
         assert_eq!(r.text, plain);
         assert!(r.from_generation_blocks);
         let trained: Vec<&str> = r.spans.iter().map(|s| &r.text[s.clone()]).collect();
@@ -498,23 +561,23 @@ mod tests {
         assert_eq!(r.spans, vec![51..63, 117..131]);
         // Whitespace control on the tag itself is kept.
         let trimmed = t("A  {%- generation -%}  B  {%- endgeneration -%}  C");
-        assert_eq!(trimmed.render(&[], false, Today::fixed()).unwrap(), "ABC");
-        let r = trimmed.render_for_training(&[]).unwrap();
+        assert_eq!(trimmed.render(chat(&[]), false, Today::fixed()).unwrap(), "ABC");
+        let r = trimmed.render_for_training(chat(&[])).unwrap();
         assert_eq!((r.text.as_str(), r.spans.clone()), ("ABC", vec![1..2]));
-        let err = tpl.render_for_training(&msgs(&[("user", "\u{F0000}")])).unwrap_err();
+        let err = tpl.render_for_training(chat(&msgs(&[("user", "\u{F0000}")]))).unwrap_err();
         assert!(err.contains("U+F0000"), "{err}");
     }
 
     #[test]
     fn helpers_and_errors() {
         let tpl = t("{{ strftime_now('%d %b %Y') }}|{{ {'a': [1, 'é']} | tojson }}|{% for x in [1,2,3] %}{% if x == 2 %}{% break %}{% endif %}{{ x }}{% endfor %}|{{ tools is none }}|{{ 'a b'.split() | length }}");
-        assert_eq!(tpl.render(&[], false, Today::fixed()).unwrap(), "26 Jul 2024|{\"a\": [1, \"é\"]}|1|True|2");
+        assert_eq!(tpl.render(chat(&[]), false, Today::fixed()).unwrap(), "26 Jul 2024|{\"a\": [1, \"é\"]}|1|True|2");
         let tpl = t(
             "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation roles must alternate') }}{% endif %}",
         );
-        let err = tpl.render(&msgs(&[("assistant", "x")]), false, Today::fixed()).unwrap_err();
+        let err = tpl.render(chat(&msgs(&[("assistant", "x")])), false, Today::fixed()).unwrap_err();
         assert!(err.contains("Conversation roles must alternate"), "{err}");
-        let err = t("{% for %}").render(&[], false, Today::fixed()).unwrap_err();
+        let err = t("{% for %}").render(chat(&[]), false, Today::fixed()).unwrap_err();
         assert!(err.contains("does not parse"), "{err}");
     }
 
@@ -532,7 +595,13 @@ mod tests {
         assert_eq!(m.bos_token, None);
         assert_eq!(m.eos_token.as_deref(), Some("<|im_end|>"));
         assert_eq!(m.eos_token_ids, vec![7, 9]);
-        assert_eq!(m.template.unwrap().source, "D");
+        let tpl = m.template.unwrap();
+        assert_eq!((tpl.source.as_str(), tpl.tool_use.as_deref()), ("D", Some("T")));
+        // transformers renders with `tool_use` when tools are offered.
+        let (tools, m1) = ([serde_json::json!({"name": "f"})], msgs(&[("user", "q")]));
+        let tpl = ChatTemplate { source: "plain".into(), tool_use: Some("{{ tools | length }} tools".into()), ..tpl };
+        assert_eq!(tpl.render(Chat { messages: &m1, tools: Some(&tools) }, false, Today::fixed()).unwrap(), "1 tools");
+        assert_eq!(tpl.render(chat(&m1), false, Today::fixed()).unwrap(), "plain");
         std::fs::write(dir.path().join("chat_template.jinja"), "J").unwrap();
         assert_eq!(ModelChat::read(dir.path()).unwrap().template.unwrap().source, "J");
         std::fs::remove_file(dir.path().join("chat_template.jinja")).unwrap();

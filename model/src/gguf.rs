@@ -15,13 +15,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use serde_json::json;
 
 use crate::arch::RopeScaling;
 use crate::lora::LoraParams;
 use crate::model::{module_path, ArchConfig};
+use crate::quantized::QWeight;
 use crate::tokenizer::{Tok, Tokenizer};
 
 /// Storage type of the exported matrices (vectors stay f32, as llama.cpp's
@@ -390,16 +391,19 @@ fn meta_f(m: &HashMap<String, Value>, k: &str) -> Result<f32, String> {
     m.get(k).ok_or_else(|| format!("GGUF key `{k}` is missing"))?.to_f32().map_err(|e| format!("`{k}`: {e}"))
 }
 
-/// Read a llama GGUF back into an [`ArchConfig`] and Hugging Face weight
-/// names (q/k rows un-permuted), for dvx's transformer.
-pub fn read_model(path: &Path, dev: &Device) -> Result<(ArchConfig, BTreeMap<String, Tensor>), String> {
-    let g = read(path, dev)?;
-    let m = &g.metadata;
+/// The architecture a llama GGUF's metadata describes (`has_output`: it
+/// has an untied `output.weight`), and llama.cpp → Hugging Face weight names.
+fn model_layout(
+    path: &Path,
+    m: &HashMap<String, Value>,
+    has_output: bool,
+    has_rope_freqs: bool,
+) -> Result<(ArchConfig, HashMap<String, String>), String> {
     let arch = m.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
     if arch != "llama" {
         return Err(format!("{}: general.architecture `{arch}`; dvx reads llama GGUFs", path.display()));
     }
-    if g.tensors.contains_key("rope_freqs.weight") {
+    if has_rope_freqs {
         return Err(format!("{}: Llama 3 rope factors (`rope_freqs`) are not read back", path.display()));
     }
     let mut cfg = json!({
@@ -414,7 +418,7 @@ pub fn read_model(path: &Path, dev: &Device) -> Result<(ArchConfig, BTreeMap<Str
         "max_position_embeddings": meta_u(m, "llama.context_length")?,
         "rms_norm_eps": meta_f(m, "llama.attention.layer_norm_rms_epsilon")? as f64,
         "rope_theta": meta_f(m, "llama.rope.freq_base")? as f64,
-        "tie_word_embeddings": !g.tensors.contains_key("output.weight"),
+        "tie_word_embeddings": !has_output,
     });
     if m.get("llama.rope.scaling.type").and_then(|v| v.to_string().ok()).is_some_and(|t| t == "linear") {
         cfg["rope_scaling"] = json!({"rope_type": "linear", "factor": meta_f(m, "llama.rope.scaling.factor")? as f64});
@@ -425,6 +429,15 @@ pub fn read_model(path: &Path, dev: &Device) -> Result<(ArchConfig, BTreeMap<Str
         let (module, suffix) = hf.rsplit_once('.').expect("weight names have a suffix");
         by_gguf.insert(format!("{}.{suffix}", gguf_module(module).expect("llama weights have gguf names")), hf.clone());
     }
+    Ok((cfg, by_gguf))
+}
+
+/// Read a llama GGUF back into an [`ArchConfig`] and Hugging Face weight
+/// names (q/k rows un-permuted), for dvx's transformer.
+pub fn read_model(path: &Path, dev: &Device) -> Result<(ArchConfig, BTreeMap<String, Tensor>), String> {
+    let g = read(path, dev)?;
+    let has = |n: &str| g.tensors.contains_key(n);
+    let (cfg, by_gguf) = model_layout(path, &g.metadata, has("output.weight"), has("rope_freqs.weight"))?;
     let mut w = BTreeMap::new();
     for (gname, t) in g.tensors {
         let hf = by_gguf.get(&gname).ok_or_else(|| format!("{}: unexpected tensor `{gname}`", path.display()))?;
@@ -436,6 +449,74 @@ pub fn read_model(path: &Path, dev: &Device) -> Result<(ArchConfig, BTreeMap<Str
         w.insert(hf.clone(), t);
     }
     Ok((cfg, w))
+}
+
+/// A llama GGUF as dvx runs it quantized: vectors (norms) dequantised,
+/// matrices kept as stored (q8_0 blocks …) under Hugging Face names.
+pub struct QuantizedModel {
+    /// The architecture.
+    pub cfg: ArchConfig,
+    /// Vectors, f32.
+    pub dense: BTreeMap<String, Tensor>,
+    /// Matrices, as stored.
+    pub matrices: BTreeMap<String, QWeight>,
+    /// The file's metadata.
+    pub metadata: HashMap<String, Value>,
+}
+
+impl QuantizedModel {
+    /// The transformer over these weights ([`Transformer::with_quantized`]).
+    pub fn transformer(&self, dev: &Device) -> Result<crate::Transformer, String> {
+        crate::Transformer::with_quantized(&self.cfg, &self.dense, &self.matrices, dev).map_err(|e| e.to_string())
+    }
+
+    /// Parameters of the model.
+    pub fn params(&self) -> usize {
+        self.dense.values().map(Tensor::elem_count).sum::<usize>()
+            + self.matrices.values().map(QWeight::elem_count).sum::<usize>()
+    }
+}
+
+/// Read a llama GGUF keeping its matrices as stored. q and k rows are put
+/// back in Hugging Face's order a whole row at a time: a row's blocks move
+/// together, so nothing is requantised.
+pub fn read_quantized(path: &Path, dev: &Device) -> Result<QuantizedModel, String> {
+    let err = |e: candle_core::Error| format!("{}: {e}", path.display());
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let content = gguf_file::Content::read(&mut f).map_err(err)?;
+    let has = |n: &str| content.tensor_infos.contains_key(n);
+    let (cfg, by_gguf) = model_layout(path, &content.metadata, has("output.weight"), has("rope_freqs.weight"))?;
+    let (mut dense, mut matrices) = (BTreeMap::new(), BTreeMap::new());
+    for gname in content.tensor_infos.keys() {
+        let hf = by_gguf.get(gname).ok_or_else(|| format!("{}: unexpected tensor `{gname}`", path.display()))?;
+        let q = content.tensor(&mut f, gname, dev).map_err(err)?;
+        if q.rank() < 2 {
+            dense.insert(hf.clone(), q.dequantize(dev).map_err(err)?);
+            continue;
+        }
+        let module = hf.rsplit_once('.').map_or(hf.as_str(), |(m, _)| m);
+        let q = match permute_heads(&cfg, module) {
+            Some(h) => unpermute_rows(&q, h, dev).map_err(|e| format!("{}: `{gname}`: {e}", path.display()))?,
+            None => q,
+        };
+        matrices.insert(hf.clone(), QWeight::new(q).map_err(err)?);
+    }
+    Ok(QuantizedModel { cfg, dense, matrices, metadata: content.metadata })
+}
+
+/// [`unpermute`] on a stored matrix: its rows' bytes reordered.
+fn unpermute_rows(q: &QTensor, heads: usize, dev: &Device) -> candle_core::Result<QTensor> {
+    let (rows, _) = q.shape().dims2()?;
+    let order = unpermute(&Tensor::arange(0u32, rows as u32, &Device::Cpu)?.reshape((rows, 1))?, heads)?
+        .flatten_all()?
+        .to_vec1::<u32>()?;
+    let data = q.data()?;
+    let row = data.len() / rows;
+    let mut out = Vec::with_capacity(data.len());
+    for src in order {
+        out.extend_from_slice(&data[src as usize * row..(src as usize + 1) * row]);
+    }
+    QTensor::new(QStorage::from_data(std::borrow::Cow::Owned(out), dev, q.dtype())?, q.shape().clone())
 }
 
 /// Read a llama.cpp LoRA GGUF back: alpha and the weights under dvx names.
@@ -508,6 +589,105 @@ mod tests {
             assert_eq!(back_cfg.weight_shapes(), cfg.weight_shapes());
             let err = rel_err(&want, &logits(&back_cfg, &back));
             assert!(err <= tol, "{ty:?}: relative error {err}");
+        }
+    }
+
+    /// The same file run on its stored blocks (candle's QMatMul) rather than
+    /// dequantised: logits within the same tolerance of the f32 model, and
+    /// the cached generation path agrees with the full forward.
+    #[test]
+    fn quantized_model_runs_on_its_blocks() {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir().unwrap();
+        for tie in [false, true] {
+            let cfg = ArchConfig { hidden_size: 64, intermediate_size: 128, tie_word_embeddings: tie, ..tiny(64) };
+            let w = init_weights(&cfg, 11, &dev).unwrap();
+            let want = logits(&cfg, &w);
+            for (ty, tol) in [(GgufType::F16, 1e-2), (GgufType::Q8_0, 3e-2)] {
+                let p = dir.path().join("m.gguf");
+                write_model(&p, &cfg, &w, &Tok::bytes(), None, ty, "tiny").unwrap();
+                let q = read_quantized(&p, &dev).unwrap();
+                assert_eq!(q.cfg.weight_shapes(), cfg.weight_shapes());
+                assert_eq!(q.params(), crate::model::count_params(w.values()));
+                if ty == GgufType::Q8_0 {
+                    assert!(q.matrices.values().all(|m| m.dtype() == GgmlDType::Q8_0));
+                }
+                let m = q.transformer(&dev).unwrap();
+                let ids = Tensor::from_slice(&[1u32, 5, 2, 6, 3, 4], (1, 6), &dev).unwrap();
+                let got = m.forward(&ids, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let err = rel_err(&want, &got);
+                assert!(err <= tol, "{ty:?} tied={tie}: relative error {err}");
+                // Dequantised and quantized runs of one file agree closely.
+                let (dcfg, dw) = read_model(&p, &dev).unwrap();
+                let deq = logits(&dcfg, &dw);
+                eprintln!("{ty:?} tied={tie}: vs f32 {err:.2e}, vs dequantised {:.2e}", rel_err(&deq, &got));
+                assert!(rel_err(&deq, &got) <= 2e-2, "{ty:?}: {}", rel_err(&deq, &got));
+                let mut cache = m.new_cache();
+                let first = m.forward_cached(&[1, 5, 2], &mut cache).unwrap();
+                let next = m.forward_cached(&[6, 3, 4], &mut cache).unwrap();
+                let cached: Vec<f32> =
+                    Tensor::cat(&[first, next], 0).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                assert!(rel_err(&got, &cached) <= 1e-4, "{ty:?}: cached {}", rel_err(&got, &cached));
+                // The loss goes through the quantized head too.
+                let l = m.loss(&ids, &[5, 2, 6, 3, 4, 1], &[1.0; 6], None).unwrap().to_scalar::<f32>().unwrap();
+                assert!(l.is_finite() && l > 0.0, "{l}");
+            }
+        }
+    }
+
+    /// The GGUF files llama.cpp reads back (model/tests/fixtures/gguf,
+    /// `compare_llama_cpp.py` there, run by hand): a tiny two-layer llama in
+    /// f16 and q8_0 and dvx's logits on fixed ids — of the f32 model and of
+    /// each file run on its blocks. `DVX_BLESS=1` writes them; otherwise dvx
+    /// must still give the committed logits for the committed files.
+    #[test]
+    fn llama_cpp_fixture() {
+        let dev = Device::Cpu;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf");
+        let ids: Vec<u32> = vec![1, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10, 7, 200];
+        let run = |m: &Transformer| -> Vec<Vec<f32>> {
+            let t = Tensor::from_slice(&ids, (1, ids.len()), &dev).unwrap();
+            m.forward(&t, None).unwrap().to_vec2::<f32>().unwrap()
+        };
+        let types = [(GgufType::F16, "f16"), (GgufType::Q8_0, "q8_0")];
+        if std::env::var_os("DVX_BLESS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = ArchConfig {
+                hidden_size: 64,
+                intermediate_size: 128,
+                num_hidden_layers: 2,
+                max_position_embeddings: 64,
+                tie_word_embeddings: false,
+                ..tiny(crate::tokenizer::BYTE_VOCAB)
+            };
+            // Weights ×4 so the logits are far from uniform.
+            let w: BTreeMap<String, Tensor> = init_weights(&cfg, 23, &dev)
+                .unwrap()
+                .into_iter()
+                .map(|(k, t)| if k.ends_with("norm.weight") { (k, t) } else { (k, (t * 4.0).unwrap()) })
+                .collect();
+            let mut doc = json!({"ids": ids, "f32": run(&Transformer::new(&cfg, &w, &dev).unwrap())});
+            for (ty, name) in types {
+                let p = dir.join(format!("tiny-{name}.gguf"));
+                write_model(&p, &cfg, &w, &Tok::bytes(), None, ty, "dvx-tiny").unwrap();
+                doc[name] = json!(run(&read_quantized(&p, &dev).unwrap().transformer(&dev).unwrap()));
+            }
+            std::fs::write(dir.join("dvx_logits.json"), serde_json::to_string(&doc).unwrap() + "\n").unwrap();
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("dvx_logits.json")).unwrap()).unwrap();
+        let flat = |v: &serde_json::Value| -> Vec<f32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+                .collect()
+        };
+        for (_, name) in types {
+            let m = read_quantized(&dir.join(format!("tiny-{name}.gguf")), &dev).unwrap().transformer(&dev).unwrap();
+            let got: Vec<f32> = run(&m).into_iter().flatten().collect();
+            assert!(rel_err(&flat(&doc[name]), &got) < 1e-5, "{name}: dvx's logits changed");
+            assert!(rel_err(&flat(&doc["f32"]), &got) < 3e-2, "{name}: far from f32");
         }
     }
 }

@@ -2,7 +2,8 @@
 //! and by `dvx serve`: architectures read from Hugging Face configs
 //! ([`arch`]), the transformer and its fused CPU kernels ([`model`],
 //! [`fused`]), tokenizers ([`tokenizer`]), chat templates ([`template`], and
-//! a model's own Jinja template: [`chat_template`]), LoRA adapters ([`lora`];
+//! a model's own Jinja template: [`chat_template`], given messages and
+//! tools as transformers gives them: [`chat_input`]), LoRA adapters ([`lora`];
 //! PEFT's layout in [`peft`]), model folders ([`folder`], transformers-ready
 //! ones in [`hf_files`]), GGUF for llama.cpp ([`gguf`]), generation with a KV
 //! cache ([`generate`]) and the small surface `dvx serve` uses ([`serving`]).
@@ -11,6 +12,7 @@
 //! turns, token ids and folders.
 
 pub mod arch;
+pub mod chat_input;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod folder;
@@ -22,6 +24,7 @@ pub mod hf_files;
 pub mod lora;
 pub mod model;
 pub mod peft;
+pub mod quantized;
 pub mod rng;
 pub mod serving;
 pub mod template;

@@ -23,6 +23,7 @@ use crate::checkpoint::{self, GradSink};
 use crate::frozen;
 use crate::fused;
 use crate::lora::Lora;
+use crate::quantized::QWeight;
 use crate::rng::Rng;
 
 /// Architecture, with Hugging Face `config.json` field names.
@@ -182,12 +183,19 @@ pub struct Linear {
     pub b: Option<Tensor>,
     /// Trainable low-rank update.
     pub lora: Option<Lora>,
+    /// The weight as a GGUF stores it (q8_0 …): then `w` is empty and the
+    /// product runs on the blocks.
+    pub quantized: Option<QWeight>,
 }
 
 impl Linear {
     /// `x`: `[n, in]` → `[n, out]`. `rng` is set while training (LoRA dropout).
     pub fn forward(&self, x: &Tensor, rng: Option<&mut Rng>) -> Result<Tensor> {
-        let mut y = if self.w.is_variable() { x.matmul(&self.w.t()?)? } else { frozen::matmul_t(x, &self.w)? };
+        let mut y = match &self.quantized {
+            Some(q) => q.matmul_t(x)?,
+            None if self.w.is_variable() => x.matmul(&self.w.t()?)?,
+            None => frozen::matmul_t(x, &self.w)?,
+        };
         if let Some(b) = &self.b {
             y = y.broadcast_add(b)?;
         }
@@ -233,6 +241,10 @@ pub struct Transformer {
     /// Its architecture, as written to `config.json`.
     pub cfg: ArchConfig,
     embed: Tensor,
+    /// The embedding (and, tied, the head) as a GGUF stores it; `embed` is then empty.
+    embed_q: Option<QWeight>,
+    /// The untied head as a GGUF stores it; `head` is then empty.
+    head_q: Option<QWeight>,
     pos_embed: Option<Tensor>,
     /// Shared with checkpointed ops, which recompute a block in backward.
     blocks: Vec<Arc<Block>>,
@@ -295,15 +307,32 @@ pub fn module_path(l: usize, target: &str) -> String {
 impl Transformer {
     /// Build from named weights (see [`ArchConfig::weight_shapes`]).
     pub fn new(cfg: &ArchConfig, w: &BTreeMap<String, Tensor>, dev: &Device) -> Result<Self> {
+        Self::with_quantized(cfg, w, &BTreeMap::new(), dev)
+    }
+
+    /// Build from named weights of which the matrices in `quantized` (the
+    /// embedding, the head, the projections) stay as a GGUF stores them:
+    /// the same network, its products on the quantized blocks.
+    pub fn with_quantized(
+        cfg: &ArchConfig,
+        w: &BTreeMap<String, Tensor>,
+        quantized: &BTreeMap<String, QWeight>,
+        dev: &Device,
+    ) -> Result<Self> {
         // Matrices stay in their dtype; norms and biases (small) become f32,
         // the dtype of the activations.
         let get = |name: &str| -> Result<Tensor> {
             w.get(name).cloned().ok_or_else(|| candle_core::Error::Msg(format!("weight `{name}` is missing")))
         };
         let get32 = |name: &str| get(name).and_then(to_f32);
+        let empty = || Tensor::zeros(0, DType::F32, dev);
         let lin = |p: &str, bias: bool| -> Result<Linear> {
             let b = if bias { Some(get32(&format!("{p}.bias"))?) } else { None };
-            Ok(Linear { w: get(&format!("{p}.weight"))?, b, lora: None })
+            let name = format!("{p}.weight");
+            match quantized.get(&name) {
+                Some(q) => Ok(Linear { w: empty()?, b, lora: None, quantized: Some(q.clone()) }),
+                None => Ok(Linear { w: get(&name)?, b, lora: None, quantized: None }),
+            }
         };
         let bad_config = |e: String| candle_core::Error::Msg(e);
         let mut blocks = Vec::new();
@@ -330,12 +359,20 @@ impl Transformer {
             }));
         }
         let act = cfg.activation().map_err(bad_config)?;
-        let embed = get("model.embed_tokens.weight")?;
-        let head = if cfg.tie_word_embeddings { embed.clone() } else { get("lm_head.weight")? };
+        let embed_q = quantized.get("model.embed_tokens.weight").cloned();
+        let embed = if embed_q.is_some() { empty()? } else { get("model.embed_tokens.weight")? };
+        let head_q = if cfg.tie_word_embeddings { embed_q.clone() } else { quantized.get("lm_head.weight").cloned() };
+        let head = match (cfg.tie_word_embeddings, &head_q) {
+            (_, Some(_)) => empty()?,
+            (true, None) => embed.clone(),
+            (false, None) => get("lm_head.weight")?,
+        };
         Ok(Transformer {
             cfg: cfg.clone(),
             pos_embed: if cfg.learned_positions { Some(get32("model.embed_positions.weight")?) } else { None },
             embed,
+            embed_q,
+            head_q,
             blocks,
             norm: get32("model.norm.weight")?,
             head,
@@ -392,12 +429,14 @@ impl Transformer {
     /// Bytes of the frozen (not trainable) matrices.
     fn frozen_bytes(&self) -> usize {
         let bytes = |t: &Tensor| if t.is_variable() { 0 } else { t.elem_count() * t.dtype().size_in_bytes() };
-        let mut sum = bytes(&self.embed);
+        let qbytes = |q: &Option<QWeight>| q.as_ref().map_or(0, QWeight::bytes);
+        let mut sum = bytes(&self.embed) + qbytes(&self.embed_q);
         if !self.cfg.tie_word_embeddings {
-            sum += bytes(&self.head);
+            sum += bytes(&self.head) + qbytes(&self.head_q);
         }
         for b in &self.blocks {
-            sum += [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down].iter().map(|l| bytes(&l.w)).sum::<usize>();
+            let linears = [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down];
+            sum += linears.iter().map(|l| bytes(&l.w) + qbytes(&l.quantized)).sum::<usize>();
         }
         sum
     }
@@ -447,7 +486,7 @@ impl Transformer {
     /// vocabulary at a time (see [`frozen::head_nll`]).
     pub fn loss(&self, ids: &Tensor, target: &[u32], weight: &[f32], rng: Option<&mut Rng>) -> Result<Tensor> {
         let x = self.hidden(ids, rng)?;
-        if self.device.is_cpu() && !self.head.is_variable() {
+        if self.device.is_cpu() && !self.head.is_variable() && self.head_q.is_none() {
             return frozen::head_nll(&x, &self.head, target, weight);
         }
         let logits = self.project_head(&x)?;
@@ -465,7 +504,9 @@ impl Transformer {
     }
 
     fn project_head(&self, x: &Tensor) -> Result<Tensor> {
-        if self.head.is_variable() {
+        if let Some(q) = &self.head_q {
+            q.matmul_t(x)
+        } else if self.head.is_variable() {
             x.matmul(&self.head.t()?)
         } else {
             frozen::matmul_t(x, &self.head)
@@ -526,7 +567,10 @@ impl Transformer {
     ) -> Result<Tensor> {
         let (rows, len) = ids.dims2()?;
         let start = cache.as_ref().map_or(0, |c| c.seen);
-        let mut x = to_f32(self.embed.index_select(&ids.flatten_all()?, 0)?)?;
+        let mut x = match &self.embed_q {
+            Some(q) => q.rows(ids)?,
+            None => to_f32(self.embed.index_select(&ids.flatten_all()?, 0)?)?,
+        };
         if let Some(pe) = &self.pos_embed {
             let c = self.cfg.hidden_size;
             x = x.reshape((rows, len, c))?.broadcast_add(&pe.narrow(0, start, len)?)?.reshape((rows * len, c))?;

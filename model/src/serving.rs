@@ -46,6 +46,32 @@ impl ServedModel {
         Ok(ids)
     }
 
+    /// Prompt ids for OpenAI-style `messages` (JSON objects, with
+    /// `tool_calls` and `tool` results as the API sends them) and the
+    /// request's `tools`, given to the model's template as transformers gives
+    /// them. A template without tool support refuses tools rather than drop them.
+    pub fn chat_prompt_with_tools(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Vec<u32>, String> {
+        let turns: Vec<(String, String)> = messages
+            .iter()
+            .map(|m| {
+                let s = |k: &str| m.get(k).and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+                (s("role"), s("content"))
+            })
+            .chain([("assistant".to_string(), String::new())])
+            .collect();
+        let mut raw = messages.to_vec();
+        raw.push(crate::chat_input::plain_message("assistant", ""));
+        let conv = Conversation::chat(turns).with_openai_messages(&raw, tools)?;
+        let prompt = self.templates.prompt(&conv, Today::now())?.ok_or("no messages to answer")?;
+        let mut ids: Vec<u32> = self.tok.info.bos_token_id.filter(|_| prompt.bos).into_iter().collect();
+        ids.extend(self.tok.encode(&prompt.text)?);
+        Ok(ids)
+    }
+
     /// Prompt ids for raw text (bos first when the tokenizer has one).
     pub fn text_prompt(&self, text: &str) -> Result<Vec<u32>, String> {
         let mut ids: Vec<u32> = self.tok.info.bos_token_id.into_iter().collect();

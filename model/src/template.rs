@@ -3,10 +3,13 @@
 //! on by default; prompts end with the assistant prefix. A model's own Jinja
 //! template ([`ChatTemplate`]) replaces dvx's presets when it has one.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 
+use crate::chat_input::{plain_message, read_tools, template_message, Chat};
 use crate::chat_template::{ChatTemplate, Today};
 
 /// The `template` param: a preset name, a one-turn string with `{user}` and
@@ -61,6 +64,9 @@ pub struct TemplateSet {
 /// What a template renders: a record's turns as `(role, text)`, whether they
 /// came from a single-exchange (Alpaca-like) record, which `auto` lays out
 /// differently from chats, and the raw `text` of a record with no turns.
+/// For a model's own template, also the messages as JSON objects when the
+/// record's messages carry more than role and text (tool calls, tool
+/// results' ids), and the tools it offers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Conversation {
     /// `(role, text)` in order; roles `system`, `user`, `assistant` (others count as user).
@@ -69,12 +75,65 @@ pub struct Conversation {
     pub single_exchange: bool,
     /// A record without turns trains on this text, whole.
     pub text: Option<String>,
+    /// Empty, or one JSON object per turn: the message as a model's template
+    /// is given it (see [`crate::chat_input::template_message`]).
+    pub messages: Vec<Json>,
+    /// The function schemas the record offers, given to a model's template as `tools`.
+    pub tools: Option<Vec<Json>>,
 }
 
 impl Conversation {
     /// A chat of `(role, content)` messages.
     pub fn chat(turns: Vec<(String, String)>) -> Self {
-        Conversation { turns, single_exchange: false, text: None }
+        Conversation { turns, ..Conversation::default() }
+    }
+
+    /// Give a model's template an OpenAI-messages record's `raw` messages
+    /// whole (one per turn), where they carry more than role and content
+    /// (`tool_calls`, `tool_call_id`, `name`…), and its `tools`, as
+    /// transformers' `apply_chat_template(messages, tools=...)` does.
+    pub fn with_openai_messages(mut self, raw: &[Json], tools: Option<&Json>) -> Result<Self, String> {
+        self.tools = read_tools(tools)?;
+        let plain = |m: &Json| {
+            m.as_object().is_some_and(|m| m.iter().all(|(k, v)| k == "role" || k == "content" || v.is_null()))
+        };
+        if (self.tools.is_some() || !raw.iter().all(plain)) && raw.len() == self.turns.len() {
+            self.messages = raw
+                .iter()
+                .zip(&self.turns)
+                .enumerate()
+                .map(|(i, (m, (_, text)))| match m.as_object() {
+                    Some(m) => Ok(template_message(m, text)),
+                    None => Err(format!("message {} is not an object", i + 1)),
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(self)
+    }
+
+    /// The messages a model's template is given: [`Self::messages`], or the
+    /// turns as `{role, content}`.
+    fn template_messages(&self) -> Cow<'_, [Json]> {
+        if self.messages.len() == self.turns.len() && !self.messages.is_empty() {
+            Cow::Borrowed(&self.messages)
+        } else {
+            Cow::Owned(self.turns.iter().map(|(r, c)| plain_message(r, c)).collect())
+        }
+    }
+
+    /// Whether the conversation offers tools or calls them.
+    pub fn uses_tools(&self) -> bool {
+        self.tools.is_some() || self.messages.iter().any(|m| m.get("tool_calls").is_some_and(|c| !c.is_null()))
+    }
+
+    /// dvx's presets have no tool support: refuse rather than drop the tools and calls.
+    fn check_no_tools(&self) -> Result<(), String> {
+        match self.uses_tools() {
+            true => Err("the record uses tools (`tools` or `tool_calls`), which dvx's preset templates cannot \
+                         render; use a base model with its own chat template that supports tools"
+                .into()),
+            false => Ok(()),
+        }
     }
 }
 
@@ -243,12 +302,20 @@ impl TemplateSet {
             return Ok(Some(r));
         }
         if let Some(m) = &self.model {
-            let t = m.render_for_training(&c.turns)?;
+            let msgs = c.template_messages();
+            let t = m.render_for_training(Chat { messages: &msgs, tools: c.tools.as_deref() })?;
             // Generation blocks hold the end-of-turn token themselves where the template trains it.
             let closing = !t.from_generation_blocks;
-            let r = Rendered { text: t.text, train: t.spans, eos_at: Vec::new(), bos: false, train_closing_special: closing };
+            let r = Rendered {
+                text: t.text,
+                train: t.spans,
+                eos_at: Vec::new(),
+                bos: false,
+                train_closing_special: closing,
+            };
             return Ok((!r.train.is_empty()).then_some(r));
         }
+        c.check_no_tools()?;
         let t = self.pick(c);
         let mut r = Rendered { bos: true, ..Rendered::default() };
         for (role, text) in &c.turns {
@@ -272,9 +339,11 @@ impl TemplateSet {
         let Some(last) = c.turns.iter().rposition(|(r, _)| r == "assistant") else { return Ok(None) };
         let reference = c.turns[last].1.clone();
         if let Some(m) = &self.model {
-            let text = m.render(&c.turns[..last], true, today)?;
+            let msgs = c.template_messages();
+            let text = m.render(Chat { messages: &msgs[..last], tools: c.tools.as_deref() }, true, today)?;
             return Ok(Some(Prompt { text, reference, bos: false }));
         }
+        c.check_no_tools()?;
         let t = self.pick(c);
         let mut prompt = String::new();
         for (role, text) in &c.turns[..last] {
@@ -306,7 +375,11 @@ mod tests {
     }
 
     fn exchange(user: &str, answer: &str) -> Conversation {
-        Conversation { turns: turns(&[("user", user), ("assistant", answer)]), single_exchange: true, text: None }
+        Conversation {
+            turns: turns(&[("user", user), ("assistant", answer)]),
+            single_exchange: true,
+            ..Conversation::default()
+        }
     }
 
     fn joined(r: &Rendered) -> (String, String) {

@@ -44,6 +44,7 @@ impl TokenizerInfo {
 }
 
 /// A loaded tokenizer.
+#[derive(Clone)]
 pub enum Tokenizer {
     /// Each UTF-8 byte is a token.
     Bytes,
@@ -52,6 +53,7 @@ pub enum Tokenizer {
 }
 
 /// A tokenizer with its special ids.
+#[derive(Clone)]
 pub struct Tok {
     /// The tokenizer itself.
     pub tokenizer: Tokenizer,

@@ -44,6 +44,7 @@ use crate::field_check::FieldsSeen;
 use crate::records::{field, value_text, Record};
 use crate::scores::sheet::{self, Sheet, SheetRow};
 use dvx_model::folder::folder_chat_template;
+use dvx_model::gguf;
 use dvx_model::{load_model, Conversation, TemplateSet, Today, Tok, Transformer};
 
 use crate::train::{conversation, encode_record, eval_loss, run_on_pool, Example};
@@ -147,16 +148,26 @@ fn execute(
 
     let dev = p.device.open().map_err(fail)?;
     let mut rows = Vec::new();
+    // Each entry's tokenizer and template, for GGUF files exported from it.
+    let mut chats: BTreeMap<&str, (Tok, TemplateSet)> = BTreeMap::new();
     for (i, entry) in p.models.iter().enumerate() {
         let dir = &deps[i];
         let base = entry.base().map(|b| {
             let j = p.models.iter().position(|m| m.name() == b).expect("checked by parse");
             deps[j].clone()
         });
+        let name = entry.name();
+        let t0 = Instant::now();
+        let ready = match is_gguf(dir) {
+            true => load_gguf(name, dir, entry.from().and_then(|f| chats.get(f)), &dev),
+            false => load_folder(p, name, dir, base.as_deref(), &dev),
+        }?;
+        let load_s = t0.elapsed().as_secs_f64();
         let input = Inputs { records: &records, eval_path, prompts: &prompts, questions: &questions };
-        let mut row = bench_one(p, entry.name(), dir, base.as_deref(), &input, &dev, log)?;
+        let mut row = bench_one(p, name, &ready, load_s, &input, log)?;
         row.base = entry.base().map(str::to_string);
         rows.push(row);
+        chats.insert(name, (ready.tok, ready.templates));
     }
     let b = p.baseline_index();
     for i in 0..rows.len() {
@@ -199,7 +210,7 @@ fn execute(
 fn pick_prompts<'a>(p: &BenchParams, records: &'a [(usize, Record)]) -> Vec<Prompt<'a>> {
     let eligible: Vec<Prompt<'a>> = records
         .iter()
-        .filter(|(_, r)| conversation(r).turns.iter().any(|(role, _)| role == "assistant"))
+        .filter(|(_, r)| crate::records::turns(r).iter().any(|(role, _)| role == "assistant"))
         .map(|(line, record)| {
             let class = match p.task {
                 Task::ToolChoice => label_of(p, record).map_or("-".to_string(), |l| classify::normalise(&l)),
@@ -231,7 +242,8 @@ fn read_questions(p: &BenchParams, path: &Path) -> Result<Vec<Question>, StageFa
     let mut out = Vec::new();
     for (line, rec) in read_records(path)? {
         let id = rec.get("id").map(value_text).unwrap_or_else(|| line.to_string());
-        let mut conv = conversation(&rec);
+        let mut conv =
+            conversation(&rec).map_err(|e| StageFailure::bad_input(format!("{}:{line}: {e}", path.display())))?;
         if !conv.turns.iter().any(|(r, _)| r == "assistant") {
             let q =
                 field(&rec, &p.question_field).map(value_text).filter(|q| !q.trim().is_empty()).ok_or_else(|| {
@@ -243,7 +255,7 @@ fn read_questions(p: &BenchParams, path: &Path) -> Result<Vec<Question>, StageFa
                 })?;
             conv = Conversation::chat(vec![("user".into(), q), ("assistant".into(), String::new())]);
         }
-        let text = last_user_turn(&conv);
+        let text = last_user_turn(&conv.turns);
         out.push(Question { id, text, conversation: conv });
     }
     if out.is_empty() {
@@ -252,9 +264,9 @@ fn read_questions(p: &BenchParams, path: &Path) -> Result<Vec<Question>, StageFa
     Ok(out)
 }
 
-fn last_user_turn(c: &Conversation) -> String {
-    let last = c.turns.iter().rposition(|(r, _)| r == "assistant").unwrap_or(c.turns.len());
-    c.turns[..last].iter().rev().find(|(r, _)| r != "system").map(|(_, t)| t.clone()).unwrap_or_default()
+fn last_user_turn(turns: &[(String, String)]) -> String {
+    let last = turns.iter().rposition(|(r, _)| r == "assistant").unwrap_or(turns.len());
+    turns[..last].iter().rev().find(|(r, _)| r != "system").map(|(_, t)| t.clone()).unwrap_or_default()
 }
 
 fn r6(x: f64) -> f64 {
@@ -288,20 +300,33 @@ impl Generator<'_> {
     }
 }
 
-fn bench_one(
+/// A model loaded for the benchmark, with what prompts it.
+struct Ready {
+    model: Transformer,
+    tok: Tok,
+    templates: TemplateSet,
+    params: usize,
+    /// Bytes of its own weights on disk (the adapter only, for adapters).
+    size_bytes: u64,
+    /// `model`, `adapter`, or `gguf <type>`.
+    kind: String,
+}
+
+fn is_gguf(p: &Path) -> bool {
+    p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// A model folder (a `train` output, a Hugging Face folder, an adapter on `base`).
+fn load_folder(
     p: &BenchParams,
     name: &str,
     dir: &Path,
     base: Option<&Path>,
-    input: &Inputs<'_>,
     dev: &candle_core::Device,
-    log: &mut dyn std::io::Write,
-) -> Result<Row, StageFailure> {
+) -> Result<Ready, StageFailure> {
     let fail = |m: String| StageFailure::new(format!("model `{name}`: {m}"));
-    let t0 = Instant::now();
     let loaded = load_model(dir, base, dev).map_err(fail)?;
-    let load_s = t0.elapsed().as_secs_f64();
-    let tok = loaded.tok.as_ref().ok_or_else(|| fail(format!("{}: no tokenizer", dir.display())))?;
+    let tok = loaded.tok.ok_or_else(|| fail(format!("{}: no tokenizer", dir.display())))?;
     let templates = match (&loaded.cfg.dvx, &p.template) {
         (Some(meta), _) => meta.template.clone(),
         (None, Some(t)) if !TemplateSet::is_auto(Some(t)) => t.resolve().map_err(fail)?,
@@ -309,14 +334,65 @@ fn bench_one(
             TemplateSet::default_for(None, folder_chat_template(dir, &loaded.cfg).map_err(fail)?).map_err(fail)?
         }
     };
-    let model = &loaded.model;
+    let adapter = loaded.cfg.dvx.as_ref().is_some_and(|m| m.adapter.is_some());
+    Ok(Ready {
+        model: loaded.model,
+        tok,
+        templates,
+        params: loaded.params,
+        size_bytes: loaded.weight_bytes,
+        kind: if adapter { "adapter" } else { "model" }.into(),
+    })
+}
+
+/// A GGUF file `export-model` wrote (f16, q8_0, …), run on its stored
+/// blocks, prompted with the tokenizer and template of the entry it names in `from`.
+fn load_gguf(
+    name: &str,
+    path: &Path,
+    from: Option<&(Tok, TemplateSet)>,
+    dev: &candle_core::Device,
+) -> Result<Ready, StageFailure> {
+    let fail = |m: String| StageFailure::new(format!("model `{name}`: {m}"));
+    let (tok, templates) = from.cloned().ok_or_else(|| {
+        fail(format!(
+            "{} is a GGUF file: give its entry `from: <entry>`, an earlier model (the one it was exported from) \
+             whose tokenizer and chat template it runs with",
+            path.display()
+        ))
+    })?;
+    let q = gguf::read_quantized(path, dev).map_err(fail)?;
+    let model = q.transformer(dev).map_err(fail)?;
+    let ty = q.matrices.values().map(|m| format!("{:?}", m.dtype()).to_ascii_lowercase()).collect::<BTreeSet<_>>();
+    let size_bytes = std::fs::metadata(path).map_err(|e| fail(format!("{}: {e}", path.display())))?.len();
+    Ok(Ready {
+        model,
+        tok,
+        templates,
+        params: q.params(),
+        size_bytes,
+        kind: format!("gguf {}", ty.into_iter().collect::<Vec<_>>().join("+")),
+    })
+}
+
+fn bench_one(
+    p: &BenchParams,
+    name: &str,
+    ready: &Ready,
+    load_s: f64,
+    input: &Inputs<'_>,
+    log: &mut dyn std::io::Write,
+) -> Result<Row, StageFailure> {
+    let fail = |m: String| StageFailure::new(format!("model `{name}`: {m}"));
+    let (tok, templates) = (&ready.tok, &ready.templates);
+    let model = &ready.model;
     let ctx_len = model.cfg.max_position_embeddings;
     let max_length = p.max_length.unwrap_or(ctx_len).min(ctx_len);
 
     let t1 = Instant::now();
     let mut examples: Vec<Example> = Vec::new();
     for (line, rec) in input.records {
-        if let Some((ex, _)) = encode_record(rec, &templates, tok, max_length)
+        if let Some((ex, _)) = encode_record(rec, templates, tok, max_length)
             .map_err(|e| fail(format!("{}:{line}: {e}", input.eval_path.display())))?
         {
             examples.push(ex);
@@ -327,16 +403,16 @@ fn bench_one(
     let eval_s = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
-    let gen = Generator { model, tok, templates: &templates, p };
-    let checker = Checker::new(&templates, &p.agent_openings);
+    let gen = Generator { model, tok, templates, p };
+    let checker = Checker::new(templates, &p.agent_openings);
     let mut checks = Counts::default();
     let mut samples = Vec::new();
     let (mut exact, mut generated) = (0, 0);
     // Per class: (n, correct, truncated).
     let mut classes: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
     for q in input.prompts {
-        let (text, cut, n) = gen
-            .answer(&conversation(q.record))
+        let (text, cut, n) = conversation(q.record)
+            .and_then(|c| gen.answer(&c))
             .map_err(|e| fail(format!("{}:{}: {e}", input.eval_path.display(), q.line)))?;
         generated += n;
         let flags = checker.check(&text, cut);
@@ -410,13 +486,12 @@ fn bench_one(
         checker.markers().join(" "),
         checks.agent_opening
     )?;
-    let adapter = loaded.cfg.dvx.as_ref().is_some_and(|m| m.adapter.is_some());
     Ok(Row {
         name: name.to_string(),
-        kind: if adapter { "adapter" } else { "model" }.into(),
+        kind: ready.kind.clone(),
         base: None,
-        params: loaded.params,
-        size_bytes: loaded.weight_bytes,
+        params: ready.params,
+        size_bytes: ready.size_bytes,
         valid_loss: r6(valid_loss),
         perplexity: r6(valid_loss.exp()),
         accuracy,
@@ -445,7 +520,9 @@ fn scoring_sheet(p: &BenchParams, rows: &[Row], prompts: &[Prompt<'_>]) -> Sheet
             r.samples
                 .iter()
                 .zip(prompts)
-                .map(|(s, q)| (s.line.to_string(), last_user_turn(&conversation(q.record)), s.text.as_str(), s.flags))
+                .map(|(s, q)| {
+                    (s.line.to_string(), last_user_turn(&crate::records::turns(q.record)), s.text.as_str(), s.flags)
+                })
                 .collect()
         } else {
             r.questions.iter().map(|q| (q.id.clone(), q.question.clone(), q.text.as_str(), q.flags)).collect()

@@ -33,6 +33,10 @@ pub struct ModelSpec {
     /// Another entry's name: the base this adapter was trained on.
     #[serde(default)]
     pub base: Option<String>,
+    /// For a `.gguf` file: an earlier entry (the model it was exported
+    /// from) whose tokenizer and chat template it runs with.
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 impl ModelEntry {
@@ -48,6 +52,13 @@ impl ModelEntry {
         match self {
             ModelEntry::Name(_) => None,
             ModelEntry::Spec(s) => s.base.as_deref(),
+        }
+    }
+    /// For a GGUF: the entry whose tokenizer and template it uses.
+    pub fn from(&self) -> Option<&str> {
+        match self {
+            ModelEntry::Name(_) => None,
+            ModelEntry::Spec(s) => s.from.as_deref(),
         }
     }
 }
@@ -147,9 +158,11 @@ impl ParamsDoc for BenchParams {
         vec![
             ParamDoc::new(
                 "models",
-                "list of names or {name, base}",
+                "list of names or {name, base, from}",
                 "required",
-                "One entry per model dep, in order; `base` names the entry an adapter was trained on.",
+                "One entry per model dep (a model folder, or a `.gguf` file `export-model` wrote), in order; `base` \
+                 names the entry an adapter was trained on; `from`, for a `.gguf`, an earlier entry whose tokenizer \
+                 and chat template it runs with (the model it was exported from).",
             ),
             ParamDoc::new("baseline", "string", "-", "Entry the others are compared with; default: the first."),
             ParamDoc::new(
@@ -272,6 +285,16 @@ impl BenchParams {
                     return Err(ParamError::field(
                         format!("models.{i}.base"),
                         format!("no other model is named `{b}`"),
+                    ));
+                }
+            }
+        }
+        for (i, m) in p.models.iter().enumerate() {
+            if let Some(f) = m.from() {
+                if !p.models[..i].iter().any(|e| e.name() == f) {
+                    return Err(ParamError::field(
+                        format!("models.{i}.from"),
+                        format!("no earlier model is named `{f}` (its tokenizer and template are needed first)"),
                     ));
                 }
             }

@@ -155,3 +155,60 @@ fn cut_answers_count_as_truncated_and_samples_are_stratified() {
     assert_eq!(sheet.lines().count(), 4, "{sheet}");
     assert!(sheet.lines().nth(1).unwrap().starts_with("base,"), "{sheet}");
 }
+
+/// Seed 004's fused 8-bit variant: the base exported as a q8_0 GGUF by
+/// `export-model`, benchmarked beside the base on its stored blocks with
+/// the base's tokenizer and template: accuracy and loss as the base's,
+/// a third of its size, load time and tokens/s reported.
+#[test]
+fn a_q8_0_gguf_is_benchmarked_beside_its_source() {
+    let s = shared_base();
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("base-q8_0.gguf");
+    let export = Typed::new(crate::export_model::ExportModel);
+    let (r, log) = run_stage(
+        &export,
+        &json!({"format": "gguf", "dtype": "q8_0"}),
+        std::slice::from_ref(&s.base),
+        std::slice::from_ref(&gguf),
+        1,
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let outs = [dir.path().join("q.md"), dir.path().join("q.json")];
+    let p = json!({"models": ["base", {"name": "q8", "from": "base"}], "max_new_tokens": 12, "deterministic": false});
+    let deps = [s.base.clone(), gguf.clone(), s.valid.clone()];
+    let (r, log) = run_stage(&Typed::new(Benchmark), &p, &deps, &outs, 2);
+    let metrics = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let md = std::fs::read_to_string(&outs[0]).unwrap();
+    if std::env::var_os("DVX_SHOW").is_some() {
+        eprintln!("{md}\n{log}");
+    }
+    let json: Value = serde_json::from_slice(&std::fs::read(&outs[1]).unwrap()).unwrap();
+    let rows = json["models"].as_array().unwrap();
+    let (base, q8) = (&rows[0], &rows[1]);
+    assert_eq!(q8["kind"], json!("gguf q8_0"), "{md}");
+    assert!(md.contains("| q8 | gguf q8_0 |"), "{md}");
+    assert_eq!(q8["params"], base["params"]);
+    // f32 base vs 8.5 bits per weight (plus f32 norms and metadata).
+    let (bs, qs) = (base["size_bytes"].as_f64().unwrap(), q8["size_bytes"].as_f64().unwrap());
+    assert!(qs < bs / 2.5, "q8_0 {qs} bytes vs base {bs}");
+    let (bl, ql) = (base["valid_loss"].as_f64().unwrap(), q8["valid_loss"].as_f64().unwrap());
+    assert!((ql - bl).abs() / bl < 0.02, "valid loss {bl} -> {ql}");
+    assert!(base["accuracy"].as_f64().unwrap() >= 0.8, "{md}");
+    assert!(q8["accuracy"].as_f64().unwrap() >= base["accuracy"].as_f64().unwrap() - 0.12, "{md}");
+    assert!(q8["regressions"].as_array().unwrap().is_empty(), "{md}");
+    for r in rows {
+        assert!(r["timing"]["load_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["timing"]["gen_tokens_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(metrics["timing"]["q8"]["gen_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(log.contains("q8: loaded in"), "{log}");
+
+    // Without `from` it cannot prompt the file, and says why.
+    let p = json!({"models": ["base", "q8"]});
+    let e = run_stage(&Typed::new(Benchmark), &p, &deps, &outs, 1).0.unwrap_err().message;
+    assert!(e.starts_with("model `q8`: ") && e.contains("is a GGUF file: give its entry `from: <entry>`"), "{e}");
+    let p = json!({"models": [{"name": "q8", "from": "base"}, "base"]});
+    let e = run_stage(&Typed::new(Benchmark), &p, &deps, &outs, 1).0.unwrap_err().message;
+    assert!(e.starts_with("models.0.from: no earlier model is named `base`"), "{e}");
+}

@@ -40,13 +40,33 @@ pub struct DataStats {
 }
 
 /// A record as the model's templates see it: its turns whatever its shape,
-/// and its `text` when it has none.
-pub fn conversation(record: &crate::records::Record) -> Conversation {
-    Conversation {
+/// and its `text` when it has none. An OpenAI-messages record also gives a
+/// model's template its messages whole where they carry more than role and
+/// content (`tool_calls`, `tool_call_id`, `name`…), and its `tools`, as
+/// transformers' `apply_chat_template(messages, tools=...)` does.
+pub fn conversation(record: &crate::records::Record) -> Result<Conversation, String> {
+    use crate::records::{detect_shape, Shape};
+    let shape = detect_shape(record);
+    let mut c = Conversation {
         turns: crate::records::turns(record),
-        single_exchange: crate::records::detect_shape(record) == crate::records::Shape::Alpaca,
+        single_exchange: shape == Shape::Alpaca,
         text: record.get("text").and_then(|t| t.as_str()).map(str::to_string),
+        ..Conversation::default()
+    };
+    match shape {
+        Shape::Chat => {
+            let raw = record["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
+            c = c.with_openai_messages(raw, record.get("tools"))?;
+        }
+        // Tools outside OpenAI messages would be dropped: say so.
+        _ if record.get("tools").is_some_and(|t| !t.is_null()) && !c.turns.is_empty() => {
+            return Err("field `tools` is read only on OpenAI-messages records (`messages` with `tool_calls` and \
+                        `tool` messages); convert the record to that shape"
+                .into())
+        }
+        _ => {}
     }
+    Ok(c)
 }
 
 /// Tokenize one record; `None` when nothing in it is trained on.
@@ -56,7 +76,7 @@ pub fn encode_record(
     tok: &Tok,
     max_length: usize,
 ) -> Result<Option<(Example, bool)>, String> {
-    let Some(rendered) = set.render(&conversation(record))? else { return Ok(None) };
+    let Some(rendered) = set.render(&conversation(record)?)? else { return Ok(None) };
     let (ids, train) = tok.encode_rendered(&rendered)?;
     let mut ex = Example { ids, train };
     let truncated = ex.ids.len() > max_length;
@@ -215,6 +235,35 @@ mod tests {
                 assert!(!cut);
             }
         }
+    }
+
+    /// A record that uses tools, for a template that never reads them (or
+    /// dvx's presets), is refused with its line, not trained without them.
+    #[test]
+    fn tools_need_a_template_that_reads_them() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../model/tests/fixtures/templates");
+        let zephyr = root.join("zephyr");
+        let tok = Tok::from_model_folder(&zephyr, None, None, &[]).unwrap();
+        let set = TemplateSet::from_model(dvx_model::ModelChat::read(&zephyr).unwrap().template.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.jsonl");
+        let offers = r#"{"tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#;
+        let calls = r#"{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {}}}]}]}"#;
+        std::fs::write(&p, format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"q\"}}, {{\"role\": \"assistant\", \"content\": \"a\"}}]}}\n{offers}\n")).unwrap();
+        let err = load(&p, &set, &tok, 4096).err().unwrap().message;
+        assert!(err.contains("t.jsonl:2: the record offers `tools`") && err.contains("no tool support"), "{err}");
+        std::fs::write(&p, format!("{calls}\n")).unwrap();
+        let err = load(&p, &set, &tok, 4096).err().unwrap().message;
+        assert!(err.contains("t.jsonl:1: message 2 has `tool_calls`"), "{err}");
+        let presets = TemplateParam::default().resolve().unwrap();
+        let err = load(&p, &presets, &Tok::bytes(), 4096).err().unwrap().message;
+        assert!(err.contains("t.jsonl:1: the record uses tools"), "{err}");
+        // Tools on a ShareGPT record would be dropped.
+        let r = serde_json::json!({"tools": [], "conversations": [{"from": "human", "value": "q"}]});
+        assert!(conversation(r.as_object().unwrap()).unwrap_err().contains("OpenAI-messages"));
+        // A malformed `tools` field names itself.
+        let r = serde_json::json!({"tools": 3, "messages": [{"role": "user", "content": "q"}]});
+        assert!(conversation(r.as_object().unwrap()).unwrap_err().contains("field `tools`"));
     }
 
     #[test]

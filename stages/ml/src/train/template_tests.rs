@@ -24,7 +24,7 @@ fn write_qwen_folder(dir: &Path) {
     let config = json!({
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "torch_dtype": "float32",
         "vocab_size": vocab, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048,
         "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true,
         "bos_token_id": 0, "eos_token_id": 0, "use_sliding_window": false
     });
@@ -80,4 +80,12 @@ fn auto_uses_the_base_models_chat_template_end_to_end() {
     let last = msgs.iter().rposition(|(r, _)| r == "assistant").unwrap();
     let want: Vec<u32> = case["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     assert_eq!(served.chat_prompt(&msgs[..last]).unwrap(), want);
+    // With tools, tool calls and tool results, as an OpenAI request sends them.
+    for case in cases.as_array().unwrap().iter().filter(|c| c["format"] == "openai-tools") {
+        let msgs = case["record"]["messages"].as_array().unwrap();
+        let last = msgs.iter().rposition(|m| m["role"] == "assistant").unwrap();
+        let want: Vec<u32> =
+            case["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(served.chat_prompt_with_tools(&msgs[..last], case["record"].get("tools")).unwrap(), want);
+    }
 }
