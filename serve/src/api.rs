@@ -49,6 +49,9 @@ struct Message {
     role: String,
     #[serde(default)]
     content: Value,
+    /// `tool_calls`, `tool_call_id`, `name`: given to the template as sent.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +59,8 @@ struct ChatRequest {
     #[serde(default)]
     model: Option<String>,
     messages: Vec<Message>,
+    #[serde(default)]
+    tools: Option<Value>,
     #[serde(flatten)]
     common: Common,
 }
@@ -138,8 +143,28 @@ async fn chat(State(s): State<S>, headers: HeaderMap, body: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let messages: Vec<(String, String)> = req.messages.iter().map(|m| (m.role.clone(), content_text(&m.content))).collect();
-    let prompt = match s.generator.chat_prompt(&messages) {
+    let uses_tools =
+        req.tools.is_some() || req.messages.iter().any(|m| m.role == "tool" || m.rest.contains_key("tool_calls"));
+    let prompt = if uses_tools {
+        // Whole messages, as transformers' apply_chat_template takes them.
+        let messages: Vec<Value> = req
+            .messages
+            .iter()
+            .map(|m| {
+                let mut o = m.rest.clone();
+                o.insert("role".into(), json!(m.role));
+                let content = if m.content.is_array() { json!(content_text(&m.content)) } else { m.content.clone() };
+                o.insert("content".into(), content);
+                Value::Object(o)
+            })
+            .collect();
+        s.generator.chat_prompt_with_tools(&messages, req.tools.as_ref())
+    } else {
+        let messages: Vec<(String, String)> =
+            req.messages.iter().map(|m| (m.role.clone(), content_text(&m.content))).collect();
+        s.generator.chat_prompt(&messages)
+    };
+    let prompt = match prompt {
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", e),
     };
@@ -232,9 +257,8 @@ async fn respond(s: S, kind: Kind, model: Option<String>, prompt: Vec<u32>, c: C
         let _ = tx.blocking_send(last);
         let _ = tx.blocking_send(Event::default().data("[DONE]"));
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
     Sse::new(stream).into_response()
 }
 

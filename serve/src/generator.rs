@@ -37,13 +37,27 @@ impl Sampling {
 pub trait Generator: Send + Sync + 'static {
     /// Prompt ids for `(role, content)` messages, with the model's chat template.
     fn chat_prompt(&self, messages: &[(String, String)]) -> Result<Vec<u32>, String>;
+    /// Prompt ids for OpenAI-style `messages` (with `tool_calls` and `tool`
+    /// results) and the request's `tools`, as the model's template takes
+    /// them; a model that cannot take tools says so rather than drop them.
+    fn chat_prompt_with_tools(
+        &self,
+        _messages: &[serde_json::Value],
+        _tools: Option<&serde_json::Value>,
+    ) -> Result<Vec<u32>, String> {
+        Err("this model cannot take tools or tool calls".into())
+    }
     /// Prompt ids for raw text.
     fn text_prompt(&self, text: &str) -> Result<Vec<u32>, String>;
     /// Generate after `prompt`, calling `on_token` with each new id; stops
     /// at end of sequence, when the context is full, or when `on_token`
     /// returns false.
-    fn generate(&self, prompt: &[u32], sampling: &Sampling, on_token: &mut dyn FnMut(u32) -> bool)
-        -> Result<(), String>;
+    fn generate(
+        &self,
+        prompt: &[u32],
+        sampling: &Sampling,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<(), String>;
     /// The text of `ids`.
     fn decode(&self, ids: &[u32]) -> Result<String, String>;
 }
@@ -62,6 +76,13 @@ impl Model {
 impl Generator for Model {
     fn chat_prompt(&self, messages: &[(String, String)]) -> Result<Vec<u32>, String> {
         self.0.chat_prompt(messages)
+    }
+    fn chat_prompt_with_tools(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Vec<u32>, String> {
+        self.0.chat_prompt_with_tools(messages, tools)
     }
     fn text_prompt(&self, text: &str) -> Result<Vec<u32>, String> {
         self.0.text_prompt(text)

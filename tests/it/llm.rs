@@ -131,6 +131,13 @@ fn serve_speaks_openai() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("temperature must be"), "{body}");
 
+    // Tools reach the model's template; this model's has no tool support,
+    // so the request is refused rather than answered without its tools.
+    let tools = json!({"messages": [{"role": "user", "content": "q"}], "tools": [{"type": "function", "function": {"name": "grep", "parameters": {"type": "object"}}}]});
+    let (status, body) = http(a, "POST", "/v1/chat/completions", Some(KEY), &tools.to_string());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("tool"), "{body}");
+
     let (status, body) = http(a, "POST", "/v1/chat/completions", Some(KEY), "{not json");
     assert_eq!(status, 400);
     assert!(body.contains("bad request body"));
