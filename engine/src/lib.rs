@@ -12,6 +12,7 @@ pub mod graph;
 mod key;
 pub mod logs;
 mod metrics_file;
+mod par;
 pub mod ops;
 mod plan;
 mod prefetch;

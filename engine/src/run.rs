@@ -344,36 +344,36 @@ impl Shared {
 /// folder, pointing at it if not. This runs before any source is opened:
 /// reading a FIFO blocks and a device like `/dev/zero` never ends.
 pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
-    for (si, s) in p.stages.iter().enumerate() {
-        for (di, d) in s.deps.iter().enumerate() {
-            if graph.producers[si][di].is_some() {
-                continue;
-            }
-            let meta = std::fs::metadata(abs(&p.wdir, d));
-            if let Some(what) = meta.as_ref().ok().and_then(crate::spec::special_file) {
-                return Err(p
-                    .error_at(
-                        &s.origin,
-                        s.origin.deps[di],
-                        format!("dep `{d}` of stage `{}` is {what}, not a file or folder", s.name),
-                        what.trim_start_matches("a "),
-                    )
-                    .with_help("dvx hashes every source dep; reading this one would block or never end")
-                    .into());
-            }
-            if meta.is_err() {
-                let outs = p.stages.iter().flat_map(|s| s.outs.iter().map(String::as_str));
-                let mut err = p.error_at(
+    let sources: Vec<(usize, usize)> = (0..p.stages.len())
+        .flat_map(|si| (0..p.stages[si].deps.len()).map(move |di| (si, di)))
+        .filter(|&(si, di)| graph.producers[si][di].is_none())
+        .collect();
+    let metas = crate::par::map_in_order(&sources, |&(si, di)| std::fs::metadata(abs(&p.wdir, &p.stages[si].deps[di])));
+    for (&(si, di), meta) in sources.iter().zip(metas) {
+        let (s, d) = (&p.stages[si], &p.stages[si].deps[di]);
+        if let Some(what) = meta.as_ref().ok().and_then(crate::spec::special_file) {
+            return Err(p
+                .error_at(
                     &s.origin,
                     s.origin.deps[di],
-                    format!("dep `{d}` of stage `{}` does not exist and no stage produces it", s.name),
-                    "not found",
-                );
-                if let Some(best) = crate::spec::did_you_mean(d, outs) {
-                    err = err.with_help(format!("did you mean `{best}`?"));
-                }
-                return Err(err.into());
+                    format!("dep `{d}` of stage `{}` is {what}, not a file or folder", s.name),
+                    what.trim_start_matches("a "),
+                )
+                .with_help("dvx hashes every source dep; reading this one would block or never end")
+                .into());
+        }
+        if meta.is_err() {
+            let outs = p.stages.iter().flat_map(|s| s.outs.iter().map(String::as_str));
+            let mut err = p.error_at(
+                &s.origin,
+                s.origin.deps[di],
+                format!("dep `{d}` of stage `{}` does not exist and no stage produces it", s.name),
+                "not found",
+            );
+            if let Some(best) = crate::spec::did_you_mean(d, outs) {
+                err = err.with_help(format!("did you mean `{best}`?"));
             }
+            return Err(err.into());
         }
     }
     Ok(())
@@ -586,7 +586,8 @@ async fn schedule(sh: Arc<Shared>, selected: &[usize], budget: usize) {
     let mut done = 0;
     while done < selected.len() {
         // A Slurm stage's threads are its node's: here it costs one, for the process waiting on it.
-        let declared = |si: usize| if sh.executors[si] == ExecutorKind::Slurm { Some(1) } else { sh.p.stages[si].threads };
+        let declared =
+            |si: usize| if sh.executors[si] == ExecutorKind::Slurm { Some(1) } else { sh.p.stages[si].threads };
         for budget::Grant { stage: si, threads, charge } in budget::grant(&mut ready, declared, &mut free, budget) {
             let sh2 = sh.clone();
             tracing::debug!(stage = %sh.p.stages[si].name, threads, "starting");
