@@ -22,6 +22,7 @@ Usage: bench.py [--stages 1000] [--files-per-stage 10] [--dvx target/release/dvx
 """
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -29,12 +30,21 @@ import tempfile
 import time
 
 
+# CPU seconds (user + sys) of each command timed, by its first word and
+# binary: on a loaded machine the steadier figure.
+CPU = {}
+
+
 def timed(cmd, cwd, repeat=1):
     times = []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         r = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         times.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        CPU.setdefault(tuple(cmd[:2]), []).append(cpu)
         if r.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode()}")
     return times
@@ -104,10 +114,13 @@ def main():
         print(f"| no-op `dvx run`, median of {args.rounds} | {med(noop):.1f} ms |")
         print(f"| Python stat walk of every source and out, median of {args.rounds} | {med(walk):.1f} ms |")
         print(f"| no-op / walk | {statistics.median(noop) / statistics.median(walk):.2f}x |")
+        cpu_noop, cpu_walk = CPU[(dvx, "run")], CPU[("python3", "-c")]
+        print(f"| CPU (user + sys) of the no-op / of the walk, medians | {med(cpu_noop):.0f} ms / {med(cpu_walk):.0f} ms |")
         if args.baseline:
             base = rounds["baseline"]
             print(f"| baseline no-op ({args.baseline}), median of {args.rounds} | {med(base):.1f} ms |")
             print(f"| baseline no-op / walk | {statistics.median(base) / statistics.median(walk):.2f}x |")
+            print(f"| CPU (user + sys) of the baseline no-op, median | {med(CPU[(os.path.abspath(args.baseline), 'run')]):.0f} ms |")
         print(f"| `dvx status` (full plan), median of {args.rounds} | {med(status):.1f} ms |")
         print(f"| `dvx dag` (parse + graph), median of {args.rounds} | {med(dag):.1f} ms |")
         print(f"| in-engine: YAML parse + resolve | {statistics.median(phases['parse']):.1f} ms |")
