@@ -21,19 +21,18 @@ pub(crate) struct Grant {
 }
 
 /// Take from the front of `ready` the stages that fit in `free` threads of
-/// `budget` (`declared`: each ready stage's `threads:`, in `ready`'s order),
-/// lowering `free` by what they cost.
+/// `budget` (`declared`: a stage's `threads:`), lowering `free` by what they
+/// cost. Only the stages looked at are asked: `ready` can hold thousands.
 pub(crate) fn grant(
     ready: &mut VecDeque<usize>,
-    declared: &[Option<usize>],
+    declared: impl Fn(usize) -> Option<usize>,
     free: &mut usize,
     budget: usize,
 ) -> Vec<Grant> {
     let mut out = Vec::new();
     let mut shares = Vec::new();
-    for &want in declared {
-        let Some(&stage) = ready.front() else { break };
-        match want {
+    while let Some(&stage) = ready.front() {
+        match declared(stage) {
             Some(t) => {
                 let charge = t.min(budget);
                 if charge > *free {
@@ -74,7 +73,8 @@ mod tests {
     fn run(ready: &[usize], declared: &[Option<usize>], free: usize, budget: usize) -> (Vec<(usize, usize)>, usize) {
         let mut q: VecDeque<usize> = ready.iter().copied().collect();
         let mut free = free;
-        let g = grant(&mut q, declared, &mut free, budget);
+        // The stages are 0, 1, …: each one's `threads:` is at its index.
+        let g = grant(&mut q, |s| declared[s], &mut free, budget);
         (g.iter().map(|g| (g.stage, g.threads)).collect(), free)
     }
 

@@ -101,6 +101,14 @@ fn load(named: Option<PathBuf>, cache: Option<&Path>, cmd: &str) -> Result<Loade
     load_file(&pipeline_path(named, cmd)?, cache)
 }
 
+/// [`load`] for the commands that plan every stage (`run`, `status`): the
+/// workspace's stat cache and state are read on another thread meanwhile.
+fn load_planning(named: Option<PathBuf>, cache: Option<&Path>, cmd: &str) -> Result<Loaded> {
+    let path = pipeline_path(named, cmd)?;
+    dvx_engine::prefetch_workspace_state(&path);
+    load_file(&path, cache)
+}
+
 /// For the commands that only need the cache: the pipeline named, else the
 /// project found upward (its `dvx.yaml`, or its `dvx.toml` alone), else the
 /// cache alone from `--cache` or `DVX_CACHE_DIR`.
@@ -169,10 +177,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 keep_going,
                 ..Default::default()
             };
-            run::run(load(pipeline, cache, "run")?, opts, json)
+            run::run(load_planning(pipeline, cache, "run")?, opts, json)
         }
         Command::ExecStage { spec } => Ok(exec_stage::exec_stage(&spec)),
-        Command::Status { pipeline, json } => status::status(load(pipeline.named(), cache, "status")?, json),
+        Command::Status { pipeline, json } => status::status(load_planning(pipeline.named(), cache, "status")?, json),
         Command::Dag { pipeline, format } => dag::dag(load(pipeline.named(), cache, "dag")?, format),
         Command::Log { table, metrics, limit, json, md, csv, pipeline } => {
             let l = load_store(pipeline.named(), cache, "log")?;

@@ -47,28 +47,37 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
     }
 
     let canon = Canon::default();
-    let mut stages = Vec::new();
-    let mut names: BTreeMap<String, (usize, Span)> = BTreeMap::new();
     // Imported files were pushed after the file importing them; define their stages first.
-    let order: Vec<usize> = (0..loader.files.len()).rev().collect();
-    for fi in order {
-        let lf = &loader.files[fi];
+    let all: Vec<(&LoadedFile, &Spanned<String>, &RawStage)> = loader
+        .files
+        .iter()
+        .rev()
+        .flat_map(|lf| lf.raw.stages.0.iter().map(move |(name, raw)| (lf, name, raw)))
+        .collect();
+    let resolve = |&(lf, name, raw): &(&LoadedFile, &Spanned<String>, &RawStage)| {
         let src = &loader.sources[lf.source];
-        for (name, raw) in &lf.raw.stages.0 {
-            let name_span = span_of(src, &name.referenced, name.value.len());
-            if let Some((other_file, other_span)) = names.get(&name.value) {
-                let mut err =
-                    src.error(name_span, format!("two stages are called `{}`", name.value), "second definition");
-                if *other_file == lf.source {
-                    err = err.with_other(*other_span, "first definition");
-                }
-                return Err(err.with_help("stage names must be unique across a pipeline and its imports").into());
+        let name_span = span_of(src, &name.referenced, name.value.len());
+        let file_executor = executor_of(src, lf.raw.executor.as_ref())?.or(executor);
+        let at = Place { src, lf, root_wdir: &root_wdir, protected: &protected, canon: &canon };
+        resolve_stage(&at, name, name_span, raw, registry, file_executor).map_err(Box::new)
+    };
+    // ~20 µs a stage: 0.2 s of one core for 10,000 stages.
+    let resolved = crate::par::map_in_order(&all, resolve);
+    // In order, so the first mistake in the file is the one reported.
+    let mut stages = Vec::with_capacity(all.len());
+    let mut names: BTreeMap<&str, (usize, Span)> = BTreeMap::new();
+    for ((lf, name, _), def) in all.iter().zip(resolved) {
+        let src = &loader.sources[lf.source];
+        let name_span = span_of(src, &name.referenced, name.value.len());
+        if let Some((other_file, other_span)) = names.get(name.value.as_str()) {
+            let mut err = src.error(name_span, format!("two stages are called `{}`", name.value), "second definition");
+            if *other_file == lf.source {
+                err = err.with_other(*other_span, "first definition");
             }
-            names.insert(name.value.clone(), (lf.source, name_span));
-            let file_executor = executor_of(src, lf.raw.executor.as_ref())?.or(executor);
-            let at = Place { src, lf, root_wdir: &root_wdir, protected: &protected, canon: &canon };
-            stages.push(resolve_stage(&at, name, name_span, raw, registry, file_executor)?);
+            return Err(err.with_help("stage names must be unique across a pipeline and its imports").into());
         }
+        names.insert(&name.value, (lf.source, name_span));
+        stages.push(def?);
     }
     let files = loader.seen.into_iter().collect();
     Ok(Pipeline { name, file, wdir: root_wdir, stages, sources: loader.sources, files, cache, link, executor })
@@ -533,17 +542,17 @@ const MAX_SHARDS: i64 = 100_000;
 /// resolving a path costs a stat per component.
 #[derive(Default)]
 struct Canon {
-    dirs: std::cell::RefCell<std::collections::HashMap<PathBuf, PathBuf>>,
+    dirs: std::sync::Mutex<std::collections::HashMap<PathBuf, PathBuf>>,
 }
 
 impl Canon {
     /// A folder, canonical (its longest existing prefix).
     fn dir(&self, dir: &Path) -> PathBuf {
-        if let Some(c) = self.dirs.borrow().get(dir) {
+        if let Some(c) = self.dirs.lock().expect("canon lock").get(dir) {
             return c.clone();
         }
         let c = canonical_prefix(dir);
-        self.dirs.borrow_mut().insert(dir.to_path_buf(), c.clone());
+        self.dirs.lock().expect("canon lock").insert(dir.to_path_buf(), c.clone());
         c
     }
 
