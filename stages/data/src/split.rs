@@ -27,7 +27,9 @@
 //! so exact duplicates land on the same side.
 //!
 //! deps: one JSONL file. outs: [train, valid] or [train, valid, test],
-//! records in input order.
+//! records in input order. A re-run takes each unchanged record's hash and
+//! category from its earlier runs and parses only new or changed records
+//! (docs/incremental.md).
 //! Metrics: `records`, `train`, `valid`, `test` (3 outs), `malformed`, and
 //! `categories` ({category: {train, valid[, test]}}) when stratified.
 
@@ -39,9 +41,8 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
-use crate::support::{
-    apportion, category_of, content_hash, par_map, pool, read_chunk, round4, Categories, ChunkReader, OnError,
-};
+use crate::reuse::{Batch, Batches, Reuse};
+use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
 /// The `split` stage kind.
 pub struct Split;
@@ -66,6 +67,10 @@ pub struct Params {
     /// so appends never move a record. Left out of the key when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     stable: bool,
+    /// Reuse earlier runs' per-record hashes and categories (see
+    /// docs/incremental.md). Left out of the key when on.
+    #[serde(default = "crate::reuse::on", skip_serializing_if = "crate::reuse::is_on")]
+    reuse: bool,
 }
 
 impl ParamsDoc for Params {
@@ -83,6 +88,7 @@ impl ParamsDoc for Params {
                 "With `ratio` and `stratify_by`: each record's side from its hash alone, so appends never move a \
                  record (shares per category are `ratio` on average, not exact).",
             ),
+            crate::reuse::param_doc(),
             ParamDoc::new(
                 "on_error",
                 "fail | skip",
@@ -169,7 +175,6 @@ impl TypedStage for Split {
         let dep = &ctx.deps[0];
         let mut writers: Vec<RecordWriter> =
             ctx.outs.iter().map(|o| RecordWriter::create(o)).collect::<Result<_, _>>()?;
-        let mut bad = Vec::new();
         let mut malformed = 0;
         let mut cats = Categories::default();
         // Without strata, or with `stable`, the hash alone places a record.
@@ -188,46 +193,48 @@ impl TypedStage for Split {
         };
 
         // Streaming: place each record as it comes. Otherwise remember
-        // (category, hash) and place records once all are known.
+        // (category, hash) and place records once all are known. Each
+        // record's hash and category come from earlier runs where they can.
         let mut keys: Vec<(u32, u64)> = Vec::new();
+        // Per item (not streaming): whether it is a record, for the second pass.
+        let mut is_rec: Vec<bool> = Vec::new();
         // Records per (category, side), for the metrics when stratified.
         let mut per_cat: Vec<[usize; 3]> = Vec::new();
         let mut seen = FieldsSeen::new().name_all("hash_fields", &p.hash_fields);
         if let Some(f) = &p.stratify_by {
             seen = seen.name("stratify_by", f);
         }
-        let mut reader = ChunkReader::open(dep)?;
-        loop {
-            let chunk = read_chunk(&mut reader, &pool, p.on_error, &mut bad)?;
-            malformed += bad.drain(..).count();
-            if chunk.is_empty() {
-                break;
-            }
-            let hashes = par_map(&pool, &chunk, |(_, rec)| {
-                seen.observe(rec);
-                content_hash(rec, p.seed, &p.hash_fields)
-            });
-            if streaming {
-                for ((_, rec), h) in chunk.iter().zip(hashes) {
-                    let side = by_hash(h);
-                    if let Some(f) = &p.stratify_by {
-                        let cat = cats.id(category_of(rec, f)) as usize;
-                        per_cat.resize(cats.len(), [0; 3]);
-                        per_cat[cat][side as usize] += 1;
+        let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse && seen.fits_mask());
+        let mut batches = Batches::open(dep)?;
+        while let Some(batch) = batches.next_batch()? {
+            let results = reuse.results(&batch, &pool, |i| hashed(p, &seen, &batch, i))?;
+            for ((line, item), h) in batch.items.iter().zip(results) {
+                let (hash, cat, fields) = match h {
+                    Hashed::Record { hash, cat, fields } => (hash, cat, fields),
+                    Hashed::Bad { reason } if p.on_error == OnError::Fail => {
+                        return Err(batch.bad_line(*line, item, reason).into());
                     }
-                    writers[side as usize].write(rec)?;
-                }
-            } else {
-                for ((_, rec), h) in chunk.iter().zip(hashes) {
-                    let cat = match &p.stratify_by {
-                        Some(f) => cats.id(category_of(rec, f)),
-                        None => cats.id(String::new()),
-                    };
-                    keys.push((cat, h));
+                    Hashed::Bad { .. } => {
+                        malformed += 1;
+                        is_rec.push(false);
+                        continue;
+                    }
+                };
+                seen.mark(fields);
+                let cat = cats.id(cat);
+                if streaming {
+                    let side = by_hash(hash);
+                    if p.stratify_by.is_some() {
+                        per_cat.resize(cats.len(), [0; 3]);
+                        per_cat[cat as usize][side as usize] += 1;
+                    }
+                    writers[side as usize].write_json_text(item.text().unwrap_or_default())?;
+                } else {
+                    keys.push((cat, hash));
+                    is_rec.push(true);
                 }
             }
         }
-
         seen.check()?;
         if !streaming {
             per_cat = vec![[0usize; 3]; cats.len()];
@@ -235,17 +242,16 @@ impl TypedStage for Split {
             for (i, side) in sides.iter().enumerate() {
                 per_cat[keys[i].0 as usize][*side as usize] += 1;
             }
-            let mut reader = ChunkReader::open(dep)?;
-            let mut i = 0;
-            loop {
-                let chunk = read_chunk(&mut reader, &pool, OnError::Skip, &mut bad)?;
-                bad.clear();
-                if chunk.is_empty() {
-                    break;
-                }
-                for (_, rec) in chunk {
-                    writers[sides[i] as usize].write(&rec)?;
-                    i += 1;
+            let mut batches = Batches::open(dep)?;
+            let (mut item, mut i) = (0, 0);
+            while let Some(batch) = batches.next_batch()? {
+                for (_, it) in &batch.items {
+                    let record = is_rec.get(item).copied().unwrap_or(false);
+                    item += 1;
+                    if record {
+                        writers[sides[i] as usize].write_json_text(it.text().unwrap_or_default())?;
+                        i += 1;
+                    }
                 }
             }
         }
@@ -258,6 +264,7 @@ impl TypedStage for Split {
         m.insert("malformed".into(), json!(malformed));
         let line: Vec<String> = SIDES.iter().zip(&sizes).map(|(s, n)| format!("{s} {n}")).collect();
         writeln!(ctx.log, "{}", line.join(", "))?;
+        writeln!(ctx.log, "{}", reuse.summary())?;
         if p.stratify_by.is_some() {
             let table: BTreeMap<&str, Value> = cats
                 .sorted()
@@ -272,6 +279,39 @@ impl TypedStage for Split {
         }
         Ok(m)
     }
+}
+
+/// What the first pass finds for one input item, as kept across runs.
+#[derive(Clone, Serialize, Deserialize)]
+enum Hashed {
+    #[serde(rename = "b")]
+    Bad {
+        #[serde(rename = "r")]
+        reason: String,
+    },
+    #[serde(rename = "r")]
+    Record {
+        /// The seeded content hash that places it.
+        #[serde(rename = "h")]
+        hash: u64,
+        /// Its `stratify_by` category; empty without strata.
+        #[serde(rename = "c")]
+        cat: String,
+        /// The named fields it has ([`FieldsSeen::present`]).
+        #[serde(rename = "f")]
+        fields: u64,
+    },
+}
+
+/// Item `i`'s hash and category.
+fn hashed(p: &Params, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<Hashed, StageFailure> {
+    let rec = match batch.parse(i) {
+        Ok(rec) => rec,
+        Err(b) => return Ok(Hashed::Bad { reason: b.reason }),
+    };
+    seen.observe(&rec);
+    let cat = p.stratify_by.as_deref().map(|f| category_of(&rec, f)).unwrap_or_default();
+    Ok(Hashed::Record { hash: content_hash(&rec, p.seed, &p.hash_fields), cat, fields: seen.present(&rec) })
 }
 
 impl Split {
@@ -330,6 +370,24 @@ impl Split {
 mod tests {
     use super::*;
     use crate::testkit::{jsonl, run};
+
+    #[test]
+    fn a_rerun_hashes_only_new_records_and_writes_what_a_full_run_does() {
+        use crate::reuse::testing::{assert_incremental, incremental_line, lines};
+        for params in [
+            json!({"ratio": [0.8, 0.2], "seed": 5}),
+            json!({"ratio": [0.7, 0.2, 0.1], "stratify_by": "category"}),
+            json!({"counts": {"valid": 300}, "stratify_by": "category", "on_error": "skip"}),
+            json!({"ratio": [0.9, 0.1], "stratify_by": "category", "stable": true}),
+        ] {
+            let outs: &[&str] = if params["ratio"].as_array().is_some_and(|r| r.len() == 3) {
+                &["t.jsonl", "v.jsonl", "x.jsonl"]
+            } else {
+                &["t.jsonl", "v.jsonl"]
+            };
+            assert_incremental(|| Split, lines(0, 4000), lines(4000, 4300), incremental_line(55_555), outs, params);
+        }
+    }
 
     fn records(n: usize, cats: usize) -> String {
         let recs: Vec<Value> = (0..n).map(|i| json!({"id": i, "category": format!("c{}", i % cats)})).collect();
