@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
-use crate::reuse::{Batch, Batches, Reuse};
+use crate::reuse::{for_each_record, Batch, Batches, PerItem, Reuse};
 use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
 /// The `balance` stage kind.
@@ -180,18 +180,18 @@ impl TypedStage for Balance {
         while let Some(batch) = batches.next_batch()? {
             for (at, r) in reuse.results(&batch, &pool, |i| keyed(p, &seen, &batch, i))?.into_iter().enumerate() {
                 match r {
-                    Keyed::Record { cat, key, has_cat } => {
+                    PerItem::Record(Keyed { cat, key, has_cat }) => {
                         if has_cat {
                             seen.mark(1);
                         }
                         keys.push((cats.id(cat), key));
                         is_rec.push(true);
                     }
-                    Keyed::Bad { .. } if p.on_error == OnError::Skip => {
+                    PerItem::Bad { .. } if p.on_error == OnError::Skip => {
                         malformed += 1;
                         is_rec.push(false);
                     }
-                    Keyed::Bad { reason } => {
+                    PerItem::Bad { reason } => {
                         let (line, item) = &batch.items[at];
                         return Err(batch.bad_line(*line, item, reason).into());
                     }
@@ -223,21 +223,7 @@ impl TypedStage for Balance {
 
         // Pass 2: copy the kept records (malformed items were given no key).
         let mut writer = RecordWriter::create(&ctx.outs[0])?;
-        let mut batches = Batches::open(dep)?;
-        let (mut item, mut i) = (0, 0);
-        while let Some(batch) = batches.next_batch()? {
-            for (_, it) in &batch.items {
-                let record = is_rec.get(item).copied().unwrap_or(false);
-                item += 1;
-                if !record {
-                    continue;
-                }
-                if keep[i] {
-                    writer.write_json_text(it.text().unwrap_or_default())?;
-                }
-                i += 1;
-            }
-        }
+        for_each_record(dep, &is_rec, |i, text| if keep[i] { writer.write_json_text(text) } else { Ok(()) })?;
         let written = writer.finish()?;
 
         let by_name = |v: &[usize]| -> Value {
@@ -272,36 +258,29 @@ impl TypedStage for Balance {
     }
 }
 
-/// What pass 1 finds for one input item, as kept across runs.
+/// What pass 1 finds for one record, as kept across runs.
 #[derive(Clone, Serialize, Deserialize)]
-enum Keyed {
-    #[serde(rename = "b")]
-    Bad {
-        #[serde(rename = "r")]
-        reason: String,
-    },
-    #[serde(rename = "r")]
-    Record {
-        #[serde(rename = "c")]
-        cat: String,
-        /// Its seeded content hash, the order within its category.
-        #[serde(rename = "k")]
-        key: u64,
-        /// Whether it has the category field.
-        #[serde(rename = "h")]
-        has_cat: bool,
-    },
+struct Keyed {
+    #[serde(rename = "c")]
+    cat: String,
+    /// Its seeded content hash, the order within its category.
+    #[serde(rename = "k")]
+    key: u64,
+    /// Whether it has the category field.
+    #[serde(rename = "h")]
+    has_cat: bool,
 }
 
 /// Item `i`'s category and key.
-fn keyed(p: &Params, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<Keyed, StageFailure> {
+fn keyed(p: &Params, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<PerItem<Keyed>, StageFailure> {
     let rec = match batch.parse(i) {
         Ok(rec) => rec,
-        Err(b) => return Ok(Keyed::Bad { reason: b.reason }),
+        Err(b) => return Ok(PerItem::Bad { reason: b.reason }),
     };
     seen.observe(&rec);
     let has_cat = seen.present(&rec) != 0;
-    Ok(Keyed::Record { cat: category_of(&rec, &p.category_field), key: content_hash(&rec, p.seed, &[]), has_cat })
+    let (cat, key) = (category_of(&rec, &p.category_field), content_hash(&rec, p.seed, &[]));
+    Ok(PerItem::Record(Keyed { cat, key, has_cat }))
 }
 
 /// How many records each present category may keep (by category id).
@@ -444,7 +423,14 @@ mod tests {
     fn a_rerun_parses_only_new_records_and_writes_what_a_full_run_does() {
         use crate::reuse::testing::{assert_incremental, incremental_line, lines};
         for params in [json!({"cap": 900, "seed": 3}), json!({"cap": 900, "stable": true, "on_error": "skip"})] {
-            assert_incremental(|| Balance, lines(0, 4000), lines(4000, 4300), incremental_line(77_777), &["o.jsonl"], params);
+            assert_incremental(
+                || Balance,
+                lines(0, 4000),
+                lines(4000, 4300),
+                incremental_line(77_777),
+                &["o.jsonl"],
+                params,
+            );
         }
     }
 
@@ -457,7 +443,9 @@ mod tests {
         let first = jsonl(&recs(0, n));
         let appended = first.clone() + &jsonl(&recs(n, n + 1000));
         let kept = |r: &Run| r.text(0).lines().map(str::to_string).collect::<std::collections::BTreeSet<_>>();
-        for params in [json!({"cap": 400, "seed": 3}), json!({"proportions": {"a": 0.5, "b": 0.3, "c": 0.2}, "total": 1500})] {
+        for params in
+            [json!({"cap": 400, "seed": 3}), json!({"proportions": {"a": 0.5, "b": 0.3, "c": 0.2}, "total": 1500})]
+        {
             let lost = |stable: bool| {
                 let mut p = params.clone();
                 p["stable"] = json!(stable);

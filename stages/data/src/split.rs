@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
-use crate::reuse::{Batch, Batches, Reuse};
+use crate::reuse::{for_each_record, Batch, Batches, PerItem, Reuse};
 use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
 /// The `split` stage kind.
@@ -209,12 +209,12 @@ impl TypedStage for Split {
         while let Some(batch) = batches.next_batch()? {
             let results = reuse.results(&batch, &pool, |i| hashed(p, &seen, &batch, i))?;
             for ((line, item), h) in batch.items.iter().zip(results) {
-                let (hash, cat, fields) = match h {
-                    Hashed::Record { hash, cat, fields } => (hash, cat, fields),
-                    Hashed::Bad { reason } if p.on_error == OnError::Fail => {
+                let Hashed { hash, cat, fields } = match h {
+                    PerItem::Record(h) => h,
+                    PerItem::Bad { reason } if p.on_error == OnError::Fail => {
                         return Err(batch.bad_line(*line, item, reason).into());
                     }
-                    Hashed::Bad { .. } => {
+                    PerItem::Bad { .. } => {
                         malformed += 1;
                         is_rec.push(false);
                         continue;
@@ -242,18 +242,7 @@ impl TypedStage for Split {
             for (i, side) in sides.iter().enumerate() {
                 per_cat[keys[i].0 as usize][*side as usize] += 1;
             }
-            let mut batches = Batches::open(dep)?;
-            let (mut item, mut i) = (0, 0);
-            while let Some(batch) = batches.next_batch()? {
-                for (_, it) in &batch.items {
-                    let record = is_rec.get(item).copied().unwrap_or(false);
-                    item += 1;
-                    if record {
-                        writers[sides[i] as usize].write_json_text(it.text().unwrap_or_default())?;
-                        i += 1;
-                    }
-                }
-            }
+            for_each_record(dep, &is_rec, |i, text| writers[sides[i] as usize].write_json_text(text))?;
         }
         let sizes: Vec<usize> = writers.into_iter().map(|w| w.finish()).collect::<Result<_, _>>()?;
         let mut m = Metrics::new();
@@ -281,37 +270,29 @@ impl TypedStage for Split {
     }
 }
 
-/// What the first pass finds for one input item, as kept across runs.
+/// What the first pass finds for one record, as kept across runs.
 #[derive(Clone, Serialize, Deserialize)]
-enum Hashed {
-    #[serde(rename = "b")]
-    Bad {
-        #[serde(rename = "r")]
-        reason: String,
-    },
-    #[serde(rename = "r")]
-    Record {
-        /// The seeded content hash that places it.
-        #[serde(rename = "h")]
-        hash: u64,
-        /// Its `stratify_by` category; empty without strata.
-        #[serde(rename = "c")]
-        cat: String,
-        /// The named fields it has ([`FieldsSeen::present`]).
-        #[serde(rename = "f")]
-        fields: u64,
-    },
+struct Hashed {
+    /// The seeded content hash that places it.
+    #[serde(rename = "h")]
+    hash: u64,
+    /// Its `stratify_by` category; empty without strata.
+    #[serde(rename = "c")]
+    cat: String,
+    /// The named fields it has ([`FieldsSeen::present`]).
+    #[serde(rename = "f")]
+    fields: u64,
 }
 
 /// Item `i`'s hash and category.
-fn hashed(p: &Params, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<Hashed, StageFailure> {
+fn hashed(p: &Params, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<PerItem<Hashed>, StageFailure> {
     let rec = match batch.parse(i) {
         Ok(rec) => rec,
-        Err(b) => return Ok(Hashed::Bad { reason: b.reason }),
+        Err(b) => return Ok(PerItem::Bad { reason: b.reason }),
     };
     seen.observe(&rec);
     let cat = p.stratify_by.as_deref().map(|f| category_of(&rec, f)).unwrap_or_default();
-    Ok(Hashed::Record { hash: content_hash(&rec, p.seed, &p.hash_fields), cat, fields: seen.present(&rec) })
+    Ok(PerItem::Record(Hashed { hash: content_hash(&rec, p.seed, &p.hash_fields), cat, fields: seen.present(&rec) }))
 }
 
 impl Split {

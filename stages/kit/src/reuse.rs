@@ -107,9 +107,11 @@ impl Batch {
     /// Parse item `i` (a bad one as the reader names it).
     pub fn parse(&self, i: usize) -> Result<dvx_records::Record, dvx_records::BadRecord> {
         match &self.items[i] {
-            (at, Item::Text(t)) => {
-                self.source.parse_str(*at, t).map(|(_, r)| r).map_err(|b| dvx_records::BadRecord { text: t.clone(), ..b })
-            }
+            (at, Item::Text(t)) => self
+                .source
+                .parse_str(*at, t)
+                .map(|(_, r)| r)
+                .map_err(|b| dvx_records::BadRecord { text: t.clone(), ..b }),
             (at, Item::Unreadable(r)) => self.source.parse(*at, Raw::Text(Err(r.clone()))).map(|(_, r)| r),
         }
     }
@@ -237,6 +239,43 @@ impl Batches {
         }
         *blake3::Hasher::new().update(&anchor).update(&n.to_le_bytes()).finalize().as_bytes()
     }
+}
+
+/// A kind's per-item result as the memo keeps it: the kind's result for a
+/// record, or why the item is not one (bad JSON, not an object, unreadable).
+/// Kept as `{"r": …}` / `{"b": {"r": reason}}`.
+#[derive(Clone, Serialize, serde::Deserialize)]
+pub enum PerItem<R> {
+    #[serde(rename = "b")]
+    Bad {
+        #[serde(rename = "r")]
+        reason: String,
+    },
+    #[serde(rename = "r")]
+    Record(R),
+}
+
+/// The second pass of a kind that decides after reading everything: calls
+/// `f(n, text)` for the `n`-th record of `path`, in order, where `is_rec`
+/// marks which items the first pass found to be records.
+pub fn for_each_record(
+    path: &Path,
+    is_rec: &[bool],
+    mut f: impl FnMut(usize, &str) -> Result<(), StageFailure>,
+) -> Result<(), StageFailure> {
+    let mut batches = Batches::open(path)?;
+    let (mut item, mut n) = (0, 0);
+    while let Some(batch) = batches.next_batch()? {
+        for (_, it) in &batch.items {
+            let record = is_rec.get(item).copied().unwrap_or(false);
+            item += 1;
+            if record {
+                f(n, it.text().unwrap_or_default())?;
+                n += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The default of every record-wise kind's `reuse` param.
@@ -424,20 +463,20 @@ pub mod testing {
         (from..to).map(incremental_line).collect()
     }
 
-/// A line of the incremental checks: categories, spaced and compact JSON,
-/// scores, some records failing rules or schema.
-pub fn incremental_line(i: usize) -> String {
-    let cat = ["a", "b", "c"][i % 3];
-    let word = if i.is_multiple_of(4) { "bad" } else { "good" };
-    let score = (i * 37 % 100) as f64 / 100.0;
-    if i.is_multiple_of(5) {
-        format!("{{\"category\": \"{cat}\", \"instruction\": \"task {i} é?\", \"output\": \"{word} answer {i}\", \"score\": {score}}}")
-    } else if i.is_multiple_of(11) {
-        format!(r#"{{"category":"{cat}","instruction":"task {i}","score":"high"}}"#)
-    } else {
-        format!(r#"{{"category":"{cat}","instruction":"task {i}","output":"{word} answer {i}","score":{score}}}"#)
+    /// A line of the incremental checks: categories, spaced and compact JSON,
+    /// scores, some records failing rules or schema.
+    pub fn incremental_line(i: usize) -> String {
+        let cat = ["a", "b", "c"][i % 3];
+        let word = if i.is_multiple_of(4) { "bad" } else { "good" };
+        let score = (i * 37 % 100) as f64 / 100.0;
+        if i.is_multiple_of(5) {
+            format!("{{\"category\": \"{cat}\", \"instruction\": \"task {i} é?\", \"output\": \"{word} answer {i}\", \"score\": {score}}}")
+        } else if i.is_multiple_of(11) {
+            format!(r#"{{"category":"{cat}","instruction":"task {i}","score":"high"}}"#)
+        } else {
+            format!(r#"{{"category":"{cat}","instruction":"task {i}","output":"{word} answer {i}","score":{score}}}"#)
+        }
     }
-}
 
     /// The `records processed: N` figure of a log.
     pub fn processed(r: &Run) -> usize {
