@@ -40,7 +40,7 @@ fn v5_8_curated_runs_and_prints_the_pass_rate_table() {
 }
 
 /// phase5 → phase6 → phase7 on the shipped corpus (training shortened so
-/// the test stays fast; CI also runs the real pipeline once, in release).
+/// the test stays fast; CI also runs the real pipeline once).
 #[test]
 fn phase_pipelines_build_on_each_other() {
     let p = repo_copy();
