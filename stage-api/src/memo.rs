@@ -19,6 +19,11 @@ pub trait Memo: Send + Sync {
     /// Keep `value` under `key`, durably, before returning. A memo that
     /// cannot write says why; the stage decides whether that is fatal.
     fn put(&self, key: &MemoKey, value: &[u8]) -> Result<(), String>;
+    /// Whether `put` keeps anything. A stage may skip working out what it
+    /// would keep (per-record ids, say) when it does not.
+    fn keeps(&self) -> bool {
+        true
+    }
 }
 
 /// A memo that never remembers: every `get` misses, `put` drops the value.
@@ -32,6 +37,9 @@ impl Memo for NoMemo {
     }
     fn put(&self, _key: &MemoKey, _value: &[u8]) -> Result<(), String> {
         Ok(())
+    }
+    fn keeps(&self) -> bool {
+        false
     }
 }
 
@@ -75,5 +83,6 @@ mod tests {
         assert_eq!(m.len(), 1);
         NoMemo.put(&[1; 32], b"x").unwrap();
         assert_eq!(NoMemo.get(&[1; 32]), None);
+        assert!(!NoMemo.keeps() && MemoryMemo::default().keeps());
     }
 }

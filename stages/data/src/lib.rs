@@ -5,7 +5,7 @@
 #[cfg(test)]
 use dvx_stage_kit::testkit;
 #[allow(unused_imports)]
-use dvx_stage_kit::{example_record, field_check, records, reuse, seeded, source_files, support, template};
+use dvx_stage_kit::{example_record, field_check, projection, records, reuse, seeded, source_files, support, template};
 
 pub mod balance;
 pub mod cmd;

@@ -8,6 +8,7 @@
 
 pub mod example_record;
 pub mod field_check;
+pub mod projection;
 pub mod records;
 pub mod reuse;
 pub mod seeded;

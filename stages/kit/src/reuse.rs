@@ -311,14 +311,15 @@ pub struct Reuse<'a> {
 
 impl<'a> Reuse<'a> {
     /// Reuse for `kind` at `version` with these (normalised) params; off
-    /// (every item processed, nothing kept) when `on` is false.
+    /// (every item processed, nothing kept) when `on` is false or the memo
+    /// keeps nothing.
     pub fn new(memo: &'a dyn Memo, kind: &str, version: u32, params: &impl Serialize, on: bool) -> Self {
         let params = serde_json::to_value(params).unwrap_or_default();
         let mut h = blake3::Hasher::new();
         h.update(b"dvx record reuse\0").update(kind.as_bytes()).update(b"\0");
         h.update(&version.to_le_bytes());
         h.update(&dvx_cache::canonical_json(&params));
-        Reuse { memo: on.then_some(memo), salt: *h.finalize().as_bytes(), processed: 0, reused: 0 }
+        Reuse { memo: (on && memo.keeps()).then_some(memo), salt: *h.finalize().as_bytes(), processed: 0, reused: 0 }
     }
 
     /// The result of every item of `batch`, in order: from the memo where an

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::field_check::FieldsSeen;
+use crate::projection::Projection;
 use crate::records::{BadLine, RecordWriter};
 use crate::reuse::{Batch, Batches, Reuse};
 use crate::support::{bad_line_record, category_of, pool, round4, OnError};
@@ -95,6 +96,9 @@ pub struct Compiled {
     params: Params,
     rules: BTreeMap<String, Rule>,
     default: Option<Rule>,
+    /// The fields a verdict reads: a rule on `quality_score` leaves the
+    /// texts unparsed.
+    projection: Projection,
 }
 
 /// Pass counts of one category.
@@ -139,9 +143,10 @@ impl TypedStage for Filter {
     }
 
     fn prepare(&self, params: Params, _shape: Shape) -> Result<Compiled, ParamError> {
-        let rules = parse_rules(&params.rules)?.into_iter().collect();
+        let rules: BTreeMap<String, Rule> = parse_rules(&params.rules)?.into_iter().collect();
         let default = params.default.as_ref().map(|d| Rule::parse(d, "default")).transpose()?;
-        Ok(Compiled { params, rules, default })
+        let projection = projection(&params, rules.values().chain(&default));
+        Ok(Compiled { params, rules, default, projection })
     }
 
     fn execute(&self, c: &Compiled, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
@@ -259,10 +264,18 @@ enum Verdict {
 /// The verdict on item `i` of `batch`: the rule its category picks, tested.
 fn verdict(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize, jsonl_out: bool) -> Result<Verdict, StageFailure> {
     let p = &c.params;
-    let mut rec = match batch.parse(i) {
-        Ok(rec) => rec,
-        Err(b) if p.on_error == OnError::Skip => return Ok(Verdict::Bad { reason: b.reason }),
-        Err(b) => return Err(b.into()),
+    let full = || match batch.parse(i) {
+        Ok(rec) => Ok(Ok(rec)),
+        Err(b) if p.on_error == OnError::Skip => Ok(Err(Verdict::Bad { reason: b.reason })),
+        Err(b) => Err(StageFailure::from(b)),
+    };
+    let projected = batch.items[i].1.text().ok().and_then(|t| c.projection.parse(t));
+    let rec = match projected {
+        Some(rec) => rec,
+        None => match full()? {
+            Ok(rec) => rec,
+            Err(bad) => return Ok(bad),
+        },
     };
     seen.observe(&rec);
     let fields = seen.present(&rec);
@@ -282,11 +295,28 @@ fn verdict(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize, jsonl_out: 
     let line = match &miss {
         None => None,
         Some((_, why)) => {
+            // A rejected record is written whole: parsed again if projected.
+            let mut rec = if c.projection.is_all() { rec } else { full()?.unwrap_or_default() };
             rec.insert(p.reason_field.clone(), Value::String(why.clone()));
             Some(serde_json::to_string(&rec).map_err(|e| StageFailure::new(format!("cannot write a record: {e}")))?)
         }
     };
     Ok(Verdict::Record { cat, fields, miss: miss.map(|(path, _)| path), line, compact, compacted })
+}
+
+/// What a verdict parses in full: the category and text fields, every
+/// field a rule reads, and a chat record's turns (its answer, for the log);
+/// every field when a rule reads the text of a record's turns, which for an
+/// unknown shape is all its strings.
+fn projection<'r>(p: &Params, rules: impl Iterator<Item = &'r Rule>) -> Projection {
+    let mut read = vec![p.category_field.clone(), "messages".into(), "conversations".into()];
+    read.extend(p.text_fields.iter().cloned());
+    let reads_text = rules.fold(false, |t, r| r.reads(&mut read) | t);
+    if reads_text && p.text_fields.is_empty() {
+        Projection::all()
+    } else {
+        Projection::fields(read.iter().map(String::as_str))
+    }
 }
 
 /// The record fields the params name: the category field (when a rule is

@@ -334,6 +334,20 @@ impl Rule {
         }
     }
 
+    /// Every field path this rule and those below it read (`exists`
+    /// included) into `out`; true when one of them reads the record's text.
+    pub(crate) fn reads(&self, out: &mut Vec<String>) -> bool {
+        out.extend(self.field.iter().cloned());
+        let text = self.field.is_none() && matches!(self.node, Node::Contains { .. } | Node::Regex(_) | Node::Len { .. });
+        let below = match &self.node {
+            Node::All(kids) | Node::Any(kids) | Node::AtLeast(_, kids) => kids.iter().fold(false, |t, k| k.reads(out) | t),
+            Node::Not(inner) => inner.reads(out),
+            _ => false,
+        };
+        let and_not = self.and_not.as_ref().is_some_and(|an| an.reads(out));
+        text | below | and_not
+    }
+
     /// Does the record pass?
     pub(crate) fn test<'r>(&'r self, s: &Subject<'_>) -> Result<(), Miss<'r>> {
         self.test_node(s)?;

@@ -212,3 +212,55 @@ fn a_rerun_tests_only_new_records_and_writes_what_a_full_run_does() {
     let params = json!({"rules": {"a": {"contains": "good"}, "b": {"field": "score", "ge": 0.5}}, "default": {"min_len": 20}});
     assert_incremental(|| Filter, lines(0, 5000), lines(5000, 5200), incremental_line(99_999), &["k.jsonl", "r.jsonl"], params);
 }
+
+/// A verdict that parses only the fields its rules read is the verdict of
+/// a full parse, for kept, rejected and malformed lines alike.
+#[test]
+fn projected_verdicts_are_full_verdicts() {
+    use crate::field_check::FieldsSeen;
+    use crate::reuse::Batches;
+    use dvx_stage_api::{Shape, TypedStage};
+
+    let lines = [
+        r#"{"instruction":"a \"quoted\" task","response":"an answer","quality_score":0.9,"category":"x","meta":{"n":1}}"#,
+        r#"{"instruction":"low","response":"   ","quality_score":0.1,"category":"x"}"#,
+        r#"{"instruction":"no score","response":"r","category":"y"}"#,
+        r#"{"instruction":"text score","response":"r","quality_score":"high","category":"y","tags":["a",{"b":null}]}"#,
+        r#"{"instruction":"lone \ud800","quality_score":0.9,"category":"x"}"#,
+        r#"{"instruction":"huge","quality_score":0.9,"category":"x","n":1e999}"#,
+        r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"quality_score":0.8}"#,
+        r#"[1, 2]"#,
+        r#"{"quality_score": 0.95, "category": "z", "response": "spaced \u00e9 line"}"#,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    for params in [
+        json!({"default": {"field": "quality_score", "ge": 0.5}, "on_error": "skip"}),
+        json!({"rules": {"x": {"field": "meta.n", "exists": true}}, "default": {"not": {"field": "quality_score", "lt": 0.5}}, "on_error": "skip"}),
+        json!({"default": {"all": [{"field": "quality_score", "ge": 0.5}, {"contains": "answer"}]}, "on_error": "skip"}),
+    ] {
+        let projected = Filter.prepare(serde_json::from_value(params.clone()).unwrap(), Shape { deps: 1, outs: 1 }).unwrap();
+        let mut full = Filter.prepare(serde_json::from_value(params.clone()).unwrap(), Shape { deps: 1, outs: 1 }).unwrap();
+        full.projection = crate::projection::Projection::all();
+        let batch = Batches::open(&path).unwrap().next_batch().unwrap().unwrap();
+        let verdicts = |c: &super::Compiled, seen: &FieldsSeen| -> Vec<String> {
+            (0..batch.items.len())
+                .map(|i| {
+                    let v = super::verdict(c, seen, &batch, i, true).unwrap();
+                    let compacted = match &v {
+                        super::Verdict::Record { compacted, .. } => compacted.clone(),
+                        _ => None,
+                    };
+                    format!("{} {compacted:?}", serde_json::to_string(&v).unwrap())
+                })
+                .collect()
+        };
+        let (a, b) = (super::fields_read(&projected), super::fields_read(&full));
+        assert_eq!(verdicts(&projected, &a), verdicts(&full, &b), "{params}");
+        assert_eq!(a.text_report("filter"), b.text_report("filter"), "{params}");
+        if params["default"].get("all").is_none() {
+            assert!(!projected.projection.is_all(), "{params}");
+        }
+    }
+}
