@@ -53,7 +53,10 @@ impl SchemaInference {
     /// Take one record given as JSON text.
     pub fn add(&mut self, text: &str) -> Result<(), String> {
         self.shape.clear();
-        let scanned = scan_shape(text, &mut self.shape).is_ok();
+        let scanned = quick_shape(text.as_bytes(), &mut self.shape).is_some() || {
+            self.shape.clear();
+            scan_shape(text, &mut self.shape).is_ok()
+        };
         if scanned && self.known.get(&self.shape) == Some(&self.generation) {
             return Ok(());
         }
@@ -182,6 +185,167 @@ fn scan_shape(text: &str, shape: &mut Vec<u8>) -> serde_json::Result<()> {
     let mut de = serde_json::Deserializer::from_str(text);
     serde::de::DeserializeSeed::deserialize(ShapeSeed(shape), &mut de)?;
     de.end()
+}
+
+/// The shape [`scan_shape`] gives, found by a byte scan that skips
+/// through string bodies with `memchr` instead of walking them: the text
+/// is mostly strings, and this runs for every record a Parquet out takes.
+/// `None` for anything it is not sure of (an escaped key, an exponent, an
+/// integer of 19 or more digits, `-0`, bad syntax), which `scan_shape`
+/// then reads. Its callers hand it records that a parse has accepted; it
+/// checks structure, not every rule of JSON.
+fn quick_shape(text: &[u8], shape: &mut Vec<u8>) -> Option<()> {
+    let mut scan = Scan { b: text, i: 0 };
+    scan.value(shape, 0)?;
+    (scan.peek().is_none()).then_some(())
+}
+
+/// Nesting [`quick_shape`] leaves to `scan_shape`.
+const QUICK_DEPTH: usize = 64;
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scan<'_> {
+    /// The next byte after whitespace.
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(c);
+            }
+            self.i += 1;
+        }
+        None
+    }
+
+    fn value(&mut self, out: &mut Vec<u8>, depth: usize) -> Option<()> {
+        if depth > QUICK_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => {
+                self.string()?;
+                out.push(b's');
+            }
+            b'{' => {
+                self.i += 1;
+                out.push(b'{');
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                } else {
+                    loop {
+                        if self.peek()? != b'"' {
+                            return None;
+                        }
+                        let key = self.string()?;
+                        if key.contains(&b'\\') {
+                            return None;
+                        }
+                        out.extend_from_slice(&(key.len() as u64).to_le_bytes());
+                        out.extend_from_slice(key);
+                        if self.peek()? != b':' {
+                            return None;
+                        }
+                        self.i += 1;
+                        self.value(out, depth + 1)?;
+                        if !self.next_or_close(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                out.push(b'}');
+            }
+            b'[' => {
+                self.i += 1;
+                out.push(b'[');
+                if self.peek()? == b']' {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.value(out, depth + 1)?;
+                        if !self.next_or_close(b']')? {
+                            break;
+                        }
+                    }
+                }
+                out.push(b']');
+            }
+            b't' => self.literal(b"true", b'b', out)?,
+            b'f' => self.literal(b"false", b'b', out)?,
+            b'n' => self.literal(b"null", b'n', out)?,
+            b'-' | b'0'..=b'9' => out.push(self.number()?),
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// Past a `,` (true: more follow) or `close` (false).
+    fn next_or_close(&mut self, close: u8) -> Option<bool> {
+        let c = self.peek()?;
+        self.i += 1;
+        match c {
+            b',' => Some(true),
+            c if c == close => Some(false),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], token: u8, out: &mut Vec<u8>) -> Option<()> {
+        self.b.get(self.i..)?.starts_with(word).then(|| {
+            self.i += word.len();
+            out.push(token);
+        })
+    }
+
+    /// Past a string; its body as written (escapes undecoded).
+    fn string(&mut self) -> Option<&[u8]> {
+        let start = self.i + 1;
+        self.i = start;
+        loop {
+            self.i += memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
+            if self.b[self.i] == b'"' {
+                self.i += 1;
+                return Some(&self.b[start..self.i - 1]);
+            }
+            match self.b.get(self.i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                b'u' if self.b.get(self.i + 2..self.i + 6)?.iter().all(u8::is_ascii_hexdigit) => self.i += 6,
+                _ => return None,
+            }
+        }
+    }
+
+    /// `i` for an integer that surely fits an `i64`, `f` for a plain
+    /// decimal fraction; `None` for the rest.
+    fn number(&mut self) -> Option<u8> {
+        let negative = self.b[self.i] == b'-';
+        self.i += usize::from(negative);
+        let digits = self.digits();
+        let int = &self.b[self.i - digits..self.i];
+        if digits == 0 || digits > 18 || (digits > 1 && int[0] == b'0') || (negative && int == b"0") {
+            return None;
+        }
+        let mut token = b'i';
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+            token = b'f';
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            return None;
+        }
+        Some(token)
+    }
+
+    fn digits(&mut self) -> usize {
+        let n = self.b.get(self.i..).map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count());
+        self.i += n;
+        n
+    }
 }
 
 struct ShapeSeed<'a>(&'a mut Vec<u8>);
@@ -583,6 +747,78 @@ mod tests {
             skipped += inf.known.len();
         }
         assert!(skipped > 100, "the shape memory was used: {skipped}");
+    }
+
+    /// The byte scan gives `scan_shape`'s shape or none, on random texts
+    /// in random layouts (numbers of every form, escapes in keys and
+    /// strings, nesting, damage), and gives one for plain records.
+    #[test]
+    fn quick_shape_is_scan_shape_or_none() {
+        let mut next = crate::test_rng::below(0x5EED_0F_5CA7);
+        const ATOMS: [&str; 24] = [
+            "0", "-0", "-0.5", "7", "-12", "123456789012345678", "1234567890123456789", "9223372036854775808",
+            "1.25", "1e3", "2E-2", "00", "1.", "null", "true", "false", "\"\"", "\"a\\\"b\"", "\"\\u00e9\\n\"",
+            "\"\\ud83d\\ude00\"", "\"tab\\tx\"", "\"é ✓\"", "tru", "\"\\x\"",
+        ];
+        let mut quick_used = 0;
+        for _ in 0..5000 {
+            let mut t = String::new();
+            let sp = |next: &mut dyn FnMut(u64) -> u64, t: &mut String| {
+                if next(3) == 0 {
+                    t.push_str([" ", "\n", "\t ", "\r\n"][next(4) as usize]);
+                }
+            };
+            fn val(next: &mut dyn FnMut(u64) -> u64, t: &mut String, depth: usize, sp: &dyn Fn(&mut dyn FnMut(u64) -> u64, &mut String)) {
+                match next(if depth > 3 { 1 } else { 3 }) {
+                    0 => t.push_str(ATOMS[next(ATOMS.len() as u64) as usize]),
+                    1 => {
+                        t.push('[');
+                        for i in 0..next(3) {
+                            if i > 0 {
+                                t.push(',');
+                            }
+                            sp(next, t);
+                            val(next, t, depth + 1, sp);
+                        }
+                        t.push(']');
+                    }
+                    _ => {
+                        t.push('{');
+                        for i in 0..next(4) {
+                            if i > 0 {
+                                t.push(',');
+                            }
+                            sp(next, t);
+                            t.push_str(["\"a\"", "\"b\"", "\"k\\u0041\"", "\"é\"", "\"\""][next(5) as usize]);
+                            sp(next, t);
+                            t.push(':');
+                            val(next, t, depth + 1, sp);
+                            sp(next, t);
+                        }
+                        t.push('}');
+                    }
+                }
+            }
+            val(&mut next, &mut t, 0, &sp);
+            if next(8) == 0 && !t.is_empty() {
+                // Damage: cut the text or add a stray byte.
+                let at = t.char_indices().map(|(i, _)| i).nth(next(t.chars().count() as u64) as usize).unwrap_or(0);
+                if next(2) == 0 { t.truncate(at) } else { t.insert(at, [',', '}', ']', '"'][next(4) as usize]) }
+            }
+            let (mut quick, mut slow) = (Vec::new(), Vec::new());
+            let want = scan_shape(&t, &mut slow).ok().map(|_| slow);
+            if quick_shape(t.as_bytes(), &mut quick).is_some() {
+                quick_used += 1;
+                // Callers hand it parsed records, so only valid texts must agree.
+                if serde_json::from_str::<serde_json::Value>(&t).is_ok() {
+                    assert_eq!(Some(quick), want, "{t}");
+                }
+            }
+        }
+        assert!(quick_used > 1000, "the byte scan answered {quick_used} of 5000");
+        let mut shape = Vec::new();
+        let plain = r#"{"instruction": "a \"quoted\" task\n", "response": "é ✓", "quality_score": 0.75, "n": -3, "tags": ["a"], "m": {"x": null, "y": true}}"#;
+        assert!(quick_shape(plain.as_bytes(), &mut shape).is_some());
     }
 
     fn record(next: &mut impl FnMut(u64) -> u64) -> String {
