@@ -18,7 +18,11 @@ use dvx_cache::StatCache;
 use crate::state::WorkspaceState;
 
 /// The stat cache file in a workspace's state folder.
-pub(crate) const STAT_FILE: &str = "stat-v3.txt";
+pub(crate) const STAT_FILE: &str = "stat-v4.txt";
+
+/// The stat cache file of earlier versions (all entries parsed at load):
+/// not read, removed when the new one is saved.
+pub(crate) const OLD_STAT_FILE: &str = "stat-v3.txt";
 
 type Read = (StatCache, WorkspaceState);
 

@@ -501,6 +501,8 @@ pub fn run(
         if let Err(e) = stat.save() {
             tracing::warn!("cannot save the stat cache: {e}");
         }
+        // Left by an earlier dvx; its files are hashed again once.
+        let _ = std::fs::remove_file(sh.ws.state_dir.join(crate::prefetch::OLD_STAT_FILE));
         tracing::debug!(elapsed = ?t0.elapsed(), "state saved");
     }
     let stopped_any = sh.held_back.load(std::sync::atomic::Ordering::SeqCst)
