@@ -184,11 +184,11 @@ impl StatCache {
         }
     }
 
-    /// Write back if anything changed (atomically, beside the file).
-    pub fn save(&mut self) -> Result<()> {
-        let Some(file) = &self.file else { return Ok(()) };
+    /// Write back if anything changed (atomically, beside the file); whether it wrote.
+    pub fn save(&mut self) -> Result<bool> {
+        let Some(file) = &self.file else { return Ok(false) };
         if !self.dirty {
-            return Ok(());
+            return Ok(false);
         }
         let dir = file.parent().expect("stat cache file has a parent");
         std::fs::create_dir_all(dir).at(dir)?;
@@ -199,7 +199,7 @@ impl StatCache {
         std::fs::write(&tmp, &bytes).at(&tmp)?;
         std::fs::rename(&tmp, file).at(file)?;
         self.dirty = false;
-        Ok(())
+        Ok(true)
     }
 }
 
