@@ -68,16 +68,21 @@ fn a_damaged_or_cut_stat_cache_is_hashed_again_not_trusted() {
         ("empty", Vec::new()),
         ("not text", vec![0xff; 64]),
     ];
-    for (what, bytes) in damaged {
+    for (k, (what, bytes)) in damaged.into_iter().enumerate() {
         std::fs::write(stat_file(&p), &bytes).unwrap();
-        // An edit the damaged file must not hide: same size, same second.
-        p.write("src/d1/f0.txt", "1 9\n");
+        // An edit the damaged file must not hide: same size, same second,
+        // new each time (else its run is restored from the run cache).
+        let edit = format!("1 {}\n", k + 5);
+        p.write("src/d1/f0.txt", &edit);
         std::thread::sleep(std::time::Duration::from_millis(250));
         let (statuses, read) = run_counting(&p);
         assert_eq!(statuses.iter().filter(|(_, s)| s == "ran").count(), 1, "{what}: {statuses:?}");
         assert!(read >= 9, "{what}: every source read again, {read} read");
-        assert_eq!(p.read("out/o1.txt"), "1 9\n1 1\n1 2\n", "{what}");
-        // Rewritten whole: the next no-op reads nothing.
+        assert_eq!(p.read("out/o1.txt"), format!("{edit}1 1\n1 2\n"), "{what}");
+        // Rewritten whole: the next no-op reads nothing (once the new out
+        // has left the racy window; it is read once more before that).
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        run_counting(&p);
         assert_eq!(run_counting(&p).1, 0, "{what}");
         p.write("src/d1/f0.txt", "1 0\n");
         std::thread::sleep(std::time::Duration::from_millis(250));
@@ -109,4 +114,30 @@ fn an_old_format_stat_cache_is_not_read_and_is_removed() {
     assert!(read >= 9, "sources read again: {read}");
     assert!(!p.path(".dvx/stat-v3.txt").exists(), "the old file is removed once the new one is written");
     assert_eq!(run_counting(&p).1, 0);
+}
+
+#[test]
+fn a_folder_hash_changed_in_the_stat_cache_is_not_believed() {
+    let p = project();
+    // Change the manifest hash recorded for `src/d2`, leaving the checksum
+    // as it was: believed, it would make s2's dep look changed.
+    let text = std::fs::read_to_string(stat_file(&p)).unwrap();
+    let d2 = p.path("src/d2").canonicalize().unwrap().display().to_string();
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            if f.len() == 4 && f[0] == "D" && f[3] == d2 {
+                let flipped = if f[2].starts_with('0') { "1" } else { "0" };
+                format!("D\t{}\t{flipped}{}\t{}\n", f[1], &f[2][1..], f[3])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(edited, text, "the folder line is there");
+    std::fs::write(stat_file(&p), edited).unwrap();
+    let (statuses, read) = run_counting(&p);
+    assert!(statuses.iter().all(|(_, s)| s == "cached"), "{statuses:?}");
+    assert!(read >= 9, "sources read again: {read}");
 }
