@@ -12,8 +12,8 @@
 //! is a few ms) and 2 s where timestamps are whole seconds.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::atomic;
@@ -104,7 +104,7 @@ impl StatCache {
     /// Load from `file`. Missing, unreadable, of another format or damaged
     /// (its checksum does not match) → empty: every file is hashed again.
     pub fn load(file: &Path) -> StatCache {
-        let read = std::fs::read(file).ok().and_then(|bytes| Read::of(bytes)).unwrap_or_default();
+        let read = std::fs::read(file).ok().and_then(Read::of).unwrap_or_default();
         StatCache {
             file: Some(file.to_path_buf()),
             entries: HashMap::new(),
@@ -251,8 +251,11 @@ fn format(
                 v.sort_unstable_by_key(|(name, _)| *name);
                 lines.clear();
                 for (name, e) in v {
-                    let _ =
-                        writeln!(lines, "{}\t{}\t{}\t{}\t{}\t{}\t{name}", e.size, e.mtime_ns, e.ctime_ns, e.ino, e.dev, e.hash);
+                    let _ = writeln!(
+                        lines,
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{name}",
+                        e.size, e.mtime_ns, e.ctime_ns, e.ino, e.dev, e.hash
+                    );
                 }
                 &lines
             }
@@ -406,7 +409,8 @@ mod tests {
     #[test]
     fn bad_lines_in_a_section_are_skipped_not_misread() {
         let good = "3\t-5\t9\t7\t2\t".to_string() + &Hash::of_bytes(b"x").to_string();
-        let lines = format!("{good}\tok\n{good}\tsub/dir\n{good}\t\nx\t1\t2\t3\t4\t{}\tbad\n3\t-5\n", Hash::of_bytes(b"x"));
+        let lines =
+            format!("{good}\tok\n{good}\tsub/dir\n{good}\t\nx\t1\t2\t3\t4\t{}\tbad\n3\t-5\n", Hash::of_bytes(b"x"));
         let mut out = HashMap::new();
         parse_section("/f", &lines, &mut out);
         assert_eq!(out.keys().collect::<Vec<_>>(), ["/f/ok"]);

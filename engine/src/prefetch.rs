@@ -1,5 +1,5 @@
 //! Reading a workspace's stat cache and state ahead. At 10,000 stages they
-//! are 19 MB and 6 MB (the stat cache's entries are parsed a folder at a
+//! are 16 MB and 6 MB (the stat cache's entries are parsed a folder at a
 //! time, when asked for, but the file is read and checked whole); neither
 //! depends on the pipeline, so `dvx run` and `dvx status` start reading them
 //! on another thread ([`prefetch_workspace_state`]) while the YAML is parsed,

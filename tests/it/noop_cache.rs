@@ -12,7 +12,9 @@ fn project() -> Project {
         for j in 0..3 {
             p.write(&format!("src/d{i}/f{j}.txt"), &format!("{i} {j}\n"));
         }
-        yaml += &format!("  s{i}:\n    deps: [src/d{i}]\n    outs: [out/o{i}.txt]\n    cmd: cat src/d{i}/* > out/o{i}.txt\n");
+        yaml += &format!(
+            "  s{i}:\n    deps: [src/d{i}]\n    outs: [out/o{i}.txt]\n    cmd: cat src/d{i}/* > out/o{i}.txt\n"
+        );
     }
     p.write("dvx.yaml", &yaml);
     // Sources and outputs older than the stat cache's racy window.
