@@ -275,7 +275,7 @@ pub fn hash_path_reporting(
         return Ok((OutputKind::Dir, h));
     }
     let total = {
-        let stat = stat.lock().expect("stat cache lock");
+        let mut stat = stat.lock().expect("stat cache lock");
         files
             .iter()
             .filter_map(|(_, w)| match w {

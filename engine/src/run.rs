@@ -498,8 +498,11 @@ pub fn run(
         }
         let mut stat = sh.stat.lock().expect("stat lock");
         tracing::debug!(files = stat.files_hashed, "file contents read for hashing");
-        if let Err(e) = stat.save() {
-            tracing::warn!("cannot save the stat cache: {e}");
+        match stat.save() {
+            // The file of an earlier dvx, not read: its files were hashed again once.
+            Ok(true) => drop(std::fs::remove_file(sh.ws.state_dir.join(crate::prefetch::OLD_STAT_FILE))),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot save the stat cache: {e}"),
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "state saved");
     }

@@ -18,6 +18,7 @@ mod gc_scope;
 mod incremental;
 mod logs;
 mod metrics;
+mod noop_cache;
 mod phase0;
 mod llm;
 mod pipelines;
