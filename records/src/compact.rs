@@ -345,7 +345,7 @@ mod tests {
         let mut taken = 0;
         for _ in 0..3000 {
             let mut text = String::new();
-            gen_value(&mut next, &mut text, 0);
+            crate::test_rng::json_value(&mut next, &mut text, 0);
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
             let mut out = String::new();
             if compact_into(&text, &mut out) {
@@ -354,96 +354,5 @@ mod tests {
             }
         }
         assert!(taken > 2000, "the fast route took only {taken} of 3000");
-    }
-
-    fn gen_value(next: &mut impl FnMut(u64) -> u64, t: &mut String, depth: usize) {
-        let ws = |next: &mut dyn FnMut(u64) -> u64, t: &mut String| {
-            for _ in 0..next(3) {
-                t.push([' ', '\n', '\t', '\r'][next(4) as usize]);
-            }
-        };
-        ws(next, t);
-        match next(if depth > 3 { 4 } else { 6 }) {
-            0 => t.push_str(["true", "false", "null"][next(3) as usize]),
-            1 => t.push_str(
-                [
-                    "0",
-                    "7",
-                    "-7",
-                    "42",
-                    "1.5",
-                    "-0.25",
-                    "1e3",
-                    "2.5E-3",
-                    "1.0",
-                    "100.000",
-                    "-0",
-                    "0.1",
-                    "123456789012",
-                    "1e300",
-                    "3.14159265358979323846",
-                    "9007199254740993",
-                    "-1.0e-7",
-                ][next(17) as usize],
-            ),
-            2 | 3 => gen_string(next, t),
-            4 => {
-                t.push('[');
-                for i in 0..next(4) {
-                    if i > 0 {
-                        t.push(',');
-                    }
-                    gen_value(next, t, depth + 1);
-                }
-                ws(next, t);
-                t.push(']');
-            }
-            _ => {
-                t.push('{');
-                for i in 0..next(4) {
-                    if i > 0 {
-                        t.push(',');
-                    }
-                    ws(next, t);
-                    t.push_str(["\"a\"", "\"b\"", "\"c\"", "\"é\"", "\"a\\u0062\""][next(5) as usize]);
-                    ws(next, t);
-                    t.push(':');
-                    gen_value(next, t, depth + 1);
-                }
-                ws(next, t);
-                t.push('}');
-            }
-        }
-        ws(next, t);
-    }
-
-    fn gen_string(next: &mut impl FnMut(u64) -> u64, t: &mut String) {
-        t.push('"');
-        for _ in 0..next(6) {
-            t.push_str(
-                [
-                    "a",
-                    "é",
-                    "✓",
-                    "😀",
-                    "\\n",
-                    "\\\"",
-                    "\\\\",
-                    "\\/",
-                    "\\u00e9",
-                    "\\u0000",
-                    "\\u001f",
-                    "\\u007F",
-                    "\\b",
-                    "\\t",
-                    "\\ud83d\\ude00",
-                    "\\u2028",
-                    " ",
-                    "\\f",
-                    "\\r",
-                ][next(19) as usize],
-            );
-        }
-        t.push('"');
     }
 }

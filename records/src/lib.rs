@@ -34,14 +34,4 @@ pub type Record = serde_json::Map<String, serde_json::Value>;
 
 /// A small seeded generator for the randomised tests.
 #[cfg(test)]
-mod test_rng {
-    /// `next(n)`: a number below `n` (xorshift64 from `seed`).
-    pub fn below(mut seed: u64) -> impl FnMut(u64) -> u64 {
-        move |n| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        }
-    }
-}
+mod test_rng;
