@@ -754,7 +754,7 @@ mod tests {
     /// damaged), and gives one for plain records.
     #[test]
     fn quick_shape_is_scan_shape_or_none() {
-        let mut next = crate::test_rng::below(0x5EED_0F_5CA7);
+        let mut next = crate::test_rng::below(0x005E_ED0F_5CA7);
         let mut quick_used = 0;
         for _ in 0..5000 {
             let mut t = String::new();

@@ -296,7 +296,14 @@ fn verdict(c: &Compiled, seen: &FieldsSeen, batch: &Batch, i: usize, jsonl_out: 
         None => None,
         Some((_, why)) => {
             // A rejected record is written whole: parsed again if projected.
-            let mut rec = if c.projection.is_all() { rec } else { full()?.unwrap_or_default() };
+            let mut rec = if c.projection.is_all() {
+                rec
+            } else {
+                match full()? {
+                    Ok(rec) => rec,
+                    Err(bad) => return Ok(bad),
+                }
+            };
             rec.insert(p.reason_field.clone(), Value::String(why.clone()));
             Some(serde_json::to_string(&rec).map_err(|e| StageFailure::new(format!("cannot write a record: {e}")))?)
         }
