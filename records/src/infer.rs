@@ -229,49 +229,22 @@ impl Scan<'_> {
                 self.string()?;
                 out.push(b's');
             }
-            b'{' => {
-                self.i += 1;
-                out.push(b'{');
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                } else {
-                    loop {
-                        if self.peek()? != b'"' {
-                            return None;
-                        }
-                        let key = self.string()?;
-                        if key.contains(&b'\\') {
-                            return None;
-                        }
-                        out.extend_from_slice(&(key.len() as u64).to_le_bytes());
-                        out.extend_from_slice(key);
-                        if self.peek()? != b':' {
-                            return None;
-                        }
-                        self.i += 1;
-                        self.value(out, depth + 1)?;
-                        if !self.next_or_close(b'}')? {
-                            break;
-                        }
-                    }
+            b'{' => self.items(b'{', b'}', out, |scan, out| {
+                if scan.peek()? != b'"' {
+                    return None;
                 }
-                out.push(b'}');
-            }
-            b'[' => {
-                self.i += 1;
-                out.push(b'[');
-                if self.peek()? == b']' {
-                    self.i += 1;
-                } else {
-                    loop {
-                        self.value(out, depth + 1)?;
-                        if !self.next_or_close(b']')? {
-                            break;
-                        }
-                    }
+                let key = scan.string()?;
+                if key.contains(&b'\\') {
+                    return None;
                 }
-                out.push(b']');
-            }
+                push_key(out, key);
+                if scan.peek()? != b':' {
+                    return None;
+                }
+                scan.i += 1;
+                scan.value(out, depth + 1)
+            })?,
+            b'[' => self.items(b'[', b']', out, |scan, out| scan.value(out, depth + 1))?,
             b't' => self.literal(b"true", b'b', out)?,
             b'f' => self.literal(b"false", b'b', out)?,
             b'n' => self.literal(b"null", b'n', out)?,
@@ -281,15 +254,33 @@ impl Scan<'_> {
         Some(())
     }
 
-    /// Past a `,` (true: more follow) or `close` (false).
-    fn next_or_close(&mut self, close: u8) -> Option<bool> {
-        let c = self.peek()?;
+    /// An array or object: `open`, then `item` until the `close` that
+    /// ends it, each item after the first behind a `,`.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        out: &mut Vec<u8>,
+        mut item: impl FnMut(&mut Self, &mut Vec<u8>) -> Option<()>,
+    ) -> Option<()> {
         self.i += 1;
-        match c {
-            b',' => Some(true),
-            c if c == close => Some(false),
-            _ => None,
+        out.push(open);
+        if self.peek()? == close {
+            self.i += 1;
+        } else {
+            loop {
+                item(self, out)?;
+                let c = self.peek()?;
+                self.i += 1;
+                match c {
+                    b',' => {}
+                    c if c == close => break,
+                    _ => return None,
+                }
+            }
         }
+        out.push(close);
+        Some(())
     }
 
     fn literal(&mut self, word: &[u8], token: u8, out: &mut Vec<u8>) -> Option<()> {
@@ -419,10 +410,15 @@ impl<'de> Visitor<'de> for ShapeKey<'_> {
         f.write_str("an object key")
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.0.extend_from_slice(&(v.len() as u64).to_le_bytes());
-        self.0.extend_from_slice(v.as_bytes());
+        push_key(self.0, v.as_bytes());
         Ok(())
     }
+}
+
+/// An object key as both shape scans write it: its length, then its bytes.
+fn push_key(shape: &mut Vec<u8>, key: &[u8]) {
+    shape.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    shape.extend_from_slice(key);
 }
 
 /// Order-sensitive equality of two inferred field maps (`IndexMap`'s own

@@ -317,35 +317,39 @@ impl Rule {
         Ok(Rule { node, field: field_path, and_not, path: path.into(), label, full })
     }
 
+    /// `f` on this rule and every rule below it (`and_not` included).
+    fn walk<'r>(&'r self, f: &mut impl FnMut(&'r Rule)) {
+        f(self);
+        match &self.node {
+            Node::All(kids) | Node::Any(kids) | Node::AtLeast(_, kids) => kids.iter().for_each(|k| k.walk(f)),
+            Node::Not(inner) => inner.walk(f),
+            _ => {}
+        }
+        if let Some(an) = &self.and_not {
+            an.walk(f);
+        }
+    }
+
     /// The record fields this rule and those below it read, each with the
     /// param path naming it (`rules.CRUD.of.1.field`). `exists` rules are
     /// left out: a field absent from every record may be what they check.
     pub(crate) fn named_fields(&self, out: &mut Vec<(String, String)>) {
-        if let (Some(f), false) = (&self.field, matches!(self.node, Node::Exists(_))) {
-            out.push((join(&self.path, "field"), f.clone()));
-        }
-        match &self.node {
-            Node::All(kids) | Node::Any(kids) | Node::AtLeast(_, kids) => kids.iter().for_each(|k| k.named_fields(out)),
-            Node::Not(inner) => inner.named_fields(out),
-            _ => {}
-        }
-        if let Some(an) = &self.and_not {
-            an.named_fields(out);
-        }
+        self.walk(&mut |r| {
+            if let (Some(f), false) = (&r.field, matches!(r.node, Node::Exists(_))) {
+                out.push((join(&r.path, "field"), f.clone()));
+            }
+        });
     }
 
     /// Every field path this rule and those below it read (`exists`
     /// included) into `out`; true when one of them reads the record's text.
     pub(crate) fn reads(&self, out: &mut Vec<String>) -> bool {
-        out.extend(self.field.iter().cloned());
-        let text = self.field.is_none() && matches!(self.node, Node::Contains { .. } | Node::Regex(_) | Node::Len { .. });
-        let below = match &self.node {
-            Node::All(kids) | Node::Any(kids) | Node::AtLeast(_, kids) => kids.iter().fold(false, |t, k| k.reads(out) | t),
-            Node::Not(inner) => inner.reads(out),
-            _ => false,
-        };
-        let and_not = self.and_not.as_ref().is_some_and(|an| an.reads(out));
-        text | below | and_not
+        let mut text = false;
+        self.walk(&mut |r| {
+            out.extend(r.field.iter().cloned());
+            text |= r.field.is_none() && matches!(r.node, Node::Contains { .. } | Node::Regex(_) | Node::Len { .. });
+        });
+        text
     }
 
     /// Does the record pass?
