@@ -24,6 +24,9 @@ use arrow_schema::{DataType, Field, Fields, Schema};
 use indexmap::{IndexMap, IndexSet};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::flat::Takes;
+use crate::scan::{Number, Scan};
+
 /// A field's type so far.
 #[derive(Debug, Clone)]
 enum Inferred {
@@ -84,6 +87,25 @@ impl SchemaInference {
     /// The Arrow schema of every record added.
     pub fn schema(&self) -> Schema {
         Schema::new(fields_of(&self.fields))
+    }
+
+    /// What each field takes without a change to the schema so far, if
+    /// every field is a scalar (see `flat.rs`): the kinds of value seen
+    /// in it.
+    pub fn flat_takes(&self) -> Option<Vec<Takes>> {
+        self.fields
+            .values()
+            .map(|t| match t {
+                Inferred::Scalar(seen) => Some(Takes {
+                    string: seen.contains(&DataType::Utf8),
+                    int: seen.contains(&DataType::Int64),
+                    float: seen.contains(&DataType::Float64),
+                    boolean: seen.contains(&DataType::Boolean),
+                }),
+                Inferred::Any => Some(Takes::default()),
+                Inferred::Array(_) | Inferred::Object(_) => None,
+            })
+            .collect()
     }
 }
 
@@ -195,148 +217,81 @@ fn scan_shape(text: &str, shape: &mut Vec<u8>) -> serde_json::Result<()> {
 /// then reads. Its callers hand it records that a parse has accepted; it
 /// checks structure, not every rule of JSON.
 fn quick_shape(text: &[u8], shape: &mut Vec<u8>) -> Option<()> {
-    let mut scan = Scan { b: text, i: 0 };
-    scan.value(shape, 0)?;
+    let mut scan = Scan::new(text);
+    shape_value(&mut scan, shape, 0)?;
     (scan.peek().is_none()).then_some(())
 }
 
 /// Nesting [`quick_shape`] leaves to `scan_shape`.
 const QUICK_DEPTH: usize = 64;
 
-struct Scan<'a> {
-    b: &'a [u8],
-    i: usize,
+/// One value's shape into `out`.
+fn shape_value(scan: &mut Scan, out: &mut Vec<u8>, depth: usize) -> Option<()> {
+    if depth > QUICK_DEPTH {
+        return None;
+    }
+    match scan.peek()? {
+        b'"' => {
+            scan.string()?;
+            out.push(b's');
+        }
+        b'{' => shape_items(scan, b'{', b'}', out, |scan, out| {
+            if scan.peek()? != b'"' {
+                return None;
+            }
+            let key = scan.string()?;
+            if key.contains(&b'\\') {
+                return None;
+            }
+            push_key(out, key);
+            if scan.peek()? != b':' {
+                return None;
+            }
+            scan.i += 1;
+            shape_value(scan, out, depth + 1)
+        })?,
+        b'[' => shape_items(scan, b'[', b']', out, |scan, out| shape_value(scan, out, depth + 1))?,
+        b't' => scan.word(b"true").map(|()| out.push(b'b'))?,
+        b'f' => scan.word(b"false").map(|()| out.push(b'b'))?,
+        b'n' => scan.word(b"null").map(|()| out.push(b'n'))?,
+        // An exponent is left to serde_json, which refuses one out of range.
+        b'-' | b'0'..=b'9' => match scan.number()? {
+            Number::Int => out.push(b'i'),
+            Number::Fraction => out.push(b'f'),
+            Number::Exponent => return None,
+        },
+        _ => return None,
+    }
+    Some(())
 }
 
-impl Scan<'_> {
-    /// The next byte after whitespace.
-    fn peek(&mut self) -> Option<u8> {
-        while let Some(&c) = self.b.get(self.i) {
-            if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
-                return Some(c);
-            }
-            self.i += 1;
-        }
-        None
-    }
-
-    fn value(&mut self, out: &mut Vec<u8>, depth: usize) -> Option<()> {
-        if depth > QUICK_DEPTH {
-            return None;
-        }
-        match self.peek()? {
-            b'"' => {
-                self.string()?;
-                out.push(b's');
-            }
-            b'{' => self.items(b'{', b'}', out, |scan, out| {
-                if scan.peek()? != b'"' {
-                    return None;
-                }
-                let key = scan.string()?;
-                if key.contains(&b'\\') {
-                    return None;
-                }
-                push_key(out, key);
-                if scan.peek()? != b':' {
-                    return None;
-                }
-                scan.i += 1;
-                scan.value(out, depth + 1)
-            })?,
-            b'[' => self.items(b'[', b']', out, |scan, out| scan.value(out, depth + 1))?,
-            b't' => self.literal(b"true", b'b', out)?,
-            b'f' => self.literal(b"false", b'b', out)?,
-            b'n' => self.literal(b"null", b'n', out)?,
-            b'-' | b'0'..=b'9' => out.push(self.number()?),
-            _ => return None,
-        }
-        Some(())
-    }
-
-    /// An array or object: `open`, then `item` until the `close` that
-    /// ends it, each item after the first behind a `,`.
-    fn items(
-        &mut self,
-        open: u8,
-        close: u8,
-        out: &mut Vec<u8>,
-        mut item: impl FnMut(&mut Self, &mut Vec<u8>) -> Option<()>,
-    ) -> Option<()> {
-        self.i += 1;
-        out.push(open);
-        if self.peek()? == close {
-            self.i += 1;
-        } else {
-            loop {
-                item(self, out)?;
-                let c = self.peek()?;
-                self.i += 1;
-                match c {
-                    b',' => {}
-                    c if c == close => break,
-                    _ => return None,
-                }
-            }
-        }
-        out.push(close);
-        Some(())
-    }
-
-    fn literal(&mut self, word: &[u8], token: u8, out: &mut Vec<u8>) -> Option<()> {
-        self.b.get(self.i..)?.starts_with(word).then(|| {
-            self.i += word.len();
-            out.push(token);
-        })
-    }
-
-    /// Past a string; its body as written (escapes undecoded).
-    fn string(&mut self) -> Option<&[u8]> {
-        let start = self.i + 1;
-        self.i = start;
+/// An array or object: `open`, then `item` until the `close` that ends
+/// it, each item after the first behind a `,`.
+fn shape_items(
+    scan: &mut Scan,
+    open: u8,
+    close: u8,
+    out: &mut Vec<u8>,
+    mut item: impl FnMut(&mut Scan, &mut Vec<u8>) -> Option<()>,
+) -> Option<()> {
+    scan.i += 1;
+    out.push(open);
+    if scan.peek()? == close {
+        scan.i += 1;
+    } else {
         loop {
-            self.i += memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
-            if self.b[self.i] == b'"' {
-                self.i += 1;
-                return Some(&self.b[start..self.i - 1]);
-            }
-            match self.b.get(self.i + 1)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
-                b'u' if self.b.get(self.i + 2..self.i + 6)?.iter().all(u8::is_ascii_hexdigit) => self.i += 6,
+            item(scan, out)?;
+            let c = scan.peek()?;
+            scan.i += 1;
+            match c {
+                b',' => {}
+                c if c == close => break,
                 _ => return None,
             }
         }
     }
-
-    /// `i` for an integer that surely fits an `i64`, `f` for a plain
-    /// decimal fraction; `None` for the rest.
-    fn number(&mut self) -> Option<u8> {
-        let negative = self.b[self.i] == b'-';
-        self.i += usize::from(negative);
-        let digits = self.digits();
-        let int = &self.b[self.i - digits..self.i];
-        if digits == 0 || digits > 18 || (digits > 1 && int[0] == b'0') || (negative && int == b"0") {
-            return None;
-        }
-        let mut token = b'i';
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            if self.digits() == 0 {
-                return None;
-            }
-            token = b'f';
-        }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            return None;
-        }
-        Some(token)
-    }
-
-    fn digits(&mut self) -> usize {
-        let n = self.b.get(self.i..).map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count());
-        self.i += n;
-        n
-    }
+    out.push(close);
+    Some(())
 }
 
 struct ShapeSeed<'a>(&'a mut Vec<u8>);

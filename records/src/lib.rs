@@ -13,11 +13,13 @@
 mod compact;
 mod error;
 mod features;
+mod flat;
 mod format;
 mod hash;
 mod infer;
 mod parquet_sink;
 mod read;
+mod scan;
 mod write;
 
 pub use compact::{compact, compact_into};

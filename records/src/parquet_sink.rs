@@ -30,6 +30,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use tempfile::NamedTempFile;
 
+use crate::flat::{FlatRows, Takes};
 use crate::infer::SchemaInference;
 
 /// Rows per Parquet row group: what a reader holds in memory at once.
@@ -58,6 +59,9 @@ enum State {
 /// Records being decoded with one schema into a Parquet file.
 struct Rows {
     decoder: Decoder,
+    /// Set when the schema is flat: rows are built here, and `decoder`
+    /// decodes only the records `flat` does not take, one at a time.
+    flat: Option<FlatRows>,
     writer: ArrowWriter<BufWriter<NamedTempFile>>,
 }
 
@@ -80,8 +84,14 @@ impl ParquetSink {
         }
     }
 
-    /// Take one record given as its JSON text on one line.
+    /// Take one record given as its JSON text (one object, any layout).
     pub fn put(&mut self, text: &str) -> Result<(), StageFailure> {
+        if let State::Streaming { rows, .. } = &mut self.state {
+            // A record the flat decoder takes leaves the schema as inferred.
+            if rows.take(text).map_err(|e| failure(&self.out, &e))? {
+                return Ok(());
+            }
+        }
         self.inference.add(text).map_err(|e| failure(&self.out, &e))?;
         match &mut self.state {
             State::Learning { texts, bytes } => {
@@ -97,7 +107,7 @@ impl ParquetSink {
                 self.spool_what_was_written()?;
                 self.put_spooled(text)
             }
-            State::Streaming { rows, .. } => rows.decode(text).map_err(|e| failure(&self.out, &e)),
+            State::Streaming { rows, .. } => rows.decode_general(text).map_err(|e| failure(&self.out, &e)),
             State::Spooled(_) => self.put_spooled(text),
         }
     }
@@ -117,7 +127,7 @@ impl ParquetSink {
             State::Spooled(spool) => {
                 let mut spool = spool.into_inner().map_err(|e| io(&e.into_error()))?;
                 spool.rewind().map_err(|e| io(&e))?;
-                let mut rows = Rows::new(self.inference.schema(), &self.dir).map_err(|e| fail(&e))?;
+                let mut rows = Rows::new(self.inference.schema(), None, &self.dir).map_err(|e| fail(&e))?;
                 let reader = BufReader::with_capacity(BUF, spool.as_file());
                 rows.decode_all(reader).map_err(|e| fail(&e))?;
                 rows.finish().map_err(|e| fail(&e))?
@@ -130,7 +140,8 @@ impl ParquetSink {
     /// Begin the file with the schema of the records so far, and decode them.
     fn start_streaming(&mut self, texts: Vec<String>) -> Result<(), StageFailure> {
         let fail = |e: &dyn std::fmt::Display| failure(&self.out, e);
-        let mut rows = Rows::new(self.inference.schema(), &self.dir).map_err(|e| fail(&e))?;
+        let mut rows =
+            Rows::new(self.inference.schema(), self.inference.flat_takes(), &self.dir).map_err(|e| fail(&e))?;
         for t in &texts {
             rows.decode(t).map_err(|e| fail(&e))?;
         }
@@ -164,15 +175,25 @@ impl ParquetSink {
 
     fn put_spooled(&mut self, text: &str) -> Result<(), StageFailure> {
         let State::Spooled(w) = &mut self.state else { unreachable!("spooling") };
-        w.write_all(text.as_bytes())
+        // The spool is JSONL: a record on one line.
+        let line = match memchr::memchr(b'\n', text.as_bytes()) {
+            None => std::borrow::Cow::Borrowed(text),
+            Some(_) => crate::compact(text)
+                .ok_or_else(|| failure(&self.out, &"a record is not JSON"))?
+                .into(),
+        };
+        w.write_all(line.as_bytes())
             .and_then(|()| w.write_all(b"\n"))
             .map_err(|e| StageFailure::new(format!("cannot write {}: {e}", self.out.display())))
     }
 }
 
 impl Rows {
-    fn new(schema: Schema, dir: &Path) -> Result<Rows, Box<dyn std::error::Error + Send + Sync>> {
+    /// Rows of `schema`; `takes` (see `flat.rs`) decodes a flat one by a
+    /// byte scan where it can.
+    fn new(schema: Schema, takes: Option<Vec<Takes>>, dir: &Path) -> Result<Rows, Box<dyn std::error::Error + Send + Sync>> {
         let schema = Arc::new(schema);
+        let flat = takes.and_then(|takes| FlatRows::new(schema.clone(), takes));
         let decoder = arrow_json::ReaderBuilder::new(schema.clone())
             .with_batch_size(ENCODE_BATCH)
             .with_strict_mode(true)
@@ -188,21 +209,52 @@ impl Rows {
         file.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
         let file = file.prefix(".dvx-parquet-").tempfile_in(dir)?;
         let writer = ArrowWriter::try_new(BufWriter::with_capacity(BUF, file), schema, Some(props))?;
-        Ok(Rows { decoder, writer })
+        Ok(Rows { decoder, flat, writer })
+    }
+
+    /// Rows decoded and not yet encoded.
+    fn held(&self) -> usize {
+        self.flat.as_ref().map_or(self.decoder.len(), FlatRows::len)
+    }
+
+    /// Add a record if the flat decoder takes it (it then leaves the
+    /// schema as inferred); false otherwise, or if the schema is not flat.
+    fn take(&mut self, text: &str) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        if self.flat.is_none() {
+            return Ok(false);
+        }
+        if self.held() >= ENCODE_BATCH {
+            self.flush()?;
+        }
+        Ok(self.flat.as_mut().is_some_and(|flat| flat.take(text)))
     }
 
     /// Decode one record's text (a whole JSON object).
     fn decode(&mut self, text: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.decoder.len() >= ENCODE_BATCH {
+        if self.take(text)? {
+            return Ok(());
+        }
+        self.decode_general(text)
+    }
+
+    /// Decode one record's text with arrow-json.
+    fn decode_general(&mut self, text: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.held() >= ENCODE_BATCH {
             self.flush()?;
         }
         let read = self.decoder.decode(text.as_bytes())?;
         debug_assert_eq!(read, text.len(), "one record fits a batch with room");
+        if let Some(flat) = &mut self.flat {
+            let row = self.decoder.flush()?.ok_or("a record decoded to no row")?;
+            flat.append(&row)?;
+        }
         Ok(())
     }
 
-    /// Decode every record of a JSONL stream.
+    /// Decode every record of a JSONL stream (with arrow-json alone: rows
+    /// made without `takes`).
     fn decode_all(&mut self, mut reader: impl std::io::BufRead) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        debug_assert!(self.flat.is_none(), "a flat decoder's rows would go out of order");
         loop {
             let buf = reader.fill_buf()?;
             if buf.is_empty() {
@@ -218,7 +270,12 @@ impl Rows {
     }
 
     fn flush(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if let Some(batch) = self.decoder.flush()? {
+        let batch = match &mut self.flat {
+            Some(flat) if flat.len() == 0 => None,
+            Some(flat) => Some(flat.finish()?),
+            None => self.decoder.flush()?,
+        };
+        if let Some(batch) = batch {
             self.writer.write(&batch)?;
         }
         Ok(())
@@ -246,12 +303,16 @@ mod tests {
     /// What the sink must write: every record decoded once with the schema
     /// inferred from them all.
     fn one_decode(texts: &[String], dir: &Path) -> Vec<u8> {
+        try_one_decode(texts, dir).unwrap()
+    }
+
+    fn try_one_decode(texts: &[String], dir: &Path) -> Result<Vec<u8>, String> {
         let mut inference = SchemaInference::default();
-        texts.iter().for_each(|t| inference.add(t).unwrap());
-        let mut rows = Rows::new(inference.schema(), dir).unwrap();
+        texts.iter().try_for_each(|t| inference.add(t))?;
+        let mut rows = Rows::new(inference.schema(), None, dir).map_err(|e| e.to_string())?;
         let jsonl: String = texts.iter().map(|t| format!("{t}\n")).collect();
-        rows.decode_all(std::io::Cursor::new(jsonl)).unwrap();
-        std::fs::read(rows.finish().unwrap().path()).unwrap()
+        rows.decode_all(std::io::Cursor::new(jsonl)).map_err(|e| e.to_string())?;
+        Ok(std::fs::read(rows.finish().map_err(|e| e.to_string())?.path()).unwrap())
     }
 
     fn sink_writes(texts: &[String], dir: &Path) -> Result<Vec<u8>, StageFailure> {
@@ -300,6 +361,74 @@ mod tests {
         for (name, texts) in cases {
             assert!(sink_writes(&texts, dir.path()).unwrap() == one_decode(&texts, dir.path()), "{name}");
         }
+    }
+
+    /// A flat record: strings with and without escapes, numbers, a
+    /// boolean, nulls, a field left out, keys in another order.
+    fn flat(i: usize) -> String {
+        match i % 5 {
+            0 => format!(r#"{{"text": "line {i}\nnext \u00e9 \ud83d\ude00", "score": {}.25, "n": {i}, "ok": true}}"#, i % 9),
+            1 => format!(r#"{{"n": -{i}, "text": "plain {i}", "ok": false, "score": 1e-3}}"#),
+            2 => format!(r#"{{"text": null, "score": null, "n": null, "ok": null}}"#),
+            3 => format!(r#"{{"text": "no score", "n": {i}}}"#),
+            _ => format!(r#"{{"text":"{i}","score":-0.5,"n":0,"ok":true}}"#),
+        }
+    }
+
+    #[test]
+    fn flat_records_are_written_as_one_decode_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3 * ENCODE_BATCH + 17;
+        let cases: Vec<(&str, Vec<String>)> = vec![
+            ("no change", (0..n).map(flat).collect()),
+            ("fewer than are learned", (0..10).map(flat).collect()),
+            ("records the scan leaves to arrow-json", {
+                let mut v: Vec<String> = (0..n).map(flat).collect();
+                v[ENCODE_BATCH - 1] = r#"{"text": "repeated", "text": "key"}"#.into();
+                v[ENCODE_BATCH] = r#"{"text": "a long integer part", "score": 1234567890123456789.5}"#.into();
+                v[2 * ENCODE_BATCH + 1] = r#"{"\u0074ext": "an escaped key"}"#.into();
+                v
+            }),
+            ("an integer in a column of fractions", {
+                let mut v: Vec<String> = (0..n).map(|i| format!(r#"{{"score": {i}.5}}"#)).collect();
+                v[2 * ENCODE_BATCH] = r#"{"score": 2}"#.into();
+                v
+            }),
+            ("a new field, and records laid out on several lines", {
+                let mut v: Vec<String> = (0..n).map(flat).collect();
+                v[LEARN_RECORDS - 1] = "{\"text\":\n \"lines\",\r\n\"n\": 1\n}".into();
+                v[LEARN_RECORDS + 1] = r#"{"late": "field"}"#.into();
+                v[LEARN_RECORDS + 2] = "{\"text\":\n \"lines\",\n\"late\": \"again\"}".into();
+                v
+            }),
+        ];
+        for (name, texts) in cases {
+            assert!(sink_writes(&texts, dir.path()).unwrap() == one_decode(&texts, dir.path()), "{name}");
+        }
+        // Random flat files: now and then a value of another kind, a new
+        // (escaped) key, or one the sink must refuse.
+        let mut next = crate::test_rng::below(0xD1B5_4A32_D192_ED03);
+        let mut written = 0;
+        for round in 0..9 {
+            let kinds = [0, 2, 1, 3].map(|k| if next(5) == 0 { next(4) as u8 } else { k });
+            let noise = [50, 1 << 40, 1 << 40][round % 3];
+            let texts: Vec<String> = (0..[40, LEARN_RECORDS + 40, ENCODE_BATCH + 40][round % 3])
+                .map(|_| {
+                    let mut t = String::new();
+                    crate::test_rng::flat_record(&mut next, kinds, noise, &mut t);
+                    t
+                })
+                .collect();
+            match (sink_writes(&texts, dir.path()), try_one_decode(&texts, dir.path())) {
+                (Ok(ours), Ok(one)) => {
+                    assert!(ours == one, "round {round}");
+                    written += 1;
+                }
+                (Err(_), Err(_)) => {}
+                (ours, one) => panic!("round {round}: sink {:?}, one decode {:?}", ours.map(|_| ()), one.map(|_| ())),
+            }
+        }
+        assert!(written >= 3, "{written} of 9 files written");
     }
 
     #[test]

@@ -106,9 +106,9 @@ impl RecordWriter {
     /// Append one record given as JSON object text in any layout (any
     /// spacing, escapes of any kind): JSONL outs get the compact line
     /// `serde_json` writes for the parsed record, without parsing it where
-    /// [`crate::compact_into`] can; Parquet outs take a one-line text as it is.
+    /// [`crate::compact_into`] can; Parquet outs take the text as it is.
     pub fn write_json_text(&mut self, json: &str) -> Result<(), StageFailure> {
-        if matches!(self.sink, Sink::Parquet(_)) && !json.contains('\n') {
+        if matches!(self.sink, Sink::Parquet(_)) {
             return self.put(json);
         }
         let mut line = std::mem::take(&mut self.scratch);
