@@ -37,37 +37,54 @@ impl Feed for Lines {
     fn next_items(&mut self, max: usize) -> Result<Vec<(usize, Raw)>, StageFailure> {
         let mut out = Vec::with_capacity(max.min(4096));
         while out.len() < max {
-            self.buf.clear();
-            let n = self.text.read_until(b'\n', &mut self.buf).map_err(|e| {
+            let failed = |e: std::io::Error, line: usize| {
                 StageFailure::from(BadRecord {
                     path: self.path.clone(),
-                    line: self.line + 1,
+                    line,
                     unit: Unit::Line,
                     text: String::new(),
                     reason: format!("cannot read line: {e}"),
                 })
-            })?;
-            if n == 0 {
-                break;
-            }
-            self.line += 1;
-            let mut bytes = &self.buf[..];
-            if self.line == 1 {
-                bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-            }
-            let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let item = match std::str::from_utf8(bytes) {
-                Ok(s) => Ok(s.to_string()),
-                Err(e) => Err(format!("cannot read line: not UTF-8 ({e})")),
             };
-            out.push((self.line, Raw::Text(item)));
+            // A line whole in the reader's buffer is taken from there; one
+            // that runs past it is gathered in `buf`.
+            let buffered = self.text.fill_buf().map_err(|e| failed(e, self.line + 1))?;
+            let (item, used) = match memchr::memchr(b'\n', buffered) {
+                Some(end) => (line_item(&buffered[..end], self.line + 1), end + 1),
+                None => {
+                    self.buf.clear();
+                    let n = self.text.read_until(b'\n', &mut self.buf).map_err(|e| failed(e, self.line + 1))?;
+                    if n == 0 {
+                        break;
+                    }
+                    let bytes = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+                    (line_item(bytes, self.line + 1), 0)
+                }
+            };
+            self.text.consume(used);
+            self.line += 1;
+            if let Some(item) = item {
+                out.push((self.line, Raw::Text(item)));
+            }
         }
         Ok(out)
     }
+}
+
+/// Line number `line` (its `\n` taken off) as an item; `None` for a blank
+/// line. The first line may start with a byte-order mark.
+fn line_item(mut bytes: &[u8], line: usize) -> Option<Result<String, String>> {
+    if line == 1 {
+        bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    }
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(s.to_string()),
+        Err(e) => Err(format!("cannot read line: not UTF-8 ({e})")),
+    })
 }
 
 /// A JSON array of objects, read one element at a time. Anything but an
@@ -191,4 +208,43 @@ impl JsonArray {
 /// An error in the element after the `element`th.
 fn fail_at(path: &Path, element: usize, reason: String) -> StageFailure {
     BadRecord { path: path.to_path_buf(), line: element + 1, unit: Unit::Element, text: String::new(), reason }.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line and its number, whichever reader buffer the lines cross.
+    #[test]
+    fn lines_are_the_same_whatever_the_buffer() {
+        let text: &[u8] = b"\xef\xbb\xbf{\"a\": 1}\r\n\n  \n{\"b\": \"two\"}\n\xff\xfe\n{\"long\": \"0123456789012345678901234567890\"}\r\n{\"last\": true}";
+        let want: Vec<(usize, Result<String, String>)> = vec![
+            (1, Ok("{\"a\": 1}".into())),
+            (4, Ok("{\"b\": \"two\"}".into())),
+            (5, Err("not UTF-8".into())),
+            (6, Ok("{\"long\": \"0123456789012345678901234567890\"}".into())),
+            (7, Ok("{\"last\": true}".into())),
+        ];
+        for capacity in [1, 2, 3, 7, 16, 64, 1 << 20] {
+            let reader: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(text.to_vec()));
+            let mut lines = Lines::new(Path::new("x.jsonl"), BufReader::with_capacity(capacity, reader));
+            let mut got = Vec::new();
+            loop {
+                let items = lines.next_items(2).unwrap();
+                if items.is_empty() {
+                    break;
+                }
+                got.extend(items);
+            }
+            let got: Vec<(usize, Result<String, String>)> = got
+                .into_iter()
+                .map(|(n, raw)| match raw {
+                    Raw::Text(Err(e)) if e.contains("not UTF-8") => (n, Err("not UTF-8".to_string())),
+                    Raw::Text(t) => (n, t),
+                    Raw::Value(v) => (n, Ok(format!("value {v}"))),
+                })
+                .collect();
+            assert_eq!(got, want, "buffer of {capacity} bytes");
+        }
+    }
 }

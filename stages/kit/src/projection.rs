@@ -75,7 +75,8 @@ impl<'de> Visitor<'de> for Top<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Record>, A::Error> {
-        let mut rec = Map::new();
+        // Records have a handful of fields: no growing as they are read.
+        let mut rec = Map::with_capacity(8);
         while let Some(key) = map.next_key::<String>()? {
             let value = if self.keep.contains(key.as_str()) { map.next_value::<Value>()? } else { map.next_value_seed(StandIn)? };
             rec.insert(key, value);
