@@ -213,10 +213,23 @@ fn llama3_rope_factors(cfg: &ArchConfig) -> Result<Option<Vec<f32>>, String> {
     Ok(Some(factors))
 }
 
+/// The character byte-level BPE (GPT-2's) writes byte `b` as: printable
+/// Latin-1 bytes stand for themselves, the others take the characters from
+/// U+0100 on, in byte order.
+fn gpt2_byte_char(b: u8) -> char {
+    let printable = |c: u8| matches!(c, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    if printable(b) {
+        return char::from(b);
+    }
+    let shifted = (0..b).filter(|&c| !printable(c)).count() as u32;
+    char::from_u32(0x100 + shifted).expect("below U+0200")
+}
+
 /// `tokenizer.ggml.*` for a tokenizer: a BPE `tokenizer.json` as llama.cpp's
 /// `gpt2` vocabulary (tokens, types, merges), specials by id; dvx's byte
-/// tokenizer and other models as `none` (no vocabulary: llama.cpp then needs
-/// token ids from the caller).
+/// tokenizer as a `gpt2` vocabulary of the 256 bytes without merges, then
+/// its three specials; other tokenizers as `none` (no vocabulary: llama.cpp
+/// then needs token ids from the caller).
 fn tokenizer_metadata(tok: &Tok, tokenizer_json: Option<&Path>, vocab: usize) -> Result<Vec<(String, Value)>, String> {
     let info = &tok.info;
     let mut m = vec![];
@@ -271,6 +284,26 @@ fn tokenizer_metadata(tok: &Tok, tokenizer_json: Option<&Path>, vocab: usize) ->
             m.push(("tokenizer.ggml.token_type".into(), Value::Array(types)));
             m.push(("tokenizer.ggml.merges".into(), Value::Array(merges)));
         }
+        (Tokenizer::Bytes, _) => {
+            // Byte-level BPE without merges splits text into its bytes: the
+            // byte tokenizer's ids, so llama.cpp can tokenize and print text.
+            let mut tokens: Vec<Value> = (0..=255u8).map(|b| Value::String(gpt2_byte_char(b).to_string())).collect();
+            let mut types = vec![Value::I32(1); tokens.len()];
+            for special in ["<s>", "</s>", "<pad>"] {
+                tokens.push(Value::String(special.into()));
+                types.push(Value::I32(3));
+            }
+            // Embedding rows past the tokenizer's ids.
+            for id in tokens.len()..vocab {
+                tokens.push(Value::String(format!("[PAD{id}]")));
+                types.push(Value::I32(5));
+            }
+            m.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
+            m.push(("tokenizer.ggml.pre".into(), Value::String("default".into())));
+            m.push(("tokenizer.ggml.tokens".into(), Value::Array(tokens)));
+            m.push(("tokenizer.ggml.token_type".into(), Value::Array(types)));
+            m.push(("tokenizer.ggml.merges".into(), Value::Array(vec![])));
+        }
         _ => m.push(("tokenizer.ggml.model".into(), Value::String("none".into()))),
     }
     if let Some(b) = info.bos_token_id {
@@ -288,7 +321,45 @@ fn write_file(path: &Path, meta: &[(String, Value)], tensors: &[(String, QTensor
     let f = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
     gguf_file::write(&mut w, &meta, &tensors).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    std::io::Write::flush(&mut w).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    std::io::Write::flush(&mut w).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    drop(w);
+    for (key, value) in &meta {
+        if STRING_ARRAYS.contains(key) && matches!(value, Value::Array(a) if a.is_empty()) {
+            type_empty_array_as_strings(path, key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Keys llama.cpp reads as arrays of strings, even when empty.
+const STRING_ARRAYS: [&str; 1] = ["tokenizer.ggml.merges"];
+
+/// candle writes an empty array with elements of type u32 (its `Value`
+/// has no element type); llama.cpp refuses `tokenizer.ggml.merges` unless
+/// it is an array of strings. Set that empty array's element type in the
+/// written header.
+fn type_empty_array_as_strings(path: &Path, key: &str) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const ARRAY: u32 = 9;
+    const U32: u32 = 4;
+    const STRING: u32 = 8;
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    let mut entry = (key.len() as u64).to_le_bytes().to_vec();
+    entry.extend_from_slice(key.as_bytes());
+    entry.extend_from_slice(&ARRAY.to_le_bytes());
+    let at = entry.len() as u64;
+    entry.extend_from_slice(&U32.to_le_bytes());
+    entry.extend_from_slice(&0u64.to_le_bytes());
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| fail(&e))?;
+    // The metadata comes first; a vocabulary's arrays are a few MB.
+    let mut head = Vec::new();
+    (&mut file).take(64 << 20).read_to_end(&mut head).map_err(|e| fail(&e))?;
+    let found: Vec<usize> = head.windows(entry.len()).enumerate().filter(|(_, w)| *w == entry).map(|(i, _)| i).collect();
+    let [start] = found[..] else {
+        return Err(fail(&format!("expected one empty `{key}` in the header, found {}", found.len())));
+    };
+    file.seek(SeekFrom::Start(start as u64 + at)).map_err(|e| fail(&e))?;
+    file.write_all(&STRING.to_le_bytes()).map_err(|e| fail(&e))
 }
 
 /// Write a full model (Hugging Face weight names) as a llama GGUF.
@@ -552,6 +623,16 @@ mod tests {
     use crate::model::{init_weights, Transformer};
     use crate::testkit::tiny;
 
+    /// GPT-2's byte characters: 256 distinct ones, the known points right.
+    #[test]
+    fn byte_characters_are_gpt2s() {
+        let chars: std::collections::BTreeSet<char> = (0..=255u8).map(gpt2_byte_char).collect();
+        assert_eq!(chars.len(), 256);
+        for (b, c) in [(b'A', 'A'), (b' ', '\u{120}'), (b'\n', '\u{10A}'), (0, '\u{100}'), (0x7F, '\u{121}'), (0xAD, '\u{143}'), (0xFF, '\u{FF}')] {
+            assert_eq!(gpt2_byte_char(b), c, "byte {b:#x}");
+        }
+    }
+
     fn logits(cfg: &ArchConfig, w: &BTreeMap<String, Tensor>) -> Vec<f32> {
         let dev = Device::Cpu;
         let ids = Tensor::from_slice(&[1u32, 5, 2, 6, 3, 4], (1, 6), &dev).unwrap();
@@ -585,6 +666,7 @@ mod tests {
         for (ty, tol) in [(GgufType::F32, 1e-6), (GgufType::F16, 1e-2), (GgufType::Q8_0, 3e-2)] {
             let p = dir.path().join("m.gguf");
             write_model(&p, &cfg, &w, &Tok::bytes(), None, ty, "tiny").unwrap();
+            assert_byte_vocabulary(&p);
             let (back_cfg, back) = read_model(&p, &dev).unwrap();
             assert_eq!(back_cfg.weight_shapes(), cfg.weight_shapes());
             let err = rel_err(&want, &logits(&back_cfg, &back));
@@ -689,5 +771,22 @@ mod tests {
             assert!(rel_err(&flat(&doc[name]), &got) < 1e-5, "{name}: dvx's logits changed");
             assert!(rel_err(&flat(&doc["f32"]), &got) < 3e-2, "{name}: far from f32");
         }
+        assert_byte_vocabulary(&dir.join("tiny-f16.gguf"));
+    }
+
+    /// The byte tokenizer as llama.cpp tokenizes and prints it: 256 byte
+    /// characters, three specials, and merges an (empty) array of strings.
+    fn assert_byte_vocabulary(path: &Path) {
+        let content = gguf_file::Content::read(&mut std::fs::File::open(path).unwrap()).unwrap();
+        let meta = |k: &str| content.metadata.get(k).unwrap_or_else(|| panic!("no {k}"));
+        assert_eq!(meta("tokenizer.ggml.model").to_string().unwrap(), "gpt2");
+        let tokens = meta("tokenizer.ggml.tokens").to_vec().unwrap();
+        assert_eq!(tokens.len(), crate::tokenizer::BYTE_VOCAB);
+        assert_eq!(tokens[b' ' as usize].to_string().unwrap(), "\u{120}");
+        assert_eq!(tokens[256].to_string().unwrap(), "<s>");
+        let mut merges = 21u64.to_le_bytes().to_vec();
+        merges.extend_from_slice(b"tokenizer.ggml.merges");
+        merges.extend_from_slice(&[9, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(std::fs::read(path).unwrap().windows(merges.len()).any(|w| w == merges), "merges: an empty array of strings");
     }
 }
