@@ -36,6 +36,9 @@ pub(crate) struct Takes {
     pub boolean: bool,
 }
 
+/// The most text one string column of a batch holds (its offsets are i32).
+const MAX_BATCH_TEXT: usize = i32::MAX as usize;
+
 /// One column being built.
 enum Column {
     Utf8(StringBuilder),
@@ -71,6 +74,8 @@ pub(crate) struct FlatRows {
     cells: Vec<Cell>,
     unescaped: String,
     rows: usize,
+    /// [`MAX_BATCH_TEXT`]; smaller in tests.
+    max_text: usize,
 }
 
 impl FlatRows {
@@ -95,7 +100,7 @@ impl FlatRows {
         let names: Vec<Box<[u8]>> = schema.fields().iter().map(|f| f.name().as_bytes().into()).collect();
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
         let n = names.len();
-        Some(FlatRows { schema, names, takes, index, columns, cells: vec![Cell::Missing; n], unescaped: String::new(), rows: 0 })
+        Some(FlatRows { schema, names, takes, index, columns, cells: vec![Cell::Missing; n], unescaped: String::new(), rows: 0, max_text: MAX_BATCH_TEXT })
     }
 
     /// Rows held, not yet taken by [`FlatRows::finish`].
@@ -108,7 +113,7 @@ impl FlatRows {
     pub fn take(&mut self, text: &str) -> bool {
         self.cells.fill(Cell::Missing);
         self.unescaped.clear();
-        if self.scan(text).is_none() {
+        if self.scan(text).is_none() || self.would_overflow() {
             return false;
         }
         for (column, cell) in self.columns.iter_mut().zip(&self.cells) {
@@ -134,6 +139,16 @@ impl FlatRows {
     pub fn append(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
         if batch.num_rows() != 1 || batch.num_columns() != self.columns.len() {
             return Err(ArrowError::JsonError(format!("expected one record, decoded {} rows", batch.num_rows())));
+        }
+        let overflows = self.columns.iter().zip(batch.columns()).any(|(column, array)| {
+            matches!((column, array.as_string_opt::<i32>()), (Column::Utf8(b), Some(a))
+                if !array.is_null(0) && b.values_slice().len() + a.value(0).len() > self.max_text)
+        });
+        if overflows {
+            return Err(ArrowError::JsonError(format!(
+                "offset overflow: a batch of {} records holds more than 2 GiB of one field's text",
+                self.rows + 1
+            )));
         }
         for (column, array) in self.columns.iter_mut().zip(batch.columns()) {
             let null = array.is_null(0);
@@ -178,6 +193,15 @@ impl FlatRows {
             .collect();
         debug_assert!(arrays.iter().all(|a| a.len() == rows));
         RecordBatch::try_new(self.schema.clone(), arrays)
+    }
+
+    /// Whether the scanned row's text would take a string column past what
+    /// one batch can hold (left to the general path, which says so).
+    fn would_overflow(&self) -> bool {
+        self.columns.iter().zip(&self.cells).any(|(column, cell)| match (column, *cell) {
+            (Column::Utf8(b), Cell::Text(a, z) | Cell::Unescaped(a, z)) => b.values_slice().len() + (z - a) > self.max_text,
+            _ => false,
+        })
     }
 
     /// The record's values into `cells`; `None` if any is not taken.
@@ -400,6 +424,18 @@ mod tests {
         let batch = rows.finish().unwrap();
         assert_eq!(batch.num_rows(), 4);
         assert_eq!(batch.column(0).as_string::<i32>().value(0), "a\n\u{e9}\u{1F600}\"");
+    }
+
+    /// Text past what a batch's offsets can hold is an error, not a panic.
+    #[test]
+    fn a_batch_too_large_for_its_offsets_is_refused() {
+        let (_, mut rows) = learnt(&[r#"{"s": "x"}"#]).unwrap();
+        rows.max_text = 10;
+        assert!(rows.take(r#"{"s": "0123456789"}"#));
+        assert!(!rows.take(r#"{"s": "a"}"#), "one byte past the limit is left to the general path");
+        let err = rows.append(&arrow_json(rows.schema.clone(), &[r#"{"s": "a"}"#])).unwrap_err();
+        assert!(err.to_string().contains("offset overflow"), "{err}");
+        assert_eq!(rows.finish().unwrap().num_rows(), 1);
     }
 
     #[test]

@@ -369,7 +369,7 @@ mod tests {
         match i % 5 {
             0 => format!(r#"{{"text": "line {i}\nnext \u00e9 \ud83d\ude00", "score": {}.25, "n": {i}, "ok": true}}"#, i % 9),
             1 => format!(r#"{{"n": -{i}, "text": "plain {i}", "ok": false, "score": 1e-3}}"#),
-            2 => format!(r#"{{"text": null, "score": null, "n": null, "ok": null}}"#),
+            2 => r#"{"text": null, "score": null, "n": null, "ok": null}"#.to_string(),
             3 => format!(r#"{{"text": "no score", "n": {i}}}"#),
             _ => format!(r#"{{"text":"{i}","score":-0.5,"n":0,"ok":true}}"#),
         }
