@@ -9,7 +9,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use dvx_cache::{hash_path_locked, hash_path_reporting, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache, VersionMeta};
+use dvx_cache::{
+    hash_path_locked, hash_path_reporting, hash_stated_path, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache,
+    VersionMeta,
+};
 use serde::Serialize;
 
 use crate::budget;
@@ -19,11 +22,12 @@ use crate::executor::local::{abs, Failure};
 use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
 use crate::key::KeyInputs;
-use crate::progress::HashingProgress;
 use crate::plan::{self, outputs_are_outs, Decision, Facts, Lookup, Plan};
+use crate::progress::HashingProgress;
 use crate::shard::{self, ShardResult, ShardStatus};
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
 use crate::state::{OwnedOuts, StageState, WorkspaceState};
+use crate::stated::Stated;
 use crate::version::{RecordedStage, VersionBody};
 use crate::why::StaleReason;
 use crate::workspace::Workspace;
@@ -174,6 +178,9 @@ struct Shared {
     forced: Vec<bool>,
     /// Source hashes computed in this run (sources do not change during a run).
     sources: Mutex<std::collections::HashMap<String, (OutputKind, Hash)>>,
+    /// What the source check and the pipeline's load read of the sources
+    /// and outs, for the planner's first look at each (see [`crate::stated`]).
+    stated: Stated,
     dry_run: bool,
     /// Where each stage executes.
     executors: Vec<ExecutorKind>,
@@ -208,13 +215,20 @@ impl Shared {
         if let Some(h) = self.sources.lock().expect("sources lock").get(rel) {
             return Ok(h.clone());
         }
-        let h = match stage {
-            Some(stage) => {
+        let path = abs(&self.p.wdir, rel);
+        let stated = self.stated.take(&path);
+        let h = match (stage, stated) {
+            (Some(stage), stated) => {
                 let progress = HashingProgress::new(stage, rel, self.observer.as_ref());
-                hash_path_reporting(&abs(&self.p.wdir, rel), &self.stat, &|p| progress.report(p))
-                    .map_err(|e| e.to_string())?
+                let report = |p| progress.report(p);
+                match stated {
+                    Some(meta) => hash_stated_path(&path, &meta, &self.stat, &report),
+                    None => hash_path_reporting(&path, &self.stat, &report),
+                }
+                .map_err(|e| e.to_string())?
             }
-            None => self.hash_workspace(rel)?,
+            (None, Some(meta)) => hash_stated_path(&path, &meta, &self.stat, &|_| {}).map_err(|e| e.to_string())?,
+            (None, None) => self.hash_workspace(rel)?,
         };
         self.sources.lock().expect("sources lock").insert(rel.to_string(), h.clone());
         Ok(h)
@@ -223,12 +237,19 @@ impl Shared {
     fn hash_workspace(&self, rel: &str) -> std::result::Result<(OutputKind, Hash), String> {
         hash_path_locked(&abs(&self.p.wdir, rel), &self.stat).map_err(|e| e.to_string())
     }
-}
 
-impl Lookup for Shared {
-    fn workspace_mismatch(&self, outputs: &[OutputRef]) -> Option<StaleReason> {
+    /// The first of `outputs` that the workspace lacks or holds with other
+    /// bytes. `planning`: the first look at these paths in the run, before
+    /// their stage acted, so what the load read of them may stand in for a
+    /// stat; anything later states them afresh.
+    fn mismatch(&self, outputs: &[OutputRef], planning: bool) -> Option<StaleReason> {
         for o in outputs {
-            match self.hash_workspace(&o.path) {
+            let path = abs(&self.p.wdir, &o.path);
+            let hashed = match self.stated.take(&path).filter(|_| planning) {
+                Some(meta) => hash_stated_path(&path, &meta, &self.stat, &|_| {}).map_err(|e| e.to_string()),
+                None => self.hash_workspace(&o.path),
+            };
+            match hashed {
                 Ok((k, h)) if k == o.kind && h == o.hash => {}
                 // Told apart only when it is not there as it was: one stat less per out on a no-op.
                 _ if std::fs::symlink_metadata(abs(&self.p.wdir, &o.path)).is_err() => {
@@ -238,6 +259,12 @@ impl Lookup for Shared {
             }
         }
         None
+    }
+}
+
+impl Lookup for Shared {
+    fn workspace_mismatch(&self, outputs: &[OutputRef]) -> Option<StaleReason> {
+        self.mismatch(outputs, true)
     }
 
     fn run_entry(&self, key: &StageKey) -> dvx_cache::Result<Option<dvx_cache::RunEntry>> {
@@ -344,14 +371,24 @@ impl Shared {
 /// folder, pointing at it if not. This runs before any source is opened:
 /// reading a FIFO blocks and a device like `/dev/zero` never ends.
 pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
+    checked_sources(p, graph).map(drop)
+}
+
+/// [`check_sources`], also handing on what it read of each source (by
+/// absolute path) so that the planner does not state it again.
+fn checked_sources(p: &Pipeline, graph: &Graph) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
     let sources: Vec<(usize, usize)> = (0..p.stages.len())
         .flat_map(|si| (0..p.stages[si].deps.len()).map(move |di| (si, di)))
         .filter(|&(si, di)| graph.producers[si][di].is_none())
         .collect();
-    let metas = crate::par::map_in_order(&sources, |&(si, di)| std::fs::metadata(abs(&p.wdir, &p.stages[si].deps[di])));
+    let metas = crate::par::map_in_order(&sources, |&(si, di)| {
+        let path = abs(&p.wdir, &p.stages[si].deps[di]);
+        std::fs::metadata(&path).map(|m| (path, m))
+    });
+    let mut stated = Vec::with_capacity(metas.len());
     for (&(si, di), meta) in sources.iter().zip(metas) {
         let (s, d) = (&p.stages[si], &p.stages[si].deps[di]);
-        if let Some(what) = meta.as_ref().ok().and_then(crate::spec::special_file) {
+        if let Some(what) = meta.as_ref().ok().and_then(|(_, m)| crate::spec::special_file(m)) {
             return Err(p
                 .error_at(
                     &s.origin,
@@ -362,7 +399,7 @@ pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
                 .with_help("dvx hashes every source dep; reading this one would block or never end")
                 .into());
         }
-        if meta.is_err() {
+        let Ok(meta) = meta else {
             let outs = p.stages.iter().flat_map(|s| s.outs.iter().map(String::as_str));
             let mut err = p.error_at(
                 &s.origin,
@@ -374,9 +411,10 @@ pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
                 err = err.with_help(format!("did you mean `{best}`?"));
             }
             return Err(err.into());
-        }
+        };
+        stated.push(meta);
     }
-    Ok(())
+    Ok(stated)
 }
 
 /// Run (or, with `dry_run`, plan) a pipeline, telling `observer` what happens.
@@ -389,7 +427,10 @@ pub fn run(
 ) -> Result<RunReport> {
     let t0 = std::time::Instant::now();
     let graph = Graph::build(&p)?;
-    check_sources(&p, &graph)?;
+    // What the load and the source check read is this run's first look at
+    // the outs and sources: the planner starts from it.
+    let stated = p.stated_outs.take_all();
+    stated.extend(checked_sources(&p, &graph)?);
     tracing::debug!(elapsed = ?t0.elapsed(), "graph built");
     let mut target_idx = Vec::new();
     for t in &opts.targets {
@@ -440,6 +481,7 @@ pub fn run(
         ws,
         forced,
         sources: Mutex::new(Default::default()),
+        stated,
         dry_run: opts.dry_run,
         executors,
         shards,
@@ -1046,7 +1088,7 @@ fn failed(mut r: StageResult, f: Failure) -> StageResult {
 /// the right bytes stay, the others are restored.
 fn restore(sh: &Shared, outputs: &[OutputRef]) -> dvx_cache::Result<()> {
     for o in outputs {
-        if sh.workspace_mismatch(std::slice::from_ref(o)).is_some() {
+        if sh.mismatch(std::slice::from_ref(o), false).is_some() {
             sh.ws.cache.restore(o, &abs(&sh.p.wdir, &o.path), sh.ws.link)?;
         }
     }
