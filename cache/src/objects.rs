@@ -263,9 +263,23 @@ pub fn hash_path_reporting(
     report: &(dyn Fn(HashProgress) + Sync),
 ) -> Result<(OutputKind, Hash)> {
     let meta = std::fs::metadata(path).at(path)?;
+    hash_stated_path(path, &meta, stat, report)
+}
+
+/// [`hash_path_reporting`] of a path the caller has just stated (following
+/// links, as `std::fs::metadata` does), so it is not stated twice: a no-op
+/// run hands on what its source check and pipeline load read. The
+/// metadata must be from the same run, never from a saved cache: it is the
+/// identity the stat cache is checked against.
+pub fn hash_stated_path(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    stat: &std::sync::Mutex<StatCache>,
+    report: &(dyn Fn(HashProgress) + Sync),
+) -> Result<(OutputKind, Hash)> {
     if !meta.is_dir() {
         let mut progress = HashProgress { done: 0, total: meta.len() };
-        return Ok((OutputKind::File, hash_one_locked(path, &meta, stat, &mut progress, report)?));
+        return Ok((OutputKind::File, hash_one_locked(path, meta, stat, &mut progress, report)?));
     }
     let files = walk(path, EscapingLinks::Follow)?;
     // A folder whose files all keep their identity keeps its manifest hash:

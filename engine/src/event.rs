@@ -49,6 +49,15 @@ pub enum Event<'a> {
         /// Its result.
         result: &'a StageResult,
     },
+    /// Stages that planning settled, with nothing to do (up to date,
+    /// planned in a dry run, skipped, failed before anything was done), in
+    /// the order planned: for each, what [`Event::StageStarted`] and then
+    /// [`Event::StageFinished`] would tell. Told in batches, so a no-op run
+    /// of thousands of stages writes their lines in a few writes.
+    StagesPlanned {
+        /// Their results.
+        results: &'a [StageResult],
+    },
     /// Every selected stage is done; the version is written next.
     StagesDone,
 }

@@ -21,6 +21,7 @@ mod run;
 mod shard;
 pub mod spec;
 mod state;
+mod stated;
 pub mod version;
 mod why;
 mod workspace;

@@ -5,28 +5,33 @@
 //! that protect the workspace (outs dvx did not write, entries naming other
 //! paths, another process running the same key).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use dvx_cache::{hash_path_locked, hash_path_reporting, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache, VersionMeta};
+use dvx_cache::{
+    hash_path_locked, hash_path_reporting, hash_stated_path, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache,
+    VersionMeta,
+};
 use serde::Serialize;
 
-use crate::budget;
 use crate::error::{EngineError, Result};
 use crate::event::{Event, Observer};
 use crate::executor::local::{abs, Failure};
 use crate::executor::{self, Executor, Job};
 use crate::graph::Graph;
 use crate::key::KeyInputs;
-use crate::progress::HashingProgress;
 use crate::plan::{self, outputs_are_outs, Decision, Facts, Lookup, Plan};
+use crate::progress::HashingProgress;
 use crate::shard::{self, ShardResult, ShardStatus};
 use crate::spec::{ExecutorKind, Pipeline, StageDef};
 use crate::state::{OwnedOuts, StageState, WorkspaceState};
+use crate::stated::Stated;
 use crate::version::{RecordedStage, VersionBody};
 use crate::why::StaleReason;
 use crate::workspace::Workspace;
+
+mod schedule;
 use crate::Registry;
 use crate::{Metrics, Stage};
 
@@ -174,6 +179,9 @@ struct Shared {
     forced: Vec<bool>,
     /// Source hashes computed in this run (sources do not change during a run).
     sources: Mutex<std::collections::HashMap<String, (OutputKind, Hash)>>,
+    /// What the source check and the pipeline's load read of the sources
+    /// and outs, for the planner's first look at each (see [`crate::stated`]).
+    stated: Stated,
     dry_run: bool,
     /// Where each stage executes.
     executors: Vec<ExecutorKind>,
@@ -202,19 +210,31 @@ impl Shared {
         self.hash_source_for(rel, None)
     }
 
-    /// [`Self::hash_source`] for a stage about to be planned: hashing a large
-    /// dep the stat cache does not know shows as that stage's progress.
-    fn hash_source_for(&self, rel: &str, stage: Option<&str>) -> std::result::Result<(OutputKind, Hash), String> {
+    /// [`Self::hash_source`] for a stage being planned: hashing a large dep
+    /// the stat cache does not know shows as that stage's progress, told to
+    /// `observer`.
+    fn hash_source_for(
+        &self,
+        rel: &str,
+        stage: Option<(&str, &dyn Observer)>,
+    ) -> std::result::Result<(OutputKind, Hash), String> {
         if let Some(h) = self.sources.lock().expect("sources lock").get(rel) {
             return Ok(h.clone());
         }
-        let h = match stage {
-            Some(stage) => {
-                let progress = HashingProgress::new(stage, rel, self.observer.as_ref());
-                hash_path_reporting(&abs(&self.p.wdir, rel), &self.stat, &|p| progress.report(p))
-                    .map_err(|e| e.to_string())?
+        let path = abs(&self.p.wdir, rel);
+        let stated = self.stated.take(&path);
+        let h = match (stage, stated) {
+            (Some((stage, observer)), stated) => {
+                let progress = HashingProgress::new(stage, rel, observer);
+                let report = |p| progress.report(p);
+                match stated {
+                    Some(meta) => hash_stated_path(&path, &meta, &self.stat, &report),
+                    None => hash_path_reporting(&path, &self.stat, &report),
+                }
+                .map_err(|e| e.to_string())?
             }
-            None => self.hash_workspace(rel)?,
+            (None, Some(meta)) => hash_stated_path(&path, &meta, &self.stat, &|_| {}).map_err(|e| e.to_string())?,
+            (None, None) => self.hash_workspace(rel)?,
         };
         self.sources.lock().expect("sources lock").insert(rel.to_string(), h.clone());
         Ok(h)
@@ -223,12 +243,19 @@ impl Shared {
     fn hash_workspace(&self, rel: &str) -> std::result::Result<(OutputKind, Hash), String> {
         hash_path_locked(&abs(&self.p.wdir, rel), &self.stat).map_err(|e| e.to_string())
     }
-}
 
-impl Lookup for Shared {
-    fn workspace_mismatch(&self, outputs: &[OutputRef]) -> Option<StaleReason> {
+    /// The first of `outputs` that the workspace lacks or holds with other
+    /// bytes. `planning`: the first look at these paths in the run, before
+    /// their stage acted, so what the load read of them may stand in for a
+    /// stat; anything later states them afresh.
+    fn mismatch(&self, outputs: &[OutputRef], planning: bool) -> Option<StaleReason> {
         for o in outputs {
-            match self.hash_workspace(&o.path) {
+            let path = abs(&self.p.wdir, &o.path);
+            let hashed = match self.stated.take(&path).filter(|_| planning) {
+                Some(meta) => hash_stated_path(&path, &meta, &self.stat, &|_| {}).map_err(|e| e.to_string()),
+                None => self.hash_workspace(&o.path),
+            };
+            match hashed {
                 Ok((k, h)) if k == o.kind && h == o.hash => {}
                 // Told apart only when it is not there as it was: one stat less per out on a no-op.
                 _ if std::fs::symlink_metadata(abs(&self.p.wdir, &o.path)).is_err() => {
@@ -238,6 +265,12 @@ impl Lookup for Shared {
             }
         }
         None
+    }
+}
+
+impl Lookup for Shared {
+    fn workspace_mismatch(&self, outputs: &[OutputRef]) -> Option<StaleReason> {
+        self.mismatch(outputs, true)
     }
 
     fn run_entry(&self, key: &StageKey) -> dvx_cache::Result<Option<dvx_cache::RunEntry>> {
@@ -344,14 +377,24 @@ impl Shared {
 /// folder, pointing at it if not. This runs before any source is opened:
 /// reading a FIFO blocks and a device like `/dev/zero` never ends.
 pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
+    checked_sources(p, graph).map(drop)
+}
+
+/// [`check_sources`], also handing on what it read of each source (by
+/// absolute path) so that the planner does not state it again.
+fn checked_sources(p: &Pipeline, graph: &Graph) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
     let sources: Vec<(usize, usize)> = (0..p.stages.len())
         .flat_map(|si| (0..p.stages[si].deps.len()).map(move |di| (si, di)))
         .filter(|&(si, di)| graph.producers[si][di].is_none())
         .collect();
-    let metas = crate::par::map_in_order(&sources, |&(si, di)| std::fs::metadata(abs(&p.wdir, &p.stages[si].deps[di])));
+    let metas = crate::par::map_in_order(&sources, |&(si, di)| {
+        let path = abs(&p.wdir, &p.stages[si].deps[di]);
+        std::fs::metadata(&path).map(|m| (path, m))
+    });
+    let mut stated = Vec::with_capacity(metas.len());
     for (&(si, di), meta) in sources.iter().zip(metas) {
         let (s, d) = (&p.stages[si], &p.stages[si].deps[di]);
-        if let Some(what) = meta.as_ref().ok().and_then(crate::spec::special_file) {
+        if let Some(what) = meta.as_ref().ok().and_then(|(_, m)| crate::spec::special_file(m)) {
             return Err(p
                 .error_at(
                     &s.origin,
@@ -362,7 +405,7 @@ pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
                 .with_help("dvx hashes every source dep; reading this one would block or never end")
                 .into());
         }
-        if meta.is_err() {
+        let Ok(meta) = meta else {
             let outs = p.stages.iter().flat_map(|s| s.outs.iter().map(String::as_str));
             let mut err = p.error_at(
                 &s.origin,
@@ -374,9 +417,10 @@ pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
                 err = err.with_help(format!("did you mean `{best}`?"));
             }
             return Err(err.into());
-        }
+        };
+        stated.push(meta);
     }
-    Ok(())
+    Ok(stated)
 }
 
 /// Run (or, with `dry_run`, plan) a pipeline, telling `observer` what happens.
@@ -389,7 +433,10 @@ pub fn run(
 ) -> Result<RunReport> {
     let t0 = std::time::Instant::now();
     let graph = Graph::build(&p)?;
-    check_sources(&p, &graph)?;
+    // What the load and the source check read is this run's first look at
+    // the outs and sources: the planner starts from it.
+    let stated = p.stated_outs.take_all();
+    stated.extend(checked_sources(&p, &graph)?);
     tracing::debug!(elapsed = ?t0.elapsed(), "graph built");
     let mut target_idx = Vec::new();
     for t in &opts.targets {
@@ -440,6 +487,7 @@ pub fn run(
         ws,
         forced,
         sources: Mutex::new(Default::default()),
+        stated,
         dry_run: opts.dry_run,
         executors,
         shards,
@@ -451,15 +499,18 @@ pub fn run(
         http: opts.http.clone(),
     });
 
+    // Stages are planned in batches, one at a time per core (within the
+    // budget), beside the stages acting.
+    let planners = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(jobs.max(2))
+        .max_blocking_threads(jobs.max(2) + planners)
         .enable_all()
         .build()
         .map_err(|e| EngineError::Other(format!("cannot start the scheduler: {e}")))?;
     tracing::debug!(elapsed = ?t0.elapsed(), "state loaded");
     observer.event(Event::Started { stages: selected.len() });
-    rt.block_on(schedule(sh.clone(), &selected, jobs));
+    rt.block_on(schedule::schedule(sh.clone(), &selected, jobs, planners));
     tracing::debug!(elapsed = ?t0.elapsed(), "stages done");
     observer.event(Event::StagesDone);
 
@@ -579,51 +630,6 @@ fn unknown_stage(p: &Pipeline, name: &str) -> EngineError {
     })
 }
 
-async fn schedule(sh: Arc<Shared>, selected: &[usize], budget: usize) {
-    let in_sel: BTreeSet<usize> = selected.iter().copied().collect();
-    let mut waiting: Vec<usize> =
-        (0..sh.p.stages.len()).map(|i| sh.graph.upstream[i].iter().filter(|u| in_sel.contains(u)).count()).collect();
-    let mut ready: VecDeque<usize> = selected.iter().copied().filter(|&i| waiting[i] == 0).collect();
-    let mut set = tokio::task::JoinSet::new();
-    let mut free = budget;
-    let mut done = 0;
-    while done < selected.len() {
-        // A Slurm stage's threads are its node's: here it costs one, for the process waiting on it.
-        let declared =
-            |si: usize| if sh.executors[si] == ExecutorKind::Slurm { Some(1) } else { sh.p.stages[si].threads };
-        for budget::Grant { stage: si, threads, charge } in budget::grant(&mut ready, declared, &mut free, budget) {
-            let sh2 = sh.clone();
-            tracing::debug!(stage = %sh.p.stages[si].name, threads, "starting");
-            sh.observer.event(Event::StageStarted { stage: &sh.p.stages[si].name });
-            set.spawn_blocking(move || {
-                let r = process_stage(&sh2, si, threads);
-                sh2.observer.event(Event::StageFinished { result: &r });
-                (si, charge, r)
-            });
-        }
-        let Some(joined) = set.join_next().await else { break };
-        let (si, charge, result) = match joined {
-            Ok(x) => x,
-            Err(e) => panic!("stage task panicked: {e}"),
-        };
-        free += charge;
-        if result.status == Status::Failed && !sh.keep_going && !sh.dry_run {
-            // Fail fast: the stages in flight are asked to stop, no new one starts.
-            sh.cancel.cancel(format!("stage `{}` failed", result.name));
-        }
-        sh.results.lock().expect("results lock")[si] = Some(result);
-        done += 1;
-        for &d in &sh.graph.downstream[si] {
-            if in_sel.contains(&d) {
-                waiting[d] -= 1;
-                if waiting[d] == 0 {
-                    ready.push_back(d);
-                }
-            }
-        }
-    }
-}
-
 fn blank(name: &str, status: Status, action: Action) -> StageResult {
     StageResult {
         name: name.to_string(),
@@ -643,8 +649,35 @@ fn blank(name: &str, status: Status, action: Action) -> StageResult {
     }
 }
 
-/// Decide and do one stage. Runs on a blocking thread.
-fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
+/// A stage planned that needs more than its plan: a restore or a run. It
+/// waits for the thread budget, then [`act_planned`] carries it out.
+struct Planned {
+    si: usize,
+    stage: Arc<dyn Stage>,
+    prev: Option<StageState>,
+    deps: Vec<(String, OutputKind, Hash)>,
+    params: serde_json::Value,
+    fingerprint: Option<serde_json::Value>,
+    plan: Plan,
+    hit_status: Status,
+    /// Whether its `start` was already told (it hashed a large dep while planned).
+    started: bool,
+}
+
+/// What planning a stage comes to.
+#[allow(clippy::large_enum_variant)] // one a stage, moved once
+enum Step {
+    /// Its result, with nothing more to do: up to date, planned in a dry
+    /// run, skipped, or failed before anything was done.
+    Done(StageResult),
+    /// A restore or a run to do.
+    Act(Box<Planned>),
+}
+
+/// Plan one stage: skip it when an upstream failed or the run is stopping,
+/// hash its deps, make its key and decide. Runs on a blocking thread;
+/// `observer` hears its progress (hashing a large dep).
+fn plan_stage(sh: &Shared, si: usize, observer: &dyn Observer) -> Step {
     let def = &sh.p.stages[si];
     let stage = sh.registry.get(&def.kind).expect("kinds are checked at load").clone();
     let ups: Vec<StageResult> = sh.graph.upstream[si].iter().filter_map(|&u| sh.result(u)).collect();
@@ -656,13 +689,13 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
             _ => "was skipped",
         };
         r.error = Some(format!("upstream {} {what}", bad.name));
-        return r;
+        return Step::Done(r);
     }
     if let Some(why) = sh.cancel.reason().filter(|_| !sh.dry_run) {
         let mut r = blank(&def.name, Status::Skipped, Action::Run);
         r.error = Some(format!("not started: {why}"));
         sh.held_back.store(true, std::sync::atomic::Ordering::SeqCst);
-        return r;
+        return Step::Done(r);
     }
     // Upstream stages that (would) produce new outputs in this run.
     let upstream_changed: Vec<String> = ups
@@ -685,12 +718,12 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
                 up.outputs.get(pr.out).map(|o| (o.kind, o.hash.clone()))
             }
             Some(pr) if sh.dry_run && sh.result(pr.stage).is_some_and(|u| u.action == Action::Run) => None,
-            None => match sh.hash_source_for(d, Some(&def.name)) {
+            None => match sh.hash_source_for(d, Some((&def.name, observer))) {
                 Ok(x) => Some(x),
                 Err(e) => {
                     let mut r = blank(&def.name, Status::Failed, Action::Run);
                     r.error = Some(format!("cannot read dep `{d}`: {e}"));
-                    return r;
+                    return Step::Done(r);
                 }
             },
             _ => match sh.hash_workspace(d) {
@@ -698,7 +731,7 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
                 Err(e) if producer.is_none() => {
                     let mut r = blank(&def.name, Status::Failed, Action::Run);
                     r.error = Some(format!("cannot read dep `{d}`: {e}"));
-                    return r;
+                    return Step::Done(r);
                 }
                 Err(_) => None,
             },
@@ -720,7 +753,7 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
             let mut r = blank(&def.name, Status::Failed, Action::Run);
             r.error = Some(format!("cannot fingerprint: {e}"));
             r.error_kind = e.kind.label().map(|_| e.kind);
-            return r;
+            return Step::Done(r);
         }
     };
     let params = match crate::key::normalised_params(def, stage.as_ref()) {
@@ -729,7 +762,7 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
             let mut r = blank(&def.name, Status::Failed, Action::Run);
             r.error = Some(e.message);
             r.error_kind = e.kind.label().map(|_| e.kind);
-            return r;
+            return Step::Done(r);
         }
     };
     let inputs = KeyInputs::for_stage(def, stage.version(), &params, &deps, fingerprint.as_ref());
@@ -766,9 +799,33 @@ fn process_stage(sh: &Shared, si: usize, threads: usize) -> StageResult {
         };
         let mut r = planned(def, plan, hit_status);
         r.shards = shards;
+        return Step::Done(r);
+    }
+    if let Decision::UpToDate { outputs, metrics } = plan.decision {
+        // Whether the active cache holds them too is settled once, for all
+        // stages, before the version is written (`Shared::settle_outputs`).
+        let mut r = blank(&def.name, hit_status, Action::UpToDate);
+        r.kind = def.kind.clone();
+        r.key = Some(plan.key);
+        r.outputs = outputs;
+        r.metrics = metrics;
+        return Step::Done(r);
+    }
+    Step::Act(Box::new(Planned { si, stage, prev, deps, params, fingerprint, plan, hit_status, started: false }))
+}
+
+/// Carry out a planned restore or run, unless the run is stopping: then
+/// the stage is not started, as one not planned yet would not be.
+fn act_planned(sh: &Shared, p: Planned, threads: usize) -> StageResult {
+    let def = &sh.p.stages[p.si];
+    if let Some(why) = sh.cancel.reason() {
+        let mut r = blank(&def.name, Status::Skipped, Action::Run);
+        r.error = Some(format!("not started: {why}"));
+        sh.held_back.store(true, std::sync::atomic::Ordering::SeqCst);
         return r;
     }
-    act(sh, si, stage.as_ref(), &inputs, prev.as_ref(), plan, hit_status, threads)
+    let inputs = KeyInputs::for_stage(def, p.stage.version(), &p.params, &p.deps, p.fingerprint.as_ref());
+    act(sh, p.si, p.stage.as_ref(), &inputs, p.prev.as_ref(), p.plan, p.hit_status, threads)
 }
 
 /// A stage's result as planned, for dry runs and `status`.
@@ -809,8 +866,7 @@ fn act(
     result.key = Some(key.clone());
 
     if let Decision::UpToDate { outputs, metrics } = decision {
-        // Whether the active cache holds them too is settled once, for all
-        // stages, before the version is written (`Shared::settle_outputs`).
+        // `plan_stage` reports these itself, with nothing to do.
         result.outputs = outputs;
         result.metrics = metrics;
         return result;
@@ -1046,7 +1102,7 @@ fn failed(mut r: StageResult, f: Failure) -> StageResult {
 /// the right bytes stay, the others are restored.
 fn restore(sh: &Shared, outputs: &[OutputRef]) -> dvx_cache::Result<()> {
     for o in outputs {
-        if sh.workspace_mismatch(std::slice::from_ref(o)).is_some() {
+        if sh.mismatch(std::slice::from_ref(o), false).is_some() {
             sh.ws.cache.restore(o, &abs(&sh.p.wdir, &o.path), sh.ws.link)?;
         }
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use dvx_engine::{Event, Observer, RunOptions, Status};
+use dvx_engine::{Event, Observer, RunOptions, StageResult, Status};
 use miette::Result;
 
 use super::{print_json, Loaded};
@@ -155,18 +155,21 @@ impl Renderer {
     /// A timestamped line, when lines are wanted.
     fn line(&self, what: &str, stage: &str, rest: &str) {
         let Some(stream) = self.lines else { return };
-        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-        let text = if rest.is_empty() {
-            format!("{now} {what:<8} {stage}\n")
-        } else {
-            format!("{now} {what:<8} {stage}  {rest}\n")
-        };
-        // One write per line (`eprintln!` makes two on unbuffered stderr):
-        // a no-op run of a big pipeline writes thousands of these.
-        let _ = match stream {
-            Stream::Stdout => std::io::stdout().lock().write_all(text.as_bytes()),
-            Stream::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
-        };
+        let mut text = String::new();
+        push_line(&mut text, &now(), what, stage, rest);
+        // One write per line (`eprintln!` makes two on unbuffered stderr).
+        stream.write(&text);
+    }
+
+    /// A stage done: its note and progress forgotten, the bar moved on.
+    fn finished(&self, result: &StageResult) {
+        if self.running.lock().expect("running lock").contains_key(&result.name) {
+            self.set_note(&result.name, None);
+        }
+        self.last_progress.lock().expect("progress lock").remove(&result.name);
+        if let Some(b) = self.bar() {
+            b.inc(1);
+        }
     }
 
     fn progress(&self, stage: &str, p: ProgressText) {
@@ -219,23 +222,65 @@ impl Observer for Renderer {
                 None => {}
             },
             Event::StageFinished { result } => {
-                self.set_note(&result.name, None);
-                self.last_progress.lock().expect("progress lock").remove(&result.name);
-                if let Some(b) = self.bar() {
-                    b.inc(1);
+                self.finished(result);
+                self.line(status_word(result.status), &result.name, &end_rest(result));
+            }
+            Event::StagesPlanned { results } => {
+                for r in results {
+                    self.finished(r);
                 }
-                let mut rest = format!("{:.2}s", result.seconds);
-                if result.action == dvx_engine::Action::Restore && result.status != Status::Failed {
-                    rest.push_str("  (restored from the cache)");
+                // Each stage's `start` and end, all in one write: a no-op
+                // run of a big pipeline writes thousands of these.
+                if let Some(stream) = self.lines {
+                    let now = now();
+                    let mut text = String::new();
+                    for r in results {
+                        push_line(&mut text, &now, "start", &r.name, "");
+                        push_line(&mut text, &now, status_word(r.status), &r.name, &end_rest(r));
+                    }
+                    stream.write(&text);
                 }
-                if let Some(e) = result.error.as_deref().filter(|_| result.status == Status::Skipped) {
-                    rest = format!("{rest}  ({e})");
-                }
-                self.line(status_word(result.status), &result.name, &rest);
             }
             Event::StagesDone => self.clear(),
         }
     }
+}
+
+impl Stream {
+    /// Write `text` in one call.
+    fn write(self, text: &str) {
+        let _ = match self {
+            Stream::Stdout => std::io::stdout().lock().write_all(text.as_bytes()),
+            Stream::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+        };
+    }
+}
+
+/// The time a stage line starts with.
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// A stage line: `TIME what stage  rest`.
+fn push_line(text: &mut String, now: &str, what: &str, stage: &str, rest: &str) {
+    if rest.is_empty() {
+        let _ = writeln!(text, "{now} {what:<8} {stage}");
+    } else {
+        let _ = writeln!(text, "{now} {what:<8} {stage}  {rest}");
+    }
+}
+
+/// What a stage's end line says after its name: seconds, and whether it
+/// was restored or why it was skipped.
+fn end_rest(result: &StageResult) -> String {
+    let mut rest = format!("{:.2}s", result.seconds);
+    if result.action == dvx_engine::Action::Restore && result.status != Status::Failed {
+        rest.push_str("  (restored from the cache)");
+    }
+    if let Some(e) = result.error.as_deref().filter(|_| result.status == Status::Skipped) {
+        rest = format!("{rest}  ({e})");
+    }
+    rest
 }
 
 /// A status as the table and the stage lines print it.

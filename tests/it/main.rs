@@ -22,6 +22,7 @@ mod noop_cache;
 mod phase0;
 mod llm;
 mod pipelines;
+mod planned_batches;
 mod restorable;
 mod self_contained;
 mod shards;

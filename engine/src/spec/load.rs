@@ -80,7 +80,19 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
         stages.push(def?);
     }
     let files = loader.seen.into_iter().collect();
-    Ok(Pipeline { name, file, wdir: root_wdir, stages, sources: loader.sources, files, cache, link, executor })
+    let stated_outs = canon.stated;
+    Ok(Pipeline {
+        name,
+        file,
+        wdir: root_wdir,
+        stages,
+        sources: loader.sources,
+        files,
+        cache,
+        link,
+        executor,
+        stated_outs,
+    })
 }
 
 struct LoadedFile {
@@ -543,6 +555,9 @@ const MAX_SHARDS: i64 = 100_000;
 #[derive(Default)]
 struct Canon {
     dirs: std::sync::Mutex<std::collections::HashMap<PathBuf, PathBuf>>,
+    /// What each path asked for was (its own metadata), for the run to
+    /// reuse instead of stating the out again (see [`crate::stated`]).
+    stated: crate::stated::Stated,
 }
 
 impl Canon {
@@ -562,7 +577,11 @@ impl Canon {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return canonical_prefix(path) };
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_symlink() => canonical_prefix(path),
-            _ => self.dir(parent).join(name),
+            Ok(m) => {
+                self.stated.keep(path, m);
+                self.dir(parent).join(name)
+            }
+            Err(_) => self.dir(parent).join(name),
         }
     }
 }
@@ -627,7 +646,8 @@ mod tests {
         std::os::unix::fs::symlink(root.join("real/sub/f.txt"), root.join("real/sub/to_f")).unwrap();
         std::os::unix::fs::symlink("/etc", root.join("real/sub/out")).unwrap();
         let canon = Canon::default();
-        for rel in ["real/sub/f.txt", "link/sub/f.txt", "link/sub/missing.txt", "real/sub/to_f", "real/sub/out", "new/a/b.txt"]
+        for rel in
+            ["real/sub/f.txt", "link/sub/f.txt", "link/sub/missing.txt", "real/sub/to_f", "real/sub/out", "new/a/b.txt"]
         {
             let p = root.join(rel);
             assert_eq!(canon.path(&p), canonical_prefix(&p), "{rel}");

@@ -41,6 +41,11 @@ pub struct Pipeline {
     pub link: Option<String>,
     /// `executor:` of the root file.
     pub executor: Option<ExecutorKind>,
+    /// The metadata of each out as loading read it (checking that it is
+    /// no symlink): [`crate::run()`] takes it, so that its planner does
+    /// not state the outs again. A pipeline is run right after it is
+    /// loaded; only the first run of it uses these.
+    pub(crate) stated_outs: crate::stated::Stated,
 }
 
 /// One stage, resolved.
