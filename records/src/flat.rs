@@ -100,7 +100,17 @@ impl FlatRows {
         let names: Vec<Box<[u8]>> = schema.fields().iter().map(|f| f.name().as_bytes().into()).collect();
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
         let n = names.len();
-        Some(FlatRows { schema, names, takes, index, columns, cells: vec![Cell::Missing; n], unescaped: String::new(), rows: 0, max_text: MAX_BATCH_TEXT })
+        Some(FlatRows {
+            schema,
+            names,
+            takes,
+            index,
+            columns,
+            cells: vec![Cell::Missing; n],
+            unescaped: String::new(),
+            rows: 0,
+            max_text: MAX_BATCH_TEXT,
+        })
     }
 
     /// Rows held, not yet taken by [`FlatRows::finish`].
@@ -158,8 +168,12 @@ impl FlatRows {
                 Column::Int64(b) if null => b.append_null(),
                 Column::Float64(b) if null => b.append_null(),
                 Column::Boolean(b) if null => b.append_null(),
-                Column::Utf8(b) => b.append_value(array.as_string_opt::<i32>().ok_or_else(|| mismatch(array))?.value(0)),
-                Column::Int64(b) => b.append_value(array.as_primitive_opt::<Int64Type>().ok_or_else(|| mismatch(array))?.value(0)),
+                Column::Utf8(b) => {
+                    b.append_value(array.as_string_opt::<i32>().ok_or_else(|| mismatch(array))?.value(0))
+                }
+                Column::Int64(b) => {
+                    b.append_value(array.as_primitive_opt::<Int64Type>().ok_or_else(|| mismatch(array))?.value(0))
+                }
                 Column::Float64(b) => {
                     b.append_value(array.as_primitive_opt::<Float64Type>().ok_or_else(|| mismatch(array))?.value(0))
                 }
@@ -199,7 +213,9 @@ impl FlatRows {
     /// one batch can hold (left to the general path, which says so).
     fn would_overflow(&self) -> bool {
         self.columns.iter().zip(&self.cells).any(|(column, cell)| match (column, *cell) {
-            (Column::Utf8(b), Cell::Text(a, z) | Cell::Unescaped(a, z)) => b.values_slice().len() + (z - a) > self.max_text,
+            (Column::Utf8(b), Cell::Text(a, z) | Cell::Unescaped(a, z)) => {
+                b.values_slice().len() + (z - a) > self.max_text
+            }
             _ => false,
         })
     }
@@ -308,7 +324,10 @@ fn unescape(body: &str, out: &mut String) -> Option<()> {
                 let unit = hex4(rest.get(at + 2..at + 6)?)?;
                 match unit {
                     0xD800..=0xDBFF => {
-                        let low = rest.get(at + 6..at + 8).filter(|e| *e == "\\u").and_then(|_| hex4(rest.get(at + 8..at + 12)?))?;
+                        let low = rest
+                            .get(at + 6..at + 8)
+                            .filter(|e| *e == "\\u")
+                            .and_then(|_| hex4(rest.get(at + 8..at + 12)?))?;
                         if !(0xDC00..=0xDFFF).contains(&low) {
                             return None;
                         }
@@ -442,7 +461,11 @@ mod tests {
     fn a_row_decoded_the_general_way_is_appended_in_place() {
         let (_, mut rows) = learnt(&[r#"{"s": "x", "f": 1.5}"#]).unwrap();
         let schema = rows.schema.clone();
-        let texts = [r#"{"s": "one", "f": 1.0}"#, r#"{"s": "a long integer part", "f": 1234567890123456789.5}"#, r#"{"f": 3.5}"#];
+        let texts = [
+            r#"{"s": "one", "f": 1.0}"#,
+            r#"{"s": "a long integer part", "f": 1234567890123456789.5}"#,
+            r#"{"f": 3.5}"#,
+        ];
         for t in texts {
             if !rows.take(t) {
                 rows.append(&arrow_json(schema.clone(), &[t])).unwrap();
