@@ -188,47 +188,9 @@ impl Compactor<'_> {
 
     /// The character an escape at `at` stands for; moves past it.
     fn escape(&mut self) -> Option<char> {
-        let c = match *self.s.get(self.at + 1)? {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let hi = self.hex4(self.at + 2)?;
-                self.at += 6;
-                return match hi {
-                    0xD800..=0xDBFF => {
-                        // A surrogate pair; a lone one is not text serde_json reads.
-                        if self.s.get(self.at..self.at + 2)? != b"\\u" {
-                            return None;
-                        }
-                        let lo = self.hex4(self.at + 2)?;
-                        if !(0xDC00..=0xDFFF).contains(&lo) {
-                            return None;
-                        }
-                        self.at += 6;
-                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
-                    }
-                    0xDC00..=0xDFFF => None,
-                    _ => char::from_u32(hi),
-                };
-            }
-            _ => return None,
-        };
-        self.at += 2;
+        let (c, len) = crate::scan::escape_at(self.s, self.at)?;
+        self.at += len;
         Some(c)
-    }
-
-    fn hex4(&self, at: usize) -> Option<u32> {
-        let digits = std::str::from_utf8(self.s.get(at..at + 4)?).ok()?;
-        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        u32::from_str_radix(digits, 16).ok()
     }
 
     fn number(&mut self) -> Option<()> {

@@ -23,7 +23,7 @@ use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{ArrayRef, NullArray, RecordBatch};
 use arrow_schema::{ArrowError, DataType, SchemaRef};
 
-use crate::scan::{Number, Scan};
+use crate::scan::{escape_at, Number, Scan};
 
 /// The kinds of JSON value a column takes without changing the inferred
 /// schema: those inference has seen there, and that its type holds as
@@ -310,42 +310,12 @@ fn unescape(body: &str, out: &mut String) -> Option<()> {
     let mut rest = body;
     while let Some(at) = rest.find('\\') {
         out.push_str(&rest[..at]);
-        let b = rest.as_bytes();
-        let (c, len) = match b[at + 1] {
-            b'"' => ('"', 2),
-            b'\\' => ('\\', 2),
-            b'/' => ('/', 2),
-            b'b' => ('\u{8}', 2),
-            b'f' => ('\u{c}', 2),
-            b'n' => ('\n', 2),
-            b'r' => ('\r', 2),
-            b't' => ('\t', 2),
-            _ => {
-                let unit = hex4(rest.get(at + 2..at + 6)?)?;
-                match unit {
-                    0xD800..=0xDBFF => {
-                        let low = rest
-                            .get(at + 6..at + 8)
-                            .filter(|e| *e == "\\u")
-                            .and_then(|_| hex4(rest.get(at + 8..at + 12)?))?;
-                        if !(0xDC00..=0xDFFF).contains(&low) {
-                            return None;
-                        }
-                        (char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?, 12)
-                    }
-                    _ => (char::from_u32(unit)?, 6),
-                }
-            }
-        };
+        let (c, len) = escape_at(rest.as_bytes(), at)?;
         out.push(c);
         rest = &rest[at + len..];
     }
     out.push_str(rest);
     Some(())
-}
-
-fn hex4(s: &str) -> Option<u32> {
-    u32::from_str_radix(s, 16).ok().filter(|_| s.len() == 4 && s.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

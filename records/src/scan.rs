@@ -100,3 +100,46 @@ impl<'a> Scan<'a> {
         n
     }
 }
+
+/// The character the JSON escape at `s[at]` (a backslash) stands for, and how
+/// many bytes it takes; `None` for a bad escape or a lone surrogate (not
+/// text serde_json reads).
+pub(crate) fn escape_at(s: &[u8], at: usize) -> Option<(char, usize)> {
+    let c = match *s.get(at + 1)? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let hi = hex4(s, at + 2)?;
+            return match hi {
+                0xD800..=0xDBFF => {
+                    if s.get(at + 6..at + 8)? != b"\\u" {
+                        return None;
+                    }
+                    let lo = hex4(s, at + 8)?;
+                    if !(0xDC00..=0xDFFF).contains(&lo) {
+                        return None;
+                    }
+                    Some((char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?, 12))
+                }
+                // `from_u32` refuses a lone low surrogate.
+                _ => Some((char::from_u32(hi)?, 6)),
+            };
+        }
+        _ => return None,
+    };
+    Some((c, 2))
+}
+
+fn hex4(s: &[u8], at: usize) -> Option<u32> {
+    let digits = s.get(at..at + 4)?;
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
