@@ -21,9 +21,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
 use crate::fused::slice;
+use crate::sgemm::{self, Scratch};
 
 /// Elements of f32 scratch per block (16 MiB).
 const BLOCK_ELEMS: usize = 1 << 22;
@@ -69,20 +70,72 @@ fn whole(w: &Tensor, n: usize) -> Result<bool> {
     Ok(w.dtype() == DType::F32 && block_rows(rows, cols, n) == rows)
 }
 
+/// Rows `start..start + len` of the frozen weight `w` as f32, handed to
+/// `f`: f32 storage is read in place, half precision is widened into a
+/// buffer the thread reuses (no fresh pages per block).
+fn with_rows<R>(w: &Tensor, start: usize, len: usize, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let cols = w.dim(1)?;
+    let (storage, layout) = w.storage_and_layout();
+    let range = layout.contiguous_offsets().map(|(a, _)| a + start * cols..a + (start + len) * cols);
+    let widen = |n: usize, fill: &mut dyn FnMut(&mut Vec<f32>)| {
+        let mut s = Scratch::new(0);
+        s.reserve(n);
+        fill(&mut s);
+        s
+    };
+    match (&*storage, range) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some(r)) if r.end <= v.len() => f(&v[r]),
+        (Storage::Cpu(CpuStorage::BF16(v)), Some(r)) if r.end <= v.len() => {
+            let s = widen(r.len(), &mut |s| s.extend(v[r.clone()].iter().map(|x| bf16_to_f32(x.to_bits()))));
+            f(&s)
+        }
+        (Storage::Cpu(CpuStorage::F16(v)), Some(r)) if r.end <= v.len() => {
+            let s = widen(r.len(), &mut |s| s.extend(v[r.clone()].iter().map(|x| x.to_f32())));
+            f(&s)
+        }
+        _ => {
+            drop(storage);
+            f(&host(&rows_f32(w, start, len)?)?)
+        }
+    }
+}
+
+/// A bf16 is the top half of the f32 with the same value.
+fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+/// `t` (an f32 CPU tensor) as one contiguous slice, handed to `f`.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => f(slice(s, layout, "frozen op")?),
+        _ => candle_core::bail!("frozen op: expects a CPU tensor"),
+    }
+}
+
 /// `x w^T` for `x` `[n, in]` f32 and `w` `[out, in]` (any float dtype).
 fn project(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let n = x.dim(0)?;
     if whole(w, n)? {
         return x.matmul(&w.t()?);
     }
+    let y = with_f32(x, |x| project_blocks(x, n, w))?;
+    Tensor::from_vec(y, (n, w.dim(0)?), x.device())
+}
+
+/// `x w^T` for `x` `[n, in]` a block of `w`'s rows at a time, each block's
+/// product written in place into the `[n, out]` result.
+fn project_blocks(x: &[f32], n: usize, w: &Tensor) -> Result<Vec<f32>> {
     let (rows, cols) = w.dims2()?;
     let step = block_rows(rows, cols, n);
-    let mut parts = Vec::with_capacity(rows.div_ceil(step));
+    let mut y = vec![0f32; n * rows];
     for start in (0..rows).step_by(step) {
         let len = step.min(rows - start);
-        parts.push(x.matmul(&rows_f32(w, start, len)?.t()?)?);
+        with_rows(w, start, len, |wb| sgemm::mul_t(&mut y[start..], rows, x, wb, n, cols, len))?;
     }
-    Tensor::cat(&parts, 1)
+    Ok(y)
 }
 
 /// `g w` for `g` `[n, out]` and `w` `[out, in]`: the input's gradient.
@@ -93,16 +146,45 @@ fn back_project(g: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
     let (rows, cols) = w.dims2()?;
     let step = block_rows(rows, cols, n);
-    let mut sum: Option<Tensor> = None;
-    for start in (0..rows).step_by(step) {
-        let len = step.min(rows - start);
-        let part = g.narrow(1, start, len)?.contiguous()?.matmul(&rows_f32(w, start, len)?)?;
-        sum = Some(match sum {
-            Some(s) => (s + part)?,
-            None => part,
-        });
+    let mut sum = BlockSum::new(n * cols, rows > step);
+    with_f32(g, |g| {
+        for start in (0..rows).step_by(step) {
+            let len = step.min(rows - start);
+            with_rows(w, start, len, |wb| sgemm::mul(sum.next(start == 0), &g[start..], rows, wb, n, len, cols))?;
+            sum.add(start == 0);
+        }
+        Ok(())
+    })?;
+    Tensor::from_vec(sum.total, (n, cols), g.device())
+}
+
+/// The sum of one product per block of a weight's rows, added up in block
+/// order as the tensor ops did (`((p0 + p1) + p2)…`, so the same bits):
+/// the first block is written into the total, later ones into a reused
+/// buffer and added.
+struct BlockSum {
+    total: Vec<f32>,
+    part: Scratch,
+}
+
+impl BlockSum {
+    fn new(len: usize, blocks: bool) -> BlockSum {
+        BlockSum { total: vec![0f32; len], part: Scratch::new(if blocks { len } else { 0 }) }
     }
-    sum.ok_or_else(|| candle_core::Error::Msg("frozen matmul: empty weight".into()))
+
+    /// Where the next block's product goes.
+    fn next(&mut self, first: bool) -> &mut [f32] {
+        if first { &mut self.total } else { &mut self.part }
+    }
+
+    /// Adds the block just written (unless it was the first).
+    fn add(&mut self, first: bool) {
+        if !first {
+            for (s, p) in self.total.iter_mut().zip(self.part.iter()) {
+                *s += *p;
+            }
+        }
+    }
 }
 
 struct FrozenMatmul {
@@ -122,12 +204,16 @@ impl CustomOp1 for FrozenMatmul {
             candle_core::bail!("frozen matmul: input {d:?} for a weight of {out}x{inp}");
         }
         let n = x.len() / inp.max(1);
-        let y = project(&Tensor::from_slice(x, (n, inp), &Device::Cpu)?, &self.w)?;
+        let y = if whole(&self.w, n)? {
+            host(&project(&Tensor::from_slice(x, (n, inp), &Device::Cpu)?, &self.w)?)?
+        } else {
+            project_blocks(x, n, &self.w)?
+        };
         let mut dims = d.to_vec();
         if let Some(last) = dims.last_mut() {
             *last = out;
         }
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), Shape::from(dims)))
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -184,27 +270,34 @@ impl HeadNll {
         let mut sum = vec![0f32; n];
         let mut picked = vec![0f32; n];
         let mut kept = Vec::new();
-        for start in (0..rows).step_by(step) {
-            let len = step.min(rows - start);
-            let logits = host(&x.matmul(&rows_f32(&self.head, start, len)?.t()?)?)?;
-            for (i, l) in logits.chunks(len).enumerate() {
-                if self.weight[i] == 0.0 {
-                    continue;
+        with_f32(x, |x| {
+            for start in (0..rows).step_by(step) {
+                let len = step.min(rows - start);
+                // Kept logits need a buffer of their own; others reuse one.
+                let (mut own, mut scratch) = (Vec::new(), Scratch::new(0));
+                let logits: &mut Vec<f32> = if self.keep { &mut own } else { &mut scratch };
+                logits.resize(n * len, 0.0);
+                with_rows(&self.head, start, len, |wb| sgemm::mul_t(logits, len, x, wb, n, cols, len))?;
+                for (i, l) in logits.chunks(len).enumerate() {
+                    if self.weight[i] == 0.0 {
+                        continue;
+                    }
+                    let t = self.target[i] as usize;
+                    if (start..start + len).contains(&t) {
+                        picked[i] = l[t - start];
+                    }
+                    let m = l.iter().fold(max[i], |m, &a| m.max(a));
+                    // Rescale the running sum to the new max (a no-op for one block).
+                    let prev = if sum[i] == 0.0 { 0.0 } else { sum[i] * (max[i] - m).exp() };
+                    sum[i] = prev + l.iter().map(|a| (a - m).exp()).sum::<f32>();
+                    max[i] = m;
                 }
-                let t = self.target[i] as usize;
-                if (start..start + len).contains(&t) {
-                    picked[i] = l[t - start];
+                if self.keep {
+                    kept.push(own);
                 }
-                let m = l.iter().fold(max[i], |m, &a| m.max(a));
-                // Rescale the running sum to the new max (a no-op for one block).
-                let prev = if sum[i] == 0.0 { 0.0 } else { sum[i] * (max[i] - m).exp() };
-                sum[i] = prev + l.iter().map(|a| (a - m).exp()).sum::<f32>();
-                max[i] = m;
             }
-            if self.keep {
-                kept.push(logits);
-            }
-        }
+            Ok(())
+        })?;
         if self.keep {
             *self.logits.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
         }
@@ -243,40 +336,44 @@ impl CustomOp1 for HeadNll {
         let (rows, cols) = self.head.dims2()?;
         let step = block_rows(rows, cols, n);
         let kept = self.logits.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut grad: Option<Tensor> = None;
-        for (b, start) in (0..rows).step_by(step).enumerate() {
-            let len = step.min(rows - start);
-            let w = rows_f32(&self.head, start, len)?;
-            let made;
-            let logits = match kept.as_ref().and_then(|k| k.get(b)) {
-                Some(l) => l,
-                None => {
-                    made = host(&x.matmul(&w.t()?)?)?;
-                    &made
-                }
-            };
-            let mut d = vec![0f32; logits.len()];
-            for (i, (d, l)) in d.chunks_mut(len).zip(logits.chunks(len)).enumerate() {
-                let wg = self.weight[i] * g;
-                if wg == 0.0 {
-                    continue;
-                }
-                let (max, ln) = norms[i];
-                for (d, l) in d.iter_mut().zip(l) {
-                    *d = wg * (l - max - ln).exp();
-                }
-                let t = self.target[i] as usize;
-                if (start..start + len).contains(&t) {
-                    d[t - start] -= wg;
-                }
+        let mut grad = BlockSum::new(n * cols, rows > step);
+        let mut d = Scratch::new(0);
+        with_f32(x, |x| {
+            for (b, start) in (0..rows).step_by(step).enumerate() {
+                let len = step.min(rows - start);
+                with_rows(&self.head, start, len, |w| {
+                    let mut made = Scratch::new(0);
+                    let logits: &[f32] = match kept.as_ref().and_then(|k| k.get(b)) {
+                        Some(l) => l,
+                        None => {
+                            made.resize(n * len, 0.0);
+                            sgemm::mul_t(&mut made, len, x, w, n, cols, len)?;
+                            &made
+                        }
+                    };
+                    d.resize(n * len, 0.0);
+                    for (i, (d, l)) in d.chunks_mut(len).zip(logits.chunks(len)).enumerate() {
+                        let wg = self.weight[i] * g;
+                        if wg == 0.0 {
+                            d.fill(0.0);
+                            continue;
+                        }
+                        let (max, ln) = norms[i];
+                        for (d, l) in d.iter_mut().zip(l) {
+                            *d = wg * (l - max - ln).exp();
+                        }
+                        let t = self.target[i] as usize;
+                        if (start..start + len).contains(&t) {
+                            d[t - start] -= wg;
+                        }
+                    }
+                    sgemm::mul(grad.next(start == 0), &d, len, w, n, len, cols)
+                })?;
+                grad.add(start == 0);
             }
-            let part = Tensor::from_vec(d, (n, len), x.device())?.matmul(&w)?;
-            grad = Some(match grad {
-                Some(s) => (s + part)?,
-                None => part,
-            });
-        }
-        Ok(grad)
+            Ok(())
+        })?;
+        Ok(Some(Tensor::from_vec(grad.total, (n, cols), x.device())?))
     }
 }
 
@@ -343,18 +440,52 @@ pub fn load_stored(
             open = Some((*fi, std::fs::File::open(path).map_err(|e| err(e.to_string()))?));
         }
         let Some((_, file)) = open.as_mut() else { unreachable!("opened above") };
-        let mut bytes = vec![0u8; (to - from) as usize];
         file.seek(SeekFrom::Start(*from)).map_err(|e| err(e.to_string()))?;
-        file.read_exact(&mut bytes).map_err(|e| err(e.to_string()))?;
-        let t = Tensor::from_raw_buffer(&bytes, *dtype, shape, dev).map_err(|e| err(e.to_string()))?;
-        drop(bytes);
-        let t = match dtype {
-            DType::F32 | DType::BF16 | DType::F16 => t,
-            _ => t.to_dtype(DType::F32).map_err(|e| err(e.to_string()))?,
-        };
+        let t = read_tensor(file, (to - from) as usize, *dtype, shape, dev).map_err(err)?;
         out.insert(name.clone(), t);
     }
     Ok(out)
+}
+
+/// A tensor of `len` stored bytes read from `file`'s position: f32, bf16
+/// and f16 straight into the tensor's own storage (no second copy of a
+/// large embedding at load), other dtypes through candle's conversion to f32.
+fn read_tensor(file: &mut std::fs::File, len: usize, dtype: DType, shape: &[usize], dev: &Device) -> std::result::Result<Tensor, String> {
+    fn read<T: Copy + candle_core::WithDType>(
+        file: &mut std::fs::File,
+        len: usize,
+        zero: T,
+        shape: &[usize],
+        dev: &Device,
+    ) -> std::result::Result<Tensor, String> {
+        let size = std::mem::size_of::<T>();
+        let count: usize = shape.iter().product();
+        if count.checked_mul(size) != Some(len) {
+            return Err(format!("{len} bytes stored for {count} values of {size} bytes"));
+        }
+        let mut v = vec![zero; count];
+        // SAFETY: `v` holds exactly `len` bytes of plain numbers, every bit
+        // pattern of which is a valid value; safetensors stores them
+        // little-endian, this path is taken only on little-endian hosts.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), len) };
+        file.read_exact(bytes).map_err(|e| e.to_string())?;
+        Tensor::from_vec(v, shape, dev).map_err(|e| e.to_string())
+    }
+    let little = cfg!(target_endian = "little");
+    match dtype {
+        DType::F32 if little => read(file, len, 0f32, shape, dev),
+        DType::BF16 if little => read(file, len, half::bf16::ZERO, shape, dev),
+        DType::F16 if little => read(file, len, half::f16::ZERO, shape, dev),
+        _ => {
+            let mut bytes = vec![0u8; len];
+            file.read_exact(&mut bytes).map_err(|e| e.to_string())?;
+            let t = Tensor::from_raw_buffer(&bytes, dtype, shape, dev).map_err(|e| e.to_string())?;
+            match dtype {
+                DType::F32 | DType::BF16 | DType::F16 => Ok(t),
+                _ => t.to_dtype(DType::F32).map_err(|e| e.to_string()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod peft;
 pub mod quantized;
 pub mod rng;
 pub mod serving;
+pub mod sgemm;
 pub mod template;
 pub mod tokenizer;
 
