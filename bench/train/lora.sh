@@ -5,6 +5,7 @@
 #
 #   bench/train/lora.sh                  # Llama-3.2-1B's shape (16 layers)
 #   LAYERS=4 bench/train/lora.sh         # the same widths, 4 layers
+#   ROUNDS=3 DTYPES=float32 ...          # dvx and torch f32 interleaved, 3 times
 #
 # Needs ~5 GiB of free memory for the 1B shape (torch f32 needs ~8); runs
 # one job at a time. TORCH_PY: a python with torch, transformers and peft.
@@ -27,12 +28,18 @@ fi
 
 echo "shape: Llama-3.2-1B widths, $LAYERS layers; LoRA r16 q,v; batch 2 x 128; 1 thread"
 # Load average: the 1-minute figure as each run ends (other jobs slow it).
-row() { printf '| %-16s | %8s | %14s | %9s | %5s |\n' "$@"; }
-row impl tokens/s "peak RSS MiB" "last loss" load
-printf '|%s|%s|%s|%s|%s|\n' ------------------ ---------: ---------------: ----------: ------:
-read -r name _ tps rss loss < <("$BIN" --base "$BASE" --steps "$STEPS" --threads 1 2>/dev/null)
-row "$name" "$tps" "$rss" "$loss" "$(cut -d' ' -f1 /proc/loadavg)"
-for d in float32 bfloat16; do
-  read -r name _ tps rss loss < <("$PY" bench/train/lora_torch.py --layers "$LAYERS" --steps "$STEPS" --dtype $d 2>/dev/null)
-  row "$name" "$tps" "$rss" "$loss" "$(cut -d' ' -f1 /proc/loadavg)"
+# dvx's tokens/s counts every step; torch's leaves out its first (warm-up)
+# step, and the next column counts it too.
+row() { printf '| %-16s | %8s | %14s | %14s | %9s | %5s |\n' "$@"; }
+row impl tokens/s "all steps" "peak RSS MiB" "last loss" load
+printf '|%s|%s|%s|%s|%s|%s|\n' ------------------ ---------: ---------------: ---------------: ----------: ------:
+for round in $(seq "${ROUNDS:-1}"); do
+  read -r name _ tps rss loss < <("$BIN" --base "$BASE" --steps "$STEPS" --threads 1 2>/dev/null)
+  row "$name" "$tps" "$tps" "$rss" "$loss" "$(cut -d' ' -f1 /proc/loadavg)"
+  # DTYPES=float32 skips bf16, which on a CPU without bf16 matrix
+  # instructions takes far longer than a session.
+  for d in ${DTYPES:-float32 bfloat16}; do
+    read -r name _ tps rss loss all < <("$PY" bench/train/lora_torch.py --layers "$LAYERS" --steps "$STEPS" --dtype $d 2>/dev/null)
+    row "$name" "$tps" "$all" "$rss" "$loss" "$(cut -d' ' -f1 /proc/loadavg)"
+  done
 done

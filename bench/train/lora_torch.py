@@ -4,7 +4,9 @@ A LlamaForCausalLM with random weights in the given dtype (the base is
 frozen), LoRA r16/alpha 32/dropout 0.05 on q_proj and v_proj in f32 for the
 f32 base and in the base's dtype otherwise (as PEFT does), AdamW on the
 adapters, random token ids. The default shape is Llama-3.2-1B's.
-Prints: `torch-<dtype> <threads> <tokens/s> <peak RSS MiB> <last loss>`.
+Prints: `torch-<dtype> <threads> <tokens/s> <peak RSS MiB> <last loss> <tokens/s
+with the first step>`: the first figure leaves out the first step (allocator
+and kernel warm-up), the last counts it, as dvx's figure counts every step.
 """
 import argparse
 import resource
@@ -38,6 +40,7 @@ def main():
     opt = torch.optim.AdamW([p_ for p_ in model.parameters() if p_.requires_grad], lr=1e-4)
     data = torch.randint(0, a.vocab, (a.batch * 4, a.seq))
     secs, tokens, loss = 0.0, 0, float("nan")
+    all_secs, all_tokens = 0.0, 0
     for step in range(a.steps + 1):
         t0 = time.perf_counter()
         batch = data[(step * a.batch) % data.shape[0]:][: a.batch]
@@ -46,12 +49,15 @@ def main():
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_([p_ for p_ in model.parameters() if p_.requires_grad], 1.0)
         opt.step()
+        took = time.perf_counter() - t0
+        all_secs += took
+        all_tokens += batch.numel()
         if step > 0:  # the first step warms up allocators and kernels
-            secs += time.perf_counter() - t0
+            secs += took
             tokens += batch.numel()
         loss = out.loss.item()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"torch-{a.dtype} {a.threads} {tokens / secs:.1f} {rss:.0f} {loss:.4f}")
+    print(f"torch-{a.dtype} {a.threads} {tokens / secs:.1f} {rss:.0f} {loss:.4f} {all_tokens / all_secs:.1f}")
 
 
 if __name__ == "__main__":

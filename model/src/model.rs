@@ -485,11 +485,21 @@ impl Transformer {
     /// logits, but a frozen head on the CPU makes the logits a block of the
     /// vocabulary at a time (see [`frozen::head_nll`]).
     pub fn loss(&self, ids: &Tensor, target: &[u32], weight: &[f32], rng: Option<&mut Rng>) -> Result<Tensor> {
-        let x = self.hidden(ids, rng)?;
+        self.head_loss(&self.hidden(ids, rng)?, target, weight)
+    }
+
+    /// [`Transformer::loss`] for evaluation (no dropout): no backward pass
+    /// will follow, so the head makes no input gradient for one.
+    pub fn eval_loss(&self, ids: &Tensor, target: &[u32], weight: &[f32]) -> Result<Tensor> {
+        let x = self.hidden(ids, None)?.detach();
+        self.head_loss(&x, target, weight)
+    }
+
+    fn head_loss(&self, x: &Tensor, target: &[u32], weight: &[f32]) -> Result<Tensor> {
         if self.device.is_cpu() && !self.head.is_variable() && self.head_q.is_none() {
-            return frozen::head_nll(&x, &self.head, target, weight);
+            return frozen::head_nll(x, &self.head, target, weight);
         }
-        let logits = self.project_head(&x)?;
+        let logits = self.project_head(x)?;
         let dev = logits.device();
         weighted_nll(&logits, &Tensor::from_slice(target, target.len(), dev)?, &Tensor::from_slice(weight, weight.len(), dev)?)
     }

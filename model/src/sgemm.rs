@@ -117,15 +117,26 @@ const POOL_KEEP: usize = 4;
 pub struct Scratch(Vec<f32>);
 
 impl Scratch {
+    /// `len` values (those a reused buffer held, zeros past them).
     pub fn new(len: usize) -> Scratch {
+        let mut s = Scratch::empty(len);
+        s.0.resize(len, 0.0);
+        s
+    }
+
+    /// An empty buffer with room for `capacity` values.
+    pub fn empty(capacity: usize) -> Scratch {
         // A pool entry is taken out while in use, so a nested op on this
         // thread (rayon may run one inside a parallel product) takes another.
         let mut v = POOL.with(|p| {
             let mut p = p.borrow_mut();
-            let best = (0..p.len()).max_by_key(|&i| (p[i].capacity() >= len, std::cmp::Reverse(p[i].capacity())));
+            // The smallest buffer that fits, else the largest (to grow).
+            let fits = (0..p.len()).filter(|&i| p[i].capacity() >= capacity).min_by_key(|&i| p[i].capacity());
+            let best = fits.or_else(|| (0..p.len()).max_by_key(|&i| p[i].capacity()));
             best.map(|i| p.swap_remove(i)).unwrap_or_default()
         });
-        v.resize(len, 0.0);
+        v.clear();
+        v.reserve(capacity);
         Scratch(v)
     }
 }
@@ -211,5 +222,11 @@ mod tests {
         assert_eq!(b.len(), 800);
         let c = Scratch::new(10);
         assert_ne!(c.as_ptr(), p, "a buffer in use is not handed out twice");
+        drop((b, c));
+        // The smallest buffer that fits is taken, so the large one stays.
+        let small = Scratch::empty(10);
+        assert!(small.is_empty() && small.capacity() >= 10);
+        assert_ne!(small.as_ptr(), p);
+        assert_eq!(Scratch::empty(900).as_ptr(), p);
     }
 }

@@ -69,7 +69,7 @@ pub fn eval_loss(model: &Transformer, examples: &[Example], bs: usize, pad: u32)
         let refs: Vec<&Example> = chunk.iter().collect();
         let b = batch(&refs, pad);
         let ids = batch_ids(&b, model.device())?;
-        sum += model.loss(&ids, &b.target, &b.weight, None)?.to_scalar::<f32>()? as f64;
+        sum += model.eval_loss(&ids, &b.target, &b.weight)?.to_scalar::<f32>()? as f64;
         count += b.weight.iter().map(|&w| w as f64).sum::<f64>();
     }
     Ok(if count > 0.0 { sum / count } else { f64::NAN })
