@@ -51,7 +51,7 @@ pub use hash::{hash_file, Hash, StageKey};
 pub use lock::KeyLock;
 pub use memo::MemoGcReport;
 pub use objects::{
-    hash_path, hash_path_locked, hash_path_reporting, hash_stated_path, remove_path, HashProgress, EscapingLinks, LinkMode, OutputKind, OutputRef, TreeEntry,
+    hash_listed_folder, hash_path, hash_path_locked, hash_path_reporting, hash_stated_path, list_folder, remove_path, FolderListing, HashProgress, EscapingLinks, LinkMode, OutputKind, OutputRef, TreeEntry,
 };
 pub use paths::check_rel_path;
 pub use reader::ObjectReader;

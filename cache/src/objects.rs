@@ -161,7 +161,19 @@ fn walk_into(
             source: std::io::Error::other("folder nesting too deep (symlink loop?)"),
         });
     }
-    for entry in std::fs::read_dir(dir).at(dir)? {
+    walk_listing(std::fs::read_dir(dir).at(dir)?, dir, prefix, out, depth, escaping)
+}
+
+/// [`walk_into`] of a folder already opened (`listing`).
+fn walk_listing(
+    listing: std::fs::ReadDir,
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<(String, Walked)>,
+    depth: usize,
+    escaping: EscapingLinks,
+) -> Result<()> {
+    for entry in listing {
         let entry = entry.at(dir)?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -316,6 +328,41 @@ pub fn hash_stated_path(
         stat.lock().expect("stat cache lock").record_folder(path, identity, &hash);
     }
     Ok((OutputKind::Dir, hash))
+}
+
+/// A source folder listed ahead of its hashing (by the source check, which
+/// so needs no `stat` of it): the identity of everything in it.
+#[derive(Debug, Clone)]
+pub struct FolderListing {
+    identity: Hash,
+}
+
+/// List `path` as a folder without stating it first: `Err` when it cannot
+/// be opened as one (a file, nothing, no permission: the caller states it
+/// then, as before); `Ok(None)` when it is a folder but walking it failed
+/// (hashing it walks it again and reports why).
+pub fn list_folder(path: &Path) -> std::io::Result<Option<FolderListing>> {
+    let listing = std::fs::read_dir(path)?;
+    let mut files = Vec::new();
+    if walk_listing(listing, path, "", &mut files, 0, EscapingLinks::Follow).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(FolderListing { identity: folder_identity(&files) }))
+}
+
+/// [`hash_stated_path`] of a folder listed by [`list_folder`] in the same
+/// run: its manifest hash from the stat cache when every file in it kept
+/// its identity, else the folder hashed afresh.
+pub fn hash_listed_folder(
+    path: &Path,
+    listed: &FolderListing,
+    stat: &std::sync::Mutex<StatCache>,
+    report: &(dyn Fn(HashProgress) + Sync),
+) -> Result<(OutputKind, Hash)> {
+    if let Some(h) = stat.lock().expect("stat cache lock").lookup_folder(path, &listed.identity) {
+        return Ok((OutputKind::Dir, h));
+    }
+    hash_path_reporting(path, stat, report)
 }
 
 fn hash_one_locked(

@@ -85,7 +85,7 @@ impl SpecError {
 }
 
 /// A byte range in a source file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     /// Byte offset of the start in the source text.
     pub offset: usize,

@@ -96,7 +96,7 @@ pub fn adopt_checkout(state_dir: &Path, rec: &dvx_cache::VersionRecord, registry
             },
             checked_out: Some(hash.clone()),
         };
-        state.stages.insert(s.name.clone(), st);
+        state.stages.insert(s.name.clone(), std::sync::Arc::new(st));
         state.failed.remove(&s.name);
     }
     state.checked_out = Some(hash.clone());

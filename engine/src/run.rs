@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use dvx_cache::{
-    hash_path_locked, hash_path_reporting, hash_stated_path, Hash, KeyLock, OutputKind, OutputRef, StageKey, StatCache,
-    VersionMeta,
+    hash_listed_folder, hash_path_locked, hash_path_reporting, hash_stated_path, Hash, KeyLock, OutputKind, OutputRef,
+    StageKey, StatCache, VersionMeta,
 };
 use serde::Serialize;
 
@@ -202,8 +202,9 @@ struct Shared {
 }
 
 impl Shared {
-    fn result(&self, si: usize) -> Option<StageResult> {
-        self.results.lock().expect("results lock")[si].clone()
+    /// `f` of stage `si`'s result, read in place (not copied).
+    fn with_result<R>(&self, si: usize, f: impl FnOnce(Option<&StageResult>) -> R) -> R {
+        f(self.results.lock().expect("results lock")[si].as_ref())
     }
 
     fn hash_source(&self, rel: &str) -> std::result::Result<(OutputKind, Hash), String> {
@@ -222,6 +223,18 @@ impl Shared {
             return Ok(h.clone());
         }
         let path = abs(&self.p.wdir, rel);
+        if let Some(listed) = self.stated.take_listed(&path) {
+            let h = match stage {
+                Some((stage, observer)) => {
+                    let progress = HashingProgress::new(stage, rel, observer);
+                    hash_listed_folder(&path, &listed, &self.stat, &|p| progress.report(p))
+                }
+                None => hash_listed_folder(&path, &listed, &self.stat, &|_| {}),
+            }
+            .map_err(|e| e.to_string())?;
+            self.sources.lock().expect("sources lock").insert(rel.to_string(), h.clone());
+            return Ok(h);
+        }
         let stated = self.stated.take(&path);
         let h = match (stage, stated) {
             (Some((stage, observer)), stated) => {
@@ -380,21 +393,38 @@ pub fn check_sources(p: &Pipeline, graph: &Graph) -> Result<()> {
     checked_sources(p, graph).map(drop)
 }
 
+/// What the source check read of a source: a folder is listed without
+/// being stated (the planner's walk of it is done here), anything else
+/// (or a folder that cannot be listed) is stated.
+enum Looked {
+    Listed(Option<dvx_cache::FolderListing>),
+    Stated(std::fs::Metadata),
+}
+
 /// [`check_sources`], also handing on what it read of each source (by
-/// absolute path) so that the planner does not state it again.
-fn checked_sources(p: &Pipeline, graph: &Graph) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
+/// absolute path) so that the planner does not state or list it again.
+fn checked_sources(p: &Pipeline, graph: &Graph) -> Result<Stated> {
     let sources: Vec<(usize, usize)> = (0..p.stages.len())
         .flat_map(|si| (0..p.stages[si].deps.len()).map(move |di| (si, di)))
         .filter(|&(si, di)| graph.producers[si][di].is_none())
         .collect();
-    let metas = crate::par::map_in_order(&sources, |&(si, di)| {
+    let looked = crate::par::map_in_order(&sources, |&(si, di)| {
         let path = abs(&p.wdir, &p.stages[si].deps[di]);
-        std::fs::metadata(&path).map(|m| (path, m))
+        match dvx_cache::list_folder(&path) {
+            Ok(listed) => Ok((path, Looked::Listed(listed))),
+            // Not a folder (or not one this process may open): as before.
+            Err(_) => std::fs::metadata(&path).map(|m| (path, Looked::Stated(m))),
+        }
     });
-    let mut stated = Vec::with_capacity(metas.len());
-    for (&(si, di), meta) in sources.iter().zip(metas) {
+    let stated = Stated::default();
+    let (mut metas, mut listed) = (Vec::new(), Vec::new());
+    for (&(si, di), looked) in sources.iter().zip(looked) {
+        let meta = looked.as_ref().map(|(path, l)| match l {
+            Looked::Stated(m) => (path, Some(m)),
+            Looked::Listed(_) => (path, None),
+        });
         let (s, d) = (&p.stages[si], &p.stages[si].deps[di]);
-        if let Some(what) = meta.as_ref().ok().and_then(|(_, m)| crate::spec::special_file(m)) {
+        if let Some(what) = meta.as_ref().ok().and_then(|(_, m)| m.and_then(crate::spec::special_file)) {
             return Err(p
                 .error_at(
                     &s.origin,
@@ -405,7 +435,7 @@ fn checked_sources(p: &Pipeline, graph: &Graph) -> Result<Vec<(PathBuf, std::fs:
                 .with_help("dvx hashes every source dep; reading this one would block or never end")
                 .into());
         }
-        let Ok(meta) = meta else {
+        let Ok(_) = meta else {
             let outs = p.stages.iter().flat_map(|s| s.outs.iter().map(String::as_str));
             let mut err = p.error_at(
                 &s.origin,
@@ -418,8 +448,15 @@ fn checked_sources(p: &Pipeline, graph: &Graph) -> Result<Vec<(PathBuf, std::fs:
             }
             return Err(err.into());
         };
-        stated.push(meta);
+        match looked {
+            Ok((path, Looked::Stated(m))) => metas.push((path, m)),
+            // A folder whose walk failed: the planner walks it again and says why.
+            Ok((path, Looked::Listed(Some(l)))) => listed.push((path, l)),
+            _ => {}
+        }
     }
+    stated.extend(metas);
+    stated.extend_listed(listed);
     Ok(stated)
 }
 
@@ -436,7 +473,7 @@ pub fn run(
     // What the load and the source check read is this run's first look at
     // the outs and sources: the planner starts from it.
     let stated = p.stated_outs.take_all();
-    stated.extend(checked_sources(&p, &graph)?);
+    stated.absorb(checked_sources(&p, &graph)?);
     tracing::debug!(elapsed = ?t0.elapsed(), "graph built");
     let mut target_idx = Vec::new();
     for t in &opts.targets {
@@ -515,8 +552,9 @@ pub fn run(
     observer.event(Event::StagesDone);
 
     let results: Vec<StageResult> = {
-        let r = sh.results.lock().expect("results lock");
-        selected.iter().map(|&i| r[i].clone().expect("every selected stage has a result")).collect()
+        let mut r = sh.results.lock().expect("results lock");
+        // Taken, not copied: nothing reads them from there after the schedule.
+        selected.iter().map(|&i| r[i].take().expect("every selected stage has a result")).collect()
     };
     let mut version = None;
     // A stopped run has stages that did not run: it is no version. It is
@@ -654,7 +692,7 @@ fn blank(name: &str, status: Status, action: Action) -> StageResult {
 struct Planned {
     si: usize,
     stage: Arc<dyn Stage>,
-    prev: Option<StageState>,
+    prev: Option<Arc<StageState>>,
     deps: Vec<(String, OutputKind, Hash)>,
     params: serde_json::Value,
     fingerprint: Option<serde_json::Value>,
@@ -680,15 +718,32 @@ enum Step {
 fn plan_stage(sh: &Shared, si: usize, observer: &dyn Observer) -> Step {
     let def = &sh.p.stages[si];
     let stage = sh.registry.get(&def.kind).expect("kinds are checked at load").clone();
-    let ups: Vec<StageResult> = sh.graph.upstream[si].iter().filter_map(|&u| sh.result(u)).collect();
-    if let Some(bad) = ups.iter().find(|u| matches!(u.status, Status::Failed | Status::Skipped | Status::Cancelled)) {
+    // What planning needs of the upstream results, read in place: the
+    // first that failed or did not run, those that (would) produce new
+    // outputs in this run, and whether any ran.
+    let (bad, upstream_changed, upstream_ran) = {
+        let results = sh.results.lock().expect("results lock");
+        let ups = sh.graph.upstream[si].iter().filter_map(|&u| results[u].as_ref());
+        let (mut bad, mut changed, mut ran) = (None, Vec::new(), false);
+        for u in ups {
+            if bad.is_none() && matches!(u.status, Status::Failed | Status::Skipped | Status::Cancelled) {
+                bad = Some((u.name.clone(), u.status));
+            }
+            if if sh.dry_run { u.action == Action::Run } else { u.status == Status::Ran } {
+                changed.push(u.name.clone());
+            }
+            ran |= u.status == Status::Ran;
+        }
+        (bad, changed, ran)
+    };
+    if let Some((name, status)) = bad {
         let mut r = blank(&def.name, Status::Skipped, Action::Run);
-        let what = match bad.status {
+        let what = match status {
             Status::Failed => "failed",
             Status::Cancelled => "was cancelled",
             _ => "was skipped",
         };
-        r.error = Some(format!("upstream {} {what}", bad.name));
+        r.error = Some(format!("upstream {name} {what}"));
         return Step::Done(r);
     }
     if let Some(why) = sh.cancel.reason().filter(|_| !sh.dry_run) {
@@ -697,12 +752,6 @@ fn plan_stage(sh: &Shared, si: usize, observer: &dyn Observer) -> Step {
         sh.held_back.store(true, std::sync::atomic::Ordering::SeqCst);
         return Step::Done(r);
     }
-    // Upstream stages that (would) produce new outputs in this run.
-    let upstream_changed: Vec<String> = ups
-        .iter()
-        .filter(|u| if sh.dry_run { u.action == Action::Run } else { u.status == Status::Ran })
-        .map(|u| u.name.clone())
-        .collect();
     let prev = sh.state.lock().expect("state lock").stages.get(&def.name).cloned();
 
     // Hash the deps: a produced dep takes its producer's output hash.
@@ -713,11 +762,10 @@ fn plan_stage(sh: &Shared, si: usize, observer: &dyn Observer) -> Step {
         let producer = sh.graph.producers[si][di];
         producer_names.push(producer.map(|pr| sh.p.stages[pr.stage].name.clone()));
         let known = match producer {
-            Some(pr) if pr.exact => {
-                let up = sh.result(pr.stage).expect("upstream done");
-                up.outputs.get(pr.out).map(|o| (o.kind, o.hash.clone()))
-            }
-            Some(pr) if sh.dry_run && sh.result(pr.stage).is_some_and(|u| u.action == Action::Run) => None,
+            Some(pr) if pr.exact => sh.with_result(pr.stage, |up| {
+                up.expect("upstream done").outputs.get(pr.out).map(|o| (o.kind, o.hash.clone()))
+            }),
+            Some(pr) if sh.dry_run && sh.with_result(pr.stage, |u| u.is_some_and(|u| u.action == Action::Run)) => None,
             None => match sh.hash_source_for(d, Some((&def.name, observer))) {
                 Ok(x) => Some(x),
                 Err(e) => {
@@ -769,7 +817,7 @@ fn plan_stage(sh: &Shared, si: usize, observer: &dyn Observer) -> Step {
     let failed = sh.state.lock().expect("state lock").failed.get(&def.name).map(|f| f.message.clone());
     let facts = Facts {
         def,
-        prev: prev.as_ref(),
+        prev: prev.as_deref(),
         inputs: &inputs,
         upstream_changed: &upstream_changed,
         producers: &producer_names,
@@ -778,8 +826,7 @@ fn plan_stage(sh: &Shared, si: usize, observer: &dyn Observer) -> Step {
         failed: failed.as_deref(),
     };
     let mut plan = plan::plan(sh, &facts);
-    let cutoff = !ups.is_empty() && ups.iter().any(|u| u.status == Status::Ran);
-    let hit_status = if cutoff { Status::Cutoff } else { Status::Cached };
+    let hit_status = if upstream_ran { Status::Cutoff } else { Status::Cached };
     // A real run has every dep hash unless a dep inside an upstream's
     // folder out is missing; such a stage is reported, not run.
     if sh.dry_run || !plan.key_known {
@@ -825,7 +872,7 @@ fn act_planned(sh: &Shared, p: Planned, threads: usize) -> StageResult {
         return r;
     }
     let inputs = KeyInputs::for_stage(def, p.stage.version(), &p.params, &p.deps, p.fingerprint.as_ref());
-    act(sh, p.si, p.stage.as_ref(), &inputs, p.prev.as_ref(), p.plan, p.hit_status, threads)
+    act(sh, p.si, p.stage.as_ref(), &inputs, p.prev.as_deref(), p.plan, p.hit_status, threads)
 }
 
 /// A stage's result as planned, for dry runs and `status`.
@@ -1132,7 +1179,7 @@ fn record_state(
         metrics: metrics.clone(),
         checked_out: None,
     };
-    sh.state.lock().expect("state lock").stages.insert(def.name.clone(), st);
+    sh.state.lock().expect("state lock").stages.insert(def.name.clone(), Arc::new(st));
 }
 
 /// Store the run's sources and write its version record.

@@ -15,9 +15,12 @@ use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Absolute path → its metadata, read in this run.
+use dvx_cache::FolderListing;
+
+/// Absolute path → its metadata, read in this run; and source folders
+/// listed (not stated) by the source check → what was in them.
 #[derive(Debug, Default)]
-pub(crate) struct Stated(Mutex<HashMap<PathBuf, Metadata>>);
+pub(crate) struct Stated(Mutex<HashMap<PathBuf, Metadata>>, Mutex<HashMap<PathBuf, FolderListing>>);
 
 impl Stated {
     /// Remember what `path` was a moment ago; a symlink is not kept (what
@@ -43,10 +46,33 @@ impl Stated {
         map.remove(path)
     }
 
+    /// Remember what was in the folders listed a moment ago.
+    pub fn extend_listed(&self, all: impl IntoIterator<Item = (PathBuf, FolderListing)>) {
+        self.1.lock().expect("stated lock").extend(all);
+    }
+
+    /// What was in the folder at `path`, once, when it was listed.
+    pub fn take_listed(&self, path: &Path) -> Option<FolderListing> {
+        let mut map = self.1.lock().expect("stated lock");
+        if map.is_empty() {
+            return None;
+        }
+        map.remove(path)
+    }
+
+    /// Everything `other` kept, added to this.
+    pub fn absorb(&self, other: Stated) {
+        self.extend(other.0.into_inner().expect("stated lock"));
+        self.extend_listed(other.1.into_inner().expect("stated lock"));
+    }
+
     /// Everything kept, leaving this empty: a run takes the loader's at its
     /// start, so a second run of the same pipeline states everything afresh.
     pub fn take_all(&self) -> Stated {
-        Stated(Mutex::new(std::mem::take(&mut *self.0.lock().expect("stated lock"))))
+        Stated(
+            Mutex::new(std::mem::take(&mut *self.0.lock().expect("stated lock"))),
+            Mutex::new(std::mem::take(&mut *self.1.lock().expect("stated lock"))),
+        )
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Spanned;
 
+use super::cached::{Entry, Facts, FileFact};
 use super::interp::interpolate;
 use super::paths::{normalize, relative_to, special_file};
 use super::raw::{RawPipeline, RawStage, PIPELINE_FIELDS, STAGE_FIELDS};
@@ -16,9 +17,27 @@ use crate::StageShape;
 
 /// Load the pipeline at `path` with its imports, check every stage against
 /// `registry`, and resolve paths and interpolations.
+///
+/// A pipeline loaded before in the same `.dvx/`, from the same bytes and
+/// everything else resolving read, comes from there (see `cached.rs`).
 pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
     let file = std::fs::canonicalize(path).map_err(|source| EngineError::Read { path: path.to_path_buf(), source })?;
-    let mut loader = Loader { sources: Vec::new(), files: Vec::new(), seen: BTreeSet::new() };
+    let entry = Entry::of(&file, registry);
+    if let Some(pipeline) = entry.as_ref().and_then(|e| e.load(registry)) {
+        tracing::debug!(stages = pipeline.stages.len(), "resolved pipeline from .dvx/");
+        return Ok(pipeline);
+    }
+    let (pipeline, facts) = load_fresh(file, registry)?;
+    if let (Some(entry), Some(facts)) = (entry, facts) {
+        entry.store(&pipeline, facts);
+    }
+    Ok(pipeline)
+}
+
+/// Parse and resolve, with what was read for the cache's next check
+/// (`None` when it could not all be read: nothing is kept then).
+fn load_fresh(file: PathBuf, registry: &Registry) -> Result<(Pipeline, Option<Facts>)> {
+    let mut loader = Loader { sources: Vec::new(), files: Vec::new(), seen: BTreeSet::new(), imports: Vec::new() };
     loader.load(&file, None)?;
     let root = &loader.files[0];
     let root_wdir = root.wdir.canonicalize().map_err(|source| EngineError::Read { path: root.wdir.clone(), source })?;
@@ -41,9 +60,10 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
     // Files no out may overwrite: every pipeline file read, and dvx.toml.
     let mut protected: Vec<(PathBuf, String)> =
         loader.files.iter().map(|f| (f.path.clone(), loader.sources[f.source].name.clone())).collect();
-    if let Some(toml) = project_config(&base) {
-        let shown = display_path(&toml);
-        protected.push((toml, shown));
+    let config = project_config(&base);
+    if let Some(toml) = &config {
+        let shown = display_path(toml);
+        protected.push((toml.clone(), shown));
     }
 
     let canon = Canon::default();
@@ -79,9 +99,31 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
         names.insert(&name.value, (lf.source, name_span));
         stages.push(def?);
     }
+    let config = match config {
+        None => Some(None),
+        Some(toml) => std::fs::read(&toml).ok().map(|b| Some((toml, *blake3::hash(&b).as_bytes()))),
+    };
+    let facts = config.map(|config| Facts {
+        files: loader
+            .files
+            .iter()
+            .map(|f| {
+                let src = &loader.sources[f.source];
+                FileFact {
+                    path: f.path.clone(),
+                    name: src.name.clone(),
+                    hash: *blake3::hash(src.text.as_bytes()).as_bytes(),
+                    wdir: f.wdir.clone(),
+                    wdir_canon: canon.dir(&f.wdir),
+                }
+            })
+            .collect(),
+        imports: std::mem::take(&mut loader.imports),
+        config,
+    });
     let files = loader.seen.into_iter().collect();
     let stated_outs = canon.stated;
-    Ok(Pipeline {
+    let pipeline = Pipeline {
         name,
         file,
         wdir: root_wdir,
@@ -92,7 +134,45 @@ pub fn load_pipeline(path: &Path, registry: &Registry) -> Result<Pipeline> {
         link,
         executor,
         stated_outs,
-    })
+    };
+    Ok((pipeline, facts))
+}
+
+/// Whether what resolving read on the filesystem, besides the pipeline
+/// files' bytes and the outs, is as `facts` say: the imports' and
+/// working folders' canonical paths, the root wdir (`root_wdir`) and
+/// `dvx.toml`.
+pub(super) fn still_holds(facts: &Facts, root_wdir: &Path, canon: &Canon) -> bool {
+    let Some(root) = facts.files.first() else { return false };
+    facts.imports.iter().all(|(path, canonical)| std::fs::canonicalize(path).ok().as_ref() == Some(canonical))
+        && root.wdir.canonicalize().ok().as_deref() == Some(root_wdir)
+        && facts.files.iter().all(|f| canon.dir(&f.wdir) == f.wdir_canon)
+        && match (root.path.parent().and_then(project_config), &facts.config) {
+            (None, None) => true,
+            (Some(now), Some((then, hash))) => {
+                now == *then && std::fs::read(&now).is_ok_and(|b| blake3::hash(&b).as_bytes() == hash)
+            }
+            _ => false,
+        }
+}
+
+/// The files no out may overwrite, as [`load_fresh`] lists them.
+pub(super) fn protected_paths(facts: &Facts) -> Vec<PathBuf> {
+    facts.files.iter().map(|f| f.path.clone()).chain(facts.config.iter().map(|(p, _)| p.clone())).collect()
+}
+
+/// The checks of an out (`abs`, normalised) that read the filesystem,
+/// as [`resolve_stage`] makes them: resolved through its symlinks it
+/// stays inside its stage's folder `wdir` (canonical), and it neither is
+/// nor holds a `protected` file. Its metadata is kept in `canon`.
+pub(super) fn out_stays_put(canon: &Canon, abs: &Path, wdir: &Path, protected: &[PathBuf]) -> bool {
+    let resolved = canon.path(abs);
+    resolved.starts_with(wdir) && !protected.iter().any(|f| overwritten_by(f, abs, &resolved))
+}
+
+/// Whether an out at `abs` (resolved: `resolved`) is or holds `file`.
+fn overwritten_by(file: &Path, abs: &Path, resolved: &Path) -> bool {
+    file.starts_with(abs) || file.starts_with(resolved)
 }
 
 struct LoadedFile {
@@ -107,6 +187,8 @@ struct Loader {
     sources: Vec<SourceFile>,
     files: Vec<LoadedFile>,
     seen: BTreeSet<PathBuf>,
+    /// Each import as written (normalised) and its canonical path.
+    imports: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Loader {
@@ -152,6 +234,7 @@ impl Loader {
                     "imported here",
                 ))
             })?;
+            self.imports.push((path, canon.clone()));
             self.load(&canon, Some((source, span)))?;
         }
         Ok(())
@@ -370,7 +453,7 @@ fn resolve_stage(
         if rel == ".dvx" || rel.starts_with(".dvx/") {
             return Err(Box::new(src.error(span, "outs cannot be inside `.dvx/`", "dvx's own folder")));
         }
-        if let Some((file, shown)) = protected.iter().find(|(f, _)| f.starts_with(&abs) || f.starts_with(&resolved)) {
+        if let Some((file, shown)) = protected.iter().find(|(f, _)| overwritten_by(f, &abs, &resolved)) {
             let what = if file.ends_with("dvx.toml") { "the project's config" } else { "a pipeline file" };
             let verb = if *file == abs || *file == resolved { "is" } else { "contains" };
             return Err(Box::new(
@@ -553,11 +636,11 @@ const MAX_SHARDS: i64 = 100_000;
 /// pipeline of thousands of stages keeps its outs in a few folders, and
 /// resolving a path costs a stat per component.
 #[derive(Default)]
-struct Canon {
+pub(super) struct Canon {
     dirs: std::sync::Mutex<std::collections::HashMap<PathBuf, PathBuf>>,
     /// What each path asked for was (its own metadata), for the run to
     /// reuse instead of stating the out again (see [`crate::stated`]).
-    stated: crate::stated::Stated,
+    pub(super) stated: crate::stated::Stated,
 }
 
 impl Canon {

@@ -1,6 +1,7 @@
 //! Pipeline specs: YAML → typed stages with every path resolved, every
 //! `${…}` interpolated and every error pointing at its file, line and column.
 
+mod cached;
 mod interp;
 mod load;
 pub(crate) use load::did_you_mean;
@@ -48,8 +49,10 @@ pub struct Pipeline {
     pub(crate) stated_outs: crate::stated::Stated,
 }
 
-/// One stage, resolved.
-#[derive(Debug, Clone)]
+/// One stage, resolved. Serialisable for the cache of resolved pipelines
+/// (`cached.rs`): any change to its fields changes the build, so a file
+/// written by another build is never read as this one's.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StageDef {
     /// How the pipeline, `--force` and messages refer to it; unique in the pipeline.
     pub name: String,
@@ -66,6 +69,7 @@ pub struct StageDef {
     /// runs and merged into its metrics. Each is also one of `outs`.
     pub metrics: Vec<String>,
     /// Params (always an object).
+    #[serde(with = "cached::json_tree")]
     pub params: serde_json::Value,
     /// `cmd` with every `${…}` filled in.
     pub cmd: Option<String>,
@@ -89,7 +93,7 @@ pub struct StageDef {
 }
 
 /// Locations of a stage's parts, for errors found after loading.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Origin {
     /// Index into [`Pipeline::sources`].
     pub file: usize,

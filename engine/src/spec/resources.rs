@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 /// Where a stage executes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ExecutorKind {
     /// In the dvx process, on this machine.
     Local,
@@ -43,7 +43,7 @@ impl std::fmt::Display for ExecutorKind {
 
 /// What a stage asks Slurm for (`resources:` of a stage). Each field maps to
 /// one `sbatch` option; `extra` is passed as written, after dvx's own.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     /// `--cpus-per-task`.
     pub cpus: Option<u32>,
