@@ -17,12 +17,13 @@ if [ -z "${DVX:-}" ]; then
     DVX="$root/target/release/dvx"
 fi
 
-# seconds and peak RSS (MiB) of one command, appended to $log as "label secs MiB".
+# Wall seconds, peak RSS (MiB) and CPU seconds (user + system, all
+# threads: steadier than wall on a shared machine) of one command.
 timed() {
     local label=$1; shift
-    /usr/bin/time -f "%e %M" -o "$work/t" "$@" > "$work/out" 2>&1 || { cat "$work/out"; exit 1; }
-    read -r secs kb < "$work/t"
-    printf "%-28s %8.2f s %8d MiB\n" "$label" "$secs" "$((kb / 1024))"
+    /usr/bin/time -f "%e %M %U %S" -o "$work/t" "$@" > "$work/out" 2>&1 || { cat "$work/out"; exit 1; }
+    read -r secs kb user sys < "$work/t"
+    printf "%-28s %8.2f s %8d MiB   cpu %6.2f s\n" "$label" "$secs" "$((kb / 1024))" "$(echo "$user + $sys" | bc)"
 }
 cache_bytes() { du -sb "$1/.dvx/cache" | cut -f1; }
 
