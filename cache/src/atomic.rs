@@ -48,6 +48,11 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at(path)
 }
 
+/// Make one written file's bytes durable (fdatasync).
+pub(crate) fn sync_file(path: &Path) -> Result<()> {
+    File::open(path).and_then(|f| f.sync_data()).at(path)
+}
+
 /// Flush the filesystem holding `dir` (syncfs): one call makes every file
 /// written there durable, instead of one fsync per file.
 pub(crate) fn sync_filesystem(dir: &Path) -> Result<()> {

@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
-use crate::reuse::{for_each_record, Batch, Batches, PerItem, Reuse};
+use crate::reuse::{for_each_record, is_compact, Batch, Batches, PerItem, Reuse};
 use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
 /// The `balance` stage kind.
@@ -173,6 +173,8 @@ impl TypedStage for Balance {
         let mut keys: Vec<(u32, u64)> = Vec::new();
         // Per item: whether it is a record, for pass 2.
         let mut is_rec: Vec<bool> = Vec::new();
+        // Per record: whether its line is already the compact line written.
+        let mut compact: Vec<bool> = Vec::new();
         let mut malformed = 0;
         let seen = FieldsSeen::new().name("category_field", &p.category_field);
         let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse);
@@ -180,12 +182,13 @@ impl TypedStage for Balance {
         while let Some(batch) = batches.next_batch()? {
             for (at, r) in reuse.results(&batch, &pool, |i| keyed(p, &seen, &batch, i))?.into_iter().enumerate() {
                 match r {
-                    PerItem::Record(Keyed { cat, key, has_cat }) => {
+                    PerItem::Record(Keyed { cat, key, has_cat, compact: c }) => {
                         if has_cat {
                             seen.mark(1);
                         }
                         keys.push((cats.id(cat), key));
                         is_rec.push(true);
+                        compact.push(c);
                     }
                     PerItem::Bad { .. } if p.on_error == OnError::Skip => {
                         malformed += 1;
@@ -221,9 +224,14 @@ impl TypedStage for Balance {
             }
         }
 
-        // Pass 2: copy the kept records (malformed items were given no key).
+        // Pass 2: copy the kept records (malformed items were given no key),
+        // a line known to be compact as it is, without scanning it again.
         let mut writer = RecordWriter::create(&ctx.outs[0])?;
-        for_each_record(dep, &is_rec, |i, text| if keep[i] { writer.write_json_text(text) } else { Ok(()) })?;
+        for_each_record(dep, &is_rec, |i, text| match (keep[i], compact[i]) {
+            (false, _) => Ok(()),
+            (true, true) => writer.write_json_line(text),
+            (true, false) => writer.write_json_text(text),
+        })?;
         let written = writer.finish()?;
 
         let by_name = |v: &[usize]| -> Value {
@@ -269,6 +277,10 @@ struct Keyed {
     /// Whether it has the category field.
     #[serde(rename = "h")]
     has_cat: bool,
+    /// Whether its line is already the compact line a JSONL out gets
+    /// ([`is_compact`]); absent (false) in entries of earlier runs.
+    #[serde(rename = "j", default, skip_serializing_if = "std::ops::Not::not")]
+    compact: bool,
 }
 
 /// Item `i`'s category and key.
@@ -280,7 +292,8 @@ fn keyed(p: &Params, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<PerIt
     seen.observe(&rec);
     let has_cat = seen.present(&rec) != 0;
     let (cat, key) = (category_of(&rec, &p.category_field), content_hash(&rec, p.seed, &[]));
-    Ok(PerItem::Record(Keyed { cat, key, has_cat }))
+    let compact = is_compact(batch.items[i].1.text().unwrap_or_default());
+    Ok(PerItem::Record(Keyed { cat, key, has_cat, compact }))
 }
 
 /// How many records each present category may keep (by category id).
@@ -417,6 +430,20 @@ mod tests {
         assert_eq!(r.metric("after"), &json!({"a": 10, "b": 10, "x": 0}));
         assert_eq!(r.metric("shortfall"), &json!({"a": 10, "z": 10}));
         assert!(r.log.ends_with("a: 10 short of its target\nz: 10 short of its target\n"));
+    }
+
+    #[test]
+    fn entries_from_before_the_compact_flag_are_reused_and_write_the_same_bytes() {
+        use crate::reuse::testing::{assert_reuses_entries_without, lines};
+        let params = json!({"cap": 500, "seed": 4});
+        assert_reuses_entries_without(
+            || Balance,
+            lines(0, 4000),
+            lines(4000, 4300),
+            &["o.jsonl"],
+            params,
+            ",\"j\":true",
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
-use crate::reuse::{for_each_record, Batch, Batches, PerItem, Reuse};
+use crate::reuse::{for_each_record, is_compact, Batch, Batches, PerItem, Reuse};
 use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
 /// The `split` stage kind.
@@ -198,6 +198,8 @@ impl TypedStage for Split {
         let mut keys: Vec<(u32, u64)> = Vec::new();
         // Per item (not streaming): whether it is a record, for the second pass.
         let mut is_rec: Vec<bool> = Vec::new();
+        // Per record (not streaming): whether its line is already the compact line written.
+        let mut compact: Vec<bool> = Vec::new();
         // Records per (category, side), for the metrics when stratified.
         let mut per_cat: Vec<[usize; 3]> = Vec::new();
         let mut seen = FieldsSeen::new().name_all("hash_fields", &p.hash_fields);
@@ -209,7 +211,7 @@ impl TypedStage for Split {
         while let Some(batch) = batches.next_batch()? {
             let results = reuse.results(&batch, &pool, |i| hashed(p, &seen, &batch, i))?;
             for ((line, item), h) in batch.items.iter().zip(results) {
-                let Hashed { hash, cat, fields } = match h {
+                let Hashed { hash, cat, fields, compact: c } = match h {
                     PerItem::Record(h) => h,
                     PerItem::Bad { reason } if p.on_error == OnError::Fail => {
                         return Err(batch.bad_line(*line, item, reason).into());
@@ -228,10 +230,11 @@ impl TypedStage for Split {
                         per_cat.resize(cats.len(), [0; 3]);
                         per_cat[cat as usize][side as usize] += 1;
                     }
-                    writers[side as usize].write_json_text(item.text().unwrap_or_default())?;
+                    write(&mut writers[side as usize], item.text().unwrap_or_default(), c)?;
                 } else {
                     keys.push((cat, hash));
                     is_rec.push(true);
+                    compact.push(c);
                 }
             }
         }
@@ -242,7 +245,7 @@ impl TypedStage for Split {
             for (i, side) in sides.iter().enumerate() {
                 per_cat[keys[i].0 as usize][*side as usize] += 1;
             }
-            for_each_record(dep, &is_rec, |i, text| writers[sides[i] as usize].write_json_text(text))?;
+            for_each_record(dep, &is_rec, |i, text| write(&mut writers[sides[i] as usize], text, compact[i]))?;
         }
         let sizes: Vec<usize> = writers.into_iter().map(|w| w.finish()).collect::<Result<_, _>>()?;
         let mut m = Metrics::new();
@@ -282,6 +285,20 @@ struct Hashed {
     /// The named fields it has ([`FieldsSeen::present`]).
     #[serde(rename = "f")]
     fields: u64,
+    /// Whether its line is already the compact line a JSONL out gets
+    /// ([`is_compact`]); absent (false) in entries of earlier runs.
+    #[serde(rename = "j", default, skip_serializing_if = "std::ops::Not::not")]
+    compact: bool,
+}
+
+/// Copy a record's line to `w`: as it is when it is known to be compact,
+/// else through the writer's compaction.
+fn write(w: &mut RecordWriter, text: &str, compact: bool) -> Result<(), StageFailure> {
+    if compact {
+        w.write_json_line(text)
+    } else {
+        w.write_json_text(text)
+    }
 }
 
 /// Item `i`'s hash and category.
@@ -292,7 +309,9 @@ fn hashed(p: &Params, seen: &FieldsSeen, batch: &Batch, i: usize) -> Result<PerI
     };
     seen.observe(&rec);
     let cat = p.stratify_by.as_deref().map(|f| category_of(&rec, f)).unwrap_or_default();
-    Ok(PerItem::Record(Hashed { hash: content_hash(&rec, p.seed, &p.hash_fields), cat, fields: seen.present(&rec) }))
+    let hash = content_hash(&rec, p.seed, &p.hash_fields);
+    let compact = is_compact(batch.items[i].1.text().unwrap_or_default());
+    Ok(PerItem::Record(Hashed { hash, cat, fields: seen.present(&rec), compact }))
 }
 
 impl Split {
@@ -367,6 +386,23 @@ mod tests {
                 &["t.jsonl", "v.jsonl"]
             };
             assert_incremental(|| Split, lines(0, 4000), lines(4000, 4300), incremental_line(55_555), outs, params);
+        }
+    }
+
+    #[test]
+    fn entries_from_before_the_compact_flag_are_reused_and_write_the_same_bytes() {
+        use crate::reuse::testing::{assert_reuses_entries_without, lines};
+        for params in
+            [json!({"ratio": [0.8, 0.2], "seed": 5}), json!({"counts": {"valid": 300}, "stratify_by": "category"})]
+        {
+            assert_reuses_entries_without(
+                || Split,
+                lines(0, 4000),
+                lines(4000, 4300),
+                &["t.jsonl", "v.jsonl"],
+                params,
+                ",\"j\":true",
+            );
         }
     }
 

@@ -257,25 +257,39 @@ pub enum PerItem<R> {
 
 /// The second pass of a kind that decides after reading everything: calls
 /// `f(n, text)` for the `n`-th record of `path`, in order, where `is_rec`
-/// marks which items the first pass found to be records.
+/// marks which items the first pass found to be records. The items are
+/// those [`Batches`] yields, read without cutting them into batches (no
+/// per-item hash).
 pub fn for_each_record(
     path: &Path,
     is_rec: &[bool],
     mut f: impl FnMut(usize, &str) -> Result<(), StageFailure>,
 ) -> Result<(), StageFailure> {
-    let mut batches = Batches::open(path)?;
+    let mut reader = RecordReader::open(path)?;
     let (mut item, mut n) = (0, 0);
-    while let Some(batch) = batches.next_batch()? {
-        for (_, it) in &batch.items {
+    while let Some(RawChunk { items, .. }) = reader.raw_chunk(READ)? {
+        for (_, raw) in items {
             let record = is_rec.get(item).copied().unwrap_or(false);
             item += 1;
             if record {
-                f(n, it.text().unwrap_or_default())?;
+                match raw {
+                    Raw::Text(Ok(t)) => f(n, &t)?,
+                    raw => f(n, Item::from_raw(raw).text().unwrap_or_default())?,
+                }
                 n += 1;
             }
         }
     }
     Ok(())
+}
+
+/// Whether `text` is already the line a JSONL out gets for it (the compact
+/// form [`dvx_records::compact_into`] makes), so a kind that copies records
+/// can write it as it is: checked once for a processed record, then kept in
+/// its per-item result.
+pub fn is_compact(text: &str) -> bool {
+    let mut l = String::with_capacity(text.len());
+    dvx_records::compact_into(text, &mut l) && l == text
 }
 
 /// The default of every record-wise kind's `reuse` param.
@@ -483,6 +497,59 @@ pub mod testing {
     pub fn processed(r: &Run) -> usize {
         let line = r.log.lines().find(|l| l.starts_with("records processed: ")).unwrap_or_else(|| panic!("{}", r.log));
         line["records processed: ".len()..].split(',').next().unwrap().parse().unwrap()
+    }
+
+    /// A memo that keeps entries as an earlier version of a kind wrote
+    /// them: `strip` (a per-item field added since) cut out of every value.
+    struct Stripping<'a>(&'a MemoryMemo, &'static str, std::sync::atomic::AtomicUsize);
+
+    impl dvx_stage_api::Memo for Stripping<'_> {
+        fn get(&self, key: &dvx_stage_api::MemoKey) -> Option<Vec<u8>> {
+            self.0.get(key)
+        }
+        fn put(&self, key: &dvx_stage_api::MemoKey, value: &[u8]) -> Result<(), String> {
+            let strip = self.1.as_bytes();
+            let (mut v, mut at) = (Vec::with_capacity(value.len()), 0);
+            while at < value.len() {
+                if value[at..].starts_with(strip) {
+                    at += strip.len();
+                    self.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    v.push(value[at]);
+                    at += 1;
+                }
+            }
+            self.0.put(key, &v)
+        }
+    }
+
+    /// Runs `kind` over `lines` with entries written without the per-item
+    /// field `strip` (as an earlier version kept them), then after an append
+    /// of `more` with the current entries: the re-run reuses every earlier
+    /// record and writes the bytes of a full run.
+    pub fn assert_reuses_entries_without<T: TypedStage>(
+        kind: impl Fn() -> T,
+        mut lines: Vec<String>,
+        more: Vec<String>,
+        outs: &[&str],
+        params: Value,
+        strip: &'static str,
+    ) {
+        let memo = MemoryMemo::default();
+        let text = |lines: &[String]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        let old = Stripping(&memo, strip, Default::default());
+        let first = run_with_memo(kind(), &[&text(&lines)], outs, params.clone(), 2, &old).unwrap();
+        assert_eq!(processed(&first), lines.len());
+        assert!(old.2.into_inner() > 0, "no entry held `{strip}`");
+        let n = more.len();
+        lines.extend(more);
+        let inc = run_with_memo(kind(), &[&text(&lines)], outs, params.clone(), 2, &memo).unwrap();
+        let full = run_with_memo(kind(), &[&text(&lines)], outs, params, 2, &MemoryMemo::default()).unwrap();
+        assert_eq!(processed(&inc), n, "{}", inc.log);
+        for i in 0..outs.len() {
+            assert!(inc.text(i) == full.text(i), "outs[{i}] differs from a full run");
+        }
+        assert_eq!(inc.metrics, full.metrics);
     }
 
     /// Runs `kind` over `lines` through one memo, then after an append of
