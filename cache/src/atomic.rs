@@ -19,11 +19,20 @@ pub(crate) fn temp_path(tmp_dir: &Path) -> PathBuf {
 
 /// Write `bytes` to `dest` atomically with `mode`.
 pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_atomic_with(tmp_dir, dest, bytes, mode, true)
+}
+
+/// Write `bytes` to `dest` atomically with `mode`; `durable`: fsync them
+/// before the rename (without it a crash may leave a torn file under
+/// `dest`, so only for files whose readers check their own checksum).
+pub(crate) fn write_atomic_with(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
     let tmp = temp_path(tmp_dir);
     let result = (|| {
         let mut f = File::create(&tmp).at(&tmp)?;
         f.write_all(bytes).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
+        if durable {
+            f.sync_all().at(&tmp)?;
+        }
         set_mode(&tmp, mode)?;
         rename_into_place(&tmp, dest)
     })();

@@ -126,12 +126,22 @@ impl Cache {
     /// Keep `value` under `key` in namespace `ns`: atomic, fsynced, with
     /// the cache's permissions. An existing entry is replaced.
     pub fn memo_put(&self, ns: &str, key: &[u8; 32], value: &[u8]) -> Result<()> {
+        self.memo_write(ns, key, value, true)
+    }
+
+    /// [`Cache::memo_put`] without the fsync: a crash may lose the entry
+    /// or leave it torn, which its checksum turns into a miss on read.
+    pub fn memo_put_hint(&self, ns: &str, key: &[u8; 32], value: &[u8]) -> Result<()> {
+        self.memo_write(ns, key, value, false)
+    }
+
+    fn memo_write(&self, ns: &str, key: &[u8; 32], value: &[u8], durable: bool) -> Result<()> {
         check_ns(ns)?;
         let mut bytes = Vec::with_capacity(40 + value.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(blake3::hash(value).as_bytes());
         bytes.extend_from_slice(value);
-        self.write_record(&self.memo_path(ns, key), &bytes)
+        self.write_record_with(&self.memo_path(ns, key), &bytes, durable)
     }
 
     fn quarantine_memo(&self, ns: &str, path: &Path) -> Result<()> {
@@ -273,6 +283,20 @@ mod tests {
         assert!(c.memo_get("../x", &[7; 32]).is_err());
         let (n, bad) = c.verify_memo(false).unwrap();
         assert_eq!((n, bad.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_hint_reads_back_and_a_torn_one_is_a_miss() {
+        let (_d, c) = cache();
+        c.memo_put_hint("filter", &[3; 32], b"batch results").unwrap();
+        assert_eq!(c.memo_get("filter", &[3; 32]).unwrap().as_deref(), Some(&b"batch results"[..]));
+        // What a crash may leave of an entry written without fsync: a cut file.
+        let path = c.memo_path("filter", &[3; 32]);
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in [0, 10, 40, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            assert_eq!(c.memo_get("filter", &[3; 32]).unwrap(), None, "cut at {cut}");
+        }
     }
 
     #[test]

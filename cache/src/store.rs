@@ -174,10 +174,16 @@ impl Cache {
 
     /// Write a small file of the cache (a record) atomically.
     pub(crate) fn write_record(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_record_with(dest, bytes, true)
+    }
+
+    /// [`Cache::write_record`]; `durable: false` skips the fsync, for
+    /// records that carry their own checksum.
+    pub(crate) fn write_record_with(&self, dest: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         if let Some(parent) = dest.parent() {
             self.ensure_dir(parent)?;
         }
-        atomic::write_atomic(&self.tmp_dir(), dest, bytes, self.file_mode(false))
+        atomic::write_atomic_with(&self.tmp_dir(), dest, bytes, self.file_mode(false), durable)
     }
 }
 

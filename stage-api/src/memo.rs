@@ -19,6 +19,14 @@ pub trait Memo: Send + Sync {
     /// Keep `value` under `key`, durably, before returning. A memo that
     /// cannot write says why; the stage decides whether that is fatal.
     fn put(&self, key: &MemoKey, value: &[u8]) -> Result<(), String>;
+    /// Keep `value` under `key` as a hint: as `put`, but without waiting
+    /// for it to be durable, so a crash may lose it (a torn entry reads as
+    /// none, never as other bytes). For results cheaper to compute again
+    /// than to wait for the disk for, such as per-record reuse; what was
+    /// paid for (an LLM's answer) goes through `put`.
+    fn put_hint(&self, key: &MemoKey, value: &[u8]) -> Result<(), String> {
+        self.put(key, value)
+    }
     /// Whether `put` keeps anything. A stage may skip working out what it
     /// would keep (per-record ids, say) when it does not.
     fn keeps(&self) -> bool {

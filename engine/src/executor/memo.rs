@@ -46,4 +46,9 @@ impl Memo for CacheMemo<'_> {
         self.used.lock().expect("memo keys lock").insert(*key);
         Ok(())
     }
+    fn put_hint(&self, key: &MemoKey, value: &[u8]) -> Result<(), String> {
+        self.cache.memo_put_hint(self.ns, key, value).map_err(|e| e.to_string())?;
+        self.used.lock().expect("memo keys lock").insert(*key);
+        Ok(())
+    }
 }

@@ -390,7 +390,9 @@ impl<'a> Reuse<'a> {
     }
 
     fn keep<R: Serialize + DeserializeOwned>(&self, memo: &dyn Memo, key: &MemoKey, entry: &Entry<R>) {
-        if let Err(e) = memo.put(key, &entry.encode()) {
+        // A hint: entries are checked on read, and a lost one costs only
+        // processing its batch again, not a wait for the disk per batch.
+        if let Err(e) = memo.put_hint(key, &entry.encode()) {
             tracing::warn!("cannot keep per-record results for the next run: {e}");
         }
     }
@@ -692,6 +694,34 @@ mod tests {
         lines.push("{\"new\":1}".into());
         let p = write(dir.path(), &lines);
         assert_eq!(run(&p, &memo).1, 1, "reuse by item id");
+    }
+
+    /// Takes hints only: a durable `put` fails the test.
+    struct HintsOnly<'a>(&'a MemoryMemo, AtomicUsize);
+
+    impl Memo for HintsOnly<'_> {
+        fn get(&self, key: &dvx_stage_api::MemoKey) -> Option<Vec<u8>> {
+            self.0.get(key)
+        }
+        fn put(&self, _key: &dvx_stage_api::MemoKey, _value: &[u8]) -> Result<(), String> {
+            panic!("per-record results were kept durably (a wait for the disk per batch)")
+        }
+        fn put_hint(&self, key: &dvx_stage_api::MemoKey, value: &[u8]) -> Result<(), String> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.put(key, value)
+        }
+    }
+
+    #[test]
+    fn results_are_kept_as_hints() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> = (0..9_000).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let p = write(dir.path(), &lines);
+        let memo = MemoryMemo::default();
+        let hints = HintsOnly(&memo, AtomicUsize::new(0));
+        assert_eq!(run(&p, &hints).1, 9_000);
+        assert!(hints.1.load(Ordering::Relaxed) > 0);
+        assert_eq!(run(&p, &memo).1, 0, "the hints are reused");
     }
 
     /// Counts the entries written through it.
