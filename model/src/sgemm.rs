@@ -28,6 +28,47 @@ fn check(what: &str, have: usize, need: usize) -> Result<()> {
     Ok(())
 }
 
+/// A matrix as gemm reads it: where it starts and its (row, column)
+/// strides in values.
+struct View {
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+}
+
+/// `dst` (`m × n`, rows `dst_rs` apart, columns next to each other) gets
+/// `lhs · rhs` over `k`.
+///
+/// # Safety
+/// Every index the shapes and strides reach must be inside the memory
+/// behind `dst`, `lhs` and `rhs`, and `dst` must not overlap the others.
+unsafe fn product(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, lhs: View, rhs: View) {
+    // SAFETY: passed on to the caller.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs.ptr,
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.ptr,
+            rhs.cs as isize,
+            rhs.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        )
+    }
+}
+
 /// Rows `0..n` of `dst` (row `i` at `i * dst_stride`) get `x w^T`, for `x`
 /// `[n, k]` and `w` `[len, k]`, both row-major and contiguous.
 pub fn mul_t(dst: &mut [f32], dst_stride: usize, x: &[f32], w: &[f32], n: usize, k: usize, len: usize) -> Result<()> {
@@ -37,32 +78,12 @@ pub fn mul_t(dst: &mut [f32], dst_stride: usize, x: &[f32], w: &[f32], n: usize,
     check("product", dst.len(), (n - 1) * dst_stride + len)?;
     check("input", x.len(), n * k)?;
     check("weight", w.len(), len * k)?;
+    let x = View { ptr: x.as_ptr(), rs: k, cs: 1 };
+    // w^T: element (c, j) is w[j * k + c].
+    let wt = View { ptr: w.as_ptr(), rs: 1, cs: k };
     // SAFETY: the checks above keep every index the strides reach inside
     // the slices; `dst` is borrowed mutably, so nothing else reads it.
-    unsafe {
-        gemm(
-            n,
-            len,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            // w^T: element (c, j) is w[j * k + c].
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(),
-        )
-    }
+    unsafe { product(n, len, k, dst.as_mut_ptr(), dst_stride, x, wt) };
     Ok(())
 }
 
@@ -75,30 +96,10 @@ pub fn mul(dst: &mut [f32], g: &[f32], g_stride: usize, w: &[f32], n: usize, len
     check("product", dst.len(), n * k)?;
     check("gradient", g.len(), if len == 0 { 0 } else { (n - 1) * g_stride + len })?;
     check("weight", w.len(), len * k)?;
+    let g = View { ptr: g.as_ptr(), rs: g_stride, cs: 1 };
+    let w = View { ptr: w.as_ptr(), rs: k, cs: 1 };
     // SAFETY: as in `mul_t`.
-    unsafe {
-        gemm(
-            n,
-            k,
-            len,
-            dst.as_mut_ptr(),
-            1,
-            k as isize,
-            false,
-            g.as_ptr(),
-            1,
-            g_stride as isize,
-            w.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(),
-        )
-    }
+    unsafe { product(n, k, len, dst.as_mut_ptr(), k, g, w) };
     Ok(())
 }
 
