@@ -35,34 +35,6 @@ fn block_rows(rows: usize, cols: usize, n: usize) -> usize {
     (BLOCK_ELEMS / cols.max(1)).min(BLOCK_ELEMS / n.max(1)).clamp(1, rows.max(1))
 }
 
-/// Rows `start..start + len` of `w` as f32.
-fn rows_f32(w: &Tensor, start: usize, len: usize) -> Result<Tensor> {
-    let b = w.narrow(0, start, len)?;
-    match b.dtype() {
-        DType::F32 => Ok(b),
-        DType::BF16 if b.device().is_cpu() && b.is_contiguous() => b.apply_op1_no_bwd(&WidenBf16),
-        _ => b.to_dtype(DType::F32),
-    }
-}
-
-/// bf16 to f32 in one loop the compiler vectorises: candle's conversion
-/// calls a function per value, a tenth of a LoRA step's time. A bf16 is
-/// the top half of the f32 with the same value, so the result is the same.
-struct WidenBf16;
-
-impl CustomOp1 for WidenBf16 {
-    fn name(&self) -> &'static str {
-        "dvx-widen-bf16"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::BF16(v) = s else { candle_core::bail!("widen: expects bf16") };
-        let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("widen: expects a contiguous tensor") };
-        let out = v[a..b].iter().map(|x| f32::from_bits(u32::from(x.to_bits()) << 16)).collect();
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-}
-
 /// Whether `w` is used as a whole (f32, one block): then the ops run the
 /// same single matmul the plain tensor ops would.
 fn whole(w: &Tensor, n: usize) -> Result<bool> {
@@ -72,7 +44,9 @@ fn whole(w: &Tensor, n: usize) -> Result<bool> {
 
 /// Rows `start..start + len` of the frozen weight `w` as f32, handed to
 /// `f`: f32 storage is read in place, half precision is widened into a
-/// buffer the thread reuses (no fresh pages per block).
+/// buffer the thread reuses (no fresh pages per block), in one loop the
+/// compiler vectorises (candle's conversion calls a function per value, a
+/// tenth of a LoRA step's time; the values are the same).
 fn with_rows<R>(w: &Tensor, start: usize, len: usize, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let cols = w.dim(1)?;
     let (storage, layout) = w.storage_and_layout();
@@ -94,7 +68,7 @@ fn with_rows<R>(w: &Tensor, start: usize, len: usize, f: impl FnOnce(&[f32]) -> 
         }
         _ => {
             drop(storage);
-            f(&host(&rows_f32(w, start, len)?)?)
+            f(&host(&w.narrow(0, start, len)?.to_dtype(DType::F32)?)?)
         }
     }
 }
@@ -173,7 +147,11 @@ impl BlockSum {
 
     /// Where the next block's product goes.
     fn next(&mut self, first: bool) -> &mut [f32] {
-        if first { &mut self.total } else { &mut self.part }
+        if first {
+            &mut self.total
+        } else {
+            &mut self.part
+        }
     }
 
     /// Adds the block just written (unless it was the first).
@@ -204,7 +182,7 @@ impl CustomOp1 for FrozenMatmul {
         }
         let n = x.len() / inp.max(1);
         let y = if whole(&self.w, n)? {
-            host(&project(&Tensor::from_slice(x, (n, inp), &Device::Cpu)?, &self.w)?)?
+            host(&Tensor::from_slice(x, (n, inp), &Device::Cpu)?.matmul(&self.w.t()?)?)?
         } else {
             project_blocks(x, n, &self.w)?
         };
@@ -274,8 +252,7 @@ impl HeadNll {
         let mut max = vec![f32::NEG_INFINITY; n];
         let mut sum = vec![0f32; n];
         let mut picked = vec![0f32; n];
-        let mut acc = if with_grad { vec![0f32; n * cols] } else { Vec::new() };
-        let mut part = Scratch::new(if with_grad { n * cols } else { 0 });
+        let mut acc = with_grad.then(|| BlockSum::new(n * cols, rows > step));
         let mut logits = Scratch::new(n * step.min(rows));
         for start in (0..rows).step_by(step) {
             let len = step.min(rows - start);
@@ -301,13 +278,13 @@ impl HeadNll {
                     }
                     sum[i] = sum[i] * scale + s;
                     max[i] = m;
-                    if with_grad && scale != 1.0 {
-                        acc[i * cols..(i + 1) * cols].iter_mut().for_each(|g| *g *= scale);
+                    if let Some(acc) = acc.as_mut().filter(|_| scale != 1.0) {
+                        acc.total[i * cols..(i + 1) * cols].iter_mut().for_each(|g| *g *= scale);
                     }
                 }
-                if with_grad {
-                    sgemm::mul(&mut part, &logits, len, w, n, len, cols)?;
-                    acc.iter_mut().zip(part.iter()).for_each(|(a, p)| *a += *p);
+                if let Some(acc) = acc.as_mut() {
+                    sgemm::mul(acc.next(start == 0), &logits, len, w, n, len, cols)?;
+                    acc.add(start == 0);
                 }
                 Ok(())
             })?;
@@ -316,9 +293,9 @@ impl HeadNll {
         for i in (0..n).filter(|&i| self.weight[i] != 0.0) {
             total += (self.weight[i] * (max[i] + sum[i].ln() - picked[i])) as f64;
         }
-        if !with_grad {
+        let Some(BlockSum { total: mut acc, .. }) = acc else {
             return Ok(HeadPass { total, grad: None });
-        }
+        };
         // Row i: weight · (Σ_j softmax_j head[j] − head[target]).
         for i in 0..n {
             let row = &mut acc[i * cols..(i + 1) * cols];
@@ -442,7 +419,13 @@ pub fn load_stored(
 /// A tensor of `len` stored bytes read from `file`'s position: f32, bf16
 /// and f16 straight into the tensor's own storage (no second copy of a
 /// large embedding at load), other dtypes through candle's conversion to f32.
-fn read_tensor(file: &mut std::fs::File, len: usize, dtype: DType, shape: &[usize], dev: &Device) -> std::result::Result<Tensor, String> {
+fn read_tensor(
+    file: &mut std::fs::File,
+    len: usize,
+    dtype: DType,
+    shape: &[usize],
+    dev: &Device,
+) -> std::result::Result<Tensor, String> {
     fn read<T: Copy + candle_core::WithDType>(
         file: &mut std::fs::File,
         len: usize,
@@ -565,9 +548,9 @@ mod tests {
     #[test]
     fn widening_is_candles_conversion() {
         let w = (rand(&[37, 5], 8) * 1e3).unwrap().to_dtype(DType::BF16).unwrap();
-        let ours = rows_f32(&w, 3, 30).unwrap();
+        let ours = with_rows(&w, 3, 30, |v| Ok(v.to_vec())).unwrap();
         let theirs = w.narrow(0, 3, 30).unwrap().to_dtype(DType::F32).unwrap();
-        assert_eq!(host(&ours).unwrap(), host(&theirs).unwrap());
+        assert_eq!(ours, host(&theirs).unwrap());
     }
 
     #[test]
@@ -581,8 +564,10 @@ mod tests {
         let shapes = vec![("a".to_string(), vec![4, 3]), ("b".to_string(), vec![2])];
         let got = load_stored(std::slice::from_ref(&p), &shapes, &Device::Cpu).unwrap();
         assert_eq!(got["a"].dtype(), DType::BF16);
-        assert_eq!(got["a"].to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            a.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            got["a"].to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            a.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
         assert_eq!(got["b"].to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
         let bad = vec![("a".to_string(), vec![3, 4])];
         assert!(load_stored(std::slice::from_ref(&p), &bad, &Device::Cpu).unwrap_err().contains("has shape [4, 3]"));

@@ -113,12 +113,11 @@ thread_local! {
 const POOL_KEEP: usize = 4;
 
 /// An f32 buffer taken from the thread's pool and given back on drop, so
-/// the blocks of one op, and of the next, reuse the same pages. Its
-/// contents are whatever the last user left: callers overwrite it.
+/// the blocks of one op, and of the next, reuse the same pages.
 pub struct Scratch(Vec<f32>);
 
 impl Scratch {
-    /// `len` values (those a reused buffer held, zeros past them).
+    /// `len` zeros.
     pub fn new(len: usize) -> Scratch {
         let mut s = Scratch::empty(len);
         s.0.resize(len, 0.0);
