@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
-use crate::reuse::{for_each_record, is_compact, Batch, Batches, PerItem, Reuse};
+use crate::reuse::{copy_line, for_each_record, is_compact, Batch, Batches, PerItem, Reuse};
 use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
 /// The `balance` stage kind.
@@ -227,10 +227,9 @@ impl TypedStage for Balance {
         // Pass 2: copy the kept records (malformed items were given no key),
         // a line known to be compact as it is, without scanning it again.
         let mut writer = RecordWriter::create(&ctx.outs[0])?;
-        for_each_record(dep, &is_rec, |i, text| match (keep[i], compact[i]) {
-            (false, _) => Ok(()),
-            (true, true) => writer.write_json_line(text),
-            (true, false) => writer.write_json_text(text),
+        for_each_record(dep, &is_rec, |i, text| match keep[i] {
+            true => copy_line(&mut writer, text, compact[i]),
+            false => Ok(()),
         })?;
         let written = writer.finish()?;
 

@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::records::RecordWriter;
-use crate::reuse::{for_each_record, is_compact, Batch, Batches, PerItem, Reuse};
+use crate::reuse::{copy_line, for_each_record, is_compact, Batch, Batches, PerItem, Reuse};
 use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
 /// The `split` stage kind.
@@ -230,7 +230,7 @@ impl TypedStage for Split {
                         per_cat.resize(cats.len(), [0; 3]);
                         per_cat[cat as usize][side as usize] += 1;
                     }
-                    write(&mut writers[side as usize], item.text().unwrap_or_default(), c)?;
+                    copy_line(&mut writers[side as usize], item.text().unwrap_or_default(), c)?;
                 } else {
                     keys.push((cat, hash));
                     is_rec.push(true);
@@ -245,7 +245,7 @@ impl TypedStage for Split {
             for (i, side) in sides.iter().enumerate() {
                 per_cat[keys[i].0 as usize][*side as usize] += 1;
             }
-            for_each_record(dep, &is_rec, |i, text| write(&mut writers[sides[i] as usize], text, compact[i]))?;
+            for_each_record(dep, &is_rec, |i, text| copy_line(&mut writers[sides[i] as usize], text, compact[i]))?;
         }
         let sizes: Vec<usize> = writers.into_iter().map(|w| w.finish()).collect::<Result<_, _>>()?;
         let mut m = Metrics::new();
@@ -289,16 +289,6 @@ struct Hashed {
     /// ([`is_compact`]); absent (false) in entries of earlier runs.
     #[serde(rename = "j", default, skip_serializing_if = "std::ops::Not::not")]
     compact: bool,
-}
-
-/// Copy a record's line to `w`: as it is when it is known to be compact,
-/// else through the writer's compaction.
-fn write(w: &mut RecordWriter, text: &str, compact: bool) -> Result<(), StageFailure> {
-    if compact {
-        w.write_json_line(text)
-    } else {
-        w.write_json_text(text)
-    }
 }
 
 /// Item `i`'s hash and category.

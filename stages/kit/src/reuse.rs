@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use dvx_records::{Raw, RawChunk, RecordReader, Source};
+use dvx_records::{Raw, RawChunk, RecordReader, RecordWriter, Source};
 use dvx_stage_api::{Memo, MemoKey, StageFailure};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
@@ -290,6 +290,16 @@ pub fn for_each_record(
 pub fn is_compact(text: &str) -> bool {
     let mut l = String::with_capacity(text.len());
     dvx_records::compact_into(text, &mut l) && l == text
+}
+
+/// Copy a record's line to `w`: as it is when [`is_compact`] said so,
+/// else through the writer's compaction.
+pub fn copy_line(w: &mut RecordWriter, text: &str, compact: bool) -> Result<(), StageFailure> {
+    if compact {
+        w.write_json_line(text)
+    } else {
+        w.write_json_text(text)
+    }
 }
 
 /// The default of every record-wise kind's `reuse` param.
