@@ -223,32 +223,22 @@ impl Shared {
             return Ok(h.clone());
         }
         let path = abs(&self.p.wdir, rel);
-        if let Some(listed) = self.stated.take_listed(&path) {
-            let h = match stage {
-                Some((stage, observer)) => {
-                    let progress = HashingProgress::new(stage, rel, observer);
-                    hash_listed_folder(&path, &listed, &self.stat, &|p| progress.report(p))
-                }
-                None => hash_listed_folder(&path, &listed, &self.stat, &|_| {}),
+        let progress = stage.map(|(stage, observer)| HashingProgress::new(stage, rel, observer));
+        let report = |p| {
+            if let Some(progress) = &progress {
+                progress.report(p)
             }
-            .map_err(|e| e.to_string())?;
-            self.sources.lock().expect("sources lock").insert(rel.to_string(), h.clone());
-            return Ok(h);
-        }
-        let stated = self.stated.take(&path);
-        let h = match (stage, stated) {
-            (Some((stage, observer)), stated) => {
-                let progress = HashingProgress::new(stage, rel, observer);
-                let report = |p| progress.report(p);
-                match stated {
-                    Some(meta) => hash_stated_path(&path, &meta, &self.stat, &report),
-                    None => hash_path_reporting(&path, &self.stat, &report),
-                }
-                .map_err(|e| e.to_string())?
-            }
-            (None, Some(meta)) => hash_stated_path(&path, &meta, &self.stat, &|_| {}).map_err(|e| e.to_string())?,
-            (None, None) => self.hash_workspace(rel)?,
         };
+        let h = if let Some(listed) = self.stated.take_listed(&path) {
+            hash_listed_folder(&path, &listed, &self.stat, &report)
+        } else {
+            match (self.stated.take(&path), &progress) {
+                (Some(meta), _) => hash_stated_path(&path, &meta, &self.stat, &report),
+                (None, Some(_)) => hash_path_reporting(&path, &self.stat, &report),
+                (None, None) => hash_path_locked(&path, &self.stat),
+            }
+        }
+        .map_err(|e| e.to_string())?;
         self.sources.lock().expect("sources lock").insert(rel.to_string(), h.clone());
         Ok(h)
     }
@@ -595,8 +585,8 @@ pub fn run(
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "state saved");
     }
-    let stopped_any = sh.held_back.load(std::sync::atomic::Ordering::SeqCst)
-        || results.iter().any(|r| r.status == Status::Cancelled);
+    let stopped_any =
+        sh.held_back.load(std::sync::atomic::Ordering::SeqCst) || results.iter().any(|r| r.status == Status::Cancelled);
     free_in_background(&sh);
     Ok(RunReport { version, stages: results, stopped: stopped.filter(|_| stopped_any) })
 }
