@@ -140,6 +140,22 @@ impl RecordWriter {
         Ok(())
     }
 
+    /// Append `records` consecutive JSONL lines given as they stand in a
+    /// JSONL input, each ending in `\n` (the caller read them as records:
+    /// [`crate::ScanLine::whole`] lines): JSONL outs copy the bytes in one
+    /// write, Parquet outs take them line by line.
+    pub fn write_json_lines(&mut self, lines: &str, records: usize) -> Result<(), StageFailure> {
+        debug_assert_eq!(lines.bytes().filter(|&b| b == b'\n').count(), records);
+        let out = match &mut self.sink {
+            Sink::Parquet(_) => return lines.lines().try_for_each(|l| self.put(l)),
+            sink => sink.jsonl().expect("not Parquet"),
+        };
+        out.write_all(lines.as_bytes())
+            .map_err(|e| StageFailure::new(format!("cannot write {}: {e}", self.path.display())))?;
+        self.count += records;
+        Ok(())
+    }
+
     /// Whether the out is JSONL (plain or compressed): lines as
     /// [`RecordWriter::write_json_line`] takes them.
     pub fn writes_jsonl(&self) -> bool {

@@ -9,6 +9,7 @@
 mod arrow;
 mod folder;
 mod lines;
+mod scan;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -21,6 +22,8 @@ use serde_json::Value;
 use crate::error::{BadRecord, Unit};
 use crate::format::{detect, Format};
 use crate::Record;
+
+pub use scan::{JsonlScan, ScanLine};
 
 /// Items handed out by the [`Iterator`] implementation's read-ahead.
 const ITER_CHUNK: usize = 1024;

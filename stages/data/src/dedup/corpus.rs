@@ -23,6 +23,7 @@ use super::lsh::band_hashes;
 use super::sigfile::Reader;
 use super::sketch::{read_chunks, Sketcher};
 use crate::reuse::{Batch, Batches, Reuse};
+use dvx_records::JsonlScan;
 
 /// No slot: the record is not a representative.
 const NONE: u32 = u32::MAX;
@@ -213,19 +214,13 @@ impl Corpus {
             if wanted.peek().is_none() {
                 continue;
             }
+            if let Some(scan) = JsonlScan::open(input)? {
+                self.fill_from_scan(sk, scan, input, &mut wanted, done)?;
+                continue;
+            }
             read_chunks(input, |file, chunk| {
-                let mut todo: Vec<(u32, &(u64, String))> = Vec::new();
-                for item in &chunk {
-                    while let Some(&id) = wanted.peek() {
-                        if self.line[id as usize] > item.0 {
-                            break;
-                        }
-                        wanted.next();
-                        if self.line[id as usize] == item.0 {
-                            todo.push((id, item));
-                        }
-                    }
-                }
+                let todo: Vec<(u32, &(u64, String))> =
+                    chunk.iter().filter_map(|item| Some((self.next_wanted(&mut wanted, item.0)?, item))).collect();
                 let found: Vec<Result<(u32, Vec<u64>), StageFailure>> = todo
                     .par_iter()
                     .map(|(id, (line, text))| {
@@ -250,6 +245,54 @@ impl Corpus {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// The wanted record on `line` of the input being read, if any, taken
+    /// off `wanted` (ids in line order) with any wanted before it.
+    fn next_wanted(&self, wanted: &mut std::iter::Peekable<impl Iterator<Item = u32>>, line: u64) -> Option<u32> {
+        while let Some(&id) = wanted.peek() {
+            if self.line[id as usize] > line {
+                return None;
+            }
+            wanted.next();
+            if self.line[id as usize] == line {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// [`Corpus::fill_shingles`] for a plain JSONL input: only the wanted
+    /// lines are looked at beyond finding where lines end.
+    fn fill_from_scan(
+        &mut self,
+        sk: &Sketcher,
+        mut scan: JsonlScan,
+        input: &Path,
+        wanted: &mut std::iter::Peekable<impl Iterator<Item = u32>>,
+        done: &dyn Fn(u64),
+    ) -> Result<(), StageFailure> {
+        let file = dvx_records::Source { path: input.to_path_buf(), unit: dvx_records::Unit::Line };
+        let mut lines = Vec::new();
+        while let Some(block) = scan.next_block(&mut lines)? {
+            let todo: Vec<(u32, &dvx_records::ScanLine)> =
+                lines.iter().filter_map(|l| Some((self.next_wanted(wanted, l.line as u64)?, l))).collect();
+            let found: Vec<Result<(u32, Vec<u64>), StageFailure>> = todo
+                .par_iter()
+                .map(|(id, l)| {
+                    let text = l.text(block, input)?;
+                    let (_, record) = file.parse_str(l.line, text)?;
+                    Ok((*id, sk.shingles(&sk.normalised(&record))))
+                })
+                .collect();
+            for f in found {
+                let (id, shingles) = f?;
+                let slot = self.slot[id as usize] as usize;
+                self.shingle_of[slot] = self.shingles.add(&shingles)?;
+            }
+            done(todo.len() as u64);
+        }
+        Ok(())
     }
 
     /// Read a JSONL file (inputs must all come before references).

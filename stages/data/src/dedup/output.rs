@@ -11,6 +11,7 @@ use super::cluster::{Cluster, Dropped};
 use super::corpus::Corpus;
 use super::sketch::for_each_line;
 use crate::records::RecordWriter;
+use dvx_records::JsonlScan;
 
 /// Similarities are reported to four decimals.
 fn round4(x: f64) -> f64 {
@@ -45,6 +46,55 @@ impl Out {
     }
 }
 
+/// [`write_kept`] for a plain JSONL input: runs of kept lines that stand in
+/// the input as the out writes them are copied in one write each, the way
+/// the line-by-line path would write them. Returns how many were kept.
+fn copy_kept(
+    mut scan: JsonlScan,
+    input: &Path,
+    drops: &[Option<Dropped>],
+    index: &mut usize,
+    out: &mut RecordWriter,
+) -> Result<usize, StageFailure> {
+    let changed = || StageFailure::new(format!("{} changed while dedup was running", input.display()));
+    let mut lines = Vec::new();
+    let mut kept = 0;
+    while let Some(block) = scan.next_block(&mut lines)? {
+        // The run of whole kept lines not yet written: its bytes and count.
+        let mut run = (0..0, 0);
+        let flush = |run: &mut (std::ops::Range<usize>, usize), out: &mut RecordWriter| {
+            let (bytes, n) = std::mem::replace(run, (0..0, 0));
+            if n == 0 {
+                return Ok(());
+            }
+            let text = std::str::from_utf8(&block[bytes]).map_err(|_| changed())?;
+            out.write_json_lines(text, n)
+        };
+        for l in &lines {
+            let dropped = drops.get(*index).ok_or_else(changed)?;
+            *index += 1;
+            if dropped.is_some() {
+                flush(&mut run, out)?;
+                continue;
+            }
+            kept += 1;
+            if l.whole && (run.1 == 0 || run.0.end == l.text.start) {
+                run = (if run.1 == 0 { l.text.start } else { run.0.start }..l.text.end + 1, run.1 + 1);
+                continue;
+            }
+            flush(&mut run, out)?;
+            if l.whole {
+                run = (l.text.start..l.text.end + 1, 1);
+            } else {
+                let text = l.text(block, input)?;
+                out.write_json_line(text)?;
+            }
+        }
+        flush(&mut run, out)?;
+    }
+    Ok(kept)
+}
+
 /// Copy the kept records in input order: a JSONL input's lines byte for
 /// byte, other inputs as their records' JSON; the out's format follows its
 /// extension. `input_done` is called after each input.
@@ -58,6 +108,11 @@ pub fn write_kept(
     let mut index = 0usize;
     let mut kept = 0usize;
     for input in inputs {
+        if let Some(scan) = JsonlScan::open(input)? {
+            kept += copy_kept(scan, input, drops, &mut index, &mut out)?;
+            input_done(input);
+            continue;
+        }
         for_each_line(input, |_, text| {
             let dropped = drops
                 .get(index)

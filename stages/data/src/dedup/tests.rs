@@ -330,7 +330,8 @@ fn only_candidates_are_read_again_and_spilling_gives_the_same_bytes() {
         let outs = ["m.jsonl", "m.c", "m.l"];
         let held = run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &outs, params.clone(), 2).unwrap();
         // Other tests running meanwhile spill too; their outputs must not change either.
-        let budgets = (super::bands::BUDGET.swap(0, Ordering::Relaxed), super::shingles::BUDGET.swap(0, Ordering::Relaxed));
+        let budgets =
+            (super::bands::BUDGET.swap(0, Ordering::Relaxed), super::shingles::BUDGET.swap(0, Ordering::Relaxed));
         let outs = ["s.jsonl", "s.c", "s.l"];
         let spilled = run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &outs, params.clone(), 2);
         super::bands::BUDGET.store(budgets.0, Ordering::Relaxed);
@@ -498,7 +499,7 @@ fn stable_mode_judges_each_record_against_the_records_kept_before_it() {
         &[
             json!({"text": words60(&[]), "score": 1}),
             json!({"text": words60(&[30]), "score": 9}), // J = 0.836 to the first
-            json!({"text": words60(&[]), "score": 5}), // exact copy of the first
+            json!({"text": words60(&[]), "score": 5}),   // exact copy of the first
             json!({"text": words60(&[30, 32]), "score": 9}), // J = 0.778 to the first, 0.836 to the second
         ],
     );
@@ -506,10 +507,53 @@ fn stable_mode_judges_each_record_against_the_records_kept_before_it() {
     let r = dedup(dir.path(), &["in.jsonl"], &outs, json!({"stable": true}));
     // The first copy stays whatever the scores; the last record is kept: the
     // only record it duplicates was dropped (duplicates do not chain).
-    assert_eq!(lines(&r.outs[0]), vec![json!({"text": words60(&[]), "score": 1}), json!({"text": words60(&[30, 32]), "score": 9})]);
+    assert_eq!(
+        lines(&r.outs[0]),
+        vec![json!({"text": words60(&[]), "score": 1}), json!({"text": words60(&[30, 32]), "score": 9})]
+    );
     assert_eq!(r.outs[1], "{\"kept\":0,\"dropped\":[1,2],\"jaccard\":[0.8361,1.0]}\n");
     assert_eq!(lines(&r.outs[2])[1]["match"], "exact");
     // The default mode keeps the best score.
     let d = dedup(dir.path(), &["in.jsonl"], &["d.jsonl"], json!({}));
     assert_eq!(lines(&d.outs[0])[0], json!({"text": words60(&[30]), "score": 9}));
+}
+
+#[test]
+fn plain_jsonl_with_crlf_bom_and_blank_lines_gives_the_readers_lines() {
+    // Kept lines and candidates are found by the plain-JSONL scan; every
+    // line rule of the reader must hold there: the byte-order mark, `\r\n`,
+    // blank lines (not records, but counted as lines), spacing kept as is.
+    let dir = tempfile::tempdir().unwrap();
+    let docs = planted(3000);
+    write(dir.path(), "clean.jsonl", &docs);
+    let mut text = String::from("\u{feff}");
+    let mut want_lines = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        let line = if i % 5 == 0 { serde_json::to_string_pretty(d).unwrap().replace('\n', " ") } else { d.to_string() };
+        text += &line;
+        text += if i % 7 == 0 { "\r\n" } else { "\n" };
+        if i % 11 == 0 {
+            text += "  \n\r\n";
+        }
+        want_lines.push(line);
+    }
+    std::fs::write(dir.path().join("in.jsonl"), text).unwrap();
+    let outs = ["k.jsonl", "k.c", "k.l"];
+    let twisted = dedup(dir.path(), &["in.jsonl"], &outs, json!({}));
+    let clean = dedup(dir.path(), &["clean.jsonl"], &["c.jsonl", "c.c", "c.l"], json!({}));
+    assert_eq!(twisted.outs[1], clean.outs[1], "the same clusters");
+    assert!(metric(&twisted, "near_dups") > 500, "{:?}", twisted.metrics);
+    let dropped: std::collections::HashSet<u64> =
+        lines(&twisted.outs[2]).iter().map(|l| l["index"].as_u64().unwrap()).collect();
+    let want: String = want_lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(&(*i as u64)))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    assert_eq!(twisted.outs[0], want);
+    // Lines are numbered as the reader numbers them: blank lines count.
+    let first = lines(&twisted.outs[2])[0].clone();
+    let i = first["index"].as_u64().unwrap() as usize;
+    assert_eq!(first["line"].as_u64().unwrap() as usize, i + 1 + 2 * i.div_ceil(11));
 }

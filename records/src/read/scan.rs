@@ -1,0 +1,213 @@
+//! A fast path over plain JSONL files for kinds that only need some lines'
+//! text, or copy lines as they stand: lines are found in large blocks and
+//! handed out as ranges of the block, not copied one by one into strings.
+//! Line numbers and texts are exactly [`super::RecordReader`]'s (its
+//! `Lines` rules: a blank line is no item, the first line may start with a
+//! byte-order mark, a trailing `\r` is dropped).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use dvx_stage_api::StageFailure;
+
+use crate::error::{BadRecord, Unit};
+use crate::format::{detect, Format};
+
+/// Bytes read at a time; a longer line grows the buffer.
+const BLOCK: usize = 4 << 20;
+
+/// One item of a block: its line number and where its text lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanLine {
+    /// 1-based line number, as the reader counts it.
+    pub line: usize,
+    /// The item's text in the block (without `\n`, `\r` or a byte-order mark).
+    pub text: Range<usize>,
+    /// The text is followed in the block by its `\n` and nothing was taken
+    /// off it: `block[text.start..text.end + 1]` is its line exactly as a
+    /// JSONL out writes it.
+    pub whole: bool,
+}
+
+impl ScanLine {
+    /// The text, or the bad record the reader reports when it is not UTF-8.
+    pub fn text<'b>(&self, block: &'b [u8], path: &Path) -> Result<&'b str, BadRecord> {
+        std::str::from_utf8(&block[self.text.clone()])
+            .map_err(|e| bad_line(path, self.line, format!("cannot read line: not UTF-8 ({e})")))
+    }
+}
+
+fn bad_line(path: &Path, line: usize, reason: String) -> BadRecord {
+    BadRecord { path: path.to_path_buf(), line, unit: Unit::Line, text: String::new(), reason }
+}
+
+/// The lines of one plain JSONL file, a block at a time.
+pub struct JsonlScan {
+    path: PathBuf,
+    file: BufReader<File>,
+    buf: Vec<u8>,
+    /// Valid bytes in `buf`.
+    len: usize,
+    /// Bytes of `buf` handed out by the last block (the next starts after them).
+    used: usize,
+    /// Lines counted so far.
+    line: usize,
+    eof: bool,
+}
+
+impl JsonlScan {
+    /// Open `path` when it is a plain JSONL file; `None` for any other
+    /// format (compressed, Parquet, Arrow, a JSON array, a folder), which
+    /// [`super::RecordReader`] reads.
+    pub fn open(path: &Path) -> Result<Option<JsonlScan>, StageFailure> {
+        let cannot = |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot open {}: {e}", path.display()));
+        if detect(path).map_err(|e| cannot(&e))? != Format::Jsonl {
+            return Ok(None);
+        }
+        let mut file = BufReader::with_capacity(1 << 16, File::open(path).map_err(|e| cannot(&e))?);
+        // As the reader decides: a file that starts with `[` is an array unless named `.jsonl`.
+        let starts_array = match file.fill_buf() {
+            Ok(buf) => buf.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'['),
+            Err(e) => return Err(cannot(&e)),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if starts_array && !name.contains(".jsonl") {
+            return Ok(None);
+        }
+        Ok(Some(JsonlScan {
+            path: path.to_path_buf(),
+            file,
+            buf: vec![0; BLOCK],
+            len: 0,
+            used: 0,
+            line: 0,
+            eof: false,
+        }))
+    }
+
+    /// The next block of whole lines and, in `lines`, its items in order;
+    /// `None` at the end of the file.
+    pub fn next_block(&mut self, lines: &mut Vec<ScanLine>) -> Result<Option<&[u8]>, StageFailure> {
+        lines.clear();
+        self.buf.copy_within(self.used..self.len, 0);
+        self.len -= self.used;
+        self.used = 0;
+        // Read until the buffer is full (or the file done), then hand out
+        // its whole lines; a line longer than the buffer grows it.
+        let end = loop {
+            if self.eof || self.len == self.buf.len() {
+                match memchr::memrchr(b'\n', &self.buf[..self.len]) {
+                    Some(i) => break i + 1,
+                    None if self.eof => break self.len,
+                    None => self.buf.resize(self.buf.len() * 2, 0),
+                }
+            }
+            match self.file.read(&mut self.buf[self.len..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(bad_line(&self.path, self.line + 1, format!("cannot read line: {e}")).into()),
+            }
+        };
+        if end == 0 {
+            return Ok(None);
+        }
+        self.used = end;
+        let block = &self.buf[..end];
+        let mut start = 0;
+        while start < end {
+            let stop = memchr::memchr(b'\n', &block[start..]).map_or(end, |i| start + i);
+            self.line += 1;
+            let mut text = start..stop;
+            let mut whole = stop < end;
+            if self.line == 1 && block[text.clone()].starts_with(b"\xef\xbb\xbf") {
+                text.start += 3;
+                whole = false;
+            }
+            if block[text.clone()].ends_with(b"\r") {
+                text.end -= 1;
+                whole = false;
+            }
+            if !block[text.clone()].iter().all(u8::is_ascii_whitespace) {
+                lines.push(ScanLine { line: self.line, text, whole });
+            }
+            start = stop + 1;
+        }
+        Ok(Some(block))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read::{Raw, RecordReader};
+
+    /// Every item the scan finds, as (line, text, whole), with blocks of `block` bytes.
+    fn scan(path: &Path, block: usize) -> Vec<(usize, String, bool)> {
+        let mut s = JsonlScan::open(path).unwrap().expect("plain JSONL");
+        s.buf = vec![0; block];
+        let mut lines = Vec::new();
+        let mut out = Vec::new();
+        while let Some(b) = s.next_block(&mut lines).unwrap() {
+            for l in &lines {
+                let text = l.text(b, path).unwrap().to_string();
+                if l.whole {
+                    assert_eq!(&b[l.text.start..l.text.end + 1], format!("{text}\n").as_bytes());
+                }
+                out.push((l.line, text, l.whole));
+            }
+        }
+        out
+    }
+
+    fn read(path: &Path) -> Vec<(usize, String)> {
+        let mut r = RecordReader::open(path).unwrap();
+        let mut out = Vec::new();
+        while let Some(c) = r.raw_chunk(7).unwrap() {
+            for (at, raw) in c.items {
+                let Raw::Text(Ok(t)) = raw else { panic!("text") };
+                out.push((at, t));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn finds_the_readers_items_whatever_the_block_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let long = "x".repeat(100);
+        let text =
+            format!("\u{feff}{{\"a\":1}}\n\n  \n{{\"b\":2}}\r\n{{\"c\":\"{long}\"}}\n{{\"d\":4}}\n\r\n{{\"e\":5}}");
+        std::fs::write(&path, text).unwrap();
+        let want = read(&path);
+        assert_eq!(want.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 4, 5, 6, 8]);
+        for block in [1, 2, 3, 7, 16, 64, 4096] {
+            let got = scan(&path, block);
+            let pairs: Vec<(usize, String)> = got.iter().map(|(l, t, _)| (*l, t.clone())).collect();
+            assert_eq!(pairs, want, "block {block}");
+            // The BOM'd, the \r'd and the unterminated last line are not whole.
+            let whole: Vec<bool> = got.iter().map(|x| x.2).collect();
+            assert_eq!(whole, [false, false, true, true, false], "block {block}");
+        }
+    }
+
+    #[test]
+    fn other_formats_are_left_to_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let array = dir.path().join("a.json");
+        std::fs::write(&array, "[{\"a\":1}]").unwrap();
+        assert!(JsonlScan::open(&array).unwrap().is_none());
+        let gz = dir.path().join("a.jsonl.gz");
+        std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap();
+        assert!(JsonlScan::open(&gz).unwrap().is_none());
+        let bad = dir.path().join("b.jsonl");
+        std::fs::write(&bad, b"{\"a\":\"\xff\"}\n").unwrap();
+        let mut s = JsonlScan::open(&bad).unwrap().unwrap();
+        let mut lines = Vec::new();
+        let b = s.next_block(&mut lines).unwrap().unwrap();
+        assert!(lines[0].text(b, &bad).unwrap_err().to_string().contains("b.jsonl:1: cannot read line: not UTF-8"));
+    }
+}
