@@ -70,50 +70,77 @@ pub fn link_exact(corpus: &Corpus, uf: &mut UnionFind) {
     }
 }
 
-/// Calls `f` with each LSH bucket of more than one record, band by band
-/// (a bucket sorted by record id), and `band_done` after each band.
-fn for_each_bucket(
-    corpus: &Corpus,
-    band_done: &dyn Fn(),
-    mut f: impl FnMut(&[(u64, u32)]) -> Result<(), StageFailure>,
-) -> Result<(), StageFailure> {
-    let mut entries: Vec<(u64, u32)> = Vec::with_capacity(corpus.band_hash.len());
-    for band in 0..corpus.bands {
-        entries.clear();
-        corpus.band_hash.for_each_in_band(band, |slot, h| entries.push((h, corpus.sketched[slot])))?;
-        // Ids are distinct, so the unstable sort still has one outcome.
-        entries.par_sort_unstable();
-        for bucket in entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
-            f(bucket)?;
-        }
-        band_done();
-    }
-    Ok(())
+/// The LSH buckets of more than one record, band by band, each sorted by
+/// record id: found once (a sort of every band), then read by both the
+/// candidate search and the linking.
+pub struct Buckets {
+    /// Record ids, bucket after bucket.
+    ids: Vec<u32>,
+    /// Where each bucket ends in `ids`.
+    ends: Vec<usize>,
+    /// How many buckets each band's end brings the count to.
+    band_ends: Vec<usize>,
 }
 
-/// The records whose shingles a Jaccard check may need but which are not
-/// at hand (input texts): those sharing a bucket with another record, by id.
-pub fn lacking_shingles(corpus: &Corpus, band_done: &dyn Fn()) -> Result<Vec<u32>, StageFailure> {
-    let mut want = HashSet::new();
-    for_each_bucket(corpus, band_done, |bucket| {
-        want.extend(bucket.iter().map(|x| x.1).filter(|&id| corpus.lacks(id)));
+impl Buckets {
+    /// Bucket every band of `corpus`, calling `band_done` after each.
+    pub fn find(corpus: &Corpus, band_done: &dyn Fn()) -> Result<Buckets, StageFailure> {
+        let mut b = Buckets { ids: Vec::new(), ends: Vec::new(), band_ends: Vec::new() };
+        let mut entries: Vec<(u64, u32)> = Vec::with_capacity(corpus.band_hash.len());
+        for band in 0..corpus.bands {
+            entries.clear();
+            corpus.band_hash.for_each_in_band(band, |slot, h| entries.push((h, corpus.sketched[slot])))?;
+            // Ids are distinct, so the unstable sort still has one outcome.
+            entries.par_sort_unstable();
+            for bucket in entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
+                b.ids.extend(bucket.iter().map(|x| x.1));
+                b.ends.push(b.ids.len());
+            }
+            b.band_ends.push(b.ends.len());
+            band_done();
+        }
+        Ok(b)
+    }
+
+    /// Calls `f` with each bucket in order, and `band_done` after each band.
+    fn each(
+        &self,
+        band_done: &dyn Fn(),
+        mut f: impl FnMut(&[u32]) -> Result<(), StageFailure>,
+    ) -> Result<(), StageFailure> {
+        let (mut from, mut bucket) = (0, 0);
+        for &band_end in &self.band_ends {
+            for &end in &self.ends[bucket..band_end] {
+                f(&self.ids[from..end])?;
+                from = end;
+            }
+            bucket = band_end;
+            band_done();
+        }
         Ok(())
-    })?;
-    let mut want: Vec<u32> = want.into_iter().collect();
-    want.sort_unstable();
-    Ok(want)
+    }
+
+    /// The records whose shingles a Jaccard check may need but which are
+    /// not at hand (input texts): those sharing a bucket with another, by id.
+    pub fn lacking_shingles(&self, corpus: &Corpus) -> Vec<u32> {
+        let mut want: Vec<u32> = self.ids.iter().copied().filter(|&id| corpus.lacks(id)).collect();
+        want.sort_unstable();
+        want.dedup();
+        want
+    }
 }
 
 /// Link near-duplicates found through LSH and confirmed by exact Jaccard.
 pub fn link_near(
     corpus: &Corpus,
+    buckets: &Buckets,
     uf: &mut UnionFind,
     threshold: f64,
     band_done: &dyn Fn(),
 ) -> Result<PairStats, StageFailure> {
     let mut stats = PairStats::default();
     let mut rejected: HashSet<u64> = HashSet::new();
-    for_each_bucket(corpus, band_done, |bucket| link_bucket(corpus, uf, threshold, bucket, &mut rejected, &mut stats))?;
+    buckets.each(band_done, |bucket| link_bucket(corpus, uf, threshold, bucket, &mut rejected, &mut stats))?;
     Ok(stats)
 }
 
@@ -130,12 +157,12 @@ fn link_bucket(
     corpus: &Corpus,
     uf: &mut UnionFind,
     threshold: f64,
-    bucket: &[(u64, u32)],
+    bucket: &[u32],
     rejected: &mut HashSet<u64>,
     stats: &mut PairStats,
 ) -> Result<(), StageFailure> {
     let mut groups: Vec<Vec<u32>> = Vec::new();
-    for &(_, j) in bucket {
+    for &j in bucket {
         let mut joined = vec![j];
         let mut apart = Vec::with_capacity(groups.len());
         for group in groups.drain(..) {
@@ -259,6 +286,7 @@ pub type StableVerdicts = (Vec<Cluster>, Vec<Option<Dropped>>, PairStats);
 /// appending records never changes an earlier one's; scores play no part.
 pub fn decide_stable(
     corpus: &Corpus,
+    buckets: &Buckets,
     threshold: f64,
     label_exact: bool,
     band_done: &dyn Fn(),
@@ -269,8 +297,8 @@ pub fn decide_stable(
     // The LSH buckets of more than one record, and each record's buckets.
     let mut in_bucket: Vec<(u32, u32)> = Vec::new();
     let mut n_buckets = 0u32;
-    for_each_bucket(corpus, band_done, |bucket| {
-        in_bucket.extend(bucket.iter().map(|&(_, id)| (id, n_buckets)));
+    buckets.each(band_done, |bucket| {
+        in_bucket.extend(bucket.iter().map(|&id| (id, n_buckets)));
         n_buckets += 1;
         Ok(())
     })?;
@@ -328,7 +356,8 @@ pub fn decide_stable(
             by_keeper.entry(d.keeper).or_default().push(i as u32);
         }
     }
-    let mut clusters: Vec<Cluster> = by_keeper.into_iter().map(|(keeper, dropped)| Cluster { keeper, dropped }).collect();
+    let mut clusters: Vec<Cluster> =
+        by_keeper.into_iter().map(|(keeper, dropped)| Cluster { keeper, dropped }).collect();
     let first = |c: &Cluster| if corpus.is_ref(c.keeper) { c.dropped[0] } else { c.keeper.min(c.dropped[0]) };
     clusters.sort_unstable_by_key(first);
     Ok((clusters, drops, stats))

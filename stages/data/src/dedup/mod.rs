@@ -262,7 +262,8 @@ fn run(
     let band_done = || progress.inc(1);
     progress.set_total(bands as u64, "bands");
     progress.message("finding candidates");
-    let lacking = cluster::lacking_shingles(&corpus, &band_done)?;
+    let buckets = cluster::Buckets::find(&corpus, &band_done)?;
+    let lacking = buckets.lacking_shingles(&corpus);
     if !lacking.is_empty() {
         progress.set_total(lacking.len() as u64, "records");
         progress.message("reading candidates again");
@@ -275,13 +276,13 @@ fn run(
     progress.set_total(bands as u64, "bands");
     progress.message("linking duplicates");
     let (clusters, drops, pairs) = if p.stable {
-        cluster::decide_stable(&corpus, p.threshold, p.mode != Mode::Near, &band_done)?
+        cluster::decide_stable(&corpus, &buckets, p.threshold, p.mode != Mode::Near, &band_done)?
     } else {
         let mut uf = UnionFind::new(corpus.len());
         cluster::link_exact(&corpus, &mut uf);
         let pairs = match p.mode {
             Mode::Exact => cluster::PairStats::default(),
-            _ => cluster::link_near(&corpus, &mut uf, p.threshold, &band_done)?,
+            _ => cluster::link_near(&corpus, &buckets, &mut uf, p.threshold, &band_done)?,
         };
         let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near)?;
         (clusters, drops, pairs)
