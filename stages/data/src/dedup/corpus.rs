@@ -219,22 +219,13 @@ impl Corpus {
                 continue;
             }
             read_chunks(input, |file, chunk| {
-                let todo: Vec<(u32, &(u64, String))> =
-                    chunk.iter().filter_map(|item| Some((self.next_wanted(&mut wanted, item.0)?, item))).collect();
-                let found: Vec<Result<(u32, Vec<u64>), StageFailure>> = todo
-                    .par_iter()
-                    .map(|(id, (line, text))| {
-                        let (_, record) = file.parse_str(*line as usize, text)?;
-                        Ok((*id, sk.shingles(&sk.normalised(&record))))
+                let found = chunk
+                    .iter()
+                    .filter_map(|(line, text)| {
+                        Some((self.next_wanted(&mut wanted, *line)?, *line as usize, Ok(&**text)))
                     })
                     .collect();
-                for f in found {
-                    let (id, shingles) = f?;
-                    let slot = self.slot[id as usize] as usize;
-                    self.shingle_of[slot] = self.shingles.add(&shingles)?;
-                }
-                done(todo.len() as u64);
-                Ok(())
+                self.shingle_found(sk, file, found, done)
             })?;
         }
         match ids.iter().find(|&&id| self.lacks(id)) {
@@ -275,23 +266,38 @@ impl Corpus {
         let file = dvx_records::Source { path: input.to_path_buf(), unit: dvx_records::Unit::Line };
         let mut lines = Vec::new();
         while let Some(block) = scan.next_block(&mut lines)? {
-            let todo: Vec<(u32, &dvx_records::ScanLine)> =
-                lines.iter().filter_map(|l| Some((self.next_wanted(wanted, l.line as u64)?, l))).collect();
-            let found: Vec<Result<(u32, Vec<u64>), StageFailure>> = todo
-                .par_iter()
-                .map(|(id, l)| {
-                    let text = l.text(block, input)?;
-                    let (_, record) = file.parse_str(l.line, text)?;
-                    Ok((*id, sk.shingles(&sk.normalised(&record))))
-                })
+            let found = lines
+                .iter()
+                .filter_map(|l| Some((self.next_wanted(wanted, l.line as u64)?, l.line, l.text(block, input))))
                 .collect();
-            for f in found {
-                let (id, shingles) = f?;
-                let slot = self.slot[id as usize] as usize;
-                self.shingle_of[slot] = self.shingles.add(&shingles)?;
-            }
-            done(todo.len() as u64);
+            self.shingle_found(sk, &file, found, done)?;
         }
+        Ok(())
+    }
+
+    /// Shingle the wanted texts one read found, `(id, line, text)`, in
+    /// parallel, and keep their shingles.
+    fn shingle_found(
+        &mut self,
+        sk: &Sketcher,
+        file: &dvx_records::Source,
+        found: Vec<(u32, usize, Result<&str, dvx_records::BadRecord>)>,
+        done: &dyn Fn(u64),
+    ) -> Result<(), StageFailure> {
+        let n = found.len() as u64;
+        let shingled: Vec<Result<(u32, Vec<u64>), StageFailure>> = found
+            .into_par_iter()
+            .map(|(id, line, text)| {
+                let (_, record) = file.parse_str(line, text?)?;
+                Ok((id, sk.shingles(&sk.normalised(&record))))
+            })
+            .collect();
+        for s in shingled {
+            let (id, shingles) = s?;
+            let slot = self.slot[id as usize] as usize;
+            self.shingle_of[slot] = self.shingles.add(&shingles)?;
+        }
+        done(n);
         Ok(())
     }
 
