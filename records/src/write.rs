@@ -23,9 +23,9 @@ use crate::parquet_sink::ParquetSink;
 use crate::Record;
 
 enum Sink {
-    Jsonl(BufWriter<File>),
-    Gz(BufWriter<GzEncoder<File>>),
-    Zst(BufWriter<zstd::Encoder<'static, File>>),
+    Jsonl(BufWriter<OutFile>),
+    Gz(BufWriter<GzEncoder<OutFile>>),
+    Zst(BufWriter<zstd::Encoder<'static, OutFile>>),
     Parquet(Box<ParquetSink>),
 }
 
@@ -54,6 +54,15 @@ impl RecordWriter {
     /// Create (truncate) `path`, creating parent folders. An extension no
     /// writer supports is an error (see [`WriteFormat::for_path`]).
     pub fn create(path: &Path) -> Result<Self, StageFailure> {
+        Self::create_over(path, None)
+    }
+
+    /// [`RecordWriter::create`], taking over `previous` (the out's earlier
+    /// content, moved aside: `StageContext::previous_outs`) when the out is
+    /// plain JSONL: the file is moved back and bytes are written only from
+    /// where they first differ from it, so records that come out as before
+    /// cost a read, not a write. The bytes on disk are the same either way.
+    pub fn create_over(path: &Path, previous: Option<&Path>) -> Result<Self, StageFailure> {
         let format = WriteFormat::for_path(path).map_err(StageFailure::new)?;
         let cannot = |e: &dyn std::fmt::Display| StageFailure::new(format!("cannot create {}: {e}", path.display()));
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -62,16 +71,20 @@ impl RecordWriter {
         let sink = if format == WriteFormat::Parquet {
             Sink::Parquet(Box::new(ParquetSink::new(path, parent)))
         } else {
-            let file = File::create(path).map_err(|e| cannot(&e))?;
+            let over = previous.filter(|_| format == WriteFormat::Jsonl).and_then(|p| Reuse::take(p, path));
+            let file = match over {
+                Some(reuse) => OutFile::Over(reuse),
+                None => OutFile::Fresh(File::create(path).map_err(|e| cannot(&e))?),
+            };
             match format {
                 WriteFormat::Jsonl => Sink::Jsonl(BufWriter::with_capacity(BUF, file)),
                 WriteFormat::JsonlGz => {
                     // GzBuilder's header has mtime 0 and no name unless asked.
-                    let gz = flate2::GzBuilder::new().write(file, flate2::Compression::new(6));
+                    let gz = flate2::GzBuilder::new().write(file.fresh(), flate2::Compression::new(6));
                     Sink::Gz(BufWriter::with_capacity(BUF, gz))
                 }
                 WriteFormat::JsonlZst => {
-                    let zst = zstd::Encoder::new(file, 3).map_err(|e| cannot(&e))?;
+                    let zst = zstd::Encoder::new(file.fresh(), 3).map_err(|e| cannot(&e))?;
                     Sink::Zst(BufWriter::with_capacity(BUF, zst))
                 }
                 WriteFormat::Parquet => unreachable!("handled above"),
@@ -178,7 +191,7 @@ impl RecordWriter {
             // when it stores the out, and an fsync here would wait for the
             // whole file to reach the disk (0.5-0.9 s for 500 MB) on every run.
             Sink::Jsonl(w) => {
-                w.into_inner().map_err(|e| cannot(&e.into_error()))?;
+                w.into_inner().map_err(|e| cannot(&e.into_error()))?.finish().map_err(|e| cannot(&e))?;
             }
             Sink::Gz(w) => {
                 w.into_inner().map_err(|e| cannot(&e.into_error()))?.finish().map_err(|e| cannot(&e))?;
@@ -189,5 +202,183 @@ impl RecordWriter {
             Sink::Parquet(p) => p.finish()?,
         }
         Ok(self.count)
+    }
+}
+
+/// The file under a JSONL sink: created afresh, or an earlier version of
+/// the out taken over.
+enum OutFile {
+    Fresh(File),
+    Over(Reuse),
+}
+
+impl OutFile {
+    /// A fresh file (compressed outs are never taken over).
+    fn fresh(self) -> OutFile {
+        debug_assert!(matches!(self, OutFile::Fresh(_)));
+        self
+    }
+
+    /// Cut off what is left of an earlier version past the last byte written.
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            OutFile::Fresh(_) => Ok(()),
+            OutFile::Over(r) => r.finish(),
+        }
+    }
+}
+
+impl Write for OutFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            OutFile::Fresh(f) => f.write(buf),
+            OutFile::Over(r) => r.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            OutFile::Fresh(f) => f.flush(),
+            OutFile::Over(r) => r.file.flush(),
+        }
+    }
+}
+
+/// An out's earlier version, compared with what is written until the first
+/// difference, then overwritten from there.
+struct Reuse {
+    file: File,
+    /// Reads the earlier bytes ahead of `pos` while they still match.
+    old: Option<std::io::BufReader<File>>,
+    /// Bytes written (or found the same) so far.
+    pos: u64,
+    old_len: u64,
+}
+
+impl Reuse {
+    /// Move `previous` to `path` and open it for reading and writing; `None`
+    /// (and `previous` left for the caller to remove) when that fails.
+    fn take(previous: &Path, path: &Path) -> Option<Reuse> {
+        std::fs::rename(previous, path).ok()?;
+        let opened = (|| {
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+            let old = std::io::BufReader::with_capacity(1 << 20, file.try_clone()?);
+            let old_len = file.metadata()?.len();
+            Ok::<_, std::io::Error>(Reuse { file, old: Some(old), pos: 0, old_len })
+        })();
+        match opened {
+            Ok(reuse) => Some(reuse),
+            // A file it cannot write (read-only, for one) is written afresh.
+            Err(_) => {
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::io::{BufRead, Seek};
+        let Some(old) = &mut self.old else {
+            return self.file.write(buf);
+        };
+        // How much of `buf` the earlier bytes at `pos` match.
+        let mut same = 0;
+        while same < buf.len() {
+            let have = old.fill_buf()?;
+            if have.is_empty() {
+                break;
+            }
+            let n = have.len().min(buf.len() - same);
+            let m = have[..n].iter().zip(&buf[same..same + n]).take_while(|(a, b)| a == b).count();
+            old.consume(m);
+            same += m;
+            if m < n {
+                break;
+            }
+        }
+        self.pos += same as u64;
+        if same == buf.len() {
+            return Ok(same);
+        }
+        // The first difference: from here on the file is written.
+        self.old = None;
+        self.file.seek(std::io::SeekFrom::Start(self.pos))?;
+        self.file.set_len(self.pos)?;
+        self.old_len = self.pos;
+        let n = self.file.write(&buf[same..])?;
+        self.pos += n as u64;
+        Ok(same + n)
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        // Still matching: the earlier version may run on past the end.
+        if self.old.is_some() && self.old_len != self.pos {
+            self.file.set_len(self.pos)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    /// Write `lines` to `name` over a previous file holding `before`
+    /// (none when `None`); returns the bytes, whether the inode is the
+    /// previous file's, and whether its mtime is unchanged.
+    fn over(dir: &Path, name: &str, before: Option<&str>, lines: &[&str]) -> (Vec<u8>, bool, bool) {
+        let path = dir.join(name);
+        let prev = dir.join(format!(".{name}.prev"));
+        let old = before.map(|b| {
+            std::fs::write(&prev, b).unwrap();
+            let m = std::fs::metadata(&prev).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            (m.ino(), m.mtime_nsec(), m.mtime())
+        });
+        let mut w = RecordWriter::create_over(&path, before.map(|_| prev.as_path())).unwrap();
+        for l in lines {
+            w.write_json_line(l).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), lines.len());
+        let m = std::fs::metadata(&path).unwrap();
+        let same_inode = old.is_some_and(|o| o.0 == m.ino());
+        let untouched = old.is_some_and(|o| (o.2, o.1) == (m.mtime(), m.mtime_nsec()));
+        (std::fs::read(&path).unwrap(), same_inode, untouched)
+    }
+
+    #[test]
+    fn writing_over_an_earlier_version_gives_the_new_bytes_and_writes_from_the_first_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("{{\"t\":\"{}\"}}", "x".repeat(3 << 20)); // past the writer's 1 MiB buffer
+        let (a, b, c) = ("{\"a\":1}", "{\"b\":2}", "{\"c\":3}");
+        let want = |ls: &[&str]| ls.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
+        let old = format!("{a}\n{long}\n{b}\n");
+        // The same bytes: nothing is written, not even the file's time.
+        let (bytes, inode, untouched) = over(dir.path(), "same.jsonl", Some(&old), &[a, &long, b]);
+        assert_eq!((bytes, inode, untouched), (want(&[a, &long, b]), true, true));
+        // Appended, cut short, changed in the middle, changed at once.
+        for (name, lines) in [
+            ("grown.jsonl", vec![a, &long, b, c]),
+            ("cut.jsonl", vec![a, &long]),
+            ("mid.jsonl", vec![a, c, b]),
+            ("first.jsonl", vec![c]),
+            ("empty.jsonl", vec![]),
+        ] {
+            let (bytes, inode, untouched) = over(dir.path(), name, Some(&old), &lines);
+            assert_eq!(bytes, want(&lines), "{name}");
+            assert!(inode && !untouched, "{name}: the earlier file is taken over and written");
+        }
+        // No earlier version; a compressed out ignores one.
+        assert_eq!(over(dir.path(), "new.jsonl", None, &[a]).0, want(&[a]));
+        let gz = dir.path().join("z.jsonl.gz");
+        let prev = dir.path().join(".z.prev");
+        std::fs::write(&prev, "junk").unwrap();
+        let mut w = RecordWriter::create_over(&gz, Some(&prev)).unwrap();
+        w.write_json_line(a).unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read(&gz).unwrap()[..2], [0x1f, 0x8b]);
+        assert!(prev.exists(), "left for the caller to remove");
     }
 }

@@ -20,7 +20,8 @@ pub struct StageContext<'a> {
     /// Absolute paths of the declared deps, in declared order.
     pub deps: &'a [PathBuf],
     /// Absolute paths of the declared outs, in declared order. Their parent
-    /// folders exist and any previous output has been removed.
+    /// folders exist and any previous output has been removed (or moved
+    /// to [`StageContext::previous_outs`]).
     pub outs: &'a [PathBuf],
     /// The stage's params: always a JSON object (empty when none were given).
     pub params: &'a serde_json::Value,
@@ -40,6 +41,13 @@ pub struct StageContext<'a> {
     pub cancel: crate::Cancel,
     /// The run's shared HTTP client, when the caller supplied one.
     pub http: Option<&'a dyn crate::Http>,
+    /// Per out, where the caller moved what the out held before this run
+    /// (this stage's last output, mostly), when it kept it; empty when it
+    /// kept none. A writer may take the file over and rewrite only from
+    /// where the new bytes differ (`RecordWriter::create_over`): an append
+    /// then costs a read of the unchanged part, not a write of it. The
+    /// caller removes what is left there after the run.
+    pub previous_outs: &'a [Option<PathBuf>],
 }
 
 impl<'a> StageContext<'a> {
@@ -69,7 +77,19 @@ impl<'a> StageContext<'a> {
             memo: &crate::NoMemo,
             cancel: crate::Cancel::default(),
             http: None,
+            previous_outs: &[],
         }
+    }
+
+    /// Where the caller moved out `i`'s earlier content (see `previous_outs`).
+    pub fn with_previous_outs(mut self, previous: &'a [Option<PathBuf>]) -> Self {
+        self.previous_outs = previous;
+        self
+    }
+
+    /// Out `i`'s earlier content, moved aside for this run, if kept.
+    pub fn previous_out(&self, i: usize) -> Option<&'a Path> {
+        self.previous_outs.get(i).and_then(Option::as_deref)
     }
 
     /// The interpolated shell command (`cmd` stages).

@@ -211,3 +211,68 @@ fn stable_dedup_balance_split_never_move_a_record_on_append() {
     assert!(valid.lines().all(|l| has(&valid2, l)), "a valid record moved or dropped");
     assert!(valid2.lines().count() > valid.lines().count(), "the append added valid records");
 }
+
+/// An out of at least 1 MiB is kept aside before its stage re-runs, and the
+/// stage writes over it only from the first byte that differs
+/// (`RecordWriter::create_over`): an append costs a read of the unchanged
+/// part, not a write. The bytes must be a full run's, and a file with a
+/// second link (maybe a cache object) must never be written through.
+#[test]
+fn outs_written_over_in_place_match_a_full_run_and_a_hard_link_keeps_its_bytes() {
+    const OVER: &str = "\
+stages:
+  keep:
+    kind: filter
+    deps: [data.jsonl]
+    outs: [kept.jsonl, rejected.jsonl]
+    params: {rules: {a: {contains: good}}}
+  near:
+    kind: dedup
+    deps: [kept.jsonl]
+    outs: [deduped.jsonl]
+    params: {mode: exact, fields: [instruction, output]}
+  split:
+    kind: split
+    deps: [deduped.jsonl]
+    outs: [train.jsonl, valid.jsonl]
+    params: {ratio: [0.9, 0.1], seed: 7}
+";
+    use std::os::unix::fs::MetadataExt;
+    let padded = |i: usize| record(i).replacen('{', &format!("{{\"pad\":\"{}\",", "p".repeat(120 + i % 7)), 1);
+    let run = |p: &Project, lines: &[String]| {
+        p.write("dvx.yaml", OVER);
+        p.write("data.jsonl", &lines.iter().map(|l| format!("{l}\n")).collect::<String>());
+        p.dvx(&["run"]).ok().version()
+    };
+    let outs = ["kept.jsonl", "rejected.jsonl", "deduped.jsonl", "train.jsonl", "valid.jsonl"];
+    let p = Project::new();
+    let mut lines: Vec<String> = (0..12_000).map(padded).collect();
+    run(&p, &lines);
+    for o in ["kept.jsonl", "deduped.jsonl", "train.jsonl"] {
+        assert!(p.read(o).len() > 1 << 20, "{o} is large enough to be kept aside");
+    }
+    let inode = |rel: &str| std::fs::metadata(p.path(rel)).unwrap().ino();
+    let inodes = [inode("kept.jsonl"), inode("train.jsonl")];
+    std::fs::hard_link(p.path("deduped.jsonl"), p.path("linked.jsonl")).unwrap();
+    let linked = p.read("linked.jsonl");
+
+    let check = |lines: &[String], what: &str| {
+        let version = run(&p, lines);
+        let r = Project::new();
+        assert_eq!(version, run(&r, lines), "{what}: the version of a full run");
+        for o in outs {
+            assert!(p.read(o) == r.read(o), "{what}: {o} differs from a full run");
+        }
+        let left: Vec<_> = std::fs::read_dir(p.path(".")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(!left.iter().any(|n| n.to_string_lossy().ends_with(".dvx-prev")), "{what}: {left:?}");
+    };
+    lines.extend((12_000..12_400).map(padded));
+    check(&lines, "append");
+    assert_eq!([inode("kept.jsonl"), inode("train.jsonl")], inodes, "the earlier outs were written over, not replaced");
+    assert!(p.read("linked.jsonl") == linked, "a hard-linked out was written through");
+    lines.remove(5000);
+    lines[7000] = padded(99_999);
+    check(&lines, "delete and edit in the middle");
+    lines.truncate(9000);
+    check(&lines, "cut short");
+}

@@ -109,7 +109,9 @@ pub fn execute_with(
     let deps: Vec<PathBuf> = def.deps.iter().map(|d| abs(wdir, d)).collect();
     let outs: Vec<PathBuf> = def.outs.iter().map(|o| abs(wdir, o)).collect();
     let fail = |message: String, log: &[u8]| Failure { message, log_tail: tail(log, 20), kind: None };
+    let mut previous = Vec::with_capacity(outs.len());
     for o in &outs {
+        previous.push(if def.cmd.is_none() { keep_aside(o) } else { None });
         remove_path(o).map_err(|e| fail(format!("cannot remove old output: {e}"), &[]))?;
         if let Some(parent) = o.parent() {
             std::fs::create_dir_all(parent)
@@ -128,9 +130,13 @@ pub fn execute_with(
             .with_progress(services.progress)
             .with_memo(services.memo)
             .with_cancel(services.cancel.clone())
-            .with_http(services.http);
+            .with_http(services.http)
+            .with_previous_outs(&previous[..kind_outs.len()]);
         stage.execute(&mut ctx)
     };
+    for p in previous.iter().flatten() {
+        let _ = std::fs::remove_file(p);
+    }
     let seconds = started.elapsed().as_secs_f64();
     let mut metrics =
         result.map_err(|e| Failure { message: e.detail(), log_tail: tail(&log, 20), kind: Some(e.kind) })?;
@@ -147,6 +153,26 @@ pub fn execute_with(
         metrics.extend(read);
     }
     Ok(Executed { metrics, log, seconds, memo_keys: Default::default() })
+}
+
+/// Outs smaller than this are rewritten whole: keeping them aside saves nothing.
+const KEEP_ASIDE_FROM: u64 = 1 << 20;
+
+/// Move a large out file aside (beside it, hidden) for the stage to rewrite
+/// only where its new bytes differ (`StageContext::previous_outs`), and
+/// return where; `None` when it is kept nowhere. Only a plain file with one
+/// link qualifies: a hard link may be a cache object, which must never be
+/// written in place.
+fn keep_aside(out: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let name = out.file_name()?.to_string_lossy();
+    let aside = out.with_file_name(format!(".{name}.dvx-prev"));
+    let _ = std::fs::remove_file(&aside); // left by a killed run
+    let meta = std::fs::symlink_metadata(out).ok()?;
+    if !meta.is_file() || meta.nlink() != 1 || meta.len() < KEEP_ASIDE_FROM {
+        return None;
+    }
+    std::fs::rename(out, &aside).ok().map(|()| aside)
 }
 
 /// Store the outputs and log of an execution and record the run-cache entry.

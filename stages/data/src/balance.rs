@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
-use crate::records::RecordWriter;
+use crate::records::out_writer;
 use crate::reuse::{copy_line, for_each_record, is_compact, Batch, Batches, PerItem, Reuse};
 use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
@@ -226,7 +226,7 @@ impl TypedStage for Balance {
 
         // Pass 2: copy the kept records (malformed items were given no key),
         // a line known to be compact as it is, without scanning it again.
-        let mut writer = RecordWriter::create(&ctx.outs[0])?;
+        let mut writer = out_writer(ctx, 0)?;
         for_each_record(dep, &is_rec, |i, text| match keep[i] {
             true => copy_line(&mut writer, text, compact[i]),
             false => Ok(()),

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use crate::convert::shapes::RecordShape;
 use crate::convert::Converter;
 use crate::field_check::FieldsSeen;
-use crate::records::{field, record_text, Record, RecordWriter};
+use crate::records::{field, out_writer, record_text, Record};
 use crate::support::{
     bad_line_record, digest, digest_bytes, normalize_text, par_map, pool, read_chunk, ChunkReader, OnError,
 };
@@ -168,8 +168,8 @@ impl TypedStage for Merge {
         if let Some(f) = p.format {
             writeln!(ctx.log, "merge: every record converted to {}", f.name())?;
         }
-        let mut out = RecordWriter::create(&ctx.outs[0])?;
-        let mut dropped = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
+        let mut out = out_writer(ctx, 0)?;
+        let mut dropped = (ctx.outs.len() > 1).then(|| out_writer(ctx, 1)).transpose()?;
         // digest -> (input index, line) of the first record with that key.
         let mut seen: HashMap<[u8; 16], (usize, usize)> = HashMap::new();
         let mut counts: Vec<InputCount> = Vec::new();

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use crate::example_record::Format;
 use crate::field_check::FieldsSeen;
-use crate::records::{field, value_text, Record, RecordWriter};
+use crate::records::{field, out_writer, value_text, Record};
 use crate::reuse::{Batch, Batches, Reuse};
 use crate::seeded::{sample_indices, SplitMix64};
 use crate::template::{compile, fill, Piece};
@@ -262,7 +262,7 @@ impl TypedStage for Multiply {
             }
             _ => (0..produced).collect(),
         };
-        let mut w = RecordWriter::create(&ctx.outs[0])?;
+        let mut w = out_writer(ctx, 0)?;
         for i in &kept {
             w.write_json_line(&results[*i])?;
         }

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
-use crate::records::{field, record_text, turns, value_text, Record, RecordWriter};
+use crate::records::{field, out_writer, record_text, turns, value_text, Record};
 use crate::reuse::{Batch, Batches, Item, Reuse};
 use crate::support::{category_of, pool, round4, Categories, OnError};
 
@@ -328,7 +328,7 @@ impl TypedStage for Score {
         let mut all = Stats::default();
         let mut kept = Stats::default();
         let mut sums = vec![0.0; c.features.len()];
-        let mut writer = RecordWriter::create(&ctx.outs[0])?;
+        let mut writer = out_writer(ctx, 0)?;
         let seen = fields_read(c);
         let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse && seen.fits_mask());
         // One pass scores every record (from the memo where it can); without

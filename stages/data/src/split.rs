@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::field_check::FieldsSeen;
-use crate::records::RecordWriter;
+use crate::records::{out_writer, RecordWriter};
 use crate::reuse::{copy_line, for_each_record, is_compact, Batch, Batches, PerItem, Reuse};
 use crate::support::{apportion, category_of, content_hash, pool, round4, Categories, OnError};
 
@@ -174,7 +174,7 @@ impl TypedStage for Split {
         let pool = pool(ctx.threads)?;
         let dep = &ctx.deps[0];
         let mut writers: Vec<RecordWriter> =
-            ctx.outs.iter().map(|o| RecordWriter::create(o)).collect::<Result<_, _>>()?;
+            (0..ctx.outs.len()).map(|i| out_writer(ctx, i)).collect::<Result<_, _>>()?;
         let mut malformed = 0;
         let mut cats = Categories::default();
         // Without strata, or with `stable`, the hash alone places a record.

@@ -30,7 +30,7 @@ use dvx_stage_api::{Count, Metrics, ParamDoc, ParamError, ParamsDoc, Shape, Stag
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::records::{Record, RecordWriter};
+use crate::records::{out_writer, Record};
 use crate::reuse::{Batch, Batches, Reuse};
 use crate::support::{bad_line_record, file_name, pool, OnError};
 use shapes::{RecordShape, RoleNames, SystemPolicy};
@@ -177,8 +177,8 @@ impl TypedStage for Convert {
         let dep = &ctx.deps[0];
         let pool = pool(ctx.threads)?;
         // Under `skip`, unconvertible records go to outs[1] (only counted without it).
-        let mut out = RecordWriter::create(&ctx.outs[0])?;
-        let mut rejects = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
+        let mut out = out_writer(ctx, 0)?;
+        let mut rejects = (ctx.outs.len() > 1).then(|| out_writer(ctx, 1)).transpose()?;
         let (mut records_in, mut rejected, mut malformed) = (0usize, 0usize, 0usize);
         let mut shapes_seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, &prepared.salt, prepared.reuse);

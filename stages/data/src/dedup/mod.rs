@@ -136,7 +136,8 @@ impl TypedStage for Dedup {
         let (deps, outs, cwd, progress, memo) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress, ctx.memo);
         // The stage log is not `Send`; collect the lines and copy them after.
         let mut log = Vec::new();
-        let services = Services { progress, memo, pool: &pool, cancel: &ctx.cancel };
+        let services =
+            Services { progress, memo, pool: &pool, cancel: &ctx.cancel, previous_kept: ctx.previous_out(0) };
         let result = pool.install(|| run(p, deps, outs, cwd, &mut log, &services));
         ctx.log.write_all(&log)?;
         result
@@ -183,6 +184,8 @@ struct Services<'a> {
     memo: &'a dyn dvx_stage_api::Memo,
     pool: &'a rayon::ThreadPool,
     cancel: &'a dvx_stage_api::Cancel,
+    /// The kept-records out's earlier content, kept aside by the engine.
+    previous_kept: Option<&'a Path>,
 }
 
 fn run(
@@ -193,7 +196,7 @@ fn run(
     log: &mut Vec<u8>,
     services: &Services<'_>,
 ) -> Result<Metrics, StageFailure> {
-    let Services { progress, memo, pool, cancel } = *services;
+    let Services { progress, memo, pool, cancel, previous_kept } = *services;
     let started = Instant::now();
     // Progress: the bytes of the deps read and sketched, then the phases after.
     let size = |d: &PathBuf| std::fs::metadata(d).map(|m| m.len()).unwrap_or(0);
@@ -291,7 +294,7 @@ fn run(
     progress.set_total(deps[..n_inputs].iter().map(size).sum(), "bytes");
     progress.message("writing");
 
-    let kept = output::write_kept(&deps[..n_inputs], &drops, &outs[0], &|dep| progress.inc(size(dep)))?;
+    let kept = output::write_kept(&deps[..n_inputs], &drops, &outs[0], previous_kept, &|dep| progress.inc(size(dep)))?;
     if let Some(path) = outs.get(1) {
         output::write_clusters(&corpus, &clusters, &drops, path)?;
     }

@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 
 use crate::field_check::FieldsSeen;
 use crate::projection::Projection;
-use crate::records::{BadLine, RecordWriter};
+use crate::records::{out_writer, BadLine};
 use crate::reuse::{Batch, Batches, Reuse};
 use crate::support::{bad_line_record, category_of, pool, round4, OnError};
 use rule::{parse_rules, Rule, Subject};
@@ -153,9 +153,9 @@ impl TypedStage for Filter {
         let p = &c.params;
         let pool = pool(ctx.threads)?;
         let mut batches = Batches::open(&ctx.deps[0])?;
-        let mut kept = RecordWriter::create(&ctx.outs[0])?;
+        let mut kept = out_writer(ctx, 0)?;
         let jsonl_out = kept.writes_jsonl();
-        let mut rejected = ctx.outs.get(1).map(|o| RecordWriter::create(o)).transpose()?;
+        let mut rejected = (ctx.outs.len() > 1).then(|| out_writer(ctx, 1)).transpose()?;
         let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut malformed = 0usize;

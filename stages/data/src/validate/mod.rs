@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::field_check::FieldsSeen;
-use crate::records::RecordWriter;
+use crate::records::out_writer;
 use crate::reuse::{Batches, Reuse};
 use crate::support::{bad_line_record, file_name, pool, OnError};
 use collect::{facts, Facts, Totals};
@@ -291,7 +291,7 @@ impl TypedStage for Validate {
 
     fn execute(&self, p: &Params, ctx: &mut StageContext<'_>) -> Result<Metrics, StageFailure> {
         let pool = pool(ctx.threads)?;
-        let mut rejects = ctx.outs.get(3).map(|o| RecordWriter::create(o)).transpose()?;
+        let mut rejects = (ctx.outs.len() > 3).then(|| out_writer(ctx, 3)).transpose()?;
         let mut t = Totals::default();
         let seen = fields_read(p);
         let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse && seen.fits_mask());
