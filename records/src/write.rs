@@ -289,7 +289,9 @@ impl Reuse {
                 break;
             }
             let n = have.len().min(buf.len() - same);
-            let m = have[..n].iter().zip(&buf[same..same + n]).take_while(|(a, b)| a == b).count();
+            let (a, b) = (&have[..n], &buf[same..same + n]);
+            // Whole slices compare at memcmp speed; only a mismatch is looked for byte by byte.
+            let m = if a == b { n } else { a.iter().zip(b).take_while(|(x, y)| x == y).count() };
             old.consume(m);
             same += m;
             if m < n {
