@@ -8,6 +8,7 @@ use std::path::Path;
 use super::*;
 use crate::chunking::tests::noise;
 use crate::chunking::MAX_CHUNK;
+use crate::resume::ResumeRecord;
 use crate::{CacheOptions, EscapingLinks, GcOptions, OutputKind, OutputRef, StatCache};
 
 fn setup() -> (tempfile::TempDir, Cache) {
@@ -259,4 +260,75 @@ fn shared_mode_applies_to_chunks() {
         assert_eq!(mode(p.parent().unwrap()), 0o2775);
         assert_eq!(mode(p.parent().unwrap().parent().unwrap()), 0o2775);
     }
+}
+
+/// Store `bytes` as the file at `path` with a saved stat cache (so resume
+/// records are kept); returns its hash.
+fn put_kept(cache: &Cache, path: &Path, stat: &mut StatCache, bytes: &[u8]) -> Hash {
+    std::fs::write(path, bytes).unwrap();
+    cache.put_paths(&[path], stat, EscapingLinks::Refuse).unwrap()[0].1.clone()
+}
+
+#[test]
+fn a_store_resumed_from_the_files_earlier_version_gives_a_full_stores_object() {
+    let (dir, cache) = setup();
+    let (fresh_dir, fresh) = setup();
+    let mut stat = StatCache::load(&dir.path().join(".dvx/stat"));
+    let path = dir.path().join("data.jsonl");
+    let v1 = noise(20, 10 << 20);
+    put_kept(&cache, &path, &mut stat, &v1);
+    let record = ResumeRecord::path_for(&dir.path().join(".dvx/resume"), &path);
+
+    let mut appended = v1.clone();
+    appended.extend(noise(21, 3 << 20));
+    let mut edited = appended.clone();
+    edited[5 << 20] ^= 1;
+    let mut a_line_more = edited.clone();
+    a_line_more.extend(b"{\"one\": \"more\"}\n");
+    let cut = a_line_more[..(7 << 20) + 99].to_vec();
+    for (name, bytes) in [("appended", &appended), ("edited", &edited), ("a line more", &a_line_more), ("cut", &cut)] {
+        let h = put_kept(&cache, &path, &mut stat, bytes);
+        assert_eq!(h, Hash::of_bytes(bytes), "{name}");
+        assert_eq!(read_all(&cache, &h).unwrap(), *bytes, "{name}");
+        let full = put(&fresh, fresh_dir.path(), "full", bytes);
+        assert_eq!(chunks_of(&cache, &h), chunks_of(&fresh, &full), "{name}: the chunks of a full store");
+        assert_eq!(ResumeRecord::load(&record).unwrap().hash, h, "{name}: the record follows the file");
+    }
+    assert!(cache.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn a_resumed_store_takes_only_proven_and_stored_chunks() {
+    let (dir, cache) = setup();
+    let mut stat = StatCache::load(&dir.path().join(".dvx/stat"));
+    let path = dir.path().join("data.jsonl");
+    let v1 = noise(22, 10 << 20);
+    let h1 = put_kept(&cache, &path, &mut stat, &v1);
+    let earlier = ResumeRecord::load(&ResumeRecord::path_for(&dir.path().join(".dvx/resume"), &path)).unwrap();
+    let prefix = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        let mut file = std::fs::File::open(&path).unwrap();
+        let (chunks, _, from) = cache.reusable_prefix(&earlier, None, &mut file, &path, &Batch::default()).unwrap();
+        (chunks.len(), from)
+    };
+    // An append: every chunk but those near the old end.
+    let mut appended = v1.clone();
+    appended.extend(noise(23, 1 << 20));
+    let (n, from) = prefix(&appended);
+    assert!(
+        n + 4 >= earlier.chunks.len() && from + u64::from(MAX_CHUNK) * 2 >= v1.len() as u64,
+        "{n} chunks to {from}"
+    );
+    // An edit: only chunks before it.
+    let mut edited = v1.clone();
+    edited[3 << 20] ^= 1;
+    let (_, from) = prefix(&edited);
+    assert!(from > 0 && from <= 3 << 20, "{from}");
+    // Other bytes: nothing.
+    assert_eq!(prefix(&noise(24, 10 << 20)), (0, 0));
+    // A chunk gone from the store (gc, another machine): start over.
+    std::fs::remove_file(cache.chunk_path(&chunks_of(&cache, &h1)[1])).unwrap();
+    assert_eq!(prefix(&appended), (0, 0));
+    let h = put_kept(&cache, &path, &mut stat, &appended);
+    assert_eq!(read_all(&cache, &h).unwrap(), appended);
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result};
 use crate::hash::Hash;
+use crate::pieces::PieceHasher;
 
 /// Objects this large or larger are stored as chunks; smaller ones whole
 /// (a chunk list would cost more than it saves).
@@ -37,17 +38,21 @@ const READ_AHEAD: usize = 8 * MAX_CHUNK as usize;
 
 /// Split everything `source` yields into content-defined chunks, calling
 /// `each` with the chunks found in each buffer read (in order), and feed
-/// every byte to `whole` on the way. The cut points are those of
+/// every byte to `pieces` on the way. The cut points are those of
 /// `fastcdc::v2020` with the sizes above, whatever the read sizes; `path`
 /// names the source in read errors.
 ///
-/// `whole` is updated on a second thread while this one looks for the cut
+/// A cut depends only on the bytes since the previous cut, as long as a
+/// whole maximal chunk lay ahead when it was found (see [`stable_prefix`]),
+/// so splitting may start at any such cut of an earlier version.
+///
+/// `pieces` is updated on a second thread while this one looks for the cut
 /// points (the slower of the two), so hashing the whole content costs little
 /// wall time on top of chunking it.
 pub(crate) fn split(
     mut source: impl Read,
     path: &Path,
-    whole: &mut blake3::Hasher,
+    pieces: &mut PieceHasher,
     mut each: impl FnMut(&[&[u8]]) -> Result<()>,
 ) -> Result<()> {
     let mut buf = vec![0u8; READ_AHEAD];
@@ -67,7 +72,7 @@ pub(crate) fn split(
         let filled = &buf[..len];
         cuts.clear();
         std::thread::scope(|s| {
-            s.spawn(|| whole.update(&filled[fresh_from..]));
+            s.spawn(|| pieces.update(&filled[fresh_from..]));
             let cdc = fastcdc::v2020::FastCDC::new(filled, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
             let mut start = 0;
             // Before the end of the source a cut is only final when a whole
@@ -87,6 +92,24 @@ pub(crate) fn split(
         buf.copy_within(consumed..len, 0);
         len -= consumed;
     }
+}
+
+/// How many of `chunks` (an earlier version's, `size` bytes in all) a
+/// version whose first `same` bytes are those bytes can take as they are:
+/// each must end within the shared bytes and have started at least a
+/// maximal chunk before the earlier end (nearer the end, FastCDC found the
+/// cut with less ahead, and a longer file may cut elsewhere). Returns the
+/// count and where the next chunk starts.
+pub(crate) fn stable_prefix(chunks: &[(Hash, u32)], size: u64, same: u64) -> (usize, u64) {
+    let mut start = 0u64;
+    for (i, (_, len)) in chunks.iter().enumerate() {
+        let end = start + u64::from(*len);
+        if end > same || size - start < u64::from(MAX_CHUNK) {
+            return (i, start);
+        }
+        start = end;
+    }
+    (chunks.len(), start)
 }
 
 /// The stored list of a chunked object: its size and its chunks in order.
@@ -167,14 +190,50 @@ pub(crate) mod tests {
             }
         }
         let mut v = Vec::new();
-        let mut whole = blake3::Hasher::new();
-        split(Trickle(bytes, read_size), Path::new("test"), &mut whole, |round| {
+        let mut pieces = PieceHasher::default();
+        split(Trickle(bytes, read_size), Path::new("test"), &mut pieces, |round| {
             v.extend(round.iter().map(|c| c.len()));
             Ok(())
         })
         .unwrap();
-        assert_eq!(whole.finalize(), blake3::hash(bytes), "every byte is hashed, in order");
+        assert_eq!(pieces.finish(), crate::pieces::piece_cvs(0, bytes), "every byte is hashed, in order");
         v
+    }
+
+    fn fastcdc_chunks(bytes: &[u8]) -> Vec<(Hash, u32)> {
+        fastcdc::v2020::FastCDC::new(bytes, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+            .map(|c| (Hash::of_bytes(&bytes[c.offset..c.offset + c.length]), c.length as u32))
+            .collect()
+    }
+
+    #[test]
+    fn splitting_from_a_stable_cut_of_an_earlier_version_gives_a_full_splits_chunks() {
+        let old = noise(7, 12 << 20);
+        let mut appended = old.clone();
+        appended.extend(noise(8, 3 << 20));
+        let mut edited = old.clone();
+        edited[6 << 20] ^= 0x55;
+        let mut grown_by_little = old.clone();
+        grown_by_little.extend(b"one more line\n");
+        let cut_short = old[..(9 << 20) + 4321].to_vec();
+        let earlier = fastcdc_chunks(&old);
+        for (name, new) in
+            [("appended", &appended), ("edited", &edited), ("a line more", &grown_by_little), ("cut", &cut_short)]
+        {
+            let same = old.iter().zip(new.iter()).take_while(|(a, b)| a == b).count() as u64;
+            let (n, from) = stable_prefix(&earlier, old.len() as u64, same);
+            assert!(n > 0 && from <= same, "{name}: some chunks reused");
+            let mut chunks = earlier[..n].to_vec();
+            let mut pieces = PieceHasher::default();
+            split(&new[from as usize..], Path::new("test"), &mut pieces, |round| {
+                chunks.extend(round.iter().map(|c| (Hash::of_bytes(c), c.len() as u32)));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(chunks, fastcdc_chunks(new), "{name}");
+        }
+        // Nothing shared, nothing taken.
+        assert_eq!(stable_prefix(&earlier, old.len() as u64, 0), (0, 0));
     }
 
     #[test]

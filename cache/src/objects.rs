@@ -379,12 +379,25 @@ fn hash_one_locked(
     if let Some(h) = stat.lock().expect("stat cache lock").lookup(abs, meta) {
         return Ok(h);
     }
-    let h = crate::hash::hash_file_reporting(abs, &mut |n| {
+    let mut read = |n| {
         progress.done += n;
         // A file that grew while it was read: never report more done than in all.
         progress.total = progress.total.max(progress.done);
         report(*progress);
-    })?;
+    };
+    if crate::chunked::stored_chunked(meta.len()) {
+        // Hashed by pieces (on two threads), which a store of this file
+        // later in the run takes instead of reading it again.
+        let (cvs, len) = crate::pieces::hash_file_pieces(&mut File::open(abs).at(abs)?, abs, &mut read)?;
+        if let Some(root) = crate::pieces::root(&cvs, len) {
+            let h = Hash::from_blake3(root);
+            let mut stat = stat.lock().expect("stat cache lock");
+            stat.record(abs, meta, &h);
+            stat.keep_pieces(abs, meta, cvs);
+            return Ok(h);
+        }
+    }
+    let h = crate::hash::hash_file_reporting(abs, &mut read)?;
     stat.lock().expect("stat cache lock").record(abs, meta, &h);
     Ok(h)
 }
@@ -565,18 +578,24 @@ impl Cache {
             // Hashing first, only to find whether the object is stored,
             // would read a large file one more time: chunking hashes the
             // whole content on the way, and writes only chunks not stored.
-            let hash = self.stage_chunked(path, batch)?;
+            let hash = self.stage_chunked(path, batch, stat.resume(path, meta))?;
             stat.record(path, meta, &hash);
             return Ok(hash);
         }
         let known = stat.hash_with_meta(path, meta)?;
-        self.stage_file(path, Some(&known), batch)
+        self.stage_file(path, Some(&known), batch, || stat.resume(path, meta))
     }
 
     /// Copy a file into `tmp/` while hashing it (so what we name is exactly
     /// what we stored), unless the object is already there. Large files
     /// are stored as chunks (`chunked.rs`).
-    fn stage_file(&self, path: &Path, known: Option<&Hash>, batch: &mut Batch) -> Result<Hash> {
+    fn stage_file(
+        &self,
+        path: &Path,
+        known: Option<&Hash>,
+        batch: &mut Batch,
+        resume: impl FnOnce() -> Option<crate::chunked::Resume>,
+    ) -> Result<Hash> {
         if let Some(h) = known {
             if self.has_object(h) {
                 self.touch_object(h);
@@ -584,7 +603,7 @@ impl Cache {
             }
         }
         if crate::chunked::stored_chunked(std::fs::metadata(path).at(path)?.len()) {
-            return self.stage_chunked(path, batch);
+            return self.stage_chunked(path, batch, resume());
         }
         let tmp = atomic::temp_path(&self.tmp_dir());
         let staged = (|| {

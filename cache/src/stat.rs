@@ -78,6 +78,9 @@ pub struct StatCache {
     text: String,
     /// Folder path → the bytes of `text` holding its entries, not parsed yet.
     unparsed: HashMap<String, Range<usize>>,
+    /// Piece CVs of large files hashed this run, by path, with the identity
+    /// they were hashed at (never saved).
+    pieces: HashMap<String, (Entry, Vec<crate::pieces::Cv>)>,
     /// Folder path → (identity digest of its files, manifest hash).
     folders: HashMap<String, (Hash, Hash)>,
     dirty: bool,
@@ -111,8 +114,31 @@ impl StatCache {
             text: read.text,
             unparsed: read.sections,
             folders: read.folders,
+            pieces: HashMap::new(),
             dirty: false,
             files_hashed: 0,
+        }
+    }
+
+    /// What a store of the large file at `path` resumes from: the folder of
+    /// resume records (`resume.rs`), beside the stat cache's file and as
+    /// local as it is (none for an in-memory one), and the file's piece CVs
+    /// if hashing it this run kept them and its identity is unchanged.
+    pub(crate) fn resume(&mut self, path: &Path, meta: &std::fs::Metadata) -> Option<crate::chunked::Resume> {
+        let dir = self.file.as_ref()?.parent()?.join("resume");
+        let pieces = path
+            .to_str()
+            .and_then(|key| self.pieces.remove(key))
+            // As for the hashes: an identity this fresh may hide a change.
+            .and_then(|(identity, cvs)| (identity.matches(meta) && !Self::is_racy(meta)).then_some(cvs));
+        Some(crate::chunked::Resume { dir, pieces })
+    }
+
+    /// Keep the piece CVs of a large file just hashed, for a store of it
+    /// later in this run (memory only: about 130 bytes per MiB).
+    pub(crate) fn keep_pieces(&mut self, path: &Path, meta: &std::fs::Metadata, cvs: Vec<crate::pieces::Cv>) {
+        if let Some(key) = path.to_str() {
+            self.pieces.insert(key.to_string(), (Entry::new(meta, Hash::of_bytes(b"")), cvs));
         }
     }
 
