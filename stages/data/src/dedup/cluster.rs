@@ -14,7 +14,6 @@ use dvx_stage_api::StageFailure;
 use rayon::prelude::*;
 
 use super::corpus::Corpus;
-use super::shingle::jaccard;
 
 /// Disjoint sets over record ids.
 pub struct UnionFind {
@@ -121,12 +120,68 @@ impl Buckets {
     }
 
     /// The records whose shingles a Jaccard check may need but which are
-    /// not at hand (input texts): those sharing a bucket with another, by id.
+    /// not at hand (input texts), by id: those in a pair of a bucket whose
+    /// similarity an earlier run did not find (any pair of a bucket may be
+    /// checked; in a bucket too large to list its pairs, every member).
     pub fn lacking_shingles(&self, corpus: &Corpus) -> Vec<u32> {
-        let mut want: Vec<u32> = self.ids.iter().copied().filter(|&id| corpus.lacks(id)).collect();
+        let mut want: Vec<u32> = Vec::new();
+        let mut from = 0;
+        for &end in &self.ends {
+            let bucket = &self.ids[from..end];
+            from = end;
+            if bucket.len() > LIST_PAIRS_UP_TO {
+                want.extend(bucket.iter().copied().filter(|&id| corpus.lacks(id)));
+                continue;
+            }
+            for_each_pair(corpus, bucket, |i, j| {
+                if !corpus.knows_similarity(i, j) {
+                    want.extend([i, j].into_iter().filter(|&id| corpus.lacks(id)));
+                }
+            });
+        }
         want.sort_unstable();
         want.dedup();
         want
+    }
+
+    /// Note the similarity of every pair of every bucket whose pairs
+    /// [`Buckets::lacking_shingles`] lists, as far as known or computable
+    /// from shingles at hand, so the next run knows them all: linking
+    /// checks only some (not those already in one cluster), and which ones
+    /// depends on the order the records come in.
+    pub fn note_all_pairs(&self, corpus: &Corpus) -> Result<(), StageFailure> {
+        let mut from = 0;
+        for &end in &self.ends {
+            let bucket = &self.ids[from..end];
+            from = end;
+            if bucket.len() > LIST_PAIRS_UP_TO {
+                continue;
+            }
+            let mut result = Ok(());
+            for_each_pair(corpus, bucket, |i, j| {
+                if result.is_ok() && (corpus.knows_similarity(i, j) || !(corpus.lacks(i) || corpus.lacks(j))) {
+                    result = corpus.similarity(i, j).map(drop);
+                }
+            });
+            result?;
+        }
+        Ok(())
+    }
+}
+
+/// Buckets larger than this are not listed pair by pair: all their members'
+/// texts are read (m²/2 pairs would cost more than reading m texts).
+const LIST_PAIRS_UP_TO: usize = 64;
+
+/// Calls `f` for every pair of a bucket that linking may check (not two
+/// references).
+fn for_each_pair(corpus: &Corpus, bucket: &[u32], mut f: impl FnMut(u32, u32)) {
+    for (k, &i) in bucket.iter().enumerate() {
+        for &j in &bucket[k + 1..] {
+            if !(corpus.is_ref(i) && corpus.is_ref(j)) {
+                f(i, j);
+            }
+        }
     }
 }
 
@@ -146,7 +201,7 @@ pub fn link_near(
 
 /// The exact Jaccard similarity of two sketched records' texts.
 fn similarity(corpus: &Corpus, a: u32, b: u32) -> Result<f64, StageFailure> {
-    Ok(jaccard(&corpus.shingles_of(a)?, &corpus.shingles_of(b)?))
+    corpus.similarity(a, b)
 }
 
 /// Link the records of one bucket (sorted by id). Members are kept in
@@ -219,15 +274,41 @@ pub struct Cluster {
     pub dropped: Vec<u32>,
 }
 
+/// The records [`drops`] needs the shingles of and lacks: a dropped record
+/// and its keeper whose similarity was neither checked when linking (they
+/// may be linked through others) nor found by an earlier run.
+pub fn lacking_for_drops(corpus: &Corpus, clusters: &[Cluster]) -> Vec<u32> {
+    let mut want: Vec<u32> = Vec::new();
+    for c in clusters {
+        for &d in &c.dropped {
+            if corpus.exact[d as usize] != corpus.exact[c.keeper as usize] && !corpus.knows_similarity(d, c.keeper) {
+                want.extend([d, c.keeper].into_iter().filter(|&id| corpus.lacks(id)));
+            }
+        }
+    }
+    want.sort_unstable();
+    want.dedup();
+    want
+}
+
+/// Per input record why it was dropped: its keeper, and its Jaccard to it.
+pub fn drops(corpus: &Corpus, clusters: &[Cluster], label_exact: bool) -> Result<Vec<Option<Dropped>>, StageFailure> {
+    let mut drops = vec![None; corpus.n_input];
+    for c in clusters {
+        for &d in &c.dropped {
+            let same = corpus.exact[d as usize] == corpus.exact[c.keeper as usize];
+            let jaccard = if same { 1.0 } else { similarity(corpus, d, c.keeper)? };
+            drops[d as usize] = Some(Dropped { keeper: c.keeper, exact: same && label_exact, jaccard });
+        }
+    }
+    Ok(drops)
+}
+
 /// Form clusters and pick each one's keeper: a reference when there is one
 /// (all inputs are then dropped), else the input with the highest score,
 /// the earliest on ties. Returns the clusters in order of their first input
-/// record, and per input record why it was dropped.
-pub fn decide(
-    corpus: &Corpus,
-    uf: &mut UnionFind,
-    label_exact: bool,
-) -> Result<(Vec<Cluster>, Vec<Option<Dropped>>), StageFailure> {
+/// record.
+pub fn clusters(corpus: &Corpus, uf: &mut UnionFind) -> Vec<Cluster> {
     const NONE: u32 = u32::MAX;
     let n = corpus.len();
     let roots: Vec<u32> = (0..n as u32).map(|id| uf.find(id)).collect();
@@ -248,7 +329,6 @@ pub fn decide(
         members[cluster_of[r as usize] as usize].push(id as u32);
     }
     let mut clusters = Vec::new();
-    let mut drops = vec![None; corpus.n_input];
     for m in members {
         let inputs: Vec<u32> = m.iter().copied().filter(|&id| !corpus.is_ref(id)).collect();
         if inputs.is_empty() {
@@ -265,14 +345,9 @@ pub fn decide(
             }),
         };
         let dropped: Vec<u32> = inputs.into_iter().filter(|&id| id != keeper).collect();
-        for &d in &dropped {
-            let same = corpus.exact[d as usize] == corpus.exact[keeper as usize];
-            let jaccard = if same { 1.0 } else { similarity(corpus, d, keeper)? };
-            drops[d as usize] = Some(Dropped { keeper, exact: same && label_exact, jaccard });
-        }
         clusters.push(Cluster { keeper, dropped });
     }
-    Ok((clusters, drops))
+    clusters
 }
 
 /// What [`decide_stable`] finds: clusters, drops and the pairs it checked.

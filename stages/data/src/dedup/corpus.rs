@@ -17,13 +17,15 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::bands::BandTable;
-use super::shingles::ShingleStore;
-use std::borrow::Cow;
 use super::lsh::band_hashes;
+use super::pairs::{pair_key, KnownPairs};
+use super::shingle::jaccard;
+use super::shingles::ShingleStore;
 use super::sigfile::Reader;
 use super::sketch::{read_chunks, Sketcher};
 use crate::reuse::{Batch, Batches, Reuse};
 use dvx_records::JsonlScan;
+use std::borrow::Cow;
 
 /// No slot: the record is not a representative.
 const NONE: u32 = u32::MAX;
@@ -61,6 +63,8 @@ pub struct Corpus {
     pub bands: usize,
     rows: usize,
     seen: HashMap<u128, u32>,
+    /// Similarities of text pairs found by earlier runs, and those this run used.
+    pub pairs: KnownPairs,
 }
 
 impl Corpus {
@@ -85,6 +89,7 @@ impl Corpus {
             bands,
             rows,
             seen: HashMap::new(),
+            pairs: KnownPairs::default(),
         }
     }
 
@@ -105,6 +110,23 @@ impl Corpus {
             NONE => Err(StageFailure::new(format!("dedup: the shingles of record {id} were never read"))),
             h => self.shingles.get(h),
         }
+    }
+
+    /// The exact Jaccard similarity of two sketched records' texts: found by
+    /// an earlier run, else from their shingles (which must be at hand).
+    pub fn similarity(&self, a: u32, b: u32) -> Result<f64, StageFailure> {
+        let key = pair_key(self.exact[a as usize], self.exact[b as usize]);
+        let j = match self.pairs.get(key) {
+            Some(j) => j,
+            None => jaccard(&self.shingles_of(a)?, &self.shingles_of(b)?),
+        };
+        self.pairs.note(key, j);
+        Ok(j)
+    }
+
+    /// Whether an earlier run found the similarity of `a` and `b`.
+    pub fn knows_similarity(&self, a: u32, b: u32) -> bool {
+        self.pairs.get(pair_key(self.exact[a as usize], self.exact[b as usize])).is_some()
     }
 
     /// Add a record; returns its id and whether its text is new.
@@ -353,6 +375,11 @@ impl Corpus {
     pub fn seal_bands(&mut self) -> Result<(), StageFailure> {
         self.seen = HashMap::new();
         self.band_hash.seal()
+    }
+
+    /// More shingles are needed after all (`fill_shingles` again, then seal).
+    pub fn unseal_shingles(&mut self) {
+        self.shingles.unseal()
     }
 
     /// All shingles needed are in: make them readable.

@@ -61,7 +61,10 @@
 //! `candidate_pairs` (distinct pairs whose Jaccard was computed; pairs
 //! already in one cluster are not re-checked), `confirmed_pairs`, `bands`,
 //! `rows` (0 in exact mode). The log's `candidates:` line says how many
-//! input texts were read again in pass 2.
+//! input texts were read again in pass 2, and how many pairs' Jaccard came
+//! from earlier runs (with `reuse`, the memo keeps every pair's Jaccard a
+//! run looked at, by the two texts' exact keys, `pairs.rs`: a re-run reads
+//! again only the texts of pairs it has not judged before).
 //!
 //! # `minhash-index`
 //!
@@ -80,6 +83,7 @@ mod index;
 mod lsh;
 mod minhash;
 mod output;
+mod pairs;
 pub mod params;
 mod shingle;
 mod shingles;
@@ -228,6 +232,10 @@ fn run(
                       "watched": p.score_field != DedupParams::default().score_field});
     let mut reuse =
         crate::reuse::Reuse::new(memo, "dedup", Dedup::VERSION, &salt, p.reuse && input_sketcher.fits_mask());
+    let keep_pairs = p.reuse && bands > 0 && memo.keeps();
+    if keep_pairs {
+        corpus.pairs = pairs::KnownPairs::load(memo, &spec);
+    }
     for dep in &deps[..n_inputs] {
         if sigfile::is_signature_file(dep) {
             return Err(StageFailure::bad_input(format!(
@@ -278,6 +286,7 @@ fn run(
     cancel.check()?;
     progress.set_total(bands as u64, "bands");
     progress.message("linking duplicates");
+    let mut read_late = 0;
     let (clusters, drops, pairs) = if p.stable {
         cluster::decide_stable(&corpus, &buckets, p.threshold, p.mode != Mode::Near, &band_done)?
     } else {
@@ -287,9 +296,23 @@ fn run(
             Mode::Exact => cluster::PairStats::default(),
             _ => cluster::link_near(&corpus, &buckets, &mut uf, p.threshold, &band_done)?,
         };
-        let (clusters, drops) = cluster::decide(&corpus, &mut uf, p.mode != Mode::Near)?;
+        let clusters = cluster::clusters(&corpus, &mut uf);
+        // A dropped record's Jaccard to its keeper, when they were linked
+        // through others: their texts may not have been read yet.
+        let late = cluster::lacking_for_drops(&corpus, &clusters);
+        if !late.is_empty() {
+            corpus.unseal_shingles();
+            corpus.fill_shingles(&input_sketcher, &deps[..n_inputs], &late, &|_| {})?;
+            corpus.seal_shingles()?;
+            read_late = late.len();
+        }
+        let drops = cluster::drops(&corpus, &clusters, p.mode != Mode::Near)?;
         (clusters, drops, pairs)
     };
+    if keep_pairs {
+        buckets.note_all_pairs(&corpus)?;
+        corpus.pairs.save(memo, &spec);
+    }
     let linked_at = started.elapsed();
     progress.set_total(deps[..n_inputs].iter().map(size).sum(), "bytes");
     progress.message("writing");
@@ -334,9 +357,18 @@ fn run(
         };
         writeln!(
             log,
-            "candidates: {} input texts share an LSH bucket with another and were read again to check their Jaccard{spilled}",
+            "candidates: {} input texts were read again to check their Jaccard with texts they share an LSH bucket with \
+             ({} pairs' Jaccard found by earlier runs){spilled}",
             lacking.len(),
+            corpus.pairs.reused(),
         )?;
+        if read_late > 0 {
+            writeln!(
+                log,
+                "candidates: {read_late} more texts read after linking, for the Jaccard of a dropped record to a \
+                 keeper it is linked to through others"
+            )?;
+        }
     }
     writeln!(
         log,

@@ -31,6 +31,8 @@ pub struct ShingleStore {
     /// Hashes past the budget, and how many it holds.
     file: Option<(BufWriter<File>, u64)>,
     sealed: Option<File>,
+    /// Shingles in the sealed spill file.
+    sealed_len: u64,
     dir: PathBuf,
 }
 
@@ -41,7 +43,14 @@ fn io_err(what: &str, dir: &Path, e: std::io::Error) -> StageFailure {
 impl ShingleStore {
     /// An empty store spilling into `dir`.
     pub fn new(dir: &Path) -> Self {
-        ShingleStore { spans: Vec::new(), mem: Vec::new(), file: None, sealed: None, dir: dir.to_path_buf() }
+        ShingleStore {
+            spans: Vec::new(),
+            mem: Vec::new(),
+            file: None,
+            sealed: None,
+            sealed_len: 0,
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// Keep `shingles`; returns their handle.
@@ -78,10 +87,19 @@ impl ShingleStore {
 
     /// No more texts: flush what went to disk.
     pub fn seal(&mut self) -> Result<(), StageFailure> {
-        if let Some((w, _)) = self.file.take() {
+        if let Some((w, n)) = self.file.take() {
             self.sealed = Some(w.into_inner().map_err(|e| io_err("write", &self.dir, e.into_error()))?);
+            self.sealed_len = n;
         }
         Ok(())
+    }
+
+    /// Take shingles again after [`ShingleStore::seal`]: a spill file goes on
+    /// where it ended (reads are positioned, so its cursor is still there).
+    pub fn unseal(&mut self) {
+        if let Some(file) = self.sealed.take() {
+            self.file = Some((BufWriter::with_capacity(1 << 16, file), self.sealed_len));
+        }
     }
 
     /// The shingles of handle `h`.

@@ -426,6 +426,14 @@ fn a_rerun_sketches_only_new_and_changed_records_and_writes_what_a_full_run_does
             assert_eq!(processed(&full), docs.len(), "{what}");
             assert!(inc.outs == full.outs, "{what}: outputs differ from a full run");
             assert_eq!(inc.metrics, full.metrics, "{what}");
+            // Pairs judged before are not judged again: unchanged input
+            // reads no text again, changed input fewer than a full run.
+            let (read, read_full) = (candidates_read(&inc), candidates_read(&full));
+            if what == "no change" {
+                assert_eq!(read, 0, "{what}: {}", inc.log);
+            } else if what != "first run" {
+                assert!(read < read_full / 2, "{what}: {read} texts read again, {read_full} in a full run");
+            }
         };
         let mut docs = docs.clone();
         step(&docs, "first run", docs.len());
@@ -445,6 +453,37 @@ fn a_rerun_sketches_only_new_and_changed_records_and_writes_what_a_full_run_does
     let c = run_memo(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &outs, json!({"reuse": false}), 2, &memo).unwrap();
     assert_eq!((processed(&b), processed(&c)), (6000, 6000));
     assert!(a.outs == b.outs);
+}
+
+#[test]
+fn a_keeper_linked_through_another_gets_its_jaccard_from_texts_read_late() {
+    // B ~ C, then A (the best score) arrives ~ B but far from C: C is
+    // dropped for A through B, and the Jaccard of C to A was never judged
+    // (C's text is not read with the candidates when A and C share no
+    // bucket): it is read after linking, and the lineage equals a full run's.
+    let dir = tempfile::tempdir().unwrap();
+    let memo = dvx_stage_api::MemoryMemo::default();
+    let outs = ["o.jsonl", "c.jsonl", "l.jsonl"];
+    // Two words changed per step: Jaccard 0.806 a step, 0.647 for A to C
+    // (these words happen to put A and C in no common bucket).
+    let b = json!({"text": words60(&[3, 4]), "score": 2});
+    let c = json!({"text": words60(&[3, 4, 30, 31]), "score": 1});
+    let a = json!({"text": words60(&[]), "score": 3});
+    let filler: Vec<Value> = (0..50).map(|i| json!({"text": format!("unrelated text number {i}")})).collect();
+    let mut docs = filler.clone();
+    docs.extend([b, c]);
+    write(dir.path(), "in.jsonl", &docs);
+    run_memo(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &outs, json!({}), 2, &memo).unwrap();
+    docs.push(a);
+    write(dir.path(), "in.jsonl", &docs);
+    let inc = run_memo(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &outs, json!({}), 2, &memo).unwrap();
+    let full = run_kind(&Typed::new(Dedup), dir.path(), &["in.jsonl"], &outs, json!({}), 2).unwrap();
+    assert!(inc.outs == full.outs, "outputs differ from a full run:\n{}\n{}", inc.outs[2], full.outs[2]);
+    let lineage: Vec<Value> = inc.outs[2].lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(inc.log.contains("candidates: 1 more texts read after linking"), "{}", inc.log);
+    let of_c = lineage.iter().find(|l| l["index"] == 51).expect("C is dropped");
+    assert_eq!(of_c["duplicate_of"]["index"], 52, "{of_c}");
+    assert!(of_c["jaccard"].as_f64().unwrap() < 0.8, "{of_c}");
 }
 
 /// Group `k`'s 60-word text with word `change` (if any) replaced.
