@@ -77,13 +77,19 @@ impl Cache {
     /// are taken as they are: only the rest is chunked. The whole content's
     /// hash is built from the pieces either way.
     pub(crate) fn stage_chunked(&self, path: &Path, batch: &mut Batch, resume: Option<Resume>) -> Result<Hash> {
-        let (record_path, known) = match resume {
-            Some(r) => (Some(ResumeRecord::path_for(&r.dir, path)), r.pieces),
-            None => (None, None),
+        let (record_path, known, kept) = match resume {
+            Some(r) => (Some(ResumeRecord::path_for(&r.dir, path)), r.pieces, r.kept),
+            None => (None, None, None),
         };
         let mut file = File::open(path).at(path)?;
         let (mut chunks, mut pieces, from) = match record_path.as_deref().and_then(ResumeRecord::load) {
-            Some(earlier) => self.reusable_prefix(&earlier, known, &mut file, path, batch)?,
+            Some(earlier) => {
+                let known = match known {
+                    Some(cvs) => Some(cvs),
+                    None => kept_pieces(&earlier, kept, &mut file, path)?,
+                };
+                self.reusable_prefix(&earlier, known, &mut file, path, batch)?
+            }
             None => (Vec::new(), PieceHasher::default(), 0),
         };
         // Hashing the pieces may have read the file: chunk from `from`.
@@ -148,7 +154,7 @@ impl Cache {
         file: &mut File,
         path: &Path,
         batch: &Batch,
-    ) -> Result<(Vec<(Hash, u32)>, PieceHasher, u64)> {
+    ) -> Result<Prefix> {
         let now = match known {
             Some(cvs) => cvs,
             None => pieces::hash_file_pieces(file, path, &mut |_| {})?.0,
@@ -351,6 +357,10 @@ impl Cache {
     }
 }
 
+/// What a resumed store starts from: the earlier chunks taken, a piece
+/// hasher fed up to where chunking goes on, and that offset.
+type Prefix = (Vec<(Hash, u32)>, PieceHasher, u64);
+
 /// Where a store keeps its resume records, and the file's piece CVs when
 /// hashing it earlier in the run computed them (see [`StatCache::resume`]).
 ///
@@ -358,6 +368,29 @@ impl Cache {
 pub(crate) struct Resume {
     pub dir: PathBuf,
     pub pieces: Option<Vec<pieces::Cv>>,
+    /// The object the file was written over, and how many of its first
+    /// bytes the writer kept (`StatCache::note_kept_prefix`).
+    pub kept: Option<(Hash, u64)>,
+}
+
+/// The pieces of `file` when its writer kept the first `bytes` of
+/// `earlier`'s object (`kept`): the earlier CVs of the whole pieces in
+/// those bytes, and the rest hashed. `None` when `kept` does not name
+/// `earlier`'s object.
+fn kept_pieces(
+    earlier: &ResumeRecord,
+    kept: Option<(Hash, u64)>,
+    file: &mut File,
+    path: &Path,
+) -> Result<Option<Vec<pieces::Cv>>> {
+    let Some((_, bytes)) = kept.filter(|(h, _)| *h == earlier.hash) else { return Ok(None) };
+    let whole = (bytes.min(earlier.size) / PIECE as u64) as usize;
+    tracing::debug!(path = %path.display(), kept = bytes, "taking the pieces of the bytes its writer kept");
+    let mut cvs = earlier.pieces[..whole].to_vec();
+    file.seek(SeekFrom::Start((whole * PIECE) as u64)).at(path)?;
+    let (rest, _) = pieces::hash_file_pieces_from((whole * PIECE) as u64, file, path)?;
+    cvs.extend(rest);
+    Ok(Some(cvs))
 }
 
 /// The blake3 of each chunk, the second half hashed on a second thread.

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 
+use super::kept_pieces;
 use super::*;
 use crate::chunking::tests::noise;
 use crate::chunking::MAX_CHUNK;
@@ -331,4 +332,31 @@ fn a_resumed_store_takes_only_proven_and_stored_chunks() {
     assert_eq!(prefix(&appended), (0, 0));
     let h = put_kept(&cache, &path, &mut stat, &appended);
     assert_eq!(read_all(&cache, &h).unwrap(), appended);
+}
+
+#[test]
+fn a_writers_kept_prefix_spares_hashing_it_and_names_the_same_object() {
+    let (dir, cache) = setup();
+    let (fresh_dir, fresh) = setup();
+    let mut stat = StatCache::load(&dir.path().join(".dvx/stat"));
+    let path = dir.path().join("out.jsonl");
+    let v1 = noise(30, 9 << 20);
+    let h1 = put_kept(&cache, &path, &mut stat, &v1);
+    let mut v2 = v1.clone();
+    v2.extend(noise(31, 2 << 20));
+    std::fs::write(&path, &v2).unwrap();
+    let record = ResumeRecord::load(&ResumeRecord::path_for(&dir.path().join(".dvx/resume"), &path)).unwrap();
+    // What the store would take: the earlier pieces of the kept bytes.
+    let mut file = std::fs::File::open(&path).unwrap();
+    let pieces = kept_pieces(&record, Some((h1.clone(), v1.len() as u64)), &mut file, &path).unwrap().unwrap();
+    assert_eq!(pieces, crate::pieces::piece_cvs(0, &v2));
+    // A claim about another object is not taken.
+    let other = Some((Hash::of_bytes(b"other"), v1.len() as u64));
+    assert_eq!(kept_pieces(&record, other, &mut file, &path).unwrap(), None);
+    // Through the store: the object of a full store.
+    stat.note_kept_prefix(&path, h1, v1.len() as u64);
+    let h2 = cache.put_paths(&[&path], &mut stat, EscapingLinks::Refuse).unwrap()[0].1.clone();
+    assert_eq!(h2, Hash::of_bytes(&v2));
+    assert_eq!(chunks_of(&cache, &h2), chunks_of(&fresh, &put(&fresh, fresh_dir.path(), "full", &v2)));
+    assert_eq!(read_all(&cache, &h2).unwrap(), v2);
 }

@@ -21,7 +21,7 @@ pub(crate) const PIECE: usize = 256 << 10;
 /// The CV of the piece at `offset` (a multiple of [`PIECE`]) holding `bytes`
 /// (at most `PIECE`; only the last piece of a file is shorter).
 pub(crate) fn piece_cv(offset: u64, bytes: &[u8]) -> Cv {
-    debug_assert!(offset % PIECE as u64 == 0 && !bytes.is_empty() && bytes.len() <= PIECE);
+    debug_assert!(offset.is_multiple_of(PIECE as u64) && !bytes.is_empty() && bytes.len() <= PIECE);
     blake3::Hasher::new().set_input_offset(offset).update(bytes).finalize_non_root()
 }
 
@@ -51,11 +51,30 @@ pub(crate) fn hash_file_pieces(
     path: &std::path::Path,
     read: &mut dyn FnMut(u64),
 ) -> crate::error::Result<(Vec<Cv>, u64)> {
+    hash_pieces_reporting(0, source, path, read)
+}
+
+/// [`hash_file_pieces`] of a source that starts `offset` bytes (a multiple
+/// of [`PIECE`]) into its file; the length is counted from there.
+pub(crate) fn hash_file_pieces_from(
+    offset: u64,
+    source: &mut impl std::io::Read,
+    path: &std::path::Path,
+) -> crate::error::Result<(Vec<Cv>, u64)> {
+    hash_pieces_reporting(offset, source, path, &mut |_| {})
+}
+
+fn hash_pieces_reporting(
+    start: u64,
+    source: &mut impl std::io::Read,
+    path: &std::path::Path,
+    read: &mut dyn FnMut(u64),
+) -> crate::error::Result<(Vec<Cv>, u64)> {
     use crate::error::IoContext;
     const BLOCK: usize = 32 * PIECE;
     let mut buf = vec![0u8; BLOCK];
     let mut cvs = Vec::new();
-    let mut offset = 0u64;
+    let mut offset = start;
     loop {
         let mut len = 0;
         while len < BLOCK {
@@ -70,7 +89,7 @@ pub(crate) fn hash_file_pieces(
         offset += len as u64;
         read(len as u64);
         if len < BLOCK {
-            return Ok((cvs, offset));
+            return Ok((cvs, offset - start));
         }
     }
 }

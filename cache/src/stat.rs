@@ -81,6 +81,9 @@ pub struct StatCache {
     /// Piece CVs of large files hashed this run, by path, with the identity
     /// they were hashed at (never saved).
     pieces: HashMap<String, (Entry, Vec<crate::pieces::Cv>)>,
+    /// Outs whose writer kept the first bytes of the previous out: its hash
+    /// and how many bytes (never saved).
+    kept: HashMap<String, (Hash, u64)>,
     /// Folder path → (identity digest of its files, manifest hash).
     folders: HashMap<String, (Hash, Hash)>,
     dirty: bool,
@@ -115,6 +118,7 @@ impl StatCache {
             unparsed: read.sections,
             folders: read.folders,
             pieces: HashMap::new(),
+            kept: HashMap::new(),
             dirty: false,
             files_hashed: 0,
         }
@@ -131,7 +135,18 @@ impl StatCache {
             .and_then(|key| self.pieces.remove(key))
             // As for the hashes: an identity this fresh may hide a change.
             .and_then(|(identity, cvs)| (identity.matches(meta) && !Self::is_racy(meta)).then_some(cvs));
-        Some(crate::chunked::Resume { dir, pieces })
+        let kept = path.to_str().and_then(|key| self.kept.remove(key));
+        Some(crate::chunked::Resume { dir, pieces, kept })
+    }
+
+    /// The file at `path` was just written over `previous` (an object) and
+    /// its first `bytes` bytes are that object's, as its writer compared
+    /// them: its store takes the earlier pieces of those bytes instead of
+    /// hashing them again.
+    pub fn note_kept_prefix(&mut self, path: &Path, previous: Hash, bytes: u64) {
+        if let Some(key) = path.to_str() {
+            self.kept.insert(key.to_string(), (previous, bytes));
+        }
     }
 
     /// Keep the piece CVs of a large file just hashed, for a store of it

@@ -298,5 +298,6 @@ pub(crate) fn merge(
         log,
         seconds: started.elapsed().as_secs_f64(),
         memo_keys: Default::default(),
+        kept: Vec::new(),
     })
 }

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use dvx_stage_api::StageFailure;
+use dvx_stage_api::{KeptPrefix, StageFailure};
 use flate2::write::GzEncoder;
 
 use crate::format::WriteFormat;
@@ -48,6 +48,8 @@ pub struct RecordWriter {
     count: usize,
     /// A line's buffer, kept between records.
     scratch: String,
+    /// Where to say how much of a taken-over previous out was kept.
+    kept: Option<KeptPrefix>,
 }
 
 impl RecordWriter {
@@ -90,7 +92,15 @@ impl RecordWriter {
                 WriteFormat::Parquet => unreachable!("handled above"),
             }
         };
-        Ok(RecordWriter { path: path.to_path_buf(), sink, count: 0, scratch: String::new() })
+        Ok(RecordWriter { path: path.to_path_buf(), sink, count: 0, scratch: String::new(), kept: None })
+    }
+
+    /// Say through `kept`, when the writer finishes, how many first bytes
+    /// of the previous out it took over it kept as they were (nothing is
+    /// said when it took none over).
+    pub fn reporting_kept(mut self, kept: Option<KeptPrefix>) -> Self {
+        self.kept = kept;
+        self
     }
 
     /// Append one record.
@@ -191,7 +201,10 @@ impl RecordWriter {
             // when it stores the out, and an fsync here would wait for the
             // whole file to reach the disk (0.5-0.9 s for 500 MB) on every run.
             Sink::Jsonl(w) => {
-                w.into_inner().map_err(|e| cannot(&e.into_error()))?.finish().map_err(|e| cannot(&e))?;
+                let kept = w.into_inner().map_err(|e| cannot(&e.into_error()))?.finish().map_err(|e| cannot(&e))?;
+                if let (Some(bytes), Some(to)) = (kept, &self.kept) {
+                    to.set(bytes);
+                }
             }
             Sink::Gz(w) => {
                 w.into_inner().map_err(|e| cannot(&e.into_error()))?.finish().map_err(|e| cannot(&e))?;
@@ -219,11 +232,12 @@ impl OutFile {
         self
     }
 
-    /// Cut off what is left of an earlier version past the last byte written.
-    fn finish(self) -> std::io::Result<()> {
+    /// Cut off what is left of an earlier version past the last byte
+    /// written; how many first bytes of it were kept, when taken over.
+    fn finish(self) -> std::io::Result<Option<u64>> {
         match self {
-            OutFile::Fresh(_) => Ok(()),
-            OutFile::Over(r) => r.finish(),
+            OutFile::Fresh(_) => Ok(None),
+            OutFile::Over(r) => r.finish().map(Some),
         }
     }
 }
@@ -253,6 +267,8 @@ struct Reuse {
     /// Bytes written (or found the same) so far.
     pos: u64,
     old_len: u64,
+    /// Where the first difference was: the earlier bytes before it are kept.
+    kept: Option<u64>,
 }
 
 impl Reuse {
@@ -264,7 +280,7 @@ impl Reuse {
             let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
             let old = std::io::BufReader::with_capacity(1 << 20, file.try_clone()?);
             let old_len = file.metadata()?.len();
-            Ok::<_, std::io::Error>(Reuse { file, old: Some(old), pos: 0, old_len })
+            Ok::<_, std::io::Error>(Reuse { file, old: Some(old), pos: 0, old_len, kept: None })
         })();
         match opened {
             Ok(reuse) => Some(reuse),
@@ -304,6 +320,7 @@ impl Reuse {
         }
         // The first difference: from here on the file is written.
         self.old = None;
+        self.kept = Some(self.pos);
         self.file.seek(std::io::SeekFrom::Start(self.pos))?;
         self.file.set_len(self.pos)?;
         self.old_len = self.pos;
@@ -312,12 +329,12 @@ impl Reuse {
         Ok(same + n)
     }
 
-    fn finish(self) -> std::io::Result<()> {
+    fn finish(self) -> std::io::Result<u64> {
         // Still matching: the earlier version may run on past the end.
         if self.old.is_some() && self.old_len != self.pos {
             self.file.set_len(self.pos)?;
         }
-        Ok(())
+        Ok(self.kept.unwrap_or(self.pos))
     }
 }
 
@@ -348,6 +365,33 @@ mod tests {
         let same_inode = old.is_some_and(|o| o.0 == m.ino());
         let untouched = old.is_some_and(|o| (o.2, o.1) == (m.mtime(), m.mtime_nsec()));
         (std::fs::read(&path).unwrap(), same_inode, untouched)
+    }
+
+    #[test]
+    fn a_writer_over_an_earlier_version_says_how_many_first_bytes_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = |before: Option<&str>, lines: &[&str]| {
+            let (path, prev) = (dir.path().join("k.jsonl"), dir.path().join(".k.jsonl.prev"));
+            if let Some(b) = before {
+                std::fs::write(&prev, b).unwrap();
+            }
+            let said = KeptPrefix::default();
+            let mut w = RecordWriter::create_over(&path, before.map(|_| prev.as_path()))
+                .unwrap()
+                .reporting_kept(Some(said.clone()));
+            for l in lines {
+                w.write_json_line(l).unwrap();
+            }
+            w.finish().unwrap();
+            said.get()
+        };
+        let old = "{\"a\":1}\n{\"b\":2}\n";
+        assert_eq!(kept(Some(old), &["{\"a\":1}", "{\"b\":2}"]), Some(16), "all of it");
+        assert_eq!(kept(Some(old), &["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]), Some(16), "an append");
+        assert_eq!(kept(Some(old), &["{\"a\":1}", "{\"b\":3}"]), Some(13), "up to the first difference");
+        assert_eq!(kept(Some(old), &["{\"a\":1}"]), Some(8), "cut short");
+        assert_eq!(kept(Some(old), &["{\"z\":1}"]), Some(2));
+        assert_eq!(kept(None, &["{\"a\":1}"]), None, "nothing taken over, nothing said");
     }
 
     #[test]

@@ -62,6 +62,6 @@ pub use memo::{Memo, MemoKey, MemoryMemo, NoMemo};
 pub use registry::Registry;
 pub use shard::RecordShards;
 pub use stage::{
-    FailureKind, FingerprintContext, Metrics, OutError, ParamError, Stage, StageContext, StageFailure, StageShape,
+    FailureKind, FingerprintContext, KeptPrefix, Metrics, OutError, ParamError, Stage, StageContext, StageFailure, StageShape,
 };
 pub use typed::{parse_params, Count, ParamDoc, ParamsDoc, Shape, Typed, TypedStage};

@@ -48,6 +48,34 @@ pub struct StageContext<'a> {
     /// then costs a read of the unchanged part, not a write of it. The
     /// caller removes what is left there after the run.
     pub previous_outs: &'a [Option<PathBuf>],
+    /// Per out, where a writer that took a previous out over says how many
+    /// of its first bytes it kept as they were ([`KeptPrefix`]); empty when
+    /// the caller does not want to know.
+    pub kept_prefixes: &'a [KeptPrefix],
+}
+
+/// How many of an out's first bytes a writer kept from the previous out
+/// (compared byte for byte, so they are that file's bytes): the caller's
+/// store then hashes only the rest. Unset until a writer says.
+#[derive(Debug, Clone)]
+pub struct KeptPrefix(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Default for KeptPrefix {
+    fn default() -> Self {
+        KeptPrefix(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)))
+    }
+}
+
+impl KeptPrefix {
+    /// Say that the first `bytes` bytes are the previous out's.
+    pub fn set(&self, bytes: u64) {
+        self.0.store(bytes, std::sync::atomic::Ordering::Release);
+    }
+
+    /// What a writer said, if anything.
+    pub fn get(&self) -> Option<u64> {
+        Some(self.0.load(std::sync::atomic::Ordering::Acquire)).filter(|&b| b != u64::MAX)
+    }
 }
 
 impl<'a> StageContext<'a> {
@@ -78,7 +106,19 @@ impl<'a> StageContext<'a> {
             cancel: crate::Cancel::default(),
             http: None,
             previous_outs: &[],
+            kept_prefixes: &[],
         }
+    }
+
+    /// Where writers of the outs report what they kept (see `kept_prefixes`).
+    pub fn with_kept_prefixes(mut self, kept: &'a [KeptPrefix]) -> Self {
+        self.kept_prefixes = kept;
+        self
+    }
+
+    /// Where a writer of out `i` reports what it kept, if the caller asks.
+    pub fn kept_prefix(&self, i: usize) -> Option<KeptPrefix> {
+        self.kept_prefixes.get(i).cloned()
     }
 
     /// Where the caller moved out `i`'s earlier content (see `previous_outs`).

@@ -49,6 +49,10 @@ pub struct Executed {
     pub seconds: f64,
     /// The memo keys it read or wrote (filled by the caller that owns the memo).
     pub memo_keys: std::collections::BTreeSet<crate::MemoKey>,
+    /// Per out, when its writer took the previous out over: that file's
+    /// identity before the run and how many of its first bytes were kept,
+    /// so storing the out hashes only the rest ([`store`]).
+    pub kept: Vec<Option<(std::fs::Metadata, u64)>>,
 }
 
 /// The last `n` lines of a log.
@@ -110,8 +114,11 @@ pub fn execute_with(
     let outs: Vec<PathBuf> = def.outs.iter().map(|o| abs(wdir, o)).collect();
     let fail = |message: String, log: &[u8]| Failure { message, log_tail: tail(log, 20), kind: None };
     let mut previous = Vec::with_capacity(outs.len());
+    let mut previous_meta = Vec::with_capacity(outs.len());
     for o in &outs {
-        previous.push(if def.cmd.is_none() { keep_aside(o) } else { None });
+        let (aside, meta) = if def.cmd.is_none() { keep_aside(o).unzip() } else { (None, None) };
+        previous.push(aside);
+        previous_meta.push(meta);
         remove_path(o).map_err(|e| fail(format!("cannot remove old output: {e}"), &[]))?;
         if let Some(parent) = o.parent() {
             std::fs::create_dir_all(parent)
@@ -121,6 +128,7 @@ pub fn execute_with(
     let env: Vec<(String, String)> = def.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut log = Vec::new();
     let started = Instant::now();
+    let kept_prefixes: Vec<dvx_stage_api::KeptPrefix> = vec![Default::default(); outs.len()];
     let result = {
         let kind_outs = &outs[..def.kind_outs().len()];
         let mut ctx = StageContext::new(&def.name, &cwd, &deps, kind_outs, &def.params, &mut log)
@@ -131,7 +139,8 @@ pub fn execute_with(
             .with_memo(services.memo)
             .with_cancel(services.cancel.clone())
             .with_http(services.http)
-            .with_previous_outs(&previous[..kind_outs.len()]);
+            .with_previous_outs(&previous[..kind_outs.len()])
+            .with_kept_prefixes(&kept_prefixes[..kind_outs.len()]);
         stage.execute(&mut ctx)
     };
     for p in previous.iter().flatten() {
@@ -152,7 +161,8 @@ pub fn execute_with(
             .map_err(|e| fail(format!("metrics file `{rel}` of stage `{}`: {e}", def.name), &log))?;
         metrics.extend(read);
     }
-    Ok(Executed { metrics, log, seconds, memo_keys: Default::default() })
+    let kept = previous_meta.into_iter().zip(&kept_prefixes).map(|(m, k)| m.zip(k.get())).collect();
+    Ok(Executed { metrics, log, seconds, memo_keys: Default::default(), kept })
 }
 
 /// Outs smaller than this are rewritten whole: keeping them aside saves nothing.
@@ -160,10 +170,10 @@ const KEEP_ASIDE_FROM: u64 = 1 << 20;
 
 /// Move a large out file aside (beside it, hidden) for the stage to rewrite
 /// only where its new bytes differ (`StageContext::previous_outs`), and
-/// return where; `None` when it is kept nowhere. Only a plain file with one
-/// link qualifies: a hard link may be a cache object, which must never be
-/// written in place.
-fn keep_aside(out: &Path) -> Option<PathBuf> {
+/// return where and its identity before the move; `None` when it is kept
+/// nowhere. Only a plain file with one link qualifies: a hard link may be a
+/// cache object, which must never be written in place.
+fn keep_aside(out: &Path) -> Option<(PathBuf, std::fs::Metadata)> {
     use std::os::unix::fs::MetadataExt;
     let name = out.file_name()?.to_string_lossy();
     let aside = out.with_file_name(format!(".{name}.dvx-prev"));
@@ -172,7 +182,7 @@ fn keep_aside(out: &Path) -> Option<PathBuf> {
     if !meta.is_file() || meta.nlink() != 1 || meta.len() < KEEP_ASIDE_FROM {
         return None;
     }
-    std::fs::rename(out, &aside).ok().map(|()| aside)
+    std::fs::rename(out, &aside).ok().map(|()| (aside, meta))
 }
 
 /// Store the outputs and log of an execution and record the run-cache entry.
@@ -189,6 +199,16 @@ pub fn store(
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     let stored = {
         let mut stat = stat.lock().expect("stat cache lock");
+        // An out whose writer kept the first bytes of the previous one: if
+        // that file was the object the stat cache knows, its store hashes
+        // only the rest (`StatCache::note_kept_prefix`).
+        for (path, kept) in paths.iter().zip(&done.kept) {
+            if let Some((before, bytes)) = kept {
+                if let Some(previous) = stat.lookup(path, before) {
+                    stat.note_kept_prefix(path, previous, *bytes);
+                }
+            }
+        }
         // Fresh outputs must not carry files from outside the workspace (through symlinks) into a shared cache.
         cache
             .put_paths(&refs, &mut stat, dvx_cache::EscapingLinks::Refuse)

@@ -10,12 +10,13 @@ pub use dvx_records::{field, read_all, Record, RecordReader, RecordWriter};
 /// A writer for out `i`, taking over what the out held before this run
 /// where the engine kept it aside (`StageContext::previous_outs`): records
 /// that come out as before then cost a read, not a write
-/// ([`RecordWriter::create_over`]). Same bytes either way.
+/// ([`RecordWriter::create_over`]), and the engine's store of the out
+/// hashes only what changed. Same bytes either way.
 pub fn out_writer(
     ctx: &dvx_stage_api::StageContext<'_>,
     i: usize,
 ) -> Result<RecordWriter, dvx_stage_api::StageFailure> {
-    RecordWriter::create_over(&ctx.outs[i], ctx.previous_out(i))
+    Ok(RecordWriter::create_over(&ctx.outs[i], ctx.previous_out(i))?.reporting_kept(ctx.kept_prefix(i)))
 }
 
 /// A record that could not be read (by line, row or element).

@@ -62,7 +62,7 @@ pub struct Corpus {
     /// LSH bands (0 when not sketching).
     pub bands: usize,
     rows: usize,
-    seen: HashMap<u128, u32>,
+    seen: HashMap<u128, u32, foldhash::fast::FixedState>,
     /// Similarities of text pairs found by earlier runs, and those this run used.
     pub pairs: KnownPairs,
 }
@@ -88,7 +88,7 @@ impl Corpus {
             band_hash: BandTable::new(bands, spill_dir),
             bands,
             rows,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             pairs: KnownPairs::default(),
         }
     }
@@ -373,7 +373,7 @@ impl Corpus {
     /// All records are in: make the band hashes readable, and drop the
     /// exact-key map that only adding records needs.
     pub fn seal_bands(&mut self) -> Result<(), StageFailure> {
-        self.seen = HashMap::new();
+        self.seen = HashMap::default();
         self.band_hash.seal()
     }
 

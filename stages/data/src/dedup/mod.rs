@@ -140,8 +140,14 @@ impl TypedStage for Dedup {
         let (deps, outs, cwd, progress, memo) = (ctx.deps, ctx.outs, ctx.cwd, ctx.progress, ctx.memo);
         // The stage log is not `Send`; collect the lines and copy them after.
         let mut log = Vec::new();
-        let services =
-            Services { progress, memo, pool: &pool, cancel: &ctx.cancel, previous_kept: ctx.previous_out(0) };
+        let services = Services {
+            progress,
+            memo,
+            pool: &pool,
+            cancel: &ctx.cancel,
+            previous_kept: ctx.previous_out(0),
+            kept_prefix: ctx.kept_prefix(0),
+        };
         let result = pool.install(|| run(p, deps, outs, cwd, &mut log, &services));
         ctx.log.write_all(&log)?;
         result
@@ -190,6 +196,8 @@ struct Services<'a> {
     cancel: &'a dvx_stage_api::Cancel,
     /// The kept-records out's earlier content, kept aside by the engine.
     previous_kept: Option<&'a Path>,
+    /// Where the kept-records writer says how much of it it kept.
+    kept_prefix: Option<dvx_stage_api::KeptPrefix>,
 }
 
 fn run(
@@ -200,7 +208,7 @@ fn run(
     log: &mut Vec<u8>,
     services: &Services<'_>,
 ) -> Result<Metrics, StageFailure> {
-    let Services { progress, memo, pool, cancel, previous_kept } = *services;
+    let Services { progress, memo, pool, cancel, previous_kept, ref kept_prefix } = *services;
     let started = Instant::now();
     // Progress: the bytes of the deps read and sketched, then the phases after.
     let size = |d: &PathBuf| std::fs::metadata(d).map(|m| m.len()).unwrap_or(0);
@@ -317,7 +325,8 @@ fn run(
     progress.set_total(deps[..n_inputs].iter().map(size).sum(), "bytes");
     progress.message("writing");
 
-    let kept = output::write_kept(&deps[..n_inputs], &drops, &outs[0], previous_kept, &|dep| progress.inc(size(dep)))?;
+    let over = (previous_kept, kept_prefix.clone());
+    let kept = output::write_kept(&deps[..n_inputs], &drops, &outs[0], over, &|dep| progress.inc(size(dep)))?;
     if let Some(path) = outs.get(1) {
         output::write_clusters(&corpus, &clusters, &drops, path)?;
     }

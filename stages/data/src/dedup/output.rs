@@ -97,16 +97,17 @@ fn copy_kept(
 
 /// Copy the kept records in input order: a JSONL input's lines byte for
 /// byte, other inputs as their records' JSON; the out's format follows its
-/// extension, and `previous` is the out's earlier content to write over
-/// ([`RecordWriter::create_over`]). `input_done` is called after each input.
+/// extension, and `over` is the out's earlier content to write over
+/// ([`RecordWriter::create_over`]) and where to say how much of it was
+/// kept. `input_done` is called after each input.
 pub fn write_kept(
     inputs: &[PathBuf],
     drops: &[Option<Dropped>],
     path: &Path,
-    previous: Option<&Path>,
+    over: (Option<&Path>, Option<dvx_stage_api::KeptPrefix>),
     input_done: &dyn Fn(&PathBuf),
 ) -> Result<usize, StageFailure> {
-    let mut out = RecordWriter::create_over(path, previous)?;
+    let mut out = RecordWriter::create_over(path, over.0)?.reporting_kept(over.1);
     let mut index = 0usize;
     let mut kept = 0usize;
     for input in inputs {

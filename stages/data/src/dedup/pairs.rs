@@ -27,17 +27,19 @@ pub fn pair_key(a: u128, b: u128) -> PairKey {
 }
 
 /// Similarities an earlier run found, and those this run used.
+type PairMap = HashMap<PairKey, f64, foldhash::fast::FixedState>;
+
 #[derive(Default)]
 pub struct KnownPairs {
-    known: HashMap<PairKey, f64>,
-    used: Mutex<HashMap<PairKey, f64>>,
+    known: PairMap,
+    used: Mutex<PairMap>,
 }
 
 impl KnownPairs {
     /// The entry an earlier run with this spec kept, if any.
     pub fn load(memo: &dyn Memo, spec: &SketchSpec) -> KnownPairs {
         let known = memo.get(&memo_key(spec)).and_then(|b| decode(&b)).unwrap_or_default();
-        KnownPairs { known, used: Mutex::new(HashMap::new()) }
+        KnownPairs { known, used: Mutex::default() }
     }
 
     /// The Jaccard of `key` found earlier, if any.
@@ -76,7 +78,7 @@ fn memo_key(spec: &SketchSpec) -> MemoKey {
 }
 
 /// Sorted by key, so the same pairs give the same bytes.
-fn encode(pairs: &HashMap<PairKey, f64>) -> Vec<u8> {
+fn encode(pairs: &PairMap) -> Vec<u8> {
     let mut sorted: Vec<(&PairKey, &f64)> = pairs.iter().collect();
     sorted.sort_unstable_by_key(|(k, _)| **k);
     let mut b = Vec::with_capacity(MAGIC.len() + 8 + sorted.len() * PAIR + 32);
@@ -92,7 +94,7 @@ fn encode(pairs: &HashMap<PairKey, f64>) -> Vec<u8> {
     b
 }
 
-fn decode(bytes: &[u8]) -> Option<HashMap<PairKey, f64>> {
+fn decode(bytes: &[u8]) -> Option<PairMap> {
     let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
     if blake3::hash(body).as_bytes() != sum {
         return None;
@@ -108,7 +110,7 @@ fn decode(bytes: &[u8]) -> Option<HashMap<PairKey, f64>> {
         let j = f64::from_le_bytes(p[32..].try_into().expect("8 bytes"));
         ((u128_at(&p[..16]), u128_at(&p[16..32])), j)
     });
-    let pairs: HashMap<PairKey, f64> = pairs.collect();
+    let pairs: PairMap = pairs.collect();
     pairs.values().all(|j| (0.0..=1.0).contains(j)).then_some(pairs)
 }
 
@@ -145,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_damaged_entry_reads_as_none() {
-        let mut pairs = HashMap::new();
+        let mut pairs = PairMap::default();
         pairs.insert((1u128, 2u128), 0.25);
         let good = encode(&pairs);
         assert_eq!(decode(&good), Some(pairs.clone()));
