@@ -186,8 +186,8 @@ impl Corpus {
         let (bands, rows) = (self.bands, self.rows);
         let mut batches = Batches::open(path)?;
         while let Some(batch) = batches.next_batch()? {
-            let seen = reuse.results(&batch, pool, |i| Seen::of(sk, &batch, i, bands, rows))?;
-            for ((at, _), s) in batch.items.iter().zip(seen) {
+            let seen = reuse.results(&batch, pool, |i| Seen::of(sk, &batch, i, bands, rows).map(Packed))?;
+            for ((at, _), Packed(s)) in batch.items.iter().zip(seen) {
                 sk.mark(s.fields);
                 if s.empty {
                     self.empty_inputs += 1;
@@ -396,22 +396,19 @@ impl Corpus {
 /// What dedup keeps of one input record, in memory and across runs (through
 /// the memo): everything but the shingles, which are large and needed only
 /// for the few records that meet a candidate.
-#[derive(Clone, Serialize, Deserialize)]
+///
+/// The memo keeps it [`Packed`].
+#[derive(Clone, Debug, PartialEq)]
 pub struct Seen {
-    /// The exact key, as two halves (JSON numbers hold 64 bits).
-    #[serde(rename = "x")]
+    /// The exact key, as two halves.
     exact: [u64; 2],
     /// The score's bits (`-inf` when none).
-    #[serde(rename = "s")]
     score: u64,
     /// Watched fields present.
-    #[serde(rename = "f", default)]
     fields: u64,
     /// The normalised text is empty.
-    #[serde(rename = "e", default)]
     empty: bool,
     /// LSH band hashes (none in exact mode).
-    #[serde(rename = "b", default)]
     bands: Vec<u64>,
 }
 
@@ -437,5 +434,108 @@ impl Seen {
 
     fn exact(&self) -> u128 {
         (u128::from(self.exact[0]) << 64) | u128::from(self.exact[1])
+    }
+
+    /// Hex of: a flags byte (bit 0: empty), then exact, score, fields and
+    /// the band hashes as little-endian u64s.
+    fn pack(&self) -> String {
+        let mut bytes = Vec::with_capacity(1 + 8 * (4 + self.bands.len()));
+        bytes.push(u8::from(self.empty));
+        for v in self.exact.iter().chain([&self.score, &self.fields]).chain(&self.bands) {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hex: Vec<u8> = bytes.iter().flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]).collect();
+        String::from_utf8(hex).expect("hex is ASCII")
+    }
+
+    fn unpack(hex: &str) -> Option<Seen> {
+        let hex = hex.as_bytes();
+        if hex.len() % 16 != 2 || hex.len() < 2 + 64 {
+            return None;
+        }
+        // One table lookup per hex digit; 0xff marks anything else.
+        const fn digits() -> [u8; 256] {
+            let mut t = [0xffu8; 256];
+            let mut i = 0;
+            while i < 10 {
+                t[b'0' as usize + i] = i as u8;
+                i += 1;
+            }
+            let mut i = 0;
+            while i < 6 {
+                t[b'a' as usize + i] = 10 + i as u8;
+                i += 1;
+            }
+            t
+        }
+        static DIGIT: [u8; 256] = digits();
+        let mut bytes = vec![0u8; hex.len() / 2];
+        let mut bad = 0u8;
+        for (b, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+            let (hi, lo) = (DIGIT[usize::from(pair[0])], DIGIT[usize::from(pair[1])]);
+            bad |= (hi | lo) & 0xf0;
+            *b = (hi << 4) | lo;
+        }
+        if bad != 0 {
+            return None;
+        }
+        let mut words = bytes[1..].chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        let mut next = || words.next().expect("at least four words");
+        let (exact, score, fields) = ([next(), next()], next(), next());
+        Some(Seen { exact, score, fields, empty: bytes[0] & 1 == 1, bands: words.collect() })
+    }
+}
+
+/// A [`Seen`] as the memo keeps it: [`Seen::pack`]'s hex string (reading a
+/// million records' 17 numbers each as JSON numbers was most of a re-run's
+/// memo time).
+#[derive(Clone)]
+pub struct Packed(pub Seen);
+
+impl Serialize for Packed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.pack())
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Packed, D::Error> {
+        d.deserialize_str(Either).map(Packed)
+    }
+}
+
+/// Visits the packed string.
+struct Either;
+
+impl<'de> serde::de::Visitor<'de> for Either {
+    type Value = Seen;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a packed dedup record")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Seen, E> {
+        Seen::unpack(v).ok_or_else(|| E::custom("not a packed dedup record"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packed_record_reads_back_the_same_and_a_damaged_one_not_at_all() {
+        let seen =
+            Seen { exact: [u64::MAX, 7], score: (-2.5f64).to_bits(), fields: 5, empty: true, bands: vec![1, 2, 3] };
+        let packed = serde_json::to_string(&Packed(seen.clone())).unwrap();
+        assert!(packed.starts_with("\"01ffffffffffffffff07"), "{packed}");
+        let back: Packed = serde_json::from_str(&packed).unwrap();
+        assert_eq!(back.0, seen);
+        // No bands (exact mode); damaged strings are refused.
+        let plain = Seen { bands: Vec::new(), ..seen };
+        let back: Packed = serde_json::from_str(&serde_json::to_string(&Packed(plain.clone())).unwrap()).unwrap();
+        assert_eq!(back.0.bands, plain.bands);
+        for bad in ["\"\"", "\"0\"", &packed.replace('f', "g"), &format!("{}0\"", &packed[..packed.len() - 1])] {
+            assert!(serde_json::from_str::<Packed>(bad).is_err(), "{bad}");
+        }
     }
 }

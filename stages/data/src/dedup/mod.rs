@@ -236,8 +236,10 @@ fn run(
     let mut corpus = Corpus::new(bands, rows, spill_dir);
     // A record's sketch depends on these alone, so only they salt the memo
     // (a new threshold with the same LSH shape still reuses every sketch).
+    // `packed`: entries hold `corpus::Packed` records (earlier ones, JSON
+    // objects, are not read: one full sketch after the upgrade).
     let salt = json!({"spec": spec, "bands": bands, "rows": rows, "score_field": p.score_field,
-                      "watched": p.score_field != DedupParams::default().score_field});
+                      "watched": p.score_field != DedupParams::default().score_field, "packed": true});
     let mut reuse =
         crate::reuse::Reuse::new(memo, "dedup", Dedup::VERSION, &salt, p.reuse && input_sketcher.fits_mask());
     let keep_pairs = p.reuse && bands > 0 && memo.keeps();
