@@ -23,7 +23,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use dvx_records::{Raw, RawChunk, RecordReader, RecordWriter, Source};
+use std::sync::Arc;
+
+use dvx_records::{JsonlScan, Raw, RawChunk, RecordReader, RecordWriter, ScanLine, Source, Unit};
 use dvx_stage_api::{Memo, MemoKey, StageFailure};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
@@ -50,6 +52,9 @@ const ENTRY_MAGIC_V1: &[u8; 8] = b"dvxrb01\n";
 pub enum Item {
     /// The item's JSON text (a line, or a row/element written as JSON).
     Text(String),
+    /// A line's text inside a block of a plain JSONL file read at once
+    /// (shared by the block's items, so reading costs no string per line).
+    Line(Arc<str>, std::ops::Range<usize>),
     /// Bad UTF-8 and the like: the reader's reason.
     Unreadable(String),
 }
@@ -66,6 +71,7 @@ impl Item {
     fn parts(&self) -> (u8, &[u8]) {
         match self {
             Item::Text(t) => (0, t.as_bytes()),
+            Item::Line(block, at) => (0, block[at.clone()].as_bytes()),
             Item::Unreadable(r) => (1, r.as_bytes()),
         }
     }
@@ -89,6 +95,7 @@ impl Item {
     pub fn text(&self) -> Result<&str, &str> {
         match self {
             Item::Text(t) => Ok(t),
+            Item::Line(block, at) => Ok(&block[at.clone()]),
             Item::Unreadable(r) => Err(r),
         }
     }
@@ -107,12 +114,14 @@ impl Batch {
     /// Parse item `i` (a bad one as the reader names it).
     pub fn parse(&self, i: usize) -> Result<dvx_records::Record, dvx_records::BadRecord> {
         match &self.items[i] {
-            (at, Item::Text(t)) => self
-                .source
-                .parse_str(*at, t)
-                .map(|(_, r)| r)
-                .map_err(|b| dvx_records::BadRecord { text: t.clone(), ..b }),
             (at, Item::Unreadable(r)) => self.source.parse(*at, Raw::Text(Err(r.clone()))).map(|(_, r)| r),
+            (at, item) => {
+                let t = item.text().expect("readable");
+                self.source
+                    .parse_str(*at, t)
+                    .map(|(_, r)| r)
+                    .map_err(|b| dvx_records::BadRecord { text: t.to_string(), ..b })
+            }
         }
     }
 }
@@ -151,9 +160,11 @@ pub mod opt_f64_bits {
 
 /// Reads a dep as content-defined [`Batch`]es.
 pub struct Batches {
-    reader: RecordReader,
+    /// Where items come from: a plain JSONL file is scanned a block at a
+    /// time; anything else goes through the record reader.
+    from: From,
     /// Items read but not yet batched, with their file.
-    pending: Option<(Source, std::collections::VecDeque<(usize, Raw)>)>,
+    pending: Option<(Source, std::collections::VecDeque<(usize, Item)>)>,
     /// The anchor of the next batch.
     anchor: [u8; 32],
     /// The file the next batch continues, if any.
@@ -169,22 +180,60 @@ fn file_anchor(path: &Path) -> [u8; 32] {
     *blake3::Hasher::new().update(b"file\0").update(name.as_bytes()).finalize().as_bytes()
 }
 
+enum From {
+    Scan(JsonlScan, Source, Vec<ScanLine>),
+    Reader(RecordReader),
+}
+
 impl Batches {
     /// Open `path` (any format `dvx-records` reads).
     pub fn open(path: &Path) -> Result<Batches, StageFailure> {
-        let reader = RecordReader::open(path)?;
-        tracing::debug!(path = %path.display(), format = reader.format().name(), "reading records in batches");
-        Ok(Batches { reader, pending: None, anchor: [0; 32], file: None, anchors: HashMap::new() })
+        let from = match JsonlScan::open(path)? {
+            Some(scan) => {
+                tracing::debug!(path = %path.display(), "reading plain JSONL in batches, a block at a time");
+                From::Scan(scan, Source { path: path.to_path_buf(), unit: Unit::Line }, Vec::new())
+            }
+            None => {
+                let reader = RecordReader::open(path)?;
+                tracing::debug!(path = %path.display(), format = reader.format().name(), "reading records in batches");
+                From::Reader(reader)
+            }
+        };
+        Ok(Batches { from, pending: None, anchor: [0; 32], file: None, anchors: HashMap::new() })
     }
 
     fn fill(&mut self) -> Result<bool, StageFailure> {
         if self.pending.as_ref().is_some_and(|(_, q)| !q.is_empty()) {
             return Ok(true);
         }
-        match self.reader.raw_chunk(READ)? {
-            None => Ok(false),
-            Some(RawChunk { source, items }) => {
-                self.pending = Some((source, items.into()));
+        match &mut self.from {
+            From::Reader(reader) => match reader.raw_chunk(READ)? {
+                None => Ok(false),
+                Some(RawChunk { source, items }) => {
+                    let items = items.into_iter().map(|(at, raw)| (at, Item::from_raw(raw))).collect();
+                    self.pending = Some((source, items));
+                    Ok(true)
+                }
+            },
+            From::Scan(scan, source, lines) => {
+                let Some(block) = scan.next_block(lines)? else { return Ok(false) };
+                // Lines end at a `\n` (and a byte-order mark or `\r` taken
+                // off is whole characters), so a block that is UTF-8 is
+                // sliced into its lines' texts as it is.
+                let items = match std::str::from_utf8(block) {
+                    Ok(text) => {
+                        let block: Arc<str> = Arc::from(text);
+                        lines.iter().map(|l| (l.line, Item::Line(block.clone(), l.text.clone()))).collect()
+                    }
+                    Err(_) => lines
+                        .iter()
+                        .map(|l| match l.text(block, &source.path) {
+                            Ok(t) => (l.line, Item::Text(t.to_string())),
+                            Err(bad) => (l.line, Item::Unreadable(bad.reason)),
+                        })
+                        .collect(),
+                };
+                self.pending = Some((source.clone(), items));
                 Ok(true)
             }
         }
@@ -207,12 +256,8 @@ impl Batches {
                 source = Some(src.clone());
             }
             let mut ended = false;
-            while let Some((at, raw)) = queue.pop_front() {
-                let item = Item::from_raw(raw);
-                let h = match &item {
-                    Item::Text(t) => twox_hash::XxHash3_64::oneshot(t.as_bytes()),
-                    Item::Unreadable(r) => twox_hash::XxHash3_64::oneshot(r.as_bytes()),
-                };
+            while let Some((at, item)) = queue.pop_front() {
+                let h = twox_hash::XxHash3_64::oneshot(item.parts().1);
                 items.push((at, item));
                 if (items.len() >= MIN && h % AVG == 0) || items.len() >= MAX {
                     ended = true;
@@ -630,6 +675,52 @@ mod tests {
         }
         assert_eq!(reuse.processed, calls.load(Ordering::Relaxed));
         (out, reuse.processed)
+    }
+
+    #[test]
+    fn a_plain_jsonl_file_scanned_in_blocks_gives_the_readers_batches() {
+        // The same bytes as a plain file (scanned a block at a time) and
+        // gzipped (through the record reader): the same items, line
+        // numbers, unreadable reasons, anchors and content hashes (but the
+        // first anchor: a file's name starts its first batch).
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = b"\xef\xbb\xbf{\"n\":0}\r\n\n".to_vec();
+        for i in 1..6000 {
+            match i % 1000 {
+                7 => bytes.extend_from_slice(b"{\"bad\": \"\xff\"}\n"),
+                8 => bytes.extend_from_slice(b"   \n"),
+                9 => bytes.extend_from_slice(format!("{{\"n\": {i}}}\r\n").as_bytes()),
+                _ => bytes.extend_from_slice(format!("{{\"n\":{i},\"t\":\"{}\"}}\n", "é".repeat(i % 50)).as_bytes()),
+            }
+        }
+        bytes.extend_from_slice(b"{\"last\":true}");
+        std::fs::write(dir.path().join("in.jsonl"), &bytes).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &bytes).unwrap();
+        std::fs::write(dir.path().join("in.jsonl.gz"), gz.finish().unwrap()).unwrap();
+        let batches = |path: &Path| {
+            let mut b = Batches::open(path).unwrap();
+            let mut out = Vec::new();
+            while let Some(batch) = b.next_batch().unwrap() {
+                let items: Vec<(usize, Result<String, String>)> = batch
+                    .items
+                    .iter()
+                    .map(|(at, it)| (*at, it.text().map(str::to_string).map_err(str::to_string)))
+                    .collect();
+                out.push((items, batch.anchor, batch.content()));
+            }
+            out
+        };
+        let mut scanned = batches(&dir.path().join("in.jsonl"));
+        let read = batches(&dir.path().join("in.jsonl.gz"));
+        assert!(matches!(Batches::open(&dir.path().join("in.jsonl")).unwrap().from, From::Scan(..)));
+        assert!(matches!(Batches::open(&dir.path().join("in.jsonl.gz")).unwrap().from, From::Reader(_)));
+        assert!(scanned.len() > 2, "{} batches", scanned.len());
+        assert_ne!(scanned[0].1, read[0].1);
+        scanned[0].1 = read[0].1;
+        assert!(scanned == read);
+        let unreadable = scanned.iter().flat_map(|b| &b.0).filter(|(_, t)| t.is_err()).count();
+        assert_eq!(unreadable, 6);
     }
 
     #[test]
