@@ -384,6 +384,10 @@ fn kept_pieces(
     path: &Path,
 ) -> Result<Option<Vec<pieces::Cv>>> {
     let Some((_, bytes)) = kept.filter(|(h, _)| *h == earlier.hash) else { return Ok(None) };
+    // A claim past the end of the file cannot be right: hash it all.
+    if bytes > file.metadata().at(path)?.len() {
+        return Ok(None);
+    }
     let whole = (bytes.min(earlier.size) / PIECE as u64) as usize;
     tracing::debug!(path = %path.display(), kept = bytes, "taking the pieces of the bytes its writer kept");
     let mut cvs = earlier.pieces[..whole].to_vec();

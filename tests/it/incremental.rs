@@ -235,21 +235,29 @@ stages:
     kind: split
     deps: [deduped.jsonl]
     outs: [train.jsonl, valid.jsonl]
-    params: {ratio: [0.9, 0.1], seed: 7}
+    params: {ratio: [0.5, 0.5], seed: 7}
 ";
     use std::os::unix::fs::MetadataExt;
-    let padded = |i: usize| record(i).replacen('{', &format!("{{\"pad\":\"{}\",", "p".repeat(120 + i % 7)), 1);
+    // Long enough that train and valid pass 4 MiB, where outs are stored as
+    // chunks (and their stores take the writers' kept prefixes).
+    let padded = |i: usize| record(i).replacen('{', &format!("{{\"pad\":\"{}\",", "p".repeat(2400 + i % 7)), 1);
     let run = |p: &Project, lines: &[String]| {
         p.write("dvx.yaml", OVER);
         p.write("data.jsonl", &lines.iter().map(|l| format!("{l}\n")).collect::<String>());
-        p.dvx(&["run"]).ok().version()
+        let version = p.dvx(&["run"]).ok().version();
+        // A no-op run once the outs are no longer "racy" (written under
+        // 100 ms before they were hashed) records their identities, so the
+        // next run's stores take their writers' kept prefixes.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        assert_eq!(p.dvx(&["run"]).ok().version(), version);
+        version
     };
     let outs = ["kept.jsonl", "rejected.jsonl", "deduped.jsonl", "train.jsonl", "valid.jsonl"];
     let p = Project::new();
     let mut lines: Vec<String> = (0..12_000).map(padded).collect();
     run(&p, &lines);
-    for o in ["kept.jsonl", "deduped.jsonl", "train.jsonl"] {
-        assert!(p.read(o).len() > 1 << 20, "{o} is large enough to be kept aside");
+    for o in ["kept.jsonl", "deduped.jsonl", "train.jsonl", "valid.jsonl"] {
+        assert!(p.read(o).len() > 4 << 20, "{o} is large enough to be kept aside and stored as chunks");
     }
     let inode = |rel: &str| std::fs::metadata(p.path(rel)).unwrap().ino();
     let inodes = [inode("kept.jsonl"), inode("train.jsonl")];
@@ -265,6 +273,8 @@ stages:
         }
         let left: Vec<_> = std::fs::read_dir(p.path(".")).unwrap().flatten().map(|e| e.file_name()).collect();
         assert!(!left.iter().any(|n| n.to_string_lossy().ends_with(".dvx-prev")), "{what}: {left:?}");
+        // Every object stored from a kept prefix is named by its bytes.
+        p.dvx(&["cache", "verify"]).ok();
     };
     lines.extend((12_000..12_400).map(padded));
     check(&lines, "append");

@@ -128,7 +128,8 @@ pub fn execute_with(
     let env: Vec<(String, String)> = def.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut log = Vec::new();
     let started = Instant::now();
-    let kept_prefixes: Vec<dvx_stage_api::KeptPrefix> = vec![Default::default(); outs.len()];
+    // One each: a clone shares its slot, so `vec![x; n]` would give one to all.
+    let kept_prefixes: Vec<dvx_stage_api::KeptPrefix> = outs.iter().map(|_| Default::default()).collect();
     let result = {
         let kind_outs = &outs[..def.kind_outs().len()];
         let mut ctx = StageContext::new(&def.name, &cwd, &deps, kind_outs, &def.params, &mut log)
@@ -231,4 +232,63 @@ pub fn store(
     };
     cache.put_run(&entry).map_err(|e| fail(e.to_string()))?;
     Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Metrics, StageShape};
+
+    /// Writes each out afresh and says its writer kept `kept[i]` bytes.
+    struct SaysKept(Vec<u64>);
+
+    impl Stage for SaysKept {
+        fn kind(&self) -> &'static str {
+            "says-kept"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn check(&self, _: &StageShape<'_>) -> Result<(), crate::ParamError> {
+            Ok(())
+        }
+        fn execute(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, crate::StageFailure> {
+            for (i, out) in ctx.outs.iter().enumerate() {
+                std::fs::write(out, b"new")?;
+                ctx.kept_prefix(i).expect("asked for").set(self.0[i]);
+            }
+            Ok(Metrics::new())
+        }
+    }
+
+    #[test]
+    fn each_out_reports_its_own_kept_prefix_with_the_identity_it_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let outs = ["a.jsonl", "b.jsonl", "small.jsonl"];
+        std::fs::write(dir.path().join(outs[0]), vec![b'a'; 2 << 20]).unwrap();
+        std::fs::write(dir.path().join(outs[1]), vec![b'b'; 3 << 20]).unwrap();
+        std::fs::write(dir.path().join(outs[2]), b"under a MiB: rewritten whole").unwrap();
+        let before: Vec<_> = outs.iter().map(|o| std::fs::metadata(dir.path().join(o)).unwrap()).collect();
+        let def = StageDef {
+            name: "s".into(),
+            kind: "says-kept".into(),
+            cwd: String::new(),
+            deps: vec![],
+            outs: outs.iter().map(|o| o.to_string()).collect(),
+            metrics: vec![],
+            params: serde_json::json!({}),
+            cmd: None,
+            env: Default::default(),
+            executor: None,
+            file_executor: None,
+            resources: None,
+            threads: None,
+            shards: None,
+            origin: Default::default(),
+        };
+        let done = execute(&def, &SaysKept(vec![5, 7, 9]), dir.path(), 1, &crate::NoProgress, &crate::NoMemo).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let kept: Vec<Option<(u64, u64)>> = done.kept.iter().map(|k| k.as_ref().map(|(m, n)| (m.ino(), *n))).collect();
+        assert_eq!(kept, vec![Some((before[0].ino(), 5)), Some((before[1].ino(), 7)), None]);
+    }
 }
