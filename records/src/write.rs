@@ -99,6 +99,11 @@ impl RecordWriter {
     /// of the previous out it took over it kept as they were (nothing is
     /// said when it took none over).
     pub fn reporting_kept(mut self, kept: Option<KeptPrefix>) -> Self {
+        // A writer that starts afresh takes back what an earlier one said.
+        let takes_over = matches!(&self.sink, Sink::Jsonl(w) if matches!(w.get_ref(), OutFile::Over(_)));
+        if let Some(k) = kept.as_ref().filter(|_| !takes_over) {
+            k.clear();
+        }
         self.kept = kept;
         self
     }
@@ -392,6 +397,12 @@ mod tests {
         assert_eq!(kept(Some(old), &["{\"a\":1}"]), Some(8), "cut short");
         assert_eq!(kept(Some(old), &["{\"z\":1}"]), Some(2));
         assert_eq!(kept(None, &["{\"a\":1}"]), None, "nothing taken over, nothing said");
+        // A writer that starts afresh takes back what an earlier one said.
+        let said = KeptPrefix::default();
+        said.set(16);
+        let path = dir.path().join("again.jsonl");
+        RecordWriter::create_over(&path, None).unwrap().reporting_kept(Some(said.clone())).finish().unwrap();
+        assert_eq!(said.get(), None);
     }
 
     #[test]

@@ -72,6 +72,11 @@ impl KeptPrefix {
         self.0.store(bytes, std::sync::atomic::Ordering::Release);
     }
 
+    /// Take back what was said: the out is being written afresh.
+    pub fn clear(&self) {
+        self.0.store(u64::MAX, std::sync::atomic::Ordering::Release);
+    }
+
     /// What a writer said, if anything.
     pub fn get(&self) -> Option<u64> {
         Some(self.0.load(std::sync::atomic::Ordering::Acquire)).filter(|&b| b != u64::MAX)
