@@ -157,7 +157,7 @@ impl Cache {
     ) -> Result<Prefix> {
         let now = match known {
             Some(cvs) => cvs,
-            None => pieces::hash_file_pieces(file, path, &mut |_| {})?.0,
+            None => pieces::hash_file_pieces(0, file, path, &mut |_| {})?.0,
         };
         let same_pieces = now.iter().zip(&earlier.pieces).take_while(|(a, b)| a == b).count();
         // A short last piece of the earlier file never equals a full one, so
@@ -392,21 +392,14 @@ fn kept_pieces(
     tracing::debug!(path = %path.display(), kept = bytes, "taking the pieces of the bytes its writer kept");
     let mut cvs = earlier.pieces[..whole].to_vec();
     file.seek(SeekFrom::Start((whole * PIECE) as u64)).at(path)?;
-    let (rest, _) = pieces::hash_file_pieces_from((whole * PIECE) as u64, file, path)?;
+    let (rest, _) = pieces::hash_file_pieces((whole * PIECE) as u64, file, path, &mut |_| {})?;
     cvs.extend(rest);
     Ok(Some(cvs))
 }
 
 /// The blake3 of each chunk, the second half hashed on a second thread.
 fn hash_in_parallel(chunks: &[&[u8]]) -> Vec<Hash> {
-    let (first, second) = chunks.split_at(chunks.len() / 2);
-    let hash_all = |part: &[&[u8]]| part.iter().map(|c| Hash::of_bytes(c)).collect::<Vec<_>>();
-    std::thread::scope(|s| {
-        let later = s.spawn(|| hash_all(second));
-        let mut hashes = hash_all(first);
-        hashes.extend(later.join().expect("hashing thread"));
-        hashes
-    })
+    pieces::on_two_threads(chunks, |c| Hash::of_bytes(c))
 }
 
 fn file_len(path: &Path) -> u64 {

@@ -388,7 +388,7 @@ fn hash_one_locked(
     if crate::chunked::stored_chunked(meta.len()) {
         // Hashed by pieces (on two threads), which a store of this file
         // later in the run takes instead of reading it again.
-        let (cvs, len) = crate::pieces::hash_file_pieces(&mut File::open(abs).at(abs)?, abs, &mut read)?;
+        let (cvs, len) = crate::pieces::hash_file_pieces(0, &mut File::open(abs).at(abs)?, abs, &mut read)?;
         if let Some(root) = crate::pieces::root(&cvs, len) {
             let h = Hash::from_blake3(root);
             let mut stat = stat.lock().expect("stat cache lock");

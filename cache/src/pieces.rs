@@ -30,41 +30,30 @@ pub(crate) fn piece_cv(offset: u64, bytes: &[u8]) -> Cv {
 pub(crate) fn piece_cvs(offset: u64, bytes: &[u8]) -> Vec<Cv> {
     let pieces: Vec<(u64, &[u8])> =
         bytes.chunks(PIECE).enumerate().map(|(i, p)| (offset + (i * PIECE) as u64, p)).collect();
-    let (first, second) = pieces.split_at(pieces.len() / 2);
-    let hash_all = |part: &[(u64, &[u8])]| part.iter().map(|&(o, p)| piece_cv(o, p)).collect::<Vec<_>>();
-    if pieces.len() < 2 {
-        return hash_all(&pieces);
+    on_two_threads(&pieces, |&(o, p)| piece_cv(o, p))
+}
+
+/// `f` of each item in order, the second half on a second thread (the
+/// store's hashing: the other core is idle while a stage's out is stored).
+pub(crate) fn on_two_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let all = |part: &[T]| part.iter().map(&f).collect::<Vec<R>>();
+    if items.len() < 2 {
+        return all(items);
     }
+    let (first, second) = items.split_at(items.len() / 2);
     std::thread::scope(|s| {
-        let later = s.spawn(|| hash_all(second));
-        let mut cvs = hash_all(first);
-        cvs.extend(later.join().expect("hashing thread"));
-        cvs
+        let later = s.spawn(|| all(second));
+        let mut done = all(first);
+        done.extend(later.join().expect("hashing thread"));
+        done
     })
 }
 
-/// The CVs of every piece of what `source` yields, read in blocks of many
+/// The CVs of every piece of what `source` yields, which starts `start`
+/// bytes (a multiple of [`PIECE`]) into its file, read in blocks of many
 /// pieces, each block hashed on two threads, and how many bytes it yielded;
 /// `read` is told how many more bytes were hashed after each block.
 pub(crate) fn hash_file_pieces(
-    source: &mut impl std::io::Read,
-    path: &std::path::Path,
-    read: &mut dyn FnMut(u64),
-) -> crate::error::Result<(Vec<Cv>, u64)> {
-    hash_pieces_reporting(0, source, path, read)
-}
-
-/// [`hash_file_pieces`] of a source that starts `offset` bytes (a multiple
-/// of [`PIECE`]) into its file; the length is counted from there.
-pub(crate) fn hash_file_pieces_from(
-    offset: u64,
-    source: &mut impl std::io::Read,
-    path: &std::path::Path,
-) -> crate::error::Result<(Vec<Cv>, u64)> {
-    hash_pieces_reporting(offset, source, path, &mut |_| {})
-}
-
-fn hash_pieces_reporting(
     start: u64,
     source: &mut impl std::io::Read,
     path: &std::path::Path,

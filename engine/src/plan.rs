@@ -194,21 +194,11 @@ mod tests {
 
     fn def(suffix: &str) -> StageDef {
         StageDef {
-            name: "a".into(),
-            kind: "cmd".into(),
-            cwd: String::new(),
             deps: vec!["in.txt".into()],
             outs: vec!["a.txt".into()],
-            metrics: vec![],
             params: json!({ "suffix": suffix }),
             cmd: Some("make a.txt".into()),
-            env: Default::default(),
-            executor: None,
-            file_executor: None,
-            resources: None,
-            threads: None,
-            shards: None,
-            origin: Default::default(),
+            ..StageDef::of_kind("a", "cmd")
         }
     }
 

@@ -269,23 +269,8 @@ mod tests {
         std::fs::write(dir.path().join(outs[1]), vec![b'b'; 3 << 20]).unwrap();
         std::fs::write(dir.path().join(outs[2]), b"under a MiB: rewritten whole").unwrap();
         let before: Vec<_> = outs.iter().map(|o| std::fs::metadata(dir.path().join(o)).unwrap()).collect();
-        let def = StageDef {
-            name: "s".into(),
-            kind: "says-kept".into(),
-            cwd: String::new(),
-            deps: vec![],
-            outs: outs.iter().map(|o| o.to_string()).collect(),
-            metrics: vec![],
-            params: serde_json::json!({}),
-            cmd: None,
-            env: Default::default(),
-            executor: None,
-            file_executor: None,
-            resources: None,
-            threads: None,
-            shards: None,
-            origin: Default::default(),
-        };
+        let def =
+            StageDef { outs: outs.iter().map(|o| o.to_string()).collect(), ..StageDef::of_kind("s", "says-kept") };
         let done = execute(&def, &SaysKept(vec![5, 7, 9]), dir.path(), 1, &crate::NoProgress, &crate::NoMemo).unwrap();
         use std::os::unix::fs::MetadataExt;
         let kept: Vec<Option<(u64, u64)>> = done.kept.iter().map(|k| k.as_ref().map(|(m, n)| (m.ino(), *n))).collect();

@@ -87,23 +87,7 @@ mod tests {
     use super::*;
 
     fn def(stage: Option<ExecutorKind>, file: Option<ExecutorKind>) -> StageDef {
-        StageDef {
-            name: "s".into(),
-            kind: "cmd".into(),
-            cwd: String::new(),
-            deps: vec![],
-            outs: vec![],
-            metrics: vec![],
-            params: serde_json::json!({}),
-            cmd: None,
-            env: Default::default(),
-            executor: stage,
-            file_executor: file,
-            resources: None,
-            threads: None,
-            shards: None,
-            origin: Default::default(),
-        }
+        StageDef { executor: stage, file_executor: file, ..StageDef::of_kind("s", "cmd") }
     }
 
     #[test]

@@ -105,6 +105,31 @@ pub struct Origin {
     pub outs: Vec<Span>,
 }
 
+#[cfg(test)]
+impl StageDef {
+    /// A stage `name` of `kind` for tests: no deps, outs, params or
+    /// settings; tests set what they need with `..StageDef::of_kind(…)`.
+    pub(crate) fn of_kind(name: &str, kind: &str) -> StageDef {
+        StageDef {
+            name: name.into(),
+            kind: kind.into(),
+            cwd: String::new(),
+            deps: vec![],
+            outs: vec![],
+            metrics: vec![],
+            params: serde_json::json!({}),
+            cmd: None,
+            env: Default::default(),
+            executor: None,
+            file_executor: None,
+            resources: None,
+            threads: None,
+            shards: None,
+            origin: Default::default(),
+        }
+    }
+}
+
 impl StageDef {
     /// The outs the kind writes (what its `StageContext` gets): `outs`
     /// without the metrics files appended after them.

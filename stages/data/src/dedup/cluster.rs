@@ -211,11 +211,6 @@ pub fn link_near(
     Ok(stats)
 }
 
-/// The exact Jaccard similarity of two sketched records' texts.
-fn similarity(corpus: &Corpus, a: u32, b: u32) -> Result<f64, StageFailure> {
-    corpus.similarity(a, b)
-}
-
 /// Link the records of one bucket (sorted by id). Members are kept in
 /// groups that are already connected; a record is checked against one
 /// member of each other group after another until one confirms, so a bucket
@@ -246,7 +241,7 @@ fn link_bucket(
                     continue;
                 }
                 stats.candidates += 1;
-                if similarity(corpus, i, j)? >= threshold {
+                if corpus.similarity(i, j)? >= threshold {
                     uf.union(i, j);
                     stats.confirmed += 1;
                     linked = true;
@@ -309,7 +304,7 @@ pub fn drops(corpus: &Corpus, clusters: &[Cluster], label_exact: bool) -> Result
     for c in clusters {
         for &d in &c.dropped {
             let same = corpus.exact[d as usize] == corpus.exact[c.keeper as usize];
-            let jaccard = if same { 1.0 } else { similarity(corpus, d, c.keeper)? };
+            let jaccard = if same { 1.0 } else { corpus.similarity(d, c.keeper)? };
             drops[d as usize] = Some(Dropped { keeper: c.keeper, exact: same && label_exact, jaccard });
         }
     }
@@ -416,7 +411,7 @@ pub fn decide_stable(
             let mut best: Option<(f64, u32)> = None;
             for c in cands {
                 stats.candidates += 1;
-                let j = similarity(corpus, c, id)?;
+                let j = corpus.similarity(c, id)?;
                 if j >= threshold {
                     stats.confirmed += 1;
                     if best.is_none_or(|(b, _)| j > b) {
