@@ -92,7 +92,7 @@ pub struct RawChunk {
 }
 
 /// One open file of records.
-trait Feed {
+trait Feed: Send {
     /// Up to `max` items; none when the file is done. An error ends the read.
     fn next_items(&mut self, max: usize) -> Result<Vec<(usize, Raw)>, StageFailure>;
     /// How item numbers are counted.

@@ -47,9 +47,11 @@ fn bad_line(path: &Path, line: usize, reason: String) -> BadRecord {
 pub struct JsonlScan {
     path: PathBuf,
     file: BufReader<File>,
+    /// The bytes read and not yet handed out past `used` (its length:
+    /// the valid bytes; read into its spare capacity, never zeroed first).
     buf: Vec<u8>,
-    /// Valid bytes in `buf`.
-    len: usize,
+    /// Bytes a block is read to (a longer line doubles it).
+    cap: usize,
     /// Bytes of `buf` handed out by the last block (the next starts after them).
     used: usize,
     /// Lines counted so far.
@@ -79,8 +81,8 @@ impl JsonlScan {
         Ok(Some(JsonlScan {
             path: path.to_path_buf(),
             file,
-            buf: vec![0; BLOCK],
-            len: 0,
+            buf: Vec::with_capacity(BLOCK),
+            cap: BLOCK,
             used: 0,
             line: 0,
             eof: false,
@@ -90,31 +92,51 @@ impl JsonlScan {
     /// The next block of whole lines and, in `lines`, its items in order;
     /// `None` at the end of the file.
     pub fn next_block(&mut self, lines: &mut Vec<ScanLine>) -> Result<Option<&[u8]>, StageFailure> {
+        let end = self.read_block(lines)?;
+        self.used = end;
+        Ok((end > 0).then(|| &self.buf[..end]))
+    }
+
+    /// [`JsonlScan::next_block`], handing out the block's buffer itself
+    /// (no copy): for a caller that keeps the block after the next one.
+    pub fn next_block_owned(&mut self, lines: &mut Vec<ScanLine>) -> Result<Option<Vec<u8>>, StageFailure> {
+        let end = self.read_block(lines)?;
+        if end == 0 {
+            return Ok(None);
+        }
+        // The bytes after the block start the next buffer.
+        let mut next = Vec::with_capacity(self.cap);
+        next.extend_from_slice(&self.buf[end..]);
+        let mut block = std::mem::replace(&mut self.buf, next);
+        block.truncate(end);
+        Ok(Some(block))
+    }
+
+    /// Drop what the last block handed out, read until `buf` holds `cap`
+    /// bytes (or the file is done), find its whole lines (into `lines`) and
+    /// return where they end: 0 at the end of the file.
+    fn read_block(&mut self, lines: &mut Vec<ScanLine>) -> Result<usize, StageFailure> {
         lines.clear();
-        self.buf.copy_within(self.used..self.len, 0);
-        self.len -= self.used;
+        self.buf.drain(..self.used);
         self.used = 0;
         // Read until the buffer is full (or the file done), then hand out
         // its whole lines; a line longer than the buffer grows it.
         let end = loop {
-            if self.eof || self.len == self.buf.len() {
-                match memchr::memrchr(b'\n', &self.buf[..self.len]) {
+            if self.eof || self.buf.len() >= self.cap {
+                match memchr::memrchr(b'\n', &self.buf) {
                     Some(i) => break i + 1,
-                    None if self.eof => break self.len,
-                    None => self.buf.resize(self.buf.len() * 2, 0),
+                    None if self.eof => break self.buf.len(),
+                    None => self.cap *= 2,
                 }
             }
-            match self.file.read(&mut self.buf[self.len..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            let room = self.cap - self.buf.len();
+            self.buf.reserve_exact(room);
+            // Into the spare capacity as it is: `read_to_end` does not zero it.
+            match (&mut self.file).take(room as u64).read_to_end(&mut self.buf) {
+                Ok(n) => self.eof |= n < room,
                 Err(e) => return Err(bad_line(&self.path, self.line + 1, format!("cannot read line: {e}")).into()),
             }
         };
-        if end == 0 {
-            return Ok(None);
-        }
-        self.used = end;
         let block = &self.buf[..end];
         let mut start = 0;
         while start < end {
@@ -135,7 +157,7 @@ impl JsonlScan {
             }
             start = stop + 1;
         }
-        Ok(Some(block))
+        Ok(end)
     }
 }
 
@@ -144,21 +166,36 @@ mod tests {
     use super::*;
     use crate::read::{Raw, RecordReader};
 
-    /// Every item the scan finds, as (line, text, whole), with blocks of `block` bytes.
+    /// Every item the scan finds, as (line, text, whole), with blocks of
+    /// `block` bytes; through owned blocks, the same items are checked.
     fn scan(path: &Path, block: usize) -> Vec<(usize, String, bool)> {
         let mut s = JsonlScan::open(path).unwrap().expect("plain JSONL");
-        s.buf = vec![0; block];
+        s.cap = block;
         let mut lines = Vec::new();
         let mut out = Vec::new();
-        while let Some(b) = s.next_block(&mut lines).unwrap() {
-            for l in &lines {
+        let mut push = |b: &[u8], lines: &[ScanLine], out: &mut Vec<(usize, String, bool)>| {
+            for l in lines {
                 let text = l.text(b, path).unwrap().to_string();
                 if l.whole {
                     assert_eq!(&b[l.text.start..l.text.end + 1], format!("{text}\n").as_bytes());
                 }
                 out.push((l.line, text, l.whole));
             }
+        };
+        while let Some(b) = s.next_block(&mut lines).unwrap() {
+            push(b, &lines, &mut out);
         }
+        let mut owned = JsonlScan::open(path).unwrap().expect("plain JSONL");
+        owned.cap = block;
+        let mut again = Vec::new();
+        let mut kept = Vec::new();
+        while let Some(b) = owned.next_block_owned(&mut lines).unwrap() {
+            push(&b, &lines, &mut again);
+            kept.push(b); // a block handed out stays as it was while others are read
+        }
+        assert_eq!(again, out, "owned blocks, block size {block}");
+        let joined: Vec<u8> = kept.concat();
+        assert_eq!(joined, std::fs::read(path).unwrap(), "the blocks are the file, in order");
         out
     }
 

@@ -54,7 +54,7 @@ pub enum Item {
     Text(String),
     /// A line's text inside a block of a plain JSONL file read at once
     /// (shared by the block's items, so reading costs no string per line).
-    Line(Arc<str>, std::ops::Range<usize>),
+    Line(Arc<String>, std::ops::Range<usize>),
     /// Bad UTF-8 and the like: the reader's reason.
     Unreadable(String),
 }
@@ -74,14 +74,6 @@ impl Item {
             Item::Line(block, at) => (0, block[at.clone()].as_bytes()),
             Item::Unreadable(r) => (1, r.as_bytes()),
         }
-    }
-
-    /// Append the item as it is hashed: a tag, its length, its bytes.
-    fn frame_into(&self, buf: &mut Vec<u8>) {
-        let (tag, bytes) = self.parts();
-        buf.push(tag);
-        buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        buf.extend_from_slice(bytes);
     }
 
     fn id(&self) -> [u8; 16] {
@@ -108,6 +100,8 @@ pub struct Batch {
     /// `(line/row/element number, item)`.
     pub items: Vec<(usize, Item)>,
     anchor: [u8; 32],
+    /// [`Batch::content_of`] the items, hashed by the thread that read them.
+    content: [u8; 32],
 }
 
 impl Batch {
@@ -127,14 +121,34 @@ impl Batch {
 }
 
 impl Batch {
-    /// The content hash: every item framed, hashed in one call so blake3
-    /// works on many chunks at once.
-    fn content(&self) -> [u8; 32] {
-        let len: usize = self.items.iter().map(|(_, it)| 9 + it.parts().1.len()).sum();
-        let mut buf = Vec::with_capacity(6 + len);
-        buf.extend_from_slice(b"items\0");
-        self.items.iter().for_each(|(_, it)| it.frame_into(&mut buf));
-        *blake3::hash(&buf).as_bytes()
+    /// The content hash: blake3 of the items' count, tags and lengths, then
+    /// of their bytes, each followed by `\n` (so the encoding is one-to-one).
+    /// Consecutive lines of a block are that very slice of it, hashed where
+    /// it lies; only other items are copied, so blake3 sees long inputs and
+    /// works on many chunks at once without a copy of the batch.
+    fn content_of(items: &[(usize, Item)]) -> [u8; 32] {
+        let mut head = Vec::with_capacity(15 + 9 * items.len());
+        head.extend_from_slice(b"items3\0");
+        head.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        for (_, it) in items {
+            let (tag, bytes) = it.parts();
+            head.push(tag);
+            head.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        }
+        let mut h = ContentHasher { h: blake3::Hasher::new(), copied: Vec::new(), run: None };
+        h.h.update(&head);
+        for (_, it) in items {
+            match it {
+                Item::Line(block, at) => h.line(block.as_bytes(), at.clone()),
+                other => h.copy(other.parts().1),
+            }
+        }
+        h.finish()
+    }
+
+    fn new(source: Source, items: Vec<(usize, Item)>, anchor: [u8; 32]) -> Batch {
+        let content = Batch::content_of(&items);
+        Batch { source, items, anchor, content }
     }
 
     /// Item `i`'s bad-record report as a full run gives it, for a kind's
@@ -142,6 +156,55 @@ impl Batch {
     pub fn bad_line(&self, line: usize, item: &Item, reason: String) -> dvx_records::BadRecord {
         let text = item.text().unwrap_or_default().to_string();
         dvx_records::BadRecord { path: self.source.path.clone(), line, unit: self.source.unit, text, reason }
+    }
+}
+
+/// Feeds [`Batch::content_of`]'s bytes section to blake3: a run of
+/// consecutive lines of one block as one slice, other items copied.
+struct ContentHasher<'a> {
+    h: blake3::Hasher,
+    copied: Vec<u8>,
+    /// A block and the range of it owed to the hash; the `\n` after its
+    /// end is owed too.
+    run: Option<(&'a [u8], std::ops::Range<usize>)>,
+}
+
+impl<'a> ContentHasher<'a> {
+    fn line(&mut self, block: &'a [u8], at: std::ops::Range<usize>) {
+        if let Some((b, owed)) = &mut self.run {
+            // The next line of the same block, right after this one's `\n`.
+            if b.as_ptr() == block.as_ptr() && at.start == owed.end + 1 && block[owed.end] == b'\n' {
+                owed.end = at.end;
+                return;
+            }
+        }
+        self.end_run();
+        self.run = Some((block, at));
+    }
+
+    fn copy(&mut self, bytes: &[u8]) {
+        self.end_run();
+        self.copied.extend_from_slice(bytes);
+        self.copied.push(b'\n');
+    }
+
+    fn end_run(&mut self) {
+        if !self.copied.is_empty() {
+            self.h.update(&self.copied);
+            self.copied.clear();
+        }
+        if let Some((b, owed)) = self.run.take() {
+            if b.get(owed.end) == Some(&b'\n') {
+                self.h.update(&b[owed.start..owed.end + 1]);
+            } else {
+                self.h.update(&b[owed]).update(b"\n");
+            }
+        }
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.end_run();
+        *self.h.finalize().as_bytes()
     }
 }
 
@@ -158,8 +221,88 @@ pub mod opt_f64_bits {
     }
 }
 
-/// Reads a dep as content-defined [`Batch`]es.
+/// Reads a dep as content-defined [`Batch`]es, on a thread of its own: the
+/// reading, cutting and content hashing of the next batches (most of a
+/// re-run's work when most batches are replayed) overlap the stage's work
+/// on this one.
 pub struct Batches {
+    next: std::sync::mpsc::Receiver<Cut>,
+    done: bool,
+    /// Whether a plain JSONL file is scanned a block at a time (tests look).
+    #[cfg(test)]
+    from_scan: bool,
+}
+
+/// What the reading thread hands over.
+enum Cut {
+    Batch(Batch),
+    Failed(StageFailure),
+    End,
+}
+
+/// How many batches the reading thread may be ahead: a few MiB each.
+const AHEAD: usize = 2;
+
+impl Batches {
+    /// Open `path` (any format `dvx-records` reads) and start reading it.
+    pub fn open(path: &Path) -> Result<Batches, StageFailure> {
+        let mut cutter = Cutter::open(path)?;
+        #[cfg(test)]
+        let from_scan = matches!(cutter.from, From::Scan(..));
+        let (tx, next) = std::sync::mpsc::sync_channel(AHEAD);
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("dvx-batches".into())
+            .spawn(move || {
+                let _in = span.enter();
+                loop {
+                    let cut = match cutter.next_batch() {
+                        Ok(Some(b)) => Cut::Batch(b),
+                        Ok(None) => Cut::End,
+                        Err(e) => Cut::Failed(e),
+                    };
+                    let last = !matches!(cut, Cut::Batch(_));
+                    // A send fails only when the stage stopped reading.
+                    if tx.send(cut).is_err() || last {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| StageFailure::new(format!("cannot start reading {}: {e}", path.display())))?;
+        Ok(Batches {
+            next,
+            done: false,
+            #[cfg(test)]
+            from_scan,
+        })
+    }
+
+    /// The next batch; `None` when the dep is done.
+    pub fn next_batch(&mut self) -> Result<Option<Batch>, StageFailure> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.next.recv() {
+            Ok(Cut::Batch(b)) => Ok(Some(b)),
+            Ok(Cut::End) => {
+                self.done = true;
+                Ok(None)
+            }
+            Ok(Cut::Failed(e)) => {
+                self.done = true;
+                Err(e)
+            }
+            // Gone without saying it ended: it panicked. Never a short input.
+            Err(_) => {
+                self.done = true;
+                Err(StageFailure::new("the thread reading the input stopped unexpectedly"))
+            }
+        }
+    }
+}
+
+/// Cuts a dep into content-defined [`Batch`]es (on [`Batches`]' thread).
+struct Cutter {
     /// Where items come from: a plain JSONL file is scanned a block at a
     /// time; anything else goes through the record reader.
     from: From,
@@ -185,9 +328,8 @@ enum From {
     Reader(RecordReader),
 }
 
-impl Batches {
-    /// Open `path` (any format `dvx-records` reads).
-    pub fn open(path: &Path) -> Result<Batches, StageFailure> {
+impl Cutter {
+    fn open(path: &Path) -> Result<Cutter, StageFailure> {
         let from = match JsonlScan::open(path)? {
             Some(scan) => {
                 tracing::debug!(path = %path.display(), "reading plain JSONL in batches, a block at a time");
@@ -199,7 +341,7 @@ impl Batches {
                 From::Reader(reader)
             }
         };
-        Ok(Batches { from, pending: None, anchor: [0; 32], file: None, anchors: HashMap::new() })
+        Ok(Cutter { from, pending: None, anchor: [0; 32], file: None, anchors: HashMap::new() })
     }
 
     fn fill(&mut self) -> Result<bool, StageFailure> {
@@ -216,18 +358,18 @@ impl Batches {
                 }
             },
             From::Scan(scan, source, lines) => {
-                let Some(block) = scan.next_block(lines)? else { return Ok(false) };
+                let Some(block) = scan.next_block_owned(lines)? else { return Ok(false) };
                 // Lines end at a `\n` (and a byte-order mark or `\r` taken
                 // off is whole characters), so a block that is UTF-8 is
                 // sliced into its lines' texts as it is.
-                let items = match std::str::from_utf8(block) {
+                let items = match String::from_utf8(block) {
                     Ok(text) => {
-                        let block: Arc<str> = Arc::from(text);
+                        let block = Arc::new(text);
                         lines.iter().map(|l| (l.line, Item::Line(block.clone(), l.text.clone()))).collect()
                     }
-                    Err(_) => lines
+                    Err(e) => lines
                         .iter()
-                        .map(|l| match l.text(block, &source.path) {
+                        .map(|l| match l.text(e.as_bytes(), &source.path) {
                             Ok(t) => (l.line, Item::Text(t.to_string())),
                             Err(bad) => (l.line, Item::Unreadable(bad.reason)),
                         })
@@ -240,7 +382,7 @@ impl Batches {
     }
 
     /// The next batch; `None` when the dep is done.
-    pub fn next_batch(&mut self) -> Result<Option<Batch>, StageFailure> {
+    fn next_batch(&mut self) -> Result<Option<Batch>, StageFailure> {
         let mut items = Vec::new();
         let mut source: Option<Source> = None;
         while self.fill()? {
@@ -268,11 +410,11 @@ impl Batches {
                 let anchor = self.unique(self.anchor);
                 let (_, last) = items.last().expect("an item");
                 self.anchor = *blake3::Hasher::new().update(b"after\0").update(&last.id()).finalize().as_bytes();
-                return Ok(Some(Batch { source: source.expect("set"), items, anchor }));
+                return Ok(Some(Batch::new(source.expect("set"), items, anchor)));
             }
         }
         let anchor = self.unique(self.anchor);
-        Ok(source.map(|source| Batch { source, items, anchor }))
+        Ok(source.map(|source| Batch::new(source, items, anchor)))
     }
 
     /// `anchor` the first time, then `anchor` with its occurrence number.
@@ -310,8 +452,23 @@ pub fn for_each_record(
     is_rec: &[bool],
     mut f: impl FnMut(usize, &str) -> Result<(), StageFailure>,
 ) -> Result<(), StageFailure> {
-    let mut reader = RecordReader::open(path)?;
     let (mut item, mut n) = (0, 0);
+    if let Some(mut scan) = JsonlScan::open(path)? {
+        // A plain JSONL file: its lines as slices of large blocks, no string each.
+        let mut lines = Vec::new();
+        while let Some(block) = scan.next_block(&mut lines)? {
+            for l in &lines {
+                let record = is_rec.get(item).copied().unwrap_or(false);
+                item += 1;
+                if record {
+                    f(n, l.text(block, path).unwrap_or_default())?;
+                    n += 1;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let mut reader = RecordReader::open(path)?;
     while let Some(RawChunk { items, .. }) = reader.raw_chunk(READ)? {
         for (_, raw) in items {
             let record = is_rec.get(item).copied().unwrap_or(false);
@@ -409,7 +566,7 @@ impl<'a> Reuse<'a> {
             return compute(pool, (0..n).collect(), &f).map(|v| v.into_iter().map(|(_, r)| r).collect());
         };
         let key: MemoKey = *blake3::Hasher::new().update(&self.salt).update(&batch.anchor).finalize().as_bytes();
-        let content = batch.content();
+        let content = batch.content;
         let mut old: Option<Entry<R>> = memo.get(&key).and_then(|b| Entry::decode(&b));
         if let Some(e) = old.take_if(|e| e.content == Content::Items(content) && e.results.len() == n) {
             self.reused += n;
@@ -707,20 +864,53 @@ mod tests {
                     .iter()
                     .map(|(at, it)| (*at, it.text().map(str::to_string).map_err(str::to_string)))
                     .collect();
-                out.push((items, batch.anchor, batch.content()));
+                out.push((items, batch.anchor, batch.content));
             }
             out
         };
         let mut scanned = batches(&dir.path().join("in.jsonl"));
         let read = batches(&dir.path().join("in.jsonl.gz"));
-        assert!(matches!(Batches::open(&dir.path().join("in.jsonl")).unwrap().from, From::Scan(..)));
-        assert!(matches!(Batches::open(&dir.path().join("in.jsonl.gz")).unwrap().from, From::Reader(_)));
+        assert!(Batches::open(&dir.path().join("in.jsonl")).unwrap().from_scan);
+        assert!(!Batches::open(&dir.path().join("in.jsonl.gz")).unwrap().from_scan);
         assert!(scanned.len() > 2, "{} batches", scanned.len());
         assert_ne!(scanned[0].1, read[0].1);
         scanned[0].1 = read[0].1;
         assert!(scanned == read);
         let unreadable = scanned.iter().flat_map(|b| &b.0).filter(|(_, t)| t.is_err()).count();
         assert_eq!(unreadable, 6);
+        // The second pass finds the same records both ways too.
+        let items: Vec<bool> = scanned.iter().flat_map(|b| &b.0).map(|(_, t)| t.is_ok()).collect();
+        let is_rec: Vec<bool> = items.iter().enumerate().map(|(i, ok)| *ok && i % 3 != 1).collect();
+        let second = |path: &Path| {
+            let mut out = Vec::new();
+            for_each_record(path, &is_rec, |n, t| Ok(out.push((n, t.to_string())))).unwrap();
+            out
+        };
+        let plain = second(&dir.path().join("in.jsonl"));
+        assert_eq!(plain.len(), is_rec.iter().filter(|r| **r).count());
+        assert_eq!(plain, second(&dir.path().join("in.jsonl.gz")));
+        assert_eq!(plain[0].1, r#"{"n":0}"#);
+    }
+
+    #[test]
+    fn the_content_hash_tells_items_apart_but_not_how_they_were_read() {
+        let block = Arc::new("{\"a\":1}\n{\"b\":2}\r\n{\"c\":3}\n".to_string());
+        let line = |at: std::ops::Range<usize>| Item::Line(block.clone(), at);
+        let text = |t: &str| Item::Text(t.to_string());
+        let (a, b, c) = (r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#);
+        let lines = [(1, line(0..7)), (2, line(8..15)), (3, line(17..24))];
+        let texts = [(1, text(a)), (2, text(b)), (3, text(c))];
+        let mixed = [(1, line(0..7)), (2, text(b)), (3, line(17..24))];
+        let want = Batch::content_of(&texts);
+        assert_eq!(Batch::content_of(&lines), want);
+        assert_eq!(Batch::content_of(&mixed), want);
+        let joined = [(1, text(&format!("{a}{b}"))), (3, text(c))];
+        let fewer = [(1, text(a)), (2, text(b))];
+        let unreadable = [(1, text(a)), (2, Item::Unreadable(b.to_string())), (3, text(c))];
+        let moved = [(1, text(a)), (2, text(&format!("{b}\n{c}"))), (3, text(""))];
+        for other in [&joined[..], &fewer, &unreadable, &moved] {
+            assert_ne!(Batch::content_of(other), want);
+        }
     }
 
     #[test]
@@ -795,6 +985,37 @@ mod tests {
         lines.push("{\"new\":1}".into());
         let p = write(dir.path(), &lines);
         assert_eq!(run(&p, &memo).1, 1, "reuse by item id");
+    }
+
+    /// Keeps entries with another content hash, as dvx did before the
+    /// hash left out the frame copy (`items\0`, each item framed).
+    struct OtherContent<'a>(&'a MemoryMemo);
+
+    impl Memo for OtherContent<'_> {
+        fn get(&self, key: &dvx_stage_api::MemoKey) -> Option<Vec<u8>> {
+            self.0.get(key)
+        }
+        fn put(&self, key: &dvx_stage_api::MemoKey, value: &[u8]) -> Result<(), String> {
+            let mut v = value.to_vec();
+            v[8..40].copy_from_slice(blake3::hash(&value[8..40]).as_bytes());
+            self.0.put(key, &v)
+        }
+    }
+
+    #[test]
+    fn entries_whose_content_hash_was_framed_otherwise_are_reused_by_item_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> = (0..9_000).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let p = write(dir.path(), &lines);
+        let memo = MemoryMemo::default();
+        let (full, processed) = run(&p, &OtherContent(&memo));
+        assert_eq!((full.len(), processed), (9_000, 9_000));
+        let rewrites = CountPuts(&memo, AtomicUsize::new(0));
+        assert_eq!(run(&p, &rewrites), (full.clone(), 0), "nothing processed again");
+        assert_eq!(rewrites.1.load(Ordering::Relaxed), memo.len(), "each entry is rewritten with today's hash");
+        let again = CountPuts(&memo, AtomicUsize::new(0));
+        assert_eq!(run(&p, &again), (full, 0));
+        assert_eq!(again.1.load(Ordering::Relaxed), 0, "and then replays as it is");
     }
 
     /// Takes hints only: a durable `put` fails the test.
