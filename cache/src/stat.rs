@@ -182,8 +182,14 @@ impl StatCache {
 
     /// Whether a file changed so recently that its identity cannot be trusted.
     pub fn is_racy(meta: &std::fs::Metadata) -> bool {
+        !Self::racy_for(meta).is_zero()
+    }
+
+    /// How long until the identity in `meta` can be trusted (zero: now).
+    pub fn racy_for(meta: &std::fs::Metadata) -> std::time::Duration {
         let racy_ns = if meta.mtime_nsec() == 0 { COARSE_RACY_NS } else { FINE_RACY_NS };
-        now_ns() - mtime_ns(meta).max(ctime_ns(meta)) <= racy_ns
+        let left = mtime_ns(meta).max(ctime_ns(meta)) + racy_ns + 1 - now_ns();
+        std::time::Duration::from_nanos(left.clamp(0, racy_ns + 1) as u64)
     }
 
     /// The manifest hash of a folder whose files' identities digest to `identity`.
@@ -408,6 +414,23 @@ mod tests {
     }
 
     type Folders = HashMap<String, (Hash, Hash)>;
+
+    #[test]
+    fn a_file_just_written_is_racy_for_at_most_the_window_and_then_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        std::fs::write(&path, b"fresh").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let wait = StatCache::racy_for(&meta);
+        assert!(StatCache::is_racy(&meta) && !wait.is_zero(), "{wait:?}");
+        assert!(wait <= std::time::Duration::from_nanos(COARSE_RACY_NS as u64 + 1), "{wait:?}");
+        std::thread::sleep(wait);
+        assert!(!StatCache::is_racy(&meta));
+        assert!(StatCache::racy_for(&meta).is_zero());
+        let mut stat = StatCache::in_memory();
+        stat.record(&path, &meta, &Hash::of_bytes(b"fresh"));
+        assert_eq!(stat.lookup(&path, &meta), Some(Hash::of_bytes(b"fresh")), "an entry past the window is kept");
+    }
 
     #[test]
     fn format_round_trips_and_is_stable() {

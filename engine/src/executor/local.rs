@@ -186,6 +186,30 @@ fn keep_aside(out: &Path) -> Option<(PathBuf, std::fs::Metadata)> {
     std::fs::rename(out, &aside).ok().map(|()| (aside, meta))
 }
 
+/// Outs at least this large wait out the stat cache's racy window (at most
+/// 100 ms) before they are stored. A file stored the moment its stage
+/// wrote it is "racy", its stat entry is dropped, and the next run must
+/// hash it whole again (about 0.3 s per 1.7 GB here) instead of trusting
+/// its identity, which also decides whether the next writer's kept prefix
+/// counts (`StatCache::note_kept_prefix`). From this size the wait costs
+/// less than that hashing.
+const SETTLE_FROM: u64 = 512 << 20;
+
+/// Wait until no file out of at least `from` bytes among `paths` is racy.
+fn settle(paths: &[PathBuf], from: u64) {
+    let wait = paths
+        .iter()
+        .filter_map(|p| std::fs::symlink_metadata(p).ok())
+        .filter(|m| m.is_file() && m.len() >= from)
+        .map(|m| StatCache::racy_for(&m))
+        .max()
+        .unwrap_or_default();
+    if !wait.is_zero() {
+        tracing::debug!(?wait, "letting large outs settle before storing them");
+        std::thread::sleep(wait);
+    }
+}
+
 /// Store the outputs and log of an execution and record the run-cache entry.
 pub fn store(
     cache: &Cache,
@@ -198,6 +222,7 @@ pub fn store(
     let fail = |message: String| Failure { message, log_tail: tail(&done.log, 20), kind: None };
     let paths: Vec<PathBuf> = def.outs.iter().map(|rel| abs(wdir, rel)).collect();
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    settle(&paths, SETTLE_FROM);
     let stored = {
         let mut stat = stat.lock().expect("stat cache lock");
         // An out whose writer kept the first bytes of the previous one: if
@@ -238,6 +263,20 @@ pub fn store(
 mod tests {
     use super::*;
     use crate::{Metrics, StageShape};
+
+    #[test]
+    fn large_outs_settle_past_the_racy_window_and_small_ones_do_not_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (big, small) = (tmp.path().join("big"), tmp.path().join("small"));
+        std::fs::write(&small, b"s").unwrap();
+        let started = std::time::Instant::now();
+        settle(&[small.clone()], 2);
+        assert!(started.elapsed() < std::time::Duration::from_millis(50), "a small out waited");
+        std::fs::write(&big, b"big").unwrap();
+        assert!(StatCache::is_racy(&std::fs::metadata(&big).unwrap()));
+        settle(&[small, big.clone()], 2);
+        assert!(!StatCache::is_racy(&std::fs::metadata(&big).unwrap()), "stored now, its stat entry is kept");
+    }
 
     /// Writes each out afresh and says its writer kept `kept[i]` bytes.
     struct SaysKept(Vec<u64>);
