@@ -82,6 +82,9 @@ impl Cache {
             None => (None, None, None),
         };
         let mut file = File::open(path).at(path)?;
+        // A stage's out was just written: the batch's syncfs will write it
+        // back too, so start that now, beside the hashing.
+        atomic::start_writeback(&file);
         let (mut chunks, mut pieces, from) = match record_path.as_deref().and_then(ResumeRecord::load) {
             Some(earlier) => {
                 let known = match known {
@@ -103,7 +106,11 @@ impl Cache {
                 let dest = crate::store::shard_path(&chunks_dir, &hash);
                 if !batch.has(&dest) && !dest.exists() {
                     let tmp = atomic::temp_path(&tmp_dir);
-                    let written = File::create(&tmp).and_then(|mut f| f.write_all(bytes));
+                    let written = File::create(&tmp).and_then(|mut f| {
+                        f.write_all(bytes)?;
+                        atomic::start_writeback(&f);
+                        Ok(())
+                    });
                     if let Err(e) = written {
                         let _ = std::fs::remove_file(&tmp);
                         return Err(e).at(&tmp);

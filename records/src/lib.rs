@@ -27,7 +27,7 @@ pub use error::{BadRecord, Unit};
 pub use features::hf_features;
 pub use format::{check_writable, detect, Format, WriteFormat};
 pub use hash::{field, record_hash};
-pub use read::{read_all, JsonlScan, Raw, RawChunk, RecordReader, ScanLine, Source};
+pub use read::{read_all, Ahead, JsonlScan, ScanAhead, Raw, RawChunk, RecordReader, ScanLine, Source};
 pub use parquet_sink::PARQUET_ROW_GROUP;
 pub use write::RecordWriter;
 

@@ -6,6 +6,7 @@
 //! [`BadRecord`]. The reader is also an [`Iterator`] of parsed records.
 //! Memory stays within one chunk (and one Parquet row group or Arrow batch).
 
+mod ahead;
 mod arrow;
 mod folder;
 mod lines;
@@ -23,7 +24,8 @@ use crate::error::{BadRecord, Unit};
 use crate::format::{detect, Format};
 use crate::Record;
 
-pub use scan::{JsonlScan, ScanLine};
+pub use ahead::Ahead;
+pub use scan::{JsonlScan, ScanAhead, ScanLine};
 
 /// Items handed out by the [`Iterator`] implementation's read-ahead.
 const ITER_CHUNK: usize = 1024;

@@ -54,6 +54,10 @@ pub struct JsonlScan {
     cap: usize,
     /// Bytes of `buf` handed out by the last block (the next starts after them).
     used: usize,
+    /// Where `buf` starts in the file.
+    at: u64,
+    /// Where the last block handed out starts in the file.
+    block_at: u64,
     /// Lines counted so far.
     line: usize,
     eof: bool,
@@ -84,6 +88,8 @@ impl JsonlScan {
             buf: Vec::with_capacity(BLOCK),
             cap: BLOCK,
             used: 0,
+            at: 0,
+            block_at: 0,
             line: 0,
             eof: false,
         }))
@@ -109,7 +115,24 @@ impl JsonlScan {
         next.extend_from_slice(&self.buf[end..]);
         let mut block = std::mem::replace(&mut self.buf, next);
         block.truncate(end);
+        self.at += end as u64;
         Ok(Some(block))
+    }
+
+    /// Read on a thread of its own, a few blocks ahead of the caller.
+    pub fn ahead(mut self) -> Result<ScanAhead, StageFailure> {
+        let what = self.path.display().to_string();
+        let blocks = super::Ahead::spawn(&what, move || {
+            let mut lines = Vec::new();
+            Ok(self.next_block_owned(&mut lines)?.map(|block| (block, lines)))
+        })?;
+        Ok(ScanAhead { blocks, block: Vec::new() })
+    }
+
+    /// Where in the file the last block handed out starts: a line's text
+    /// lies at this plus its range's start.
+    pub fn block_at(&self) -> u64 {
+        self.block_at
     }
 
     /// Drop what the last block handed out, read until `buf` holds `cap`
@@ -118,7 +141,9 @@ impl JsonlScan {
     fn read_block(&mut self, lines: &mut Vec<ScanLine>) -> Result<usize, StageFailure> {
         lines.clear();
         self.buf.drain(..self.used);
+        self.at += self.used as u64;
         self.used = 0;
+        self.block_at = self.at;
         // Read until the buffer is full (or the file done), then hand out
         // its whole lines; a line longer than the buffer grows it.
         let end = loop {
@@ -161,6 +186,24 @@ impl JsonlScan {
     }
 }
 
+/// A [`JsonlScan`] reading ahead ([`JsonlScan::ahead`]): the same blocks
+/// and lines, read while the caller works on the one before.
+pub struct ScanAhead {
+    blocks: super::Ahead<(Vec<u8>, Vec<ScanLine>)>,
+    block: Vec<u8>,
+}
+
+impl ScanAhead {
+    /// [`JsonlScan::next_block`].
+    pub fn next_block(&mut self, lines: &mut Vec<ScanLine>) -> Result<Option<&[u8]>, StageFailure> {
+        lines.clear();
+        let Some((block, found)) = self.blocks.next()? else { return Ok(None) };
+        self.block = block;
+        *lines = found;
+        Ok(Some(&self.block))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +216,7 @@ mod tests {
         s.cap = block;
         let mut lines = Vec::new();
         let mut out = Vec::new();
-        let mut push = |b: &[u8], lines: &[ScanLine], out: &mut Vec<(usize, String, bool)>| {
+        let push = |b: &[u8], lines: &[ScanLine], out: &mut Vec<(usize, String, bool)>| {
             for l in lines {
                 let text = l.text(b, path).unwrap().to_string();
                 if l.whole {
@@ -182,6 +225,7 @@ mod tests {
                 out.push((l.line, text, l.whole));
             }
         };
+        let file = std::fs::read(path).unwrap();
         while let Some(b) = s.next_block(&mut lines).unwrap() {
             push(b, &lines, &mut out);
         }
@@ -191,9 +235,19 @@ mod tests {
         let mut kept = Vec::new();
         while let Some(b) = owned.next_block_owned(&mut lines).unwrap() {
             push(&b, &lines, &mut again);
+            let at = owned.block_at() as usize;
+            assert_eq!(&file[at..at + b.len()], &b[..], "where the block lies");
             kept.push(b); // a block handed out stays as it was while others are read
         }
         assert_eq!(again, out, "owned blocks, block size {block}");
+        let mut ahead = JsonlScan::open(path).unwrap().expect("plain JSONL");
+        ahead.cap = block;
+        let mut ahead = ahead.ahead().unwrap();
+        let mut read_ahead = Vec::new();
+        while let Some(b) = ahead.next_block(&mut lines).unwrap() {
+            push(b, &lines, &mut read_ahead);
+        }
+        assert_eq!(read_ahead, out, "read ahead, block size {block}");
         let joined: Vec<u8> = kept.concat();
         assert_eq!(joined, std::fs::read(path).unwrap(), "the blocks are the file, in order");
         out

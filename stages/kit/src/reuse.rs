@@ -47,6 +47,13 @@ const ENTRY_MAGIC: &[u8; 8] = b"dvxrb02\n";
 /// reprocesses nothing.
 const ENTRY_MAGIC_V1: &[u8; 8] = b"dvxrb01\n";
 
+/// A block of whole lines of a plain JSONL file and where it lies in it.
+#[derive(Debug)]
+pub struct LineBlock {
+    text: String,
+    at: u64,
+}
+
 /// One unparsed input item: JSON text, or why it could not be read.
 #[derive(Debug, Clone)]
 pub enum Item {
@@ -54,7 +61,7 @@ pub enum Item {
     Text(String),
     /// A line's text inside a block of a plain JSONL file read at once
     /// (shared by the block's items, so reading costs no string per line).
-    Line(Arc<String>, std::ops::Range<usize>),
+    Line(Arc<LineBlock>, std::ops::Range<usize>),
     /// Bad UTF-8 and the like: the reader's reason.
     Unreadable(String),
 }
@@ -71,7 +78,7 @@ impl Item {
     fn parts(&self) -> (u8, &[u8]) {
         match self {
             Item::Text(t) => (0, t.as_bytes()),
-            Item::Line(block, at) => (0, block[at.clone()].as_bytes()),
+            Item::Line(block, at) => (0, block.text[at.clone()].as_bytes()),
             Item::Unreadable(r) => (1, r.as_bytes()),
         }
     }
@@ -83,11 +90,20 @@ impl Item {
         h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
     }
 
+    /// Where the item's text starts in its file, when it was read as a
+    /// line of a plain JSONL file (so it can be read again by itself).
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Item::Line(block, at) => Some(block.at + at.start as u64),
+            _ => None,
+        }
+    }
+
     /// The text, for parsing; unreadable items have none.
     pub fn text(&self) -> Result<&str, &str> {
         match self {
             Item::Text(t) => Ok(t),
-            Item::Line(block, at) => Ok(&block[at.clone()]),
+            Item::Line(block, at) => Ok(&block.text[at.clone()]),
             Item::Unreadable(r) => Err(r),
         }
     }
@@ -139,7 +155,7 @@ impl Batch {
         h.h.update(&head);
         for (_, it) in items {
             match it {
-                Item::Line(block, at) => h.line(block.as_bytes(), at.clone()),
+                Item::Line(block, at) => h.line(block.text.as_bytes(), at.clone()),
                 other => h.copy(other.parts().1),
             }
         }
@@ -226,22 +242,11 @@ pub mod opt_f64_bits {
 /// re-run's work when most batches are replayed) overlap the stage's work
 /// on this one.
 pub struct Batches {
-    next: std::sync::mpsc::Receiver<Cut>,
-    done: bool,
+    batches: dvx_records::Ahead<Batch>,
     /// Whether a plain JSONL file is scanned a block at a time (tests look).
     #[cfg(test)]
     from_scan: bool,
 }
-
-/// What the reading thread hands over.
-enum Cut {
-    Batch(Batch),
-    Failed(StageFailure),
-    End,
-}
-
-/// How many batches the reading thread may be ahead: a few MiB each.
-const AHEAD: usize = 2;
 
 impl Batches {
     /// Open `path` (any format `dvx-records` reads) and start reading it.
@@ -249,29 +254,9 @@ impl Batches {
         let mut cutter = Cutter::open(path)?;
         #[cfg(test)]
         let from_scan = matches!(cutter.from, From::Scan(..));
-        let (tx, next) = std::sync::mpsc::sync_channel(AHEAD);
-        let span = tracing::Span::current();
-        std::thread::Builder::new()
-            .name("dvx-batches".into())
-            .spawn(move || {
-                let _in = span.enter();
-                loop {
-                    let cut = match cutter.next_batch() {
-                        Ok(Some(b)) => Cut::Batch(b),
-                        Ok(None) => Cut::End,
-                        Err(e) => Cut::Failed(e),
-                    };
-                    let last = !matches!(cut, Cut::Batch(_));
-                    // A send fails only when the stage stopped reading.
-                    if tx.send(cut).is_err() || last {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| StageFailure::new(format!("cannot start reading {}: {e}", path.display())))?;
+        let batches = dvx_records::Ahead::spawn(&path.display().to_string(), move || cutter.next_batch())?;
         Ok(Batches {
-            next,
-            done: false,
+            batches,
             #[cfg(test)]
             from_scan,
         })
@@ -279,25 +264,7 @@ impl Batches {
 
     /// The next batch; `None` when the dep is done.
     pub fn next_batch(&mut self) -> Result<Option<Batch>, StageFailure> {
-        if self.done {
-            return Ok(None);
-        }
-        match self.next.recv() {
-            Ok(Cut::Batch(b)) => Ok(Some(b)),
-            Ok(Cut::End) => {
-                self.done = true;
-                Ok(None)
-            }
-            Ok(Cut::Failed(e)) => {
-                self.done = true;
-                Err(e)
-            }
-            // Gone without saying it ended: it panicked. Never a short input.
-            Err(_) => {
-                self.done = true;
-                Err(StageFailure::new("the thread reading the input stopped unexpectedly"))
-            }
-        }
+        self.batches.next()
     }
 }
 
@@ -359,12 +326,13 @@ impl Cutter {
             },
             From::Scan(scan, source, lines) => {
                 let Some(block) = scan.next_block_owned(lines)? else { return Ok(false) };
+                let at = scan.block_at();
                 // Lines end at a `\n` (and a byte-order mark or `\r` taken
                 // off is whole characters), so a block that is UTF-8 is
                 // sliced into its lines' texts as it is.
                 let items = match String::from_utf8(block) {
                     Ok(text) => {
-                        let block = Arc::new(text);
+                        let block = Arc::new(LineBlock { text, at });
                         lines.iter().map(|l| (l.line, Item::Line(block.clone(), l.text.clone()))).collect()
                     }
                     Err(e) => lines
@@ -453,8 +421,10 @@ pub fn for_each_record(
     mut f: impl FnMut(usize, &str) -> Result<(), StageFailure>,
 ) -> Result<(), StageFailure> {
     let (mut item, mut n) = (0, 0);
-    if let Some(mut scan) = JsonlScan::open(path)? {
-        // A plain JSONL file: its lines as slices of large blocks, no string each.
+    if let Some(scan) = JsonlScan::open(path)? {
+        // A plain JSONL file: its lines as slices of large blocks, no string
+        // each, read ahead while the caller writes.
+        let mut scan = scan.ahead()?;
         let mut lines = Vec::new();
         while let Some(block) = scan.next_block(&mut lines)? {
             for l in &lines {
@@ -878,6 +848,20 @@ mod tests {
         assert!(scanned == read);
         let unreadable = scanned.iter().flat_map(|b| &b.0).filter(|(_, t)| t.is_err()).count();
         assert_eq!(unreadable, 6);
+        // A line read from a plain UTF-8 file says where its text lies in it.
+        let clean: Vec<u8> =
+            bytes.split(|b| *b == b'\n').filter(|l| !l.contains(&0xff)).collect::<Vec<_>>().join(&b'\n');
+        std::fs::write(dir.path().join("clean.jsonl"), &clean).unwrap();
+        let mut b = Batches::open(&dir.path().join("clean.jsonl")).unwrap();
+        let mut placed = 0;
+        while let Some(batch) = b.next_batch().unwrap() {
+            for (_, it) in &batch.items {
+                let (at, t) = (it.offset().expect("placed") as usize, it.text().unwrap());
+                assert_eq!(&clean[at..at + t.len()], t.as_bytes());
+                placed += 1;
+            }
+        }
+        assert_eq!(placed, 1 + 5999 - 6 - 6 + 1, "every line but the blank ones");
         // The second pass finds the same records both ways too.
         let items: Vec<bool> = scanned.iter().flat_map(|b| &b.0).map(|(_, t)| t.is_ok()).collect();
         let is_rec: Vec<bool> = items.iter().enumerate().map(|(i, ok)| *ok && i % 3 != 1).collect();
@@ -894,7 +878,7 @@ mod tests {
 
     #[test]
     fn the_content_hash_tells_items_apart_but_not_how_they_were_read() {
-        let block = Arc::new("{\"a\":1}\n{\"b\":2}\r\n{\"c\":3}\n".to_string());
+        let block = Arc::new(LineBlock { text: "{\"a\":1}\n{\"b\":2}\r\n{\"c\":3}\n".to_string(), at: 0 });
         let line = |at: std::ops::Range<usize>| Item::Line(block.clone(), at);
         let text = |t: &str| Item::Text(t.to_string());
         let (a, b, c) = (r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#);

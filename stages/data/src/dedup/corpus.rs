@@ -29,6 +29,8 @@ use std::borrow::Cow;
 
 /// No slot: the record is not a representative.
 const NONE: u32 = u32::MAX;
+/// No known place in the file.
+const NO_OFFSET: u64 = u64::MAX;
 
 /// The records of a dedup run: inputs first (ids `0..n_input`), then references.
 pub struct Corpus {
@@ -38,6 +40,10 @@ pub struct Corpus {
     pub source: Vec<u32>,
     /// Per record: 1-based line.
     pub line: Vec<u64>,
+    /// Per input record read as a line of a plain JSONL file: where its
+    /// text starts in it ([`NO_OFFSET`] otherwise), so a candidate's text is
+    /// read again by itself rather than by reading the whole input again.
+    offset: Vec<u64>,
     /// Per record: score (`-inf` when none).
     pub score: Vec<f64>,
     /// Per record: exact-match key.
@@ -75,6 +81,7 @@ impl Corpus {
             sources: Vec::new(),
             source: Vec::new(),
             line: Vec::new(),
+            offset: Vec::new(),
             score: Vec::new(),
             exact: Vec::new(),
             rep: Vec::new(),
@@ -187,12 +194,14 @@ impl Corpus {
         let mut batches = Batches::open(path)?;
         while let Some(batch) = batches.next_batch()? {
             let seen = reuse.results(&batch, pool, |i| Seen::of(sk, &batch, i, bands, rows).map(Packed))?;
-            for ((at, _), Packed(s)) in batch.items.iter().zip(seen) {
+            for ((at, item), Packed(s)) in batch.items.iter().zip(seen) {
                 sk.mark(s.fields);
                 if s.empty {
                     self.empty_inputs += 1;
                 }
                 let (id, new) = self.push(source, *at as u64, f64::from_bits(s.score), s.exact());
+                self.offset.resize(id as usize, NO_OFFSET);
+                self.offset.push(item.offset().unwrap_or(NO_OFFSET));
                 if new && bands > 0 {
                     if s.bands.len() != bands {
                         return Err(StageFailure::new("a replayed dedup sketch has the wrong number of bands"));
@@ -234,6 +243,10 @@ impl Corpus {
             }
             let mut wanted = ids[from..next].iter().copied().peekable();
             if wanted.peek().is_none() {
+                continue;
+            }
+            if ids[from..next].iter().all(|&id| self.offset.get(id as usize).is_some_and(|&o| o != NO_OFFSET)) {
+                self.fill_at_offsets(sk, input, &ids[from..next], done)?;
                 continue;
             }
             if let Some(scan) = JsonlScan::open(input)? {
@@ -280,13 +293,14 @@ impl Corpus {
     fn fill_from_scan(
         &mut self,
         sk: &Sketcher,
-        mut scan: JsonlScan,
+        scan: JsonlScan,
         input: &Path,
         wanted: &mut std::iter::Peekable<impl Iterator<Item = u32>>,
         done: &dyn Fn(u64),
     ) -> Result<(), StageFailure> {
         let file = dvx_records::Source { path: input.to_path_buf(), unit: dvx_records::Unit::Line };
         let mut lines = Vec::new();
+        let mut scan = scan.ahead()?;
         while let Some(block) = scan.next_block(&mut lines)? {
             let found = lines
                 .iter()
@@ -297,8 +311,33 @@ impl Corpus {
         Ok(())
     }
 
+    /// [`Corpus::fill_shingles`] for records whose place in a plain JSONL
+    /// input is known: each text is read by itself.
+    fn fill_at_offsets(
+        &mut self,
+        sk: &Sketcher,
+        input: &Path,
+        ids: &[u32],
+        done: &dyn Fn(u64),
+    ) -> Result<(), StageFailure> {
+        let file = std::fs::File::open(input)
+            .map_err(|e| StageFailure::new(format!("cannot open {}: {e}", input.display())))?;
+        let source = dvx_records::Source { path: input.to_path_buf(), unit: dvx_records::Unit::Line };
+        for some in ids.chunks(4096) {
+            let texts = some
+                .iter()
+                .map(|&id| Ok((id, read_line_at(&file, self.offset[id as usize], input)?)))
+                .collect::<Result<Vec<(u32, String)>, StageFailure>>()?;
+            let found =
+                texts.iter().map(|(id, text)| (*id, self.line[*id as usize] as usize, Ok(text.as_str()))).collect();
+            self.shingle_found(sk, &source, found, done)?;
+        }
+        Ok(())
+    }
+
     /// Shingle the wanted texts one read found, `(id, line, text)`, in
-    /// parallel, and keep their shingles.
+    /// parallel, and keep their shingles. A text whose exact key is not
+    /// the one its record was sketched with means the input changed.
     fn shingle_found(
         &mut self,
         sk: &Sketcher,
@@ -311,7 +350,14 @@ impl Corpus {
             .into_par_iter()
             .map(|(id, line, text)| {
                 let (_, record) = file.parse_str(line, text?)?;
-                Ok((id, sk.shingles(&sk.normalised(&record))))
+                let norm = sk.normalised(&record);
+                if super::shingle::exact_key(&norm) != self.exact[id as usize] {
+                    return Err(StageFailure::new(format!(
+                        "{} changed while dedup was running (line {line} is not what it was)",
+                        file.path.display()
+                    )));
+                }
+                Ok((id, sk.shingles(&norm)))
             })
             .collect();
         for s in shingled {
@@ -518,9 +564,55 @@ impl<'de> serde::de::Visitor<'de> for Either {
     }
 }
 
+/// The text of the line whose text starts at `at` in `file`: up to its
+/// `\n`, without a `\r` before it.
+fn read_line_at(file: &std::fs::File, at: u64, path: &Path) -> Result<String, StageFailure> {
+    use std::os::unix::fs::FileExt;
+    let mut line = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = match file.read_at(&mut buf, at + line.len() as u64) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StageFailure::new(format!("cannot read {}: {e}", path.display()))),
+        };
+        if n == 0 {
+            break;
+        }
+        if let Some(end) = buf[..n].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&buf[..end]);
+            break;
+        }
+        line.extend_from_slice(&buf[..n]);
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line)
+        .map_err(|_| StageFailure::new(format!("{} changed while dedup was running", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_read_again_from_where_its_text_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let long = format!("{{\"t\":\"{}\"}}", "x".repeat(20_000));
+        let text = format!("{{\"a\":1}}\r\n{long}\n{{\"b\":\"é\"}}\n{{\"last\":2}}");
+        std::fs::write(&path, &text).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let at = |s: &str| text.find(s).unwrap() as u64;
+        assert_eq!(read_line_at(&file, 0, &path).unwrap(), r#"{"a":1}"#, "\\r taken off");
+        assert_eq!(read_line_at(&file, at("{\"t\""), &path).unwrap(), long, "longer than one read");
+        assert_eq!(read_line_at(&file, at("{\"b\""), &path).unwrap(), r#"{"b":"é"}"#);
+        assert_eq!(read_line_at(&file, at("{\"last\""), &path).unwrap(), r#"{"last":2}"#, "no \\n at the end");
+        std::fs::write(&path, b"{\"a\":\"\xff\"}\n").unwrap();
+        let err = read_line_at(&std::fs::File::open(&path).unwrap(), 0, &path).unwrap_err();
+        assert!(err.to_string().contains("changed while dedup was running"), "{err}");
+    }
 
     #[test]
     fn a_packed_record_reads_back_the_same_and_a_damaged_one_not_at_all() {

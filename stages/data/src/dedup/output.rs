@@ -50,7 +50,7 @@ impl Out {
 /// the input as the out writes them are copied in one write each, the way
 /// the line-by-line path would write them. Returns how many were kept.
 fn copy_kept(
-    mut scan: JsonlScan,
+    scan: JsonlScan,
     input: &Path,
     drops: &[Option<Dropped>],
     index: &mut usize,
@@ -59,6 +59,8 @@ fn copy_kept(
     let changed = || StageFailure::new(format!("{} changed while dedup was running", input.display()));
     let mut lines = Vec::new();
     let mut kept = 0;
+    // Read ahead: the input is read while the writer compares and writes.
+    let mut scan = scan.ahead()?;
     while let Some(block) = scan.next_block(&mut lines)? {
         // The run of whole kept lines not yet written: its bytes and count.
         let mut run = (0..0, 0);
