@@ -51,6 +51,46 @@ impl UnionFind {
     }
 }
 
+/// One side's tables for bucketing a band (see [`Buckets::find`]).
+struct BandScratch {
+    entries: Vec<(u64, u32)>,
+    counts: Vec<u8>,
+}
+
+impl BandScratch {
+    fn for_corpus(corpus: &Corpus) -> BandScratch {
+        // Most band hashes occur once: a count per hash's place in a table
+        // about twice their number finds those that may occur again, and
+        // only they are sorted (a sort of all cost 30 ms a band at 1M).
+        let places = (2 * corpus.band_hash.len()).next_power_of_two().max(64);
+        BandScratch { entries: Vec::with_capacity(corpus.band_hash.len()), counts: vec![0u8; places] }
+    }
+
+    /// The buckets of more than one record in `band`: their ids, bucket
+    /// after bucket, and each bucket's length.
+    fn buckets(&mut self, corpus: &Corpus, band: usize) -> Result<(Vec<u32>, Vec<usize>), StageFailure> {
+        let (entries, counts) = (&mut self.entries, &mut self.counts);
+        let places = counts.len();
+        let place = |h: u64| ((h ^ (h >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (places - 1);
+        entries.clear();
+        counts.fill(0);
+        corpus.band_hash.for_each_in_band(band, |slot, h| {
+            let c = &mut counts[place(h)];
+            *c = c.saturating_add(1);
+            entries.push((h, corpus.sketched[slot]))
+        })?;
+        entries.retain(|&(h, _)| counts[place(h)] > 1);
+        // Ids are distinct, so the unstable sort still has one outcome.
+        entries.par_sort_unstable();
+        let (mut ids, mut lens) = (Vec::new(), Vec::new());
+        for bucket in entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
+            ids.extend(bucket.iter().map(|x| x.1));
+            lens.push(bucket.len());
+        }
+        Ok((ids, lens))
+    }
+}
+
 /// Counts from the near-duplicate pass.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PairStats {
@@ -83,32 +123,30 @@ pub struct Buckets {
 
 impl Buckets {
     /// Bucket every band of `corpus`, calling `band_done` after each.
+    /// Bands are bucketed two at a time, one on each side of a
+    /// `rayon::join`, each with its own scratch tables.
     pub fn find(corpus: &Corpus, band_done: &dyn Fn()) -> Result<Buckets, StageFailure> {
         let mut b = Buckets { ids: Vec::new(), ends: Vec::new(), band_ends: Vec::new() };
-        let mut entries: Vec<(u64, u32)> = Vec::with_capacity(corpus.band_hash.len());
-        // Most band hashes occur once: a count per hash's place in a table
-        // about twice their number finds those that may occur again, and
-        // only they are sorted (a sort of all cost 30 ms a band at 1M).
-        let places = (2 * corpus.band_hash.len()).next_power_of_two().max(64);
-        let place = |h: u64| ((h ^ (h >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (places - 1);
-        let mut counts = vec![0u8; places];
-        for band in 0..corpus.bands {
-            entries.clear();
-            counts.fill(0);
-            corpus.band_hash.for_each_in_band(band, |slot, h| {
-                let c = &mut counts[place(h)];
-                *c = c.saturating_add(1);
-                entries.push((h, corpus.sketched[slot]))
-            })?;
-            entries.retain(|&(h, _)| counts[place(h)] > 1);
-            // Ids are distinct, so the unstable sort still has one outcome.
-            entries.par_sort_unstable();
-            for bucket in entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
-                b.ids.extend(bucket.iter().map(|x| x.1));
-                b.ends.push(b.ids.len());
+        let (mut left, mut right) = (BandScratch::for_corpus(corpus), BandScratch::for_corpus(corpus));
+        let mut band = 0;
+        while band < corpus.bands {
+            let (first, second) = if band + 1 < corpus.bands {
+                let (x, y) = rayon::join(|| left.buckets(corpus, band), || right.buckets(corpus, band + 1));
+                (x?, Some(y?))
+            } else {
+                (left.buckets(corpus, band)?, None)
+            };
+            for (ids, lens) in std::iter::once(first).chain(second) {
+                let mut at = b.ids.len();
+                b.ids.extend(ids);
+                for len in lens {
+                    at += len;
+                    b.ends.push(at);
+                }
+                b.band_ends.push(b.ends.len());
+                band_done();
             }
-            b.band_ends.push(b.ends.len());
-            band_done();
+            band += 2;
         }
         Ok(b)
     }
