@@ -52,7 +52,7 @@ impl<T: Send + 'static> Ahead<T> {
     }
 
     /// The next item; `None` once the producer is done.
-    pub fn next(&mut self) -> Result<Option<T>, StageFailure> {
+    pub fn recv(&mut self) -> Result<Option<T>, StageFailure> {
         if self.done {
             return Ok(None);
         }
@@ -80,9 +80,9 @@ mod tests {
             Ok((n <= 5).then_some(n))
         })
         .unwrap();
-        let got: Vec<i32> = std::iter::from_fn(|| a.next().unwrap()).collect();
+        let got: Vec<i32> = std::iter::from_fn(|| a.recv().unwrap()).collect();
         assert_eq!(got, [1, 2, 3, 4, 5]);
-        assert!(a.next().unwrap().is_none(), "and stays done");
+        assert!(a.recv().unwrap().is_none(), "and stays done");
         let mut n = 0;
         let mut failing = Ahead::spawn("numbers", move || {
             n += 1;
@@ -92,10 +92,10 @@ mod tests {
             Ok(Some(n))
         })
         .unwrap();
-        assert_eq!(failing.next().unwrap(), Some(1));
-        assert_eq!(failing.next().unwrap(), Some(2));
-        assert!(failing.next().unwrap_err().to_string().contains("bad line 3"));
-        assert!(failing.next().unwrap().is_none());
+        assert_eq!(failing.recv().unwrap(), Some(1));
+        assert_eq!(failing.recv().unwrap(), Some(2));
+        assert!(failing.recv().unwrap_err().to_string().contains("bad line 3"));
+        assert!(failing.recv().unwrap().is_none());
     }
 
     #[test]
@@ -107,8 +107,8 @@ mod tests {
             Ok(Some(n))
         })
         .unwrap();
-        assert_eq!(a.next().unwrap(), Some(1));
-        let err = a.next().unwrap_err();
+        assert_eq!(a.recv().unwrap(), Some(1));
+        let err = a.recv().unwrap_err();
         assert!(err.to_string().contains("stopped unexpectedly"), "{err}");
     }
 
@@ -120,7 +120,7 @@ mod tests {
             Ok(Some(0u8))
         })
         .unwrap();
-        assert_eq!(a.next().unwrap(), Some(0));
+        assert_eq!(a.recv().unwrap(), Some(0));
         drop(a);
         // The producer runs at most a few more times, then its send fails and it returns.
         let mut calls = 0;

@@ -197,7 +197,7 @@ impl ScanAhead {
     /// [`JsonlScan::next_block`].
     pub fn next_block(&mut self, lines: &mut Vec<ScanLine>) -> Result<Option<&[u8]>, StageFailure> {
         lines.clear();
-        let Some((block, found)) = self.blocks.next()? else { return Ok(None) };
+        let Some((block, found)) = self.blocks.recv()? else { return Ok(None) };
         self.block = block;
         *lines = found;
         Ok(Some(&self.block))

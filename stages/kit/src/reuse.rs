@@ -264,7 +264,7 @@ impl Batches {
 
     /// The next batch; `None` when the dep is done.
     pub fn next_batch(&mut self) -> Result<Option<Batch>, StageFailure> {
-        self.batches.next()
+        self.batches.recv()
     }
 }
 
@@ -369,7 +369,7 @@ impl Cutter {
             while let Some((at, item)) = queue.pop_front() {
                 let h = twox_hash::XxHash3_64::oneshot(item.parts().1);
                 items.push((at, item));
-                if (items.len() >= MIN && h % AVG == 0) || items.len() >= MAX {
+                if (items.len() >= MIN && h.is_multiple_of(AVG)) || items.len() >= MAX {
                     ended = true;
                     break;
                 }
