@@ -367,9 +367,10 @@ impl Cutter {
             }
             let mut ended = false;
             while let Some((at, item)) = queue.pop_front() {
-                let h = twox_hash::XxHash3_64::oneshot(item.parts().1);
                 items.push((at, item));
-                if (items.len() >= MIN && h.is_multiple_of(AVG)) || items.len() >= MAX {
+                // Only an item that may end the batch needs its hash.
+                let ends = |it: &Item| twox_hash::XxHash3_64::oneshot(it.parts().1).is_multiple_of(AVG);
+                if (items.len() >= MIN && ends(&items[items.len() - 1].1)) || items.len() >= MAX {
                     ended = true;
                     break;
                 }
