@@ -285,6 +285,11 @@ struct Cutter {
     anchors: HashMap<[u8; 32], u32>,
 }
 
+/// Whether `item` ends a batch that holds [`MIN`] items or more.
+fn may_end_a_batch(item: &Item) -> bool {
+    twox_hash::XxHash3_64::oneshot(item.parts().1).is_multiple_of(AVG)
+}
+
 fn file_anchor(path: &Path) -> [u8; 32] {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     *blake3::Hasher::new().update(b"file\0").update(name.as_bytes()).finalize().as_bytes()
@@ -367,10 +372,10 @@ impl Cutter {
             }
             let mut ended = false;
             while let Some((at, item)) = queue.pop_front() {
-                items.push((at, item));
                 // Only an item that may end the batch needs its hash.
-                let ends = |it: &Item| twox_hash::XxHash3_64::oneshot(it.parts().1).is_multiple_of(AVG);
-                if (items.len() >= MIN && ends(&items[items.len() - 1].1)) || items.len() >= MAX {
+                let ends = items.len() + 1 >= MIN && may_end_a_batch(&item);
+                items.push((at, item));
+                if ends || items.len() >= MAX {
                     ended = true;
                     break;
                 }
@@ -421,7 +426,14 @@ pub fn for_each_record(
     is_rec: &[bool],
     mut f: impl FnMut(usize, &str) -> Result<(), StageFailure>,
 ) -> Result<(), StageFailure> {
+    // The next item's record number, if it is one.
     let (mut item, mut n) = (0, 0);
+    let mut next_record = || {
+        let record = is_rec.get(item).copied().unwrap_or(false);
+        item += 1;
+        n += usize::from(record);
+        record.then_some(n - 1)
+    };
     if let Some(scan) = JsonlScan::open(path)? {
         // A plain JSONL file: its lines as slices of large blocks, no string
         // each, read ahead while the caller writes.
@@ -429,11 +441,8 @@ pub fn for_each_record(
         let mut lines = Vec::new();
         while let Some(block) = scan.next_block(&mut lines)? {
             for l in &lines {
-                let record = is_rec.get(item).copied().unwrap_or(false);
-                item += 1;
-                if record {
-                    f(n, l.text(block, path).unwrap_or_default())?;
-                    n += 1;
+                if let Some(k) = next_record() {
+                    f(k, l.text(block, path).unwrap_or_default())?;
                 }
             }
         }
@@ -442,14 +451,11 @@ pub fn for_each_record(
     let mut reader = RecordReader::open(path)?;
     while let Some(RawChunk { items, .. }) = reader.raw_chunk(READ)? {
         for (_, raw) in items {
-            let record = is_rec.get(item).copied().unwrap_or(false);
-            item += 1;
-            if record {
+            if let Some(k) = next_record() {
                 match raw {
-                    Raw::Text(Ok(t)) => f(n, &t)?,
-                    raw => f(n, Item::from_raw(raw).text().unwrap_or_default())?,
+                    Raw::Text(Ok(t)) => f(k, &t)?,
+                    raw => f(k, Item::from_raw(raw).text().unwrap_or_default())?,
                 }
-                n += 1;
             }
         }
     }
@@ -934,23 +940,28 @@ mod tests {
         assert_eq!(run(&p, &memo).1, 0, "an unchanged input reuses everything");
     }
 
-    /// Stores entries in the earlier format, as a memo written before the
-    /// content hash changed holds them.
-    struct V1Memo<'a>(&'a MemoryMemo);
+    /// Keeps every entry as `.1` rewrites it: as an earlier dvx wrote it.
+    struct Rewriting<'a>(&'a MemoryMemo, fn(&mut [u8]));
 
-    impl Memo for V1Memo<'_> {
+    impl Memo for Rewriting<'_> {
         fn get(&self, key: &dvx_stage_api::MemoKey) -> Option<Vec<u8>> {
             self.0.get(key)
         }
         fn put(&self, key: &dvx_stage_api::MemoKey, value: &[u8]) -> Result<(), String> {
             let mut v = value.to_vec();
-            assert!(v.starts_with(ENTRY_MAGIC));
-            let n = u64::from_le_bytes(v[40..48].try_into().unwrap()) as usize;
-            let ids: Vec<[u8; 16]> = v[48..48 + 16 * n].chunks_exact(16).map(|c| c.try_into().unwrap()).collect();
-            v[..8].copy_from_slice(ENTRY_MAGIC_V1);
-            v[8..40].copy_from_slice(&ids_hash(&ids));
+            (self.1)(&mut v);
             self.0.put(key, &v)
         }
+    }
+
+    /// An entry in the earlier format, as a memo written before the content
+    /// hash covered the items' bytes holds it.
+    fn as_v1(v: &mut [u8]) {
+        assert!(v.starts_with(ENTRY_MAGIC));
+        let n = u64::from_le_bytes(v[40..48].try_into().unwrap()) as usize;
+        let ids: Vec<[u8; 16]> = v[48..48 + 16 * n].chunks_exact(16).map(|c| c.try_into().unwrap()).collect();
+        v[..8].copy_from_slice(ENTRY_MAGIC_V1);
+        v[8..40].copy_from_slice(&ids_hash(&ids));
     }
 
     #[test]
@@ -959,7 +970,7 @@ mod tests {
         let mut lines: Vec<String> = (0..9_000).map(|i| format!("{{\"n\":{i}}}")).collect();
         let p = write(dir.path(), &lines);
         let memo = MemoryMemo::default();
-        let (full, processed) = run(&p, &V1Memo(&memo));
+        let (full, processed) = run(&p, &Rewriting(&memo, as_v1));
         assert_eq!((full.len(), processed), (9_000, 9_000));
         let rewrites = CountPuts(&memo, AtomicUsize::new(0));
         assert_eq!(run(&p, &rewrites), (full, 0), "old entries replay");
@@ -972,19 +983,11 @@ mod tests {
         assert_eq!(run(&p, &memo).1, 1, "reuse by item id");
     }
 
-    /// Keeps entries with another content hash, as dvx did before the
-    /// hash left out the frame copy (`items\0`, each item framed).
-    struct OtherContent<'a>(&'a MemoryMemo);
-
-    impl Memo for OtherContent<'_> {
-        fn get(&self, key: &dvx_stage_api::MemoKey) -> Option<Vec<u8>> {
-            self.0.get(key)
-        }
-        fn put(&self, key: &dvx_stage_api::MemoKey, value: &[u8]) -> Result<(), String> {
-            let mut v = value.to_vec();
-            v[8..40].copy_from_slice(blake3::hash(&value[8..40]).as_bytes());
-            self.0.put(key, &v)
-        }
+    /// An entry with another content hash, as dvx kept it before the hash
+    /// left out the frame copy (`items\0`, each item framed).
+    fn with_other_content_hash(v: &mut [u8]) {
+        let other = blake3::hash(&v[8..40]);
+        v[8..40].copy_from_slice(other.as_bytes());
     }
 
     #[test]
@@ -993,7 +996,7 @@ mod tests {
         let lines: Vec<String> = (0..9_000).map(|i| format!("{{\"n\":{i}}}")).collect();
         let p = write(dir.path(), &lines);
         let memo = MemoryMemo::default();
-        let (full, processed) = run(&p, &OtherContent(&memo));
+        let (full, processed) = run(&p, &Rewriting(&memo, with_other_content_hash));
         assert_eq!((full.len(), processed), (9_000, 9_000));
         let rewrites = CountPuts(&memo, AtomicUsize::new(0));
         assert_eq!(run(&p, &rewrites), (full.clone(), 0), "nothing processed again");

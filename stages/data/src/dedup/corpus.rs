@@ -24,7 +24,6 @@ use super::shingles::ShingleStore;
 use super::sigfile::Reader;
 use super::sketch::{read_chunks, Sketcher};
 use crate::reuse::{Batch, Batches, Reuse};
-use dvx_records::JsonlScan;
 use std::borrow::Cow;
 
 /// No slot: the record is not a representative.
@@ -222,9 +221,11 @@ impl Corpus {
 
     /// Read again the shingles of the input records `ids` (representatives
     /// without them, sorted by id) from `inputs` (the input deps, in the
-    /// order they were added): one streaming pass in input order that parses
-    /// only those records, in parallel a chunk at a time. `done(n)` is told
-    /// of every `n` records found.
+    /// order they were added): each text by itself at its offset where it
+    /// was read as a line of a plain JSONL file (always, for such an input:
+    /// an unreadable line ends the stage before), else in one streaming pass
+    /// in input order that parses only those records, in parallel a chunk
+    /// at a time. `done(n)` is told of every `n` records found.
     pub fn fill_shingles(
         &mut self,
         sk: &Sketcher,
@@ -249,16 +250,10 @@ impl Corpus {
                 self.fill_at_offsets(sk, input, &ids[from..next], done)?;
                 continue;
             }
-            if let Some(scan) = JsonlScan::open(input)? {
-                self.fill_from_scan(sk, scan, input, &mut wanted, done)?;
-                continue;
-            }
             read_chunks(input, |file, chunk| {
                 let found = chunk
                     .iter()
-                    .filter_map(|(line, text)| {
-                        Some((self.next_wanted(&mut wanted, *line)?, *line as usize, Ok(&**text)))
-                    })
+                    .filter_map(|(line, text)| Some((self.next_wanted(&mut wanted, *line)?, *line as usize, &**text)))
                     .collect();
                 self.shingle_found(sk, file, found, done)
             })?;
@@ -288,29 +283,6 @@ impl Corpus {
         None
     }
 
-    /// [`Corpus::fill_shingles`] for a plain JSONL input: only the wanted
-    /// lines are looked at beyond finding where lines end.
-    fn fill_from_scan(
-        &mut self,
-        sk: &Sketcher,
-        scan: JsonlScan,
-        input: &Path,
-        wanted: &mut std::iter::Peekable<impl Iterator<Item = u32>>,
-        done: &dyn Fn(u64),
-    ) -> Result<(), StageFailure> {
-        let file = dvx_records::Source { path: input.to_path_buf(), unit: dvx_records::Unit::Line };
-        let mut lines = Vec::new();
-        let mut scan = scan.ahead()?;
-        while let Some(block) = scan.next_block(&mut lines)? {
-            let found = lines
-                .iter()
-                .filter_map(|l| Some((self.next_wanted(wanted, l.line as u64)?, l.line, l.text(block, input))))
-                .collect();
-            self.shingle_found(sk, &file, found, done)?;
-        }
-        Ok(())
-    }
-
     /// [`Corpus::fill_shingles`] for records whose place in a plain JSONL
     /// input is known: each text is read by itself.
     fn fill_at_offsets(
@@ -328,8 +300,7 @@ impl Corpus {
                 .iter()
                 .map(|&id| Ok((id, read_line_at(&file, self.offset[id as usize], input)?)))
                 .collect::<Result<Vec<(u32, String)>, StageFailure>>()?;
-            let found =
-                texts.iter().map(|(id, text)| (*id, self.line[*id as usize] as usize, Ok(text.as_str()))).collect();
+            let found = texts.iter().map(|(id, text)| (*id, self.line[*id as usize] as usize, text.as_str())).collect();
             self.shingle_found(sk, &source, found, done)?;
         }
         Ok(())
@@ -342,14 +313,14 @@ impl Corpus {
         &mut self,
         sk: &Sketcher,
         file: &dvx_records::Source,
-        found: Vec<(u32, usize, Result<&str, dvx_records::BadRecord>)>,
+        found: Vec<(u32, usize, &str)>,
         done: &dyn Fn(u64),
     ) -> Result<(), StageFailure> {
         let n = found.len() as u64;
         let shingled: Vec<Result<(u32, Vec<u64>), StageFailure>> = found
             .into_par_iter()
             .map(|(id, line, text)| {
-                let (_, record) = file.parse_str(line, text?)?;
+                let (_, record) = file.parse_str(line, text)?;
                 let norm = sk.normalised(&record);
                 if super::shingle::exact_key(&norm) != self.exact[id as usize] {
                     return Err(StageFailure::new(format!(
