@@ -54,6 +54,14 @@ impl BandTable {
         !matches!(self.store, Store::Memory(_))
     }
 
+    /// Room for `texts` more texts, as far as the memory budget goes.
+    pub fn reserve(&mut self, texts: usize) {
+        if let Store::Memory(mem) = &mut self.store {
+            let budget = BUDGET.load(Ordering::Relaxed) / 8 + self.bands;
+            mem.reserve(texts.saturating_mul(self.bands).min(budget.saturating_sub(mem.len())));
+        }
+    }
+
     /// Append one text's `bands` hashes.
     pub fn push(&mut self, hashes: &[u64]) -> Result<(), StageFailure> {
         debug_assert_eq!(hashes.len(), self.bands);

@@ -135,6 +135,26 @@ impl Corpus {
         self.pairs.get(pair_key(self.exact[a as usize], self.exact[b as usize])).is_some()
     }
 
+    /// Room for `more` records beyond those held: growing a million-record
+    /// corpus a record at a time (its map rehashing, its columns copied on
+    /// every doubling, each new page faulted in) cost most of a re-run's
+    /// replaying of sketches.
+    fn reserve(&mut self, more: usize) {
+        self.source.reserve(more);
+        self.line.reserve(more);
+        self.offset.reserve(more);
+        self.score.reserve(more);
+        self.exact.reserve(more);
+        self.rep.reserve(more);
+        self.slot.reserve(more);
+        self.seen.reserve(more);
+        if self.bands > 0 {
+            self.sketched.reserve(more);
+            self.shingle_of.reserve(more);
+            self.band_hash.reserve(more);
+        }
+    }
+
     /// Add a record; returns its id and whether its text is new.
     fn push(&mut self, source: u32, line: u64, score: f64, exact: u128) -> (u32, bool) {
         let id = u32::try_from(self.rep.len()).ok().filter(|&i| i != NONE).expect("fewer than 2^32 records");
@@ -191,7 +211,12 @@ impl Corpus {
         let source = self.add_source(name);
         let (bands, rows) = (self.bands, self.rows);
         let mut batches = Batches::open(path)?;
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let mut first = true;
         while let Some(batch) = batches.next_batch()? {
+            if std::mem::take(&mut first) {
+                self.reserve(records_in(size, &batch));
+            }
             let seen = reuse.results(&batch, pool, |i| Seen::of(sk, &batch, i, bands, rows).map(Packed))?;
             for ((at, item), Packed(s)) in batch.items.iter().zip(seen) {
                 sk.mark(s.fields);
@@ -425,8 +450,9 @@ pub struct Seen {
     fields: u64,
     /// The normalised text is empty.
     empty: bool,
-    /// LSH band hashes (none in exact mode).
-    bands: Vec<u64>,
+    /// LSH band hashes (none in exact mode); inline for up to 16 bands, so
+    /// replaying a million records allocates nothing per record.
+    bands: smallvec::SmallVec<[u64; 16]>,
 }
 
 impl Seen {
@@ -440,11 +466,13 @@ impl Seen {
             score: p.score.to_bits(),
             fields: p.fields,
             empty: p.norm.is_empty(),
-            bands: Vec::new(),
+            bands: Default::default(),
         };
         if bands > 0 {
             let sketch = sk.sketch(&p.norm);
-            band_hashes(&sketch.sig, bands, rows, &mut s.bands);
+            let mut hashes = Vec::with_capacity(bands);
+            band_hashes(&sketch.sig, bands, rows, &mut hashes);
+            s.bands = hashes.into();
         }
         Ok(s)
     }
@@ -487,20 +515,26 @@ impl Seen {
             t
         }
         static DIGIT: [u8; 256] = digits();
-        let mut bytes = vec![0u8; hex.len() / 2];
         let mut bad = 0u8;
-        for (b, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+        let mut byte = |pair: &[u8]| {
             let (hi, lo) = (DIGIT[usize::from(pair[0])], DIGIT[usize::from(pair[1])]);
             bad |= (hi | lo) & 0xf0;
-            *b = (hi << 4) | lo;
-        }
+            (hi << 4) | lo
+        };
+        let flags = byte(&hex[..2]);
+        // Each word from its 16 digits, little-endian, without a byte buffer.
+        let mut words = hex[2..].chunks_exact(16).map(|w| {
+            let mut le = [0u8; 8];
+            le.iter_mut().zip(w.chunks_exact(2)).for_each(|(b, pair)| *b = byte(pair));
+            u64::from_le_bytes(le)
+        });
+        let mut next = || words.next().expect("at least four words");
+        let (exact, score, fields) = ([next(), next()], next(), next());
+        let bands = words.collect();
         if bad != 0 {
             return None;
         }
-        let mut words = bytes[1..].chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
-        let mut next = || words.next().expect("at least four words");
-        let (exact, score, fields) = ([next(), next()], next(), next());
-        Some(Seen { exact, score, fields, empty: bytes[0] & 1 == 1, bands: words.collect() })
+        Some(Seen { exact, score, fields, empty: flags & 1 == 1, bands })
     }
 }
 
@@ -532,6 +566,22 @@ impl<'de> serde::de::Visitor<'de> for Either {
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Seen, E> {
         Seen::unpack(v).ok_or_else(|| E::custom("not a packed dedup record"))
+    }
+}
+
+/// About how many records a plain JSONL file of `size` bytes holds, from
+/// the line lengths of its first batch (0 when its items have no place in
+/// a file: nothing is reserved then).
+fn records_in(size: u64, first: &Batch) -> usize {
+    let at = |i: usize| first.items.get(i).and_then(|(_, item)| item.offset());
+    match (at(0), first.items.len().checked_sub(1).and_then(at)) {
+        (Some(a), Some(b)) if b > a => {
+            let per_line = (b - a) as f64 / (first.items.len() - 1) as f64;
+            // A little over, so a file of shorter lines further on does not
+            // double every column at its very end.
+            (size as f64 / per_line * 1.05) as usize
+        }
+        _ => 0,
     }
 }
 
@@ -587,18 +637,43 @@ mod tests {
 
     #[test]
     fn a_packed_record_reads_back_the_same_and_a_damaged_one_not_at_all() {
-        let seen =
-            Seen { exact: [u64::MAX, 7], score: (-2.5f64).to_bits(), fields: 5, empty: true, bands: vec![1, 2, 3] };
+        let seen = Seen {
+            exact: [u64::MAX, 7],
+            score: (-2.5f64).to_bits(),
+            fields: 5,
+            empty: true,
+            bands: smallvec::smallvec![1, 2, 3],
+        };
         let packed = serde_json::to_string(&Packed(seen.clone())).unwrap();
         assert!(packed.starts_with("\"01ffffffffffffffff07"), "{packed}");
         let back: Packed = serde_json::from_str(&packed).unwrap();
         assert_eq!(back.0, seen);
         // No bands (exact mode); damaged strings are refused.
-        let plain = Seen { bands: Vec::new(), ..seen };
+        let plain = Seen { bands: Default::default(), ..seen.clone() };
         let back: Packed = serde_json::from_str(&serde_json::to_string(&Packed(plain.clone())).unwrap()).unwrap();
         assert_eq!(back.0.bands, plain.bands);
+        // More bands than are held inline.
+        let many = Seen { bands: (0..40u64).map(|b| b << 40 | b).collect(), ..seen };
+        let back: Packed = serde_json::from_str(&serde_json::to_string(&Packed(many.clone())).unwrap()).unwrap();
+        assert_eq!(back.0, many);
         for bad in ["\"\"", "\"0\"", &packed.replace('f', "g"), &format!("{}0\"", &packed[..packed.len() - 1])] {
             assert!(serde_json::from_str::<Packed>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_records_of_a_plain_jsonl_file_are_estimated_from_its_first_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let text: String =
+            (0..20_000).map(|i| format!("{{\"i\":{i},\"t\":\"{}\"}}\n", "x".repeat(40 + i % 7))).collect();
+        std::fs::write(&path, &text).unwrap();
+        let batch = Batches::open(&path).unwrap().next_batch().unwrap().unwrap();
+        let guess = records_in(text.len() as u64, &batch);
+        assert!((20_000..22_000).contains(&guess), "{guess}");
+        // Items with no place in a file (other formats): nothing is guessed.
+        let one = dir.path().join("one.jsonl");
+        std::fs::write(&one, "{\"i\":1}\n").unwrap();
+        assert_eq!(records_in(1 << 30, &Batches::open(&one).unwrap().next_batch().unwrap().unwrap()), 0);
     }
 }
