@@ -11,14 +11,17 @@
 //! that ended the batch before it, or its file's name at a file's start):
 //! one memo entry per anchor holds the batch's content hash (blake3 of all
 //! its items at once, which hashes several KiB-chunks side by side), a
-//! 128-bit blake3 id per item and the kind's per-item result. A batch whose
-//! content hash matches is replayed whole without parsing a line or hashing
-//! its items one by one; one that differs (an edit, an append to the last
-//! batch) reuses the results of the items whose id the entry holds and
-//! processes the rest. Entries are keyed by
-//! the kind, its version and its normalised params (the salt), so a change
-//! to any of those starts afresh. The memo is written as batches finish; a
-//! memo that cannot write only costs the next run its reuse.
+//! 128-bit blake3 id per item, the hashes of its runs and the kind's
+//! per-item result. A batch whose content hash matches is replayed whole
+//! without parsing a line or hashing its items one by one. One that differs
+//! (an edit, an append to the last batch, records replaced all over it) is
+//! matched a run of about [`RUN_AVG`] items at a time (content-defined too,
+//! each run hashed at once): runs the entry holds give their ids and
+//! results; only the other items are hashed one by one, and those whose id
+//! the entry holds reuse their result; the rest are processed. Entries are
+//! keyed by the kind, its version and its normalised params (the salt), so
+//! a change to any of those starts afresh. The memo is written as batches
+//! finish; a memo that cannot write only costs the next run its reuse.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,8 +43,20 @@ const MIN: usize = 1024;
 const MAX: usize = 16384;
 /// Items read from the reader at once.
 const READ: usize = 2048;
+/// A run of items inside a batch ends after an item whose xxh3 (its upper
+/// half, independent of the batch cut) is 0 modulo this, or at [`RUN_MAX`]
+/// items: a batch that changed is matched against its earlier entry a run
+/// at a time (one blake3 call over the run's bytes, several KiB-chunks side
+/// by side) and only the items of runs that differ are hashed one by one
+/// (a lone item of 1-2 KiB is a serial blake3 call, several times slower).
+const RUN_AVG: u64 = 32;
+/// Items a run holds at most.
+const RUN_MAX: usize = 256;
 /// Memo entry format; changing it makes old entries misses, not errors.
-const ENTRY_MAGIC: &[u8; 8] = b"dvxrb02\n";
+const ENTRY_MAGIC: &[u8; 8] = b"dvxrb03\n";
+/// The format before entries kept their runs' hashes: still read (its
+/// items are matched by id), and rewritten when its batch changes.
+const ENTRY_MAGIC_V2: &[u8; 8] = b"dvxrb02\n";
 /// The format before the content hash covered the items' bytes at once:
 /// its content hash is that of the item ids. Still read, so an upgrade
 /// reprocesses nothing.
@@ -510,6 +525,9 @@ pub struct Reuse<'a> {
     pub processed: usize,
     /// Items whose result came from an earlier run.
     pub reused: usize,
+    /// Items whose id was hashed one by one (those of runs no earlier
+    /// entry held): what a changed batch costs besides processing.
+    pub hashed: usize,
 }
 
 impl<'a> Reuse<'a> {
@@ -522,7 +540,13 @@ impl<'a> Reuse<'a> {
         h.update(b"dvx record reuse\0").update(kind.as_bytes()).update(b"\0");
         h.update(&version.to_le_bytes());
         h.update(&dvx_cache::canonical_json(&params));
-        Reuse { memo: (on && memo.keeps()).then_some(memo), salt: *h.finalize().as_bytes(), processed: 0, reused: 0 }
+        Reuse {
+            memo: (on && memo.keeps()).then_some(memo),
+            salt: *h.finalize().as_bytes(),
+            processed: 0,
+            reused: 0,
+            hashed: 0,
+        }
     }
 
     /// The result of every item of `batch`, in order: from the memo where an
@@ -549,20 +573,42 @@ impl<'a> Reuse<'a> {
             self.reused += n;
             return Ok(e.results);
         }
-        let ids: Vec<[u8; 16]> = pool.install(|| batch.items.par_iter().map(|(_, it)| it.id()).collect());
+        let runs = Run::all_of(&batch.items, pool);
+        let mut ids: Vec<Option<[u8; 16]>> = vec![None; n];
+        let mut results: Vec<Option<R>> = vec![None; n];
+        // Runs whose bytes the earlier entry holds take its ids and results.
+        if let Some(e) = &old {
+            let earlier: HashMap<([u8; 32], usize), usize> =
+                e.runs.iter().map(|r| ((r.hash, r.len), r.start)).collect();
+            for run in &runs {
+                // (Decoding checked that the earlier runs cover its items.)
+                if let Some(&from) = earlier.get(&(run.hash, run.len)) {
+                    for (k, i) in (run.start..run.start + run.len).enumerate() {
+                        ids[i] = Some(e.ids[from + k]);
+                        results[i] = Some(e.results[from + k].clone());
+                    }
+                }
+            }
+        }
+        let unhashed: Vec<usize> = (0..n).filter(|&i| ids[i].is_none()).collect();
+        let hashed: Vec<[u8; 16]> = pool.install(|| unhashed.par_iter().map(|&i| batch.items[i].1.id()).collect());
+        self.hashed += hashed.len();
+        for (&i, id) in unhashed.iter().zip(hashed) {
+            ids[i] = Some(id);
+        }
+        let ids: Vec<[u8; 16]> = ids.into_iter().map(|id| id.expect("every item has an id")).collect();
         if let Some(e) = old.take_if(|e| e.content == Content::Ids(ids_hash(&ids)) && e.results.len() == n) {
-            // An entry of the earlier format, for this very batch: kept in the new one.
+            // An entry of the first format, for this very batch: kept in the new one.
             self.reused += n;
-            let entry = Entry { content: Content::Items(content), ids, results: e.results };
+            let entry = Entry { content: Content::Items(content), ids, runs, results: e.results };
             self.keep(memo, &key, &entry);
             return Ok(entry.results);
         }
-        let mut results: Vec<Option<R>> = vec![None; n];
         if let Some(e) = old {
             let by_id: HashMap<[u8; 16], usize> = e.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-            for (slot, id) in results.iter_mut().zip(&ids) {
-                if let Some(&j) = by_id.get(id) {
-                    *slot = Some(e.results[j].clone());
+            for &i in &unhashed {
+                if let Some(&j) = by_id.get(&ids[i]) {
+                    results[i] = Some(e.results[j].clone());
                 }
             }
         }
@@ -573,7 +619,7 @@ impl<'a> Reuse<'a> {
             results[i] = Some(r);
         }
         let results: Vec<R> = results.into_iter().map(|r| r.expect("every item has a result")).collect();
-        let entry = Entry { content: Content::Items(content), ids, results };
+        let entry = Entry { content: Content::Items(content), ids, runs, results };
         self.keep(memo, &key, &entry);
         Ok(entry.results)
     }
@@ -618,16 +664,56 @@ enum Content {
     Ids([u8; 32]),
 }
 
-/// A batch's memo entry: content hash, item ids, results.
+/// A run of a batch's items ([`RUN_AVG`]) and the hash of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Run {
+    start: usize,
+    len: usize,
+    /// [`Batch::content_of`] the run's items.
+    hash: [u8; 32],
+}
+
+impl Run {
+    /// The runs of `items`, in order, hashed on `pool`.
+    fn all_of(items: &[(usize, Item)], pool: &rayon::ThreadPool) -> Vec<Run> {
+        let ends: Vec<bool> = pool.install(|| items.par_iter().map(|(_, it)| ends_a_run(it)).collect());
+        let mut bounds = Vec::new();
+        let mut start = 0;
+        for (i, end) in ends.into_iter().enumerate() {
+            if end || i + 1 - start >= RUN_MAX || i + 1 == items.len() {
+                bounds.push((start, i + 1 - start));
+                start = i + 1;
+            }
+        }
+        pool.install(|| {
+            bounds
+                .into_par_iter()
+                .map(|(start, len)| Run { start, len, hash: Batch::content_of(&items[start..start + len]) })
+                .collect()
+        })
+    }
+}
+
+/// Whether `item` ends a run ([`RUN_AVG`]).
+fn ends_a_run(item: &Item) -> bool {
+    (twox_hash::XxHash3_64::oneshot(item.parts().1) >> 32).is_multiple_of(RUN_AVG)
+}
+
+/// A batch's memo entry: content hash, item ids, its runs, results.
 struct Entry<R> {
     content: Content,
     ids: Vec<[u8; 16]>,
+    /// Empty in entries of the earlier formats.
+    runs: Vec<Run>,
     results: Vec<R>,
 }
 
 impl<R: Serialize + DeserializeOwned> Entry<R> {
+    /// `magic, content hash, n, n ids, [run count, (len u32, hash) per run], results as JSON`;
+    /// the runs only in the current format (first-format entries, kept
+    /// for tests, have none).
     fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(48 + self.ids.len() * 40);
+        let mut b = Vec::with_capacity(56 + self.ids.len() * 40 + self.runs.len() * 36);
         let (magic, content) = match &self.content {
             Content::Items(c) => (ENTRY_MAGIC, c),
             Content::Ids(c) => (ENTRY_MAGIC_V1, c),
@@ -636,23 +722,48 @@ impl<R: Serialize + DeserializeOwned> Entry<R> {
         b.extend_from_slice(content);
         b.extend_from_slice(&(self.ids.len() as u64).to_le_bytes());
         self.ids.iter().for_each(|id| b.extend_from_slice(id));
+        if magic == ENTRY_MAGIC {
+            b.extend_from_slice(&(self.runs.len() as u64).to_le_bytes());
+            for r in &self.runs {
+                b.extend_from_slice(&(r.len as u32).to_le_bytes());
+                b.extend_from_slice(&r.hash);
+            }
+        }
         serde_json::to_writer(&mut b, &self.results).expect("results serialise");
         b
     }
 
     /// `None` for anything malformed: an entry is only ever a hint.
     fn decode(b: &[u8]) -> Option<Self> {
-        let (rest, v1) = match b.strip_prefix(ENTRY_MAGIC) {
-            Some(rest) => (rest, false),
-            None => (b.strip_prefix(ENTRY_MAGIC_V1)?, true),
-        };
+        let (magic, rest) = b.split_at_checked(8)?;
         let hash: [u8; 32] = rest.get(..32)?.try_into().ok()?;
-        let content = if v1 { Content::Ids(hash) } else { Content::Items(hash) };
+        let content = match magic {
+            m if m == ENTRY_MAGIC || m == ENTRY_MAGIC_V2 => Content::Items(hash),
+            m if m == ENTRY_MAGIC_V1 => Content::Ids(hash),
+            _ => return None,
+        };
         let n = u64::from_le_bytes(rest.get(32..40)?.try_into().ok()?) as usize;
-        let ids_end = 40usize.checked_add(n.checked_mul(16)?)?;
-        let ids = rest.get(40..ids_end)?.chunks_exact(16).map(|c| c.try_into().expect("16")).collect();
-        let results: Vec<R> = serde_json::from_slice(rest.get(ids_end..)?).ok()?;
-        (results.len() == n).then_some(Entry { content, ids, results })
+        let mut at = 40usize.checked_add(n.checked_mul(16)?)?;
+        let ids = rest.get(40..at)?.chunks_exact(16).map(|c| c.try_into().expect("16")).collect();
+        let mut runs = Vec::new();
+        if magic == ENTRY_MAGIC {
+            let count = u64::from_le_bytes(rest.get(at..at + 8)?.try_into().ok()?) as usize;
+            at += 8;
+            let table = rest.get(at..at.checked_add(count.checked_mul(36)?)?)?;
+            at += table.len();
+            let mut start = 0usize;
+            for r in table.chunks_exact(36) {
+                let len = u32::from_le_bytes(r[..4].try_into().expect("4")) as usize;
+                runs.push(Run { start, len, hash: r[4..].try_into().expect("32") });
+                start = start.checked_add(len)?;
+            }
+            // Runs cover the items exactly, or the entry is not used.
+            if start != n || runs.iter().any(|r| r.len == 0) {
+                return None;
+            }
+        }
+        let results: Vec<R> = serde_json::from_slice(rest.get(at..)?).ok()?;
+        (results.len() == n).then_some(Entry { content, ids, runs, results })
     }
 }
 
@@ -793,6 +904,12 @@ mod tests {
 
     /// Runs a "length of the line" kind over `path`; returns results and how many were computed.
     fn run(path: &Path, memo: &dyn Memo) -> (Vec<usize>, usize) {
+        let (out, processed, _) = run_hashing(path, memo);
+        (out, processed)
+    }
+
+    /// [`run`], and how many items were hashed one by one.
+    fn run_hashing(path: &Path, memo: &dyn Memo) -> (Vec<usize>, usize, usize) {
         let pool = crate::support::pool(2).unwrap();
         let mut reuse = Reuse::new(memo, "test", 1, &serde_json::json!({}), true);
         let calls = AtomicUsize::new(0);
@@ -808,7 +925,7 @@ mod tests {
             out.extend(r);
         }
         assert_eq!(reuse.processed, calls.load(Ordering::Relaxed));
-        (out, reuse.processed)
+        (out, reuse.processed, reuse.hashed)
     }
 
     #[test]
@@ -941,7 +1058,7 @@ mod tests {
     }
 
     /// Keeps every entry as `.1` rewrites it: as an earlier dvx wrote it.
-    struct Rewriting<'a>(&'a MemoryMemo, fn(&mut [u8]));
+    struct Rewriting<'a>(&'a MemoryMemo, fn(&mut Vec<u8>));
 
     impl Memo for Rewriting<'_> {
         fn get(&self, key: &dvx_stage_api::MemoKey) -> Option<Vec<u8>> {
@@ -954,14 +1071,26 @@ mod tests {
         }
     }
 
-    /// An entry in the earlier format, as a memo written before the content
+    /// An entry in the first format, as a memo written before the content
     /// hash covered the items' bytes holds it.
-    fn as_v1(v: &mut [u8]) {
+    fn as_v1(v: &mut Vec<u8>) {
         assert!(v.starts_with(ENTRY_MAGIC));
-        let n = u64::from_le_bytes(v[40..48].try_into().unwrap()) as usize;
-        let ids: Vec<[u8; 16]> = v[48..48 + 16 * n].chunks_exact(16).map(|c| c.try_into().unwrap()).collect();
-        v[..8].copy_from_slice(ENTRY_MAGIC_V1);
-        v[8..40].copy_from_slice(&ids_hash(&ids));
+        let mut e = Entry::<serde_json::Value>::decode(v).unwrap();
+        e.content = Content::Ids(ids_hash(&e.ids));
+        *v = e.encode();
+        assert!(v.starts_with(ENTRY_MAGIC_V1));
+    }
+
+    /// An entry in the second format: no runs.
+    fn as_v2(v: &mut Vec<u8>) {
+        let e = Entry::<serde_json::Value>::decode(v).unwrap();
+        let Content::Items(content) = e.content else { panic!("a current entry") };
+        let mut b = ENTRY_MAGIC_V2.to_vec();
+        b.extend_from_slice(&content);
+        b.extend_from_slice(&(e.ids.len() as u64).to_le_bytes());
+        e.ids.iter().for_each(|id| b.extend_from_slice(id));
+        serde_json::to_writer(&mut b, &e.results).unwrap();
+        *v = b;
     }
 
     #[test]
@@ -983,9 +1112,49 @@ mod tests {
         assert_eq!(run(&p, &memo).1, 1, "reuse by item id");
     }
 
+    #[test]
+    fn a_changed_batch_hashes_only_the_items_of_its_changed_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines: Vec<String> =
+            (0..30_000).map(|i| format!("{{\"n\":{i},\"t\":\"{}\"}}", "x".repeat(i % 90))).collect();
+        let p = write(dir.path(), &lines);
+        let memo = MemoryMemo::default();
+        let (_, processed, hashed) = run_hashing(&p, &memo);
+        assert_eq!((processed, hashed), (30_000, 30_000), "a first run hashes every item");
+        // Records replaced all over the file, as a re-sampling upstream does:
+        // every batch changes, a few runs in each.
+        for at in (500..30_000).step_by(1_000) {
+            lines[at] = format!("{{\"replaced\":{at}}}");
+        }
+        let p = write(dir.path(), &lines);
+        let (out, processed, hashed) = run_hashing(&p, &memo);
+        assert_eq!(processed, 30);
+        assert_eq!(out, lines.iter().map(String::len).collect::<Vec<_>>());
+        assert!(hashed < 30 * 4 * RUN_AVG as usize, "{hashed} items hashed one by one");
+        assert_eq!(run_hashing(&p, &memo), (out, 0, 0), "and then it replays");
+    }
+
+    #[test]
+    fn entries_without_runs_are_reused_by_item_id_and_rewritten_when_their_batch_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines: Vec<String> = (0..9_000).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let p = write(dir.path(), &lines);
+        let memo = MemoryMemo::default();
+        run(&p, &Rewriting(&memo, as_v2));
+        let puts = CountPuts(&memo, AtomicUsize::new(0));
+        assert_eq!(run(&p, &puts).1, 0, "they replay");
+        assert_eq!(puts.1.load(Ordering::Relaxed), 0, "as they are");
+        lines[4_000] = "{\"edited\":1}".into();
+        let p = write(dir.path(), &lines);
+        let puts = CountPuts(&memo, AtomicUsize::new(0));
+        assert_eq!(run(&p, &puts).1, 1, "the edited item alone is processed");
+        assert_eq!(puts.1.load(Ordering::Relaxed), 1, "its batch's entry is rewritten, with runs");
+        assert_eq!(run_hashing(&p, &memo).2, 0);
+    }
+
     /// An entry with another content hash, as dvx kept it before the hash
     /// left out the frame copy (`items\0`, each item framed).
-    fn with_other_content_hash(v: &mut [u8]) {
+    fn with_other_content_hash(v: &mut Vec<u8>) {
         let other = blake3::hash(&v[8..40]);
         v[8..40].copy_from_slice(other.as_bytes());
     }
@@ -1051,10 +1220,18 @@ mod tests {
     #[test]
     fn damaged_entries_are_misses() {
         assert!(Entry::<u8>::decode(b"dvxrb02\nshort").is_none());
-        let e = Entry { content: Content::Items([1; 32]), ids: vec![[2; 16]], results: vec![7u8] };
+        let run = Run { start: 0, len: 1, hash: [3; 32] };
+        let e =
+            Entry { content: Content::Items([1; 32]), ids: vec![[2; 16]], runs: vec![run.clone()], results: vec![7u8] };
         let mut b = e.encode();
-        assert_eq!(Entry::<u8>::decode(&b).unwrap().results, vec![7]);
+        let back = Entry::<u8>::decode(&b).unwrap();
+        assert_eq!((back.results, back.runs), (vec![7], vec![run]));
         b.truncate(b.len() - 1);
         assert!(Entry::<u8>::decode(&b).is_none());
+        // Runs that do not cover the items exactly are refused.
+        for runs in [vec![], vec![Run { start: 0, len: 2, hash: [3; 32] }]] {
+            let e = Entry { content: Content::Items([1; 32]), ids: vec![[2; 16]], runs, results: vec![7u8] };
+            assert!(Entry::<u8>::decode(&e.encode()).is_none());
+        }
     }
 }
