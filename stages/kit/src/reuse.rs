@@ -496,6 +496,50 @@ pub fn copy_line(w: &mut RecordWriter, text: &str, compact: bool) -> Result<(), 
     }
 }
 
+/// Input lines written as they stand, gathered into runs of consecutive
+/// lines of one block so that each run goes to the writer in one call:
+/// copying a million kept lines one at a time (each into the writer's
+/// buffer, then compared with the earlier out) was most of a re-run's
+/// writing.
+#[derive(Default)]
+pub struct LineRuns {
+    /// The block, the bytes of the run's lines in it (each with its `\n`), how many.
+    run: Option<(Arc<LineBlock>, std::ops::Range<usize>, usize)>,
+}
+
+impl LineRuns {
+    /// Write `item`, whose text is the line a JSONL out gets for it
+    /// ([`is_compact`]), after the lines before it.
+    pub fn write(&mut self, w: &mut RecordWriter, item: &Item) -> Result<(), StageFailure> {
+        if let Item::Line(block, at) = item {
+            // A line ending in `\n` alone is, with it, the bytes written.
+            if block.text.as_bytes().get(at.end) == Some(&b'\n') {
+                if let Some((b, run, n)) = &mut self.run {
+                    if Arc::ptr_eq(b, block) && run.end == at.start {
+                        run.end = at.end + 1;
+                        *n += 1;
+                        return Ok(());
+                    }
+                }
+                self.flush(w)?;
+                self.run = Some((block.clone(), at.start..at.end + 1, 1));
+                return Ok(());
+            }
+        }
+        self.flush(w)?;
+        w.write_json_line(item.text().unwrap_or_default())
+    }
+
+    /// Write the run held: before anything else is written to the same
+    /// writer, and at the end.
+    pub fn flush(&mut self, w: &mut RecordWriter) -> Result<(), StageFailure> {
+        match self.run.take() {
+            Some((block, run, n)) => w.write_json_lines(&block.text[run], n),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The default of every record-wise kind's `reuse` param.
 pub fn on() -> bool {
     true

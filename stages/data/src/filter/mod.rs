@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 use crate::field_check::FieldsSeen;
 use crate::projection::Projection;
 use crate::records::{out_writer, BadLine};
-use crate::reuse::{Batch, Batches, Reuse};
+use crate::reuse::{Batch, Batches, LineRuns, Reuse};
 use crate::support::{bad_line_record, category_of, pool, round4, OnError};
 use rule::{parse_rules, Rule, Subject};
 
@@ -161,6 +161,8 @@ impl TypedStage for Filter {
         let mut malformed = 0usize;
         let seen = fields_read(c);
         let mut reuse = Reuse::new(ctx.memo, Self::KIND, Self::VERSION, p, p.reuse && seen.fits_mask());
+        // Kept lines written as they stand, a run of them at a time.
+        let mut runs = LineRuns::default();
         while let Some(batch) = batches.next_batch()? {
             let verdicts = reuse.results(&batch, &pool, |i| verdict(c, &seen, &batch, i, jsonl_out))?;
             for ((at, item), v) in batch.items.iter().zip(verdicts) {
@@ -182,10 +184,16 @@ impl TypedStage for Filter {
                                 t.passed += 1;
                                 let text = item.text().unwrap_or_default();
                                 match (line, compacted) {
+                                    (None, None) if compact => runs.write(&mut kept, item)?,
                                     // Kept by an earlier run that stored the compact line.
-                                    (Some(l), _) | (None, Some(l)) => kept.write_json_line(&l)?,
-                                    (None, None) if compact => kept.write_json_line(text)?,
-                                    (None, None) => kept.write_json_text(text)?,
+                                    (Some(l), _) | (None, Some(l)) => {
+                                        runs.flush(&mut kept)?;
+                                        kept.write_json_line(&l)?
+                                    }
+                                    (None, None) => {
+                                        runs.flush(&mut kept)?;
+                                        kept.write_json_text(text)?
+                                    }
                                 }
                             }
                             Some(path) => {
@@ -201,6 +209,7 @@ impl TypedStage for Filter {
         }
         tracing::info!(stage = ctx.name, processed = reuse.processed, reused = reuse.reused, "filter done");
         seen.check()?;
+        runs.flush(&mut kept)?;
         kept.finish()?;
         if let Some(w) = rejected {
             w.finish()?;
