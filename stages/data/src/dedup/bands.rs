@@ -17,8 +17,10 @@ use dvx_stage_api::StageFailure;
 pub static BUDGET: AtomicUsize = AtomicUsize::new(256 << 20);
 
 enum Store {
-    /// Row-major: text `t`'s hashes at `t * bands ..`.
-    Memory(Vec<u64>),
+    /// A column per band (bucketing reads a band at a time: a column is
+    /// contiguous, where rows would make each band's pass stride through
+    /// every text's hashes).
+    Memory(Vec<Vec<u64>>),
     /// One file per band, being appended to.
     Writing(Vec<BufWriter<File>>),
     /// One file per band, complete.
@@ -41,7 +43,7 @@ fn io_err(what: &str, dir: &Path, e: std::io::Error) -> StageFailure {
 impl BandTable {
     /// An empty table of `bands` hashes per text, spilling into `dir`.
     pub fn new(bands: usize, dir: &Path) -> Self {
-        BandTable { bands, texts: 0, store: Store::Memory(Vec::new()), dir: dir.to_path_buf() }
+        BandTable { bands, texts: 0, store: Store::Memory(vec![Vec::new(); bands]), dir: dir.to_path_buf() }
     }
 
     /// Number of texts.
@@ -56,9 +58,9 @@ impl BandTable {
 
     /// Room for `texts` more texts, as far as the memory budget goes.
     pub fn reserve(&mut self, texts: usize) {
-        if let Store::Memory(mem) = &mut self.store {
-            let budget = BUDGET.load(Ordering::Relaxed) / 8 + self.bands;
-            mem.reserve(texts.saturating_mul(self.bands).min(budget.saturating_sub(mem.len())));
+        if let Store::Memory(columns) = &mut self.store {
+            let budget = BUDGET.load(Ordering::Relaxed) / 8 / self.bands.max(1) + 1;
+            columns.iter_mut().for_each(|c| c.reserve(texts.min(budget.saturating_sub(c.len()))));
         }
     }
 
@@ -67,9 +69,9 @@ impl BandTable {
         debug_assert_eq!(hashes.len(), self.bands);
         self.texts += 1;
         match &mut self.store {
-            Store::Memory(mem) => {
-                mem.extend_from_slice(hashes);
-                if mem.len() * 8 > BUDGET.load(Ordering::Relaxed) {
+            Store::Memory(columns) => {
+                columns.iter_mut().zip(hashes).for_each(|(c, h)| c.push(*h));
+                if self.texts * self.bands * 8 > BUDGET.load(Ordering::Relaxed) {
                     self.spill()?;
                 }
             }
@@ -85,15 +87,15 @@ impl BandTable {
 
     /// Move the hashes held so far into one file per band.
     fn spill(&mut self) -> Result<(), StageFailure> {
-        let Store::Memory(mem) = std::mem::replace(&mut self.store, Store::Memory(Vec::new())) else {
+        let Store::Memory(columns) = std::mem::replace(&mut self.store, Store::Memory(Vec::new())) else {
             return Ok(());
         };
         tracing::debug!(texts = self.texts, dir = %self.dir.display(), "dedup spills band hashes to disk");
         let mut files = Vec::with_capacity(self.bands);
-        for band in 0..self.bands {
+        for column in &columns {
             let file = tempfile::tempfile_in(&self.dir).map_err(|e| io_err("create", &self.dir, e))?;
             let mut w = BufWriter::with_capacity(1 << 16, file);
-            for h in mem.iter().skip(band).step_by(self.bands) {
+            for h in column {
                 w.write_all(&h.to_le_bytes()).map_err(|e| io_err("write", &self.dir, e))?;
             }
             files.push(w);
@@ -105,7 +107,7 @@ impl BandTable {
     /// No more texts: flush what went to disk.
     pub fn seal(&mut self) -> Result<(), StageFailure> {
         match &mut self.store {
-            Store::Memory(mem) => mem.shrink_to_fit(),
+            Store::Memory(columns) => columns.iter_mut().for_each(Vec::shrink_to_fit),
             Store::Writing(files) => {
                 let sealed = std::mem::take(files)
                     .into_iter()
@@ -121,8 +123,8 @@ impl BandTable {
     /// Calls `f(text, hash)` for every text's hash in `band`, in text order.
     pub fn for_each_in_band(&self, band: usize, mut f: impl FnMut(usize, u64)) -> Result<(), StageFailure> {
         match &self.store {
-            Store::Memory(mem) => {
-                mem.iter().skip(band).step_by(self.bands).enumerate().for_each(|(t, &h)| f(t, h));
+            Store::Memory(columns) => {
+                columns[band].iter().enumerate().for_each(|(t, &h)| f(t, h));
                 Ok(())
             }
             Store::Writing(_) => Err(StageFailure::new("dedup: band hashes read before they were sealed")),
