@@ -34,8 +34,12 @@ pub struct ScanLine {
 impl ScanLine {
     /// The text, or the bad record the reader reports when it is not UTF-8.
     pub fn text<'b>(&self, block: &'b [u8], path: &Path) -> Result<&'b str, BadRecord> {
-        std::str::from_utf8(&block[self.text.clone()])
-            .map_err(|e| bad_line(path, self.line, format!("cannot read line: not UTF-8 ({e})")))
+        let bytes = &block[self.text.clone()];
+        // simdutf8 is faster on the way that matters; std says why not.
+        simdutf8::basic::from_utf8(bytes).or_else(|_| {
+            std::str::from_utf8(bytes)
+                .map_err(|e| bad_line(path, self.line, format!("cannot read line: not UTF-8 ({e})")))
+        })
     }
 }
 

@@ -350,14 +350,18 @@ impl Cutter {
                 // Lines end at a `\n` (and a byte-order mark or `\r` taken
                 // off is whole characters), so a block that is UTF-8 is
                 // sliced into its lines' texts as it is.
-                let items = match String::from_utf8(block) {
-                    Ok(text) => {
+                // (simdutf8 checks a block several times faster than std,
+                // which was a sixth of the reading thread's time.)
+                let items = match simdutf8::basic::from_utf8(&block) {
+                    Ok(_) => {
+                        // SAFETY: the bytes were just checked to be UTF-8.
+                        let text = unsafe { String::from_utf8_unchecked(block) };
                         let block = Arc::new(LineBlock { text, at });
                         lines.iter().map(|l| (l.line, Item::Line(block.clone(), l.text.clone()))).collect()
                     }
-                    Err(e) => lines
+                    Err(_) => lines
                         .iter()
-                        .map(|l| match l.text(e.as_bytes(), &source.path) {
+                        .map(|l| match l.text(&block, &source.path) {
                             Ok(t) => (l.line, Item::Text(t.to_string())),
                             Err(bad) => (l.line, Item::Unreadable(bad.reason)),
                         })

@@ -69,7 +69,7 @@ fn copy_kept(
             if n == 0 {
                 return Ok(());
             }
-            let text = std::str::from_utf8(&block[bytes]).map_err(|_| changed())?;
+            let text = simdutf8::basic::from_utf8(&block[bytes]).map_err(|_| changed())?;
             out.write_json_lines(text, n)
         };
         for l in &lines {
