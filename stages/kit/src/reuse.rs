@@ -757,9 +757,9 @@ struct Entry<R> {
 }
 
 impl<R: Serialize + DeserializeOwned> Entry<R> {
-    /// `magic, content hash, n, n ids, [run count, (len u32, hash) per run], results as JSON`;
-    /// the runs only in the current format (first-format entries, kept
-    /// for tests, have none).
+    /// `magic, content hash, n, n ids, [run count, (len u32, hash) per run], results`:
+    /// the runs, and results as MessagePack rather than JSON, only in the
+    /// current format (first-format entries, kept for tests, have neither).
     fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(56 + self.ids.len() * 40 + self.runs.len() * 36);
         let (magic, content) = match &self.content {
@@ -777,7 +777,14 @@ impl<R: Serialize + DeserializeOwned> Entry<R> {
                 b.extend_from_slice(&r.hash);
             }
         }
-        serde_json::to_writer(&mut b, &self.results).expect("results serialise");
+        if magic == ENTRY_MAGIC {
+            // MessagePack with field names: as self-describing as JSON (so
+            // fields skipped or added since read back), about half the
+            // bytes and twice as fast to read back.
+            rmp_serde::encode::write_named(&mut b, &self.results).expect("results serialise");
+        } else {
+            serde_json::to_writer(&mut b, &self.results).expect("results serialise");
+        }
         b
     }
 
@@ -810,7 +817,11 @@ impl<R: Serialize + DeserializeOwned> Entry<R> {
                 return None;
             }
         }
-        let results: Vec<R> = serde_json::from_slice(rest.get(at..)?).ok()?;
+        let results: Vec<R> = if magic == ENTRY_MAGIC {
+            rmp_serde::from_slice(rest.get(at..)?).ok()?
+        } else {
+            serde_json::from_slice(rest.get(at..)?).ok()?
+        };
         (results.len() == n).then_some(Entry { content, ids, runs, results })
     }
 }
@@ -849,8 +860,22 @@ pub mod testing {
         line["records processed: ".len()..].split(',').next().unwrap().parse().unwrap()
     }
 
+    /// An entry of today's format as dvx wrote it before entries held runs
+    /// and binary results (the second format: results as JSON).
+    pub(super) fn as_v2(value: &[u8]) -> Vec<u8> {
+        let e = super::Entry::<serde_json::Value>::decode(value).expect("an entry");
+        let super::Content::Items(content) = e.content else { panic!("an entry of today's format") };
+        let mut b = super::ENTRY_MAGIC_V2.to_vec();
+        b.extend_from_slice(&content);
+        b.extend_from_slice(&(e.ids.len() as u64).to_le_bytes());
+        e.ids.iter().for_each(|id| b.extend_from_slice(id));
+        serde_json::to_writer(&mut b, &e.results).expect("JSON");
+        b
+    }
+
     /// A memo that keeps entries as an earlier version of a kind wrote
-    /// them: `strip` (a per-item field added since) cut out of every value.
+    /// them (JSON results, see [`as_v2`]): `strip` (a per-item field added
+    /// since) cut out of every value.
     struct Stripping<'a>(&'a MemoryMemo, &'static str, std::sync::atomic::AtomicUsize);
 
     impl dvx_stage_api::Memo for Stripping<'_> {
@@ -859,6 +884,7 @@ pub mod testing {
         }
         fn put(&self, key: &dvx_stage_api::MemoKey, value: &[u8]) -> Result<(), String> {
             let strip = self.1.as_bytes();
+            let value = &as_v2(value);
             let (mut v, mut at) = (Vec::with_capacity(value.len()), 0);
             while at < value.len() {
                 if value[at..].starts_with(strip) {
@@ -1131,14 +1157,7 @@ mod tests {
 
     /// An entry in the second format: no runs.
     fn as_v2(v: &mut Vec<u8>) {
-        let e = Entry::<serde_json::Value>::decode(v).unwrap();
-        let Content::Items(content) = e.content else { panic!("a current entry") };
-        let mut b = ENTRY_MAGIC_V2.to_vec();
-        b.extend_from_slice(&content);
-        b.extend_from_slice(&(e.ids.len() as u64).to_le_bytes());
-        e.ids.iter().for_each(|id| b.extend_from_slice(id));
-        serde_json::to_writer(&mut b, &e.results).unwrap();
-        *v = b;
+        *v = testing::as_v2(v);
     }
 
     #[test]

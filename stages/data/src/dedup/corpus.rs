@@ -484,19 +484,25 @@ impl Seen {
     /// Hex of: a flags byte (bit 0: empty), then exact, score, fields and
     /// the band hashes as little-endian u64s.
     fn pack(&self) -> String {
-        let mut bytes = Vec::with_capacity(1 + 8 * (4 + self.bands.len()));
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hex: Vec<u8> =
+            self.packed_bytes().iter().flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]).collect();
+        String::from_utf8(hex).expect("hex is ASCII")
+    }
+
+    /// The bytes [`Seen::pack`] writes in hex.
+    fn packed_bytes(&self) -> smallvec::SmallVec<[u8; 256]> {
+        let mut bytes = smallvec::SmallVec::with_capacity(1 + 8 * (4 + self.bands.len()));
         bytes.push(u8::from(self.empty));
         for v in self.exact.iter().chain([&self.score, &self.fields]).chain(&self.bands) {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let hex: Vec<u8> = bytes.iter().flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]).collect();
-        String::from_utf8(hex).expect("hex is ASCII")
+        bytes
     }
 
     fn unpack(hex: &str) -> Option<Seen> {
         let hex = hex.as_bytes();
-        if hex.len() % 16 != 2 || hex.len() < 2 + 64 {
+        if hex.len() % 2 != 0 {
             return None;
         }
         // One table lookup per hex digit; 0xff marks anything else.
@@ -516,47 +522,55 @@ impl Seen {
         }
         static DIGIT: [u8; 256] = digits();
         let mut bad = 0u8;
-        let mut byte = |pair: &[u8]| {
-            let (hi, lo) = (DIGIT[usize::from(pair[0])], DIGIT[usize::from(pair[1])]);
-            bad |= (hi | lo) & 0xf0;
-            (hi << 4) | lo
-        };
-        let flags = byte(&hex[..2]);
-        // Each word from its 16 digits, little-endian, without a byte buffer.
-        let mut words = hex[2..].chunks_exact(16).map(|w| {
-            let mut le = [0u8; 8];
-            le.iter_mut().zip(w.chunks_exact(2)).for_each(|(b, pair)| *b = byte(pair));
-            u64::from_le_bytes(le)
-        });
-        let mut next = || words.next().expect("at least four words");
-        let (exact, score, fields) = ([next(), next()], next(), next());
-        let bands = words.collect();
+        let bytes: smallvec::SmallVec<[u8; 256]> = hex
+            .chunks_exact(2)
+            .map(|pair| {
+                let (hi, lo) = (DIGIT[usize::from(pair[0])], DIGIT[usize::from(pair[1])]);
+                bad |= (hi | lo) & 0xf0;
+                (hi << 4) | lo
+            })
+            .collect();
         if bad != 0 {
             return None;
         }
-        Some(Seen { exact, score, fields, empty: flags & 1 == 1, bands })
+        Seen::from_packed_bytes(&bytes)
+    }
+
+    /// The record [`Seen::packed_bytes`] gave these bytes.
+    fn from_packed_bytes(bytes: &[u8]) -> Option<Seen> {
+        if bytes.len() % 8 != 1 || bytes.len() < 1 + 32 {
+            return None;
+        }
+        let mut words = bytes[1..].chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        let mut next = || words.next().expect("at least four words");
+        let (exact, score, fields) = ([next(), next()], next(), next());
+        Some(Seen { exact, score, fields, empty: bytes[0] & 1 == 1, bands: words.collect() })
     }
 }
 
-/// A [`Seen`] as the memo keeps it: [`Seen::pack`]'s hex string (reading a
-/// million records' 17 numbers each as JSON numbers was most of a re-run's
-/// memo time).
+/// A [`Seen`] as the memo keeps it: [`Seen::packed_bytes`], as bytes in a
+/// binary entry, in hex in a JSON one (reading a million records' 17
+/// numbers each as JSON numbers was most of a re-run's memo time).
 #[derive(Clone)]
 pub struct Packed(pub Seen);
 
 impl Serialize for Packed {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0.pack())
+        if s.is_human_readable() {
+            s.serialize_str(&self.0.pack())
+        } else {
+            s.serialize_bytes(&self.0.packed_bytes())
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Packed {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Packed, D::Error> {
-        d.deserialize_str(Either).map(Packed)
+        d.deserialize_any(Either).map(Packed)
     }
 }
 
-/// Visits the packed string.
+/// Visits the packed bytes, or their hex.
 struct Either;
 
 impl<'de> serde::de::Visitor<'de> for Either {
@@ -566,6 +580,9 @@ impl<'de> serde::de::Visitor<'de> for Either {
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Seen, E> {
         Seen::unpack(v).ok_or_else(|| E::custom("not a packed dedup record"))
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Seen, E> {
+        Seen::from_packed_bytes(v).ok_or_else(|| E::custom("not a packed dedup record"))
     }
 }
 
@@ -647,6 +664,11 @@ mod tests {
         let packed = serde_json::to_string(&Packed(seen.clone())).unwrap();
         assert!(packed.starts_with("\"01ffffffffffffffff07"), "{packed}");
         let back: Packed = serde_json::from_str(&packed).unwrap();
+        assert_eq!(back.0, seen);
+        // In a binary entry: its bytes, not their hex.
+        let binary = rmp_serde::to_vec_named(&Packed(seen.clone())).unwrap();
+        assert_eq!(binary.len(), 2 + 1 + 8 * 7);
+        let back: Packed = rmp_serde::from_slice(&binary).unwrap();
         assert_eq!(back.0, seen);
         // No bands (exact mode); damaged strings are refused.
         let plain = Seen { bands: Default::default(), ..seen.clone() };
