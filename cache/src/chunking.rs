@@ -46,19 +46,52 @@ const READ_AHEAD: usize = 8 * MAX_CHUNK as usize;
 /// whole maximal chunk lay ahead when it was found (see [`stable_prefix`]),
 /// so splitting may start at any such cut of an earlier version.
 ///
-/// `pieces` is updated on a second thread while this one looks for the cut
-/// points (the slower of the two), so hashing the whole content costs little
-/// wall time on top of chunking it.
+/// Reading and finding the cut points run on a thread of their own, a
+/// buffer ahead of `each` (hashing and writing the chunks), with `pieces`
+/// updated on a third beside the cut search: a large store costs about the
+/// slower of the two, not their sum.
 pub(crate) fn split(
-    mut source: impl Read,
+    source: impl Read + Send,
     path: &Path,
     pieces: &mut PieceHasher,
     mut each: impl FnMut(&[&[u8]]) -> Result<()>,
 ) -> Result<()> {
+    let (rounds, next_round) = std::sync::mpsc::sync_channel::<Result<Round>>(1);
+    let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        s.spawn(move || cut_rounds(source, path, pieces, &rounds, &spare));
+        for round in next_round {
+            let round = round?;
+            let chunks: Vec<&[u8]> = round.cuts.iter().map(|&(a, b)| &round.buf[a..b]).collect();
+            each(&chunks)?;
+            // The buffer goes round again rather than a new one faulted in.
+            let _ = give_back.send(round.buf);
+        }
+        // Returning drops the receiver: a cutting thread still sending
+        // (after an error here) then stops.
+        Ok(())
+    })
+}
+
+/// A buffer read from the source and the chunks (ranges of it) cut in it.
+struct Round {
+    buf: Vec<u8>,
+    cuts: Vec<(usize, usize)>,
+}
+
+/// The cutting thread of [`split`]: sends each buffer's final chunks, or
+/// the read error that ends it, reusing buffers handed back on `spare`.
+/// Ends with the source, or when nobody receives.
+fn cut_rounds(
+    mut source: impl Read,
+    path: &Path,
+    pieces: &mut PieceHasher,
+    rounds: &std::sync::mpsc::SyncSender<Result<Round>>,
+    spare: &std::sync::mpsc::Receiver<Vec<u8>>,
+) {
     let mut buf = vec![0u8; READ_AHEAD];
     let mut len = 0; // valid bytes in `buf`
     let mut eof = false;
-    let mut cuts: Vec<(usize, usize)> = Vec::new();
     loop {
         let fresh_from = len;
         while !eof && len < buf.len() {
@@ -66,11 +99,14 @@ pub(crate) fn split(
                 Ok(0) => eof = true,
                 Ok(n) => len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).at(path),
+                Err(e) => {
+                    let _ = rounds.send(Err(e).at(path));
+                    return;
+                }
             }
         }
         let filled = &buf[..len];
-        cuts.clear();
+        let mut cuts = Vec::new();
         std::thread::scope(|s| {
             s.spawn(|| pieces.update(&filled[fresh_from..]));
             let cdc = fastcdc::v2020::FastCDC::new(filled, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
@@ -83,14 +119,15 @@ pub(crate) fn split(
                 start = end;
             }
         });
-        let round: Vec<&[u8]> = cuts.iter().map(|&(a, b)| &filled[a..b]).collect();
-        each(&round)?;
-        if eof {
-            return Ok(());
-        }
+        // What lies after the last cut starts the next buffer.
         let consumed = cuts.last().map_or(0, |c| c.1);
-        buf.copy_within(consumed..len, 0);
+        let mut next = spare.try_recv().unwrap_or_else(|_| vec![0u8; READ_AHEAD]);
+        next[..len - consumed].copy_from_slice(&buf[consumed..len]);
         len -= consumed;
+        if rounds.send(Ok(Round { buf, cuts })).is_err() || eof {
+            return;
+        }
+        buf = next;
     }
 }
 
