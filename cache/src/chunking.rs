@@ -287,6 +287,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_read_error_or_a_failing_caller_ends_a_split() {
+        /// Yields `ok` bytes of noise, then fails.
+        struct Failing(std::io::Cursor<Vec<u8>>);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match self.0.read(buf)? {
+                    0 => Err(std::io::Error::other("disk on fire")),
+                    n => Ok(n),
+                }
+            }
+        }
+        let path = Path::new("big.bin");
+        let mut seen = 0;
+        let err = split(Failing(std::io::Cursor::new(noise(2, 20 << 20))), path, &mut PieceHasher::default(), |c| {
+            seen += c.len();
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("disk on fire") && err.to_string().contains("big.bin"), "{err}");
+        assert!(seen > 0, "the chunks before the error were handed on");
+        // The caller's error ends it too, however much is left to read.
+        let mut calls = 0;
+        let err = split(&noise(3, 40 << 20)[..], path, &mut PieceHasher::default(), |_| {
+            calls += 1;
+            Err(std::io::Error::other("full")).at(path)
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("full"), "{err}");
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
     fn lists_are_checked() {
         let h = Hash::of_bytes(b"c");
         let good = ChunkList::new(vec![(h.clone(), 10), (h.clone(), 5)]);
