@@ -32,6 +32,7 @@ use dvx_records::{JsonlScan, Raw, RawChunk, RecordReader, RecordWriter, ScanLine
 use dvx_stage_api::{Memo, MemoKey, StageFailure};
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde::Serialize;
 
 /// A batch ends after a line whose hash is 0 modulo this: batches of about
@@ -818,7 +819,11 @@ impl<R: Serialize + DeserializeOwned> Entry<R> {
             }
         }
         let results: Vec<R> = if magic == ENTRY_MAGIC {
-            rmp_serde::from_slice(rest.get(at..)?).ok()?
+            // Nesting capped as serde_json caps it: a hostile entry is a
+            // miss, not a stack overflow.
+            let mut de = rmp_serde::Deserializer::from_read_ref(rest.get(at..)?);
+            de.set_max_depth(128);
+            Vec::<R>::deserialize(&mut de).ok()?
         } else {
             serde_json::from_slice(rest.get(at..)?).ok()?
         };
@@ -1295,6 +1300,14 @@ mod tests {
         assert_eq!((back.results, back.runs), (vec![7], vec![run]));
         b.truncate(b.len() - 1);
         assert!(Entry::<u8>::decode(&b).is_none());
+        // Results nested past any sane depth are a miss, not a stack overflow.
+        let mut deep = e.encode();
+        let results_at = deep.len() - rmp_serde::to_vec_named(&vec![7u8]).unwrap().len();
+        deep.truncate(results_at);
+        deep.push(0x91); // the results: an array of one item, nested 100,000 deep
+        deep.extend(std::iter::repeat_n(0x91, 100_000));
+        deep.push(0x07);
+        assert!(Entry::<serde_json::Value>::decode(&deep).is_none());
         // Runs that do not cover the items exactly are refused.
         for runs in [vec![], vec![Run { start: 0, len: 2, hash: [3; 32] }]] {
             let e = Entry { content: Content::Items([1; 32]), ids: vec![[2; 16]], runs, results: vec![7u8] };
