@@ -777,8 +777,6 @@ impl<R: Serialize + DeserializeOwned> Entry<R> {
                 b.extend_from_slice(&(r.len as u32).to_le_bytes());
                 b.extend_from_slice(&r.hash);
             }
-        }
-        if magic == ENTRY_MAGIC {
             // MessagePack with field names: as self-describing as JSON (so
             // fields skipped or added since read back), about half the
             // bytes and twice as fast to read back.
@@ -799,36 +797,37 @@ impl<R: Serialize + DeserializeOwned> Entry<R> {
             _ => return None,
         };
         let n = u64::from_le_bytes(rest.get(32..40)?.try_into().ok()?) as usize;
-        let mut at = 40usize.checked_add(n.checked_mul(16)?)?;
-        let ids = rest.get(40..at)?.chunks_exact(16).map(|c| c.try_into().expect("16")).collect();
-        let mut runs = Vec::new();
-        if magic == ENTRY_MAGIC {
-            let count = u64::from_le_bytes(rest.get(at..at + 8)?.try_into().ok()?) as usize;
-            at += 8;
-            let table = rest.get(at..at.checked_add(count.checked_mul(36)?)?)?;
-            at += table.len();
-            let mut start = 0usize;
-            for r in table.chunks_exact(36) {
-                let len = u32::from_le_bytes(r[..4].try_into().expect("4")) as usize;
-                runs.push(Run { start, len, hash: r[4..].try_into().expect("32") });
-                start = start.checked_add(len)?;
-            }
-            // Runs cover the items exactly, or the entry is not used.
-            if start != n || runs.iter().any(|r| r.len == 0) {
-                return None;
-            }
-        }
-        let results: Vec<R> = if magic == ENTRY_MAGIC {
+        let ids_end = 40usize.checked_add(n.checked_mul(16)?)?;
+        let ids = rest.get(40..ids_end)?.chunks_exact(16).map(|c| c.try_into().expect("16")).collect();
+        let (runs, results): (Vec<Run>, Vec<R>) = if magic == ENTRY_MAGIC {
+            let (runs, at) = decode_runs(rest, ids_end, n)?;
             // Nesting capped as serde_json caps it: a hostile entry is a
             // miss, not a stack overflow.
             let mut de = rmp_serde::Deserializer::from_read_ref(rest.get(at..)?);
             de.set_max_depth(128);
-            Vec::<R>::deserialize(&mut de).ok()?
+            (runs, Vec::<R>::deserialize(&mut de).ok()?)
         } else {
-            serde_json::from_slice(rest.get(at..)?).ok()?
+            (Vec::new(), serde_json::from_slice(rest.get(ids_end..)?).ok()?)
         };
         (results.len() == n).then_some(Entry { content, ids, runs, results })
     }
+}
+
+/// The run table at `at` in `rest` (a count, then a length and a hash per
+/// run) and where it ends; `None` unless the runs cover the `n` items
+/// exactly, none of them empty.
+fn decode_runs(rest: &[u8], mut at: usize, n: usize) -> Option<(Vec<Run>, usize)> {
+    let count = u64::from_le_bytes(rest.get(at..at.checked_add(8)?)?.try_into().ok()?) as usize;
+    at += 8;
+    let table = rest.get(at..at.checked_add(count.checked_mul(36)?)?)?;
+    let mut runs = Vec::with_capacity(count);
+    let mut start = 0usize;
+    for r in table.chunks_exact(36) {
+        let len = u32::from_le_bytes(r[..4].try_into().expect("4")) as usize;
+        runs.push(Run { start, len, hash: r[4..].try_into().expect("32") });
+        start = start.checked_add(len)?;
+    }
+    (start == n && runs.iter().all(|r| r.len > 0)).then_some((runs, at + table.len()))
 }
 
 /// For each kind's tests: an incremental run equals a full run.
